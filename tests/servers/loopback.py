@@ -1,0 +1,133 @@
+"""A tiny threaded HTTP server on 127.0.0.1 with a route table, a request log and injectable faults.
+
+Service fakes (Binance, Alpaca) register handlers that return real response bodies; tests queue
+faults (429, 5xx, a dropped connection) to be served instead of the next matching requests.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False  # close the connection without answering (a lost response)
+
+    def encoded(self) -> bytes:
+        if isinstance(self.body, bytes):
+            return self.body
+        if isinstance(self.body, str):
+            return self.body.encode()
+        return json.dumps(self.body).encode()
+
+
+Handler = Callable[[Request], Response]
+
+
+@dataclass
+class Fault:
+    method: str
+    path_prefix: str
+    response: Response
+    remaining: int = 1
+
+
+class LoopbackServer:
+    """Serve `routes` ({(METHOD, path): handler}) on 127.0.0.1:<free port> in a daemon thread."""
+
+    def __init__(self, routes: dict[tuple[str, str], Handler]) -> None:
+        self.routes = dict(routes)
+        self.requests: list[Request] = []
+        self.faults: list[Fault] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class _H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:  # keep test output clean
+                pass
+
+            def _handle(self) -> None:
+                parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                req = Request(
+                    self.command, parts.path,
+                    {k: v[-1] for k, v in parse_qs(parts.query).items()},
+                    {k.lower(): v for k, v in self.headers.items()},
+                    self.rfile.read(length) if length else b"",
+                )
+                resp = server._dispatch(req)
+                if resp.drop:
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                body = resp.encoded()
+                self.send_response(resp.status)
+                headers = {"Content-Type": "application/json", **resp.headers}
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _handle
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _H)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def _dispatch(self, req: Request) -> Response:
+        with self._lock:
+            self.requests.append(req)
+            for fault in self.faults:
+                if fault.remaining > 0 and fault.method in (req.method, "*") and req.path.startswith(
+                    fault.path_prefix
+                ):
+                    fault.remaining -= 1
+                    return fault.response
+        handler = self.routes.get((req.method, req.path))
+        if handler is None:
+            return Response(404, {"error": f"no route {req.method} {req.path}"})
+        return handler(req)
+
+    def fail_next(self, path_prefix: str, response: Response, times: int = 1,
+                  method: str = "*") -> None:
+        """Serve `response` instead of the next `times` requests whose path starts with prefix."""
+        with self._lock:
+            self.faults.append(Fault(method, path_prefix, response, times))
+
+    def hits(self, path: str) -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests if r.path == path]
+
+    def __enter__(self) -> LoopbackServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,1 @@
+"""Market data: the Parquet/DuckDB lake, data quality checks, and the sources that fill the lake."""

@@ -1,0 +1,878 @@
+"""The data lake: hive-partitioned zstd Parquet under `<data>/lake/bars/`, queried with DuckDB.
+
+Layout: `bars/source=S/timeframe=T/symbol=SYM/year=Y/data.parquet`, one file per year holding one
+row per timestamp, sorted. A write merges new bars into each touched year file (newer rows win),
+writes the result to a hidden temporary file beside it, fsyncs it and renames it over the old one,
+so a reader (or a writer killed at any point) only ever sees whole files. Each series keeps a
+small `_coverage.json` (first/last ts, rows, gaps) that is rebuilt from the files whenever the files
+changed behind its back, so a crash between data and catalog cannot leave the catalog lying.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote, unquote
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from workbench.config import data_dir
+from workbench.data.bars import BAR_COLUMNS, OPTIONAL_COLUMNS, bars_to_arrow, normalize_bars
+from workbench.data.calendar import Calendar, calendar_for_symbol
+from workbench.data.quality import QualityPolicy, QualityReport, apply_policy, check_bars
+from workbench.data.timeframe import Timeframe
+from workbench.errors import ConfigError, DataError, LakeCorruptError, did_you_mean
+
+if TYPE_CHECKING:
+    from workbench.data.sources.base import Source
+
+log = logging.getLogger(__name__)
+
+DATA_FILE = "data.parquet"
+COVERAGE_FILE = "_coverage.json"
+MAX_GAPS_KEPT = 200
+ROW_GROUP_SIZE = 65_536
+SYNC_BATCH_ROWS = 250_000
+_FLOATS = ("open", "high", "low", "close", "volume", "trades", "vwap")
+
+TimeLike = str | pd.Timestamp | None
+Progress = Callable[[str, int], None]
+
+
+class Layout(StrEnum):
+    """Shape of a multi-symbol read: long (a `symbol` column) or wide (columns field x symbol)."""
+
+    LONG = "long"
+    WIDE = "wide"
+
+
+@dataclass(frozen=True)
+class SeriesKey:
+    """One stored series: (source, symbol, timeframe)."""
+
+    source: str
+    symbol: str
+    timeframe: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.symbol}:{self.timeframe}"
+
+
+@dataclass
+class Coverage:
+    """What the lake holds for one series; powers incremental syncs and `data ls`."""
+
+    source: str
+    symbol: str
+    timeframe: str
+    calendar: str
+    rows: int
+    first_ts: str | None
+    last_ts: str | None
+    missing_bars: int
+    gaps: list[tuple[str, str, int]] = field(default_factory=list)
+    bytes: int = 0
+    files: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def first(self) -> pd.Timestamp | None:
+        return pd.Timestamp(self.first_ts) if self.first_ts else None
+
+    @property
+    def last(self) -> pd.Timestamp | None:
+        return pd.Timestamp(self.last_ts) if self.last_ts else None
+
+
+@dataclass
+class WriteResult:
+    """What one `write_bars` call did."""
+
+    key: SeriesKey
+    rows_in: int
+    rows_added: int
+    rows_replaced: int
+    report: QualityReport
+
+
+@dataclass
+class SyncResult:
+    """What a sync did for one symbol, including gaps found in the synced range afterwards."""
+
+    key: SeriesKey
+    requested: list[tuple[str, str]]
+    rows_fetched: int = 0
+    rows_added: int = 0
+    rows_replaced: int = 0
+    missing_in_range: int = 0
+    report: QualityReport | None = None
+
+
+def _ts(value: TimeLike, what: str) -> pd.Timestamp | None:
+    if value is None or value == "":
+        return None
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise ConfigError(f"cannot read {what} {value!r} as a time: use e.g. 2024-01-31 or "
+                          "2024-01-31T12:00Z") from None
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def check_range(start: pd.Timestamp | None, end: pd.Timestamp | None) -> None:
+    """Refuse an empty or inverted time range with a message that says what to change."""
+    if start is not None and end is not None and start >= end:
+        raise ConfigError(
+            f"start {start} is not before end {end}: pass a start earlier than the end"
+        )
+
+
+def _us(ts: pd.Timestamp) -> int:
+    return int(ts.value // 1000)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Lake:
+    """A Parquet bar store queried with DuckDB. `Lake()` uses ./data or $WORKBENCH_DATA_DIR.
+
+    >>> lake = Lake()                                              # doctest: +SKIP
+    >>> lake.read_bars("synthetic", "BTC/USDT", "1h", "2025-03-01", "2025-04-01")  # doctest: +SKIP
+    """
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = data_dir(root)
+        self.bars_dir = self.root / "lake" / "bars"
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"Lake({str(self.root)!r})"
+
+    # ------------------------------------------------------------------ paths and keys
+    def series_dir(self, source: str, symbol: str, timeframe: str | Timeframe) -> Path:
+        tf = Timeframe.parse(timeframe).name
+        return (
+            self.bars_dir / f"source={quote(source, safe='')}" / f"timeframe={tf}"
+            / f"symbol={quote(symbol, safe='')}"
+        )
+
+    def series(self) -> list[SeriesKey]:
+        """Every series that has at least one data file."""
+        out = []
+        if not self.bars_dir.is_dir():
+            return out
+        for d in sorted(self.bars_dir.glob("source=*/timeframe=*/symbol=*")):
+            if any(d.glob(f"year=*/{DATA_FILE}")):
+                out.append(SeriesKey(
+                    unquote(d.parent.parent.name.split("=", 1)[1]),
+                    unquote(d.name.split("=", 1)[1]),
+                    d.parent.name.split("=", 1)[1],
+                ))
+        return out
+
+    def _files(self, sdir: Path, start: pd.Timestamp | None = None,
+               end: pd.Timestamp | None = None) -> list[Path]:
+        files = []
+        for f in sorted(sdir.glob(f"year=*/{DATA_FILE}")):
+            year = int(f.parent.name.split("=", 1)[1])
+            if start is not None and year < start.year:
+                continue
+            if end is not None and year > end.year:
+                continue
+            files.append(f)
+        return files
+
+    @contextlib.contextmanager
+    def _lock(self, sdir: Path) -> Iterator[None]:
+        """Serialise writers of one series across processes (readers never wait)."""
+        sdir.mkdir(parents=True, exist_ok=True)
+        with open(sdir / ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _con(self) -> duckdb.DuckDBPyConnection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = duckdb.connect()
+            con.execute("SET TimeZone = 'UTC'")
+            self._local.con = con
+        return con
+
+    # ------------------------------------------------------------------ writing
+    def write_bars(
+        self,
+        source: str,
+        symbol: str,
+        timeframe: str | Timeframe,
+        bars: pd.DataFrame,
+        *,
+        policy: QualityPolicy | None = None,
+        calendar: Calendar | None = None,
+    ) -> WriteResult:
+        """Validate `bars` and merge them into the series, idempotently and atomically.
+
+        Rows whose timestamp is already stored are replaced (newer data wins); a rejected batch
+        raises DataError before anything on disk changes.
+        """
+        tf = Timeframe.parse(timeframe)
+        _check_name(source, "source")
+        _check_name(symbol, "symbol")
+        key = SeriesKey(source, symbol, tf.name)
+        cal = calendar or calendar_for_symbol(symbol)
+        frame = normalize_bars(bars, what=f"bars for {key}")
+        clean, report = apply_policy(frame, tf, cal, label=str(key), policy=policy)
+        result = WriteResult(key, len(frame), 0, 0, report)
+        if clean.empty:
+            return result
+        table = bars_to_arrow(clean)
+        ts = np.asarray(table.column("ts").cast(pa.int64()).to_numpy())
+        years = pd.to_datetime(ts, unit="us").year.to_numpy()
+        sdir = self.series_dir(source, symbol, tf)
+        with self._lock(sdir):
+            _clean_temp_files(sdir)
+            bounds = np.flatnonzero(np.diff(years)) + 1
+            for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(years)], strict=True):
+                added, replaced = self._merge_year(sdir, int(years[lo]), table.slice(lo, hi - lo))
+                result.rows_added += added
+                result.rows_replaced += replaced
+            self._refresh_coverage(key, cal)
+        log.debug("wrote %s: +%d rows, %d replaced", key, result.rows_added, result.rows_replaced)
+        return result
+
+    def _merge_year(self, sdir: Path, year: int, new: pa.Table) -> tuple[int, int]:
+        ydir = sdir / f"year={year}"
+        ydir.mkdir(parents=True, exist_ok=True)
+        path = ydir / DATA_FILE
+        if path.exists():
+            old = _read_file(path)
+            new, old = _align_schemas(new, old)
+            old_ts = np.asarray(old.column("ts").cast(pa.int64()).to_numpy())
+            new_ts = np.asarray(new.column("ts").cast(pa.int64()).to_numpy())
+            pos = np.searchsorted(new_ts, old_ts)
+            pos_c = np.minimum(pos, len(new_ts) - 1)
+            overlap = new_ts[pos_c] == old_ts
+            replaced = int(overlap.sum())
+            kept = old.filter(pa.array(~overlap)) if replaced else old
+            merged = pa.concat_tables([kept, new])
+            if len(kept) and len(new) and old_ts[~overlap].max(initial=-(2**62)) > new_ts[0]:
+                order = np.argsort(
+                    np.asarray(merged.column("ts").cast(pa.int64()).to_numpy()), kind="stable"
+                )
+                merged = merged.take(pa.array(order))
+            added = len(merged) - len(old)
+        else:
+            merged, added, replaced = new, len(new), 0
+        _write_parquet_atomic(merged, path)
+        return added, replaced
+
+    # ------------------------------------------------------------------ catalog
+    def coverage(
+        self,
+        source: str | None = None,
+        symbol: str | None = None,
+        timeframe: str | None = None,
+    ) -> list[Coverage]:
+        """Coverage of every matching series, rebuilt from the files where they changed."""
+        out = []
+        tf = Timeframe.parse(timeframe).name if timeframe else None
+        for key in self.series():
+            if (source and key.source != source) or (symbol and key.symbol != symbol) or (
+                tf and key.timeframe != tf
+            ):
+                continue
+            out.append(self.series_coverage(key.source, key.symbol, key.timeframe))
+        return out
+
+    def coverage_frame(self, **filters: str | None) -> pd.DataFrame:
+        """`coverage()` as a table, one row per series (what `workbench data ls` prints)."""
+        rows = [
+            {
+                "source": c.source, "symbol": c.symbol, "timeframe": c.timeframe,
+                "first": c.first, "last": c.last, "rows": c.rows,
+                "missing_bars": c.missing_bars, "gaps": len(c.gaps), "mb": c.bytes / 1e6,
+            }
+            for c in self.coverage(**filters)
+        ]
+        cols = ["source", "symbol", "timeframe", "first", "last", "rows", "missing_bars", "gaps",
+                "mb"]
+        return pd.DataFrame(rows, columns=cols)
+
+    def series_coverage(self, source: str, symbol: str, timeframe: str | Timeframe
+                        ) -> Coverage | None:
+        """Coverage of one series, or None when nothing is stored."""
+        tf = Timeframe.parse(timeframe)
+        sdir = self.series_dir(source, symbol, tf)
+        files = self._files(sdir)
+        if not files:
+            return None
+        cov_path = sdir / COVERAGE_FILE
+        if cov_path.exists():
+            try:
+                raw = json.loads(cov_path.read_text())
+                cov = Coverage(**{**raw, "gaps": [tuple(g) for g in raw.get("gaps", [])]})
+                if cov.files == _signature(files):
+                    return cov
+            except (ValueError, TypeError, KeyError):
+                log.warning("rebuilding unreadable coverage file %s", cov_path)
+        key = SeriesKey(source, symbol, tf.name)
+        with self._lock(sdir):
+            return self._refresh_coverage(key, calendar_for_symbol(symbol))
+
+    def _refresh_coverage(self, key: SeriesKey, cal: Calendar) -> Coverage:
+        tf = Timeframe.parse(key.timeframe)
+        sdir = self.series_dir(key.source, key.symbol, tf)
+        files = self._files(sdir)
+        parts = [np.asarray(_read_file(f, columns=["ts"]).column("ts").cast(pa.int64()))
+                 for f in files]
+        ts = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        gaps, missing = _gaps(ts, tf, cal)
+        cov = Coverage(
+            source=key.source, symbol=key.symbol, timeframe=tf.name, calendar=cal.code,
+            rows=len(ts),
+            first_ts=str(pd.Timestamp(int(ts[0]), unit="us", tz="UTC")) if len(ts) else None,
+            last_ts=str(pd.Timestamp(int(ts[-1]), unit="us", tz="UTC")) if len(ts) else None,
+            missing_bars=missing, gaps=gaps[:MAX_GAPS_KEPT],
+            bytes=sum(f.stat().st_size for f in files), files=_signature(files),
+        )
+        _atomic_write_bytes(sdir / COVERAGE_FILE, json.dumps(asdict(cov), indent=1).encode())
+        return cov
+
+    # ------------------------------------------------------------------ reading
+    def read_bars(
+        self,
+        source: str,
+        symbols: str | Sequence[str],
+        timeframe: str | Timeframe,
+        start: TimeLike = None,
+        end: TimeLike = None,
+        *,
+        layout: Layout | str = Layout.LONG,
+        include_partial: bool = False,
+    ) -> pd.DataFrame:
+        """Bars in [start, end) for one symbol (a bar frame) or several (long or wide frame).
+
+        A timeframe that is not stored is resampled in SQL from the coarsest stored one that
+        divides it; the still-forming last bucket is left out unless `include_partial`.
+        """
+        tf = Timeframe.parse(timeframe)
+        t0, t1 = _ts(start, "start"), _ts(end, "end")
+        check_range(t0, t1)
+        layout = Layout(layout)
+        single = isinstance(symbols, str)
+        syms = [symbols] if single else list(dict.fromkeys(symbols))
+        if not syms:
+            raise ConfigError("no symbols given: name at least one symbol")
+        parts = []
+        for sym in syms:
+            parts.append(self._read_one(source, sym, tf, t0, t1, include_partial))
+        if single:
+            return parts[0]
+        long = pd.concat(
+            [p.assign(symbol=s) for p, s in zip(parts, syms, strict=True)], ignore_index=True
+        )
+        long = long[["symbol", *[c for c in long.columns if c != "symbol"]]]
+        if layout is Layout.LONG:
+            return long
+        wide = long.pivot(index="ts", columns="symbol")
+        wide = wide.reindex(columns=pd.MultiIndex.from_product(
+            [[c for c in long.columns if c not in ("symbol", "ts")], syms]))
+        wide.columns.names = ["field", "symbol"]
+        return wide
+
+    def _stored_timeframe(self, source: str, symbol: str, tf: Timeframe) -> Timeframe:
+        stored = []
+        base = self.series_dir(source, symbol, tf).parent.parent
+        for d in base.glob("timeframe=*"):
+            if self._files(d / self.series_dir(source, symbol, tf).name):
+                stored.append(Timeframe.parse(d.name.split("=", 1)[1]))
+        if tf in stored:
+            return tf
+        usable = [s for s in stored if s.divides(tf)]
+        if usable:
+            return max(usable)
+        self._raise_unknown(source, symbol, tf, stored)
+        raise AssertionError  # pragma: no cover
+
+    def _raise_unknown(self, source: str, symbol: str, tf: Timeframe,
+                       stored: list[Timeframe]) -> None:
+        keys = self.series()
+        sources = sorted({k.source for k in keys})
+        if source not in sources:
+            hint = did_you_mean(source, sources)
+            have = f"the lake has {', '.join(sources)}" if sources else "the lake is empty"
+            raise DataError(f"no data for source {source!r}{hint}: {have}; "
+                            "run `workbench data demo` or `workbench data sync` first")
+        symbols = sorted({k.symbol for k in keys if k.source == source})
+        if symbol not in symbols:
+            raise DataError(
+                f"no data for symbol {symbol!r} in source {source!r}"
+                f"{did_you_mean(symbol, symbols)}: it has {', '.join(symbols[:12])}"
+                f"{'...' if len(symbols) > 12 else ''}; sync it first"
+            )
+        have = ", ".join(s.name for s in sorted(stored)) or "nothing"
+        raise DataError(
+            f"no {tf.name} bars for {source}:{symbol} and none can be resampled from what is "
+            f"stored ({have}): pick a timeframe that is a multiple of a stored one, or sync {tf.name}"
+        )
+
+    def _read_one(self, source: str, symbol: str, tf: Timeframe, t0: pd.Timestamp | None,
+                  t1: pd.Timestamp | None, include_partial: bool) -> pd.DataFrame:
+        base_tf = self._stored_timeframe(source, symbol, tf)
+        sdir = self.series_dir(source, symbol, base_tf)
+        if base_tf == tf:
+            files = self._files(sdir, t0, t1)
+            return self._query(files, _select_plain(files), t0, t1)
+        q0 = tf.floor(t0) if t0 is not None else None
+        q1 = (tf.floor(t1 - pd.Timedelta(microseconds=1)) + tf.delta) if t1 is not None else None
+        files = self._files(sdir, q0, q1)
+        out = self._query(files, _select_resampled(files, tf), q0, q1, plain=False)
+        if out.empty or include_partial:
+            return _trim(out, t0, t1)
+        cov = self.series_coverage(source, symbol, base_tf)
+        assert cov is not None
+        cal = calendar_for_symbol(symbol)
+        last_bucket = out["ts"].iloc[-1]
+        nxt = cal.next_expected(cov.last, base_tf)
+        drop_last = nxt is not None and nxt < last_bucket + tf.delta
+        first_bucket = out["ts"].iloc[0]
+        first_expected = cal.expected(first_bucket, first_bucket + tf.delta, base_tf)
+        drop_first = len(first_expected) and cov.first > pd.Timestamp(
+            int(first_expected[0]), unit="us", tz="UTC")
+        out = out.iloc[int(bool(drop_first)): len(out) - int(drop_last)]
+        return _trim(out.reset_index(drop=True), t0, t1)
+
+    def _query(self, files: list[Path], select: str, t0: pd.Timestamp | None,
+               t1: pd.Timestamp | None, plain: bool = True) -> pd.DataFrame:
+        if not files:
+            return pd.DataFrame({c: pd.Series(dtype="float64") for c in BAR_COLUMNS}).assign(
+                ts=pd.Series(dtype="datetime64[us, UTC]"))
+        where, params = [], []
+        if t0 is not None:
+            where.append("ts >= ?")
+            params.append(t0.to_pydatetime())
+        if t1 is not None:
+            where.append("ts < ?")
+            params.append(t1.to_pydatetime())
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
+        sql = select.format(where=cond)
+        try:
+            df = self._con().execute(sql, params).df()
+        except duckdb.Error as exc:
+            bad = _find_corrupt(files)
+            if bad is not None:
+                raise LakeCorruptError(
+                    f"lake file {bad} is unreadable ({type(exc).__name__}): delete it and re-sync "
+                    "that year (`workbench data sync ... --full`) or re-import an export"
+                ) from None
+            raise
+        return _utc(df)
+
+    def fingerprint(
+        self,
+        source: str,
+        symbols: str | Sequence[str],
+        timeframe: str | Timeframe,
+        start: TimeLike = None,
+        end: TimeLike = None,
+    ) -> str:
+        """Content hash of a slice (sha256 over symbols, timestamps and values), for run records."""
+        syms = [symbols] if isinstance(symbols, str) else list(symbols)
+        h = hashlib.sha256()
+        h.update(f"{source}|{Timeframe.parse(timeframe).name}".encode())
+        for sym in sorted(syms):
+            bars = self.read_bars(source, sym, timeframe, start, end)
+            h.update(b"\x00" + sym.encode())
+            h.update(pd.DatetimeIndex(bars["ts"]).as_unit("us").asi8.tobytes())
+            for c in [c for c in (*BAR_COLUMNS[1:], *OPTIONAL_COLUMNS) if c in bars.columns]:
+                h.update(c.encode() + np.ascontiguousarray(bars[c].to_numpy("float64")).tobytes())
+        return "sha256:" + h.hexdigest()
+
+    # ------------------------------------------------------------------ quality of stored data
+    def check(self, source: str | None = None, symbol: str | None = None,
+              timeframe: str | None = None, *, policy: QualityPolicy | None = None
+              ) -> list[QualityReport]:
+        """Run the quality checks over stored series (nothing is changed)."""
+        reports = []
+        for cov in self.coverage(source, symbol, timeframe):
+            bars = self.read_bars(cov.source, cov.symbol, cov.timeframe)
+            reports.append(check_bars(bars, cov.timeframe, Calendar(cov.calendar),
+                                      label=f"{cov.source}:{cov.symbol}:{cov.timeframe}",
+                                      policy=policy))
+        return reports
+
+    # ------------------------------------------------------------------ export / import
+    def export(
+        self,
+        path: str | Path,
+        source: str,
+        symbols: str | Sequence[str],
+        timeframe: str | Timeframe,
+        start: TimeLike = None,
+        end: TimeLike = None,
+    ) -> Path:
+        """Write a slice (long layout, with a `symbol` column) to .parquet or .csv, atomically."""
+        path = Path(path)
+        fmt = path.suffix.lower()
+        if fmt not in (".parquet", ".csv"):
+            raise ConfigError(f"cannot export to {path.name!r}: use a .parquet or .csv file name")
+        syms = [symbols] if isinstance(symbols, str) else list(symbols)
+        frame = self.read_bars(source, syms, timeframe, start, end, layout=Layout.LONG)
+        if isinstance(symbols, str):
+            frame.insert(0, "symbol", symbols)
+        if frame.empty:
+            raise DataError(f"nothing to export: {source} has no {timeframe} bars for "
+                            f"{', '.join(syms)} in that range; widen the range")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == ".parquet":
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            _write_parquet_atomic(table, path)
+        else:
+            out = frame.copy()
+            out["ts"] = out["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+            _atomic_write_bytes(path, out.to_csv(index=False).encode())
+        return path
+
+    def import_file(
+        self,
+        path: str | Path,
+        *,
+        source: str,
+        timeframe: str | Timeframe,
+        symbol: str | None = None,
+        policy: QualityPolicy | None = None,
+    ) -> list[WriteResult]:
+        """Import an exported slice (.parquet or .csv with ts, OHLCV and a symbol column)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"no such file {str(path)!r}: check the path")
+        try:
+            if path.suffix.lower() == ".parquet":
+                frame = pq.read_table(path).to_pandas()
+            elif path.suffix.lower() == ".csv":
+                frame = pd.read_csv(path)
+            else:
+                raise ConfigError(f"cannot import {path.name!r}: use a .parquet or .csv file")
+        except (pa.ArrowInvalid, pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path.name} is not a readable export ({exc}): re-export it") from None
+        if "symbol" not in frame.columns:
+            if symbol is None:
+                raise DataError(f"{path.name} has no symbol column: pass symbol=... (--symbol)")
+            frame["symbol"] = symbol
+        # validate every symbol before writing any, so a bad file leaves the lake unchanged
+        groups = [(str(s), normalize_bars(g, what=f"{path.name} [{s}]"))
+                  for s, g in frame.groupby("symbol", sort=True)]
+        for s, g in groups:
+            apply_policy(g, timeframe, calendar_for_symbol(s), label=f"{path.name} [{s}]",
+                         policy=policy)
+        return [self.write_bars(source, s, timeframe, g, policy=policy) for s, g in groups]
+
+    # ------------------------------------------------------------------ syncing from a source
+    def sync(
+        self,
+        source: Source,
+        symbols: str | Sequence[str],
+        timeframe: str | Timeframe,
+        start: TimeLike = None,
+        end: TimeLike = None,
+        *,
+        full: bool = False,
+        policy: QualityPolicy | None = None,
+        progress: Progress | None = None,
+    ) -> list[SyncResult]:
+        """Fetch what the lake lacks for each symbol and write it; returns one result per symbol.
+
+        Incremental by default: only the part of [start, end) outside the stored coverage is
+        requested (`full=True` re-fetches all of it). `end` defaults to the start of the bar
+        still forming now. Coverage is verified afterwards and gaps are reported.
+        """
+        tf = Timeframe.parse(timeframe)
+        source.check_timeframe(tf)
+        syms = [symbols] if isinstance(symbols, str) else list(symbols)
+        if not syms:
+            raise ConfigError("no symbols given: name at least one symbol to sync")
+        syms = [source.canonical_symbol(s) for s in syms]
+        t0, t1 = _ts(start, "start"), _ts(end, "end")
+        if t1 is None:
+            t1 = tf.floor(pd.Timestamp.now(tz="UTC"))
+        check_range(t0, t1)
+        results = []
+        for sym in syms:
+            results.append(self._sync_one(source, sym, tf, t0, t1, full, policy, progress))
+        return results
+
+    def _sync_one(self, source: Source, symbol: str, tf: Timeframe, t0: pd.Timestamp | None,
+                  t1: pd.Timestamp, full: bool, policy: QualityPolicy | None,
+                  progress: Progress | None) -> SyncResult:
+        key = SeriesKey(source.name, symbol, tf.name)
+        cov = None if full else self.series_coverage(source.name, symbol, tf)
+        if t0 is None and (cov is None or cov.first is None):
+            raise ConfigError(
+                f"{key} has no stored bars to resume from: pass a start (--start 2024-01-01)"
+            )
+        ranges: list[tuple[pd.Timestamp, pd.Timestamp]] = []
+        if cov is None or cov.first is None or cov.last is None:
+            assert t0 is not None
+            ranges.append((t0, t1))
+        else:
+            if t0 is not None and t0 < cov.first:
+                ranges.append((t0, min(cov.first, t1)))
+            resume = cov.last + tf.delta
+            if resume < t1:
+                ranges.append((max(resume, t0) if t0 is not None else resume, t1))
+        result = SyncResult(key, [(str(a), str(b)) for a, b in ranges])
+        cal = source.calendar(symbol)
+        for a, b in ranges:
+            buffer: list[pd.DataFrame] = []
+            buffered = 0
+            for chunk in source.fetch(symbol, tf, a, b):
+                chunk = chunk[(chunk["ts"] >= a) & (chunk["ts"] < b)] if len(chunk) else chunk
+                if chunk.empty:
+                    continue
+                buffer.append(chunk)
+                buffered += len(chunk)
+                result.rows_fetched += len(chunk)
+                if progress:
+                    progress(str(key), len(chunk))
+                if buffered >= SYNC_BATCH_ROWS:
+                    self._flush(key, buffer, cal, policy, result)
+                    buffer, buffered = [], 0
+            if buffer:
+                self._flush(key, buffer, cal, policy, result)
+            result.missing_in_range += self._verify(key, cal, a, b)
+        return result
+
+    def _flush(self, key: SeriesKey, buffer: list[pd.DataFrame], cal: Calendar,
+               policy: QualityPolicy | None, result: SyncResult) -> None:
+        frame = pd.concat(buffer, ignore_index=True)
+        w = self.write_bars(key.source, key.symbol, key.timeframe, frame, policy=policy,
+                            calendar=cal)
+        result.rows_added += w.rows_added
+        result.rows_replaced += w.rows_replaced
+        result.report = w.report if result.report is None else result.report.merge(w.report)
+
+    def _verify(self, key: SeriesKey, cal: Calendar, a: pd.Timestamp, b: pd.Timestamp) -> int:
+        """Count expected bars in [a, b) that are still missing after a sync, and log them."""
+        tf = Timeframe.parse(key.timeframe)
+        stored = self.read_bars(key.source, key.symbol, tf, a, b)
+        expected = cal.expected(a, b - pd.Timedelta(microseconds=1), tf)
+        have = pd.DatetimeIndex(stored["ts"]).as_unit("us").asi8
+        missing = int((~np.isin(expected, have)).sum())
+        if missing:
+            log.warning("%s: %d expected bars missing in [%s, %s) after sync", key, missing, a, b)
+        return missing
+
+
+# ---------------------------------------------------------------------- helpers
+_SAFE = re.compile(r"^[^\x00-\x1f]+$")
+
+
+def _check_name(value: str, what: str) -> None:
+    if not value or not _SAFE.match(value) or value in (".", ".."):
+        raise ConfigError(f"invalid {what} name {value!r}: use a non-empty printable name")
+
+
+def _signature(files: Iterable[Path]) -> dict[str, list[int]]:
+    out = {}
+    for f in files:
+        st = f.stat()
+        out[f"{f.parent.name}/{f.name}"] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def _clean_temp_files(sdir: Path) -> None:
+    """Remove temporaries a killed writer left behind (only ever called under the series lock)."""
+    for tmp in sdir.glob("**/.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _read_file(path: Path, columns: list[str] | None = None) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise LakeCorruptError(
+            f"lake file {path} is unreadable ({exc}): delete it and re-sync that year, or "
+            "re-import an export; nothing was written"
+        ) from None
+
+
+def _find_corrupt(files: list[Path]) -> Path | None:
+    for f in files:
+        try:
+            pq.read_table(f)
+        except (pa.ArrowInvalid, OSError):
+            return f
+    return None
+
+
+def _align_schemas(new: pa.Table, old: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Give both tables the union of their columns (missing optional columns become null)."""
+    if new.schema.equals(old.schema):
+        return new, old
+    names = ["ts", *[c for c in _FLOATS if c in new.column_names or c in old.column_names]]
+
+    def widen(t: pa.Table) -> pa.Table:
+        cols = [t.column(c) if c in t.column_names else pa.nulls(len(t), pa.float64())
+                for c in names]
+        return pa.Table.from_arrays(cols, names=names)
+
+    return widen(new), widen(old)
+
+
+def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write zstd Parquet to a hidden temp file, fsync, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        floats = [c for c in table.column_names if c != "ts"]
+        pq.write_table(
+            table, tmp, compression="zstd", compression_level=3, row_group_size=ROW_GROUP_SIZE,
+            use_dictionary=False, column_encoding={"ts": "DELTA_BINARY_PACKED",
+                                                   **dict.fromkeys(floats, "BYTE_STREAM_SPLIT")}
+            if "ts" in table.column_names and table.schema.field("ts").type != pa.string()
+            else None,
+        )
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _gaps(ts: np.ndarray, tf: Timeframe, cal: Calendar) -> tuple[list[tuple[str, str, int]], int]:
+    """Runs of expected-but-absent bars between the first and last stored ones."""
+    if len(ts) < 2:
+        return [], 0
+    first = pd.Timestamp(int(ts[0]), unit="us", tz="UTC")
+    last = pd.Timestamp(int(ts[-1]), unit="us", tz="UTC")
+    if cal.always_open:
+        d = np.diff(ts)
+        idx = np.flatnonzero(d > tf.micros)
+        gaps = [
+            (str(pd.Timestamp(int(ts[i] + tf.micros), unit="us", tz="UTC")),
+             str(pd.Timestamp(int(ts[i + 1] - tf.micros), unit="us", tz="UTC")),
+             int(d[i] // tf.micros - 1))
+            for i in idx
+        ]
+        return gaps, int(sum(g[2] for g in gaps))
+    expected = cal.expected(first, last, tf)
+    absent = ~np.isin(expected, ts)
+    if not absent.any():
+        return [], 0
+    pos = np.flatnonzero(absent)
+    breaks = np.flatnonzero(np.diff(pos) > 1) + 1
+    runs = np.split(pos, breaks)
+    gaps = [
+        (str(pd.Timestamp(int(expected[r[0]]), unit="us", tz="UTC")),
+         str(pd.Timestamp(int(expected[r[-1]]), unit="us", tz="UTC")), len(r))
+        for r in runs
+    ]
+    return gaps, int(len(pos))
+
+
+def _file_list(files: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
+
+
+def _columns(files: list[Path]) -> list[str]:
+    names: list[str] = []
+    for f in files:
+        for n in pq.read_schema(f).names:
+            if n not in names:
+                names.append(n)
+    return names
+
+
+def _select_plain(files: list[Path]) -> str:
+    if not files:
+        return ""
+    cols = [c for c in (*BAR_COLUMNS, *OPTIONAL_COLUMNS) if c in _columns(files)]
+    return (f"SELECT {', '.join(cols)} FROM read_parquet({_file_list(files)}, union_by_name=true)"
+            "{where}")
+
+
+def _select_resampled(files: list[Path], tf: Timeframe) -> str:
+    if not files:
+        return ""
+    have = _columns(files)
+    step, origin = tf.micros, tf.origin_micros
+    bucket = f"((epoch_us(ts) - {origin}) // {step}) * {step} + {origin}"
+    aggs = ["arg_min(open, ts) AS open", "max(high) AS high", "min(low) AS low",
+            "arg_max(close, ts) AS close", "sum(volume) AS volume"]
+    if "trades" in have:
+        aggs.append("sum(trades) AS trades")
+    if "vwap" in have:
+        aggs.append("sum(vwap * volume) / nullif(sum(volume), 0) AS vwap")
+    return (
+        f"SELECT make_timestamp(b)::TIMESTAMPTZ AS ts, * EXCLUDE (b) FROM ("
+        f"SELECT {bucket} AS b, {', '.join(aggs)} "
+        f"FROM read_parquet({_file_list(files)}, union_by_name=true){{where}} GROUP BY b"
+        ") ORDER BY ts"
+    )
+
+
+def _utc(df: pd.DataFrame) -> pd.DataFrame:
+    if "ts" in df.columns and str(df["ts"].dt.tz) != "UTC":
+        df["ts"] = df["ts"].dt.tz_convert("UTC")
+    return df
+
+
+def _trim(df: pd.DataFrame, t0: pd.Timestamp | None, t1: pd.Timestamp | None) -> pd.DataFrame:
+    if t0 is not None:
+        df = df[df["ts"] >= t0]
+    if t1 is not None:
+        df = df[df["ts"] < t1]
+    return df.reset_index(drop=True)
+
+
+def describe_sync(results: list[SyncResult]) -> pd.DataFrame:
+    """One row per synced symbol: what was fetched, added, replaced, and still missing."""
+    return pd.DataFrame(
+        [{"series": str(r.key), "fetched": r.rows_fetched, "added": r.rows_added,
+          "replaced": r.rows_replaced, "missing_in_range": r.missing_in_range,
+          "issues": 0 if r.report is None else len(r.report.issues)} for r in results]
+    )
+
+
+__all__ = ["Coverage", "Lake", "Layout", "SeriesKey", "SyncResult", "WriteResult", "check_range"]

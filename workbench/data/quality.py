@@ -1,0 +1,305 @@
+"""Data quality: find what is wrong with bars, and apply a reject / drop / flag policy per issue kind.
+
+Incoming bars pass through `apply_policy` before the lake stores them; stored bars can be checked
+again with `check_bars` (the `workbench data check` command).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+
+from workbench.data.bars import PRICE_COLUMNS, ts_micros
+from workbench.data.calendar import Calendar
+from workbench.data.timeframe import Timeframe
+from workbench.errors import ConfigError, DataError, did_you_mean
+
+
+class IssueKind(StrEnum):
+    """Everything the checks look for."""
+
+    MISSING_VALUE = "missing_value"
+    NON_POSITIVE_PRICE = "non_positive_price"
+    NEGATIVE_VOLUME = "negative_volume"
+    OHLC_INCONSISTENT = "ohlc_inconsistent"
+    DUPLICATE_TS = "duplicate_ts"
+    UNSORTED_TS = "unsorted_ts"
+    MISALIGNED_TS = "misaligned_ts"
+    OFF_CALENDAR = "off_calendar"
+    SPIKE = "spike"
+    GAP = "gap"
+
+
+class Action(StrEnum):
+    """What ingest does with an issue: refuse the batch, drop the offending rows, or keep and report."""
+
+    REJECT = "reject"
+    DROP = "drop"
+    FLAG = "flag"
+
+
+_DEFAULT_ACTIONS: dict[IssueKind, Action] = {
+    IssueKind.MISSING_VALUE: Action.REJECT,
+    IssueKind.NON_POSITIVE_PRICE: Action.REJECT,
+    IssueKind.NEGATIVE_VOLUME: Action.REJECT,
+    IssueKind.OHLC_INCONSISTENT: Action.REJECT,
+    IssueKind.DUPLICATE_TS: Action.DROP,
+    IssueKind.UNSORTED_TS: Action.FLAG,
+    IssueKind.MISALIGNED_TS: Action.REJECT,
+    IssueKind.OFF_CALENDAR: Action.FLAG,
+    IssueKind.SPIKE: Action.FLAG,
+    IssueKind.GAP: Action.FLAG,
+}
+_DESCRIPTION = {
+    IssueKind.MISSING_VALUE: "bars with a missing (NaN) price or volume",
+    IssueKind.NON_POSITIVE_PRICE: "bars with a price at or below zero",
+    IssueKind.NEGATIVE_VOLUME: "bars with negative volume",
+    IssueKind.OHLC_INCONSISTENT: "bars whose high/low do not bound open and close",
+    IssueKind.DUPLICATE_TS: "bars repeating an earlier timestamp",
+    IssueKind.UNSORTED_TS: "bars out of time order",
+    IssueKind.MISALIGNED_TS: "bars whose timestamp is not on the timeframe's grid",
+    IssueKind.OFF_CALENDAR: "bars outside the market's sessions",
+    IssueKind.SPIKE: "price spikes (robust z-score of log return)",
+    IssueKind.GAP: "missing bars against the market calendar",
+}
+_UNDROPPABLE = {IssueKind.GAP}
+
+
+@dataclass(frozen=True, kw_only=True)
+class QualityPolicy:
+    """Action per issue kind plus the spike threshold; unspecified kinds take the defaults."""
+
+    actions: Mapping[IssueKind, Action] = field(default_factory=lambda: dict(_DEFAULT_ACTIONS))
+    spike_z: float = 25.0
+
+    def __post_init__(self) -> None:
+        merged = dict(_DEFAULT_ACTIONS)
+        merged.update({IssueKind(k): Action(v) for k, v in self.actions.items()})
+        for kind in _UNDROPPABLE:
+            if merged[kind] is Action.DROP:
+                raise ConfigError(f"{kind} cannot be dropped (there is no row): use reject or flag")
+        if self.spike_z <= 0:
+            raise ConfigError(f"spike_z must be positive, got {self.spike_z}")
+        object.__setattr__(self, "actions", merged)
+
+    def action(self, kind: IssueKind) -> Action:
+        return self.actions[kind]
+
+    @classmethod
+    def parse(cls, spec: str | None, *, spike_z: float | None = None) -> QualityPolicy:
+        """Build from `'gap=reject,spike=drop'` (the CLI's --policy form)."""
+        actions: dict[IssueKind, Action] = {}
+        for part in (spec or "").split(","):
+            if not part.strip():
+                continue
+            key, sep, value = part.partition("=")
+            key, value = key.strip(), value.strip()
+            if not sep or key not in IssueKind.__members__.values():
+                raise ConfigError(
+                    f"bad policy entry {part.strip()!r}{did_you_mean(key, list(IssueKind))}: "
+                    f"write kind=action with kind in {', '.join(IssueKind)}"
+                )
+            if value not in Action.__members__.values():
+                raise ConfigError(f"bad action {value!r} for {key}: use reject, drop or flag")
+            actions[IssueKind(key)] = Action(value)
+        kwargs = {"spike_z": spike_z} if spike_z is not None else {}
+        return cls(actions=actions, **kwargs)
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One kind of problem found in a batch: how many rows, what was done, and a few examples."""
+
+    kind: IssueKind
+    count: int
+    action: Action
+    examples: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        ex = f" (first at {self.examples[0]})" if self.examples else ""
+        return f"{self.count} {_DESCRIPTION[self.kind]}{ex}"
+
+
+@dataclass
+class QualityReport:
+    """What the checks found in one series' bars, and what the policy did about it."""
+
+    label: str
+    rows: int
+    issues: list[Issue] = field(default_factory=list)
+    dropped: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues
+
+    def count(self, kind: IssueKind) -> int:
+        return sum(i.count for i in self.issues if i.kind == kind)
+
+    def to_frame(self) -> pd.DataFrame:
+        rows = [
+            {
+                "series": self.label,
+                "issue": i.kind.value,
+                "count": i.count,
+                "action": i.action.value,
+                "first": i.examples[0] if i.examples else "",
+            }
+            for i in self.issues
+        ]
+        return pd.DataFrame(rows, columns=["series", "issue", "count", "action", "first"])
+
+    def merge(self, other: QualityReport) -> QualityReport:
+        """Combine reports of consecutive batches of one series."""
+        by_kind: dict[IssueKind, Issue] = {i.kind: i for i in self.issues}
+        for i in other.issues:
+            if i.kind in by_kind:
+                prev = by_kind[i.kind]
+                by_kind[i.kind] = Issue(i.kind, prev.count + i.count, i.action, prev.examples)
+            else:
+                by_kind[i.kind] = i
+        return QualityReport(
+            self.label, self.rows + other.rows, list(by_kind.values()), self.dropped + other.dropped
+        )
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"{self.label}: {self.rows} bars, no issues"
+        lines = [f"{self.label}: {self.rows} bars"]
+        lines += [f"  {i.action.value:>6}  {i.describe()}" for i in self.issues]
+        return "\n".join(lines)
+
+
+def _examples(ts_us: np.ndarray, mask: np.ndarray, n: int = 3) -> tuple[str, ...]:
+    idx = np.flatnonzero(mask)[:n]
+    return tuple(str(pd.Timestamp(int(ts_us[i]), unit="us", tz="UTC")) for i in idx)
+
+
+def _find(
+    frame: pd.DataFrame, timeframe: Timeframe, calendar: Calendar, spike_z: float
+) -> tuple[np.ndarray, dict[IssueKind, np.ndarray], int, tuple[str, ...]]:
+    """Row masks per issue kind, plus the number of missing bars and examples of gap starts."""
+    ts = ts_micros(frame)
+    n = len(ts)
+    prices = frame[list(PRICE_COLUMNS)].to_numpy(dtype=np.float64)
+    vol = frame["volume"].to_numpy(dtype=np.float64)
+    o, h, lo, c = prices.T
+    masks: dict[IssueKind, np.ndarray] = {}
+    masks[IssueKind.MISSING_VALUE] = np.isnan(prices).any(axis=1) | np.isnan(vol)
+    with np.errstate(invalid="ignore"):
+        masks[IssueKind.NON_POSITIVE_PRICE] = (prices <= 0).any(axis=1)
+        masks[IssueKind.NEGATIVE_VOLUME] = vol < 0
+        masks[IssueKind.OHLC_INCONSISTENT] = (h < np.maximum(o, c)) | (lo > np.minimum(o, c)) | (
+            h < lo
+        )
+    prev_max = np.maximum.accumulate(ts) if n else ts
+    unsorted = np.zeros(n, dtype=bool)
+    if n > 1:
+        unsorted[1:] = ts[1:] < prev_max[:-1]
+    masks[IssueKind.UNSORTED_TS] = unsorted
+    # duplicates: every occurrence but the last of a timestamp (the newest row wins)
+    order = np.argsort(ts, kind="stable")
+    sorted_ts = ts[order]
+    dup_sorted = np.zeros(n, dtype=bool)
+    if n > 1:
+        dup_sorted[:-1] = sorted_ts[:-1] == sorted_ts[1:]
+    dup = np.zeros(n, dtype=bool)
+    dup[order] = dup_sorted
+    masks[IssueKind.DUPLICATE_TS] = dup
+    origin = timeframe.origin_micros
+    masks[IssueKind.MISALIGNED_TS] = (ts - origin) % timeframe.micros != 0
+    aligned = ~masks[IssueKind.MISALIGNED_TS]
+    off = np.zeros(n, dtype=bool)
+    if not calendar.always_open and aligned.any():
+        off[aligned] = ~calendar.is_open_at(ts[aligned], timeframe)
+    masks[IssueKind.OFF_CALENDAR] = off
+    # spikes: robust z-score of log close-to-close returns, in time order over valid rows
+    spike = np.zeros(n, dtype=bool)
+    valid = ~(masks[IssueKind.MISSING_VALUE] | masks[IssueKind.NON_POSITIVE_PRICE])
+    vidx = order[(valid & ~dup)[order]]
+    if len(vidx) > 20:
+        r = np.diff(np.log(c[vidx]))
+        med = np.median(r)
+        mad = np.median(np.abs(r - med)) * 1.4826
+        if mad > 0:
+            z = np.abs(r - med) / mad
+            spike[vidx[1:][z > spike_z]] = True
+    masks[IssueKind.SPIKE] = spike
+    # gaps: expected bars between first and last that are absent
+    missing, gap_examples = 0, ()
+    if n > 1 and aligned.any():
+        uniq = np.unique(ts[aligned])
+        expected = calendar.expected(
+            pd.Timestamp(int(uniq[0]), unit="us", tz="UTC"),
+            pd.Timestamp(int(uniq[-1]), unit="us", tz="UTC"),
+            timeframe,
+        )
+        absent = ~np.isin(expected, uniq, assume_unique=True)
+        missing = int(absent.sum())
+        gap_examples = _examples(expected, absent)
+    return ts, masks, missing, gap_examples
+
+
+def _inspect(
+    frame: pd.DataFrame, timeframe: Timeframe, calendar: Calendar, label: str,
+    policy: QualityPolicy,
+) -> tuple[QualityReport, dict[IssueKind, np.ndarray]]:
+    ts, masks, missing, gap_examples = _find(frame, timeframe, calendar, policy.spike_z)
+    issues = [
+        Issue(kind, int(m.sum()), policy.action(kind), _examples(ts, m))
+        for kind, m in masks.items()
+        if m.any()
+    ]
+    if missing:
+        issues.append(Issue(IssueKind.GAP, missing, policy.action(IssueKind.GAP), gap_examples))
+    return QualityReport(label, len(frame), issues), masks
+
+
+def check_bars(
+    frame: pd.DataFrame,
+    timeframe: Timeframe | str,
+    calendar: Calendar,
+    *,
+    label: str = "bars",
+    policy: QualityPolicy | None = None,
+) -> QualityReport:
+    """Report every issue in `frame` (nothing is changed); actions shown are the policy's."""
+    return _inspect(frame, Timeframe.parse(timeframe), calendar, label, policy or QualityPolicy())[0]
+
+
+def apply_policy(
+    frame: pd.DataFrame,
+    timeframe: Timeframe | str,
+    calendar: Calendar,
+    *,
+    label: str = "bars",
+    policy: QualityPolicy | None = None,
+) -> tuple[pd.DataFrame, QualityReport]:
+    """Check `frame`, then reject (DataError), drop rows, or flag per the policy.
+
+    Returns bars sorted by ts with one row per timestamp (the last one given wins), and the report.
+    """
+    policy = policy or QualityPolicy()
+    report, masks = _inspect(frame, Timeframe.parse(timeframe), calendar, label, policy)
+    rejected = [i for i in report.issues if i.action is Action.REJECT]
+    if rejected:
+        first = rejected[0]
+        raise DataError(
+            f"{label}: {first.describe()}: fix the data, or set the policy "
+            f"{first.kind}=drop|flag (e.g. --policy {first.kind}=drop)"
+        )
+    drop = np.zeros(len(frame), dtype=bool)
+    for kind, m in masks.items():
+        if policy.action(kind) is Action.DROP:
+            drop |= m
+    # the lake holds one row per timestamp: later duplicates win even when only flagged
+    drop |= masks[IssueKind.DUPLICATE_TS]
+    kept = frame.loc[~drop]
+    if not kept["ts"].is_monotonic_increasing:
+        kept = kept.sort_values("ts", kind="stable")
+    report.dropped = int(drop.sum())
+    return kept.reset_index(drop=True), report

@@ -1,0 +1,36 @@
+"""The workbench's exception tree: every message names the bad value and the fix."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class WorkbenchError(Exception):
+    """Root of every error the workbench raises on purpose; the CLI prints it as one line."""
+
+
+class ConfigError(WorkbenchError):
+    """Bad settings, arguments or configuration files."""
+
+
+class DataError(WorkbenchError):
+    """Bars that are malformed, missing, or fail a quality policy."""
+
+
+class LakeCorruptError(DataError):
+    """A file inside the lake cannot be read."""
+
+
+class SourceError(WorkbenchError):
+    """A data source failed in a way retries did not fix."""
+
+
+class CredentialsError(ConfigError):
+    """API credentials are missing or were refused."""
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """Return a ' (did you mean X?)' hint for a misspelt name, or '' when nothing is close."""
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
