@@ -56,7 +56,8 @@ class Calendar:
         else:
             minutes = self._session_minutes(lo - step, hi + step)
             buckets = (minutes - timeframe.origin_micros) // step * step + timeframe.origin_micros
-        buckets = np.unique(buckets)
+        # floors of sorted times are sorted: drop repeats without re-sorting
+        buckets = buckets[np.r_[True, np.diff(buckets) != 0]] if len(buckets) else buckets
         return buckets[(buckets >= lo) & (buckets <= hi)]
 
     def next_expected(self, ts: pd.Timestamp, timeframe: Timeframe) -> pd.Timestamp | None:
@@ -113,6 +114,21 @@ def _year_minutes(code: str, year: int) -> np.ndarray:
     out = cal.minutes_in_range(lo, hi).as_unit("us").asi8.astype(np.int64)
     out.flags.writeable = False
     return out
+
+
+def absent(expected: np.ndarray, have: np.ndarray) -> np.ndarray:
+    """Mask of the `expected` timestamps missing from `have` (both sorted int64 arrays)."""
+    if len(have) == 0:
+        return np.ones(len(expected), dtype=bool)
+    pos = np.minimum(np.searchsorted(have, expected), len(have) - 1)
+    return have[pos] != expected
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """Unique values of an int64 array, cheap when it is already sorted (the usual case)."""
+    if len(values) and bool((np.diff(values) >= 0).all()):
+        return values[np.r_[True, np.diff(values) != 0]]
+    return np.unique(values)
 
 
 def calendar_for_symbol(symbol: str) -> Calendar:

@@ -19,6 +19,7 @@ import os
 import re
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -34,7 +35,7 @@ import pyarrow.parquet as pq
 
 from workbench.config import data_dir
 from workbench.data.bars import BAR_COLUMNS, OPTIONAL_COLUMNS, bars_to_arrow, normalize_bars
-from workbench.data.calendar import Calendar, calendar_for_symbol
+from workbench.data.calendar import Calendar, absent, calendar_for_symbol
 from workbench.data.quality import QualityPolicy, QualityReport, apply_policy, check_bars
 from workbench.data.timeframe import Timeframe
 from workbench.errors import ConfigError, DataError, LakeCorruptError, did_you_mean
@@ -418,6 +419,8 @@ class Lake:
         return wide
 
     def _stored_timeframe(self, source: str, symbol: str, tf: Timeframe) -> Timeframe:
+        if self._files(self.series_dir(source, symbol, tf)):
+            return tf
         stored = []
         base = self.series_dir(source, symbol, tf).parent.parent
         for d in base.glob("timeframe=*"):
@@ -494,7 +497,10 @@ class Lake:
         cond = (" WHERE " + " AND ".join(where)) if where else ""
         sql = select.format(where=cond)
         try:
-            df = self._con().execute(sql, params).df()
+            with warnings.catch_warnings():
+                # duckdb 2.0's pandas conversion calls a pandas 3.1-deprecated keyword internally
+                warnings.filterwarnings("ignore", message=".*inplace keyword.*")
+                df = self._con().execute(sql, params).df()
         except duckdb.Error as exc:
             bad = _find_corrupt(files)
             if bad is not None:
@@ -657,8 +663,11 @@ class Lake:
             resume = cov.last + tf.delta
             if resume < t1:
                 ranges.append((max(resume, t0) if t0 is not None else resume, t1))
-        result = SyncResult(key, [(str(a), str(b)) for a, b in ranges])
         cal = source.calendar(symbol)
+        result = SyncResult(key, [])
+        ranges = [(a, b) for a, b in ranges
+                  if len(cal.expected(a, b - pd.Timedelta(microseconds=1), tf))]
+        result.requested = [(str(a), str(b)) for a, b in ranges]
         for a, b in ranges:
             buffer: list[pd.DataFrame] = []
             buffered = 0
@@ -694,7 +703,7 @@ class Lake:
         stored = self.read_bars(key.source, key.symbol, tf, a, b)
         expected = cal.expected(a, b - pd.Timedelta(microseconds=1), tf)
         have = pd.DatetimeIndex(stored["ts"]).as_unit("us").asi8
-        missing = int((~np.isin(expected, have)).sum())
+        missing = int(absent(expected, have).sum())
         if missing:
             log.warning("%s: %d expected bars missing in [%s, %s) after sync", key, missing, a, b)
         return missing
@@ -797,10 +806,10 @@ def _gaps(ts: np.ndarray, tf: Timeframe, cal: Calendar) -> tuple[list[tuple[str,
         ]
         return gaps, int(sum(g[2] for g in gaps))
     expected = cal.expected(first, last, tf)
-    absent = ~np.isin(expected, ts)
-    if not absent.any():
+    gone = absent(expected, ts)
+    if not gone.any():
         return [], 0
-    pos = np.flatnonzero(absent)
+    pos = np.flatnonzero(gone)
     breaks = np.flatnonzero(np.diff(pos) > 1) + 1
     runs = np.split(pos, breaks)
     gaps = [
@@ -825,11 +834,10 @@ def _columns(files: list[Path]) -> list[str]:
 
 
 def _select_plain(files: list[Path]) -> str:
-    if not files:
-        return ""
-    cols = [c for c in (*BAR_COLUMNS, *OPTIONAL_COLUMNS) if c in _columns(files)]
-    return (f"SELECT {', '.join(cols)} FROM read_parquet({_file_list(files)}, union_by_name=true)"
-            "{where}")
+    # the lake writes ts, OHLCV, then optional columns: no need to read schemas to order them
+    # hive columns (source, symbol...) are known already: don't let DuckDB add them to every row
+    union = ", union_by_name=true" if len(files) > 1 else ""
+    return f"SELECT * FROM read_parquet({_file_list(files)}, hive_partitioning=false{union}){{where}}"
 
 
 def _select_resampled(files: list[Path], tf: Timeframe) -> str:
@@ -847,7 +855,8 @@ def _select_resampled(files: list[Path], tf: Timeframe) -> str:
     return (
         f"SELECT make_timestamp(b)::TIMESTAMPTZ AS ts, * EXCLUDE (b) FROM ("
         f"SELECT {bucket} AS b, {', '.join(aggs)} "
-        f"FROM read_parquet({_file_list(files)}, union_by_name=true){{where}} GROUP BY b"
+        f"FROM read_parquet({_file_list(files)}, hive_partitioning=false, union_by_name=true)"
+        f"{{where}} GROUP BY b"
         ") ORDER BY ts"
     )
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.data.bars import PRICE_COLUMNS, ts_micros
-from workbench.data.calendar import Calendar
+from workbench.data.calendar import Calendar, absent, sorted_unique
 from workbench.data.timeframe import Timeframe
 from workbench.errors import ConfigError, DataError, did_you_mean
 
@@ -74,7 +74,7 @@ class QualityPolicy:
     """Action per issue kind plus the spike threshold; unspecified kinds take the defaults."""
 
     actions: Mapping[IssueKind, Action] = field(default_factory=lambda: dict(_DEFAULT_ACTIONS))
-    spike_z: float = 25.0
+    spike_z: float = 12.0
 
     def __post_init__(self) -> None:
         merged = dict(_DEFAULT_ACTIONS)
@@ -179,6 +179,26 @@ def _examples(ts_us: np.ndarray, mask: np.ndarray, n: int = 3) -> tuple[str, ...
     return tuple(str(pd.Timestamp(int(ts_us[i]), unit="us", tz="UTC")) for i in idx)
 
 
+def _robust_z(ts: np.ndarray, close: np.ndarray, timeframe: Timeframe) -> np.ndarray:
+    """Log returns divided by a trailing robust scale (EWM of |r| over ~500 bars, before the bar).
+
+    A trailing local scale keeps volatility clustering from reading as spikes; the global median
+    absolute deviation stands in while the window warms up.
+    """
+    r = np.diff(np.log(close))
+    comparable = (np.diff(ts) <= timeframe.micros) if timeframe.seconds < 86400 else (
+        np.ones(len(r), dtype=bool))
+    absr = np.where(comparable, np.abs(r), np.nan)
+    scale = pd.Series(absr).ewm(span=500, min_periods=30, ignore_na=True).mean().shift(1)
+    scale = scale.to_numpy() * 1.2533  # E|r| = sigma * sqrt(2/pi) for normal returns
+    rc = r[comparable]
+    fallback = 1.4826 * np.median(np.abs(rc - np.median(rc))) if len(rc) else 0.0
+    scale = np.where(np.isnan(scale), fallback, scale)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(comparable & (scale > 0), r / scale, 0.0)
+    return np.nan_to_num(z)
+
+
 def _find(
     frame: pd.DataFrame, timeframe: Timeframe, calendar: Calendar, spike_z: float
 ) -> tuple[np.ndarray, dict[IssueKind, np.ndarray], int, tuple[str, ...]]:
@@ -217,30 +237,30 @@ def _find(
     if not calendar.always_open and aligned.any():
         off[aligned] = ~calendar.is_open_at(ts[aligned], timeframe)
     masks[IssueKind.OFF_CALENDAR] = off
-    # spikes: robust z-score of log close-to-close returns, in time order over valid rows
+    # spikes: a return far outside the local volatility that the next bar reverses (a bad tick),
+    # or one so large it is suspect on its own; returns across gaps/sessions are not compared
     spike = np.zeros(n, dtype=bool)
     valid = ~(masks[IssueKind.MISSING_VALUE] | masks[IssueKind.NON_POSITIVE_PRICE])
     vidx = order[(valid & ~dup)[order]]
-    if len(vidx) > 20:
-        r = np.diff(np.log(c[vidx]))
-        med = np.median(r)
-        mad = np.median(np.abs(r - med)) * 1.4826
-        if mad > 0:
-            z = np.abs(r - med) / mad
-            spike[vidx[1:][z > spike_z]] = True
+    if len(vidx) > 30:
+        z = _robust_z(ts[vidx], c[vidx], timeframe)
+        big = np.abs(z) > spike_z
+        reverted = big[:-1] & (np.abs(z[1:]) > spike_z / 2) & (np.sign(z[:-1]) != np.sign(z[1:]))
+        flagged = np.r_[reverted, False] | (np.abs(z) > 4 * spike_z)
+        spike[vidx[1:][flagged]] = True
     masks[IssueKind.SPIKE] = spike
     # gaps: expected bars between first and last that are absent
     missing, gap_examples = 0, ()
     if n > 1 and aligned.any():
-        uniq = np.unique(ts[aligned])
+        uniq = sorted_unique(ts[aligned])
         expected = calendar.expected(
             pd.Timestamp(int(uniq[0]), unit="us", tz="UTC"),
             pd.Timestamp(int(uniq[-1]), unit="us", tz="UTC"),
             timeframe,
         )
-        absent = ~np.isin(expected, uniq, assume_unique=True)
-        missing = int(absent.sum())
-        gap_examples = _examples(expected, absent)
+        gone = absent(expected, uniq)
+        missing = int(gone.sum())
+        gap_examples = _examples(expected, gone)
     return ts, masks, missing, gap_examples
 
 

@@ -1,0 +1,479 @@
+"""Alpaca market data: US stock and crypto bars through alpaca-py's historical data clients.
+
+Stocks need API keys (`ALPACA_API_KEY` / `ALPACA_SECRET_KEY`, or the SDK's `APCA_API_KEY_ID` /
+`APCA_API_SECRET_KEY`, from the environment or a `.env` file); crypto pairs (`BTC/USD`) need none.
+Requests go out one window at a time (the SDK follows `next_page_token` inside a window), so
+progress streams and memory stays bounded; the next window starts after the last bar received.
+
+Timestamps are translated here: stock daily bars, stamped at New York midnight by Alpaca, are
+moved to 00:00 UTC of their session date, and stock 4h bars are built from 1h bars on the lake's
+UTC-aligned 4h grid. Stock intraday bars outside the regular NYSE session are dropped unless
+`extended_hours=True`.
+
+Retries: alpaca-py's clients retry some HTTP statuses themselves but their constructors do not
+take retry settings (and alpaca-py reads no environment variables for them), so this source sets
+the attempts, wait and status codes on each client it builds (options `retry_attempts`,
+`retry_wait`, `retry_codes`, or the settings `WORKBENCH_ALPACA_RETRY_ATTEMPTS`,
+`WORKBENCH_ALPACA_RETRY_WAIT`, `WORKBENCH_ALPACA_RETRY_CODES`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pandas as pd
+import requests
+from alpaca.common.exceptions import APIError
+from alpaca.common.rest import RESTClient
+from alpaca.data.enums import Adjustment, DataFeed
+from alpaca.data.historical import CryptoHistoricalDataClient, StockHistoricalDataClient
+from alpaca.data.requests import CryptoBarsRequest, StockBarsRequest
+from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from workbench.config import setting
+from workbench.data.calendar import Calendar
+from workbench.data.sources.base import Source
+from workbench.data.timeframe import Timeframe
+from workbench.errors import (
+    ConfigError,
+    CredentialsError,
+    SourceError,
+    WorkbenchError,
+    did_you_mean,
+)
+
+log = logging.getLogger(__name__)
+
+BASE_URL_SETTING = "WORKBENCH_ALPACA_BASE_URL"
+KEY_SETTINGS = ("ALPACA_API_KEY", "APCA_API_KEY_ID")
+SECRET_SETTINGS = ("ALPACA_SECRET_KEY", "APCA_API_SECRET_KEY")
+FEEDS = ("iex", "sip")
+ADJUSTMENTS = ("raw", "split", "dividend", "all")
+DEFAULT_RETRY_ATTEMPTS = 3
+DEFAULT_RETRY_WAIT = 3.0
+DEFAULT_RETRY_CODES = (429, 500, 502, 503, 504)
+DEFAULT_TIMEOUT = 30.0
+WINDOW_BARS = 10_000  # default request window, in bars: about one full SDK page per request
+
+_NY = "America/New_York"
+_COLUMNS = {"o": "open", "h": "high", "l": "low", "c": "close", "v": "volume", "n": "trades",
+            "vw": "vwap"}
+_OUT_COLUMNS = ("ts", "open", "high", "low", "close", "volume", "trades", "vwap")
+_STOCK = re.compile(r"^[A-Z][A-Z0-9.]{0,14}$")
+_CRYPTO = re.compile(r"^[A-Z0-9]{2,15}/[A-Z0-9]{2,15}$")
+_XNYS = Calendar("XNYS")
+_ONE_US = pd.Timedelta(microseconds=1)
+_TIMEFRAMES = {
+    "1m": TimeFrame(1, TimeFrameUnit.Minute),
+    "5m": TimeFrame(5, TimeFrameUnit.Minute),
+    "15m": TimeFrame(15, TimeFrameUnit.Minute),
+    "1h": TimeFrame(1, TimeFrameUnit.Hour),
+    "4h": TimeFrame(4, TimeFrameUnit.Hour),
+    "1d": TimeFrame(1, TimeFrameUnit.Day),
+}
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    """Give every request a timeout (alpaca-py sets none, so a stalled connection would hang)
+    and retry GETs whose connection failed or dropped (alpaca-py retries HTTP statuses only)."""
+
+    def __init__(self, timeout: float, attempts: int, wait: float) -> None:
+        retry = Retry(total=attempts, connect=attempts, read=attempts, status=0, other=0,
+                      allowed_methods=frozenset({"GET"}), backoff_factor=wait / 2,
+                      raise_on_status=False)
+        super().__init__(max_retries=retry)
+        self._timeout = timeout
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self._timeout
+        return super().send(request, **kwargs)
+
+
+class AlpacaSource(Source):
+    """US stock and crypto bars from Alpaca's market data API (`get_source("alpaca", ...)`).
+
+    Options: `api_key`, `secret_key` (else read from settings), `feed` (`iex` or `sip`),
+    `adjustment` (`raw`, `split`, `dividend`, `all`), `base_url` (else
+    `WORKBENCH_ALPACA_BASE_URL`, else Alpaca's), `window` (request range per call, e.g. `"7D"`),
+    `retry_attempts`, `retry_wait` (seconds), `retry_codes`, `timeout` (seconds per request)
+    and `extended_hours` (keep stock bars outside the regular session).
+    """
+
+    name = "alpaca"
+    timeframes = ("1m", "5m", "15m", "1h", "4h", "1d")
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        secret_key: str | None = None,
+        feed: str = "iex",
+        adjustment: str = "raw",
+        base_url: str | None = None,
+        window: str | timedelta | None = None,
+        retry_attempts: int | str | None = None,
+        retry_wait: float | str | None = None,
+        retry_codes: Iterable[int] | str | None = None,
+        timeout: float | str | None = None,
+        extended_hours: bool = False,
+    ) -> None:
+        self._api_key = api_key or _first_setting(KEY_SETTINGS)
+        self._secret_key = secret_key or _first_setting(SECRET_SETTINGS)
+        self.feed = _choice(feed, FEEDS, "feed")
+        self.adjustment = _choice(adjustment, ADJUSTMENTS, "adjustment")
+        url = base_url or setting(BASE_URL_SETTING)
+        self.base_url = url.rstrip("/") if url else None
+        self.window = _window(window)
+        self.retry_attempts = _number(
+            retry_attempts, "WORKBENCH_ALPACA_RETRY_ATTEMPTS", DEFAULT_RETRY_ATTEMPTS, int,
+            "retry_attempts", minimum=0)
+        self.retry_wait = _number(
+            retry_wait, "WORKBENCH_ALPACA_RETRY_WAIT", DEFAULT_RETRY_WAIT, float, "retry_wait",
+            minimum=0)
+        self.retry_codes = _codes(retry_codes)
+        self.timeout = _number(timeout, "WORKBENCH_ALPACA_TIMEOUT", DEFAULT_TIMEOUT, float,
+                               "timeout", minimum=0.001)
+        self.extended_hours = bool(extended_hours)
+        self._clients: dict[bool, RESTClient] = {}
+
+    def __repr__(self) -> str:
+        keys = "set" if self._api_key and self._secret_key else "not set"
+        return (f"AlpacaSource(feed={self.feed!r}, adjustment={self.adjustment!r}, "
+                f"base_url={self.base_url!r}, keys {keys})")
+
+    # ------------------------------------------------------------------ Source contract
+    def canonical_symbol(self, symbol: str) -> str:
+        """`AAPL`, `BRK.B` or a crypto pair `BTC/USD`; stocks also need keys (checked here,
+        so a sync fails before its first request)."""
+        sym = super().canonical_symbol(symbol).upper()
+        if _is_crypto(sym):
+            if not _CRYPTO.match(sym):
+                raise ConfigError(f"invalid crypto pair {symbol!r}: write it as BASE/QUOTE, "
+                                  "e.g. BTC/USD")
+            return sym
+        if not _STOCK.match(sym):
+            raise ConfigError(f"invalid stock symbol {symbol!r}: use a ticker such as AAPL or "
+                              "BRK.B, or a crypto pair such as BTC/USD")
+        self._check_keys()
+        return sym
+
+    def fetch(
+        self, symbol: str, timeframe: Timeframe, start: pd.Timestamp, end: pd.Timestamp
+    ) -> Iterator[pd.DataFrame]:
+        """Yield bar frames for `symbol` covering [start, end), one request window at a time."""
+        self.check_timeframe(timeframe)
+        crypto = _is_crypto(symbol)
+        client = self._client(crypto)
+        start, end = _utc(start), _utc(end)
+        # stock 4h bars are built from 1h bars on the lake's UTC grid; Alpaca's own 4h grid
+        # follows New York time, which is off by an hour in winter
+        fetch_tf = Timeframe.parse("1h") if (not crypto and timeframe.name == "4h") else timeframe
+        step = self.window if self.window is not None else WINDOW_BARS * fetch_tf.delta
+        step = max(1, -(-step // timeframe.delta)) * timeframe.delta  # whole output bars
+        cursor = timeframe.floor(start)
+        stop = timeframe.floor(end - _ONE_US) + timeframe.delta
+        while cursor < stop:
+            upper = min(cursor + step, stop)
+            raw = self._request(client, crypto, symbol, fetch_tf, cursor, upper)
+            if raw.empty:
+                cursor = upper
+                continue
+            # resume right after the last bar actually received (never skip a bar), on the
+            # output grid so that an aggregated bucket is always built from one reply; a bucket
+            # the next window fetches again is held back until then
+            nxt = timeframe.floor(raw["ts"].iloc[-1] + fetch_tf.delta)
+            if nxt <= cursor:  # only possible when aggregating: move on by one bucket
+                nxt = cursor + timeframe.delta
+            bars = self._shape(raw, crypto, fetch_tf, timeframe)
+            keep = (bars["ts"] >= start) & (bars["ts"] < end) & (bars["ts"] < nxt)
+            bars = bars[keep].reset_index(drop=True)
+            if len(bars):
+                yield bars
+            cursor = nxt
+
+    # ------------------------------------------------------------------ clients
+    def _check_keys(self) -> None:
+        missing = [names[0] for names, value in
+                   ((KEY_SETTINGS, self._api_key), (SECRET_SETTINGS, self._secret_key))
+                   if not value]
+        if missing:
+            raise CredentialsError(
+                f"Alpaca stock data needs API keys and {' and '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not set: set ALPACA_API_KEY and "
+                "ALPACA_SECRET_KEY (or APCA_API_KEY_ID and APCA_API_SECRET_KEY) in the "
+                "environment or in a .env file in the working directory (crypto pairs need none)"
+            )
+
+    def _client(self, crypto: bool) -> RESTClient:
+        client = self._clients.get(crypto)
+        if client is not None:
+            return client
+        if crypto:
+            # keys are optional for crypto (they only raise the rate limit); send both or none
+            both = bool(self._api_key and self._secret_key)
+            client = CryptoHistoricalDataClient(
+                api_key=self._api_key if both else None,
+                secret_key=self._secret_key if both else None,
+                raw_data=True, url_override=self.base_url)
+        else:
+            self._check_keys()
+            client = StockHistoricalDataClient(
+                api_key=self._api_key, secret_key=self._secret_key, raw_data=True,
+                url_override=self.base_url)
+        self._configure(client)
+        self._clients[crypto] = client
+        return client
+
+    def _configure(self, client: RESTClient) -> None:
+        """Apply retry settings and a request timeout to an alpaca-py client."""
+        # alpaca-py 0.44: RESTClient keeps these in _retry / _retry_wait / _retry_codes and
+        # its _request loop makes _retry + 1 attempts, sleeping _retry_wait between them
+        if not all(hasattr(client, a) for a in ("_retry", "_retry_wait", "_retry_codes")):
+            log.warning("this alpaca-py version keeps its retry settings elsewhere: using its "
+                        "defaults instead of retry_attempts/retry_wait/retry_codes")
+        else:
+            client._retry = self.retry_attempts
+            client._retry_wait = self.retry_wait
+            client._retry_codes = list(self.retry_codes)
+        session = getattr(client, "_session", None)
+        if isinstance(session, requests.Session):
+            adapter = _TimeoutAdapter(self.timeout, self.retry_attempts, self.retry_wait)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+
+    # ------------------------------------------------------------------ one window
+    def _request(self, client: RESTClient, crypto: bool, symbol: str, tf: Timeframe,
+                 lo: pd.Timestamp, hi: pd.Timestamp) -> pd.DataFrame:
+        """All bars with open time in [lo, hi) in lake time, sorted and de-duplicated."""
+        common: dict[str, Any] = {
+            "symbol_or_symbols": symbol, "timeframe": _TIMEFRAMES[tf.name],
+            # Alpaca's end is inclusive; stop one microsecond short of the next window
+            "start": lo.to_pydatetime(), "end": (hi - _ONE_US).to_pydatetime(),
+        }
+        try:
+            if crypto:
+                reply = client.get_crypto_bars(CryptoBarsRequest(**common))
+            else:
+                reply = client.get_stock_bars(StockBarsRequest(
+                    **common, feed=DataFeed(self.feed), adjustment=Adjustment(self.adjustment)))
+        except APIError as exc:
+            raise self._api_error(exc, symbol, tf) from None
+        except requests.RequestException as exc:
+            raise SourceError(
+                f"could not reach Alpaca at {self._host()} for {symbol} {tf} bars "
+                f"({type(exc).__name__}): check the network connection, or the base URL "
+                f"({BASE_URL_SETTING})"
+            ) from None
+        except ValueError as exc:  # JSON that is not a bar reply
+            raise SourceError(
+                f"Alpaca at {self._host()} sent a reply that is not bar data for {symbol} "
+                f"({type(exc).__name__}): check the base URL ({BASE_URL_SETTING})"
+            ) from None
+        rows = (reply or {}).get(symbol) or []
+        frame = _frame(rows)
+        if not crypto and tf.name == "1d":
+            # stamped at New York midnight (04:00/05:00 UTC): the session date at 00:00 UTC
+            local = frame["ts"].dt.tz_convert(_NY).dt.tz_localize(None).dt.normalize()
+            frame["ts"] = local.dt.tz_localize("UTC")
+        if not frame["ts"].is_monotonic_increasing:
+            frame = frame.sort_values("ts", kind="stable")
+        repeated = int(frame["ts"].duplicated(keep="last").sum())
+        if repeated:
+            frame = frame.drop_duplicates("ts", keep="last")
+        frame = frame[(frame["ts"] >= lo) & (frame["ts"] < hi)].reset_index(drop=True)
+        log.debug("alpaca %s %s [%s, %s): %d bars%s", symbol, tf, lo, hi, len(frame),
+                  f" ({repeated} repeated rows dropped)" if repeated else "")
+        return frame
+
+    def _shape(self, raw: pd.DataFrame, crypto: bool, fetch_tf: Timeframe, tf: Timeframe
+               ) -> pd.DataFrame:
+        """Drop off-session stock bars (unless extended_hours) and aggregate to `tf`."""
+        bars = raw
+        if not crypto and fetch_tf.seconds < 86400 and not self.extended_hours:
+            ts = pd.DatetimeIndex(bars["ts"]).as_unit("us").asi8
+            bars = bars[_XNYS.is_open_at(ts, fetch_tf)]
+        if fetch_tf != tf and len(bars):
+            bars = _aggregate(bars, tf)
+        return bars.reset_index(drop=True)
+
+    # ------------------------------------------------------------------ errors
+    def _api_error(self, exc: APIError, symbol: str, tf: Timeframe) -> WorkbenchError:
+        status = exc.status_code
+        message = self._scrub(_server_message(exc))
+        if status in (401, 403) and "subscription" in message.lower():
+            return ConfigError(
+                f"Alpaca refused {self.feed} data for {symbol} (HTTP {status}: {message}): use "
+                "feed='iex', or a subscription that includes this feed"
+            )
+        if status in (401, 403):
+            return CredentialsError(
+                f"Alpaca refused the API keys (HTTP {status}) for {symbol}: check ALPACA_API_KEY "
+                "and ALPACA_SECRET_KEY (environment or .env) hold a current key pair"
+            )
+        if status in (400, 404, 422):
+            return ConfigError(
+                f"Alpaca rejected the request for symbol {symbol!r} (HTTP {status}: {message}): "
+                "check the symbol (a ticker such as AAPL, or a pair such as BTC/USD)"
+            )
+        retried = (f" after {self.retry_attempts} retries"
+                   if status in self.retry_codes and self.retry_attempts else "")
+        if status == 429:
+            return SourceError(
+                f"Alpaca kept rate-limiting {symbol} {tf} bars (HTTP 429{retried}): wait a "
+                "minute and re-run the sync (it resumes where it stopped), or raise retry_wait "
+                "(WORKBENCH_ALPACA_RETRY_WAIT)"
+            )
+        if status is not None and status >= 500:
+            return SourceError(
+                f"Alpaca failed serving {symbol} {tf} bars (HTTP {status}{retried}): it is "
+                "having trouble; re-run the sync later (it resumes where it stopped), or raise "
+                "retry_attempts (WORKBENCH_ALPACA_RETRY_ATTEMPTS)"
+            )
+        return SourceError(
+            f"Alpaca answered HTTP {status} for {symbol} {tf} bars ({message}): check the "
+            f"base URL ({BASE_URL_SETTING}) and the source options"
+        )
+
+    def _scrub(self, text: str) -> str:
+        for secret in (self._secret_key, self._api_key):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def _host(self) -> str:
+        if not self.base_url:
+            return "data.alpaca.markets"
+        parts = urlsplit(self.base_url)
+        return parts.hostname or "the configured base URL"
+
+
+# ---------------------------------------------------------------------- helpers
+def _is_crypto(symbol: str) -> bool:
+    return "/" in symbol
+
+
+def _utc(ts: pd.Timestamp) -> pd.Timestamp:
+    ts = pd.Timestamp(ts)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _first_setting(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        value = setting(name)
+        if value:
+            return value
+    return None
+
+
+def _choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    v = str(value).strip().lower()
+    if v not in choices:
+        raise ConfigError(f"unknown Alpaca {what} {value!r}{did_you_mean(v, choices)}: use one of "
+                          f"{', '.join(choices)}")
+    return v
+
+
+def _window(value: str | timedelta | None) -> pd.Timedelta | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float):
+        raise ConfigError(f"window {value!r} has no unit: give a duration such as '7D' or '12h'")
+    try:
+        window = pd.Timedelta(value)
+    except (ValueError, TypeError):
+        raise ConfigError(f"cannot read window {value!r} as a duration: use e.g. '7D' or "
+                          "'12h'") from None
+    if window <= pd.Timedelta(0):
+        raise ConfigError(f"window {value!r} is not positive: use e.g. '7D' or '12h'")
+    return window
+
+
+def _number(value: Any, name: str, default: float, kind: type, what: str,
+            minimum: float) -> Any:
+    raw = value if value is not None and value != "" else setting(name)
+    if raw is None or raw == "":
+        return kind(default)
+    try:
+        number = kind(raw)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{what} {raw!r} is not a number: set e.g. {kind(default)} "
+                          f"(option {what} or {name})") from None
+    if number < minimum:
+        raise ConfigError(f"{what} {raw!r} is below {minimum}: set e.g. {kind(default)} "
+                          f"(option {what} or {name})")
+    return number
+
+
+def _codes(value: Iterable[int] | str | None) -> tuple[int, ...]:
+    raw: Any = value if value is not None else setting("WORKBENCH_ALPACA_RETRY_CODES")
+    if raw is None or raw == "":
+        return DEFAULT_RETRY_CODES
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    try:
+        codes = tuple(int(str(c).strip()) for c in items if str(c).strip())
+    except ValueError:
+        raise ConfigError(f"retry_codes {raw!r} are not HTTP status codes: write e.g. "
+                          "429,500,502,503,504") from None
+    if not all(400 <= c <= 599 for c in codes):
+        raise ConfigError(f"retry_codes {raw!r} must be HTTP error statuses (400-599)")
+    return codes
+
+
+def _server_message(exc: APIError) -> str:
+    """The `message` of an Alpaca error body, or a short single-line excerpt of the body."""
+    text = str(exc)
+    try:
+        body = json.loads(text)
+        if isinstance(body, dict) and body.get("message"):
+            text = str(body["message"])
+    except ValueError:
+        pass
+    text = " ".join(text.split())
+    return text[:200] or "no message"
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Alpaca bar dicts (`t o h l c v n vw`) as a bar frame with float64 values."""
+    if not rows:
+        out = pd.DataFrame({c: pd.Series(dtype="float64") for c in _OUT_COLUMNS})
+        out["ts"] = pd.Series(dtype="datetime64[us, UTC]")
+        return out
+    df = pd.DataFrame.from_records(rows)
+    out = pd.DataFrame({"ts": pd.to_datetime(df["t"], utc=True, format="ISO8601").dt.as_unit("us")})
+    for short, col in _COLUMNS.items():
+        if short in df.columns:
+            out[col] = pd.to_numeric(df[short], errors="coerce").astype("float64")
+        else:  # an optional field the reply left out
+            out[col] = np.nan
+    return out
+
+
+def _aggregate(bars: pd.DataFrame, tf: Timeframe) -> pd.DataFrame:
+    """Combine sorted bars into `tf` buckets (epoch-aligned, as the lake stores them)."""
+    step = tf.micros
+    us = pd.DatetimeIndex(bars["ts"]).as_unit("us").asi8
+    bucket = (us - tf.origin_micros) // step * step + tf.origin_micros
+    df = bars.assign(_b=bucket, _pv=bars["vwap"] * bars["volume"])
+    g = df.groupby("_b", sort=True)
+    out = pd.DataFrame({
+        "open": g["open"].first(), "high": g["high"].max(), "low": g["low"].min(),
+        "close": g["close"].last(), "volume": g["volume"].sum(),
+        "trades": g["trades"].sum(min_count=1), "_pv": g["_pv"].sum(min_count=1),
+    })
+    vol = out["volume"].where(out["volume"] > 0)
+    out["vwap"] = out.pop("_pv") / vol
+    out.insert(0, "ts", pd.to_datetime(out.index.to_numpy(), unit="us", utc=True))
+    return out.reset_index(drop=True)[list(_OUT_COLUMNS)]
+
+
+__all__ = ["AlpacaSource"]
