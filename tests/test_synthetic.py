@@ -126,3 +126,20 @@ def test_sync_is_incremental_and_rerun_adds_nothing(lake: Lake, src: SyntheticSo
     direct = src.bars("BTC/USDT", "1m", "2025-01-02", "2025-01-05")
     np.testing.assert_array_equal(stored[COLS].to_numpy(), direct[COLS].to_numpy())
     assert [c.missing_bars for c in lake.coverage()] == [0, 0]
+
+
+def test_fill_gaps_refetches_a_hole_left_by_an_interrupted_sync(
+    lake: Lake, src: SyntheticSource
+) -> None:
+    bars = src.bars("ETH/USDT", "1m", "2025-01-02", "2025-01-03")
+    hole = (bars["ts"] >= "2025-01-02 06:00Z") & (bars["ts"] < "2025-01-02 07:30Z")
+    lake.write_bars("synthetic", "ETH/USDT", "1m", bars[~hole])
+    assert lake.series_coverage("synthetic", "ETH/USDT", "1m").missing_bars == 90
+    plain = lake.sync(src, ["ETH/USDT"], "1m", "2025-01-02", "2025-01-03")
+    assert plain[0].requested == [] and plain[0].rows_added == 0
+    filled = lake.sync(src, ["ETH/USDT"], "1m", "2025-01-02", "2025-01-03", fill_gaps=True)
+    assert filled[0].requested == [("2025-01-02 06:00:00+00:00", "2025-01-02 07:30:00+00:00")]
+    assert filled[0].rows_added == 90
+    assert lake.series_coverage("synthetic", "ETH/USDT", "1m").missing_bars == 0
+    full = lake.sync(src, ["ETH/USDT"], "1m", end="2025-01-03", full=True)
+    assert full[0].rows_fetched == 1440 and full[0].rows_added == 0

@@ -76,7 +76,7 @@ def _cell(v: object) -> str:
 
 
 @contextmanager
-def _progress(description: str):  # noqa: ANN202 - yields a (label, n) callback
+def _progress(description: str):
     bars: dict[str, int] = {}
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, transient=False) as prog:
@@ -115,6 +115,8 @@ def data_sync(
     end: Annotated[str | None, typer.Option(help="End, exclusive (default: now).")] = None,
     full: Annotated[bool, typer.Option(help="Re-fetch the whole range, not just what's missing.")
                     ] = False,
+    fill_gaps: Annotated[bool, typer.Option(help="Also re-request stored gaps in the range.")
+                         ] = False,
     policy: Annotated[str | None, typer.Option(help="Quality policy, e.g. gap=reject,spike=drop.")
                       ] = None,
 ) -> None:
@@ -126,7 +128,8 @@ def data_sync(
     src = get_source(source)
     lake = _lake()
     with _progress(src.name) as prog:
-        results = lake.sync(src, _split(symbols), timeframe, start, end, full=full, policy=pol,
+        results = lake.sync(src, _split(symbols), timeframe, start, end, full=full,
+                            fill_gaps=fill_gaps, policy=pol,
                             progress=prog)
     print_frame(describe_sync(results), title="sync")
     for r in results:
@@ -250,3 +253,7 @@ def main() -> None:
 
 
 __all__ = ["app", "check_range", "main"]
+
+
+if __name__ == "__main__":
+    main()

@@ -20,7 +20,7 @@ _DAY_US = 86400 * 1_000_000
 
 
 @functools.lru_cache(maxsize=8)
-def _exchange(code: str):  # noqa: ANN202 - exchange_calendars has no public base type worth importing
+def _exchange(code: str):
     import exchange_calendars as xc
 
     try:

@@ -620,14 +620,16 @@ class Lake:
         end: TimeLike = None,
         *,
         full: bool = False,
+        fill_gaps: bool = False,
         policy: QualityPolicy | None = None,
         progress: Progress | None = None,
     ) -> list[SyncResult]:
         """Fetch what the lake lacks for each symbol and write it; returns one result per symbol.
 
         Incremental by default: only the part of [start, end) outside the stored coverage is
-        requested (`full=True` re-fetches all of it). `end` defaults to the start of the bar
-        still forming now. Coverage is verified afterwards and gaps are reported.
+        requested (`full=True` re-fetches all of it; `fill_gaps=True` also asks again for the
+        stored gaps inside the range, e.g. after an interrupted backfill). `end` defaults to the
+        start of the bar still forming now. Coverage is verified afterwards; gaps are reported.
         """
         tf = Timeframe.parse(timeframe)
         source.check_timeframe(tf)
@@ -641,28 +643,36 @@ class Lake:
         check_range(t0, t1)
         results = []
         for sym in syms:
-            results.append(self._sync_one(source, sym, tf, t0, t1, full, policy, progress))
+            results.append(self._sync_one(source, sym, tf, t0, t1, full, fill_gaps, policy,
+                                          progress))
         return results
 
     def _sync_one(self, source: Source, symbol: str, tf: Timeframe, t0: pd.Timestamp | None,
-                  t1: pd.Timestamp, full: bool, policy: QualityPolicy | None,
+                  t1: pd.Timestamp, full: bool, fill_gaps: bool, policy: QualityPolicy | None,
                   progress: Progress | None) -> SyncResult:
         key = SeriesKey(source.name, symbol, tf.name)
-        cov = None if full else self.series_coverage(source.name, symbol, tf)
+        cov = self.series_coverage(source.name, symbol, tf)
         if t0 is None and (cov is None or cov.first is None):
             raise ConfigError(
                 f"{key} has no stored bars to resume from: pass a start (--start 2024-01-01)"
             )
         ranges: list[tuple[pd.Timestamp, pd.Timestamp]] = []
-        if cov is None or cov.first is None or cov.last is None:
-            assert t0 is not None
-            ranges.append((t0, t1))
+        if full or cov is None or cov.first is None or cov.last is None:
+            lo = t0 if t0 is not None else cov.first  # type: ignore[union-attr]
+            ranges.append((lo, t1))
         else:
             if t0 is not None and t0 < cov.first:
                 ranges.append((t0, min(cov.first, t1)))
             resume = cov.last + tf.delta
             if resume < t1:
                 ranges.append((max(resume, t0) if t0 is not None else resume, t1))
+            if fill_gaps:
+                lo = t0 if t0 is not None else cov.first
+                for a, b, _ in cov.gaps:
+                    ga, gb = max(pd.Timestamp(a), lo), min(pd.Timestamp(b) + tf.delta, t1)
+                    if ga < gb:
+                        ranges.append((ga, gb))
+                ranges.sort()
         cal = source.calendar(symbol)
         result = SyncResult(key, [])
         ranges = [(a, b) for a, b in ranges
@@ -817,7 +827,7 @@ def _gaps(ts: np.ndarray, tf: Timeframe, cal: Calendar) -> tuple[list[tuple[str,
          str(pd.Timestamp(int(expected[r[-1]]), unit="us", tz="UTC")), len(r))
         for r in runs
     ]
-    return gaps, int(len(pos))
+    return gaps, len(pos)
 
 
 def _file_list(files: list[Path]) -> str:

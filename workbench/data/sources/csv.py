@@ -76,7 +76,7 @@ class CsvSource(Source):
         self.delimiter = delimiter
         try:
             pd.Timestamp("2024-01-01").tz_localize(tz)
-        except Exception:  # noqa: BLE001 - pandas raises several types for a bad zone
+        except Exception:
             raise ConfigError(f"unknown time zone {tz!r}: use an IANA name such as "
                               "'UTC' or 'America/New_York'") from None
 

@@ -1,0 +1,157 @@
+"""The CLI end to end, as a user runs it: real subprocesses, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from workbench import Lake
+
+WB = [sys.executable, "-m", "workbench.cli"]
+
+
+def run(data: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "WORKBENCH_DATA_DIR": str(data), "COLUMNS": "200"}
+    return subprocess.run([*WB, *args], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=300)
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode != 0, proc.stdout
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def synced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("cli") / "data"
+    proc = run(data, "data", "sync", "--source", "synthetic", "--symbols", "BTC/USDT,SPY",
+               "--timeframe", "1m", "--start", "2025-01-06", "--end", "2025-01-08")
+    assert proc.returncode == 0, proc.stderr
+    return data
+
+
+def test_help_lists_the_data_commands() -> None:
+    proc = subprocess.run([*WB, "data", "--help"], capture_output=True, text=True, check=True)
+    for cmd in ("demo", "sync", "import-csv", "ls", "check", "export"):
+        assert cmd in proc.stdout
+
+
+def test_sync_then_ls_and_rerun_adds_nothing(synced: Path) -> None:
+    ls = run(synced, "data", "ls")
+    assert ls.returncode == 0
+    assert "BTC/USDT" in ls.stdout and "2,880" in ls.stdout and "SPY" in ls.stdout
+    before = snapshot(synced)
+    again = run(synced, "data", "sync", "--source", "synthetic", "--symbols", "BTC/USDT,SPY",
+                "--timeframe", "1m", "--start", "2025-01-06", "--end", "2025-01-08")
+    assert again.returncode == 0
+    assert snapshot(synced) == before
+
+
+def test_check_passes_on_clean_data(synced: Path) -> None:
+    proc = run(synced, "data", "check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ok" in proc.stdout
+
+
+def test_export_and_import_roundtrip(synced: Path, tmp_path: Path) -> None:
+    out = tmp_path / "slice.csv"
+    proc = run(synced, "data", "export", str(out), "--source", "synthetic", "--symbols",
+               "BTC/USDT", "--timeframe", "1h")
+    assert proc.returncode == 0, proc.stderr
+    assert "sha256:" in proc.stdout
+    other = tmp_path / "other"
+    imp = run(other, "data", "import-csv", str(out), "--timeframe", "1h", "--source", "copy")
+    assert imp.returncode == 0, imp.stderr
+    a = Lake(synced).read_bars("synthetic", "BTC/USDT", "1h")
+    b = Lake(other).read_bars("copy", "BTC/USDT", "1h")
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-12)
+
+
+def test_import_user_csv_with_mapping_and_zone(tmp_path: Path) -> None:
+    csv = tmp_path / "aapl.csv"
+    csv.write_text("Date;Open;High;Low;Close;Vol\n"
+                   "2024-07-01 09:30;10;11;9;10.5;100\n"
+                   "2024-07-01 09:31;10.5;11;10;10.8;120\n")
+    data = tmp_path / "data"
+    proc = run(data, "data", "import-csv", str(csv), "--symbol", "AAPL", "--timeframe", "1m",
+               "--map", "ts=Date,volume=Vol", "--tz", "America/New_York", "--delimiter", ";")
+    assert proc.returncode == 0, proc.stderr
+    bars = Lake(data).read_bars("csv", "AAPL", "1m")
+    assert list(bars["ts"].astype(str)) == ["2024-07-01 13:30:00+00:00",
+                                            "2024-07-01 13:31:00+00:00"]
+    assert bars["volume"].tolist() == [100.0, 120.0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["data", "sync", "--source", "synthetik", "--symbols", "BTC/USDT", "--start",
+          "2025-01-01"], ["unknown source", "did you mean 'synthetic'"]),
+        (["data", "sync", "--source", "synthetic", "--symbols", "BTC/USTD", "--start",
+          "2025-01-01"], ["BTC/USTD", "did you mean 'BTC/USDT'"]),
+        (["data", "sync", "--source", "synthetic", "--symbols", "BTC/USDT", "--timeframe", "7x",
+          "--start", "2025-01-01"], ["unknown timeframe '7x'"]),
+        (["data", "sync", "--source", "synthetic", "--symbols", "BTC/USDT", "--start",
+          "2025-02-01", "--end", "2025-01-01"], ["is not before end"]),
+        (["data", "sync", "--source", "synthetic", "--symbols", "BTC/USDT", "--start",
+          "2025-01-01", "--end", "2025-01-01"], ["is not before end"]),
+        (["data", "sync", "--source", "synthetic", "--symbols", "ETH/USDT"],
+         ["no stored bars to resume from", "--start"]),
+        (["data", "sync", "--source", "alpaca", "--symbols", "AAPL", "--start", "2025-01-01",
+          "--end", "2025-01-02"], ["ALPACA_API_KEY"]),
+        (["data", "sync", "--source", "synthetic", "--symbols", "BTC/USDT", "--start",
+          "2025-01-01", "--policy", "gap=drop"], ["cannot be dropped"]),
+        (["data", "export", "x.txt", "--source", "synthetic", "--symbols", "BTC/USDT",
+          "--timeframe", "1h"], [".parquet or .csv"]),
+    ],
+)
+def test_bad_input_is_one_line_and_changes_nothing(
+    synced: Path, tmp_path: Path, args: list[str], needles: list[str]
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(synced, data)
+    before = snapshot(data)
+    env_clean = {k: v for k, v in os.environ.items() if not k.startswith(("ALPACA", "APCA"))}
+    proc = subprocess.run(
+        [*WB, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        env={**env_clean, "WORKBENCH_DATA_DIR": str(data)},
+    )
+    one_line_error(proc, *needles)
+    assert snapshot(data) == before
+
+
+def test_malformed_csv_and_corrupt_lake_file(synced: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(synced, data)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ts,open,high,low,close,volume\n2024-01-01T00:00Z,1,2,0.5,1.5,10\n"
+                   "2024-01-01T00:01Z,1,2,oops,1.5,10\n")
+    before = snapshot(data)
+    one_line_error(run(data, "data", "import-csv", str(bad), "--symbol", "BTC/USDT",
+                       "--timeframe", "1m"), "non-numeric")
+    assert snapshot(data) == before
+    victim = next((data / "lake").rglob("data.parquet"))
+    victim.write_bytes(b"PAR1 not really parquet")
+    before = snapshot(data)
+    proc = run(data, "data", "export", str(tmp_path / "x.parquet"), "--source", "synthetic",
+               "--symbols", "BTC/USDT,SPY", "--timeframe", "1m")
+    one_line_error(proc, "unreadable", "re-sync")
+    assert snapshot(data) == before
+    assert not (tmp_path / "x.parquet").exists()
