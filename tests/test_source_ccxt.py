@@ -307,7 +307,7 @@ def test_persistent_server_errors_raise_and_leave_the_lake_untouched(
     calls_before = len(server.klines_calls())
     injected = []
 
-    def fail_after_first_page(key: str, rows: int) -> None:
+    def fail_after_first_page(key: str, rows: int, total: int) -> None:
         if not injected:  # the first page arrived; from now on the exchange is down
             injected.append(rows)
             server.server_error_next(times=1000, status=500)

@@ -80,9 +80,9 @@ def _progress(description: str):
     bars: dict[str, int] = {}
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, transient=False) as prog:
-        def update(label: str, n: int) -> None:
+        def update(label: str, n: int, total: int) -> None:
             if label not in bars:
-                bars[label] = prog.add_task(f"{description} {label}", total=None)
+                bars[label] = prog.add_task(f"{description} {label}", total=total or None)
             prog.advance(bars[label], n)
 
         yield update
@@ -100,7 +100,7 @@ def data_demo(seed: Annotated[int, typer.Option(help="Seed of the synthetic mark
     from workbench.data.demo import build_demo
 
     lake = _lake()
-    with _progress("synthetic") as prog:
+    with _progress("demo") as prog:
         results = build_demo(lake, seed=seed, progress=prog)
     added = sum(r.rows_added for r in results)
     out.print(f"demo lake at {lake.root} (SYNTHETIC data, seed {seed}): {added:,} rows added")
@@ -127,7 +127,7 @@ def data_sync(
     pol = QualityPolicy.parse(policy)
     src = get_source(source)
     lake = _lake()
-    with _progress(src.name) as prog:
+    with _progress("sync") as prog:
         results = lake.sync(src, _split(symbols), timeframe, start, end, full=full,
                             fill_gaps=fill_gaps, policy=pol,
                             progress=prog)

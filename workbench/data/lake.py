@@ -53,7 +53,8 @@ SYNC_BATCH_ROWS = 250_000
 _FLOATS = ("open", "high", "low", "close", "volume", "trades", "vwap")
 
 TimeLike = str | pd.Timestamp | None
-Progress = Callable[[str, int], None]
+# progress(series label, rows just received, expected rows of the whole sync of that series)
+Progress = Callable[[str, int, int], None]
 
 
 class Layout(StrEnum):
@@ -675,8 +676,9 @@ class Lake:
                 ranges.sort()
         cal = source.calendar(symbol)
         result = SyncResult(key, [])
-        ranges = [(a, b) for a, b in ranges
-                  if len(cal.expected(a, b - pd.Timedelta(microseconds=1), tf))]
+        sizes = [len(cal.expected(a, b - pd.Timedelta(microseconds=1), tf)) for a, b in ranges]
+        ranges = [r for r, n in zip(ranges, sizes, strict=True) if n]
+        expected_rows = sum(sizes)
         result.requested = [(str(a), str(b)) for a, b in ranges]
         for a, b in ranges:
             buffer: list[pd.DataFrame] = []
@@ -689,7 +691,7 @@ class Lake:
                 buffered += len(chunk)
                 result.rows_fetched += len(chunk)
                 if progress:
-                    progress(str(key), len(chunk))
+                    progress(str(key), len(chunk), expected_rows)
                 if buffered >= SYNC_BATCH_ROWS:
                     self._flush(key, buffer, cal, policy, result)
                     buffer, buffered = [], 0
