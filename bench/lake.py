@@ -33,7 +33,7 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timed(fn, repeat: int = 7) -> float:  # noqa: ANN001 - any callable
+def timed(fn, repeat: int = 7) -> float:
     fn()  # warm
     times = []
     for _ in range(repeat):

@@ -299,11 +299,10 @@ def test_rate_limits_and_server_errors_are_retried(
     pd.testing.assert_frame_equal(_stored(lake), _served(server))
 
 
-def test_persistent_server_errors_raise_and_leave_the_lake_untouched(
+def test_persistent_server_errors_raise_keep_what_arrived_and_a_rerun_resumes(
     server: BinanceServer, source: CcxtSource, lake: Lake
 ) -> None:
     lake.sync(source, ["BTC/USDT"], "1m", START, "2024-03-02")
-    before = _snapshot(lake)
     calls_before = len(server.klines_calls())
     injected = []
 
@@ -320,7 +319,15 @@ def test_persistent_server_errors_raise_and_leave_the_lake_untouched(
     assert "failed 4 times" in message and "re-run" in message
     assert injected == [1000]
     assert len(server.klines_calls()) == calls_before + 1 + 4  # one page, then 1 + 3 retries
-    assert _snapshot(lake) == before
+    # the page that arrived before the outage is kept (whole, validated): a re-run resumes after it
+    cov = lake.series_coverage("binance", "BTC/USDT", "1m")
+    assert cov.rows == DAY_BARS + 1000 and cov.missing_bars == 0
+    server.reset()
+    [again] = lake.sync(source, ["BTC/USDT"], "1m", START, END)
+    assert again.requested == [("2024-03-02 16:40:00+00:00", "2024-03-04 00:00:00+00:00")]
+    stored = lake.read_bars("binance", "BTC/USDT", "1m")
+    served = server.frame("BTCUSDT", "1m", START, END)
+    pd.testing.assert_frame_equal(stored[served.columns.tolist()], served)
 
 
 def test_refused_credentials_and_other_exchange_errors(

@@ -37,9 +37,14 @@ def normalize_bars(frame: pd.DataFrame, *, what: str = "bars") -> pd.DataFrame:
                 "zone) before writing; the lake stores UTC"
             )
         try:
-            ts = pd.to_datetime(ts, utc=True)
+            ts = pd.to_datetime(ts)
         except (ValueError, TypeError) as exc:
             raise DataError(f"{what} have unparseable timestamps ({exc}): fix the ts column") from None
+        if not isinstance(ts.dtype, pd.DatetimeTZDtype):
+            raise DataError(
+                f"{what} have timestamps without a zone: add one (e.g. '2024-01-31T12:00Z') or "
+                "localise them; the lake stores UTC"
+            )
     out["ts"] = pd.DatetimeIndex(ts).tz_convert("UTC").as_unit("us")
     for c in cols[1:]:
         try:

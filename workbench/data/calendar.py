@@ -6,7 +6,10 @@ question, so it is answered here once, with `exchange_calendars` for exchange ho
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,12 +22,21 @@ ALWAYS_OPEN = "24/7"
 _DAY_US = 86400 * 1_000_000
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """exchange_calendars 4.13 reads `.values` of tz-aware data, which pandas 3.1 deprecates."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*\.values returning an ndarray.*")
+        yield
+
+
 @functools.lru_cache(maxsize=8)
 def _exchange(code: str):
     import exchange_calendars as xc
 
     try:
-        return xc.get_calendar(code, start="2000-01-01")
+        with _quiet():
+            return xc.get_calendar(code, start="2000-01-01")
     except xc.errors.InvalidCalendarName:
         names = xc.get_calendar_names(include_aliases=False)
         raise ConfigError(
@@ -62,9 +74,9 @@ class Calendar:
 
     def next_expected(self, ts: pd.Timestamp, timeframe: Timeframe) -> pd.Timestamp | None:
         """The first expected bar open time strictly after `ts` (None if the calendar ends)."""
-        after = ts + timeframe.delta
+        after = timeframe.floor(ts) + timeframe.delta
         if self.always_open:
-            return timeframe.floor(after - pd.Timedelta(microseconds=1)) + timeframe.delta
+            return after
         horizon = after + pd.Timedelta(days=10) + timeframe.delta
         got = self.expected(after, horizon, timeframe)
         got = got[got > _us(ts)]
@@ -81,8 +93,9 @@ class Calendar:
 
     def _session_minutes(self, lo_us: int, hi_us: int) -> np.ndarray:
         cal = _exchange(self.code)
-        lo = max(_ts(lo_us), cal.first_minute)
-        hi = min(_ts(hi_us), cal.last_minute)
+        with _quiet():
+            lo = max(_ts(lo_us), cal.first_minute)
+            hi = min(_ts(hi_us), cal.last_minute)
         if lo > hi:
             return np.empty(0, dtype=np.int64)
         return _year_minutes_between(self.code, lo, hi)
@@ -93,7 +106,8 @@ class Calendar:
         hi = min(_ts(hi_us).tz_localize(None).normalize(), cal.last_session)
         if lo > hi:
             return np.empty(0, dtype=np.int64)
-        sessions = cal.sessions_in_range(lo, hi)
+        with _quiet():
+            sessions = cal.sessions_in_range(lo, hi)
         return sessions.as_unit("us").asi8.astype(np.int64)
 
 
@@ -107,11 +121,12 @@ def _year_minutes_between(code: str, lo: pd.Timestamp, hi: pd.Timestamp) -> np.n
 @functools.lru_cache(maxsize=64)
 def _year_minutes(code: str, year: int) -> np.ndarray:
     cal = _exchange(code)
-    lo = max(pd.Timestamp(f"{year}-01-01", tz="UTC"), cal.first_minute)
-    hi = min(pd.Timestamp(f"{year}-12-31 23:59", tz="UTC"), cal.last_minute)
-    if lo > hi:
-        return np.empty(0, dtype=np.int64)
-    out = cal.minutes_in_range(lo, hi).as_unit("us").asi8.astype(np.int64)
+    with _quiet():
+        lo = max(pd.Timestamp(f"{year}-01-01", tz="UTC"), cal.first_minute)
+        hi = min(pd.Timestamp(f"{year}-12-31 23:59", tz="UTC"), cal.last_minute)
+        if lo > hi:
+            return np.empty(0, dtype=np.int64)
+        out = cal.minutes_in_range(lo, hi).as_unit("us").asi8.astype(np.int64)
     out.flags.writeable = False
     return out
 

@@ -38,7 +38,7 @@ from workbench.data.bars import BAR_COLUMNS, OPTIONAL_COLUMNS, bars_to_arrow, no
 from workbench.data.calendar import Calendar, absent, calendar_for_symbol
 from workbench.data.quality import QualityPolicy, QualityReport, apply_policy, check_bars
 from workbench.data.timeframe import Timeframe
-from workbench.errors import ConfigError, DataError, LakeCorruptError, did_you_mean
+from workbench.errors import ConfigError, DataError, LakeCorruptError, WorkbenchError, did_you_mean
 
 if TYPE_CHECKING:
     from workbench.data.sources.base import Source
@@ -50,6 +50,7 @@ COVERAGE_FILE = "_coverage.json"
 MAX_GAPS_KEPT = 200
 ROW_GROUP_SIZE = 65_536
 SYNC_BATCH_ROWS = 250_000
+READ_ATTEMPTS = 20
 _FLOATS = ("open", "high", "low", "close", "volume", "trades", "vwap")
 
 TimeLike = str | pd.Timestamp | None
@@ -270,6 +271,8 @@ class Lake:
         sdir = self.series_dir(source, symbol, tf)
         with self._lock(sdir):
             _clean_temp_files(sdir)
+            for f in self._files(sdir):  # refuse before changing anything if the series is damaged
+                _read_file(f, columns=["ts"])
             bounds = np.flatnonzero(np.diff(years)) + 1
             for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(years)], strict=True):
                 added, replaced = self._merge_year(sdir, int(years[lo]), table.slice(lo, hi - lo))
@@ -346,17 +349,19 @@ class Lake:
         if not files:
             return None
         cov_path = sdir / COVERAGE_FILE
+        cal = calendar_for_symbol(symbol)
         if cov_path.exists():
             try:
                 raw = json.loads(cov_path.read_text())
                 cov = Coverage(**{**raw, "gaps": [tuple(g) for g in raw.get("gaps", [])]})
                 if cov.files == _signature(files):
                     return cov
+                cal = Calendar(cov.calendar)  # stale: rebuild with the calendar it was written with
             except (ValueError, TypeError, KeyError):
                 log.warning("rebuilding unreadable coverage file %s", cov_path)
         key = SeriesKey(source, symbol, tf.name)
         with self._lock(sdir):
-            return self._refresh_coverage(key, calendar_for_symbol(symbol))
+            return self._refresh_coverage(key, cal)
 
     def _refresh_coverage(self, key: SeriesKey, cal: Calendar) -> Coverage:
         tf = Timeframe.parse(key.timeframe)
@@ -464,12 +469,16 @@ class Lake:
         if base_tf == tf:
             files = self._files(sdir, t0, t1)
             return self._query(files, _select_plain(files), t0, t1)
+        # source rows stop at `end`: a bucket still open at `end` is partial, like the last one
         q0 = tf.floor(t0) if t0 is not None else None
-        q1 = (tf.floor(t1 - pd.Timedelta(microseconds=1)) + tf.delta) if t1 is not None else None
-        files = self._files(sdir, q0, q1)
-        out = self._query(files, _select_resampled(files, tf), q0, q1, plain=False)
+        files = self._files(sdir, q0, t1)
+        out = self._query(files, _select_resampled(files, tf), q0, t1)
         if out.empty or include_partial:
             return _trim(out, t0, t1)
+        if t1 is not None and out["ts"].iloc[-1] + tf.delta > t1:
+            out = out.iloc[:-1]
+            if out.empty:
+                return _trim(out, t0, t1)
         cov = self.series_coverage(source, symbol, base_tf)
         assert cov is not None
         cal = calendar_for_symbol(symbol)
@@ -484,7 +493,7 @@ class Lake:
         return _trim(out.reset_index(drop=True), t0, t1)
 
     def _query(self, files: list[Path], select: str, t0: pd.Timestamp | None,
-               t1: pd.Timestamp | None, plain: bool = True) -> pd.DataFrame:
+               t1: pd.Timestamp | None) -> pd.DataFrame:
         if not files:
             return pd.DataFrame({c: pd.Series(dtype="float64") for c in BAR_COLUMNS}).assign(
                 ts=pd.Series(dtype="datetime64[us, UTC]"))
@@ -497,20 +506,29 @@ class Lake:
             params.append(t1.to_pydatetime())
         cond = (" WHERE " + " AND ".join(where)) if where else ""
         sql = select.format(where=cond)
-        try:
-            with warnings.catch_warnings():
-                # duckdb 2.0's pandas conversion calls a pandas 3.1-deprecated keyword internally
-                warnings.filterwarnings("ignore", message=".*inplace keyword.*")
-                df = self._con().execute(sql, params).df()
-        except duckdb.Error as exc:
-            bad = _find_corrupt(files)
-            if bad is not None:
-                raise LakeCorruptError(
-                    f"lake file {bad} is unreadable ({type(exc).__name__}): delete it and re-sync "
-                    "that year (`workbench data sync ... --full`) or re-import an export"
-                ) from None
-            raise
-        return _utc(df)
+        # DuckDB opens a file more than once per query; a writer renaming a new version in
+        # between yields an error or a mix of two versions. Retry until the files held still.
+        for _ in range(READ_ATTEMPTS):
+            before = _identity(files)
+            try:
+                with warnings.catch_warnings():
+                    # duckdb 2.0's pandas conversion calls a pandas 3.1-deprecated keyword
+                    warnings.filterwarnings("ignore", message=".*inplace keyword.*")
+                    df = self._con().execute(sql, params).df()
+            except duckdb.Error as exc:
+                if _identity(files) != before:
+                    continue
+                bad = _find_corrupt(files)
+                if bad is not None:
+                    raise LakeCorruptError(
+                        f"lake file {bad} is unreadable ({type(exc).__name__}): delete it and "
+                        "re-sync that year (`workbench data sync ... --full`) or re-import an export"
+                    ) from None
+                raise
+            if _identity(files) == before:
+                return _utc(df)
+        raise DataError(f"the lake files {files[0].parent.parent} kept changing during "
+                        f"{READ_ATTEMPTS} reads: retry when the running sync has finished")
 
     def fingerprint(
         self,
@@ -562,8 +580,6 @@ class Lake:
             raise ConfigError(f"cannot export to {path.name!r}: use a .parquet or .csv file name")
         syms = [symbols] if isinstance(symbols, str) else list(symbols)
         frame = self.read_bars(source, syms, timeframe, start, end, layout=Layout.LONG)
-        if isinstance(symbols, str):
-            frame.insert(0, "symbol", symbols)
         if frame.empty:
             raise DataError(f"nothing to export: {source} has no {timeframe} bars for "
                             f"{', '.join(syms)} in that range; widen the range")
@@ -597,8 +613,10 @@ class Lake:
                 frame = pd.read_csv(path)
             else:
                 raise ConfigError(f"cannot import {path.name!r}: use a .parquet or .csv file")
-        except (pa.ArrowInvalid, pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path.name} is not a readable export ({exc}): re-export it") from None
+        except (pa.ArrowInvalid, pd.errors.ParserError, pd.errors.EmptyDataError,
+                UnicodeDecodeError) as exc:
+            why = " ".join(str(exc).split())
+            raise DataError(f"{path.name} is not a readable export ({why}): re-export it") from None
         if "symbol" not in frame.columns:
             if symbol is None:
                 raise DataError(f"{path.name} has no symbol column: pass symbol=... (--symbol)")
@@ -683,18 +701,24 @@ class Lake:
         for a, b in ranges:
             buffer: list[pd.DataFrame] = []
             buffered = 0
-            for chunk in source.fetch(symbol, tf, a, b):
-                chunk = chunk[(chunk["ts"] >= a) & (chunk["ts"] < b)] if len(chunk) else chunk
-                if chunk.empty:
-                    continue
-                buffer.append(chunk)
-                buffered += len(chunk)
-                result.rows_fetched += len(chunk)
-                if progress:
-                    progress(str(key), len(chunk), expected_rows)
-                if buffered >= SYNC_BATCH_ROWS:
+            try:
+                for chunk in source.fetch(symbol, tf, a, b):
+                    chunk = chunk[(chunk["ts"] >= a) & (chunk["ts"] < b)] if len(chunk) else chunk
+                    if chunk.empty:
+                        continue
+                    buffer.append(chunk)
+                    buffered += len(chunk)
+                    result.rows_fetched += len(chunk)
+                    if progress:
+                        progress(str(key), len(chunk), expected_rows)
+                    if buffered >= SYNC_BATCH_ROWS:
+                        batch, buffer, buffered = buffer, [], 0
+                        self._flush(key, batch, cal, policy, result)
+            except WorkbenchError:
+                # keep what arrived before the source failed: the next sync resumes after it
+                if buffer:
                     self._flush(key, buffer, cal, policy, result)
-                    buffer, buffered = [], 0
+                raise
             if buffer:
                 self._flush(key, buffer, cal, policy, result)
             result.missing_in_range += self._verify(key, cal, a, b)
@@ -712,9 +736,12 @@ class Lake:
     def _verify(self, key: SeriesKey, cal: Calendar, a: pd.Timestamp, b: pd.Timestamp) -> int:
         """Count expected bars in [a, b) that are still missing after a sync, and log them."""
         tf = Timeframe.parse(key.timeframe)
-        stored = self.read_bars(key.source, key.symbol, tf, a, b)
         expected = cal.expected(a, b - pd.Timedelta(microseconds=1), tf)
-        have = pd.DatetimeIndex(stored["ts"]).as_unit("us").asi8
+        if self.series_coverage(key.source, key.symbol, tf) is None:
+            have = np.empty(0, dtype=np.int64)  # the source had nothing at all for this series
+        else:
+            stored = self.read_bars(key.source, key.symbol, tf, a, b)
+            have = pd.DatetimeIndex(stored["ts"]).as_unit("us").asi8
         missing = int(absent(expected, have).sum())
         if missing:
             log.warning("%s: %d expected bars missing in [%s, %s) after sync", key, missing, a, b)
@@ -735,6 +762,18 @@ def _signature(files: Iterable[Path]) -> dict[str, list[int]]:
     for f in files:
         st = f.stat()
         out[f"{f.parent.name}/{f.name}"] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def _identity(files: list[Path]) -> list[tuple[int, int, int] | None]:
+    """Inode, size and mtime of each file: a rename of a new version changes the inode."""
+    out: list[tuple[int, int, int] | None] = []
+    for f in files:
+        try:
+            st = f.stat()
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except FileNotFoundError:
+            out.append(None)
     return out
 
 
@@ -783,13 +822,15 @@ def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        floats = [c for c in table.column_names if c != "ts"]
+        # delta-encoded timestamps and byte-stream-split floats: ~30 bytes per 1m bar, not ~45
+        encoding = {f.name: "BYTE_STREAM_SPLIT" for f in table.schema
+                    if pa.types.is_floating(f.type)}
+        if "ts" in table.column_names and pa.types.is_timestamp(table.schema.field("ts").type):
+            encoding["ts"] = "DELTA_BINARY_PACKED"
+        dictionary = [n for n in table.column_names if n not in encoding]
         pq.write_table(
             table, tmp, compression="zstd", compression_level=3, row_group_size=ROW_GROUP_SIZE,
-            use_dictionary=False, column_encoding={"ts": "DELTA_BINARY_PACKED",
-                                                   **dict.fromkeys(floats, "BYTE_STREAM_SPLIT")}
-            if "ts" in table.column_names and table.schema.field("ts").type != pa.string()
-            else None,
+            use_dictionary=dictionary or False, column_encoding=encoding or None,
         )
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
@@ -839,7 +880,14 @@ def _file_list(files: list[Path]) -> str:
 def _columns(files: list[Path]) -> list[str]:
     names: list[str] = []
     for f in files:
-        for n in pq.read_schema(f).names:
+        try:
+            schema = pq.read_schema(f)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise LakeCorruptError(
+                f"lake file {f} is unreadable ({exc}): delete it and re-sync that year, or "
+                "re-import an export"
+            ) from None
+        for n in schema.names:
             if n not in names:
                 names.append(n)
     return names

@@ -100,7 +100,7 @@ class QualityPolicy:
             key, value = key.strip(), value.strip()
             if not sep or key not in IssueKind.__members__.values():
                 raise ConfigError(
-                    f"bad policy entry {part.strip()!r}{did_you_mean(key, list(IssueKind))}: "
+                    f"bad policy entry {part.strip()!r}{did_you_mean(key, [k.value for k in IssueKind])}: "
                     f"write kind=action with kind in {', '.join(IssueKind)}"
                 )
             if value not in Action.__members__.values():
@@ -308,9 +308,11 @@ def apply_policy(
     rejected = [i for i in report.issues if i.action is Action.REJECT]
     if rejected:
         first = rejected[0]
+        other = "flag" if first.kind in _UNDROPPABLE else "drop|flag"
+        example = "flag" if first.kind in _UNDROPPABLE else "drop"
         raise DataError(
             f"{label}: {first.describe()}: fix the data, or set the policy "
-            f"{first.kind}=drop|flag (e.g. --policy {first.kind}=drop)"
+            f"{first.kind}={other} (e.g. --policy {first.kind}={example})"
         )
     drop = np.zeros(len(frame), dtype=bool)
     for kind, m in masks.items():

@@ -6,8 +6,8 @@ Requests go out one window at a time (the SDK follows `next_page_token` inside a
 progress streams and memory stays bounded; the next window starts after the last bar received.
 
 Timestamps are translated here: stock daily bars, stamped at New York midnight by Alpaca, are
-moved to 00:00 UTC of their session date, and stock 4h bars are built from 1h bars on the lake's
-UTC-aligned 4h grid. Stock intraday bars outside the regular NYSE session are dropped unless
+moved to 00:00 UTC of their session date, and stock 4h bars are built here from 1h bars on the
+lake's UTC-aligned 4h grid. Stock intraday bars outside the regular NYSE session are dropped unless
 `extended_hours=True`.
 
 Retries: alpaca-py's clients retry some HTTP statuses themselves but their constructors do not
@@ -82,7 +82,7 @@ _TIMEFRAMES = {
 }
 
 
-class _TimeoutAdapter(HTTPAdapter):
+class _TransportAdapter(HTTPAdapter):
     """Give every request a timeout (alpaca-py sets none, so a stalled connection would hang)
     and retry GETs whose connection failed or dropped (alpaca-py retries HTTP statuses only)."""
 
@@ -102,9 +102,10 @@ class _TimeoutAdapter(HTTPAdapter):
 class AlpacaSource(Source):
     """US stock and crypto bars from Alpaca's market data API (`get_source("alpaca", ...)`).
 
-    Options: `api_key`, `secret_key` (else read from settings), `feed` (`iex` or `sip`),
-    `adjustment` (`raw`, `split`, `dividend`, `all`), `base_url` (else
-    `WORKBENCH_ALPACA_BASE_URL`, else Alpaca's), `window` (request range per call, e.g. `"7D"`),
+    Options: `api_key`, `secret_key` (else read from settings), `feed` (`iex` or `sip`, else
+    `WORKBENCH_ALPACA_FEED`, else iex), `adjustment` (`raw`, `split`, `dividend`, `all`, else
+    `WORKBENCH_ALPACA_ADJUSTMENT`, else raw), `base_url` (else `WORKBENCH_ALPACA_BASE_URL`, else
+    Alpaca's), `window` (request range per call, e.g. `"7D"`; default 10,000 bars),
     `retry_attempts`, `retry_wait` (seconds), `retry_codes`, `timeout` (seconds per request)
     and `extended_hours` (keep stock bars outside the regular session).
     """
@@ -117,8 +118,8 @@ class AlpacaSource(Source):
         *,
         api_key: str | None = None,
         secret_key: str | None = None,
-        feed: str = "iex",
-        adjustment: str = "raw",
+        feed: str | None = None,
+        adjustment: str | None = None,
         base_url: str | None = None,
         window: str | timedelta | None = None,
         retry_attempts: int | str | None = None,
@@ -129,8 +130,9 @@ class AlpacaSource(Source):
     ) -> None:
         self._api_key = api_key or _first_setting(KEY_SETTINGS)
         self._secret_key = secret_key or _first_setting(SECRET_SETTINGS)
-        self.feed = _choice(feed, FEEDS, "feed")
-        self.adjustment = _choice(adjustment, ADJUSTMENTS, "adjustment")
+        self.feed = _choice(feed or setting("WORKBENCH_ALPACA_FEED") or "iex", FEEDS, "feed")
+        self.adjustment = _choice(adjustment or setting("WORKBENCH_ALPACA_ADJUSTMENT") or "raw",
+                                  ADJUSTMENTS, "adjustment")
         url = base_url or setting(BASE_URL_SETTING)
         self.base_url = url.rstrip("/") if url else None
         self.window = _window(window)
@@ -144,7 +146,7 @@ class AlpacaSource(Source):
         self.timeout = _number(timeout, "WORKBENCH_ALPACA_TIMEOUT", DEFAULT_TIMEOUT, float,
                                "timeout", minimum=0.001)
         self.extended_hours = bool(extended_hours)
-        self._clients: dict[bool, RESTClient] = {}
+        self._clients: dict[bool, Any] = {}  # crypto? -> alpaca-py client
 
     def __repr__(self) -> str:
         keys = "set" if self._api_key and self._secret_key else "not set"
@@ -175,8 +177,8 @@ class AlpacaSource(Source):
         crypto = _is_crypto(symbol)
         client = self._client(crypto)
         start, end = _utc(start), _utc(end)
-        # stock 4h bars are built from 1h bars on the lake's UTC grid; Alpaca's own 4h grid
-        # follows New York time, which is off by an hour in winter
+        # stock 4h bars are built from 1h bars on the lake's UTC grid: Alpaca's own stock 4h
+        # bars are not promised to sit on it (New York-aligned ones are an hour off in winter)
         fetch_tf = Timeframe.parse("1h") if (not crypto and timeframe.name == "4h") else timeframe
         step = self.window if self.window is not None else WINDOW_BARS * fetch_tf.delta
         step = max(1, -(-step // timeframe.delta)) * timeframe.delta  # whole output bars
@@ -208,13 +210,13 @@ class AlpacaSource(Source):
                    if not value]
         if missing:
             raise CredentialsError(
-                f"Alpaca stock data needs API keys and {' and '.join(missing)} "
+                f"Alpaca stock data needs API keys, but {' and '.join(missing)} "
                 f"{'is' if len(missing) == 1 else 'are'} not set: set ALPACA_API_KEY and "
                 "ALPACA_SECRET_KEY (or APCA_API_KEY_ID and APCA_API_SECRET_KEY) in the "
                 "environment or in a .env file in the working directory (crypto pairs need none)"
             )
 
-    def _client(self, crypto: bool) -> RESTClient:
+    def _client(self, crypto: bool) -> Any:
         client = self._clients.get(crypto)
         if client is not None:
             return client
@@ -247,12 +249,12 @@ class AlpacaSource(Source):
             client._retry_codes = list(self.retry_codes)
         session = getattr(client, "_session", None)
         if isinstance(session, requests.Session):
-            adapter = _TimeoutAdapter(self.timeout, self.retry_attempts, self.retry_wait)
+            adapter = _TransportAdapter(self.timeout, self.retry_attempts, self.retry_wait)
             session.mount("https://", adapter)
             session.mount("http://", adapter)
 
     # ------------------------------------------------------------------ one window
-    def _request(self, client: RESTClient, crypto: bool, symbol: str, tf: Timeframe,
+    def _request(self, client: Any, crypto: bool, symbol: str, tf: Timeframe,
                  lo: pd.Timestamp, hi: pd.Timestamp) -> pd.DataFrame:
         """All bars with open time in [lo, hi) in lake time, sorted and de-duplicated."""
         common: dict[str, Any] = {
@@ -260,27 +262,27 @@ class AlpacaSource(Source):
             # Alpaca's end is inclusive; stop one microsecond short of the next window
             "start": lo.to_pydatetime(), "end": (hi - _ONE_US).to_pydatetime(),
         }
+        request = (CryptoBarsRequest(**common) if crypto else StockBarsRequest(
+            **common, feed=DataFeed(self.feed), adjustment=Adjustment(self.adjustment)))
+        not_bars = (f"Alpaca at {self._host()} sent a reply that is not bar data for {symbol}: "
+                    f"check the base URL ({BASE_URL_SETTING})")
+        get = client.get_crypto_bars if crypto else client.get_stock_bars
         try:
-            if crypto:
-                reply = client.get_crypto_bars(CryptoBarsRequest(**common))
-            else:
-                reply = client.get_stock_bars(StockBarsRequest(
-                    **common, feed=DataFeed(self.feed), adjustment=Adjustment(self.adjustment)))
+            reply = get(request)
         except APIError as exc:
             raise self._api_error(exc, symbol, tf) from None
+        except ValueError:  # JSON that is not a bar reply (requests' JSONDecodeError included)
+            raise SourceError(not_bars) from None
         except requests.RequestException as exc:
             raise SourceError(
                 f"could not reach Alpaca at {self._host()} for {symbol} {tf} bars "
                 f"({type(exc).__name__}): check the network connection, or the base URL "
                 f"({BASE_URL_SETTING})"
             ) from None
-        except ValueError as exc:  # JSON that is not a bar reply
-            raise SourceError(
-                f"Alpaca at {self._host()} sent a reply that is not bar data for {symbol} "
-                f"({type(exc).__name__}): check the base URL ({BASE_URL_SETTING})"
-            ) from None
-        rows = (reply or {}).get(symbol) or []
-        frame = _frame(rows)
+        try:
+            frame = _frame((reply or {}).get(symbol) or [])
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise SourceError(not_bars) from None
         if not crypto and tf.name == "1d":
             # stamped at New York midnight (04:00/05:00 UTC): the session date at 00:00 UTC
             local = frame["ts"].dt.tz_convert(_NY).dt.tz_localize(None).dt.normalize()
