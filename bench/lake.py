@@ -17,6 +17,7 @@ import shutil
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import duckdb
@@ -48,6 +49,8 @@ def main() -> None:
     ap.add_argument("--symbols", type=int, default=20)
     ap.add_argument("--keep", type=Path, default=None, help="keep the lake in this folder")
     args = ap.parse_args()
+    # duckdb 2.0's .df() calls a pandas 3.1-deprecated keyword; the lake filters it the same way
+    warnings.filterwarnings("ignore", message=".*inplace keyword.*")
     root = args.keep or Path(tempfile.mkdtemp(prefix="wb-bench-"))
     names = list(CRYPTO) + [f"SYN{i:02d}/USDT" for i in range(args.symbols)]
     names = names[: args.symbols]
