@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from workbench import __version__
-from workbench.data.lake import Lake, check_range, describe_sync
+from workbench.data.lake import Lake, describe_sync
 from workbench.errors import WorkbenchError
 
 app = typer.Typer(help="Quant research workbench: data lake, backtests, walk-forward, paper "
@@ -252,7 +252,7 @@ def main() -> None:
         sys.exit(1)
 
 
-__all__ = ["app", "check_range", "main"]
+__all__ = ["app", "main"]
 
 
 if __name__ == "__main__":

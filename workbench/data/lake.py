@@ -432,32 +432,30 @@ class Lake:
         for d in base.glob("timeframe=*"):
             if self._files(d / self.series_dir(source, symbol, tf).name):
                 stored.append(Timeframe.parse(d.name.split("=", 1)[1]))
-        if tf in stored:
-            return tf
         usable = [s for s in stored if s.divides(tf)]
         if usable:
             return max(usable)
-        self._raise_unknown(source, symbol, tf, stored)
-        raise AssertionError  # pragma: no cover
+        raise self._unknown_series(source, symbol, tf, stored)
 
-    def _raise_unknown(self, source: str, symbol: str, tf: Timeframe,
-                       stored: list[Timeframe]) -> None:
+    def _unknown_series(self, source: str, symbol: str, tf: Timeframe,
+                        stored: list[Timeframe]) -> DataError:
+        """The most helpful error for a read of something the lake does not hold."""
         keys = self.series()
         sources = sorted({k.source for k in keys})
         if source not in sources:
             hint = did_you_mean(source, sources)
             have = f"the lake has {', '.join(sources)}" if sources else "the lake is empty"
-            raise DataError(f"no data for source {source!r}{hint}: {have}; "
-                            "run `workbench data demo` or `workbench data sync` first")
+            return DataError(f"no data for source {source!r}{hint}: {have}; "
+                             "run `workbench data demo` or `workbench data sync` first")
         symbols = sorted({k.symbol for k in keys if k.source == source})
         if symbol not in symbols:
-            raise DataError(
+            return DataError(
                 f"no data for symbol {symbol!r} in source {source!r}"
                 f"{did_you_mean(symbol, symbols)}: it has {', '.join(symbols[:12])}"
                 f"{'...' if len(symbols) > 12 else ''}; sync it first"
             )
         have = ", ".join(s.name for s in sorted(stored)) or "nothing"
-        raise DataError(
+        return DataError(
             f"no {tf.name} bars for {source}:{symbol} and none can be resampled from what is "
             f"stored ({have}): pick a timeframe that is a multiple of a stored one, or sync {tf.name}"
         )
@@ -481,7 +479,7 @@ class Lake:
                 return _trim(out, t0, t1)
         cov = self.series_coverage(source, symbol, base_tf)
         assert cov is not None
-        cal = calendar_for_symbol(symbol)
+        cal = Calendar(cov.calendar)
         last_bucket = out["ts"].iloc[-1]
         nxt = cal.next_expected(cov.last, base_tf)
         drop_last = nxt is not None and nxt < last_bucket + tf.delta
@@ -495,8 +493,8 @@ class Lake:
     def _query(self, files: list[Path], select: str, t0: pd.Timestamp | None,
                t1: pd.Timestamp | None) -> pd.DataFrame:
         if not files:
-            return pd.DataFrame({c: pd.Series(dtype="float64") for c in BAR_COLUMNS}).assign(
-                ts=pd.Series(dtype="datetime64[us, UTC]"))
+            return pd.DataFrame({c: pd.Series(dtype="datetime64[us, UTC]" if c == "ts" else
+                                              "float64") for c in BAR_COLUMNS})
         where, params = [], []
         if t0 is not None:
             where.append("ts >= ?")
