@@ -69,3 +69,39 @@ def bars_to_arrow(frame: pd.DataFrame) -> pa.Table:
         arrays.append(pa.array(frame[c].to_numpy(dtype=np.float64), type=pa.float64()))
         names.append(c)
     return pa.Table.from_arrays(arrays, names=names)
+
+
+def aggregate_bars(bars: pd.DataFrame, buckets: np.ndarray) -> pd.DataFrame:
+    """Combine time-sorted bars into coarser ones; `buckets` is each row's bucket start (int64 us).
+
+    open=first, high=max, low=min, close=last, volume=sum; `trades` are summed and `vwap` is
+    volume-weighted where present (NaN when no row of a bucket has them).
+    """
+    if len(buckets) == 0:
+        return bars.iloc[:0].reset_index(drop=True)
+    starts = np.r_[0, np.flatnonzero(np.diff(buckets)) + 1]
+    ends = np.r_[starts[1:], len(buckets)] - 1
+
+    def col(name: str) -> np.ndarray:
+        return bars[name].to_numpy(dtype=np.float64)
+
+    def nansum(values: np.ndarray) -> np.ndarray:
+        total = np.add.reduceat(np.nan_to_num(values), starts)
+        seen = np.add.reduceat((~np.isnan(values)).astype(np.int64), starts)
+        return np.where(seen > 0, total, np.nan)
+
+    volume = np.add.reduceat(col("volume"), starts)
+    out = pd.DataFrame({
+        "ts": pd.DatetimeIndex(buckets[starts].astype(np.int64).view("datetime64[us]"), tz="UTC"),
+        "open": col("open")[starts],
+        "high": np.maximum.reduceat(col("high"), starts),
+        "low": np.minimum.reduceat(col("low"), starts),
+        "close": col("close")[ends],
+        "volume": volume,
+    })
+    if "trades" in bars.columns:
+        out["trades"] = nansum(col("trades"))
+    if "vwap" in bars.columns:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["vwap"] = np.where(volume > 0, nansum(col("vwap") * col("volume")) / volume, np.nan)
+    return out

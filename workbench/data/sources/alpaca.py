@@ -40,6 +40,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from workbench.config import setting
+from workbench.data.bars import aggregate_bars
 from workbench.data.calendar import Calendar
 from workbench.data.sources.base import Source
 from workbench.data.timeframe import Timeframe
@@ -462,20 +463,9 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 def _aggregate(bars: pd.DataFrame, tf: Timeframe) -> pd.DataFrame:
     """Combine sorted bars into `tf` buckets (epoch-aligned, as the lake stores them)."""
-    step = tf.micros
     us = pd.DatetimeIndex(bars["ts"]).as_unit("us").asi8
-    bucket = (us - tf.origin_micros) // step * step + tf.origin_micros
-    df = bars.assign(_b=bucket, _pv=bars["vwap"] * bars["volume"])
-    g = df.groupby("_b", sort=True)
-    out = pd.DataFrame({
-        "open": g["open"].first(), "high": g["high"].max(), "low": g["low"].min(),
-        "close": g["close"].last(), "volume": g["volume"].sum(),
-        "trades": g["trades"].sum(min_count=1), "_pv": g["_pv"].sum(min_count=1),
-    })
-    vol = out["volume"].where(out["volume"] > 0)
-    out["vwap"] = out.pop("_pv") / vol
-    out.insert(0, "ts", pd.to_datetime(out.index.to_numpy(), unit="us", utc=True))
-    return out.reset_index(drop=True)[list(_OUT_COLUMNS)]
+    bucket = (us - tf.origin_micros) // tf.micros * tf.micros + tf.origin_micros
+    return aggregate_bars(bars, bucket)[list(_OUT_COLUMNS)]
 
 
 __all__ = ["AlpacaSource"]

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
+from workbench.data.bars import aggregate_bars
 from workbench.data.calendar import Calendar, calendar_for_symbol
 from workbench.data.sources.base import Source
 from workbench.data.timeframe import Timeframe
@@ -238,7 +239,7 @@ class SyntheticSource(Source):
                 b = (b - tf.origin_micros) // tf.micros * tf.micros + tf.origin_micros
             else:
                 b = (ts - tf.origin_micros) // tf.micros * tf.micros + tf.origin_micros
-            m = _aggregate(m, b)
+            m = aggregate_bars(m, b)
         s0, s1 = start.value // 1000, end.value // 1000
         tsv = m["ts"].to_numpy(dtype="datetime64[us]").view("int64")
         return m.loc[(tsv >= s0) & (tsv < s1)].reset_index(drop=True)
@@ -277,16 +278,3 @@ def _frame(ts: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.n
         "ts": pd.DatetimeIndex(ts.view("datetime64[us]"), tz="UTC"),
         "open": o, "high": h, "low": lo, "close": c, "volume": v,
     })
-
-
-def _aggregate(m: pd.DataFrame, buckets: np.ndarray) -> pd.DataFrame:
-    starts = np.r_[0, np.flatnonzero(np.diff(buckets)) + 1]
-    ends = np.r_[starts[1:], len(buckets)] - 1
-    return _frame(
-        buckets[starts],
-        m["open"].to_numpy()[starts],
-        np.maximum.reduceat(m["high"].to_numpy(), starts),
-        np.minimum.reduceat(m["low"].to_numpy(), starts),
-        m["close"].to_numpy()[ends],
-        np.add.reduceat(m["volume"].to_numpy(), starts),
-    )
