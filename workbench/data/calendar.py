@@ -68,8 +68,7 @@ class Calendar:
         else:
             minutes = self._session_minutes(lo - step, hi + step)
             buckets = (minutes - timeframe.origin_micros) // step * step + timeframe.origin_micros
-        # floors of sorted times are sorted: drop repeats without re-sorting
-        buckets = buckets[np.r_[True, np.diff(buckets) != 0]] if len(buckets) else buckets
+        buckets = sorted_unique(buckets)  # floors of sorted times are sorted: no re-sort
         return buckets[(buckets >= lo) & (buckets <= hi)]
 
     def next_expected(self, ts: pd.Timestamp, timeframe: Timeframe) -> pd.Timestamp | None:

@@ -271,18 +271,23 @@ class Lake:
         sdir = self.series_dir(source, symbol, tf)
         with self._lock(sdir):
             _clean_temp_files(sdir)
-            for f in self._files(sdir):  # refuse before changing anything if the series is damaged
-                _read_file(f, columns=["ts"])
+            # read every year's timestamps first: a damaged series is refused before anything
+            # changes, and the coverage refresh below reuses them instead of reading them again
+            stored = {f: _read_ts(f) for f in self._files(sdir)}
             bounds = np.flatnonzero(np.diff(years)) + 1
             for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(years)], strict=True):
-                added, replaced = self._merge_year(sdir, int(years[lo]), table.slice(lo, hi - lo))
+                path, merged_ts, added, replaced = self._merge_year(
+                    sdir, int(years[lo]), table.slice(lo, hi - lo))
+                stored[path] = merged_ts
                 result.rows_added += added
                 result.rows_replaced += replaced
-            self._refresh_coverage(key, cal)
+            self._refresh_coverage(key, cal, stored)
         log.debug("wrote %s: +%d rows, %d replaced", key, result.rows_added, result.rows_replaced)
         return result
 
-    def _merge_year(self, sdir: Path, year: int, new: pa.Table) -> tuple[int, int]:
+    def _merge_year(self, sdir: Path, year: int, new: pa.Table
+                    ) -> tuple[Path, np.ndarray, int, int]:
+        """Merge `new` into one year file; returns its path, merged timestamps, added, replaced."""
         ydir = sdir / f"year={year}"
         ydir.mkdir(parents=True, exist_ok=True)
         path = ydir / DATA_FILE
@@ -306,7 +311,7 @@ class Lake:
         else:
             merged, added, replaced = new, len(new), 0
         _write_parquet_atomic(merged, path)
-        return added, replaced
+        return path, np.asarray(merged.column("ts").cast(pa.int64())), added, replaced
 
     # ------------------------------------------------------------------ catalog
     def coverage(
@@ -363,12 +368,14 @@ class Lake:
         with self._lock(sdir):
             return self._refresh_coverage(key, cal)
 
-    def _refresh_coverage(self, key: SeriesKey, cal: Calendar) -> Coverage:
+    def _refresh_coverage(self, key: SeriesKey, cal: Calendar,
+                          known: dict[Path, np.ndarray] | None = None) -> Coverage:
+        """Recompute and store a series' coverage; `known` holds timestamps already read."""
         tf = Timeframe.parse(key.timeframe)
         sdir = self.series_dir(key.source, key.symbol, tf)
         files = self._files(sdir)
-        parts = [np.asarray(_read_file(f, columns=["ts"]).column("ts").cast(pa.int64()))
-                 for f in files]
+        known = known or {}
+        parts = [known[f] if f in known else _read_ts(f) for f in files]
         ts = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
         gaps, missing = _gaps(ts, tf, cal)
         cov = Coverage(
@@ -518,10 +525,7 @@ class Lake:
                     continue
                 bad = _find_corrupt(files)
                 if bad is not None:
-                    raise LakeCorruptError(
-                        f"lake file {bad} is unreadable ({type(exc).__name__}): delete it and "
-                        "re-sync that year (`workbench data sync ... --full`) or re-import an export"
-                    ) from None
+                    raise _corrupt(bad, type(exc).__name__) from None
                 raise
             if _identity(files) == before:
                 return _utc(df)
@@ -782,14 +786,24 @@ def _clean_temp_files(sdir: Path) -> None:
             tmp.unlink()
 
 
+def _corrupt(path: Path, why: object) -> LakeCorruptError:
+    """The one error for a damaged lake file: which file, and how to recover."""
+    return LakeCorruptError(
+        f"lake file {path} is unreadable ({why}): delete it and re-sync that year "
+        "(`workbench data sync ... --full`) or re-import an export; nothing was written"
+    )
+
+
 def _read_file(path: Path, columns: list[str] | None = None) -> pa.Table:
     try:
         return pq.read_table(path, columns=columns)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise LakeCorruptError(
-            f"lake file {path} is unreadable ({exc}): delete it and re-sync that year, or "
-            "re-import an export; nothing was written"
-        ) from None
+        raise _corrupt(path, exc) from None
+
+
+def _read_ts(path: Path) -> np.ndarray:
+    """The `ts` column of a lake file as int64 microseconds."""
+    return np.asarray(_read_file(path, columns=["ts"]).column("ts").cast(pa.int64()))
 
 
 def _find_corrupt(files: list[Path]) -> Path | None:
@@ -881,10 +895,7 @@ def _columns(files: list[Path]) -> list[str]:
         try:
             schema = pq.read_schema(f)
         except (pa.ArrowInvalid, OSError) as exc:
-            raise LakeCorruptError(
-                f"lake file {f} is unreadable ({exc}): delete it and re-sync that year, or "
-                "re-import an export"
-            ) from None
+            raise _corrupt(f, exc) from None
         for n in schema.names:
             if n not in names:
                 names.append(n)
