@@ -1,0 +1,30 @@
+"""Strategies: the contract, the indicators they use, the built-ins and the registry."""
+
+from workbench.strategies.base import (
+    Constraint,
+    Param,
+    ParamSpace,
+    Signals,
+    Strategy,
+    bool_param,
+    choice_param,
+    float_param,
+    int_param,
+)
+from workbench.strategies.registry import discover, get_strategy, list_strategies, register
+
+__all__ = [
+    "Constraint",
+    "Param",
+    "ParamSpace",
+    "Signals",
+    "Strategy",
+    "bool_param",
+    "choice_param",
+    "discover",
+    "float_param",
+    "get_strategy",
+    "int_param",
+    "list_strategies",
+    "register",
+]

@@ -1,0 +1,428 @@
+"""The strategy contract: a name, a parameter space, and one vectorized signal function.
+
+A strategy never loops over bars. Its function receives the bars (a frame indexed by bar open
+time with ``open high low close volume``) and a dict of validated parameters, and returns
+`Signals` computed from each bar's close: the backtest decides when they can be acted on.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import math
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workbench.errors import ConfigError, DataError, did_you_mean
+
+ParamValue = int | float | str | bool
+
+
+@dataclass(frozen=True)
+class Param:
+    """One tunable parameter: integer, float, categorical or boolean, with its range and default.
+
+    `step` defines the grid a sweep walks (ints default to 1; floats need it for grids) and is
+    ignored by Optuna unless `grid_only` is set; `log` asks Optuna for a log-uniform draw.
+    """
+
+    name: str
+    kind: str  # "int" | "float" | "choice" | "bool"
+    default: ParamValue
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    choices: tuple[ParamValue, ...] = ()
+    log: bool = False
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("int", "float", "choice", "bool"):
+            raise ConfigError(f"parameter {self.name!r}: unknown kind {self.kind!r}; use int, float, "
+                              "choice or bool")
+        if self.kind in ("int", "float") and (self.low is None or self.high is None
+                                              or self.low > self.high):
+            raise ConfigError(f"parameter {self.name!r}: give low <= high")
+        if self.kind == "choice" and not self.choices:
+            raise ConfigError(f"parameter {self.name!r}: a choice parameter needs choices")
+
+    def coerce(self, value: Any) -> ParamValue:
+        """Convert a value (possibly a CLI string) to this parameter's type and check its range."""
+        try:
+            if self.kind == "int":
+                if isinstance(value, str):
+                    value = float(value)
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError
+                out: ParamValue = int(value)
+            elif self.kind == "float":
+                out = float(value)
+                if not math.isfinite(out):
+                    raise ValueError
+            elif self.kind == "bool":
+                if isinstance(value, str):
+                    if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError
+                    out = value.lower() in ("true", "1", "yes")
+                else:
+                    out = bool(value)
+            else:
+                matches = [c for c in self.choices if str(c) == str(value)]
+                if not matches:
+                    hint = did_you_mean(str(value), map(str, self.choices))
+                    raise ConfigError(f"parameter {self.name}={value!r} is not one of "
+                                      f"{list(self.choices)}{hint}")
+                out = matches[0]
+        except (TypeError, ValueError):
+            raise ConfigError(f"parameter {self.name}={value!r} is not a valid {self.kind}; "
+                              f"give a {self.kind} like {self.default!r}") from None
+        if self.kind in ("int", "float") and not (self.low <= out <= self.high):  # type: ignore[operator]
+            raise ConfigError(f"parameter {self.name}={out} is outside its range "
+                              f"[{_fmt(self.low)}, {_fmt(self.high)}]; pick a value inside it")
+        return out
+
+    def grid(self) -> list[ParamValue]:
+        """The values a grid sweep walks by default."""
+        if self.kind == "bool":
+            return [False, True]
+        if self.kind == "choice":
+            return list(self.choices)
+        if self.kind == "int":
+            step = int(self.step or 1)
+            return list(range(int(self.low), int(self.high) + 1, step))  # type: ignore[arg-type]
+        if self.step is None:
+            raise ConfigError(f"parameter {self.name!r} is a float without a step; give its values "
+                              f"explicitly, e.g. {self.name}={self.low}:{self.high}:<step>")
+        n = math.floor((self.high - self.low) / self.step + 1e-9) + 1  # type: ignore[operator]
+        return [round(self.low + k * self.step, 12) for k in range(n)]  # type: ignore[operator]
+
+    def suggest(self, trial: Any) -> ParamValue:
+        """Draw this parameter from an Optuna trial."""
+        if self.kind == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high),  # type: ignore[arg-type]
+                                     step=int(self.step or 1) if not self.log else 1, log=self.log)
+        if self.kind == "float":
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+        if self.kind == "bool":
+            return trial.suggest_categorical(self.name, [False, True])
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+
+def _fmt(v: float | None) -> str:
+    return str(int(v)) if v is not None and float(v).is_integer() else str(v)
+
+
+def int_param(name: str, default: int, low: int, high: int, step: int = 1, doc: str = "",
+              log: bool = False) -> Param:
+    """An integer parameter (window lengths and the like)."""
+    return Param(name, "int", default, low, high, step, log=log, doc=doc)
+
+
+def float_param(name: str, default: float, low: float, high: float, step: float | None = None,
+                doc: str = "", log: bool = False) -> Param:
+    """A float parameter; `step` gives its grid for sweeps."""
+    return Param(name, "float", default, low, high, step, log=log, doc=doc)
+
+
+def choice_param(name: str, default: ParamValue, choices: Sequence[ParamValue], doc: str = "") -> Param:
+    """A categorical parameter."""
+    return Param(name, "choice", default, choices=tuple(choices), doc=doc)
+
+
+def bool_param(name: str, default: bool, doc: str = "") -> Param:
+    """A boolean switch."""
+    return Param(name, "bool", default, doc=doc)
+
+
+_OPS = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
+        ast.Eq: operator.eq, ast.NotEq: operator.ne}
+_BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A relation between parameters written as text, e.g. ``"fast < slow"`` or ``"fast * 2 <= slow"``.
+
+    Text (not a lambda) so that it can be printed in errors, stored in results, and used by the
+    grid (to skip combinations) and by Optuna (to prune infeasible trials) alike.
+    """
+
+    expr: str
+
+    def __post_init__(self) -> None:
+        try:
+            tree = ast.parse(self.expr, mode="eval").body
+        except SyntaxError:
+            raise ConfigError(f"constraint {self.expr!r} is not an expression like 'fast < slow'") from None
+        object.__setattr__(self, "_tree", tree)
+
+    @property
+    def names(self) -> set[str]:
+        """Parameter names the constraint mentions."""
+        return {n.id for n in ast.walk(self._tree) if isinstance(n, ast.Name)}  # type: ignore[attr-defined]
+
+    def holds(self, values: Mapping[str, Any]) -> bool:
+        """Evaluate the constraint on a parameter dict."""
+        return bool(self._eval(self._tree, values))  # type: ignore[attr-defined]
+
+    def _eval(self, node: ast.AST, values: Mapping[str, Any]) -> Any:
+        if isinstance(node, ast.Compare):
+            left = self._eval(node.left, values)
+            for op, comp in zip(node.ops, node.comparators, strict=True):
+                right = self._eval(comp, values)
+                if type(op) not in _OPS or not _OPS[type(op)](left, right):
+                    return False
+                left = right
+            return True
+        if isinstance(node, ast.BoolOp):
+            results = (self._eval(v, values) for v in node.values)
+            return all(results) if isinstance(node.op, ast.And) else any(results)
+        if isinstance(node, ast.BinOp) and type(node.op) in _BIN:
+            return _BIN[type(node.op)](self._eval(node.left, values), self._eval(node.right, values))
+        if isinstance(node, ast.Name):
+            if node.id not in values:
+                raise ConfigError(f"constraint {self.expr!r} names unknown parameter {node.id!r}")
+            return values[node.id]
+        if isinstance(node, ast.Constant):
+            return node.value
+        raise ConfigError(f"constraint {self.expr!r}: only comparisons, and/or and + - * / are allowed")
+
+
+@dataclass(frozen=True)
+class ParamSpace:
+    """The parameters of a strategy and the constraints between them."""
+
+    params: tuple[Param, ...] = ()
+    constraints: tuple[Constraint, ...] = ()
+
+    @classmethod
+    def of(cls, *params: Param, constraints: Sequence[str] = ()) -> ParamSpace:
+        """Build a space from parameters and constraint strings."""
+        space = cls(tuple(params), tuple(Constraint(c) for c in constraints))
+        names = space.names
+        if len(set(names)) != len(names):
+            raise ConfigError(f"duplicate parameter names in {names}")
+        for c in space.constraints:
+            unknown = c.names - set(names)
+            if unknown:
+                raise ConfigError(f"constraint {c.expr!r} names unknown parameter(s) {sorted(unknown)}")
+        return space
+
+    @property
+    def names(self) -> list[str]:
+        """Parameter names in declaration order."""
+        return [p.name for p in self.params]
+
+    def __getitem__(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise ConfigError(f"unknown parameter {name!r}{did_you_mean(name, self.names)}; "
+                          f"this strategy takes {', '.join(self.names) or 'no parameters'}")
+
+    def defaults(self) -> dict[str, ParamValue]:
+        """Every parameter at its default."""
+        return {p.name: p.default for p in self.params}
+
+    def feasible(self, values: Mapping[str, Any]) -> bool:
+        """Whether a full parameter dict satisfies every constraint."""
+        return all(c.holds(values) for c in self.constraints)
+
+    def validate(self, values: Mapping[str, Any] | None = None, strategy: str = "strategy") -> dict:
+        """Fill defaults, coerce types, check ranges and constraints; one clear error otherwise."""
+        out = self.defaults()
+        for key, value in (values or {}).items():
+            out[key] = self[key].coerce(value)
+        for c in self.constraints:
+            if not c.holds(out):
+                shown = ", ".join(f"{n}={out[n]}" for n in sorted(c.names))
+                raise ConfigError(f"{strategy}: parameters {shown} break the constraint '{c.expr}'; "
+                                  "choose values that satisfy it")
+        return out
+
+    def grid(self, overrides: Mapping[str, Sequence[Any]] | None = None,
+             fixed: Mapping[str, Any] | None = None) -> list[dict[str, ParamValue]]:
+        """Every feasible combination: each parameter's own grid unless `overrides` lists values.
+
+        Parameters in `fixed` stay at one value. Combinations that break a constraint are skipped.
+        """
+        overrides = dict(overrides or {})
+        fixed = dict(fixed or {})
+        for key in [*overrides, *fixed]:
+            _ = self[key]  # raises on unknown names
+        axes = []
+        for p in self.params:
+            if p.name in fixed:
+                axes.append([p.coerce(fixed[p.name])])
+            elif p.name in overrides:
+                axes.append([p.coerce(v) for v in overrides[p.name]])
+            else:
+                axes.append(p.grid())
+        combos = []
+        for values in itertools.product(*axes):
+            d = dict(zip(self.names, values, strict=True))
+            if self.feasible(d):
+                combos.append(d)
+        return combos
+
+    def suggest(self, trial: Any) -> dict[str, ParamValue]:
+        """Draw a parameter dict from an Optuna trial; infeasible draws raise ``optuna.TrialPruned``."""
+        values = {p.name: p.suggest(trial) for p in self.params}
+        if not self.feasible(values):
+            import optuna
+
+            raise optuna.TrialPruned(f"constraints {[c.expr for c in self.constraints]} not met")
+        return values
+
+    def prefixed(self, prefix: str) -> ParamSpace:
+        """The same space with every name as ``prefix.name`` (for composite strategies)."""
+        params = tuple(Param(**{**p.__dict__, "name": f"{prefix}.{p.name}"}) for p in self.params)
+        constraints = []
+        for c in self.constraints:
+            tree = ast.parse(c.expr, mode="eval")
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Name):
+                    node.id = f"{prefix}.{node.id}"
+            constraints.append(_DottedConstraint(ast.unparse(tree), prefix, c))
+        return ParamSpace(params, tuple(constraints))
+
+
+@dataclass(frozen=True)
+class _DottedConstraint(Constraint):
+    """A constraint of a component strategy, evaluated on its prefixed parameters."""
+
+    prefix: str = ""
+    inner: Constraint | None = None
+
+    def __post_init__(self) -> None:  # the dotted text is for display only
+        object.__setattr__(self, "_tree", None)
+
+    @property
+    def names(self) -> set[str]:
+        return {f"{self.prefix}.{n}" for n in self.inner.names}  # type: ignore[union-attr]
+
+    def holds(self, values: Mapping[str, Any]) -> bool:
+        return self.inner.holds(unprefix(values, self.prefix))  # type: ignore[union-attr]
+
+
+def unprefix(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The parameters of one component of a composite strategy, without their prefix."""
+    head = prefix + "."
+    return {k[len(head):]: v for k, v in values.items() if k.startswith(head)}
+
+
+@dataclass
+class Signals:
+    """What a strategy says at each bar's close.
+
+    Boolean entries/exits per bar (arrays or Series aligned to the bars); optional stop levels as
+    fractions of the entry price (0.02 = 2 %), either a scalar or one value per bar (the value on
+    the signal bar of an entry applies to that trade). NaN means no stop.
+    """
+
+    long_entries: Any
+    long_exits: Any = None
+    short_entries: Any = None
+    short_exits: Any = None
+    stop_loss: Any = None
+    take_profit: Any = None
+    trailing_stop: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_shorts(self) -> bool:
+        """Whether the strategy emits short signals at all."""
+        return self.short_entries is not None
+
+    def arrays(self, n: int, name: str = "strategy") -> dict[str, np.ndarray]:
+        """All seven fields as numpy arrays of length n (bool for signals, float for stops)."""
+        out: dict[str, np.ndarray] = {}
+        for key in ("long_entries", "long_exits", "short_entries", "short_exits"):
+            out[key] = _as_bool(getattr(self, key), n, f"{name}.{key}")
+        for key in ("stop_loss", "take_profit", "trailing_stop"):
+            out[key] = _as_float(getattr(self, key), n, f"{name}.{key}")
+        return out
+
+
+def _as_bool(value: Any, n: int, what: str) -> np.ndarray:
+    if value is None:
+        return np.zeros(n, dtype=bool)
+    arr = np.asarray(value.to_numpy() if isinstance(value, pd.Series) else value)
+    if arr.ndim == 0:
+        return np.full(n, bool(arr))
+    if arr.shape != (n,):
+        raise DataError(f"{what} has shape {arr.shape}, expected ({n},): return one value per bar")
+    if arr.dtype != bool:
+        arr = np.nan_to_num(arr.astype(float), nan=0.0) != 0
+    return arr
+
+
+def _as_float(value: Any, n: int, what: str) -> np.ndarray:
+    if value is None:
+        return np.full(n, np.nan)
+    arr = np.asarray(value.to_numpy() if isinstance(value, pd.Series) else value, dtype=float)
+    if arr.ndim == 0:
+        arr = np.full(n, float(arr))
+    if arr.shape != (n,):
+        raise DataError(f"{what} has shape {arr.shape}, expected ({n},): return one value per bar")
+    if np.any(arr[np.isfinite(arr)] < 0):
+        raise DataError(f"{what} has negative stop distances; give fractions like 0.02 for 2 %")
+    return arr
+
+
+SignalFn = Callable[[pd.DataFrame, dict], Signals]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A named strategy: its parameter space, its signal function, and how many bars it needs.
+
+    `warmup(params)` returns the number of bars its indicators need before the first signal
+    (used to refuse data that is too short); `components` lists the strategies a composite one
+    is built from.
+    """
+
+    name: str
+    space: ParamSpace
+    fn: SignalFn
+    warmup: Callable[[Mapping[str, Any]], int] = lambda p: 1
+    description: str = ""
+    components: tuple[Strategy, ...] = ()
+    source: str = "builtin"
+
+    def params(self, values: Mapping[str, Any] | None = None) -> dict[str, ParamValue]:
+        """Validated parameters: defaults filled in, types coerced, ranges and constraints checked."""
+        return self.space.validate(values, self.name)
+
+    def signals(self, bars: pd.DataFrame, params: Mapping[str, Any] | None = None,
+                validate: bool = True) -> Signals:
+        """Run the signal function on checked bars and validated parameters."""
+        p = self.params(params) if validate else dict(params or {})
+        if validate:
+            check_signal_bars(bars, self.warmup(p), self.name, p)
+        sig = self.fn(bars, p)
+        if not isinstance(sig, Signals):
+            raise ConfigError(f"strategy {self.name!r} returned {type(sig).__name__}, not Signals")
+        return sig
+
+
+def check_signal_bars(bars: pd.DataFrame, warmup: int, name: str = "strategy",
+                      params: Mapping[str, Any] | None = None) -> None:
+    """Refuse bars a strategy cannot use: missing columns, NaNs, or fewer rows than its windows."""
+    missing = [c for c in ("open", "high", "low", "close") if c not in bars.columns]
+    if missing:
+        raise DataError(f"bars lack column(s) {missing}; pass a bar frame with open/high/low/close")
+    cols = bars[["open", "high", "low", "close"]]
+    if cols.isna().to_numpy().any():
+        bad = cols.index[cols.isna().any(axis=1)][0]
+        raise DataError(f"bars contain NaN prices (first at {bad}); drop or fill them before "
+                        "backtesting (e.g. Lake.read_bars returns none)")
+    if len(bars) < warmup + 2:
+        shown = ", ".join(f"{k}={v}" for k, v in (params or {}).items())
+        raise DataError(f"{name}({shown}) needs at least {warmup + 2} bars, got {len(bars)}; "
+                        "read a longer range or use shorter windows")

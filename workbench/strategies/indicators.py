@@ -1,0 +1,237 @@
+"""Vectorized indicators for strategies: numpy in, numpy out, causal (bar t uses bars <= t only).
+
+Inside `indicator_cache()` (which sweeps open) each indicator is computed once per input array
+and arguments, so a 500-combination grid over two moving-average windows computes each window
+once instead of 500 times. Values before an indicator has enough bars are NaN.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numba
+import numpy as np
+import pandas as pd
+
+_CACHE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("indicator_cache", default=None)
+
+
+@contextmanager
+def indicator_cache() -> Iterator[dict]:
+    """Memoize indicators for the duration of the block (inputs must stay alive and unchanged)."""
+    cache: dict = {}
+    token = _CACHE.set(cache)
+    try:
+        yield cache
+    finally:
+        _CACHE.reset(token)
+
+
+def _arr(x: Any) -> np.ndarray:
+    if isinstance(x, pd.Series):
+        x = x.to_numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _key(arr: np.ndarray) -> tuple:
+    return (arr.__array_interface__["data"][0], arr.shape, arr.strides)
+
+
+def _cached(name: str, inputs: tuple[np.ndarray, ...], args: tuple, compute: Callable[[], Any]) -> Any:
+    cache = _CACHE.get()
+    if cache is None:
+        return compute()
+    key = (name, *(_key(a) for a in inputs), args)
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
+
+
+def _check_window(n: int, name: str = "window") -> int:
+    if int(n) != n or n < 1:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}")
+    return int(n)
+
+
+def sma(x: Any, n: int) -> np.ndarray:
+    """Simple moving average over n bars (cumulative-sum form, re-anchored to bound rounding)."""
+    a, n = _arr(x), _check_window(n)
+    return _cached("sma", (a,), (n,), lambda: _sma_nb(a, n))
+
+
+@numba.njit(cache=True)
+def _sma_nb(a: np.ndarray, n: int) -> np.ndarray:
+    out = np.full(a.shape[0], np.nan)
+    s = 0.0
+    for i in range(a.shape[0]):
+        s += a[i]
+        if i >= n:
+            s -= a[i - n]
+        if i >= n - 1:
+            if (i + 1) % 65536 == 0:  # re-sum exactly now and then so drift never accumulates
+                s = 0.0
+                for k in range(i - n + 1, i + 1):
+                    s += a[k]
+            out[i] = s / n
+    return out
+
+
+def ema(x: Any, n: int) -> np.ndarray:
+    """Exponential moving average with alpha 2/(n+1), seeded by the SMA of the first n bars."""
+    a, n = _arr(x), _check_window(n)
+    return _cached("ema", (a,), (n,), lambda: _ema_nb(a, n, 2.0 / (n + 1.0)))
+
+
+def wilder(x: Any, n: int) -> np.ndarray:
+    """Wilder's smoothing (alpha 1/n), seeded by the SMA of the first n values; used by RSI/ATR/ADX."""
+    a, n = _arr(x), _check_window(n)
+    return _cached("wilder", (a,), (n,), lambda: _ema_nb(a, n, 1.0 / n))
+
+
+@numba.njit(cache=True)
+def _ema_nb(a: np.ndarray, n: int, alpha: float) -> np.ndarray:
+    out = np.full(a.shape[0], np.nan)
+    start = 0
+    while start < a.shape[0] and np.isnan(a[start]):
+        start += 1
+    if start + n > a.shape[0]:
+        return out
+    s = 0.0
+    for k in range(start, start + n):
+        s += a[k]
+    prev = s / n
+    out[start + n - 1] = prev
+    for i in range(start + n, a.shape[0]):
+        prev = prev + alpha * (a[i] - prev)
+        out[i] = prev
+    return out
+
+
+def rolling_std(x: Any, n: int) -> np.ndarray:
+    """Rolling sample standard deviation (ddof=1) over n bars."""
+    a, n = _arr(x), _check_window(n)
+    return _cached("std", (a,), (n,), lambda: pd.Series(a).rolling(n).std().to_numpy())
+
+
+def rolling_max(x: Any, n: int) -> np.ndarray:
+    """Highest value of the last n bars, this bar included."""
+    a, n = _arr(x), _check_window(n)
+    return _cached("max", (a,), (n,), lambda: pd.Series(a).rolling(n).max().to_numpy())
+
+
+def rolling_min(x: Any, n: int) -> np.ndarray:
+    """Lowest value of the last n bars, this bar included."""
+    a, n = _arr(x), _check_window(n)
+    return _cached("min", (a,), (n,), lambda: pd.Series(a).rolling(n).min().to_numpy())
+
+
+def true_range(high: Any, low: Any, close: Any) -> np.ndarray:
+    """True range: the bar's range extended to the previous close."""
+    h, lo, c = _arr(high), _arr(low), _arr(close)
+
+    def compute() -> np.ndarray:
+        prev = np.concatenate(([np.nan], c[:-1]))
+        tr = np.fmax(h - lo, np.fmax(np.abs(h - prev), np.abs(lo - prev)))
+        tr[0] = h[0] - lo[0]
+        return tr
+
+    return _cached("tr", (h, lo, c), (), compute)
+
+
+def atr(high: Any, low: Any, close: Any, n: int = 14) -> np.ndarray:
+    """Average true range (Wilder)."""
+    n = _check_window(n)
+    h, lo, c = _arr(high), _arr(low), _arr(close)
+    return _cached("atr", (h, lo, c), (n,), lambda: wilder(true_range(h, lo, c), n))
+
+
+def rsi(x: Any, n: int = 14) -> np.ndarray:
+    """Relative strength index (Wilder), 0..100."""
+    a, n = _arr(x), _check_window(n)
+
+    def compute() -> np.ndarray:
+        d = np.diff(a, prepend=np.nan)
+        up = wilder(np.where(np.isnan(d), np.nan, np.maximum(d, 0.0)), n)
+        down = wilder(np.where(np.isnan(d), np.nan, np.maximum(-d, 0.0)), n)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = 100.0 - 100.0 / (1.0 + up / down)
+        out[(down == 0) & (up > 0)] = 100.0
+        out[(down == 0) & (up == 0)] = 50.0
+        return out
+
+    return _cached("rsi", (a,), (n,), compute)
+
+
+def macd(x: Any, fast: int = 12, slow: int = 26, signal: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    """MACD line (EMA fast - EMA slow) and its signal line (EMA of the MACD)."""
+    a = _arr(x)
+
+    def compute() -> tuple[np.ndarray, np.ndarray]:
+        line = ema(a, fast) - ema(a, slow)
+        return line, _ema_nb(line, _check_window(signal), 2.0 / (signal + 1.0))
+
+    return _cached("macd", (a,), (fast, slow, signal), compute)
+
+
+def bollinger(x: Any, n: int = 20, k: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bollinger bands: (lower, middle, upper) at k sample standard deviations around the SMA."""
+    a = _arr(x)
+    mid = sma(a, n)
+    sd = rolling_std(a, n)
+    return mid - k * sd, mid, mid + k * sd
+
+
+def adx(high: Any, low: Any, close: Any, n: int = 14) -> np.ndarray:
+    """Average directional index (Wilder): trend strength 0..100, whatever its direction."""
+    h, lo, c = _arr(high), _arr(low), _arr(close)
+
+    def compute() -> np.ndarray:
+        up = np.diff(h, prepend=np.nan)
+        down = -np.diff(lo, prepend=np.nan)
+        plus_dm = np.where((up > down) & (up > 0), up, 0.0)
+        minus_dm = np.where((down > up) & (down > 0), down, 0.0)
+        plus_dm[0] = minus_dm[0] = np.nan
+        tr = true_range(h, lo, c).copy()
+        tr[0] = np.nan
+        atr_ = wilder(tr, n)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            plus_di = 100 * wilder(plus_dm, n) / atr_
+            minus_di = 100 * wilder(minus_dm, n) / atr_
+            dx = 100 * np.abs(plus_di - minus_di) / (plus_di + minus_di)
+        dx = np.where(np.isfinite(dx), dx, np.where(np.isnan(atr_), np.nan, 0.0))
+        return wilder(dx, n)
+
+    return _cached("adx", (h, lo, c), (n,), compute)
+
+
+def log_returns(x: Any) -> np.ndarray:
+    """Bar-to-bar log returns (NaN on the first bar)."""
+    a = _arr(x)
+    return _cached("logret", (a,), (), lambda: np.diff(np.log(a), prepend=np.nan))
+
+
+def crossed_above(a: Any, b: Any) -> np.ndarray:
+    """True on the bar where `a` goes from at-or-below `b` to strictly above it.
+
+    Equality counts as "not above", so touching and leaving again is not a cross; bars where
+    either side is NaN never cross. Written out once because engines disagree on exactly this.
+    """
+    x, y = _arr(a), np.broadcast_to(_arr(b), np.shape(a))
+    above = x > y
+    valid = ~(np.isnan(x) | np.isnan(y))
+    out = np.zeros(x.shape[0], dtype=bool)
+    out[1:] = above[1:] & ~above[:-1] & valid[1:] & valid[:-1]
+    return out
+
+
+def crossed_below(a: Any, b: Any) -> np.ndarray:
+    """True on the bar where `a` goes from at-or-above `b` to strictly below it."""
+    x, y = _arr(a), np.broadcast_to(_arr(b), np.shape(a))
+    below = x < y
+    valid = ~(np.isnan(x) | np.isnan(y))
+    out = np.zeros(x.shape[0], dtype=bool)
+    out[1:] = below[1:] & ~below[:-1] & valid[1:] & valid[:-1]
+    return out
