@@ -4,7 +4,6 @@ from workbench.data.lake import Lake
 from workbench.data.quality import QualityPolicy, check_bars
 from workbench.data.sources import get_source
 from workbench.errors import WorkbenchError
-
-__version__ = "0.1.0"
+from workbench.version import __version__
 
 __all__ = ["Lake", "QualityPolicy", "WorkbenchError", "__version__", "check_bars", "get_source"]

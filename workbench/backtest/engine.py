@@ -1,0 +1,576 @@
+"""Backtests: strategy signals -> the simulation kernel -> a vectorbt Portfolio and a result.
+
+`backtest(strategy, bars, params, costs=...)` is the one call a notebook needs. Fills default to
+`next_open` (a signal on bar t's close trades at bar t+1's open); `close` is an explicit opt-in.
+The exact rules are in SEMANTICS.md beside this file; tests hold the engine to a plain-Python
+reference simulator written from that document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workbench.backtest import kernels
+from workbench.errors import ConfigError, DataError
+from workbench.strategies.base import Signals, Strategy, check_signal_bars
+from workbench.strategies.registry import get_strategy
+from workbench.version import code_version
+
+log = logging.getLogger(__name__)
+
+
+class Fill(StrEnum):
+    """When a signal computed on a bar's close is acted on."""
+
+    NEXT_OPEN = "next_open"
+    CLOSE = "close"
+
+
+class Direction(StrEnum):
+    """Which sides of a strategy's signals are traded."""
+
+    LONG = "long"
+    SHORT = "short"
+    BOTH = "both"
+
+
+class SizingKind(StrEnum):
+    """How the size of an entry is chosen."""
+
+    FIXED = "fixed"
+    RISK = "risk"
+    VOLATILITY = "volatility"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Costs:
+    """Trading costs: proportional fees and slippage (fixed plus a multiple of recent volatility).
+
+    Slippage on a fill at bar i is ``slippage + slippage_vol * sigma[i-1]``, sigma being the
+    rolling std of log returns over `vol_window` bars: wider when the market is moving.
+    """
+
+    fees: float = 0.001
+    slippage: float = 0.0005
+    slippage_vol: float = 0.0
+    vol_window: int = 20
+
+    def __post_init__(self) -> None:
+        for name in ("fees", "slippage", "slippage_vol"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and 0 <= v < 0.5):
+                raise ConfigError(f"costs: {name}={v!r} must be a fraction in [0, 0.5), e.g. 0.001 for 0.1 %")
+        if int(self.vol_window) != self.vol_window or self.vol_window < 2:
+            raise ConfigError(f"costs: vol_window={self.vol_window!r} must be an integer >= 2")
+
+    @classmethod
+    def parse(cls, text: str) -> Costs:
+        """Parse ``fees=0.001,slippage=0.0005`` (CLI form)."""
+        values: dict[str, Any] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, sep, value = part.partition("=")
+            if not sep or key.strip() not in cls.__dataclass_fields__:
+                raise ConfigError(f"costs: cannot parse {part!r}; use e.g. fees=0.001,slippage=0.0005 "
+                                  f"(keys: {', '.join(cls.__dataclass_fields__)})")
+            try:
+                values[key.strip()] = float(value) if key.strip() != "vol_window" else int(value)
+            except ValueError:
+                raise ConfigError(f"costs: {key.strip()}={value!r} is not a number") from None
+        return cls(**values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sizing:
+    """Position sizing of entries, as a target fraction of portfolio equity.
+
+    fixed: `fraction` of equity (default 1/number of symbols); risk: lose `risk` of equity if the
+    trade's stop is hit; volatility: scale to `target_vol` annualised using ATR(`atr_window`).
+    """
+
+    kind: SizingKind = SizingKind.FIXED
+    fraction: float | None = None
+    risk: float = 0.01
+    target_vol: float = 0.2
+    atr_window: int = 14
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "kind", SizingKind(self.kind))
+        except ValueError:
+            raise ConfigError(f"sizing kind {self.kind!r} is unknown; "
+                              "use fixed, risk or volatility") from None
+        if self.fraction is not None and not (0 < self.fraction <= 10):
+            raise ConfigError(f"sizing fraction={self.fraction} must be in (0, 10]")
+        if not (0 < self.risk < 1):
+            raise ConfigError(f"sizing risk={self.risk} must be a fraction in (0, 1), e.g. 0.01")
+        if not (0 < self.target_vol < 10):
+            raise ConfigError(f"sizing target_vol={self.target_vol} must be in (0, 10), e.g. 0.2 for 20 %")
+        if int(self.atr_window) != self.atr_window or self.atr_window < 1:
+            raise ConfigError(f"sizing atr_window={self.atr_window} must be a positive integer")
+
+
+@dataclass
+class BacktestResult:
+    """Everything a backtest produced and everything needed to reproduce it.
+
+    `equity`, `benchmark`, `orders`, `trades`, `metrics` for analysis; `portfolio` is the full
+    vectorbt Portfolio (built on first use) for its own analytics; `inputs` records the data
+    fingerprint, strategy, params, costs, fill, sizing and code version.
+    """
+
+    strategy: str
+    params: dict
+    symbols: list[str]
+    timeframe: str | None
+    index: pd.DatetimeIndex
+    bars: dict[str, pd.DataFrame]
+    signals: dict[str, pd.DataFrame]
+    equity: pd.Series
+    benchmark: pd.Series
+    orders: pd.DataFrame
+    trades: pd.DataFrame
+    metrics: dict[str, float]
+    inputs: dict[str, Any]
+    init_cash: float
+    _records: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
+
+    @property
+    def final_equity(self) -> float:
+        """Portfolio value at the last bar's close."""
+        return float(self.equity.iloc[-1])
+
+    @cached_property
+    def portfolio(self) -> Any:
+        """The vectorbt Portfolio for these orders (cash shared by all symbols)."""
+        import vectorbt as vbt
+        from vectorbt.base.array_wrapper import ArrayWrapper
+        from vectorbt.portfolio.enums import log_dt
+
+        close = pd.DataFrame({s: self.bars[s]["close"].to_numpy() for s in self.symbols}, index=self.index)
+        wrapper = ArrayWrapper(index=self.index, columns=pd.Index(self.symbols), ndim=2,
+                               freq=_pandas_freq(self.timeframe), group_by=True)
+        return vbt.Portfolio(wrapper, close, self._records, np.empty(0, dtype=log_dt),
+                             np.array([self.init_cash]), True)
+
+    def metrics_frame(self) -> pd.DataFrame:
+        """The metrics as a two-column table."""
+        from workbench.backtest.metrics import metrics_frame
+
+        return metrics_frame(self.metrics)
+
+    def figure(self, symbol: str | None = None) -> Any:
+        """Price with trades, equity vs buy-and-hold and drawdown for one symbol (plotly)."""
+        from workbench.backtest.plots import backtest_figure
+
+        sym = symbol or self.symbols[0]
+        if sym not in self.bars:
+            raise ConfigError(f"symbol {sym!r} is not in this result; it has {self.symbols}")
+        trades = self.trades[self.trades["symbol"] == sym]
+        title = f"{self.strategy} {_fmt_params(self.params)} on {sym}"
+        return backtest_figure(self.bars[sym], trades, self.equity, self.benchmark, title=title)
+
+
+def _fmt_params(params: Mapping[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in params.items())
+
+
+def _pandas_freq(timeframe: str | None) -> pd.Timedelta | None:
+    if not timeframe:
+        return None
+    from workbench.data.timeframe import Timeframe
+
+    return pd.Timedelta(Timeframe.parse(timeframe).delta)
+
+
+# ---------------------------------------------------------------- inputs
+
+def as_bar_dict(bars: pd.DataFrame | Mapping[str, pd.DataFrame], symbol: str | None = None
+                ) -> dict[str, pd.DataFrame]:
+    """Normalise bars to {symbol: frame indexed by UTC ts}, aligned on their common timestamps.
+
+    Accepts one bar frame (with a `ts` column or a DatetimeIndex), a dict of them, or a long frame
+    with a `symbol` column (as `Lake.read_bars` returns for several symbols).
+    """
+    if isinstance(bars, pd.DataFrame):
+        if "symbol" in bars.columns and bars["symbol"].nunique() > 1:
+            frames = {str(s): g.drop(columns="symbol") for s, g in bars.groupby("symbol", sort=False)}
+        else:
+            name = symbol or bars.attrs.get("symbol") or (
+                str(bars["symbol"].iloc[0]) if "symbol" in bars.columns and len(bars) else "asset")
+            frames = {name: bars.drop(columns="symbol", errors="ignore")}
+    elif isinstance(bars, Mapping):
+        frames = dict(bars)
+    else:
+        raise DataError(f"bars must be a DataFrame or a dict of DataFrames, got {type(bars).__name__}")
+    if not frames:
+        raise DataError("no bars given; read some with Lake.read_bars(...)")
+    out: dict[str, pd.DataFrame] = {}
+    for sym, df in frames.items():
+        if not isinstance(df, pd.DataFrame):
+            raise DataError(f"bars for {sym!r} are a {type(df).__name__}, not a DataFrame")
+        if "ts" in df.columns:
+            df = df.set_index("ts")
+        if not isinstance(df.index, pd.DatetimeIndex) or df.index.tz is None:
+            raise DataError(f"bars for {sym!r} need a tz-aware `ts` column or DatetimeIndex (UTC)")
+        if not df.index.is_monotonic_increasing or df.index.has_duplicates:
+            raise DataError(f"bars for {sym!r} are not sorted by unique timestamps; sort and "
+                            "deduplicate them first")
+        missing = [c for c in ("open", "high", "low", "close") if c not in df.columns]
+        if missing:
+            raise DataError(f"bars for {sym!r} lack column(s) {missing}")
+        out[str(sym)] = df
+    if len(out) > 1:
+        common = None
+        for df in out.values():
+            common = df.index if common is None else common.intersection(df.index)
+        dropped = {s: len(df) - len(common) for s, df in out.items() if len(df) != len(common)}
+        if dropped:
+            log.info("aligned symbols on %d common bars (dropped %s)", len(common), dropped)
+        if len(common) == 0:
+            raise DataError(f"symbols {list(out)} share no timestamps; backtest symbols of one market "
+                            "and timeframe together")
+        out = {s: df.loc[common] for s, df in out.items()}
+    return out
+
+
+def infer_timeframe(index: pd.DatetimeIndex) -> str | None:
+    """The bar timeframe from the most common spacing of the index (None if unclear)."""
+    if len(index) < 3:
+        return None
+    step = pd.Series(np.diff(index.asi8)).mode().iloc[0]
+    unit_us = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}[index.unit]
+    minutes = step * unit_us / 60e6
+    names = {1: "1m", 5: "5m", 15: "15m", 30: "30m", 60: "1h", 240: "4h", 1440: "1d"}
+    return names.get(round(minutes)) if abs(minutes - round(minutes)) < 1e-9 else None
+
+
+def infer_calendar(symbols: list[str], index: pd.DatetimeIndex) -> str:
+    """24/7 for crypto pairs (or any data with weekend bars), XNYS for equities."""
+    if any("/" in s for s in symbols) or bool((index.dayofweek >= 5).any()):
+        return "24/7"
+    return "XNYS"
+
+
+def fingerprint(bars: Mapping[str, pd.DataFrame]) -> str:
+    """sha256 over the aligned timestamps and OHLCV of every symbol: the data a result used."""
+    h = hashlib.sha256()
+    for sym in sorted(bars):
+        df = bars[sym]
+        h.update(sym.encode())
+        h.update(df.index.as_unit("us").asi8.tobytes())
+        for col in ("open", "high", "low", "close", "volume"):
+            if col in df.columns:
+                h.update(np.ascontiguousarray(df[col].to_numpy(dtype=np.float64)).tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+# ---------------------------------------------------------------- simulation
+
+def slippage_array(close: np.ndarray, costs: Costs) -> np.ndarray:
+    """Per fill bar slippage (n, m): fixed part plus `slippage_vol` x the previous bar's volatility."""
+    if costs.slippage_vol == 0:
+        return np.full((1, 1), costs.slippage)
+    logret = np.diff(np.log(close), axis=0, prepend=np.nan)
+    sigma = pd.DataFrame(logret).rolling(costs.vol_window).std().to_numpy()
+    prev = np.vstack([np.full((1, close.shape[1]), np.nan), sigma[:-1]])
+    return costs.slippage + costs.slippage_vol * np.nan_to_num(prev, nan=0.0)
+
+
+def sizing_array(sizing: Sizing, n_symbols: int, sl: np.ndarray, tsl: np.ndarray, high: np.ndarray,
+                 low: np.ndarray, close: np.ndarray, ppy: float) -> np.ndarray:
+    """Target fraction of equity per signal bar (NaN refuses the entry), before the exposure cap."""
+    if sizing.kind is SizingKind.FIXED:
+        return np.full((1, 1), sizing.fraction if sizing.fraction is not None else 1.0 / n_symbols)
+    if sizing.kind is SizingKind.RISK:
+        dist = np.where(np.isfinite(sl) & (sl > 0), sl, np.where(np.isfinite(tsl) & (tsl > 0), tsl, np.nan))
+        return sizing.risk / dist
+    from workbench.strategies.indicators import atr
+
+    out = np.empty_like(close)
+    for j in range(close.shape[1]):
+        vol = atr(high[:, j], low[:, j], close[:, j], sizing.atr_window) / close[:, j] * math.sqrt(ppy)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[:, j] = np.where(vol > 0, sizing.target_vol / vol, np.nan)
+    return out
+
+
+def _compact(a: np.ndarray) -> np.ndarray:
+    """Store a constant column as one row (the kernel broadcasts it)."""
+    if a.shape[0] > 1 and (np.all(a == a[:1]) or np.all(np.isnan(a))):
+        return np.ascontiguousarray(a[:1])
+    return np.ascontiguousarray(a)
+
+
+def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals | Mapping[str, Signals], *,
+             costs: Costs | None = None, fill: Fill | str = Fill.NEXT_OPEN, sizing: Sizing | None = None,
+             direction: Direction | str = Direction.BOTH, init_cash: float = 100_000.0,
+             max_exposure: float = 1.0, periods_per_year: float | None = None,
+             timeframe: str | None = None, calendar: str | None = None, strategy: str = "signals",
+             params: Mapping[str, Any] | None = None) -> BacktestResult:
+    """Backtest precomputed signals (one `Signals` per symbol) on aligned bars.
+
+    This is the engine under `backtest`; call it directly for hand-made or random signals.
+    """
+    costs = costs or Costs()
+    sizing = sizing or Sizing()
+    try:
+        fill = Fill(fill)
+    except ValueError:
+        raise ConfigError(f"fill {fill!r} is unknown; use next_open (default) or close") from None
+    try:
+        direction = Direction(direction)
+    except ValueError:
+        raise ConfigError(f"direction {direction!r} is unknown; use long, short or both") from None
+    if not (math.isfinite(init_cash) and init_cash > 0):
+        raise ConfigError(f"init_cash={init_cash} must be a positive amount")
+    if not (0 < max_exposure <= 10):
+        raise ConfigError(f"max_exposure={max_exposure} must be a fraction of equity in (0, 10]")
+    frames = as_bar_dict(bars)
+    symbols = list(frames)
+    if isinstance(signals, Signals):
+        if len(symbols) != 1:
+            raise ConfigError("one Signals object given for several symbols; pass {symbol: Signals}")
+        signals = {symbols[0]: signals}
+    missing = [s for s in symbols if s not in signals]
+    if missing:
+        raise ConfigError(f"no signals for symbol(s) {missing}")
+    first = frames[symbols[0]]
+    index = first.index
+    n, m = len(index), len(symbols)
+    if n < 2:
+        raise DataError(f"need at least 2 bars to backtest, got {n}")
+    for s in symbols:
+        check_signal_bars(frames[s], 0, s)
+    timeframe = timeframe or first.attrs.get("timeframe") or infer_timeframe(index)
+    calendar = calendar or infer_calendar(symbols, index)
+    if periods_per_year is None:
+        from workbench.backtest.metrics import periods_per_year as ppy_of
+
+        if timeframe is None:
+            raise ConfigError("cannot tell the bars' timeframe; pass timeframe='1h' (or periods_per_year)")
+        periods_per_year = ppy_of(timeframe, calendar)
+
+    def stack(col: str) -> np.ndarray:
+        return np.ascontiguousarray(np.column_stack([frames[s][col].to_numpy(dtype=np.float64)
+                                                     for s in symbols]))
+
+    open_, high, low, close = stack("open"), stack("high"), stack("low"), stack("close")
+    arrs = {s: signals[s].arrays(n, f"{strategy}[{s}]") for s in symbols}
+
+    def sig(key: str) -> np.ndarray:
+        return np.ascontiguousarray(np.column_stack([arrs[s][key] for s in symbols]))
+
+    le, lx, se, sx = sig("long_entries"), sig("long_exits"), sig("short_entries"), sig("short_exits")
+    if direction is Direction.LONG:
+        se = np.zeros_like(se)
+        sx = np.zeros_like(sx)
+    elif direction is Direction.SHORT:
+        le = np.zeros_like(le)
+        lx = np.zeros_like(lx)
+    sl, tp, tsl = sig("stop_loss"), sig("take_profit"), sig("trailing_stop")
+    frac = sizing_array(sizing, m, sl, tsl, high, low, close, periods_per_year)
+    if sizing.kind is SizingKind.RISK and (le | se).any() and np.isnan(frac[le | se]).all():
+        raise ConfigError("risk sizing needs a stop: the strategy sets no stop_loss or trailing_stop; "
+                          "use sizing kind fixed or volatility")
+    slip = slippage_array(close, costs)
+
+    cap = 3 * n * m + 1
+    o_idx = np.empty(cap, np.int64)
+    o_col = np.empty(cap, np.int64)
+    o_side = np.empty(cap, np.int64)
+    o_reason = np.empty(cap, np.int64)
+    o_size, o_price, o_fees = np.empty(cap), np.empty(cap), np.empty(cap)
+    value, gross = np.empty(n), np.empty(n)
+    stats = np.empty(kernels.N_STATS)
+    k = kernels.simulate_nb(open_, high, low, close, le, lx, se, sx, _compact(sl), _compact(tp),
+                            _compact(tsl), _compact(np.asarray(frac, dtype=np.float64)), _compact(slip),
+                            float(costs.fees), float(init_cash), float(max_exposure),
+                            fill is Fill.NEXT_OPEN, True, value, gross, o_idx, o_col, o_side, o_size,
+                            o_price, o_fees, o_reason, stats, np.empty(1), np.empty(1))
+    order_arrays = (o_idx[:k], o_col[:k], o_side[:k], o_size[:k], o_price[:k], o_fees[:k], o_reason[:k])
+    orders = _orders_frame(index, symbols, *order_arrays)
+    trades = _trades_frame(index, symbols, *order_arrays, t_sl=sl, t_tp=tp, lag=int(fill is Fill.NEXT_OPEN))
+    equity = pd.Series(value, index=index, name="equity")
+    benchmark = buy_and_hold(open_, close, index, costs, fill, init_cash, slip)
+    from workbench.backtest.metrics import compute_metrics
+
+    metrics = compute_metrics(equity, init_cash, periods_per_year, trades=trades, exposure=gross,
+                              traded_value=float(stats[kernels.ST_TRADED_VALUE]), benchmark=benchmark,
+                              index=index)
+    inputs = {
+        "strategy": strategy,
+        "params": dict(params or {}),
+        "symbols": symbols,
+        "timeframe": timeframe,
+        "calendar": calendar,
+        "periods_per_year": periods_per_year,
+        "start": index[0].isoformat(),
+        "end": index[-1].isoformat(),
+        "bars": n,
+        "data_fingerprint": fingerprint(frames),
+        "sources": sorted({str(df.attrs["source"]) for df in frames.values() if "source" in df.attrs}),
+        "costs": asdict(costs),
+        "fill": fill.value,
+        "sizing": {**asdict(sizing), "kind": sizing.kind.value},
+        "direction": direction.value,
+        "init_cash": init_cash,
+        "max_exposure": max_exposure,
+        "code_version": code_version(),
+    }
+    records = np.empty(k, dtype=_order_dt())
+    order = np.lexsort((np.arange(k), o_idx[:k], o_col[:k]))
+    records["id"] = np.arange(k)
+    records["col"] = o_col[:k][order]
+    records["idx"] = o_idx[:k][order]
+    records["size"] = o_size[:k][order]
+    records["price"] = o_price[:k][order]
+    records["fees"] = o_fees[:k][order]
+    records["side"] = o_side[:k][order]
+    sig_frames = {s: pd.DataFrame(arrs[s], index=index) for s in symbols}
+    return BacktestResult(strategy=strategy, params=dict(params or {}), symbols=symbols, timeframe=timeframe,
+                          index=index, bars=frames, signals=sig_frames, equity=equity, benchmark=benchmark,
+                          orders=orders, trades=trades, metrics=metrics, inputs=inputs,
+                          init_cash=float(init_cash), _records=records)
+
+
+def _order_dt() -> np.dtype:
+    from vectorbt.portfolio.enums import order_dt
+
+    return order_dt
+
+
+def _orders_frame(index: pd.DatetimeIndex, symbols: list[str], idx: np.ndarray, col: np.ndarray,
+                  side: np.ndarray, size: np.ndarray, price: np.ndarray, fees: np.ndarray,
+                  reason: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({
+        "time": index[idx],
+        "symbol": pd.Categorical.from_codes(col, categories=symbols) if len(col) else
+        pd.Categorical([], categories=symbols),
+        "side": np.where(side == kernels.BUY, "buy", "sell"),
+        "size": size,
+        "price": price,
+        "fees": fees,
+        "reason": np.asarray(kernels.REASONS, dtype=object)[reason] if len(reason) else
+        np.array([], dtype=object),
+    }).astype({"symbol": str})
+
+
+_TRADE_REASON = {kernels.EXIT: "signal", kernels.STOP_LOSS: "stop_loss",
+                 kernels.TAKE_PROFIT: "take_profit", kernels.TRAILING_STOP: "trailing_stop"}
+
+
+def _trades_frame(index: pd.DatetimeIndex, symbols: list[str], idx: np.ndarray, col: np.ndarray,
+                  side: np.ndarray, size: np.ndarray, price: np.ndarray, fees: np.ndarray,
+                  reason: np.ndarray, t_sl: np.ndarray, t_tp: np.ndarray, lag: int) -> pd.DataFrame:
+    """Round trips: every entry order paired with the next order of its symbol (exits close all)."""
+    rows = []
+    open_by_col: dict[int, int] = {}
+    for k in range(len(idx)):
+        c = int(col[k])
+        if reason[k] == kernels.ENTRY:
+            open_by_col[c] = k
+            continue
+        e = open_by_col.pop(c)
+        rows.append(_trade_row(index, symbols, e, k, idx, col, side, size, price, fees, reason, t_sl, t_tp,
+                               lag))
+    for e in open_by_col.values():
+        rows.append(_trade_row(index, symbols, e, None, idx, col, side, size, price, fees, reason, t_sl,
+                               t_tp, lag))
+    cols = ["symbol", "direction", "entry_time", "entry_price", "exit_time", "exit_price", "size", "pnl",
+            "return", "entry_fees", "exit_fees", "exit_reason", "status", "stop_loss_price",
+            "take_profit_price", "bars_held"]
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
+    df = pd.DataFrame(rows, columns=cols).sort_values(["entry_time", "symbol"], kind="stable")
+    return df.reset_index(drop=True)
+
+
+def _trade_row(index, symbols, e, x, idx, col, side, size, price, fees, reason, t_sl, t_tp, lag):
+    c = int(col[e])
+    long = side[e] == kernels.BUY
+    q, ep = float(size[e]), float(price[e])
+    s_bar = int(idx[e]) - lag
+    sl = t_sl[s_bar if t_sl.shape[0] > 1 else 0, c]
+    tp = t_tp[s_bar if t_tp.shape[0] > 1 else 0, c]
+    sl_price = ep * (1 - sl) if long else ep * (1 + sl)
+    tp_price = ep * (1 + tp) if long else ep * (1 - tp)
+    if x is None:
+        return [symbols[c], "long" if long else "short", index[idx[e]], ep, pd.NaT, np.nan, q, np.nan,
+                np.nan, float(fees[e]), np.nan, "open", "open", sl_price, tp_price, len(index) - 1 - idx[e]]
+    xp = float(price[x])
+    pnl = q * ((xp - ep) if long else (ep - xp)) - float(fees[e]) - float(fees[x])
+    return [symbols[c], "long" if long else "short", index[idx[e]], ep, index[idx[x]], xp, q, pnl,
+            pnl / (q * ep), float(fees[e]), float(fees[x]), _TRADE_REASON[int(reason[x])], "closed",
+            sl_price, tp_price, int(idx[x] - idx[e])]
+
+
+def buy_and_hold(open_: np.ndarray, close: np.ndarray, index: pd.DatetimeIndex, costs: Costs, fill: Fill,
+                 init_cash: float, slip: np.ndarray) -> pd.Series:
+    """Equal-weight buy-and-hold from the first bar a signal could act on, with the same costs."""
+    n, m = close.shape
+    first = 1 if fill is Fill.NEXT_OPEN else 0
+    px = open_[first] if fill is Fill.NEXT_OPEN else close[0]
+    s = slip[first if slip.shape[0] > 1 else 0]
+    s = np.broadcast_to(s, (m,))
+    budget = init_cash / m
+    fill_px = px * (1 + s)
+    qty = budget / (1 + costs.fees) / fill_px
+    value = np.full(n, float(init_cash))
+    value[first:] = (qty * close[first:]).sum(axis=1)
+    return pd.Series(value, index=index, name="benchmark")
+
+
+def backtest(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFrame],
+             params: Mapping[str, Any] | None = None, *, costs: Costs | None = None,
+             fill: Fill | str = Fill.NEXT_OPEN, sizing: Sizing | None = None,
+             direction: Direction | str = Direction.BOTH, init_cash: float = 100_000.0,
+             max_exposure: float = 1.0, periods_per_year: float | None = None,
+             timeframe: str | None = None, calendar: str | None = None) -> BacktestResult:
+    """Run a strategy on bars (one frame or {symbol: frame}) with honest fills and costs.
+
+    >>> result = backtest("sma_cross", bars, {"fast": 10, "slow": 50}, costs=Costs(fees=0.001))
+    """
+    strat = get_strategy(strategy)
+    p = strat.params(params)
+    frames = as_bar_dict(bars)
+    signals = {s: strat.signals(df, p) for s, df in frames.items()}
+    return simulate(frames, signals, costs=costs, fill=fill, sizing=sizing, direction=direction,
+                    init_cash=init_cash, max_exposure=max_exposure, periods_per_year=periods_per_year,
+                    timeframe=timeframe, calendar=calendar, strategy=strat.name, params=p)
+
+
+def load_bars(lake: Any, symbols: str | list[str], timeframe: str, start: Any = None, end: Any = None, *,
+              source: str | None = None) -> dict[str, pd.DataFrame]:
+    """Read backtest-ready bars from the lake: {symbol: frame indexed by ts}, tagged with their origin.
+
+    Without `source`, the one source holding the symbols is used (an error names them if several do).
+    """
+    syms = [symbols] if isinstance(symbols, str) else list(symbols)
+    if not syms:
+        raise ConfigError("no symbols given; pass e.g. --symbols BTC/USDT")
+    if source is None:
+        held = {c.source for c in lake.coverage() if c.symbol in syms}
+        if len(held) > 1:
+            raise ConfigError(f"symbols {syms} are held by several sources {sorted(held)}; "
+                              "choose one with source=... (--source)")
+        source = held.pop() if held else "synthetic"
+    out = {}
+    for s in syms:
+        df = lake.read_bars(source, s, timeframe, start, end)
+        if df.empty:
+            raise DataError(f"no {timeframe} bars of {s} from {source} in the requested range; "
+                            "check `workbench data ls` or widen --start/--end")
+        df = df.set_index("ts")
+        df.attrs.update(symbol=s, timeframe=timeframe, source=source)
+        out[s] = df
+    return out
