@@ -24,7 +24,9 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python bench/lake.py
+	$(BIN)/python bench/sweep.py
 
 clean-venv:
 	rm -rf $(VENV)

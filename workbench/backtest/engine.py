@@ -66,10 +66,14 @@ class Costs:
     vol_window: int = 20
 
     def __post_init__(self) -> None:
-        for name in ("fees", "slippage", "slippage_vol"):
+        for name in ("fees", "slippage"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and 0 <= v < 0.5):
                 raise ConfigError(f"costs: {name}={v!r} must be a fraction in [0, 0.5), e.g. 0.001 for 0.1 %")
+        v = self.slippage_vol
+        if not (isinstance(v, int | float) and math.isfinite(v) and 0 <= v <= 10):
+            raise ConfigError(f"costs: slippage_vol={v!r} must be a multiple of bar volatility in [0, 10], "
+                              "e.g. 0.5")
         if int(self.vol_window) != self.vol_window or self.vol_window < 2:
             raise ConfigError(f"costs: vol_window={self.vol_window!r} must be an integer >= 2")
 
@@ -256,7 +260,7 @@ def infer_timeframe(index: pd.DatetimeIndex) -> str | None:
 
 def infer_calendar(symbols: list[str], index: pd.DatetimeIndex) -> str:
     """24/7 for crypto pairs (or any data with weekend bars), XNYS for equities."""
-    if any("/" in s for s in symbols) or bool((index.dayofweek >= 5).any()):
+    if any("/" in s for s in symbols) or bool((index.day_of_week >= 5).any()):
         return "24/7"
     return "XNYS"
 
@@ -384,20 +388,18 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
                           "use sizing kind fixed or volatility")
     slip = slippage_array(close, costs)
 
-    cap = 3 * n * m + 1
-    o_idx = np.empty(cap, np.int64)
-    o_col = np.empty(cap, np.int64)
-    o_side = np.empty(cap, np.int64)
-    o_reason = np.empty(cap, np.int64)
-    o_size, o_price, o_fees = np.empty(cap), np.empty(cap), np.empty(cap)
+    orders_buf = np.empty((3 * n * m + 1, kernels.N_ORDER_FIELDS))
     value, gross = np.empty(n), np.empty(n)
     stats = np.empty(kernels.N_STATS)
     k = kernels.simulate_nb(open_, high, low, close, le, lx, se, sx, _compact(sl), _compact(tp),
                             _compact(tsl), _compact(np.asarray(frac, dtype=np.float64)), _compact(slip),
                             float(costs.fees), float(init_cash), float(max_exposure),
-                            fill is Fill.NEXT_OPEN, True, value, gross, o_idx, o_col, o_side, o_size,
-                            o_price, o_fees, o_reason, stats, np.empty(1), np.empty(1))
-    order_arrays = (o_idx[:k], o_col[:k], o_side[:k], o_size[:k], o_price[:k], o_fees[:k], o_reason[:k])
+                            fill is Fill.NEXT_OPEN, value, gross, orders_buf, stats, np.empty((1, 1)))
+    ob = orders_buf[:k]
+    o_idx, o_col = ob[:, kernels.O_IDX].astype(np.int64), ob[:, kernels.O_COL].astype(np.int64)
+    o_side, o_reason = ob[:, kernels.O_SIDE].astype(np.int64), ob[:, kernels.O_REASON].astype(np.int64)
+    o_size, o_price, o_fees = ob[:, kernels.O_SIZE], ob[:, kernels.O_PRICE], ob[:, kernels.O_FEES]
+    order_arrays = (o_idx, o_col, o_side, o_size, o_price, o_fees, o_reason)
     orders = _orders_frame(index, symbols, *order_arrays)
     trades = _trades_frame(index, symbols, *order_arrays, t_sl=sl, t_tp=tp, lag=int(fill is Fill.NEXT_OPEN))
     equity = pd.Series(value, index=index, name="equity")
@@ -428,14 +430,11 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
         "code_version": code_version(),
     }
     records = np.empty(k, dtype=_order_dt())
-    order = np.lexsort((np.arange(k), o_idx[:k], o_col[:k]))
+    order = np.lexsort((np.arange(k), o_idx, o_col))
     records["id"] = np.arange(k)
-    records["col"] = o_col[:k][order]
-    records["idx"] = o_idx[:k][order]
-    records["size"] = o_size[:k][order]
-    records["price"] = o_price[:k][order]
-    records["fees"] = o_fees[:k][order]
-    records["side"] = o_side[:k][order]
+    for name, arr in (("col", o_col), ("idx", o_idx), ("size", o_size), ("price", o_price),
+                      ("fees", o_fees), ("side", o_side)):
+        records[name] = arr[order]
     sig_frames = {s: pd.DataFrame(arrs[s], index=index) for s in symbols}
     return BacktestResult(strategy=strategy, params=dict(params or {}), symbols=symbols, timeframe=timeframe,
                           index=index, bars=frames, signals=sig_frames, equity=equity, benchmark=benchmark,

@@ -18,36 +18,52 @@ BUY, SELL = 0, 1
 # slots of the statistics vector the kernel fills
 ST_CLOSED, ST_WINS, ST_GROSS_PROFIT, ST_GROSS_LOSS, ST_SUM_RET, ST_BEST, ST_WORST = 0, 1, 2, 3, 4, 5, 6
 ST_EXPOSED_BARS, ST_GROSS_EXPOSURE, ST_TRADED_VALUE, ST_OPEN, ST_ORDERS = 7, 8, 9, 10, 11
-N_STATS = 12
+ST_CASH, ST_N_OPEN, ST_N_STOPS = 12, 13, 14
+N_STATS = 15
+
+# per-column position state, one row per column
+POS, EPX, EFEE, REF, SL, TP, TSL = 0, 1, 2, 3, 4, 5, 6
+N_STATE = 7
+# order buffer columns (a float64 (capacity, 7) array: integers are exact in float64)
+O_IDX, O_COL, O_SIDE, O_SIZE, O_PRICE, O_FEES, O_REASON = 0, 1, 2, 3, 4, 5, 6
+N_ORDER_FIELDS = 7
 
 
-@numba.njit(cache=True, inline="always")
+
+_NJ = {"cache": True, "error_model": "numpy"}
+
+
+@numba.njit(inline="always", **_NJ)
 def _at(a: np.ndarray, i: int, j: int) -> float:
     """Flexible indexing: a (1, m) or (n, 1) or (1, 1) array broadcasts against (n, m)."""
     return a[i if a.shape[0] > 1 else 0, j if a.shape[1] > 1 else 0]
 
 
-@numba.njit(cache=True)
-def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip,
-                fees, init_cash, max_exposure, at_open, record, value_out, gross_out,
-                o_idx, o_col, o_side, o_size, o_price, o_fees, o_reason, stats, t_pnl, t_ret):
-    """Simulate one portfolio (all columns share cash); return the number of orders recorded.
+@numba.njit(inline="always", **_NJ)
+def _any_signal(le, lx, se, sx, s):
+    """Whether bar s carries any signal for any column (most bars do not: skip the order logic)."""
+    for j in range(le.shape[1]):  # noqa: SIM110 - numba compiles loops, not generator expressions
+        if le[s, j] or lx[s, j] or se[s, j] or sx[s, j]:
+            return True
+    return False
+
+
+@numba.njit(**_NJ)
+def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
+                max_exposure, at_open, value_out, gross_out, orders, stats, trades):
+    """Simulate one portfolio (all columns share cash); return the number of orders.
 
     Prices are (n, m); signals (n, m) booleans indexed by signal bar; `sl tp tsl frac slip` are
     flexible (1 or n rows, 1 or m columns): stops and sizing by signal bar, slippage by fill bar.
-    `gross_out` (n,) receives the gross exposure per bar and `t_pnl`/`t_ret` each closed trade's
-    pnl and return, in exit order, when they are long enough (pass 1-element arrays to skip).
+    `orders` (capacity, 7) receives the orders and `trades` (capacity, 2) each closed trade's pnl
+    and return in exit order; `gross_out` (n,) the gross exposure per bar. Pass arrays with one
+    row (or element) to skip recording. `stats` (N_STATS,) receives the running totals.
     """
     n, m = close.shape
     lag = 1 if at_open else 0
-    cash = init_cash
-    pos = np.zeros(m)
-    entry_px = np.full(m, np.nan)
-    entry_fee = np.zeros(m)
-    ref = np.full(m, np.nan)  # trailing reference: peak for longs, trough for shorts
-    t_sl = np.full(m, np.nan)
-    t_tp = np.full(m, np.nan)
-    t_tsl = np.full(m, np.nan)
+    st = np.full((m, N_STATE), np.nan)
+    st[:, POS] = 0.0
+    st[:, EFEE] = 0.0
     stopped = np.zeros(m, dtype=np.bool_)
     action = np.zeros(m, dtype=np.int64)
     px = np.empty(m)
@@ -55,95 +71,48 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
         stats[k] = 0.0
     stats[ST_BEST] = -np.inf
     stats[ST_WORST] = np.inf
-    n_orders = 0
+    stats[ST_CASH] = init_cash
+    record_gross = gross_out.shape[0] == n
 
     for i in range(n):
         s = i - lag
         for j in range(m):
             stopped[j] = False
-        # 1. gap through a stop or target at the open
-        for j in range(m):
-            if pos[j] == 0.0:
-                continue
-            lvl, why = _stop_level(pos[j], entry_px[j], ref[j], t_sl[j], t_tsl[j])
-            tpl = _tp_level(pos[j], entry_px[j], t_tp[j])
-            o = open_[i, j]
-            hit = False
-            if not np.isnan(lvl) and ((pos[j] > 0 and o <= lvl) or (pos[j] < 0 and o >= lvl)):
-                hit = True
-            elif not np.isnan(tpl) and ((pos[j] > 0 and o >= tpl) or (pos[j] < 0 and o <= tpl)):
-                hit = True
-                why = TAKE_PROFIT
-            if hit:
-                cash, n_orders = _close(i, j, o, _at(slip, i, j), fees, why, cash, pos, entry_px, entry_fee,
-                                        record, n_orders, o_idx, o_col, o_side, o_size, o_price, o_fees,
-                                        o_reason, stats, t_pnl, t_ret)
-                stopped[j] = True
-        # 2. signal orders at the open
-        if at_open and s >= 0:
+        if stats[ST_N_STOPS] > 0:
+            _gap_stops(i, open_, slip, fees, st, stopped, orders, trades, stats)
+        if at_open and s >= 0 and _any_signal(le, lx, se, sx, s):
             for j in range(m):
                 px[j] = open_[i, j]
-            cash, n_orders = _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees,
-                                            max_exposure, cash, pos, entry_px, entry_fee, ref, t_sl, t_tp,
-                                            t_tsl, stopped, action, record, n_orders, o_idx, o_col, o_side,
-                                            o_size, o_price, o_fees, o_reason, stats, t_pnl, t_ret)
-        # 3. stops inside the bar, then the trailing reference moves
-        for j in range(m):
-            if pos[j] == 0.0 or stopped[j]:
-                continue
-            lvl, why = _stop_level(pos[j], entry_px[j], ref[j], t_sl[j], t_tsl[j])
-            tpl = _tp_level(pos[j], entry_px[j], t_tp[j])
-            exit_px = np.nan
-            if pos[j] > 0:
-                if not np.isnan(lvl) and low[i, j] <= lvl:
-                    exit_px = lvl
-                elif not np.isnan(tpl) and high[i, j] >= tpl:
-                    exit_px = tpl
-                    why = TAKE_PROFIT
-            else:
-                if not np.isnan(lvl) and high[i, j] >= lvl:
-                    exit_px = lvl
-                elif not np.isnan(tpl) and low[i, j] <= tpl:
-                    exit_px = tpl
-                    why = TAKE_PROFIT
-            if not np.isnan(exit_px):
-                cash, n_orders = _close(i, j, exit_px, _at(slip, i, j), fees, why, cash, pos, entry_px,
-                                        entry_fee, record, n_orders, o_idx, o_col, o_side, o_size, o_price,
-                                        o_fees, o_reason, stats, t_pnl, t_ret)
-                stopped[j] = True
-            elif pos[j] > 0:
-                ref[j] = max(ref[j], high[i, j])
-            else:
-                ref[j] = min(ref[j], low[i, j])
-        # 4. signal orders at the close
-        if not at_open:
+            _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure, st,
+                           stopped, action, orders, trades, stats)
+        if stats[ST_N_STOPS] > 0:
+            _intrabar_stops(i, high, low, slip, fees, st, stopped, orders, trades, stats)
+        if not at_open and _any_signal(le, lx, se, sx, i):
             for j in range(m):
                 px[j] = close[i, j]
-            cash, n_orders = _signal_orders(i, i, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees,
-                                            max_exposure, cash, pos, entry_px, entry_fee, ref, t_sl, t_tp,
-                                            t_tsl, stopped, action, record, n_orders, o_idx, o_col, o_side,
-                                            o_size, o_price, o_fees, o_reason, stats, t_pnl, t_ret)
-        value = cash
-        gross = 0.0
-        for j in range(m):
-            if pos[j] != 0.0:
-                value += pos[j] * close[i, j]
-                gross += abs(pos[j] * close[i, j])
+            _signal_orders(i, i, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure, st,
+                           stopped, action, orders, trades, stats)
+        value = stats[ST_CASH]
+        ratio = 0.0
+        if stats[ST_N_OPEN] > 0:
+            gross = 0.0
+            for j in range(m):
+                p = st[j, POS]
+                if p != 0.0:
+                    value += p * close[i, j]
+                    gross += abs(p * close[i, j])
+            ratio = gross / value if gross > 0.0 and value > 0.0 else 0.0
+            if gross > 0.0:
+                stats[ST_EXPOSED_BARS] += 1.0
+                stats[ST_GROSS_EXPOSURE] += ratio
         value_out[i] = value
-        ratio = gross / value if gross > 0.0 and value > 0.0 else 0.0
-        if gross > 0.0:
-            stats[ST_EXPOSED_BARS] += 1.0
-            stats[ST_GROSS_EXPOSURE] += ratio
-        if gross_out.shape[0] == n:
+        if record_gross:
             gross_out[i] = ratio
-    for j in range(m):
-        if pos[j] != 0.0:
-            stats[ST_OPEN] += 1.0
-    stats[ST_ORDERS] = n_orders
-    return n_orders
+    stats[ST_OPEN] = stats[ST_N_OPEN]
+    return int(stats[ST_ORDERS])
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(inline="always", **_NJ)
 def _stop_level(p, e, ref, sl, tsl):
     """The binding protective level of a position and its reason (NaN when it has no stop)."""
     if p > 0:
@@ -159,49 +128,106 @@ def _stop_level(p, e, ref, sl, tsl):
     return trail, TRAILING_STOP
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(inline="always", **_NJ)
+def _has_stop(st, j):
+    return not (np.isnan(st[j, SL]) and np.isnan(st[j, TP]) and np.isnan(st[j, TSL]))
+
+
+@numba.njit(inline="always", **_NJ)
 def _tp_level(p, e, tp):
     if np.isnan(tp):
         return np.nan
     return e * (1.0 + tp) if p > 0 else e * (1.0 - tp)
 
 
-@numba.njit(cache=True)
-def _record(record, n, i, j, side, size, price, fee, reason, o_idx, o_col, o_side, o_size, o_price,
-            o_fees, o_reason):
-    if record:
-        o_idx[n] = i
-        o_col[n] = j
-        o_side[n] = side
-        o_size[n] = size
-        o_price[n] = price
-        o_fees[n] = fee
-        o_reason[n] = reason
-    return n + 1
+@numba.njit(**_NJ)
+def _gap_stops(i, open_, slip, fees, st, stopped, orders, trades, stats):
+    """Step 1: positions whose stop or target the bar opens beyond exit at the open."""
+    for j in range(st.shape[0]):
+        p = st[j, POS]
+        if p == 0.0:
+            continue
+        lvl, why = _stop_level(p, st[j, EPX], st[j, REF], st[j, SL], st[j, TSL])
+        tpl = _tp_level(p, st[j, EPX], st[j, TP])
+        o = open_[i, j]
+        hit = False
+        if not np.isnan(lvl) and ((p > 0 and o <= lvl) or (p < 0 and o >= lvl)):
+            hit = True
+        elif not np.isnan(tpl) and ((p > 0 and o >= tpl) or (p < 0 and o <= tpl)):
+            hit = True
+            why = TAKE_PROFIT
+        if hit:
+            _close(i, j, o, _at(slip, i, j), fees, why, st, orders, trades, stats)
+            stopped[j] = True
 
 
-@numba.njit(cache=True)
-def _close(i, j, price, slip_ij, fees, reason, cash, pos, entry_px, entry_fee, record, n_orders,
-           o_idx, o_col, o_side, o_size, o_price, o_fees, o_reason, stats, t_pnl, t_ret):
+@numba.njit(**_NJ)
+def _intrabar_stops(i, high, low, slip, fees, st, stopped, orders, trades, stats):
+    """Step 3: stop-loss (first) or take-profit inside the bar; then the trailing reference moves."""
+    for j in range(st.shape[0]):
+        p = st[j, POS]
+        if p == 0.0 or stopped[j]:
+            continue
+        lvl, why = _stop_level(p, st[j, EPX], st[j, REF], st[j, SL], st[j, TSL])
+        tpl = _tp_level(p, st[j, EPX], st[j, TP])
+        exit_px = np.nan
+        if p > 0:
+            if not np.isnan(lvl) and low[i, j] <= lvl:
+                exit_px = lvl
+            elif not np.isnan(tpl) and high[i, j] >= tpl:
+                exit_px = tpl
+                why = TAKE_PROFIT
+        else:
+            if not np.isnan(lvl) and high[i, j] >= lvl:
+                exit_px = lvl
+            elif not np.isnan(tpl) and low[i, j] <= tpl:
+                exit_px = tpl
+                why = TAKE_PROFIT
+        if not np.isnan(exit_px):
+            _close(i, j, exit_px, _at(slip, i, j), fees, why, st, orders, trades, stats)
+            stopped[j] = True
+        elif p > 0:
+            st[j, REF] = max(st[j, REF], high[i, j])
+        else:
+            st[j, REF] = min(st[j, REF], low[i, j])
+
+
+@numba.njit(**_NJ)
+def _record(orders, stats, i, j, side, size, price, fee, reason):
+    k = int(stats[ST_ORDERS])
+    if orders.shape[0] > 1:
+        orders[k, O_IDX] = i
+        orders[k, O_COL] = j
+        orders[k, O_SIDE] = side
+        orders[k, O_SIZE] = size
+        orders[k, O_PRICE] = price
+        orders[k, O_FEES] = fee
+        orders[k, O_REASON] = reason
+    stats[ST_ORDERS] = k + 1
+
+
+@numba.njit(**_NJ)
+def _close(i, j, price, slip_ij, fees, reason, st, orders, trades, stats):
     """Close the whole position of column j at `price` (slippage against us); book the trade."""
-    q = abs(pos[j])
-    if pos[j] > 0:
+    p = st[j, POS]
+    q = abs(p)
+    if p > 0:
         fill = price * (1.0 - slip_ij)
         fee = q * fill * fees
-        cash += q * fill - fee
-        pnl = q * (fill - entry_px[j]) - entry_fee[j] - fee
+        stats[ST_CASH] += q * fill - fee
+        pnl = q * (fill - st[j, EPX]) - st[j, EFEE] - fee
         side = SELL
     else:
         fill = price * (1.0 + slip_ij)
         fee = q * fill * fees
-        cash -= q * fill + fee
-        pnl = q * (entry_px[j] - fill) - entry_fee[j] - fee
+        stats[ST_CASH] -= q * fill + fee
+        pnl = q * (st[j, EPX] - fill) - st[j, EFEE] - fee
         side = BUY
-    ret = pnl / (q * entry_px[j])
+    ret = pnl / (q * st[j, EPX])
     k = int(stats[ST_CLOSED])
-    if k < t_pnl.shape[0] and t_pnl.shape[0] > 1:
-        t_pnl[k] = pnl
-        t_ret[k] = ret
+    if trades.shape[0] > 1:
+        trades[k, 0] = pnl
+        trades[k, 1] = ret
     stats[ST_CLOSED] += 1.0
     if pnl > 0:
         stats[ST_WINS] += 1.0
@@ -212,18 +238,18 @@ def _close(i, j, price, slip_ij, fees, reason, cash, pos, entry_px, entry_fee, r
     stats[ST_BEST] = max(stats[ST_BEST], ret)
     stats[ST_WORST] = min(stats[ST_WORST], ret)
     stats[ST_TRADED_VALUE] += q * fill
-    pos[j] = 0.0
-    entry_px[j] = np.nan
-    entry_fee[j] = 0.0
-    n_orders = _record(record, n_orders, i, j, side, q, fill, fee, reason, o_idx, o_col, o_side, o_size,
-                       o_price, o_fees, o_reason)
-    return cash, n_orders
+    stats[ST_N_OPEN] -= 1.0
+    if _has_stop(st, j):
+        stats[ST_N_STOPS] -= 1.0
+    st[j, POS] = 0.0
+    st[j, EPX] = np.nan
+    st[j, EFEE] = 0.0
+    _record(orders, stats, i, j, side, q, fill, fee, reason)
 
 
-@numba.njit(cache=True)
-def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure, cash, pos,
-                   entry_px, entry_fee, ref, t_sl, t_tp, t_tsl, stopped, action, record, n_orders,
-                   o_idx, o_col, o_side, o_size, o_price, o_fees, o_reason, stats, t_pnl, t_ret):
+@numba.njit(**_NJ)
+def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure, st, stopped,
+                   action, orders, trades, stats):
     """Resolve bar s's signals into exits (all symbols first) and then entries, filled at `px`."""
     m = px.shape[0]
     # action: 0 none, 1 exit, 2 long, 3 short, 4 exit+long, 5 exit+short
@@ -241,12 +267,13 @@ def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_
         if a_le and a_se:
             a_le = False
             a_se = False
-        if pos[j] > 0:
+        p = st[j, POS]
+        if p > 0:
             if a_se:
                 action[j] = 5
             elif a_lx:
                 action[j] = 1
-        elif pos[j] < 0:
+        elif p < 0:
             if a_le:
                 action[j] = 4
             elif a_sx:
@@ -257,9 +284,7 @@ def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_
             action[j] = 3
     for j in range(m):
         if action[j] == 1 or action[j] >= 4:
-            cash, n_orders = _close(i, j, px[j], _at(slip, i, j), fees, EXIT, cash, pos, entry_px, entry_fee,
-                                    record, n_orders, o_idx, o_col, o_side, o_size, o_price, o_fees,
-                                    o_reason, stats, t_pnl, t_ret)
+            _close(i, j, px[j], _at(slip, i, j), fees, EXIT, st, orders, trades, stats)
     for j in range(m):
         if action[j] < 2:
             continue
@@ -270,41 +295,46 @@ def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_
         f = min(f, max_exposure)
         if f <= 0.0:
             continue
+        cash = stats[ST_CASH]
         equity = cash
         for k in range(m):
-            if pos[k] != 0.0:
-                equity += pos[k] * px[k]
+            if st[k, POS] != 0.0:
+                equity += st[k, POS] * px[k]
         if equity <= 0.0:
             continue
         slip_ij = _at(slip, i, j)
         if long:
             fill = px[j] * (1.0 + slip_ij)
             q = f * equity / fill
-            if q * fill * (1.0 + fees) > cash:
+            capped = q * fill * (1.0 + fees) > cash
+            if capped:
                 if cash <= 0.0:
                     continue
                 q = cash / (1.0 + fees) / fill
+            if q <= 0.0:
+                continue
             fee = q * fill * fees
-            cash -= q * fill + fee
-            pos[j] = q
+            # a cash-capped buy spends all the cash: no rounding dust is left to buy crumbs with
+            stats[ST_CASH] = 0.0 if capped else cash - (q * fill + fee)
+            st[j, POS] = q
             side = BUY
         else:
             fill = px[j] * (1.0 - slip_ij)
             q = f * equity / fill
+            if q <= 0.0:
+                continue
             fee = q * fill * fees
-            cash += q * fill - fee
-            pos[j] = -q
+            stats[ST_CASH] = cash + (q * fill - fee)
+            st[j, POS] = -q
             side = SELL
-        if q <= 0.0:
-            pos[j] = 0.0
-            continue
-        entry_px[j] = fill
-        entry_fee[j] = fee
-        ref[j] = fill
-        t_sl[j] = _at(sl, s, j)
-        t_tp[j] = _at(tp, s, j)
-        t_tsl[j] = _at(tsl, s, j)
+        st[j, EPX] = fill
+        st[j, EFEE] = fee
+        st[j, REF] = fill
+        st[j, SL] = _at(sl, s, j)
+        st[j, TP] = _at(tp, s, j)
+        st[j, TSL] = _at(tsl, s, j)
+        stats[ST_N_OPEN] += 1.0
+        if _has_stop(st, j):
+            stats[ST_N_STOPS] += 1.0
         stats[ST_TRADED_VALUE] += q * fill
-        n_orders = _record(record, n_orders, i, j, side, q, fill, fee, ENTRY, o_idx, o_col, o_side, o_size,
-                           o_price, o_fees, o_reason)
-    return cash, n_orders
+        _record(orders, stats, i, j, side, q, fill, fee, ENTRY)

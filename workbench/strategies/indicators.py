@@ -47,6 +47,8 @@ def _cached(name: str, inputs: tuple[np.ndarray, ...], args: tuple, compute: Cal
     key = (name, *(_key(a) for a in inputs), args)
     if key not in cache:
         cache[key] = compute()
+        # keep the inputs alive: a freed temporary's address could be reused by another array
+        cache.setdefault("_inputs", []).extend(inputs)
     return cache[key]
 
 
@@ -219,19 +221,24 @@ def crossed_above(a: Any, b: Any) -> np.ndarray:
     Equality counts as "not above", so touching and leaving again is not a cross; bars where
     either side is NaN never cross. Written out once because engines disagree on exactly this.
     """
-    x, y = _arr(a), np.broadcast_to(_arr(b), np.shape(a))
-    above = x > y
-    valid = ~(np.isnan(x) | np.isnan(y))
-    out = np.zeros(x.shape[0], dtype=bool)
-    out[1:] = above[1:] & ~above[:-1] & valid[1:] & valid[:-1]
-    return out
+    x = _arr(a)
+    y = np.ascontiguousarray(np.broadcast_to(_arr(b), x.shape))
+    return _cross_nb(x, y, True)
 
 
 def crossed_below(a: Any, b: Any) -> np.ndarray:
     """True on the bar where `a` goes from at-or-above `b` to strictly below it."""
-    x, y = _arr(a), np.broadcast_to(_arr(b), np.shape(a))
-    below = x < y
-    valid = ~(np.isnan(x) | np.isnan(y))
-    out = np.zeros(x.shape[0], dtype=bool)
-    out[1:] = below[1:] & ~below[:-1] & valid[1:] & valid[:-1]
+    x = _arr(a)
+    y = np.ascontiguousarray(np.broadcast_to(_arr(b), x.shape))
+    return _cross_nb(x, y, False)
+
+
+@numba.njit(cache=True)
+def _cross_nb(x: np.ndarray, y: np.ndarray, up: bool) -> np.ndarray:
+    out = np.zeros(x.shape[0], dtype=np.bool_)
+    for i in range(1, x.shape[0]):
+        x0, y0, x1, y1 = x[i - 1], y[i - 1], x[i], y[i]
+        if np.isnan(x0) or np.isnan(y0) or np.isnan(x1) or np.isnan(y1):
+            continue
+        out[i] = (x1 > y1 and not x0 > y0) if up else (x1 < y1 and not x0 < y0)
     return out

@@ -1,0 +1,395 @@
+"""An independent, deliberately slow reference implementation of workbench/backtest/SEMANTICS.md.
+
+One plain-Python loop over bars, one dict of state per symbol, no numpy tricks, no numba, no
+vectorbt and nothing imported from `workbench.backtest`: every rule of the contract is written
+out once, in the order SEMANTICS.md states it, so that the engine can be checked against it.
+
+Inputs
+    bars     dict symbol -> DataFrame with open/high/low/close (all frames share one index)
+    signals  dict symbol -> dict of arrays: long_entries long_exits short_entries short_exits
+             (bool) and stop_loss take_profit trailing_stop (float fractions, NaN = none)
+    settings a `Settings`
+
+Output: a `Result` with the orders, the value of the portfolio at every bar's close, the round
+trips and the buy-and-hold benchmark.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+SIGNAL_KEYS = ("long_entries", "long_exits", "short_entries", "short_exits")
+STOP_KEYS = ("stop_loss", "take_profit", "trailing_stop")
+
+
+@dataclass
+class Settings:
+    fees: float = 0.0
+    slippage: float = 0.0
+    slippage_vol: float = 0.0
+    vol_window: int = 20
+    fill: str = "next_open"  # "next_open" | "close"
+    sizing: str = "fixed"  # "fixed" | "risk" | "volatility"
+    fraction: float | None = None  # None -> 1 / number of symbols
+    risk: float = 0.01
+    target_vol: float = 0.2
+    atr_window: int = 14
+    periods_per_year: float = 252.0
+    direction: str = "both"  # "long" | "short" | "both"
+    init_cash: float = 100_000.0
+    max_exposure: float = 1.0
+
+
+@dataclass
+class Order:
+    bar: int
+    symbol: str
+    side: str  # "buy" | "sell"
+    size: float
+    price: float  # fill price, slippage included
+    fees: float
+    reason: str  # entry | exit | stop_loss | take_profit | trailing_stop
+
+
+@dataclass
+class Trade:
+    symbol: str
+    direction: str  # "long" | "short"
+    entry_bar: int
+    entry_price: float
+    size: float
+    entry_fees: float
+    exit_bar: int | None = None
+    exit_price: float | None = None
+    exit_fees: float = 0.0
+    exit_reason: str = "open"  # signal | stop_loss | take_profit | trailing_stop | open
+
+    @property
+    def pnl(self) -> float | None:
+        """Signed price difference times size, minus entry and exit fees (None while open)."""
+        if self.exit_price is None:
+            return None
+        sign = 1.0 if self.direction == "long" else -1.0
+        return sign * (self.exit_price - self.entry_price) * self.size - self.entry_fees - self.exit_fees
+
+
+@dataclass
+class Result:
+    orders: list[Order]
+    value: list[float]
+    trades: list[Trade]
+    benchmark: list[float]
+    cash: float
+
+
+@dataclass
+class _Position:
+    """The open position of one symbol (qty > 0 long, < 0 short) and the fixed levels of its trade."""
+
+    qty: float = 0.0
+    entry: float = math.nan  # fill price of the entry, slippage included
+    sl: float = math.nan
+    tp: float = math.nan
+    tsl: float = math.nan
+    extreme: float = math.nan  # peak (long) or trough (short) for the trailing stop
+    trade: Trade | None = None
+
+
+# ---------------------------------------------------------------- indicators, in plain Python
+
+def true_range(high: list[float], low: list[float], close: list[float]) -> list[float]:
+    """TR[0] = high - low; later bars also reach back to the previous close."""
+    out = []
+    for k in range(len(high)):
+        if k == 0:
+            out.append(high[k] - low[k])
+        else:
+            out.append(max(high[k] - low[k], abs(high[k] - close[k - 1]), abs(low[k] - close[k - 1])))
+    return out
+
+
+def atr(high: list[float], low: list[float], close: list[float], n: int) -> list[float]:
+    """Wilder's average true range: the mean of the first n TRs, then ATR += (TR - ATR) / n."""
+    tr = true_range(high, low, close)
+    out = [math.nan] * len(tr)
+    if len(tr) < n:
+        return out
+    value = sum(tr[:n]) / n
+    out[n - 1] = value
+    for k in range(n, len(tr)):
+        value = value + (tr[k] - value) / n
+        out[k] = value
+    return out
+
+
+def log_return_std(close: list[float], window: int) -> list[float]:
+    """Sample std (ddof=1) of the last `window` log close-to-close returns; NaN until a full window."""
+    returns = [math.nan] + [math.log(close[k] / close[k - 1]) for k in range(1, len(close))]
+    out = [math.nan] * len(close)
+    for k in range(window, len(close)):
+        w = returns[k - window + 1:k + 1]
+        mean = sum(w) / window
+        out[k] = math.sqrt(sum((r - mean) ** 2 for r in w) / (window - 1))
+    return out
+
+
+def slippage_per_bar(close: list[float], s: Settings) -> list[float]:
+    """slip[i] = slippage + slippage_vol * sigma[i-1], a NaN (or missing) sigma counting as 0."""
+    sigma = log_return_std(close, s.vol_window) if s.slippage_vol else [math.nan] * len(close)
+    out = []
+    for i in range(len(close)):
+        prev = sigma[i - 1] if i >= 1 else math.nan
+        out.append(s.slippage + s.slippage_vol * (0.0 if math.isnan(prev) else prev))
+    return out
+
+
+# ---------------------------------------------------------------- the simulator
+
+def _column(frame: pd.DataFrame, name: str) -> list[float]:
+    return [float(v) for v in frame[name].to_numpy()]
+
+
+def _effective_signals(sig: dict, s: int, direction: str) -> tuple[bool, bool, bool, bool]:
+    """The four signals of bar s after the direction filter and the conflict rules.
+
+    The rules apply in the order SEMANTICS.md lists them, each to what the previous one left
+    (vectorbt's order too): long entry + long exit cancel, then short entry + short exit, then
+    whatever long entry and short entry remain. So long entry + long exit + short entry leaves the
+    short entry standing, and long entry + short entry + short exit leaves the long entry.
+    """
+    le, lx, se, sx = (bool(sig[k][s]) for k in SIGNAL_KEYS)
+    if direction == "long":
+        se = sx = False
+    elif direction == "short":
+        le = lx = False
+    if le and lx:
+        le = lx = False
+    if se and sx:
+        se = sx = False
+    if le and se:
+        le = se = False
+    return le, lx, se, sx
+
+
+def _stop_level(pos: _Position) -> tuple[float | None, str]:
+    """The binding stop level of the position (fixed or trailing, the tighter one) and its reason."""
+    long = pos.qty > 0
+    fixed = None
+    trail = None
+    if not math.isnan(pos.sl):
+        fixed = pos.entry * (1 - pos.sl) if long else pos.entry * (1 + pos.sl)
+    if not math.isnan(pos.tsl):
+        trail = pos.extreme * (1 - pos.tsl) if long else pos.extreme * (1 + pos.tsl)
+    if fixed is None and trail is None:
+        return None, ""
+    if trail is None:
+        return fixed, "stop_loss"
+    if fixed is None:
+        return trail, "trailing_stop"
+    if long:
+        return (fixed, "stop_loss") if fixed >= trail else (trail, "trailing_stop")
+    return (fixed, "stop_loss") if fixed <= trail else (trail, "trailing_stop")
+
+
+def _target_level(pos: _Position) -> float | None:
+    if math.isnan(pos.tp):
+        return None
+    return pos.entry * (1 + pos.tp) if pos.qty > 0 else pos.entry * (1 - pos.tp)
+
+
+def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: Settings) -> Result:
+    s = settings
+    symbols = list(bars)
+    n = len(bars[symbols[0]])
+    o = {k: _column(bars[k], "open") for k in symbols}
+    h = {k: _column(bars[k], "high") for k in symbols}
+    lo = {k: _column(bars[k], "low") for k in symbols}
+    c = {k: _column(bars[k], "close") for k in symbols}
+    slip = {k: slippage_per_bar(c[k], s) for k in symbols}
+    atrs = {k: atr(h[k], lo[k], c[k], s.atr_window) for k in symbols}
+    sig = {k: {key: list(signals[k][key]) for key in (*SIGNAL_KEYS, *STOP_KEYS)} for k in symbols}
+
+    cash = s.init_cash
+    pos = {k: _Position() for k in symbols}
+    orders: list[Order] = []
+    trades: list[Trade] = []
+    value: list[float] = []
+
+    def close_position(k: str, i: int, price: float, reason: str) -> None:
+        """Exit the whole position of k at `price` (before slippage)."""
+        nonlocal cash
+        p = pos[k]
+        q = abs(p.qty)
+        if p.qty > 0:
+            fill = price * (1 - slip[k][i])
+            cash += q * fill * (1 - s.fees)
+            side = "sell"
+        else:
+            fill = price * (1 + slip[k][i])
+            cash -= q * fill * (1 + s.fees)
+            side = "buy"
+        fees = q * fill * s.fees
+        orders.append(Order(i, k, side, q, fill, fees, reason))
+        t = p.trade
+        assert t is not None
+        t.exit_bar, t.exit_price, t.exit_fees = i, fill, fees
+        t.exit_reason = "signal" if reason == "exit" else reason
+        pos[k] = _Position()
+
+    def open_position(k: str, i: int, sbar: int, long: bool, prices: dict[str, list[float]]) -> None:
+        """Enter k at bar i at prices[k][i] (before slippage), from the signals of bar `sbar`."""
+        nonlocal cash
+        price = prices[k][i]
+        sl, tp, tsl = (float(sig[k][key][sbar]) for key in STOP_KEYS)
+        equity = cash + sum(pos[m].qty * prices[m][i] for m in symbols)
+        if s.sizing == "fixed":
+            f = s.fraction if s.fraction is not None else 1.0 / len(symbols)
+        elif s.sizing == "risk":
+            d = sl if not math.isnan(sl) else tsl
+            if math.isnan(d):
+                return  # no stop, no risk budget: the entry is refused
+            f = s.risk / d
+        elif s.sizing == "volatility":
+            a = atrs[k][sbar]
+            if math.isnan(a):
+                return  # ATR still undefined
+            f = s.target_vol / (a / c[k][sbar] * math.sqrt(s.periods_per_year))
+        else:
+            raise ValueError(s.sizing)
+        f = min(f, s.max_exposure)
+        if long:
+            fill = price * (1 + slip[k][i])
+            q = f * equity / fill
+            if cash <= 0:
+                return
+            capped = q * fill * (1 + s.fees) > cash
+            if capped:
+                q = cash / (1 + s.fees) / fill
+            if q <= 0:
+                return
+            # a capped buy spends all the cash: exactly 0 afterwards, so that a float residual of
+            # +-1e-12 never buys dust for the next symbol (test_a_cash_capped_buy_leaves_no_dust)
+            cash = 0.0 if capped else cash - q * fill * (1 + s.fees)
+            side, qty = "buy", q
+        else:
+            fill = price * (1 - slip[k][i])
+            q = f * equity / fill
+            if q <= 0:
+                return
+            cash += q * fill * (1 - s.fees)
+            side, qty = "sell", -q
+        fees = q * fill * s.fees
+        orders.append(Order(i, k, side, q, fill, fees, "entry"))
+        trade = Trade(k, "long" if long else "short", i, fill, q, fees)
+        trades.append(trade)
+        pos[k] = _Position(qty, fill, sl, tp, tsl, fill, trade)
+
+    def signal_orders(i: int, sbar: int, prices: dict[str, list[float]], stopped: set[str]) -> None:
+        """Act on the signals of bar `sbar` at bar i: every symbol's exits, then every entry."""
+        exits, entries = [], []
+        for k in symbols:
+            if k in stopped:
+                continue
+            le, lx, se, sx = _effective_signals(sig[k], sbar, s.direction)
+            p = pos[k].qty
+            if p > 0:
+                if se:
+                    exits.append(k)
+                    entries.append((k, False))
+                elif lx:
+                    exits.append(k)
+            elif p < 0:
+                if le:
+                    exits.append(k)
+                    entries.append((k, True))
+                elif sx:
+                    exits.append(k)
+            elif le:
+                entries.append((k, True))
+            elif se:
+                entries.append((k, False))
+        for k in exits:
+            close_position(k, i, prices[k][i], "exit")
+        for k, long in entries:
+            open_position(k, i, sbar, long, prices)
+
+    for i in range(n):
+        stopped: set[str] = set()
+        # 1. gap check at the open for positions held at the start of the bar
+        for k in symbols:
+            p = pos[k]
+            if p.qty == 0:
+                continue
+            level, why = _stop_level(p)
+            target = _target_level(p)
+            if p.qty > 0:
+                if level is not None and o[k][i] <= level:
+                    close_position(k, i, o[k][i], why)
+                    stopped.add(k)
+                elif target is not None and o[k][i] >= target:
+                    close_position(k, i, o[k][i], "take_profit")
+                    stopped.add(k)
+            else:
+                if level is not None and o[k][i] >= level:
+                    close_position(k, i, o[k][i], why)
+                    stopped.add(k)
+                elif target is not None and o[k][i] <= target:
+                    close_position(k, i, o[k][i], "take_profit")
+                    stopped.add(k)
+        # 2. next_open: the previous bar's signals at this bar's open
+        if s.fill == "next_open" and i >= 1:
+            signal_orders(i, i - 1, o, stopped)
+        # 3. intrabar stops (stop-loss first), then the trailing reference moves
+        for k in symbols:
+            p = pos[k]
+            if p.qty == 0 or k in stopped:
+                continue
+            level, why = _stop_level(p)
+            target = _target_level(p)
+            if p.qty > 0:
+                if level is not None and lo[k][i] <= level:
+                    close_position(k, i, level, why)
+                    stopped.add(k)
+                elif target is not None and h[k][i] >= target:
+                    close_position(k, i, target, "take_profit")
+                    stopped.add(k)
+                else:
+                    p.extreme = max(p.extreme, h[k][i])
+            else:
+                if level is not None and h[k][i] >= level:
+                    close_position(k, i, level, why)
+                    stopped.add(k)
+                elif target is not None and lo[k][i] <= target:
+                    close_position(k, i, target, "take_profit")
+                    stopped.add(k)
+                else:
+                    p.extreme = min(p.extreme, lo[k][i])
+        # 4. close: this bar's signals at its close
+        if s.fill == "close":
+            signal_orders(i, i, c, stopped)
+        value.append(cash + sum(pos[k].qty * c[k][i] for k in symbols))
+
+    return Result(orders, value, trades, benchmark(bars, s), cash)
+
+
+def benchmark(bars: dict[str, pd.DataFrame], s: Settings) -> list[float]:
+    """Buy and hold: init_cash / n per symbol, all of it spent (fees included) at the first bar a
+    signal could act on (open of bar 1 for next_open, close of bar 0 for close), then held."""
+    symbols = list(bars)
+    n = len(bars[symbols[0]])
+    start = 1 if s.fill == "next_open" else 0
+    budget = s.init_cash / len(symbols)
+    total = [0.0] * n
+    for k in symbols:
+        close = _column(bars[k], "close")
+        price = _column(bars[k], "open" if s.fill == "next_open" else "close")[start]
+        fill = price * (1 + slippage_per_bar(close, s)[start])
+        q = budget / (1 + s.fees) / fill
+        left = budget - q * fill * (1 + s.fees)
+        for i in range(n):
+            total[i] += budget if i < start else left + q * close[i]
+    return total
+

@@ -1,0 +1,286 @@
+"""The engine against the independent reference simulator (tests/reference_sim.py) on random cases.
+
+Every case draws random-walk bars with gaps between a close and the next open, sparse random
+signals on all four arrays, random stop distances (some NaN), random costs, both fills, all three
+sizings, all directions and sometimes an exposure cap, then requires the engine and the reference
+to produce the same orders, the same round trips and the same value curve to 1e-9 relative.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import reference_sim as ref
+
+SEEDS = range(48)
+REL = 1e-9
+
+
+# ---------------------------------------------------------------- random cases
+
+def random_bars(rng: np.random.Generator, n: int, symbols: list[str]) -> dict[str, pd.DataFrame]:
+    """Valid OHLC random walks; ~6 % of opens gap a few percent away from the previous close."""
+    index = pd.date_range("2023-01-02", periods=n, freq="1D", tz="UTC")
+    out = {}
+    for sym in symbols:
+        price = float(rng.uniform(20.0, 300.0))
+        vol = float(rng.uniform(0.005, 0.025))
+        opens, highs, lows, closes = [], [], [], []
+        prev_close = price
+        for _ in range(n):
+            gap = rng.normal(0.0, 0.04) if rng.random() < 0.06 else rng.normal(0.0, vol / 10)
+            o = prev_close * math.exp(gap)
+            c = o * math.exp(rng.normal(0.0, vol))
+            hi = max(o, c) * (1 + rng.exponential(vol / 2))
+            lo = min(o, c) * (1 - min(rng.exponential(vol / 2), 0.5))
+            opens.append(o)
+            highs.append(hi)
+            lows.append(lo)
+            closes.append(c)
+            prev_close = c
+        out[sym] = pd.DataFrame({"open": opens, "high": highs, "low": lows, "close": closes,
+                                 "volume": rng.uniform(100.0, 1000.0, n)}, index=index)
+    return out
+
+
+def random_stops(rng: np.random.Generator, n: int, low: float, high: float, p_present: float) -> np.ndarray:
+    """Absent (all NaN), one scalar for every bar, or per-bar values with some NaN."""
+    if rng.random() > p_present:
+        return np.full(n, np.nan)
+    if rng.random() < 0.3:
+        return np.full(n, rng.uniform(low, high))
+    values = rng.uniform(low, high, n)
+    values[rng.random(n) < rng.uniform(0.0, 0.4)] = np.nan
+    return values
+
+
+def random_case(seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, dict], ref.Settings]:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(150, 320))
+    symbols = ["AAA", "BBB", "CCC"][: int(rng.integers(1, 4))]
+    bars = random_bars(rng, n, symbols)
+    sizing = ["fixed", "risk", "volatility"][seed % 3]
+    settings = ref.Settings(
+        fees=float(rng.choice([0.0, rng.uniform(0.0, 0.003)])),
+        slippage=float(rng.choice([0.0, rng.uniform(0.0, 0.002)])),
+        slippage_vol=float(rng.uniform(0.0, 0.3)) if rng.random() < 0.4 else 0.0,
+        vol_window=int(rng.choice([5, 10, 20])),
+        fill=str(rng.choice(["next_open", "close"])),
+        sizing=sizing,
+        fraction=None if rng.random() < 0.5 else float(rng.uniform(0.2, 1.0)),
+        risk=float(rng.uniform(0.002, 0.02)),
+        target_vol=float(rng.uniform(0.05, 0.5)),
+        atr_window=int(rng.choice([5, 14])),
+        periods_per_year=float(rng.choice([252.0, 365.0])),
+        direction=str(rng.choice(["long", "short", "both"])),
+        init_cash=float(rng.choice([10_000.0, 100_000.0, 1_234_567.0])),
+        max_exposure=1.0 if rng.random() < 0.6 else float(rng.uniform(0.2, 0.9)),
+    )
+    signals = {}
+    for sym in symbols:
+        density = rng.uniform(0.02, 0.10)
+        sig = {key: rng.random(n) < density for key in ref.SIGNAL_KEYS}
+        if sizing == "risk":  # risk sizing needs a stop; keep some entries without one (refused)
+            sl = random_stops(rng, n, 0.005, 0.06, 1.0)
+            tsl = random_stops(rng, n, 0.005, 0.06, 0.5)
+        else:
+            sl = random_stops(rng, n, 0.005, 0.06, 0.6)
+            tsl = random_stops(rng, n, 0.005, 0.06, 0.4)
+        sig["stop_loss"] = sl
+        sig["take_profit"] = random_stops(rng, n, 0.01, 0.10, 0.5)
+        sig["trailing_stop"] = tsl
+        signals[sym] = sig
+    return bars, signals, settings
+
+
+# ---------------------------------------------------------------- the engine, normalized
+
+def run_engine(bars: dict[str, pd.DataFrame], signals: dict[str, dict], s: ref.Settings):
+    from workbench.backtest import Costs, Sizing, simulate
+    from workbench.strategies import Signals
+
+    return simulate(
+        bars,
+        {sym: Signals(**{k: v.copy() for k, v in sig.items()}) for sym, sig in signals.items()},
+        costs=Costs(fees=s.fees, slippage=s.slippage, slippage_vol=s.slippage_vol, vol_window=s.vol_window),
+        fill=s.fill,
+        sizing=Sizing(kind=s.sizing, fraction=s.fraction, risk=s.risk, target_vol=s.target_vol,
+                      atr_window=s.atr_window),
+        direction=s.direction,
+        init_cash=s.init_cash,
+        max_exposure=s.max_exposure,
+        periods_per_year=s.periods_per_year,
+    )
+
+
+def bar_of(index: pd.DatetimeIndex, times) -> list[int | None]:
+    out = []
+    for t in times:
+        out.append(None if pd.isna(t) else int(index.get_loc(pd.Timestamp(t))))
+    return out
+
+
+def close(a: float, b: float) -> bool:
+    return abs(a - b) <= REL * max(abs(a), abs(b)) + 1e-12
+
+
+def assert_orders_match(engine_orders: pd.DataFrame, index: pd.DatetimeIndex, expected: list[ref.Order]):
+    got = list(zip(bar_of(index, engine_orders["time"]), engine_orders["symbol"], engine_orders["side"],
+                   engine_orders["size"], engine_orders["price"], engine_orders["fees"],
+                   engine_orders["reason"], strict=True))
+    for k, (g, e) in enumerate(zip(got, expected, strict=False)):
+        what = f"order #{k}: engine {g} vs reference {e}"
+        assert (g[0], g[1], g[2], g[6]) == (e.bar, e.symbol, e.side, e.reason), what
+        assert close(g[3], e.size) and close(g[4], e.price) and close(g[5], e.fees), what
+    assert len(got) == len(expected), f"engine has {len(got)} orders, the reference {len(expected)}"
+
+
+def assert_trades_match(engine_trades: pd.DataFrame, index: pd.DatetimeIndex, expected: list[ref.Trade],
+                        symbols: list[str]):
+    symbols_order = {sym: k for k, sym in enumerate(symbols)}
+    rows = engine_trades.to_dict("records")
+    for r in rows:
+        r["entry_bar"] = bar_of(index, [r["entry_time"]])[0]
+        r["exit_bar"] = bar_of(index, [r["exit_time"]])[0] if r["status"] == "closed" else None
+    rows.sort(key=lambda r: (r["entry_bar"], symbols_order.get(r["symbol"], 0), r["symbol"]))
+    want = sorted(expected, key=lambda t: (t.entry_bar, symbols_order[t.symbol], t.symbol))
+    assert len(rows) == len(want), f"engine has {len(rows)} trades, the reference {len(want)}"
+    for k, (r, t) in enumerate(zip(rows, want, strict=True)):
+        what = f"trade #{k}: engine {r} vs reference {t}"
+        assert (r["symbol"], r["direction"], r["entry_bar"]) == (t.symbol, t.direction, t.entry_bar), what
+        assert close(r["entry_price"], t.entry_price) and close(r["size"], t.size), what
+        if t.exit_bar is None:
+            assert r["status"] == "open" and r["exit_reason"] == "open", what
+            continue
+        assert r["status"] == "closed", what
+        assert (r["exit_bar"], r["exit_reason"]) == (t.exit_bar, t.exit_reason), what
+        assert close(r["exit_price"], t.exit_price) and close(r["pnl"], t.pnl), what
+
+
+# ---------------------------------------------------------------- the reference on its own
+
+@pytest.mark.parametrize("seed", range(12))
+def test_reference_books_balance(seed: int) -> None:
+    """The reference's value equals the cash plus positions, and its final value equals the initial
+    cash plus the round trips' pnl (closed) and the open trades' mark-to-market."""
+    bars, signals, s = random_case(seed)
+    res = ref.simulate(bars, signals, s)
+    last_close = {sym: float(frame["close"].iloc[-1]) for sym, frame in bars.items()}
+    realized = 0.0
+    for t in res.trades:
+        if t.exit_bar is None:
+            sign = 1.0 if t.direction == "long" else -1.0
+            realized += sign * (last_close[t.symbol] - t.entry_price) * t.size - t.entry_fees
+        else:
+            assert t.exit_bar >= t.entry_bar
+            realized += t.pnl
+    assert res.value[-1] == pytest.approx(s.init_cash + realized, rel=1e-9)
+    # orders alternate entry / exit per symbol and every exit closes the whole position
+    for sym in bars:
+        held = 0.0
+        for o in (o for o in res.orders if o.symbol == sym):
+            signed = o.size if o.side == "buy" else -o.size
+            if o.reason == "entry":
+                assert held == 0.0
+                held = signed
+            else:
+                assert signed == pytest.approx(-held, rel=1e-12)
+                held = 0.0
+    # no longs without cash: a long entry never makes the cash negative
+    assert res.cash == pytest.approx(res.value[-1] - sum(
+        (t.size if t.direction == "long" else -t.size) * last_close[t.symbol]
+        for t in res.trades if t.exit_bar is None), rel=1e-9)
+
+
+def test_reference_atr_and_sigma_by_hand() -> None:
+    high = [102.0, 103.0, 104.0, 110.0]
+    low = [98.0, 99.0, 100.0, 103.0]
+    close_ = [100.0, 102.0, 102.0, 108.0]
+    assert ref.true_range(high, low, close_) == [4.0, 4.0, 4.0, 8.0]
+    a = ref.atr(high, low, close_, 3)
+    assert math.isnan(a[0]) and math.isnan(a[1])
+    assert a[2] == pytest.approx(4.0) and a[3] == pytest.approx(4.0 + (8.0 - 4.0) / 3)
+    sig = ref.log_return_std([100.0, 110.0, 99.0, 99.0], 2)
+    assert math.isnan(sig[0]) and math.isnan(sig[1])
+    r1, r2, r3 = math.log(1.1), math.log(0.9), 0.0
+    assert sig[2] == pytest.approx(abs(r1 - r2) / math.sqrt(2))
+    assert sig[3] == pytest.approx(abs(r2 - r3) / math.sqrt(2))
+    s = ref.Settings(slippage=0.001, slippage_vol=0.5, vol_window=2)
+    slip = ref.slippage_per_bar([100.0, 110.0, 99.0, 99.0], s)
+    assert slip[:3] == [0.001, 0.001, 0.001]
+    assert slip[3] == pytest.approx(0.001 + 0.5 * sig[2])
+
+
+def test_reference_vs_pandas_indicators() -> None:
+    """The plain-Python sigma and ATR agree with the textbook pandas formulas."""
+    bars, _, _ = random_case(3)
+    frame = next(iter(bars.values()))
+    c = frame["close"]
+    sigma = np.log(c / c.shift(1)).rolling(10).std(ddof=1).to_numpy()
+    mine = ref.log_return_std(c.tolist(), 10)
+    np.testing.assert_allclose(mine, sigma, rtol=1e-9, equal_nan=True)
+    prev = c.shift(1)
+    tr = pd.concat([frame["high"] - frame["low"], (frame["high"] - prev).abs(), (frame["low"] - prev).abs()],
+                   axis=1).max(axis=1)
+    tr.iloc[0] = frame["high"].iloc[0] - frame["low"].iloc[0]
+    seed = tr.iloc[:14].mean()
+    wilder = [np.nan] * 13 + [seed]
+    for v in tr.iloc[14:]:
+        wilder.append(wilder[-1] + (v - wilder[-1]) / 14)
+    np.testing.assert_allclose(ref.atr(frame["high"].tolist(), frame["low"].tolist(), c.tolist(), 14),
+                               wilder, rtol=1e-12, equal_nan=True)
+
+
+def test_random_cases_cover_the_rules() -> None:
+    """The generated cases exercise every exit reason, gaps, reversals, refusals and both sides."""
+    reasons, directions, gap_exits = set(), set(), 0
+    for seed in SEEDS:
+        bars, signals, s = random_case(seed)
+        res = ref.simulate(bars, signals, s)
+        reasons |= {o.reason for o in res.orders}
+        directions |= {t.direction for t in res.trades}
+        for o in res.orders:
+            if o.reason in ("stop_loss", "take_profit", "trailing_stop"):
+                opened = float(bars[o.symbol]["open"].iloc[o.bar])
+                slip = ref.slippage_per_bar(bars[o.symbol]["close"].tolist(), s)[o.bar]
+                fill_at_open = opened * (1 - slip if o.side == "sell" else 1 + slip)
+                gap_exits += close(o.price, fill_at_open)
+    assert reasons == {"entry", "exit", "stop_loss", "take_profit", "trailing_stop"}
+    assert directions == {"long", "short"}
+    assert gap_exits >= 5
+
+
+# ---------------------------------------------------------------- the engine against the reference
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_engine_matches_reference(seed: int) -> None:
+    bars, signals, s = random_case(seed)
+    expected = ref.simulate(bars, signals, s)
+    res = run_engine(bars, signals, s)
+    index = next(iter(bars.values())).index
+    assert_orders_match(res.orders, index, expected.orders)
+    assert_trades_match(res.trades, index, expected.trades, list(bars))
+    np.testing.assert_allclose(res.equity.to_numpy(dtype=float), expected.value, rtol=REL, atol=1e-6)
+    assert close(float(res.equity.iloc[-1]), expected.value[-1])
+    np.testing.assert_allclose(res.benchmark.to_numpy(dtype=float), expected.benchmark, rtol=REL, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_engine_matches_reference_on_one_frame(seed: int) -> None:
+    """One DataFrame and one Signals (no dicts) behave like a one-symbol dict."""
+    from workbench.backtest import Costs, simulate
+    from workbench.strategies import Signals
+
+    bars, signals, s = random_case(seed)
+    sym = next(iter(bars))
+    bars, signals = {sym: bars[sym]}, {sym: signals[sym]}
+    s.sizing, s.fraction = "fixed", None
+    expected = ref.simulate(bars, signals, s)
+    res = simulate(bars[sym], Signals(**signals[sym]), costs=Costs(fees=s.fees, slippage=s.slippage,
+                   slippage_vol=s.slippage_vol, vol_window=s.vol_window), fill=s.fill,
+                   direction=s.direction, init_cash=s.init_cash, max_exposure=s.max_exposure)
+    np.testing.assert_allclose(res.equity.to_numpy(dtype=float), expected.value, rtol=REL, atol=1e-6)
+    assert len(res.orders) == len(expected.orders)

@@ -1,0 +1,413 @@
+"""Performance metrics of backtests and sweeps, annualised with the market's real calendar.
+
+Definitions follow vectorbt 1.2 (`vectorbt.returns.nb`, `Drawdowns`, `Trades`) so numbers agree with
+vectorbt's own accessors; the numba kernels make allocation-free passes for the sweep path.
+
+Per-bar returns are simple returns of the equity ``value`` with the first one taken against
+``init_cash`` (``r[0] = value[0] / init_cash - 1``); vectorbt's ``get_return_nb`` rules apply
+(a zero previous value gives ``0`` or ``±inf``; a negative previous value flips the sign). With
+``n = len(value)`` and ``ppy`` the periods per year:
+
+- ``total_return = value[-1] / init_cash - 1``.
+- ``annual_return = prod(1 + r) ** (ppy / n) - 1`` (vectorbt's CAGR; equal to
+  ``(value[-1] / init_cash) ** (ppy / n) - 1`` while equity stays positive). NaN when ``n == 0``.
+- ``annual_volatility = std(r, ddof=1) * ppy ** 0.5``; NaN when ``n < 2``.
+- ``sharpe = mean(r) / std(r, ddof=1) * sqrt(ppy)`` (risk-free 0); NaN when ``n < 2``, and **+inf
+  when the standard deviation is 0** (constant returns, flat equity included): vectorbt's rule, so
+  rank sweeps on finite values or with ``n_trades > 0``, or a run that never traded tops the table.
+- ``sortino = mean(r) * ppy / (sqrt(mean(min(r, 0) ** 2)) * sqrt(ppy))``: the downside deviation
+  averages the squared negative returns over **all** bars (not only the losing ones), as vectorbt
+  does; NaN when ``n < 2``, +inf when the downside deviation is 0.
+- ``max_drawdown = min(value / running_max(value) - 1)`` (a negative fraction, 0 without a
+  drawdown). The first peak is ``value[0]``: ``init_cash`` is not a peak (vectorbt's convention).
+  vectorbt's ReturnsAccessor scans the compounded returns instead of the values: the same numbers
+  up to rounding while equity stays positive, but exact recoveries are not lost to rounding here.
+- ``max_drawdown_duration``: vectorbt's drawdown duration, the number of bars spent **below** the
+  peak: ``recovery_idx - peak_idx - 1`` for a drawdown that recovered (the value got back to at
+  least the peak), ``last_idx - peak_idx`` for one still running at the end. The longest one counts
+  (the first on ties). A run of equal values moves the peak to its last bar, as in vectorbt.
+- ``calmar = annual_return / abs(max_drawdown)``; NaN when there is no drawdown.
+
+``periods_per_year`` is ``365 days / bar`` on ``24/7`` and the mean count of expected bars per year
+over 2015-2024 on an exchange calendar (XNYS: 251.6 a day; 1755.2 an hour, since hourly bars are
+UTC-hour buckets and a full session touches 7 of them; 97764 a minute).
+
+NaN values are skipped the way vectorbt skips them (nan-aware means and products; NaN bars are
+ignored by the drawdown scan); a backtest's equity never contains NaN.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numba
+import numpy as np
+import pandas as pd
+
+from workbench.data.calendar import ALWAYS_OPEN, Calendar
+from workbench.data.timeframe import Timeframe
+from workbench.errors import ConfigError
+
+# Calendar years whose expected bars define an exchange's average year (2015-01-01 .. 2024-12-31).
+REFERENCE_YEARS = (2015, 2024)
+
+METRIC_KEYS = (
+    "total_return",
+    "annual_return",
+    "annual_volatility",
+    "sharpe",
+    "sortino",
+    "calmar",
+    "max_drawdown",
+    "max_drawdown_duration",
+    "max_drawdown_days",
+    "win_rate",
+    "profit_factor",
+    "expectancy",
+    "avg_win",
+    "avg_loss",
+    "best_trade",
+    "worst_trade",
+    "n_trades",
+    "n_open_trades",
+    "exposure",
+    "avg_gross_exposure",
+    "turnover",
+    "benchmark_return",
+    "excess_return",
+)
+
+EQUITY_KEYS = (
+    "total_return",
+    "annual_return",
+    "annual_volatility",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "max_drawdown_duration",
+    "calmar",
+)
+TRADE_KEYS = (
+    "n_trades",
+    "win_rate",
+    "profit_factor",
+    "expectancy",
+    "avg_win",
+    "avg_loss",
+    "best_trade",
+    "worst_trade",
+)
+
+
+# ------------------------------------------------------------------------------------ annualisation
+def periods_per_year(timeframe: str | Timeframe, calendar: str) -> float:
+    """Bars per year for a timeframe on a calendar, the annualisation factor of every ratio here."""
+    tf = Timeframe.parse(timeframe)
+    if not isinstance(calendar, str) or not calendar.strip():
+        raise ConfigError(
+            f"unknown market calendar {calendar!r}: use {ALWAYS_OPEN!r} or an exchange code like 'XNYS'"
+        )
+    return _periods_per_year(tf.seconds, calendar.strip())
+
+
+@functools.lru_cache(maxsize=64)
+def _periods_per_year(seconds: int, calendar: str) -> float:
+    """Cached core of `periods_per_year`: 24/7 by arithmetic, exchanges by counting expected bars."""
+    if calendar == ALWAYS_OPEN:
+        return 365 * 86400 / seconds
+    first, last = REFERENCE_YEARS
+    start = pd.Timestamp(f"{first}-01-01", tz="UTC")
+    end = pd.Timestamp(f"{last + 1}-01-01", tz="UTC") - pd.Timedelta(microseconds=1)
+    bars = Calendar(calendar).expected(start, end, Timeframe(seconds))
+    if len(bars) == 0:
+        raise ConfigError(
+            f"market calendar {calendar!r} has no sessions in {first}-{last}: use {ALWAYS_OPEN!r} "
+            "or an exchange code that covers those years, e.g. 'XNYS'"
+        )
+    return len(bars) / (last - first + 1)
+
+
+# ------------------------------------------------------------------------------------ numba kernels
+@numba.njit(cache=True, error_model="numpy")
+def bar_return_nb(prev: float, cur: float) -> float:
+    """Simple return from `prev` to `cur` with vectorbt's rules for zero and negative bases."""
+    if prev == 0.0:
+        if cur == 0.0:
+            return 0.0
+        return np.inf * np.sign(cur)
+    out = (cur - prev) / prev
+    if prev < 0.0:
+        out = -out
+    return out
+
+
+@numba.njit(cache=True, error_model="numpy")
+def drawdown_nb(value: np.ndarray) -> tuple[float, int, int, int]:
+    """Max drawdown, its longest duration in bars under water, and that drawdown's peak/end bars."""
+    n = value.shape[0]
+    last = n - 1
+    while last >= 0 and np.isnan(value[last]):
+        last -= 1
+    max_dd = 0.0 if last >= 0 else np.nan
+    best_dur = 0
+    best_peak = -1
+    best_end = -1
+    peak_val = np.nan
+    peak_idx = -1
+    in_dd = False
+    for i in range(last + 1):
+        v = value[i]
+        if np.isnan(v):
+            continue
+        if np.isnan(peak_val) or v >= peak_val:
+            if in_dd:  # recovered: bars strictly under water are peak_idx+1 .. i-1
+                in_dd = False
+                dur = i - peak_idx - 1
+                if dur > best_dur:
+                    best_dur, best_peak, best_end = dur, peak_idx, i
+            peak_val = v
+            peak_idx = i
+        else:
+            in_dd = True
+            dd = v / peak_val - 1.0
+            if dd < max_dd:
+                max_dd = dd
+    if in_dd:  # still under water at the end: bars peak_idx+1 .. last
+        dur = last - peak_idx
+        if dur > best_dur:
+            best_dur, best_peak, best_end = dur, peak_idx, last
+    return max_dd, best_dur, best_peak, best_end
+
+
+@numba.njit(cache=True, error_model="numpy")
+def equity_stats_nb(value: np.ndarray, init_cash: float, ppy: float) -> tuple[float, ...]:
+    """Equity-curve metrics of one backtest in three allocation-free passes, for the sweep kernels.
+
+    Returns floats `(total_return, annual_return, annual_volatility, sharpe, sortino, max_drawdown,
+    max_drawdown_duration, calmar)`; definitions in the module docstring.
+    """
+    n = value.shape[0]
+    nan = np.nan
+    if n == 0:
+        return nan, nan, nan, nan, nan, nan, 0.0, nan
+    # pass 1: sum, count, compounded growth and downside squares of the returns
+    total = 0.0
+    cnt = 0
+    growth = 1.0
+    down_sq = 0.0
+    prev = init_cash
+    for i in range(n):
+        cur = value[i]
+        r = bar_return_nb(prev, cur)
+        prev = cur
+        if not np.isnan(r):
+            total += r
+            cnt += 1
+            growth *= 1.0 + r
+            neg = min(r, 0.0)  # branchless: the sign of a return is unpredictable
+            down_sq += neg * neg
+    mean = total / cnt if cnt > 0 else nan
+    # pass 2: squared deviations from the mean (two-pass variance, as np.nanvar)
+    ss = 0.0
+    prev = init_cash
+    for i in range(n):
+        cur = value[i]
+        r = bar_return_nb(prev, cur)
+        prev = cur
+        if not np.isnan(r):
+            d = r - mean
+            ss += d * d
+    std = math.sqrt(ss / (cnt - 1)) if cnt > 1 else nan
+
+    total_return = value[n - 1] / init_cash - 1.0
+    annual_return = growth ** (ppy / n) - 1.0
+    if n < 2:
+        annual_vol = nan
+        sharpe = nan
+        sortino = nan
+    else:
+        annual_vol = std * ppy**0.5
+        sharpe = np.inf if std == 0.0 else mean / std * np.sqrt(ppy)
+        downside = np.sqrt(down_sq / cnt) * np.sqrt(ppy) if cnt > 0 else nan
+        sortino = np.inf if downside == 0.0 else mean * ppy / downside
+    max_dd, dur, _, _ = drawdown_nb(value)
+    calmar = nan if (max_dd == 0.0 or np.isnan(max_dd)) else annual_return / abs(max_dd)
+    return total_return, annual_return, annual_vol, sharpe, sortino, max_dd, float(dur), calmar
+
+
+@numba.njit(cache=True, error_model="numpy")
+def trade_stats_nb(pnl: np.ndarray, returns: np.ndarray) -> tuple[float, ...]:
+    """Closed-trade metrics in one pass, usable inside other numba kernels (vectorbt's Trades rules).
+
+    Returns floats `(n_trades, win_rate, profit_factor, expectancy, avg_win, avg_loss, best_trade,
+    worst_trade)`. Wins are `pnl > 0`, losses `pnl < 0`, break-evens count as trades only;
+    `expectancy` is the mean pnl; `avg_win`/`avg_loss` are mean *returns* of the winners/losers and
+    `best_trade`/`worst_trade` the extreme returns (vectorbt's stats). `profit_factor` is gross profit
+    over |gross loss|: +inf with profits and no loss, NaN with neither (or no trades).
+    """
+    n = pnl.shape[0]
+    nan = np.nan
+    if n == 0:
+        return 0.0, nan, nan, nan, nan, nan, nan, nan
+    n_win = 0
+    n_loss = 0
+    gross_win = 0.0
+    gross_loss = 0.0
+    pnl_sum = 0.0
+    win_ret = 0.0
+    loss_ret = 0.0
+    best = -np.inf
+    worst = np.inf
+    n_ret = 0
+    for i in range(n):
+        p = pnl[i]
+        r = returns[i]
+        pnl_sum += p
+        if p > 0.0:
+            n_win += 1
+            gross_win += p
+            win_ret += r
+        elif p < 0.0:
+            n_loss += 1
+            gross_loss += p
+            loss_ret += r
+        if not np.isnan(r):
+            n_ret += 1
+            if r > best:
+                best = r
+            if r < worst:
+                worst = r
+    win_rate = n_win / n
+    profit_factor = gross_win / abs(gross_loss) if gross_loss != 0.0 else (np.inf if gross_win > 0.0 else nan)
+    avg_win = win_ret / n_win if n_win > 0 else nan
+    avg_loss = loss_ret / n_loss if n_loss > 0 else nan
+    if n_ret == 0:
+        best = nan
+        worst = nan
+    return float(n), win_rate, profit_factor, pnl_sum / n, avg_win, avg_loss, best, worst
+
+
+# ------------------------------------------------------------------------------------ python API
+def equity_stats(value: np.ndarray | pd.Series, init_cash: float, ppy: float) -> dict[str, float]:
+    """`equity_stats_nb` as a dict keyed by metric name, for callers outside numba."""
+    arr = _float_array(value, "value")
+    _check_ppy(ppy)
+    return dict(zip(EQUITY_KEYS, equity_stats_nb(arr, float(init_cash), float(ppy)), strict=True))
+
+
+def trade_stats(pnl: np.ndarray, returns: np.ndarray) -> dict[str, float]:
+    """Closed-trade statistics (vectorbt's Trades definitions) from per-trade pnl and returns."""
+    p = _float_array(pnl, "pnl")
+    r = _float_array(returns, "returns")
+    if len(p) != len(r):
+        raise ConfigError(
+            f"trade_stats got {len(p)} pnl values but {len(r)} returns: pass one of each per trade"
+        )
+    out = dict(zip(TRADE_KEYS, trade_stats_nb(p, r), strict=True))
+    out["n_trades"] = int(out["n_trades"])
+    return out
+
+
+def compute_metrics(
+    value: pd.Series | np.ndarray,
+    init_cash: float,
+    ppy: float,
+    trades: pd.DataFrame | None = None,
+    exposure: np.ndarray | None = None,
+    traded_value: float = 0.0,
+    benchmark: pd.Series | np.ndarray | None = None,
+    index: pd.DatetimeIndex | None = None,
+) -> dict[str, float]:
+    """Every metric of one backtest in the fixed order of `METRIC_KEYS` (NaN where not computable).
+
+    `trades` has columns `pnl`, `return`, `status` ("closed"/"open"): trade statistics use the closed
+    ones. `exposure` is the per-bar gross exposure as a fraction of equity. `benchmark` is the
+    buy-and-hold equity curve started with the same `init_cash` (not a price series): its return is
+    `benchmark[-1] / init_cash - 1`, like `total_return`. `max_drawdown_days` is the wall-clock time
+    from the peak to the recovery bar (or the last bar) of the longest drawdown, in days; it needs a
+    DatetimeIndex (`index`, or the index of a `value` Series).
+    """
+    arr = _float_array(value, "value")
+    _check_ppy(ppy)
+    if index is None and isinstance(value, pd.Series) and isinstance(value.index, pd.DatetimeIndex):
+        index = value.index
+    if index is not None and len(index) != len(arr):
+        raise ConfigError(
+            f"index has {len(index)} timestamps but value has {len(arr)} bars: pass matching lengths"
+        )
+    out: dict[str, float] = dict.fromkeys(METRIC_KEYS, math.nan)
+
+    eq = equity_stats_nb(arr, float(init_cash), float(ppy))
+    out.update(zip(EQUITY_KEYS, eq, strict=True))
+    out["max_drawdown_duration"] = int(eq[6])
+    if index is not None and len(arr):
+        _, _, peak, end = drawdown_nb(arr)
+        out["max_drawdown_days"] = (
+            (pd.Timestamp(index[end]) - pd.Timestamp(index[peak])) / pd.Timedelta(days=1)
+            if peak >= 0
+            else 0.0
+        )
+
+    if trades is not None:
+        missing = {"pnl", "return", "status"} - set(trades.columns)
+        if missing:
+            raise ConfigError(
+                f"trades frame lacks columns {sorted(missing)}: it needs pnl, return and status"
+            )
+        status = trades["status"].astype(str).to_numpy()
+        closed = status == "closed"
+        stats = trade_stats(
+            trades["pnl"].to_numpy(dtype=np.float64)[closed],
+            trades["return"].to_numpy(dtype=np.float64)[closed],
+        )
+        out.update(stats)
+        out["n_open_trades"] = int((status == "open").sum())
+
+    if exposure is not None:
+        ex = np.abs(_float_array(exposure, "exposure"))
+        if len(ex) != len(arr):
+            raise ConfigError(
+                f"exposure has {len(ex)} values but value has {len(arr)} bars: pass one per bar"
+            )
+        if len(ex):
+            out["exposure"] = float(np.mean(ex > 0.0))
+            out["avg_gross_exposure"] = float(np.mean(ex))
+
+    if len(arr):
+        mean_value = float(np.mean(arr))
+        years = len(arr) / float(ppy)
+        if traded_value == 0.0:
+            out["turnover"] = 0.0
+        elif mean_value != 0.0:
+            out["turnover"] = float(traded_value) / mean_value / years
+
+    if benchmark is not None:
+        bench = _float_array(benchmark, "benchmark")
+        if len(bench):
+            out["benchmark_return"] = float(bench[-1] / init_cash - 1.0)
+            out["excess_return"] = out["total_return"] - out["benchmark_return"]
+    return out
+
+
+def metrics_frame(metrics: dict[str, float]) -> pd.DataFrame:
+    """A two-column (metric, value) table of a metrics dict, for printing in notebooks and the CLI."""
+    return pd.DataFrame(
+        {"metric": list(metrics), "value": list(metrics.values())}, columns=["metric", "value"]
+    )
+
+
+def _float_array(values: pd.Series | np.ndarray, name: str) -> np.ndarray:
+    """A contiguous float64 1-d array of `values`, as the kernels need."""
+    arr = np.ascontiguousarray(np.asarray(values, dtype=np.float64))
+    if arr.ndim != 1:
+        raise ConfigError(f"{name} must be one-dimensional, got shape {arr.shape}: pass one column")
+    return arr
+
+
+def _check_ppy(ppy: float) -> None:
+    """Reject a non-positive annualisation factor before it turns every ratio into nonsense."""
+    if not (isinstance(ppy, int | float | np.floating | np.integer) and math.isfinite(ppy) and ppy > 0):
+        raise ConfigError(
+            f"periods per year must be a positive number, got {ppy!r}: use periods_per_year(tf, cal)"
+        )

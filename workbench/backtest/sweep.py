@@ -1,0 +1,318 @@
+"""Parameter sweeps: every feasible combination of a strategy's grid, evaluated at the array level.
+
+Signals come from the strategy's own function (indicators memoized across combinations), then a
+parallel numba pass runs the same simulation kernel as `backtest` and computes only the metrics,
+never building a Portfolio per combination. Work proceeds in memory-bounded chunks with progress.
+The metrics of any row equal those of `backtest(...)` with the same inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numba
+import numpy as np
+import pandas as pd
+
+from workbench.backtest import kernels
+from workbench.backtest.engine import (
+    Costs,
+    Direction,
+    Fill,
+    Sizing,
+    SizingKind,
+    _compact,
+    as_bar_dict,
+    buy_and_hold,
+    fingerprint,
+    infer_calendar,
+    infer_timeframe,
+    sizing_array,
+    slippage_array,
+)
+from workbench.backtest.metrics import METRIC_KEYS, equity_stats_nb, periods_per_year, trade_stats_nb
+from workbench.errors import ConfigError, DataError
+from workbench.strategies.base import Strategy, check_signal_bars
+from workbench.strategies.indicators import indicator_cache
+from workbench.strategies.registry import get_strategy
+from workbench.version import code_version
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+# metrics the kernel pass produces, in this order (benchmark ones are added per symbol)
+_KERNEL_KEYS = ("total_return", "annual_return", "annual_volatility", "sharpe", "sortino",
+                "max_drawdown", "max_drawdown_duration", "calmar",
+                "n_trades", "win_rate", "profit_factor", "expectancy", "avg_win", "avg_loss",
+                "best_trade", "worst_trade", "n_open_trades", "exposure", "avg_gross_exposure", "turnover")
+
+
+@dataclass
+class SweepResult:
+    """The tidy table (one row per combination and symbol: params + metrics) and its inputs."""
+
+    strategy: str
+    table: pd.DataFrame
+    params: list[str]
+    inputs: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def top(self, n: int = 10, by: str = "sharpe") -> pd.DataFrame:
+        """The n best rows by a metric (NaN last)."""
+        if by not in self.table.columns:
+            raise ConfigError(f"cannot rank by {by!r}; metrics are {', '.join(_KERNEL_KEYS)}")
+        return self.table.sort_values(by, ascending=False, na_position="last").head(n)
+
+    def heatmap(self, x: str | None = None, y: str | None = None, metric: str = "sharpe",
+                agg: str = "max") -> Any:
+        """Plotly heatmap of a metric over two parameters (other dimensions aggregated by `agg`)."""
+        from workbench.backtest.plots import sweep_heatmap
+
+        varying = [p for p in self.params if self.table[p].nunique() > 1]
+        x = x or (varying[0] if varying else self.params[0])
+        y = y or next((p for p in varying if p != x), None)
+        if y is None:
+            raise ConfigError("a heatmap needs two varying parameters; sweep at least two, or give x and y")
+        return sweep_heatmap(self.table, x, y, metric=metric, agg=agg,
+                             title=f"{self.strategy}: {metric} by {x} and {y}")
+
+    def save(self, path: str | Any) -> Any:
+        """Write the table as Parquet (``.parquet``) or CSV (``.csv``), atomically; inputs go in metadata."""
+        import json
+        import os
+        from pathlib import Path
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in (".parquet", ".csv"):
+            raise ConfigError(f"sweep output {path} must end in .parquet or .csv")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {path.parent}: {exc.strerror}; "
+                              "choose a writable folder") from None
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            if suffix == ".parquet":
+                table = pa.Table.from_pandas(self.table, preserve_index=False)
+                meta = {**(table.schema.metadata or {}),
+                        b"workbench": json.dumps(self.inputs, default=str).encode()}
+                pq.write_table(table.replace_schema_metadata(meta), tmp)
+            else:
+                self.table.to_csv(tmp, index=False)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ConfigError(f"cannot write {path}: {exc.strerror}; choose a writable folder") from None
+        return path
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
+                    max_exposure, at_open, ppy, out):
+    """Run the kernel for every combination k of a chunk (signals (K, n, m)) and write its metrics."""
+    n_combos = le.shape[0]
+    n = close.shape[0]
+    m = close.shape[1]
+    for k in numba.prange(n_combos):
+        value = np.empty(n)
+        trades = np.empty((n * m + 1, 2))
+        stats = np.empty(kernels.N_STATS)
+        kernels.simulate_nb(open_, high, low, close, le[k], lx[k], se[k], sx[k], sl[k], tp[k], tsl[k],
+                            frac[k], slip, fees, init_cash, max_exposure, at_open, value, np.empty(1),
+                            np.empty((1, 1)), stats, trades)
+        eq = equity_stats_nb(value, init_cash, ppy)
+        for q in range(8):
+            out[k, q] = eq[q]
+        n_closed = int(stats[kernels.ST_CLOSED])
+        tr = trade_stats_nb(trades[:n_closed, 0], trades[:n_closed, 1])
+        for q in range(8):
+            out[k, 8 + q] = tr[q]
+        out[k, 16] = stats[kernels.ST_OPEN]
+        out[k, 17] = stats[kernels.ST_EXPOSED_BARS] / n
+        out[k, 18] = stats[kernels.ST_GROSS_EXPOSURE] / n
+        mean_value = 0.0
+        for i in range(n):
+            mean_value += value[i]
+        mean_value /= n
+        traded = stats[kernels.ST_TRADED_VALUE]
+        if traded == 0.0:
+            out[k, 19] = 0.0
+        elif mean_value != 0.0:
+            out[k, 19] = traded / mean_value / (n / ppy)
+        else:
+            out[k, 19] = np.nan
+
+
+def _stack_flex(arrays: list[np.ndarray]) -> np.ndarray:
+    """Stack per-combination flexible arrays (1 or n rows, 1 or m columns) to one (K, r, c) array."""
+    rows = max(a.shape[0] for a in arrays)
+    cols = max(a.shape[1] for a in arrays)
+    out = np.empty((len(arrays), rows, cols))
+    for k, a in enumerate(arrays):
+        out[k] = np.broadcast_to(a, (rows, cols))
+    return out
+
+
+def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFrame],
+          grid: Mapping[str, Sequence[Any]] | None = None, *, fixed: Mapping[str, Any] | None = None,
+          costs: Costs | None = None, fill: Fill | str = Fill.NEXT_OPEN, sizing: Sizing | None = None,
+          direction: Direction | str = Direction.BOTH, init_cash: float = 100_000.0,
+          max_exposure: float = 1.0, portfolio: bool = False, memory_mb: float = 512.0,
+          progress: Progress | None = None, periods_per_year: float | None = None,
+          timeframe: str | None = None, calendar: str | None = None) -> SweepResult:
+    """Evaluate every feasible combination of the strategy's grid on each symbol (or on all together).
+
+    `grid` lists the values per parameter (default: each parameter's own grid); `fixed` pins some.
+    With several symbols each is swept on its own (one row per combination and symbol) unless
+    `portfolio=True`, which trades them together with shared cash. `memory_mb` bounds the signal
+    arrays held at once; `progress(done, total)` is called after each chunk.
+    """
+    t_start = time.perf_counter()
+    strat = get_strategy(strategy)
+    costs = costs or Costs()
+    sizing = sizing or Sizing()
+    fill = Fill(fill) if fill in tuple(Fill) else _bad("fill", fill, [f.value for f in Fill])
+    direction = (Direction(direction) if direction in tuple(Direction)
+                 else _bad("direction", direction, [d.value for d in Direction]))
+    frames = as_bar_dict(bars)
+    symbols = list(frames)
+    combos = strat.space.grid(grid, fixed)
+    if not combos:
+        raise ConfigError(f"the grid of {strat.name} has no feasible combination (constraints "
+                          f"{[c.expr for c in strat.space.constraints]}); widen the ranges")
+    combos = [strat.params(c) for c in combos]
+    first = frames[symbols[0]]
+    index = first.index
+    timeframe = timeframe or first.attrs.get("timeframe") or infer_timeframe(index)
+    calendar = calendar or infer_calendar(symbols, index)
+    if periods_per_year is None:
+        if timeframe is None:
+            raise ConfigError("cannot tell the bars' timeframe; pass timeframe='1h' (or periods_per_year)")
+        periods_per_year = periods_per_year_of(timeframe, calendar)
+    warm = max(strat.warmup(c) for c in combos)
+    for s in symbols:
+        check_signal_bars(frames[s], warm, strat.name, {"max warmup": warm})
+
+    units = [symbols] if portfolio else [[s] for s in symbols]
+    n = len(index)
+    m_unit = len(units[0])
+    per_combo = n * m_unit * 4 + (3 * n * m_unit * 8 if _has_bar_stops(strat) else 0) + 2 * n * 8
+    chunk = int(max(1, min(len(combos), memory_mb * 1e6 // max(per_combo, 1))))
+    total = len(combos) * len(units)
+    done = 0
+    rows: list[dict] = []
+    t_signals = t_kernel = 0.0
+    for unit in units:
+        sub = {s: frames[s] for s in unit}
+        open_, high, low, close = (np.ascontiguousarray(np.column_stack([sub[s][c].to_numpy(np.float64)
+                                                                         for s in unit]))
+                                   for c in ("open", "high", "low", "close"))
+        slip = _compact(slippage_array(close, costs))
+        bench = buy_and_hold(open_, close, index, costs, fill, init_cash, slip)
+        bench_ret = float(bench.iloc[-1] / init_cash - 1.0)
+        with indicator_cache():
+            for start in range(0, len(combos), chunk):
+                part = combos[start:start + chunk]
+                t0 = time.perf_counter()
+                arrays = [_combo_arrays(strat, sub, unit, p, direction, sizing, high, low, close,
+                                        periods_per_year) for p in part]
+                le = np.stack([a[0] for a in arrays])
+                lx = np.stack([a[1] for a in arrays])
+                se = np.stack([a[2] for a in arrays])
+                sx = np.stack([a[3] for a in arrays])
+                sl, tp, tsl, frac = (_stack_flex([a[q] for a in arrays]) for q in (4, 5, 6, 7))
+                del arrays
+                t1 = time.perf_counter()
+                out = np.full((len(part), len(_KERNEL_KEYS)), np.nan)
+                _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip,
+                                float(costs.fees), float(init_cash), float(max_exposure),
+                                fill is Fill.NEXT_OPEN, float(periods_per_year), out)
+                t_signals += t1 - t0
+                t_kernel += time.perf_counter() - t1
+                for p, vals in zip(part, out, strict=True):
+                    row: dict[str, Any] = dict(p)
+                    row["symbol"] = ",".join(unit)
+                    row.update(zip(_KERNEL_KEYS, vals.tolist(), strict=True))
+                    row["benchmark_return"] = bench_ret
+                    row["excess_return"] = row["total_return"] - bench_ret
+                    rows.append(row)
+                done += len(part)
+                if progress is not None:
+                    progress(done, total)
+    table = pd.DataFrame(rows)
+    for key in ("n_trades", "n_open_trades", "max_drawdown_duration"):
+        table[key] = table[key].astype("int64")
+    metric_cols = [k for k in METRIC_KEYS if k in table.columns]
+    table = table[[*strat.space.names, "symbol", *metric_cols]]
+    inputs = {
+        "strategy": strat.name,
+        "grid": {k: list(v) for k, v in (grid or {}).items()},
+        "fixed": dict(fixed or {}),
+        "combinations": len(combos),
+        "symbols": symbols,
+        "portfolio": portfolio,
+        "timeframe": timeframe,
+        "calendar": calendar,
+        "periods_per_year": periods_per_year,
+        "start": index[0].isoformat(),
+        "end": index[-1].isoformat(),
+        "bars": n,
+        "data_fingerprint": fingerprint(frames),
+        "costs": asdict(costs),
+        "fill": fill.value,
+        "sizing": {**asdict(sizing), "kind": sizing.kind.value},
+        "direction": direction.value,
+        "init_cash": init_cash,
+        "max_exposure": max_exposure,
+        "code_version": code_version(),
+    }
+    timings = {"signals_s": t_signals, "kernel_s": t_kernel, "total_s": time.perf_counter() - t_start,
+               "chunk": chunk}
+    log.info("swept %d combinations x %d units in %.2fs", len(combos), len(units), timings["total_s"])
+    return SweepResult(strategy=strat.name, table=table, params=strat.space.names, inputs=inputs,
+                       timings=timings)
+
+
+def periods_per_year_of(timeframe: str, calendar: str) -> float:
+    """Bars per year for annualisation (24/7: 365 days; exchanges: their real sessions)."""
+    return periods_per_year(timeframe, calendar)
+
+
+def _bad(what: str, value: Any, choices: list[str]) -> Any:
+    raise ConfigError(f"{what} {value!r} is unknown; use one of {', '.join(choices)}")
+
+
+def _has_bar_stops(strat: Strategy) -> bool:
+    return any(p.name.endswith(("stop", "atr_mult", "trail")) for p in strat.space.params)
+
+
+def _combo_arrays(strat: Strategy, sub: dict[str, pd.DataFrame], unit: list[str], p: dict,
+                  direction: Direction, sizing: Sizing, high: np.ndarray, low: np.ndarray,
+                  close: np.ndarray, ppy: float) -> tuple[np.ndarray, ...]:
+    n = close.shape[0]
+    per = [strat.signals(sub[s], p, validate=False).arrays(n, strat.name) for s in unit]
+
+    def col(key: str) -> np.ndarray:
+        return np.column_stack([a[key] for a in per]) if len(per) > 1 else per[0][key][:, None]
+
+    le, lx, se, sx = col("long_entries"), col("long_exits"), col("short_entries"), col("short_exits")
+    if direction is Direction.LONG:
+        se = np.zeros_like(se)
+        sx = np.zeros_like(sx)
+    elif direction is Direction.SHORT:
+        le = np.zeros_like(le)
+        lx = np.zeros_like(lx)
+    sl, tp, tsl = col("stop_loss"), col("take_profit"), col("trailing_stop")
+    frac = sizing_array(sizing, len(unit), sl, tsl, high, low, close, ppy)
+    if sizing.kind is SizingKind.RISK and (le | se).any() and not np.isfinite(frac).any():
+        raise DataError(f"risk sizing needs a stop, and {strat.name}{p} sets none; use fixed sizing")
+    return (le, lx, se, sx, _compact(sl), _compact(tp), _compact(tsl),
+            _compact(np.asarray(frac, dtype=np.float64)))
