@@ -308,6 +308,13 @@ def sizing_array(sizing: Sizing, n_symbols: int, sl: np.ndarray, tsl: np.ndarray
     return out
 
 
+def flex_columns(columns: list[np.ndarray], n: int) -> np.ndarray:
+    """Stack per-symbol arrays into (n, m), or (1, m) when every one is a single broadcast value."""
+    if all(c.shape[0] == 1 for c in columns):
+        return np.ascontiguousarray(np.column_stack(columns))
+    return np.ascontiguousarray(np.column_stack([np.broadcast_to(c, (n,)) for c in columns]))
+
+
 def _compact(a: np.ndarray) -> np.ndarray:
     """Store a constant column as one row (the kernel broadcasts it)."""
     if a.shape[0] > 1 and (np.all(a == a[:1]) or np.all(np.isnan(a))):
@@ -369,10 +376,10 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
                                                      for s in symbols]))
 
     open_, high, low, close = stack("open"), stack("high"), stack("low"), stack("close")
-    arrs = {s: signals[s].arrays(n, f"{strategy}[{s}]") for s in symbols}
+    arrs = {s: signals[s].arrays(n, f"{strategy}[{s}]", compact=True) for s in symbols}
 
     def sig(key: str) -> np.ndarray:
-        return np.ascontiguousarray(np.column_stack([arrs[s][key] for s in symbols]))
+        return flex_columns([arrs[s][key] for s in symbols], n)
 
     le, lx, se, sx = sig("long_entries"), sig("long_exits"), sig("short_entries"), sig("short_exits")
     if direction is Direction.LONG:
@@ -435,7 +442,8 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
     for name, arr in (("col", o_col), ("idx", o_idx), ("size", o_size), ("price", o_price),
                       ("fees", o_fees), ("side", o_side)):
         records[name] = arr[order]
-    sig_frames = {s: pd.DataFrame(arrs[s], index=index) for s in symbols}
+    sig_frames = {s: pd.DataFrame({k: np.broadcast_to(v, (n,)) for k, v in arrs[s].items()}, index=index)
+                  for s in symbols}
     return BacktestResult(strategy=strategy, params=dict(params or {}), symbols=symbols, timeframe=timeframe,
                           index=index, bars=frames, signals=sig_frames, equity=equity, benchmark=benchmark,
                           orders=orders, trades=trades, metrics=metrics, inputs=inputs,

@@ -18,8 +18,8 @@ BUY, SELL = 0, 1
 # slots of the statistics vector the kernel fills
 ST_CLOSED, ST_WINS, ST_GROSS_PROFIT, ST_GROSS_LOSS, ST_SUM_RET, ST_BEST, ST_WORST = 0, 1, 2, 3, 4, 5, 6
 ST_EXPOSED_BARS, ST_GROSS_EXPOSURE, ST_TRADED_VALUE, ST_OPEN, ST_ORDERS = 7, 8, 9, 10, 11
-ST_CASH, ST_N_OPEN, ST_N_STOPS = 12, 13, 14
-N_STATS = 15
+ST_CASH, ST_N_OPEN, ST_N_STOPS, ST_SUM_VALUE = 12, 13, 14, 15
+N_STATS = 16
 
 # per-column position state, one row per column
 POS, EPX, EFEE, REF, SL, TP, TSL = 0, 1, 2, 3, 4, 5, 6
@@ -50,7 +50,7 @@ def _any_signal(le, lx, se, sx, s):
 
 @numba.njit(**_NJ)
 def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
-                max_exposure, at_open, value_out, gross_out, orders, stats, trades):
+                max_exposure, at_open, value_out, gross_out, orders, stats, trades, track_gross=True):
     """Simulate one portfolio (all columns share cash); return the number of orders.
 
     Prices are (n, m); signals (n, m) booleans indexed by signal bar; `sl tp tsl frac slip` are
@@ -58,6 +58,7 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
     `orders` (capacity, 7) receives the orders and `trades` (capacity, 2) each closed trade's pnl
     and return in exit order; `gross_out` (n,) the gross exposure per bar. Pass arrays with one
     row (or element) to skip recording. `stats` (N_STATS,) receives the running totals.
+    `track_gross=False` skips the per-bar exposure ratio (a division per bar: sweeps leave it out).
     """
     n, m = close.shape
     lag = 1 if at_open else 0
@@ -73,42 +74,70 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
     stats[ST_WORST] = np.inf
     stats[ST_CASH] = init_cash
     record_gross = gross_out.shape[0] == n
-
+    # hot values live in locals (the stats array may alias the outputs, which would force reloads);
+    # they are synced with `stats` around the rare calls that trade
+    cash = init_cash
+    n_open = 0.0
+    n_stops = 0.0
+    exposed = 0.0
+    gross_sum = 0.0
+    dirty = False
+    value = init_cash
+    sum_value = 0.0
     for i in range(n):
         s = i - lag
-        for j in range(m):
-            stopped[j] = False
-        if stats[ST_N_STOPS] > 0:
+        if dirty:
+            for j in range(m):
+                stopped[j] = False
+            dirty = False
+        if n_stops > 0:
+            stats[ST_CASH] = cash
             _gap_stops(i, open_, slip, fees, st, stopped, orders, trades, stats)
+            cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
+            dirty = True
         if at_open and s >= 0 and _any_signal(le, lx, se, sx, s):
             for j in range(m):
                 px[j] = open_[i, j]
+            stats[ST_CASH] = cash
             _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure, st,
                            stopped, action, orders, trades, stats)
-        if stats[ST_N_STOPS] > 0:
+            cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
+        if n_stops > 0:
+            stats[ST_CASH] = cash
             _intrabar_stops(i, high, low, slip, fees, st, stopped, orders, trades, stats)
+            cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
+            dirty = True
         if not at_open and _any_signal(le, lx, se, sx, i):
             for j in range(m):
                 px[j] = close[i, j]
+            stats[ST_CASH] = cash
             _signal_orders(i, i, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure, st,
                            stopped, action, orders, trades, stats)
-        value = stats[ST_CASH]
+            cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
+        value = cash
         ratio = 0.0
-        if stats[ST_N_OPEN] > 0:
+        if n_open > 0:
             gross = 0.0
             for j in range(m):
                 p = st[j, POS]
                 if p != 0.0:
-                    value += p * close[i, j]
-                    gross += abs(p * close[i, j])
-            ratio = gross / value if gross > 0.0 and value > 0.0 else 0.0
+                    pv = p * close[i, j]
+                    value += pv
+                    gross += abs(pv)
             if gross > 0.0:
-                stats[ST_EXPOSED_BARS] += 1.0
-                stats[ST_GROSS_EXPOSURE] += ratio
+                exposed += 1.0
+                if track_gross and value > 0.0:
+                    ratio = gross / value
+                    gross_sum += ratio
+        sum_value += value
         value_out[i] = value
         if record_gross:
             gross_out[i] = ratio
-    stats[ST_OPEN] = stats[ST_N_OPEN]
+    stats[ST_CASH] = cash
+    stats[ST_EXPOSED_BARS] = exposed
+    stats[ST_GROSS_EXPOSURE] = gross_sum
+    stats[ST_OPEN] = n_open
+    stats[ST_SUM_VALUE] = sum_value
     return int(stats[ST_ORDERS])
 
 

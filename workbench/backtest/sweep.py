@@ -29,6 +29,7 @@ from workbench.backtest.engine import (
     as_bar_dict,
     buy_and_hold,
     fingerprint,
+    flex_columns,
     infer_calendar,
     infer_timeframe,
     sizing_array,
@@ -116,18 +117,22 @@ class SweepResult:
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
-                    max_exposure, at_open, ppy, out):
-    """Run the kernel for every combination k of a chunk (signals (K, n, m)) and write its metrics."""
+                    max_exposure, at_open, ppy, out, values, trade_bufs):
+    """Run the kernel for every combination k of a chunk (signals (K, n, m)) and write its metrics.
+
+    `values` (threads, n) and `trade_bufs` (threads, n*m+1, 2) are per-thread scratch buffers,
+    allocated once per sweep rather than per combination (fresh pages cost more than the work).
+    """
     n_combos = le.shape[0]
     n = close.shape[0]
-    m = close.shape[1]
     for k in numba.prange(n_combos):
-        value = np.empty(n)
-        trades = np.empty((n * m + 1, 2))
+        t = numba.get_thread_id()
+        value = values[t]
+        trades = trade_bufs[t]
         stats = np.empty(kernels.N_STATS)
         kernels.simulate_nb(open_, high, low, close, le[k], lx[k], se[k], sx[k], sl[k], tp[k], tsl[k],
                             frac[k], slip, fees, init_cash, max_exposure, at_open, value, np.empty(1),
-                            np.empty((1, 1)), stats, trades)
+                            np.empty((1, 1)), stats, trades, False)
         eq = equity_stats_nb(value, init_cash, ppy)
         for q in range(8):
             out[k, q] = eq[q]
@@ -137,11 +142,8 @@ def _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, 
             out[k, 8 + q] = tr[q]
         out[k, 16] = stats[kernels.ST_OPEN]
         out[k, 17] = stats[kernels.ST_EXPOSED_BARS] / n
-        out[k, 18] = stats[kernels.ST_GROSS_EXPOSURE] / n
-        mean_value = 0.0
-        for i in range(n):
-            mean_value += value[i]
-        mean_value /= n
+        out[k, 18] = np.nan  # avg_gross_exposure: per-bar division, reported by backtest() only
+        mean_value = stats[kernels.ST_SUM_VALUE] / n
         traded = stats[kernels.ST_TRADED_VALUE]
         if traded == 0.0:
             out[k, 19] = 0.0
@@ -204,7 +206,7 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
     units = [symbols] if portfolio else [[s] for s in symbols]
     n = len(index)
     m_unit = len(units[0])
-    per_combo = n * m_unit * 4 + (3 * n * m_unit * 8 if _has_bar_stops(strat) else 0) + 2 * n * 8
+    per_combo = n * m_unit * 4 + (3 * n * m_unit * 8 if _has_bar_stops(strat) else 0)
     chunk = int(max(1, min(len(combos), memory_mb * 1e6 // max(per_combo, 1))))
     total = len(combos) * len(units)
     done = 0
@@ -218,6 +220,9 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
         slip = _compact(slippage_array(close, costs))
         bench = buy_and_hold(open_, close, index, costs, fill, init_cash, slip)
         bench_ret = float(bench.iloc[-1] / init_cash - 1.0)
+        threads = numba.get_num_threads()
+        values = np.empty((threads, n))
+        trade_bufs = np.empty((threads, n * len(unit) + 1, 2))
         with indicator_cache():
             for start in range(0, len(combos), chunk):
                 part = combos[start:start + chunk]
@@ -234,7 +239,7 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
                 out = np.full((len(part), len(_KERNEL_KEYS)), np.nan)
                 _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip,
                                 float(costs.fees), float(init_cash), float(max_exposure),
-                                fill is Fill.NEXT_OPEN, float(periods_per_year), out)
+                                fill is Fill.NEXT_OPEN, float(periods_per_year), out, values, trade_bufs)
                 t_signals += t1 - t0
                 t_kernel += time.perf_counter() - t1
                 for p, vals in zip(part, out, strict=True):
@@ -250,6 +255,7 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
     table = pd.DataFrame(rows)
     for key in ("n_trades", "n_open_trades", "max_drawdown_duration"):
         table[key] = table[key].astype("int64")
+    table = table.drop(columns="avg_gross_exposure")
     metric_cols = [k for k in METRIC_KEYS if k in table.columns]
     table = table[[*strat.space.names, "symbol", *metric_cols]]
     inputs = {
@@ -298,10 +304,10 @@ def _combo_arrays(strat: Strategy, sub: dict[str, pd.DataFrame], unit: list[str]
                   direction: Direction, sizing: Sizing, high: np.ndarray, low: np.ndarray,
                   close: np.ndarray, ppy: float) -> tuple[np.ndarray, ...]:
     n = close.shape[0]
-    per = [strat.signals(sub[s], p, validate=False).arrays(n, strat.name) for s in unit]
+    per = [strat.signals(sub[s], p, validate=False).arrays(n, strat.name, compact=True) for s in unit]
 
     def col(key: str) -> np.ndarray:
-        return np.column_stack([a[key] for a in per]) if len(per) > 1 else per[0][key][:, None]
+        return flex_columns([a[key] for a in per], n)
 
     le, lx, se, sx = col("long_entries"), col("long_exits"), col("short_entries"), col("short_exits")
     if direction is Direction.LONG:

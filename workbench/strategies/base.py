@@ -339,13 +339,17 @@ class Signals:
         """Whether the strategy emits short signals at all."""
         return self.short_entries is not None
 
-    def arrays(self, n: int, name: str = "strategy") -> dict[str, np.ndarray]:
-        """All seven fields as numpy arrays of length n (bool for signals, float for stops)."""
+    def arrays(self, n: int, name: str = "strategy", compact: bool = False) -> dict[str, np.ndarray]:
+        """All seven fields as numpy arrays of length n (bool for signals, float for stops).
+
+        With `compact`, a stop given as a scalar (or not at all) comes back as a 1-element array
+        that the backtest kernel broadcasts, instead of n copies of one number.
+        """
         out: dict[str, np.ndarray] = {}
         for key in ("long_entries", "long_exits", "short_entries", "short_exits"):
             out[key] = _as_bool(getattr(self, key), n, f"{name}.{key}")
         for key in ("stop_loss", "take_profit", "trailing_stop"):
-            out[key] = _as_float(getattr(self, key), n, f"{name}.{key}")
+            out[key] = _as_float(getattr(self, key), n, f"{name}.{key}", compact)
         return out
 
 
@@ -362,12 +366,15 @@ def _as_bool(value: Any, n: int, what: str) -> np.ndarray:
     return arr
 
 
-def _as_float(value: Any, n: int, what: str) -> np.ndarray:
+def _as_float(value: Any, n: int, what: str, compact: bool = False) -> np.ndarray:
     if value is None:
-        return np.full(n, np.nan)
+        return np.full(1 if compact else n, np.nan)
     arr = np.asarray(value.to_numpy() if isinstance(value, pd.Series) else value, dtype=float)
     if arr.ndim == 0:
-        arr = np.full(n, float(arr))
+        arr = np.full(1 if compact else n, float(arr))
+        if np.isfinite(arr[0]) and arr[0] < 0:
+            raise DataError(f"{what} is a negative stop distance; give a fraction like 0.02 for 2 %")
+        return arr
     if arr.shape != (n,):
         raise DataError(f"{what} has shape {arr.shape}, expected ({n},): return one value per bar")
     if np.any(arr[np.isfinite(arr)] < 0):
