@@ -1,9 +1,35 @@
-"""workbench: a Jupyter-centric quant research workbench for crypto and US equities."""
+"""workbench: a Jupyter-centric quant research workbench for crypto and US equities.
 
+The names a notebook needs: `Lake` for data, `get_strategy` / `list_strategies` for strategies,
+`backtest` and `sweep` with `Costs` and `Sizing`, and `load_bars` to read bars for them.
+"""
+
+from workbench.backtest import Costs, Sizing, backtest, load_bars, simulate
+from workbench.backtest.sweep import sweep
 from workbench.data.lake import Lake
 from workbench.data.quality import QualityPolicy, check_bars
 from workbench.data.sources import get_source
 from workbench.errors import WorkbenchError
+from workbench.strategies import Signals, Strategy, get_strategy, list_strategies
+from workbench.strategies.lookahead import check_lookahead
 from workbench.version import __version__
 
-__all__ = ["Lake", "QualityPolicy", "WorkbenchError", "__version__", "check_bars", "get_source"]
+__all__ = [
+    "Costs",
+    "Lake",
+    "QualityPolicy",
+    "Signals",
+    "Sizing",
+    "Strategy",
+    "WorkbenchError",
+    "__version__",
+    "backtest",
+    "check_bars",
+    "check_lookahead",
+    "get_source",
+    "get_strategy",
+    "list_strategies",
+    "load_bars",
+    "simulate",
+    "sweep",
+]

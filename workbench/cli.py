@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
+import numpy as np
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from workbench import __version__
 from workbench.data.lake import Lake, describe_sync
-from workbench.errors import WorkbenchError
+from workbench.errors import ConfigError, WorkbenchError, did_you_mean
+
+if TYPE_CHECKING:
+    from workbench.backtest import BacktestResult, Costs, Sizing
+    from workbench.strategies.base import Param, Strategy
 
 app = typer.Typer(help="Quant research workbench: data lake, backtests, walk-forward, paper "
                   "trading.", no_args_is_help=True, add_completion=False,
@@ -38,17 +48,22 @@ def _lake() -> Lake:
     return Lake(_State.data_dir)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from workbench.version import code_version
+
+        out.print(f"workbench {__version__} ({code_version()})")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     data_dir: Annotated[Path | None, typer.Option(
         "--data-dir", help="Data root (default: $WORKBENCH_DATA_DIR or ./data).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")
-                       ] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.",
+                                          callback=_print_version, is_eager=True)] = False,
 ) -> None:
-    if version:
-        out.print(f"workbench {__version__}")
-        raise typer.Exit()
     _State.data_dir = data_dir
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -76,7 +91,9 @@ def _cell(v: object) -> str:
 
 
 @contextmanager
-def _progress(description: str):
+def _progress(description: str, *, hide_on_error: bool = False
+              ) -> Iterator[Callable[[str, int, int], None]]:
+    """Progress bars on stderr; `update(label, n, total)` advances the bar of `label` by n."""
     bars: dict[str, int] = {}
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, transient=False) as prog:
@@ -85,7 +102,12 @@ def _progress(description: str):
                 bars[label] = prog.add_task(f"{description} {label}", total=total or None)
             prog.advance(bars[label], n)
 
-        yield update
+        try:
+            yield update
+        except BaseException:
+            if hide_on_error:  # the error line alone says what happened
+                prog.live.transient = True
+            raise
 
 
 def _split(values: str) -> list[str]:
@@ -235,12 +257,589 @@ def data_export(
     out.print(f"wrote {written} ({fp})")
 
 
+# ---------------------------------------------------------------------- backtests and sweeps
+# metrics shown as percentages, as ratios (2 decimals), as counts; the rest as plain numbers
+_PCT = frozenset({"total_return", "annual_return", "annual_volatility", "max_drawdown", "win_rate",
+                  "avg_win", "avg_loss", "best_trade", "worst_trade", "exposure", "avg_gross_exposure",
+                  "benchmark_return", "excess_return"})
+_RATIO = frozenset({"sharpe", "sortino", "calmar", "profit_factor"})
+_COUNT = frozenset({"n_trades", "n_open_trades", "max_drawdown_duration"})
+# ranked lowest first by --by; every other metric ranks highest first
+_LOWER_IS_BETTER = frozenset({"annual_volatility", "max_drawdown_duration", "max_drawdown_days",
+                              "turnover"})
+_HEATMAP_AGGS = ("mean", "median", "max", "min")
+_TOP_METRICS = ("total_return", "sharpe", "sortino", "max_drawdown", "n_trades", "win_rate",
+                "profit_factor", "exposure", "excess_return")
+
+StrategyOpt = Annotated[str, typer.Option(
+    help="Strategy name or composite spec (see `workbench strategies`), e.g. sma_cross or "
+    "regime(macd).")]
+SymbolsOpt = Annotated[str, typer.Option(help="Comma-separated symbols, e.g. BTC/USDT,ETH/USDT.")]
+TimeframeOpt = Annotated[str, typer.Option(help="Bar timeframe (coarser than stored is resampled).")]
+StartOpt = Annotated[str | None, typer.Option(help="First bar (UTC), e.g. 2025-03-01.")]
+EndOpt = Annotated[str | None, typer.Option(help="End, exclusive (UTC).")]
+SourceOpt = Annotated[str | None, typer.Option(
+    help="Source label in the lake (default: the one source holding the symbols).")]
+CostsOpt = Annotated[str | None, typer.Option(
+    help="Costs, e.g. fees=0.001,slippage=0.0005 (keys: fees, slippage, slippage_vol, vol_window; "
+    "default fees=0.001,slippage=0.0005).")]
+FillOpt = Annotated[str, typer.Option(
+    help="next_open: a signal on a bar's close trades at the next open; close: at that close.")]
+SizingOpt = Annotated[str, typer.Option(help="fixed, risk or volatility.")]
+FractionOpt = Annotated[float | None, typer.Option(
+    help="fixed sizing: fraction of equity per entry (default 1/number of symbols).")]
+RiskOpt = Annotated[float | None, typer.Option(
+    help="risk sizing: fraction of equity lost if the stop is hit (default 0.01).")]
+TargetVolOpt = Annotated[float | None, typer.Option(
+    "--target-vol", help="volatility sizing: annualised target volatility (default 0.2).")]
+DirectionOpt = Annotated[str, typer.Option(help="long, short or both (sides of the signals traded).")]
+CashOpt = Annotated[float, typer.Option(help="Initial cash.")]
+ExposureOpt = Annotated[float, typer.Option(
+    "--max-exposure", help="Cap of each position as a fraction of equity.")]
+
+
+def _pairs(text: str | None, option: str, example: str) -> dict[str, str]:
+    """Parse ``name=value,name=value`` into a dict (values kept as text for the strategy to coerce)."""
+    out: dict[str, str] = {}
+    for part in _split(text or ""):
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise ConfigError(f"{option}: cannot parse {part!r}; write name=value pairs like {example}")
+        if key in out:
+            raise ConfigError(f"{option}: {key} is given twice; give each parameter once")
+        out[key] = value
+    return out
+
+
+def _num(text: str, option: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{option}: {name}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{option}: {name}: {text!r} is not a finite number")
+    return value
+
+
+def _range_values(param: Param, spec: str, option: str) -> list[Any]:
+    """Values of an inclusive range ``a:b:step`` (``a:b`` walks the parameter's own step)."""
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not all(p.strip() for p in parts):
+        raise ConfigError(f"{option}: cannot parse {param.name}={spec!r}; write a range as start:stop:step "
+                          f"(e.g. {param.name}=5:50:5) or list values as v1|v2|v3")
+    if param.kind not in ("int", "float"):
+        raise ConfigError(f"{option}: {param.name} is a {param.kind} parameter, not a number; list its "
+                          f"values like {'|'.join(map(str, param.grid()))}")
+    a, b = _num(parts[0], option, param.name), _num(parts[1], option, param.name)
+    if len(parts) == 3:
+        step = _num(parts[2], option, param.name)
+    elif param.step is not None or param.kind == "int":
+        step = float(param.step or 1)
+    else:
+        raise ConfigError(f"{option}: {param.name} is a float without a default step; write "
+                          f"{param.name}={parts[0]}:{parts[1]}:<step>")
+    if step <= 0:
+        raise ConfigError(f"{option}: {param.name}={spec}: the step must be positive")
+    if a > b:
+        raise ConfigError(f"{option}: {param.name}={spec}: the start is above the stop; "
+                          "write start:stop:step")
+    if param.kind == "int":
+        if not all(float(v).is_integer() for v in (a, b, step)):
+            raise ConfigError(f"{option}: {param.name} is an integer parameter; use whole numbers in "
+                              f"{param.name}={spec}")
+        return list(range(int(a), int(b) + 1, int(step)))
+    n = math.floor((b - a) / step + 1e-9) + 1
+    return [round(a + k * step, 12) for k in range(n)]
+
+
+def parse_grid(text: str | None, strategy: Strategy, option: str = "--grid") -> dict[str, list[Any]]:
+    """Parse ``fast=5:50:5,slow=20|50|100`` into {param: typed values} for the strategy's space."""
+    grid: dict[str, list[Any]] = {}
+    for name, spec in _pairs(text, option, "fast=5:50:5,slow=20|50|100").items():
+        param = strategy.space[name]  # unknown names raise with a did-you-mean
+        if ":" in spec:
+            values: list[Any] = _range_values(param, spec, option)
+        else:
+            values = [v.strip() for v in spec.split("|")]
+            if not all(values):
+                raise ConfigError(f"{option}: {name}={spec!r} has an empty value; list values as v1|v2|v3")
+        grid[name] = list(dict.fromkeys(param.coerce(v) for v in values))
+    return grid
+
+
+def parse_fixed(text: str | None, strategy: Strategy, option: str = "--fixed") -> dict[str, Any]:
+    """Parse ``short=false,slow=50`` into {param: typed value} for the strategy's space."""
+    return {name: strategy.space[name].coerce(value)
+            for name, value in _pairs(text, option, "short=false").items()}
+
+
+def rank_rows(table: pd.DataFrame, by: str, n: int) -> tuple[pd.DataFrame, int]:
+    """The n best rows by a metric, finite values only (a run without trades has Sharpe +inf).
+
+    Returns the rows and how many were left out for a NaN or infinite value.
+    """
+    if by not in table.columns:
+        raise ConfigError(f"cannot rank by {by!r}: the table has no such column"
+                          f"{did_you_mean(by, map(str, table.columns))}")
+    values = pd.to_numeric(table[by], errors="coerce").to_numpy(dtype=float)
+    finite = np.isfinite(values)
+    ranked = table[finite].sort_values(by, ascending=by in _LOWER_IS_BETTER, kind="stable")
+    return ranked.head(n), int((~finite).sum())
+
+
+def fmt_metric(key: str, value: Any) -> str:
+    """A metric for people: percentages for returns, 2 decimals for ratios, counts as integers."""
+    if value is None:
+        return "n/a"
+    v = float(value)
+    if math.isnan(v):
+        return "n/a"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if key in _PCT:
+        return f"{v:.2%}"
+    if key in _RATIO:
+        return f"{v:,.2f}"
+    if key in _COUNT:
+        return f"{int(v):,}" + (" bars" if key == "max_drawdown_duration" else "")
+    if key == "max_drawdown_days":
+        return f"{v:,.1f} days"
+    if key == "turnover":
+        return f"{v:,.2f} x/yr"
+    return f"{v:,.2f}"
+
+
+def _metric_names() -> list[str]:
+    """The metrics a sweep table holds (backtest() alone reports the per-bar-time ones)."""
+    from workbench.backtest.metrics import METRIC_KEYS
+
+    return [k for k in METRIC_KEYS if k not in ("max_drawdown_days", "avg_gross_exposure")]
+
+
+def _check_metric(name: str, option: str) -> None:
+    names = _metric_names()
+    if name not in names:
+        raise ConfigError(f"{option} {name!r} is not a metric{did_you_mean(name, names)}; "
+                          f"use one of {', '.join(names)}")
+
+
+def _output(path: Path | None, suffixes: tuple[str, ...], option: str) -> Path | None:
+    """Check an output path before any work: its suffix, and that its folder is (or can be) written."""
+    if path is None:
+        return None
+    path = path.expanduser()
+    if path.suffix.lower() not in suffixes:
+        raise ConfigError(f"{option} {path} must end in {' or '.join(suffixes)}")
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give a file name, "
+                          f"e.g. {path / ('out' + suffixes[0])}")
+    parent = path.parent
+    ancestor = parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"cannot write {option} {path}: {ancestor} is a file, not a folder; "
+                          "choose another path")
+    if ancestor != parent:
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise ConfigError(f"cannot write {option} {path}: {ancestor} is not writable; "
+                              "choose a writable folder")
+        return path
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {option} {path}: {exc.strerror or exc}; choose a writable folder"
+                          ) from None
+    return path
+
+
+def _sizing(kind: str, fraction: float | None, risk: float | None, target_vol: float | None) -> Sizing:
+    from workbench.backtest import Sizing
+
+    base = Sizing(kind=kind)  # an unknown kind fails here, naming the choices
+    given = {"--fraction": (fraction, "fixed"), "--risk": (risk, "risk"),
+             "--target-vol": (target_vol, "volatility")}
+    for option, (value, needs) in given.items():
+        if value is not None and base.kind.value != needs:
+            raise ConfigError(f"{option} applies to --sizing {needs}, not {base.kind.value}; "
+                              f"add --sizing {needs} or drop {option}")
+    extra = {k: v for k, v in (("fraction", fraction), ("risk", risk), ("target_vol", target_vol))
+             if v is not None}
+    return Sizing(kind=base.kind, **extra)
+
+
+def _costs(text: str | None) -> Costs:
+    from workbench.backtest import Costs
+
+    return Costs.parse(text) if text else Costs()
+
+
+def _fmt_params(params: Mapping[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in params.items())
+
+
+def _span(inputs: Mapping[str, Any]) -> str:
+    start, end = pd.Timestamp(inputs["start"]), pd.Timestamp(inputs["end"])
+    synthetic = " [yellow]SYNTHETIC data[/]" if "synthetic" in inputs.get("sources", []) else ""
+    return (f"{inputs['timeframe']} bars {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC "
+            f"({inputs['bars']:,} bars, {inputs['calendar']}){synthetic}")
+
+
+def _kv_table(rows: list[tuple[str, str]], title: str | None = None, head: tuple[str, str] | None = None
+              ) -> Table:
+    table = Table(title=title, show_header=head is not None, title_justify="left")
+    table.add_column(head[0] if head else "", style="bold")
+    table.add_column(head[1] if head else "", justify="right" if head else "left")
+    for k, v in rows:
+        table.add_row(escape(k), escape(v))
+    return table
+
+
+def _costs_text(costs: Mapping[str, Any]) -> str:
+    text = f"fees {costs['fees']:g}, slippage {costs['slippage']:g}"
+    if costs.get("slippage_vol"):
+        text += f" + {costs['slippage_vol']:g} x volatility({costs['vol_window']})"
+    return text
+
+
+def _sizing_text(sizing: Mapping[str, Any], n_symbols: int) -> str:
+    kind = sizing["kind"]
+    if kind == "fixed":
+        fraction = sizing["fraction"] if sizing["fraction"] is not None else 1 / n_symbols
+        return f"fixed, {fraction * 100:.4g}% of equity per entry"
+    if kind == "risk":
+        return f"risk {sizing['risk']:g} of equity to the stop"
+    return f"volatility target {sizing['target_vol']:g} (ATR {sizing['atr_window']})"
+
+
+def _inputs_table(inputs: Mapping[str, Any]) -> Table:
+    rows = [
+        ("data fingerprint", str(inputs["data_fingerprint"])),
+        ("code version", str(inputs["code_version"])),
+        ("fill", str(inputs["fill"])),
+        ("costs", _costs_text(inputs["costs"])),
+        ("sizing", _sizing_text(inputs["sizing"], len(inputs["symbols"]))),
+        ("direction", str(inputs["direction"])),
+        ("cash / max exposure", f"{inputs['init_cash']:,.0f} / {inputs['max_exposure']:g}"),
+        ("annualisation", f"{inputs['periods_per_year']:,.1f} bars a year ({inputs['calendar']})"),
+    ]
+    return _kv_table(rows, title="inputs")
+
+
+def _trades_table(result: BacktestResult) -> Table | None:
+    trades = result.trades
+    if trades.empty:
+        return None
+    table = Table(title="trades", title_justify="left")
+    for name in ("symbol", "closed", "open", "long", "short", "win rate", "pnl", "best", "worst",
+                 "avg bars held", "exits"):
+        table.add_column(name, justify="left" if name in ("symbol", "exits") else "right")
+    groups = [(s, trades[trades["symbol"] == s]) for s in result.symbols]
+    if len(result.symbols) > 1:
+        groups.append(("all", trades))
+    for sym, t in groups:
+        if t.empty:
+            table.add_row(escape(sym), "0", "0", "0", "0", "", "", "", "", "", "")
+            continue
+        closed = t[t["status"] == "closed"]
+        pnl = closed["pnl"].astype(float)
+        exits = closed["exit_reason"].value_counts()
+        table.add_row(
+            escape(sym), f"{len(closed):,}", f"{int((t['status'] == 'open').sum()):,}",
+            f"{int((t['direction'] == 'long').sum()):,}", f"{int((t['direction'] == 'short').sum()):,}",
+            fmt_metric("win_rate", (pnl > 0).mean() if len(pnl) else math.nan),
+            f"{pnl.sum():,.2f}", fmt_metric("best_trade", closed["return"].max()),
+            fmt_metric("worst_trade", closed["return"].min()),
+            f"{closed['bars_held'].astype(float).mean():,.1f}" if len(closed) else "",
+            ", ".join(f"{k} {v}" for k, v in exits.items()),
+        )
+    return table
+
+
+def _per_symbol(path: Path, symbol: str, symbols: list[str]) -> Path:
+    if len(symbols) == 1:
+        return path
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in symbol)
+    return path.with_name(f"{path.stem}_{safe}{path.suffix}")
+
+
+def _write_table(frame: pd.DataFrame, path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() == ".parquet":
+            frame.to_parquet(path, index=False)
+        else:
+            frame.to_csv(path, index=False)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}; choose a writable folder") from None
+
+
+def _heatmap_axes(strategy: Strategy, combos: list[dict[str, Any]], x: str | None, y: str | None
+                  ) -> tuple[str, str]:
+    """The heatmap's parameters: as given, else the first two that vary in the grid."""
+    names = strategy.space.names
+    for option, name in (("--x", x), ("--y", y)):
+        if name is not None and name not in names:
+            raise ConfigError(f"{option} {name!r} is not a parameter of {strategy.name}"
+                              f"{did_you_mean(name, names)}; it has {', '.join(names)}")
+    varying = [n for n in names if len({repr(c[n]) for c in combos}) > 1]
+    x = x or next((n for n in varying if n != y), None)
+    y = y or next((n for n in varying if n != x), None)
+    if x is None or y is None or x == y:
+        raise ConfigError("--heatmap needs two different parameters that vary in the grid; sweep at "
+                          "least two, or name them with --x and --y")
+    return x, y
+
+
+@app.command("strategies")
+def strategies_cmd(
+    spec: Annotated[str | None, typer.Argument(
+        help="Show one strategy (or a composite spec like regime(macd)) in detail.")] = None,
+) -> None:
+    """List the strategies (built-ins and ./research): parameters with defaults and ranges."""
+    from workbench.strategies.registry import get_strategy, list_strategies
+
+    if spec is not None:
+        strat = get_strategy(spec)
+        out.print(f"[bold]{escape(strat.name)}[/] ({escape(strat.source)}): {escape(strat.description)}")
+        table = Table(title="parameters", title_justify="left")
+        for name in ("name", "kind", "default", "range / choices", "grid", "meaning"):
+            table.add_column(name, justify="right" if name == "grid" else "left")
+        for p in strat.space.params:
+            try:
+                size = f"{len(p.grid()):,}"
+            except WorkbenchError:
+                size = "give values"
+            table.add_row(*map(escape, (p.name, p.kind, str(p.default), _param_range(p), size, p.doc)))
+        out.print(table)
+        for c in strat.space.constraints:
+            out.print(f"constraint: {c.expr}", markup=False)
+        return
+    table = Table(title="strategies", show_lines=True, title_justify="left")
+    for name in ("strategy", "parameters: default [range step]", "constraints", "description"):
+        table.add_column(escape(name))
+    for name, strat in sorted(list_strategies().items()):
+        params = "\n".join(f"{p.name}={p.default} {_param_range(p)}" for p in strat.space.params)
+        constraints = "\n".join(c.expr for c in strat.space.constraints)
+        label = name if strat.source == "builtin" else f"{name} ({strat.source})"
+        table.add_row(*map(escape, (label, params, constraints, strat.description)))
+    out.print(table)
+    out.print("composites: regime(<strategy>) gates entries by a market regime; vote(<a>,<b>,...) "
+              "is long while most components are")
+
+
+def _param_range(p: Param) -> str:
+    def num(v: float | None) -> str:
+        return "" if v is None else (str(int(v)) if float(v).is_integer() else f"{v:g}")
+
+    if p.kind in ("int", "float"):
+        step = f" step {num(p.step)}" if p.step else ""
+        return f"[{num(p.low)}..{num(p.high)}{step}]"
+    if p.kind == "choice":
+        return "{" + "|".join(map(str, p.choices)) + "}"
+    return "{true|false}"
+
+
+@app.command("backtest")
+def backtest_cmd(
+    strategy: StrategyOpt,
+    symbols: SymbolsOpt,
+    timeframe: TimeframeOpt = "1h",
+    params: Annotated[str | None, typer.Option(
+        help="Strategy parameters, e.g. fast=10,slow=50 (the rest keep their defaults).")] = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    source: SourceOpt = None,
+    costs: CostsOpt = None,
+    fill: FillOpt = "next_open",
+    sizing: SizingOpt = "fixed",
+    fraction: FractionOpt = None,
+    risk: RiskOpt = None,
+    target_vol: TargetVolOpt = None,
+    direction: DirectionOpt = "both",
+    cash: CashOpt = 100_000.0,
+    max_exposure: ExposureOpt = 1.0,
+    html: Annotated[Path | None, typer.Option(
+        help="Write the chart (price, trades, equity, drawdown) here; one file per symbol if several.")
+    ] = None,
+    trades: Annotated[Path | None, typer.Option(help="Write every trade to this .csv or .parquet file.")
+                      ] = None,
+) -> None:
+    """Backtest a strategy on lake bars; several symbols trade as one portfolio with shared cash."""
+    from workbench.backtest import backtest, load_bars
+    from workbench.backtest.plots import write_html
+    from workbench.strategies.registry import get_strategy
+
+    strat = get_strategy(strategy)
+    p = strat.params(_pairs(params, "--params", "fast=10,slow=50"))
+    cost = _costs(costs)
+    size = _sizing(sizing, fraction, risk, target_vol)
+    html = _output(html, (".html", ".htm"), "--html")
+    trades = _output(trades, (".csv", ".parquet"), "--trades")
+    bars = load_bars(_lake(), _split(symbols), timeframe, start, end, source=source)
+    with err.status(f"backtesting {strat.name}"):
+        result = backtest(strat, bars, p, costs=cost, fill=fill, sizing=size, direction=direction,
+                          init_cash=cash, max_exposure=max_exposure, timeframe=timeframe)
+    inputs = result.inputs
+    what = f"{_fmt_params(p)} on {', '.join(result.symbols)}"
+    out.print(f"[bold]{escape(strat.name)}[/] {escape(what)}: {_span(inputs)}", highlight=False)
+    rows = [(k, fmt_metric(k, v)) for k, v in result.metrics.items()]
+    out.print(_kv_table(rows, title="metrics", head=("metric", "value")))
+    table = _trades_table(result)
+    out.print(table if table is not None else "no trades")
+    out.print(_inputs_table(inputs))
+    if trades is not None:
+        _write_table(result.trades, trades)
+        out.print(f"wrote {len(result.trades):,} trades to {trades}", markup=False)
+    if html is not None:
+        for sym in result.symbols:
+            written = write_html(result.figure(sym), _per_symbol(html, sym, result.symbols))
+            out.print(f"wrote chart {written}", markup=False)
+
+
+@app.command("sweep")
+def sweep_cmd(
+    strategy: StrategyOpt,
+    symbols: SymbolsOpt,
+    out_path: Annotated[Path, typer.Option("--out", help="Write the results table here (.parquet or .csv).")],
+    timeframe: TimeframeOpt = "1h",
+    grid: Annotated[str | None, typer.Option(
+        help="Values per parameter, comma-separated: name=start:stop:step (inclusive; start:stop walks "
+        "the parameter's own step) or name=v1|v2|v3; parameters not named walk their own grid.")] = None,
+    fixed: Annotated[str | None, typer.Option(
+        help="Parameters held at one value, e.g. short=false.")] = None,
+    portfolio: Annotated[bool, typer.Option(
+        help="Trade the symbols together with shared cash (default: sweep each symbol on its own).")
+    ] = False,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    source: SourceOpt = None,
+    costs: CostsOpt = None,
+    fill: FillOpt = "next_open",
+    sizing: SizingOpt = "fixed",
+    fraction: FractionOpt = None,
+    risk: RiskOpt = None,
+    target_vol: TargetVolOpt = None,
+    direction: DirectionOpt = "both",
+    cash: CashOpt = 100_000.0,
+    max_exposure: ExposureOpt = 1.0,
+    top: Annotated[int, typer.Option(help="Show this many best rows.")] = 10,
+    by: Annotated[str, typer.Option(
+        help="Rank by this metric, best first (lowest first for annual_volatility, max_drawdown_duration "
+        "and turnover); NaN and infinite values (e.g. the Sharpe of a run without trades) are not ranked.")
+    ] = "sharpe",
+    heatmap: Annotated[Path | None, typer.Option(help="Write a heatmap of --metric over --x and --y "
+                                                 "(.html).")] = None,
+    x: Annotated[str | None, typer.Option(help="Heatmap x parameter (default: the first varying).")
+                 ] = None,
+    y: Annotated[str | None, typer.Option(help="Heatmap y parameter (default: the second varying).")
+                 ] = None,
+    metric: Annotated[str | None, typer.Option(help="Heatmap metric (default: --by).")] = None,
+    agg: Annotated[str, typer.Option(
+        help="How the heatmap combines rows that share x and y (other parameters, symbols): mean, "
+        "median, max or min.")] = "mean",
+) -> None:
+    """Sweep a parameter grid on lake bars: every feasible combination, per symbol or as a portfolio."""
+    from workbench.backtest import load_bars
+    from workbench.backtest.plots import write_html
+    from workbench.backtest.sweep import sweep
+    from workbench.strategies.registry import get_strategy
+
+    strat = get_strategy(strategy)
+    values = parse_grid(grid, strat)
+    pinned = parse_fixed(fixed, strat)
+    both = sorted(set(values) & set(pinned))
+    if both:
+        raise ConfigError(f"{', '.join(both)} given in both --grid and --fixed; put each parameter in one")
+    combos = strat.space.grid(values, pinned)  # unknown names, bad values: one error before any work
+    if not combos:
+        raise ConfigError(f"the grid of {strat.name} has no feasible combination (constraints "
+                          f"{', '.join(c.expr for c in strat.space.constraints)}); widen the ranges")
+    if top < 1:
+        raise ConfigError(f"--top {top} must be at least 1")
+    _check_metric(by, "--by")
+    metric = metric or by
+    if heatmap is not None:
+        _check_metric(metric, "--metric")
+        x, y = _heatmap_axes(strat, combos, x, y)
+        if agg not in _HEATMAP_AGGS:
+            raise ConfigError(f"--agg {agg!r} is unknown{did_you_mean(agg, _HEATMAP_AGGS)}; "
+                              f"use one of {', '.join(_HEATMAP_AGGS)}")
+    cost = _costs(costs)
+    size = _sizing(sizing, fraction, risk, target_vol)
+    target = _output(out_path, (".parquet", ".csv"), "--out")
+    heat_path = _output(heatmap, (".html", ".htm"), "--heatmap")
+    syms = _split(symbols)
+    bars = load_bars(_lake(), syms, timeframe, start, end, source=source)
+    units = 1 if portfolio else len(syms)
+    total = len(combos) * units
+    what = f"{len(combos):,} combinations" + (f" x {units} symbols" if units > 1 else "")
+    out.print(f"sweeping [bold]{escape(strat.name)}[/]: {what} on {escape(', '.join(syms))}"
+              f"{' as one portfolio' if portfolio else ''}", highlight=False)
+    with _progress("sweep", hide_on_error=True) as prog:
+        label = strat.name
+        prog(label, 0, total)
+        seen = [0]
+
+        def advance(done: int, _total: int) -> None:
+            prog(label, done - seen[0], total)
+            seen[0] = done
+
+        result = sweep(strat, bars, values, fixed=pinned, costs=cost, fill=fill, sizing=size,
+                       direction=direction, init_cash=cash, max_exposure=max_exposure,
+                       portfolio=portfolio, progress=advance, timeframe=timeframe)
+    result.inputs["sources"] = sorted({str(df.attrs["source"]) for df in bars.values()
+                                       if "source" in df.attrs})
+    written = result.save(target)
+    table = result.table
+    t = result.timings
+    out.print(f"{len(table):,} runs on {_span(result.inputs)} in {t['total_s']:.2f} s: "
+              f"{len(table) / max(t['total_s'], 1e-9):,.0f} combos/s (signals {t['signals_s']:.2f} s, "
+              f"simulation {t['kernel_s']:.2f} s)", highlight=False)
+    where = ("the inputs are in its metadata" if written.suffix.lower() == ".parquet"
+             else "CSV keeps no inputs: use .parquet to record them")
+    out.print(f"wrote {written} ({len(table):,} rows; {where})", markup=False)
+    best, left_out = rank_rows(table, by, top)
+    varying = [p for p in strat.space.names if table[p].nunique() > 1] or strat.space.names
+    metrics = [c for c in dict.fromkeys([by, *_TOP_METRICS]) if c in table.columns]
+    shown = [*varying, "symbol", *metrics]
+    rich_table = Table(title=f"top {len(best)} by {by}", title_justify="left")
+    for c in shown:
+        rich_table.add_column(c, justify="left" if c == "symbol" else "right")
+    for row in best[shown].itertuples(index=False):
+        rich_table.add_row(*[fmt_metric(c, v) if c in metrics else escape(str(v))
+                             for c, v in zip(shown, row, strict=True)])
+    out.print(rich_table)
+    if left_out:
+        out.print(f"{left_out:,} runs with a NaN or infinite {by} (e.g. no trades) are not ranked")
+    if heat_path is not None:
+        fig = result.heatmap(x, y, metric=metric, agg=agg)
+        out.print(f"wrote heatmap {write_html(fig, heat_path)}", markup=False)
+
+
 # ---------------------------------------------------------------------- the main job
+DEMO_REPORTS = Path("reports") / "demo"
+
+
 @app.command("demo")
 def demo() -> None:
-    """The main job on embedded SYNTHETIC data: build the demo lake and show its coverage."""
+    """The main job on embedded SYNTHETIC data: build the demo lake, backtest and sweep sma_cross.
+
+    Writes its chart, sweep table and heatmap under ./reports/demo.
+    """
     data_demo(seed=7)
     data_ls(None, None, None, False)
+    out.rule("backtest: sma_cross on BTC/USDT 1h, next-open fills, default costs")
+    backtest_cmd(strategy="sma_cross", symbols="BTC/USDT", timeframe="1h", fill="next_open",
+                 html=DEMO_REPORTS / "backtest_sma_cross.html")
+    out.rule("sweep: sma_cross on BTC/USDT, ETH/USDT, SOL/USDT 1h")
+    sweep_cmd(strategy="sma_cross", symbols="BTC/USDT,ETH/USDT,SOL/USDT", timeframe="1h",
+              grid="fast=5:50:5,slow=20:200:20", fixed="short=false",
+              out_path=DEMO_REPORTS / "sweep_sma_cross.parquet", top=5, by="sharpe",
+              heatmap=DEMO_REPORTS / "sweep_sma_cross_heatmap.html", x="fast", y="slow", metric="sharpe")
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from workbench.backtest.engine import (
     load_bars,
     simulate,
 )
+from workbench.backtest.sweep import SweepResult, sweep
 
 __all__ = [
     "BacktestResult",
@@ -19,7 +20,9 @@ __all__ = [
     "Fill",
     "Sizing",
     "SizingKind",
+    "SweepResult",
     "backtest",
     "load_bars",
     "simulate",
+    "sweep",
 ]

@@ -390,7 +390,8 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
         lx = np.zeros_like(lx)
     sl, tp, tsl = sig("stop_loss"), sig("take_profit"), sig("trailing_stop")
     frac = sizing_array(sizing, m, sl, tsl, high, low, close, periods_per_year)
-    if sizing.kind is SizingKind.RISK and (le | se).any() and np.isnan(frac[le | se]).all():
+    if sizing.kind is SizingKind.RISK and (le | se).any() and not np.isfinite(
+            np.broadcast_to(frac, le.shape)[le | se]).any():
         raise ConfigError("risk sizing needs a stop: the strategy sets no stop_loss or trailing_stop; "
                           "use sizing kind fixed or volatility")
     slip = slippage_array(close, costs)
@@ -450,10 +451,14 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
                           init_cash=float(init_cash), _records=records)
 
 
-def _order_dt() -> np.dtype:
-    from vectorbt.portfolio.enums import order_dt
+# vectorbt's order record layout (vectorbt.portfolio.enums.order_dt), declared here so that a
+# backtest does not import vectorbt until its Portfolio is asked for; a test checks they agree
+ORDER_DT = np.dtype([("id", np.int64), ("col", np.int64), ("idx", np.int64), ("size", np.float64),
+                     ("price", np.float64), ("fees", np.float64), ("side", np.int64)], align=True)
 
-    return order_dt
+
+def _order_dt() -> np.dtype:
+    return ORDER_DT
 
 
 def _orders_frame(index: pd.DatetimeIndex, symbols: list[str], idx: np.ndarray, col: np.ndarray,

@@ -62,11 +62,17 @@ class SweepResult:
     inputs: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
 
-    def top(self, n: int = 10, by: str = "sharpe") -> pd.DataFrame:
-        """The n best rows by a metric (NaN last)."""
+    def top(self, n: int = 10, by: str = "sharpe", ascending: bool = False) -> pd.DataFrame:
+        """The n best rows by a metric; non-finite values (NaN, or the +inf Sharpe of a run that
+        never traded, vectorbt's convention) rank last whatever the direction."""
         if by not in self.table.columns:
-            raise ConfigError(f"cannot rank by {by!r}; metrics are {', '.join(_KERNEL_KEYS)}")
-        return self.table.sort_values(by, ascending=False, na_position="last").head(n)
+            metrics = [c for c in self.table.columns if c not in (*self.params, "symbol")]
+            raise ConfigError(f"cannot rank by {by!r}; metrics are {', '.join(metrics)}")
+        values = pd.to_numeric(self.table[by], errors="coerce")
+        finite = np.isfinite(values.to_numpy(dtype=float))
+        ranked = pd.concat([self.table[finite].sort_values(by, ascending=ascending, kind="stable"),
+                            self.table[~finite]])
+        return ranked.head(n)
 
     def heatmap(self, x: str | None = None, y: str | None = None, metric: str = "sharpe",
                 agg: str = "max") -> Any:
@@ -272,6 +278,7 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
         "end": index[-1].isoformat(),
         "bars": n,
         "data_fingerprint": fingerprint(frames),
+        "sources": sorted({str(df.attrs["source"]) for df in frames.values() if "source" in df.attrs}),
         "costs": asdict(costs),
         "fill": fill.value,
         "sizing": {**asdict(sizing), "kind": sizing.kind.value},

@@ -916,11 +916,11 @@ def _select_resampled(files: list[Path], tf: Timeframe) -> str:
     step, origin = tf.micros, tf.origin_micros
     bucket = f"((epoch_us(ts) - {origin}) // {step}) * {step} + {origin}"
     aggs = ["arg_min(open, ts) AS open", "max(high) AS high", "min(low) AS low",
-            "arg_max(close, ts) AS close", "sum(volume) AS volume"]
+            "arg_max(close, ts) AS close", "sum(volume ORDER BY ts) AS volume"]
     if "trades" in have:
-        aggs.append("sum(trades) AS trades")
+        aggs.append("sum(trades ORDER BY ts) AS trades")
     if "vwap" in have:
-        aggs.append("sum(vwap * volume) / nullif(sum(volume), 0) AS vwap")
+        aggs.append("sum(vwap * volume ORDER BY ts) / nullif(sum(volume ORDER BY ts), 0) AS vwap")
     return (
         f"SELECT make_timestamp(b)::TIMESTAMPTZ AS ts, * EXCLUDE (b) FROM ("
         f"SELECT {bucket} AS b, {', '.join(aggs)} "
