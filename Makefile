@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/workbench demo
 
 test: $(STAMP)
-	$(BIN)/ruff check workbench tests bench
+	$(BIN)/ruff check workbench tests bench research
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
