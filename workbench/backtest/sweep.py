@@ -8,9 +8,11 @@ The metrics of any row equal those of `backtest(...)` with the same inputs.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -213,7 +215,8 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
     n = len(index)
     m_unit = len(units[0])
     per_combo = n * m_unit * 4 + (3 * n * m_unit * 8 if _has_bar_stops(strat) else 0)
-    chunk = int(max(1, min(len(combos), memory_mb * 1e6 // max(per_combo, 1))))
+    # chunks small enough to stay friendly to the caches, large enough to keep every thread busy
+    chunk = int(max(1, min(len(combos), 64, memory_mb * 1e6 // max(per_combo, 1))))
     total = len(combos) * len(units)
     done = 0
     rows: list[dict] = []
@@ -228,17 +231,23 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
         bench_ret = float(bench.iloc[-1] / init_cash - 1.0)
         threads = numba.get_num_threads()
         values = np.empty((threads, n))
+        bufs = [np.empty((min(chunk, len(combos)), n, len(unit)), dtype=np.bool_) for _ in range(4)]
         trade_bufs = np.empty((threads, n * len(unit) + 1, 2))
-        with indicator_cache():
+        # signals of a chunk are computed on threads: the indicator and cross kernels release
+        # the GIL, so this uses the cores the simulation pass uses next
+        with indicator_cache(), ThreadPoolExecutor(max_workers=numba.get_num_threads()) as pool:
             for start in range(0, len(combos), chunk):
                 part = combos[start:start + chunk]
                 t0 = time.perf_counter()
-                arrays = [_combo_arrays(strat, sub, unit, p, direction, sizing, high, low, close,
-                                        periods_per_year) for p in part]
-                le = np.stack([a[0] for a in arrays])
-                lx = np.stack([a[1] for a in arrays])
-                se = np.stack([a[2] for a in arrays])
-                sx = np.stack([a[3] for a in arrays])
+                # each task runs in a copy of this context, so it sees the same indicator cache
+                futures = [pool.submit(contextvars.copy_context().run, _combo_arrays, strat, sub, unit, p,
+                                       direction, sizing, high, low, close, periods_per_year)
+                           for p in part]
+                arrays = [f.result() for f in futures]
+                for k, a in enumerate(arrays):  # into buffers reused by every chunk: no fresh pages
+                    for q in range(4):
+                        bufs[q][k] = a[q]
+                le, lx, se, sx = (b[:len(part)] for b in bufs)
                 sl, tp, tsl, frac = (_stack_flex([a[q] for a in arrays]) for q in (4, 5, 6, 7))
                 del arrays
                 t1 = time.perf_counter()

@@ -64,7 +64,7 @@ def sma(x: Any, n: int) -> np.ndarray:
     return _cached("sma", (a,), (n,), lambda: _sma_nb(a, n))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _sma_nb(a: np.ndarray, n: int) -> np.ndarray:
     out = np.full(a.shape[0], np.nan)
     s = 0.0
@@ -93,7 +93,7 @@ def wilder(x: Any, n: int) -> np.ndarray:
     return _cached("wilder", (a,), (n,), lambda: _ema_nb(a, n, 1.0 / n))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _ema_nb(a: np.ndarray, n: int, alpha: float) -> np.ndarray:
     out = np.full(a.shape[0], np.nan)
     start = 0
@@ -233,7 +233,7 @@ def crossed_below(a: Any, b: Any) -> np.ndarray:
     return _cross_nb(x, y, False)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _cross_nb(x: np.ndarray, y: np.ndarray, up: bool) -> np.ndarray:
     out = np.zeros(x.shape[0], dtype=np.bool_)
     for i in range(1, x.shape[0]):
