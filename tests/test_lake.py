@@ -847,3 +847,18 @@ def test_naive_timestamp_strings_are_refused(lake: Lake) -> None:
     with pytest.raises(DataError, match="without a zone"):
         lake.write_bars("t", "BTC/USDT", "1m", frame)
     assert lake.series() == []
+
+
+def test_resampled_sums_are_identical_across_processes(tmp_path: Path) -> None:
+    """Parallel float sums vary in their last bits run to run; the lake's must not (fingerprints)."""
+    import subprocess
+    import sys
+
+    lake = Lake(tmp_path)
+    lake.write_bars(SRC, BTC, "1m", minute_bars("2024-01-01", 365 * 24 * 60, seed=5))  # parallel row groups
+    code = ("import hashlib, sys; from workbench import Lake; "
+            "b = Lake(sys.argv[1]).read_bars('synthetic', 'BTC/USDT', '1h'); "
+            "print(hashlib.sha256(b[['volume']].to_numpy().tobytes()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                              check=True).stdout.strip() for _ in range(4)}
+    assert len(digests) == 1

@@ -909,18 +909,26 @@ def _select_plain(files: list[Path]) -> str:
     return f"SELECT * FROM read_parquet({_file_list(files)}, hive_partitioning=false{union}){{where}}"
 
 
+def _exact(expr: str) -> str:
+    """A float column as DECIMAL(38, 12) for exact, order-independent sums (to 1e-12, up to 1e26)."""
+    return f"({expr})::DECIMAL(38, 12)"
+
+
 def _select_resampled(files: list[Path], tf: Timeframe) -> str:
     if not files:
         return ""
     have = _columns(files)
     step, origin = tf.micros, tf.origin_micros
     bucket = f"((epoch_us(ts) - {origin}) // {step}) * {step} + {origin}"
+    # sums go through DECIMAL: exact, so parallel aggregation order cannot change the last bits
+    # and a resampled slice (and its fingerprint) is identical run after run
     aggs = ["arg_min(open, ts) AS open", "max(high) AS high", "min(low) AS low",
-            "arg_max(close, ts) AS close", "sum(volume ORDER BY ts) AS volume"]
+            "arg_max(close, ts) AS close", f"sum({_exact('volume')})::DOUBLE AS volume"]
     if "trades" in have:
-        aggs.append("sum(trades ORDER BY ts) AS trades")
+        aggs.append(f"sum({_exact('trades')})::DOUBLE AS trades")
     if "vwap" in have:
-        aggs.append("sum(vwap * volume ORDER BY ts) / nullif(sum(volume ORDER BY ts), 0) AS vwap")
+        aggs.append(f"sum({_exact('vwap * volume')})::DOUBLE / nullif(sum({_exact('volume')})::DOUBLE, 0)"
+                    " AS vwap")
     return (
         f"SELECT make_timestamp(b)::TIMESTAMPTZ AS ts, * EXCLUDE (b) FROM ("
         f"SELECT {bucket} AS b, {', '.join(aggs)} "
