@@ -322,18 +322,9 @@ def _compact(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals | Mapping[str, Signals], *,
-             costs: Costs | None = None, fill: Fill | str = Fill.NEXT_OPEN, sizing: Sizing | None = None,
-             direction: Direction | str = Direction.BOTH, init_cash: float = 100_000.0,
-             max_exposure: float = 1.0, periods_per_year: float | None = None,
-             timeframe: str | None = None, calendar: str | None = None, strategy: str = "signals",
-             params: Mapping[str, Any] | None = None) -> BacktestResult:
-    """Backtest precomputed signals (one `Signals` per symbol) on aligned bars.
-
-    This is the engine under `backtest`; call it directly for hand-made or random signals.
-    """
-    costs = costs or Costs()
-    sizing = sizing or Sizing()
+def resolve_run(fill: Fill | str, direction: Direction | str, init_cash: float,
+                max_exposure: float) -> tuple[Fill, Direction]:
+    """Check the run settings shared by `simulate` and `sweep`; one clear error each."""
     try:
         fill = Fill(fill)
     except ValueError:
@@ -346,6 +337,100 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
         raise ConfigError(f"init_cash={init_cash} must be a positive amount")
     if not (0 < max_exposure <= 10):
         raise ConfigError(f"max_exposure={max_exposure} must be a fraction of equity in (0, 10]")
+    return fill, direction
+
+
+def resolve_annualisation(frames: Mapping[str, pd.DataFrame], timeframe: str | None, calendar: str | None,
+                          periods_per_year: float | None) -> tuple[str | None, str, float]:
+    """Timeframe, calendar and bars per year of aligned bars (given values win over inferred ones)."""
+    first = next(iter(frames.values()))
+    timeframe = timeframe or first.attrs.get("timeframe") or infer_timeframe(first.index)
+    calendar = calendar or infer_calendar(list(frames), first.index)
+    if periods_per_year is None:
+        from workbench.backtest.metrics import periods_per_year as ppy_of
+
+        if timeframe is None:
+            raise ConfigError("cannot tell the bars' timeframe; pass timeframe='1h' (or periods_per_year)")
+        periods_per_year = ppy_of(timeframe, calendar)
+    return timeframe, calendar, periods_per_year
+
+
+def price_matrices(frames: Mapping[str, pd.DataFrame], symbols: list[str]) -> tuple[np.ndarray, ...]:
+    """open, high, low, close as contiguous (n, symbols) float64 arrays for the kernel."""
+    return tuple(np.ascontiguousarray(np.column_stack([frames[s][c].to_numpy(dtype=np.float64)
+                                                       for s in symbols]))
+                 for c in ("open", "high", "low", "close"))
+
+
+def signal_matrices(per_symbol: list[dict[str, np.ndarray]], n: int, direction: Direction
+                    ) -> tuple[np.ndarray, ...]:
+    """le, lx, se, sx (n, m) with the sides `direction` drops zeroed, then sl, tp, tsl (flexible)."""
+    def col(key: str) -> np.ndarray:
+        return flex_columns([a[key] for a in per_symbol], n)
+
+    le, lx, se, sx = col("long_entries"), col("long_exits"), col("short_entries"), col("short_exits")
+    if direction is Direction.LONG:
+        se = np.zeros_like(se)
+        sx = np.zeros_like(sx)
+    elif direction is Direction.SHORT:
+        le = np.zeros_like(le)
+        lx = np.zeros_like(lx)
+    return le, lx, se, sx, col("stop_loss"), col("take_profit"), col("trailing_stop")
+
+
+def check_risk_stops(sizing: Sizing, le: np.ndarray, se: np.ndarray, frac: np.ndarray, who: str) -> None:
+    """Risk sizing with no stop on any entry would trade nothing: say so instead."""
+    if sizing.kind is SizingKind.RISK and (le | se).any() and not np.isfinite(
+            np.broadcast_to(frac, le.shape)[le | se]).any():
+        raise ConfigError(f"risk sizing needs a stop: {who} sets no stop_loss or trailing_stop; "
+                          "use sizing kind fixed or volatility")
+
+
+def run_inputs(*, strategy: str, params: Mapping[str, Any] | None, frames: Mapping[str, pd.DataFrame],
+               timeframe: str | None, calendar: str, periods_per_year: float, costs: Costs, fill: Fill,
+               sizing: Sizing, direction: Direction, init_cash: float, max_exposure: float,
+               **extra: Any) -> dict[str, Any]:
+    """What a backtest or sweep used, recorded with its result so any figure can be reproduced.
+
+    `params` is None for a sweep, whose `extra` holds the grid instead.
+    """
+    index = next(iter(frames.values())).index
+    return {
+        "strategy": strategy,
+        **({} if params is None else {"params": dict(params)}),
+        **extra,
+        "symbols": list(frames),
+        "timeframe": timeframe,
+        "calendar": calendar,
+        "periods_per_year": periods_per_year,
+        "start": index[0].isoformat(),
+        "end": index[-1].isoformat(),
+        "bars": len(index),
+        "data_fingerprint": fingerprint(frames),
+        "sources": sorted({str(df.attrs["source"]) for df in frames.values() if "source" in df.attrs}),
+        "costs": asdict(costs),
+        "fill": fill.value,
+        "sizing": {**asdict(sizing), "kind": sizing.kind.value},
+        "direction": direction.value,
+        "init_cash": init_cash,
+        "max_exposure": max_exposure,
+        "code_version": code_version(),
+    }
+
+
+def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals | Mapping[str, Signals], *,
+             costs: Costs | None = None, fill: Fill | str = Fill.NEXT_OPEN, sizing: Sizing | None = None,
+             direction: Direction | str = Direction.BOTH, init_cash: float = 100_000.0,
+             max_exposure: float = 1.0, periods_per_year: float | None = None,
+             timeframe: str | None = None, calendar: str | None = None, strategy: str = "signals",
+             params: Mapping[str, Any] | None = None) -> BacktestResult:
+    """Backtest precomputed signals (one `Signals` per symbol) on aligned bars.
+
+    This is the engine under `backtest`; call it directly for hand-made or random signals.
+    """
+    costs = costs or Costs()
+    sizing = sizing or Sizing()
+    fill, direction = resolve_run(fill, direction, init_cash, max_exposure)
     frames = as_bar_dict(bars)
     symbols = list(frames)
     if isinstance(signals, Signals):
@@ -362,38 +447,13 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
         raise DataError(f"need at least 2 bars to backtest, got {n}")
     for s in symbols:
         check_signal_bars(frames[s], 0, s)
-    timeframe = timeframe or first.attrs.get("timeframe") or infer_timeframe(index)
-    calendar = calendar or infer_calendar(symbols, index)
-    if periods_per_year is None:
-        from workbench.backtest.metrics import periods_per_year as ppy_of
-
-        if timeframe is None:
-            raise ConfigError("cannot tell the bars' timeframe; pass timeframe='1h' (or periods_per_year)")
-        periods_per_year = ppy_of(timeframe, calendar)
-
-    def stack(col: str) -> np.ndarray:
-        return np.ascontiguousarray(np.column_stack([frames[s][col].to_numpy(dtype=np.float64)
-                                                     for s in symbols]))
-
-    open_, high, low, close = stack("open"), stack("high"), stack("low"), stack("close")
+    timeframe, calendar, periods_per_year = resolve_annualisation(frames, timeframe, calendar,
+                                                                  periods_per_year)
+    open_, high, low, close = price_matrices(frames, symbols)
     arrs = {s: signals[s].arrays(n, f"{strategy}[{s}]", compact=True) for s in symbols}
-
-    def sig(key: str) -> np.ndarray:
-        return flex_columns([arrs[s][key] for s in symbols], n)
-
-    le, lx, se, sx = sig("long_entries"), sig("long_exits"), sig("short_entries"), sig("short_exits")
-    if direction is Direction.LONG:
-        se = np.zeros_like(se)
-        sx = np.zeros_like(sx)
-    elif direction is Direction.SHORT:
-        le = np.zeros_like(le)
-        lx = np.zeros_like(lx)
-    sl, tp, tsl = sig("stop_loss"), sig("take_profit"), sig("trailing_stop")
+    le, lx, se, sx, sl, tp, tsl = signal_matrices([arrs[s] for s in symbols], n, direction)
     frac = sizing_array(sizing, m, sl, tsl, high, low, close, periods_per_year)
-    if sizing.kind is SizingKind.RISK and (le | se).any() and not np.isfinite(
-            np.broadcast_to(frac, le.shape)[le | se]).any():
-        raise ConfigError("risk sizing needs a stop: the strategy sets no stop_loss or trailing_stop; "
-                          "use sizing kind fixed or volatility")
+    check_risk_stops(sizing, le, se, frac, "the strategy")
     slip = slippage_array(close, costs)
 
     orders_buf = np.empty((3 * n * m + 1, kernels.N_ORDER_FIELDS))
@@ -417,26 +477,10 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
     metrics = compute_metrics(equity, init_cash, periods_per_year, trades=trades, exposure=gross,
                               traded_value=float(stats[kernels.ST_TRADED_VALUE]), benchmark=benchmark,
                               index=index)
-    inputs = {
-        "strategy": strategy,
-        "params": dict(params or {}),
-        "symbols": symbols,
-        "timeframe": timeframe,
-        "calendar": calendar,
-        "periods_per_year": periods_per_year,
-        "start": index[0].isoformat(),
-        "end": index[-1].isoformat(),
-        "bars": n,
-        "data_fingerprint": fingerprint(frames),
-        "sources": sorted({str(df.attrs["source"]) for df in frames.values() if "source" in df.attrs}),
-        "costs": asdict(costs),
-        "fill": fill.value,
-        "sizing": {**asdict(sizing), "kind": sizing.kind.value},
-        "direction": direction.value,
-        "init_cash": init_cash,
-        "max_exposure": max_exposure,
-        "code_version": code_version(),
-    }
+    inputs = run_inputs(strategy=strategy, params=params or {}, frames=frames, timeframe=timeframe,
+                        calendar=calendar, periods_per_year=periods_per_year, costs=costs, fill=fill,
+                        sizing=sizing, direction=direction, init_cash=init_cash,
+                        max_exposure=max_exposure)
     records = np.empty(k, dtype=_order_dt())
     order = np.lexsort((np.arange(k), o_idx, o_col))
     records["id"] = np.arange(k)

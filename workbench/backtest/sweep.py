@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numba
@@ -26,23 +26,23 @@ from workbench.backtest.engine import (
     Direction,
     Fill,
     Sizing,
-    SizingKind,
     _compact,
     as_bar_dict,
     buy_and_hold,
-    fingerprint,
-    flex_columns,
-    infer_calendar,
-    infer_timeframe,
+    check_risk_stops,
+    price_matrices,
+    resolve_annualisation,
+    resolve_run,
+    run_inputs,
+    signal_matrices,
     sizing_array,
     slippage_array,
 )
-from workbench.backtest.metrics import METRIC_KEYS, equity_stats_nb, periods_per_year, trade_stats_nb
-from workbench.errors import ConfigError, DataError
+from workbench.backtest.metrics import METRIC_KEYS, equity_stats_nb, trade_stats_nb
+from workbench.errors import ConfigError
 from workbench.strategies.base import Strategy, check_signal_bars
 from workbench.strategies.indicators import indicator_cache
 from workbench.strategies.registry import get_strategy
-from workbench.version import code_version
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +189,7 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
     strat = get_strategy(strategy)
     costs = costs or Costs()
     sizing = sizing or Sizing()
-    fill = Fill(fill) if fill in tuple(Fill) else _bad("fill", fill, [f.value for f in Fill])
-    direction = (Direction(direction) if direction in tuple(Direction)
-                 else _bad("direction", direction, [d.value for d in Direction]))
+    fill, direction = resolve_run(fill, direction, init_cash, max_exposure)
     frames = as_bar_dict(bars)
     symbols = list(frames)
     combos = strat.space.grid(grid, fixed)
@@ -199,14 +197,9 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
         raise ConfigError(f"the grid of {strat.name} has no feasible combination (constraints "
                           f"{[c.expr for c in strat.space.constraints]}); widen the ranges")
     combos = [strat.params(c) for c in combos]
-    first = frames[symbols[0]]
-    index = first.index
-    timeframe = timeframe or first.attrs.get("timeframe") or infer_timeframe(index)
-    calendar = calendar or infer_calendar(symbols, index)
-    if periods_per_year is None:
-        if timeframe is None:
-            raise ConfigError("cannot tell the bars' timeframe; pass timeframe='1h' (or periods_per_year)")
-        periods_per_year = periods_per_year_of(timeframe, calendar)
+    index = frames[symbols[0]].index
+    timeframe, calendar, periods_per_year = resolve_annualisation(frames, timeframe, calendar,
+                                                                  periods_per_year)
     warm = max(strat.warmup(c) for c in combos)
     for s in symbols:
         check_signal_bars(frames[s], warm, strat.name, {"max warmup": warm})
@@ -223,9 +216,7 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
     t_signals = t_kernel = 0.0
     for unit in units:
         sub = {s: frames[s] for s in unit}
-        open_, high, low, close = (np.ascontiguousarray(np.column_stack([sub[s][c].to_numpy(np.float64)
-                                                                         for s in unit]))
-                                   for c in ("open", "high", "low", "close"))
+        open_, high, low, close = price_matrices(sub, unit)
         slip = _compact(slippage_array(close, costs))
         bench = buy_and_hold(open_, close, index, costs, fill, init_cash, slip)
         bench_ret = float(bench.iloc[-1] / init_cash - 1.0)
@@ -273,43 +264,16 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
     table = table.drop(columns="avg_gross_exposure")
     metric_cols = [k for k in METRIC_KEYS if k in table.columns]
     table = table[[*strat.space.names, "symbol", *metric_cols]]
-    inputs = {
-        "strategy": strat.name,
-        "grid": {k: list(v) for k, v in (grid or {}).items()},
-        "fixed": dict(fixed or {}),
-        "combinations": len(combos),
-        "symbols": symbols,
-        "portfolio": portfolio,
-        "timeframe": timeframe,
-        "calendar": calendar,
-        "periods_per_year": periods_per_year,
-        "start": index[0].isoformat(),
-        "end": index[-1].isoformat(),
-        "bars": n,
-        "data_fingerprint": fingerprint(frames),
-        "sources": sorted({str(df.attrs["source"]) for df in frames.values() if "source" in df.attrs}),
-        "costs": asdict(costs),
-        "fill": fill.value,
-        "sizing": {**asdict(sizing), "kind": sizing.kind.value},
-        "direction": direction.value,
-        "init_cash": init_cash,
-        "max_exposure": max_exposure,
-        "code_version": code_version(),
-    }
+    inputs = run_inputs(strategy=strat.name, params=None, frames=frames, timeframe=timeframe,
+                        calendar=calendar, periods_per_year=periods_per_year, costs=costs, fill=fill,
+                        sizing=sizing, direction=direction, init_cash=init_cash, max_exposure=max_exposure,
+                        grid={k: list(v) for k, v in (grid or {}).items()}, fixed=dict(fixed or {}),
+                        combinations=len(combos), portfolio=portfolio)
     timings = {"signals_s": t_signals, "kernel_s": t_kernel, "total_s": time.perf_counter() - t_start,
                "chunk": chunk}
     log.info("swept %d combinations x %d units in %.2fs", len(combos), len(units), timings["total_s"])
     return SweepResult(strategy=strat.name, table=table, params=strat.space.names, inputs=inputs,
                        timings=timings)
-
-
-def periods_per_year_of(timeframe: str, calendar: str) -> float:
-    """Bars per year for annualisation (24/7: 365 days; exchanges: their real sessions)."""
-    return periods_per_year(timeframe, calendar)
-
-
-def _bad(what: str, value: Any, choices: list[str]) -> Any:
-    raise ConfigError(f"{what} {value!r} is unknown; use one of {', '.join(choices)}")
 
 
 def _has_bar_stops(strat: Strategy) -> bool:
@@ -322,19 +286,8 @@ def _combo_arrays(strat: Strategy, sub: dict[str, pd.DataFrame], unit: list[str]
     n = close.shape[0]
     per = [strat.signals(sub[s], p, validate=False).arrays(n, strat.name, compact=True) for s in unit]
 
-    def col(key: str) -> np.ndarray:
-        return flex_columns([a[key] for a in per], n)
-
-    le, lx, se, sx = col("long_entries"), col("long_exits"), col("short_entries"), col("short_exits")
-    if direction is Direction.LONG:
-        se = np.zeros_like(se)
-        sx = np.zeros_like(sx)
-    elif direction is Direction.SHORT:
-        le = np.zeros_like(le)
-        lx = np.zeros_like(lx)
-    sl, tp, tsl = col("stop_loss"), col("take_profit"), col("trailing_stop")
+    le, lx, se, sx, sl, tp, tsl = signal_matrices(per, n, direction)
     frac = sizing_array(sizing, len(unit), sl, tsl, high, low, close, ppy)
-    if sizing.kind is SizingKind.RISK and (le | se).any() and not np.isfinite(frac).any():
-        raise DataError(f"risk sizing needs a stop, and {strat.name}{p} sets none; use fixed sizing")
+    check_risk_stops(sizing, le, se, frac, f"{strat.name}{p}")
     return (le, lx, se, sx, _compact(sl), _compact(tp), _compact(tsl),
             _compact(np.asarray(frac, dtype=np.float64)))
