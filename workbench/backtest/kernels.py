@@ -16,10 +16,10 @@ REASONS = ("entry", "exit", "stop_loss", "take_profit", "trailing_stop")
 BUY, SELL = 0, 1
 
 # slots of the statistics vector the kernel fills
-ST_CLOSED, ST_WINS, ST_GROSS_PROFIT, ST_GROSS_LOSS, ST_SUM_RET, ST_BEST, ST_WORST = 0, 1, 2, 3, 4, 5, 6
-ST_EXPOSED_BARS, ST_GROSS_EXPOSURE, ST_TRADED_VALUE, ST_OPEN, ST_ORDERS = 7, 8, 9, 10, 11
-ST_CASH, ST_N_OPEN, ST_N_STOPS, ST_SUM_VALUE = 12, 13, 14, 15
-N_STATS = 16
+# (trade statistics come from the `trades` buffer; these are the totals nothing else holds)
+ST_CLOSED, ST_EXPOSED_BARS, ST_TRADED_VALUE, ST_OPEN, ST_ORDERS = 0, 1, 2, 3, 4
+ST_CASH, ST_N_OPEN, ST_N_STOPS, ST_SUM_VALUE = 5, 6, 7, 8
+N_STATS = 9
 
 # per-column position state, one row per column
 POS, EPX, EFEE, REF, SL, TP, TSL = 0, 1, 2, 3, 4, 5, 6
@@ -50,15 +50,15 @@ def _any_signal(le, lx, se, sx, s):
 
 @numba.njit(**_NJ)
 def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
-                max_exposure, at_open, value_out, gross_out, orders, stats, trades, track_gross=True):
+                max_exposure, at_open, value_out, gross_out, orders, stats, trades):
     """Simulate one portfolio (all columns share cash); return the number of orders.
 
     Prices are (n, m); signals (n, m) booleans indexed by signal bar; `sl tp tsl frac slip` are
     flexible (1 or n rows, 1 or m columns): stops and sizing by signal bar, slippage by fill bar.
     `orders` (capacity, 7) receives the orders and `trades` (capacity, 2) each closed trade's pnl
-    and return in exit order; `gross_out` (n,) the gross exposure per bar. Pass arrays with one
-    row (or element) to skip recording. `stats` (N_STATS,) receives the running totals.
-    `track_gross=False` skips the per-bar exposure ratio (a division per bar: sweeps leave it out).
+    and return in exit order; `gross_out` (n,) the gross exposure per bar (a division per bar, so
+    sweeps skip it). Pass arrays with one row (or element) to skip recording. `stats` (N_STATS,)
+    receives the running totals.
     """
     n, m = close.shape
     lag = 1 if at_open else 0
@@ -70,8 +70,6 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
     px = np.empty(m)
     for k in range(N_STATS):
         stats[k] = 0.0
-    stats[ST_BEST] = -np.inf
-    stats[ST_WORST] = np.inf
     stats[ST_CASH] = init_cash
     record_gross = gross_out.shape[0] == n
     # hot values live in locals (the stats array may alias the outputs, which would force reloads);
@@ -80,7 +78,6 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
     n_open = 0.0
     n_stops = 0.0
     exposed = 0.0
-    gross_sum = 0.0
     dirty = False
     value = init_cash
     sum_value = 0.0
@@ -126,16 +123,14 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
                     gross += abs(pv)
             if gross > 0.0:
                 exposed += 1.0
-                if track_gross and value > 0.0:
+                if record_gross and value > 0.0:
                     ratio = gross / value
-                    gross_sum += ratio
         sum_value += value
         value_out[i] = value
         if record_gross:
             gross_out[i] = ratio
     stats[ST_CASH] = cash
     stats[ST_EXPOSED_BARS] = exposed
-    stats[ST_GROSS_EXPOSURE] = gross_sum
     stats[ST_OPEN] = n_open
     stats[ST_SUM_VALUE] = sum_value
     return int(stats[ST_ORDERS])
@@ -258,14 +253,6 @@ def _close(i, j, price, slip_ij, fees, reason, st, orders, trades, stats):
         trades[k, 0] = pnl
         trades[k, 1] = ret
     stats[ST_CLOSED] += 1.0
-    if pnl > 0:
-        stats[ST_WINS] += 1.0
-        stats[ST_GROSS_PROFIT] += pnl
-    elif pnl < 0:
-        stats[ST_GROSS_LOSS] -= pnl
-    stats[ST_SUM_RET] += ret
-    stats[ST_BEST] = max(stats[ST_BEST], ret)
-    stats[ST_WORST] = min(stats[ST_WORST], ret)
     stats[ST_TRADED_VALUE] += q * fill
     stats[ST_N_OPEN] -= 1.0
     if _has_stop(st, j):

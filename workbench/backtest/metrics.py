@@ -180,48 +180,57 @@ def drawdown_nb(value: np.ndarray) -> tuple[float, int, int, int]:
     return max_dd, best_dur, best_peak, best_end
 
 
-# The equity statistics are an accumulator (init / step per bar / finish) so that the sweep can
-# fold them into its simulation loop and never store the equity curve; `equity_stats_nb` runs the
-# same accumulator over a stored curve, so both give the same numbers.
-# state: (prev, cnt, total, growth, down_sq, shift, s1, s2,
-#         max_dd, best_dur, peak_val, peak_idx, in_dd, last_valid, dd_floor)
+@numba.njit(cache=True, error_model="numpy")
+def equity_stats_nb(value: np.ndarray, init_cash: float, ppy: float) -> tuple[float, ...]:
+    """Equity-curve metrics of one backtest in one allocation-free pass, for the sweep kernels.
 
-
-@numba.njit(cache=True, error_model="numpy", inline="always")
-def eq_init(init_cash: float) -> tuple:
-    """A fresh equity-statistics accumulator for a curve that starts from `init_cash`."""
-    return (init_cash, 0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, np.nan, -1, False, -1, np.nan)
-
-
-@numba.njit(cache=True, error_model="numpy", inline="always")
-def eq_step(st: tuple, cur: float, i: int) -> tuple:
-    """Fold bar i's value into the accumulator: returns sums, growth, downside, drawdown walk.
-
-    The variance is kept as sums shifted by the first return, as accurate as two passes for
-    returns this small; the drawdown walk is `drawdown_nb`'s, with a multiply in place of a divide.
+    Returns floats `(total_return, annual_return, annual_volatility, sharpe, sortino, max_drawdown,
+    max_drawdown_duration, calmar)`; definitions in the module docstring. The variance is kept as
+    sums shifted by the first return (as accurate as two passes for returns this small); the
+    drawdown walk is `drawdown_nb`'s, inlined, with a multiply in place of a divide per bar.
     """
-    (prev, cnt, total, growth, down_sq, shift, s1, s2,
-     max_dd, best_dur, peak_val, peak_idx, in_dd, last_valid, dd_floor) = st
-    r = bar_return_nb(prev, cur)
-    if not np.isnan(r):
-        if cnt == 0:
-            shift = r
-        total += r
-        cnt += 1
-        growth *= 1.0 + r
-        neg = min(r, 0.0)  # branchless: the sign of a return is unpredictable
-        down_sq += neg * neg
-        d = r - shift
-        s1 += d
-        s2 += d * d
-    if not np.isnan(cur):
+    n = value.shape[0]
+    nan = np.nan
+    if n == 0:
+        return nan, nan, nan, nan, nan, nan, 0.0, nan
+    total = 0.0
+    cnt = 0
+    growth = 1.0
+    down_sq = 0.0
+    shift = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    prev = init_cash
+    max_dd = 0.0
+    best_dur = 0
+    peak_val = np.nan
+    peak_idx = -1
+    in_dd = False
+    last_valid = -1
+    dd_floor = np.nan  # peak * (1 + max_dd): below it a bar sets a new maximum drawdown
+    for i in range(n):
+        cur = value[i]
+        r = bar_return_nb(prev, cur)
+        prev = cur
+        if not np.isnan(r):
+            if cnt == 0:
+                shift = r
+            total += r
+            cnt += 1
+            growth *= 1.0 + r
+            neg = min(r, 0.0)  # branchless: the sign of a return is unpredictable
+            down_sq += neg * neg
+            d = r - shift
+            s1 += d
+            s2 += d * d
+        if np.isnan(cur):
+            continue
         last_valid = i
         if np.isnan(peak_val) or cur >= peak_val:
             if in_dd:
                 in_dd = False
-                dur = i - peak_idx - 1
-                if dur > best_dur:
-                    best_dur = dur
+                if i - peak_idx - 1 > best_dur:
+                    best_dur = i - peak_idx - 1
             peak_val = cur
             peak_idx = i
             dd_floor = peak_val * (1.0 + max_dd)
@@ -232,25 +241,13 @@ def eq_step(st: tuple, cur: float, i: int) -> tuple:
                 if dd < max_dd:
                     max_dd = dd
                     dd_floor = peak_val * (1.0 + max_dd)
-    return (cur, cnt, total, growth, down_sq, shift, s1, s2,
-            max_dd, best_dur, peak_val, peak_idx, in_dd, last_valid, dd_floor)
-
-
-@numba.njit(cache=True, error_model="numpy", inline="always")
-def eq_finish(st: tuple, n: int, last_value: float, init_cash: float, ppy: float) -> tuple:
-    """The eight equity metrics from an accumulator that has seen n bars."""
-    nan = np.nan
-    if n == 0:
-        return nan, nan, nan, nan, nan, nan, 0.0, nan
-    (_prev, cnt, total, growth, down_sq, _shift, s1, s2,
-     max_dd, best_dur, _peak_val, peak_idx, in_dd, last_valid, _dd_floor) = st
     if in_dd and last_valid - peak_idx > best_dur:
         best_dur = last_valid - peak_idx
     if last_valid < 0:
         max_dd = nan
     mean = total / cnt if cnt > 0 else nan
     std = math.sqrt(max(s2 - s1 * s1 / cnt, 0.0) / (cnt - 1)) if cnt > 1 else nan
-    total_return = last_value / init_cash - 1.0
+    total_return = value[n - 1] / init_cash - 1.0
     annual_return = growth ** (ppy / n) - 1.0
     if n < 2:
         annual_vol = nan
@@ -263,20 +260,6 @@ def eq_finish(st: tuple, n: int, last_value: float, init_cash: float, ppy: float
         sortino = np.inf if downside == 0.0 else mean * ppy / downside
     calmar = nan if (max_dd == 0.0 or np.isnan(max_dd)) else annual_return / abs(max_dd)
     return total_return, annual_return, annual_vol, sharpe, sortino, max_dd, float(best_dur), calmar
-
-
-@numba.njit(cache=True, error_model="numpy")
-def equity_stats_nb(value: np.ndarray, init_cash: float, ppy: float) -> tuple[float, ...]:
-    """Equity-curve metrics of one backtest in one allocation-free pass.
-
-    Returns floats `(total_return, annual_return, annual_volatility, sharpe, sortino, max_drawdown,
-    max_drawdown_duration, calmar)`; definitions in the module docstring.
-    """
-    n = value.shape[0]
-    st = eq_init(init_cash)
-    for i in range(n):
-        st = eq_step(st, value[i], i)
-    return eq_finish(st, n, value[n - 1] if n else np.nan, init_cash, ppy)
 
 
 @numba.njit(cache=True, error_model="numpy")

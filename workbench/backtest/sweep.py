@@ -38,7 +38,7 @@ from workbench.backtest.engine import (
     sizing_array,
     slippage_array,
 )
-from workbench.backtest.metrics import METRIC_KEYS, equity_stats_nb, trade_stats_nb
+from workbench.backtest.metrics import EQUITY_KEYS, METRIC_KEYS, TRADE_KEYS, equity_stats_nb, trade_stats_nb
 from workbench.errors import ConfigError
 from workbench.strategies.base import Strategy, check_signal_bars
 from workbench.strategies.indicators import indicator_cache
@@ -48,10 +48,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 # metrics the kernel pass produces, in this order (benchmark ones are added per symbol)
-_KERNEL_KEYS = ("total_return", "annual_return", "annual_volatility", "sharpe", "sortino",
-                "max_drawdown", "max_drawdown_duration", "calmar",
-                "n_trades", "win_rate", "profit_factor", "expectancy", "avg_win", "avg_loss",
-                "best_trade", "worst_trade", "n_open_trades", "exposure", "avg_gross_exposure", "turnover")
+_KERNEL_KEYS = (*EQUITY_KEYS, *TRADE_KEYS, "n_open_trades", "exposure", "turnover")
 
 
 @dataclass
@@ -140,7 +137,7 @@ def _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, 
         stats = np.empty(kernels.N_STATS)
         kernels.simulate_nb(open_, high, low, close, le[k], lx[k], se[k], sx[k], sl[k], tp[k], tsl[k],
                             frac[k], slip, fees, init_cash, max_exposure, at_open, value, np.empty(1),
-                            np.empty((1, 1)), stats, trades, False)
+                            np.empty((1, 1)), stats, trades)
         eq = equity_stats_nb(value, init_cash, ppy)
         for q in range(8):
             out[k, q] = eq[q]
@@ -150,15 +147,14 @@ def _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, 
             out[k, 8 + q] = tr[q]
         out[k, 16] = stats[kernels.ST_OPEN]
         out[k, 17] = stats[kernels.ST_EXPOSED_BARS] / n
-        out[k, 18] = np.nan  # avg_gross_exposure: per-bar division, reported by backtest() only
         mean_value = stats[kernels.ST_SUM_VALUE] / n
         traded = stats[kernels.ST_TRADED_VALUE]
         if traded == 0.0:
-            out[k, 19] = 0.0
+            out[k, 18] = 0.0
         elif mean_value != 0.0:
-            out[k, 19] = traded / mean_value / (n / ppy)
+            out[k, 18] = traded / mean_value / (n / ppy)
         else:
-            out[k, 19] = np.nan
+            out[k, 18] = np.nan
 
 
 def _stack_flex(arrays: list[np.ndarray]) -> np.ndarray:
@@ -261,7 +257,6 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
     table = pd.DataFrame(rows)
     for key in ("n_trades", "n_open_trades", "max_drawdown_duration"):
         table[key] = table[key].astype("int64")
-    table = table.drop(columns="avg_gross_exposure")
     metric_cols = [k for k in METRIC_KEYS if k in table.columns]
     table = table[[*strat.space.names, "symbol", *metric_cols]]
     inputs = run_inputs(strategy=strat.name, params=None, frames=frames, timeframe=timeframe,
