@@ -820,13 +820,196 @@ def sweep_cmd(
         out.print(f"wrote heatmap {write_html(fig, heat_path)}", markup=False)
 
 
+# ---------------------------------------------------------------------- walk-forward
+
+optimize_app = typer.Typer(help="Walk-forward optimisation with Optuna and overfitting diagnostics.",
+                           no_args_is_help=True)
+app.add_typer(optimize_app, name="optimize")
+StorageOpt = Annotated[str | None, typer.Option(
+    help="Optuna storage: a journal file path (default data/optimize/<run>.journal), sqlite:///path.db "
+    "or postgresql://user@host:port/db (workers on several machines).")]
+
+
+def _window(text: str | None, option: str) -> int | str | None:
+    if text is None:
+        return None
+    t = text.strip()
+    if t.isdigit():
+        return int(t)
+    if not t or not t[0].isdigit():
+        raise ConfigError(f"{option} {text!r} must be a number of bars (e.g. 2000) or a duration (e.g. 90d)")
+    return t
+
+
+@optimize_app.command("walk-forward")
+def walk_forward_cmd(
+    strategy: StrategyOpt,
+    symbols: SymbolsOpt,
+    timeframe: TimeframeOpt = "1h",
+    folds: Annotated[int, typer.Option(help="Number of walk-forward folds.")] = 8,
+    trials: Annotated[int, typer.Option(help="Optuna trials per fold.")] = 100,
+    workers: Annotated[int, typer.Option(help="Worker processes on this machine sharing each study.")] = 1,
+    train: Annotated[str | None, typer.Option(
+        help="Train window: bars (2000) or a duration (90d); default 4x the test window.")] = None,
+    test: Annotated[str | None, typer.Option(
+        help="Test window: bars or a duration; default: the folds fill the data.")] = None,
+    purge: Annotated[str, typer.Option(help="Gap (embargo) between train and test: bars or a duration.")
+                     ] = "0",
+    anchored: Annotated[bool, typer.Option(help="Expanding train windows from the first bar.")] = False,
+    objective: Annotated[str, typer.Option(help="sharpe, sortino, calmar or return_dd.")] = "sharpe",
+    min_trades: Annotated[int, typer.Option(help="Trials with fewer closed trades are infeasible.")] = 1,
+    dd_penalty: Annotated[float, typer.Option(help="return_dd: annual return - this x max drawdown.")
+                          ] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the sampler.")] = 0,
+    sampler: Annotated[str, typer.Option(help="tpe, random or qmc.")] = "tpe",
+    pruner: Annotated[str, typer.Option(help="none, median, percentile, hyperband or successive_halving "
+                                        "(steps are symbols).")] = "none",
+    timeout: Annotated[float | None, typer.Option(help="Seconds per fold per worker.")] = None,
+    storage: StorageOpt = None,
+    name: Annotated[str | None, typer.Option(
+        help="Run id (default: derived from the settings, so the same command resumes).")] = None,
+    fixed: Annotated[str | None, typer.Option(help="Parameters held at one value, e.g. short=false.")
+                     ] = None,
+    portfolio: Annotated[bool, typer.Option(help="Trade the symbols together with shared cash.")] = False,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    source: SourceOpt = None,
+    costs: CostsOpt = None,
+    fill: FillOpt = "next_open",
+    sizing: SizingOpt = "fixed",
+    fraction: FractionOpt = None,
+    risk: RiskOpt = None,
+    target_vol: TargetVolOpt = None,
+    direction: DirectionOpt = "both",
+    cash: CashOpt = 100_000.0,
+    max_exposure: ExposureOpt = 1.0,
+    html: Annotated[Path | None, typer.Option(help="Write the OOS equity chart here (.html).")] = None,
+) -> None:
+    """Walk-forward optimise a strategy on lake bars; resumable, shareable with other workers."""
+    from workbench.backtest import load_bars
+    from workbench.optimize import Objective, WalkForward, walk_forward
+    from workbench.strategies.registry import get_strategy
+
+    strat = get_strategy(strategy)
+    pinned = parse_fixed(fixed, strat)
+    splitter = WalkForward(n_folds=folds, train=_window(train, "--train"), test=_window(test, "--test"),
+                           purge=_window(purge, "--purge") or 0, anchored=anchored)
+    cost = _costs(costs)
+    size = _sizing(sizing, fraction, risk, target_vol)
+    html_path = _output(html, (".html", ".htm"), "--html")
+    obj = Objective(metric=objective, min_trades=min_trades, dd_penalty=dd_penalty)
+    bars = load_bars(_lake(), _split(symbols), timeframe, start, end, source=source)
+    with _progress("fold", hide_on_error=True) as prog:
+        seen: dict[int, int] = {}
+
+        def advance(fold: int, done: int, total: int) -> None:
+            prog(str(fold), done - seen.get(fold, 0), total)
+            seen[fold] = done
+
+        result = walk_forward(strat, bars, splitter=splitter, n_trials=trials, objective=obj, seed=seed,
+                              sampler=sampler, pruner=pruner, timeout=timeout, fixed=pinned, workers=workers,
+                              storage=storage, name=name, costs=cost, fill=fill, sizing=size,
+                              direction=direction, init_cash=cash, max_exposure=max_exposure,
+                              portfolio=portfolio, timeframe=timeframe, progress=advance)
+    _show_run(result)
+    if html_path is not None:
+        from workbench.backtest.plots import write_html
+
+        out.print(f"wrote chart {write_html(result.figure(), html_path)}", markup=False)
+
+
+def _show_run(result: Any) -> None:
+    from workbench.optimize.records import runs_dir
+
+    f = result.folds
+    params = [c for c in f.columns if c.startswith("param_")]
+    table = Table(title=f"walk-forward {result.run_id}: {len(f)} folds", title_justify="left")
+    for c in ("fold", "test window", "params", "IS", "OOS", "OOS return", "trades", "PBO"):
+        table.add_column(c, justify="left" if c in ("test window", "params") else "right")
+    for _, r in f.iterrows():
+        shown = ", ".join(f"{c.removeprefix('param_')}={r[c]}" for c in params) if pd.notna(r["best_trial"]) \
+            else "no feasible trial"
+        table.add_row(str(r["fold"]), f"{pd.Timestamp(r['test_start']):%Y-%m-%d} .. "
+                      f"{pd.Timestamp(r['test_end']):%Y-%m-%d}", escape(shown), f"{r['is_objective']:.3g}",
+                      f"{r['oos_objective']:.3g}", fmt_metric("total_return", r["oos_total_return"]),
+                      str(int(r["oos_n_trades"])), f"{r['pbo']:.2f}")
+    out.print(table)
+    d = result.diagnostics
+    m = d["oos_metrics"]
+    b = d["benchmark"]
+    rows = [("OOS total return", f"{fmt_metric('total_return', m['total_return'])} (buy & hold "
+             f"{fmt_metric('total_return', b['benchmark_return'])})"),
+            ("OOS Sharpe", f"{m['sharpe']:.3f} (p = {d['sharpe_test']['p_value']:.3f} that it is <= 0)"),
+            ("OOS max drawdown", fmt_metric("max_drawdown", m["max_drawdown"])),
+            ("OOS trades", str(int(m["n_trades"]))),
+            ("walk-forward efficiency", f"{d['walk_forward_efficiency']:.2f}"),
+            ("deflated Sharpe ratio", f"{d['deflated_sharpe']['dsr']:.3f} ({d['n_trials']} trials)"),
+            ("PBO (CSCV, mean of folds)", f"{d['pbo']['mean']:.2f}")]
+    mc = d["monte_carlo"].get("bootstrap")
+    if mc:
+        rows.append(("bootstrap 95% return", f"{mc['total_return_low']:+.2%} .. "
+                     f"{mc['total_return_high']:+.2%} (P(loss) {mc['total_return_p_loss']:.2f})"))
+        rows.append(("bootstrap 95% max DD",
+                     f"{mc['max_drawdown_low']:.2%} .. {mc['max_drawdown_high']:.2%}"))
+    out.print(_kv_table(rows, title="out-of-sample diagnostics"))
+    out.print(f"run record: {runs_dir() / result.run_id}", markup=False)
+
+
+@optimize_app.command("worker")
+def optimize_worker_cmd(
+    run_id: Annotated[str, typer.Argument(help="The run to join (printed by walk-forward).")],
+    storage: Annotated[str, typer.Option(help="The run's Optuna storage URL (same as the coordinator's).")],
+    source: SourceOpt = None,
+) -> None:
+    """Join a running walk-forward from this process or machine (bars come from this machine's lake)."""
+    from workbench.optimize import join_run
+
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+
+    t = join_run(run_id, storage, lake=_lake(), progress=tick)
+    out.print(f"worker finished: {int(t['trials'])} trials (sampling {t['sample_s']:.1f} s, "
+              f"backtests {t['backtest_s']:.1f} s)", highlight=False)
+
+
+@optimize_app.command("runs")
+def optimize_runs_cmd() -> None:
+    """List the saved walk-forward runs."""
+    from workbench.optimize import list_runs
+
+    runs = list_runs()
+    if runs.empty:
+        out.print("no walk-forward runs yet: run `workbench optimize walk-forward`")
+        return
+    print_frame(runs, title="walk-forward runs")
+
+
+@optimize_app.command("show")
+def optimize_show_cmd(
+    run_id: Annotated[str, typer.Argument(help="Run id (see `workbench optimize runs`).")],
+    html: Annotated[Path | None, typer.Option(help="Write the OOS equity chart here (.html).")] = None,
+) -> None:
+    """Print a saved run's fold table and diagnostics."""
+    from workbench.optimize import load_run
+
+    html_path = _output(html, (".html", ".htm"), "--html")
+    result = load_run(run_id)
+    _show_run(result)
+    if html_path is not None:
+        from workbench.backtest.plots import write_html
+
+        out.print(f"wrote chart {write_html(result.figure(), html_path)}", markup=False)
+
+
 # ---------------------------------------------------------------------- the main job
 DEMO_REPORTS = Path("reports") / "demo"
 
 
 @app.command("demo")
 def demo() -> None:
-    """The main job on embedded SYNTHETIC data: build the demo lake, backtest and sweep sma_cross.
+    """The main job on embedded SYNTHETIC data: build the demo lake, backtest, sweep and walk-forward.
 
     Writes its chart, sweep table and heatmap under ./reports/demo.
     """
@@ -840,6 +1023,10 @@ def demo() -> None:
               grid="fast=5:50:5,slow=20:200:20", fixed="short=false",
               out_path=DEMO_REPORTS / "sweep_sma_cross.parquet", top=5, by="sharpe",
               heatmap=DEMO_REPORTS / "sweep_sma_cross_heatmap.html", x="fast", y="slow", metric="sharpe")
+    out.rule("walk-forward: sma_cross on BTC/USDT 1h, 6 rolling folds x 40 Optuna trials")
+    walk_forward_cmd(strategy="sma_cross", symbols="BTC/USDT", timeframe="1h", folds=6, trials=40, workers=1,
+                     min_trades=3, fixed="short=false", seed=7, purge="0",
+                     html=DEMO_REPORTS / "walk_forward_sma_cross.html")
 
 
 def main() -> None:

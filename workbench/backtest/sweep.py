@@ -120,41 +120,51 @@ class SweepResult:
         return path
 
 
+@numba.njit(cache=True, error_model="numpy")
+def score_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash, max_exposure,
+             at_open, ppy, out, value, trades):
+    """Run the kernel for one parameter set and write its metrics (`_KERNEL_KEYS` order) into `out`.
+
+    `value` (n,) receives the equity curve; `trades` (n*m+1, 2) is scratch for closed-trade pnl.
+    Serial, so optimiser workers (forked processes) never touch numba's thread pool.
+    """
+    n = close.shape[0]
+    stats = np.empty(kernels.N_STATS)
+    kernels.simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
+                        max_exposure, at_open, value, np.empty(1), np.empty((1, 1)), stats, trades)
+    eq = equity_stats_nb(value, init_cash, ppy)
+    for q in range(8):
+        out[q] = eq[q]
+    n_closed = int(stats[kernels.ST_CLOSED])
+    tr = trade_stats_nb(trades[:n_closed, 0], trades[:n_closed, 1])
+    for q in range(8):
+        out[8 + q] = tr[q]
+    out[16] = stats[kernels.ST_OPEN]
+    out[17] = stats[kernels.ST_EXPOSED_BARS] / n
+    mean_value = stats[kernels.ST_SUM_VALUE] / n
+    traded = stats[kernels.ST_TRADED_VALUE]
+    if traded == 0.0:
+        out[18] = 0.0
+    elif mean_value != 0.0:
+        out[18] = traded / mean_value / (n / ppy)
+    else:
+        out[18] = np.nan
+
+
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
-                    max_exposure, at_open, ppy, out, values, trade_bufs):
-    """Run the kernel for every combination k of a chunk (signals (K, n, m)) and write its metrics.
+                    max_exposure, at_open, ppy, out, values, trade_bufs, keep_values):
+    """Run `score_nb` for every combination k of a chunk (signals (K, n, m)) in parallel.
 
-    `values` (threads, n) and `trade_bufs` (threads, n*m+1, 2) are per-thread scratch buffers,
-    allocated once per sweep rather than per combination (fresh pages cost more than the work).
+    `values` is per-thread scratch (threads, n), or (K, n) kept per combination when `keep_values`;
+    `trade_bufs` (threads, n*m+1, 2) is per-thread scratch, allocated once per sweep rather than per
+    combination (fresh pages cost more than the work).
     """
-    n_combos = le.shape[0]
-    n = close.shape[0]
-    for k in numba.prange(n_combos):
+    for k in numba.prange(le.shape[0]):
         t = numba.get_thread_id()
-        value = values[t]
-        trades = trade_bufs[t]
-        stats = np.empty(kernels.N_STATS)
-        kernels.simulate_nb(open_, high, low, close, le[k], lx[k], se[k], sx[k], sl[k], tp[k], tsl[k],
-                            frac[k], slip, fees, init_cash, max_exposure, at_open, value, np.empty(1),
-                            np.empty((1, 1)), stats, trades)
-        eq = equity_stats_nb(value, init_cash, ppy)
-        for q in range(8):
-            out[k, q] = eq[q]
-        n_closed = int(stats[kernels.ST_CLOSED])
-        tr = trade_stats_nb(trades[:n_closed, 0], trades[:n_closed, 1])
-        for q in range(8):
-            out[k, 8 + q] = tr[q]
-        out[k, 16] = stats[kernels.ST_OPEN]
-        out[k, 17] = stats[kernels.ST_EXPOSED_BARS] / n
-        mean_value = stats[kernels.ST_SUM_VALUE] / n
-        traded = stats[kernels.ST_TRADED_VALUE]
-        if traded == 0.0:
-            out[k, 18] = 0.0
-        elif mean_value != 0.0:
-            out[k, 18] = traded / mean_value / (n / ppy)
-        else:
-            out[k, 18] = np.nan
+        score_nb(open_, high, low, close, le[k], lx[k], se[k], sx[k], sl[k], tp[k], tsl[k], frac[k], slip,
+                 fees, init_cash, max_exposure, at_open, ppy, out[k], values[k] if keep_values else values[t],
+                 trade_bufs[t])
 
 
 def _stack_flex(arrays: list[np.ndarray]) -> np.ndarray:
@@ -165,6 +175,60 @@ def _stack_flex(arrays: list[np.ndarray]) -> np.ndarray:
     for k, a in enumerate(arrays):
         out[k] = np.broadcast_to(a, (rows, cols))
     return out
+
+
+class Evaluator:
+    """One strategy on one set of aligned bars, prepared once to score many parameter sets.
+
+    The optimiser's objective and the sweep share it: signals from the strategy's own function, then
+    the same kernel and metrics as `backtest`. Symbols trade together with shared cash.
+    """
+
+    def __init__(self, strat: Strategy, frames: Mapping[str, pd.DataFrame], *, costs: Costs, fill: Fill,
+                 sizing: Sizing, direction: Direction, init_cash: float, max_exposure: float,
+                 periods_per_year: float) -> None:
+        self.strat = strat
+        self.frames = dict(frames)
+        self.symbols = list(frames)
+        self.costs, self.fill, self.sizing, self.direction = costs, fill, sizing, direction
+        self.init_cash, self.max_exposure = float(init_cash), float(max_exposure)
+        self.ppy = float(periods_per_year)
+        self.open_, self.high, self.low, self.close = price_matrices(self.frames, self.symbols)
+        self.n = self.close.shape[0]
+        self.slip = _compact(slippage_array(self.close, costs))
+        self.value = np.empty(self.n)
+        self._trades = np.empty((self.n * len(self.symbols) + 1, 2))
+
+    def arrays(self, params: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+        """The kernel inputs of one parameter set: le, lx, se, sx, sl, tp, tsl, frac."""
+        return _combo_arrays(self.strat, self.frames, self.symbols, dict(params), self.direction, self.sizing,
+                             self.high, self.low, self.close, self.ppy)
+
+    def score(self, params: Mapping[str, Any]) -> dict[str, float]:
+        """Metrics (`_KERNEL_KEYS`) of one parameter set; its equity curve is left in `self.value`."""
+        le, lx, se, sx, sl, tp, tsl, frac = self.arrays(params)
+        out = np.full(len(_KERNEL_KEYS), np.nan)
+        score_nb(self.open_, self.high, self.low, self.close, le, lx, se, sx, sl, tp, tsl, frac, self.slip,
+                 float(self.costs.fees), self.init_cash, self.max_exposure, self.fill is Fill.NEXT_OPEN,
+                 self.ppy, out, self.value, self._trades)
+        return dict(zip(_KERNEL_KEYS, out.tolist(), strict=True))
+
+    def equity_curves(self, combos: Sequence[Mapping[str, Any]], chunk: int = 16) -> np.ndarray:
+        """Equity curves (n, K) of many parameter sets, computed in parallel chunks."""
+        out = np.empty((self.n, len(combos)))
+        threads = numba.get_num_threads()
+        trade_bufs = np.empty((threads, *self._trades.shape))
+        for start in range(0, len(combos), chunk):
+            part = [self.arrays(p) for p in combos[start:start + chunk]]
+            le, lx, se, sx = (np.stack([a[q] for a in part]) for q in range(4))
+            sl, tp, tsl, frac = (_stack_flex([a[q] for a in part]) for q in (4, 5, 6, 7))
+            values = np.empty((len(part), self.n))
+            stats = np.empty((len(part), len(_KERNEL_KEYS)))
+            _sweep_chunk_nb(self.open_, self.high, self.low, self.close, le, lx, se, sx, sl, tp, tsl, frac,
+                            self.slip, float(self.costs.fees), self.init_cash, self.max_exposure,
+                            self.fill is Fill.NEXT_OPEN, self.ppy, stats, values, trade_bufs, True)
+            out[:, start:start + len(part)] = values.T
+        return out
 
 
 def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFrame],
@@ -212,8 +276,9 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
     t_signals = t_kernel = 0.0
     for unit in units:
         sub = {s: frames[s] for s in unit}
-        open_, high, low, close = price_matrices(sub, unit)
-        slip = _compact(slippage_array(close, costs))
+        ev = Evaluator(strat, sub, costs=costs, fill=fill, sizing=sizing, direction=direction,
+                       init_cash=init_cash, max_exposure=max_exposure, periods_per_year=periods_per_year)
+        open_, high, low, close, slip = ev.open_, ev.high, ev.low, ev.close, ev.slip
         bench = buy_and_hold(open_, close, index, costs, fill, init_cash, slip)
         bench_ret = float(bench.iloc[-1] / init_cash - 1.0)
         threads = numba.get_num_threads()
@@ -241,7 +306,8 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
                 out = np.full((len(part), len(_KERNEL_KEYS)), np.nan)
                 _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip,
                                 float(costs.fees), float(init_cash), float(max_exposure),
-                                fill is Fill.NEXT_OPEN, float(periods_per_year), out, values, trade_bufs)
+                                fill is Fill.NEXT_OPEN, float(periods_per_year), out, values, trade_bufs,
+                                False)
                 t_signals += t1 - t0
                 t_kernel += time.perf_counter() - t1
                 for p, vals in zip(part, out, strict=True):

@@ -1,0 +1,17 @@
+"""Walk-forward optimisation with Optuna, and the overfitting diagnostics of its trials."""
+
+from workbench.optimize.records import list_runs, load_run, save_run
+from workbench.optimize.splitter import Fold, WalkForward
+from workbench.optimize.walkforward import Objective, WalkForwardResult, join_run, walk_forward
+
+__all__ = [
+    "Fold",
+    "Objective",
+    "WalkForward",
+    "WalkForwardResult",
+    "join_run",
+    "list_runs",
+    "load_run",
+    "save_run",
+    "walk_forward",
+]

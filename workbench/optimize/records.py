@@ -1,0 +1,142 @@
+"""Run records: a finished walk-forward run on disk, read back by run id (promotion, reports).
+
+Layout of ``data/runs/<run_id>/``: ``record.json`` (settings, inputs, diagnostics, timings, status),
+``folds.parquet``, ``trials.parquet``, ``oos.parquet`` (equity and buy-and-hold), ``trades.parquet``,
+``importances.parquet`` and ``stability.parquet``. A record is written to a temporary folder and
+renamed into place, so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from workbench.config import data_dir
+from workbench.errors import ConfigError, DataError, did_you_mean
+
+if TYPE_CHECKING:
+    from workbench.optimize.walkforward import WalkForwardResult
+
+_TABLES = ("folds", "trials", "trades", "importances", "stability")
+
+
+def runs_dir(root: Any = None) -> Path:
+    """Where run records live: ``<data dir>/runs``."""
+    return Path(root) if root is not None else data_dir() / "runs"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value
+
+
+def _restore(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _restore(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore(v) for v in value]
+    if value == "inf":
+        return math.inf
+    if value == "-inf":
+        return -math.inf
+    return math.nan if value is None else value
+
+
+def _table(df: pd.DataFrame) -> pd.DataFrame:
+    """Object columns holding lists or mixed values become JSON text, so Parquet can store them."""
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype == object and out[c].map(lambda v: isinstance(v, list | dict)).any():
+            out[c] = out[c].map(lambda v: json.dumps(_jsonable(v)))
+    return out
+
+
+def save_run(result: WalkForwardResult, root: Any = None) -> Path:
+    """Write `result` under ``runs_dir(root)/<run_id>`` atomically, replacing an older record."""
+    base = runs_dir(root)
+    final = base / result.run_id
+    tmp = base / f".{result.run_id}.tmp-{os.getpid()}"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        record = {"run_id": result.run_id, "kind": "walk_forward", "status": "complete",
+                  "settings": result.settings, "inputs": result.inputs, "diagnostics": result.diagnostics,
+                  "summary": result.summary(), "timings": result.timings}
+        (tmp / "record.json").write_text(json.dumps(_jsonable(record), indent=1, default=str))
+        for name, df in (("folds", result.folds), ("trials", result.trials), ("trades", result.oos_trades),
+                         ("importances", result.importances.reset_index()), ("stability", result.stability)):
+            _table(df).to_parquet(tmp / f"{name}.parquet", index=False)
+        pd.DataFrame({"equity": result.oos_equity, "benchmark": result.oos_benchmark}).rename_axis(
+            "ts").to_parquet(tmp / "oos.parquet")
+        old = None
+        if final.exists():
+            old = base / f".{result.run_id}.old-{os.getpid()}"
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ConfigError(f"cannot write run record {final}: {exc.strerror}; "
+                          "check that the data folder is writable") from None
+    return final
+
+
+def list_runs(root: Any = None) -> pd.DataFrame:
+    """One row per saved run: id, strategy, symbols, headline figures, when it was written."""
+    base = runs_dir(root)
+    rows = []
+    for d in sorted(base.glob("*/record.json")) if base.exists() else []:
+        try:
+            rec = json.loads(d.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        rows.append({**rec.get("summary", {}), "symbols": ",".join(rec["settings"]["symbols"]),
+                     "written": pd.Timestamp(d.stat().st_mtime, unit="s", tz="UTC").floor("s")})
+    return pd.DataFrame(rows)
+
+
+def load_run(run_id: str, root: Any = None) -> WalkForwardResult:
+    """Read a saved run record back into a `WalkForwardResult` (figures work, nothing recomputed)."""
+    from workbench.optimize.walkforward import WalkForwardResult
+
+    base = runs_dir(root)
+    folder = base / run_id
+    if not (folder / "record.json").exists():
+        known = [p.parent.name for p in base.glob("*/record.json")] if base.exists() else []
+        raise ConfigError(f"no walk-forward run {run_id!r} in {base}{did_you_mean(run_id, known)}; "
+                          "list them with `workbench optimize runs`")
+    try:
+        rec = json.loads((folder / "record.json").read_text())
+        tables = {name: pd.read_parquet(folder / f"{name}.parquet") for name in _TABLES}
+        oos = pd.read_parquet(folder / "oos.parquet")
+    except (OSError, ValueError) as exc:
+        raise DataError(f"run record {folder} is unreadable ({exc}); re-run the walk-forward to rewrite it") \
+            from None
+    stability = tables["stability"]
+    if "values" in stability:
+        stability["values"] = stability["values"].map(json.loads)
+    imp = tables["importances"]
+    return WalkForwardResult(run_id=rec["run_id"], settings=rec["settings"], inputs=rec["inputs"],
+                             folds=tables["folds"], trials=tables["trials"], oos_equity=oos["equity"],
+                             oos_benchmark=oos["benchmark"], oos_trades=tables["trades"],
+                             diagnostics=_restore(rec["diagnostics"]),
+                             importances=imp.set_index("fold") if "fold" in imp else imp,
+                             stability=stability, timings=rec.get("timings", {}))

@@ -1,0 +1,166 @@
+"""Where walk-forward studies live, and how workers share their trials exactly once.
+
+A run's trial budget is created up front: each fold's study holds ``n_trials`` WAITING trials (Optuna
+placeholders with no fixed parameters). A worker *claims* one by moving it WAITING -> RUNNING, which
+every Optuna storage does atomically, then lets the sampler draw its parameters. Workers never call
+``Study.ask`` (it creates a new trial when the queue is empty), so however many join, each fold ends
+with exactly ``n_trials`` finished trials and no trial is evaluated twice.
+
+A worker that dies leaves its trial RUNNING. `recover_stale` finishes such trials as FAIL (reason
+recorded) and puts a fresh placeholder back, so the budget still completes after a restart.
+Storage URLs: a journal file (default, ``data/optimize/<run>.journal``), ``sqlite:///path`` or
+``postgresql://user@host:port/db`` (Optuna's RDB storage; use it to spread workers over machines).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import psutil
+from optuna.storages import BaseStorage
+from optuna.trial import TrialState
+
+from workbench.config import data_dir
+from workbench.errors import ConfigError
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+_WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def redact(url: str) -> str:
+    """The storage URL with any password replaced, safe to print and record."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def default_storage(run_id: str) -> str:
+    """The journal file a run uses when no storage is given."""
+    return str(data_dir() / "optimize" / f"{run_id}.journal")
+
+
+def open_storage(url: str) -> BaseStorage:
+    """An Optuna storage for a journal path, ``sqlite:///...`` or ``postgresql://...``; checked reachable."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if "://" not in url:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise ConfigError(f"cannot open study journal {path}: {exc.strerror}; "
+                              "choose a writable --storage path") from None
+    scheme = url.split("://", 1)[0]
+    if scheme in ("postgresql", "postgres"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3 is the installed driver
+    elif not scheme.startswith(("postgresql+", "sqlite")):
+        raise ConfigError(f"storage {redact(url)!r} is not supported; use a journal file path, "
+                          "sqlite:///path.db or postgresql://user@host:port/db")
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    except Exception as exc:  # SQLAlchemy/driver errors: one line that names the URL and the cause
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        raise ConfigError(f"cannot reach study storage {redact(url)}: {cause}; "
+                          "start the database or fix --storage") from None
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+
+
+def create_fold_study(storage: BaseStorage, name: str, n_trials: int, attrs: dict[str, Any]) -> None:
+    """Create a fold's study with its trial budget, or check an existing one has the same settings."""
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                    load_if_exists=True)
+    existing = study.user_attrs.get("settings")
+    if existing is not None and existing != attrs["settings"]:
+        diff = [k for k in sorted(set(existing) | set(attrs["settings"]))
+                if existing.get(k) != attrs["settings"].get(k)]
+        raise ConfigError(f"study {name} exists with different settings ({', '.join(diff)}); "
+                          "choose another --name, or delete it with `workbench optimize rm`")
+    if study.user_attrs.get("ready"):
+        return
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    have = len(study.get_trials(deepcopy=False))
+    for _ in range(have, n_trials):
+        study.enqueue_trial({})
+    study.set_user_attr("ready", True)
+
+
+def study_id(storage: BaseStorage, name: str) -> int:
+    """The storage id of a study, with an error that says how to create it."""
+    try:
+        return storage.get_study_id_from_name(name)
+    except KeyError:
+        raise ConfigError(f"no study {name} in this storage; start the run first with "
+                          "`workbench optimize walk-forward` (same --storage)") from None
+
+
+def claim(storage: BaseStorage, sid: int) -> int | None:
+    """Move one WAITING trial to RUNNING for this worker; None when the fold's budget is all taken."""
+    for t in storage.get_all_trials(sid, deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                _HELD.add(t._trial_id)
+                storage.set_trial_system_attr(t._trial_id, "worker", _WORKER)
+                return t._trial_id
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def recover_stale(storage: BaseStorage, sid: int, stale_after: float) -> int:
+    """Finish trials whose worker is gone as FAIL and re-queue their budget; returns how many.
+
+    On this host a worker is gone when its process is; elsewhere when its trial has run longer than
+    `stale_after` seconds (trials take milliseconds to seconds, so that means a dead machine).
+    """
+    n = 0
+    now = time.time()
+    for t in storage.get_all_trials(sid, deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = str(t.system_attrs.get("worker", ""))
+        host, _, pid = worker.rpartition(":")
+        started = t.datetime_start.timestamp() if t.datetime_start else now
+        dead = now - started > stale_after
+        if host == socket.gethostname() and pid.isdigit():
+            p = int(pid)
+            dead = dead or (t._trial_id not in _HELD if p == os.getpid() else not psutil.pid_exists(p))
+        if not dead:
+            continue
+        try:
+            storage.set_trial_system_attr(t._trial_id, "failed_reason", f"worker {worker or '?'} stopped")
+            storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker recovered it first
+        storage.create_new_trial(sid, template_trial=optuna.trial.create_trial(
+            state=TrialState.WAITING, system_attrs={"fixed_params": {}}))
+        n += 1
+    return n
+
+
+_HELD: set[int] = set()
+
+
+def release(trial_id: int) -> None:
+    """This process has finished the trial it claimed (until then recovery leaves it alone)."""
+    _HELD.discard(trial_id)
+
+
+def reset_worker_identity() -> None:
+    """Call in a forked child: its trials are claimed under its own pid."""
+    global _WORKER
+    _WORKER = f"{socket.gethostname()}:{os.getpid()}"
+    _HELD.clear()

@@ -1,0 +1,847 @@
+"""Walk-forward optimisation: tune on each train window, trade the winner on the unseen test window.
+
+For every fold of a `WalkForward` splitter an Optuna study searches the strategy's parameter space on
+the train window (seeded TPE by default), scoring each trial with the same kernel as `backtest`. The
+fold's best feasible parameters then trade its test window, starting flat with the equity the
+previous fold ended with, and flat again at its end; the test windows stitch into one out-of-sample
+(OOS) equity curve and trade list. Overfitting diagnostics come from the actual trials of the run.
+
+Trials are shared through Optuna storage (see `storage`): any number of worker processes, on this
+machine or others, can join a run; an interrupted run resumes where it stopped. A trial's sampler is
+seeded from (seed, fold, trials already finished), so one worker gives the same result every time,
+and a resumed run the same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from workbench.backtest.engine import (
+    Costs,
+    Direction,
+    Fill,
+    Sizing,
+    SizingKind,
+    as_bar_dict,
+    buy_and_hold,
+    fingerprint,
+    price_matrices,
+    resolve_annualisation,
+    resolve_run,
+    simulate,
+    slippage_array,
+)
+from workbench.backtest.metrics import compute_metrics
+from workbench.backtest.sweep import Evaluator
+from workbench.errors import ConfigError, DataError, WorkbenchError
+from workbench.optimize import storage as st
+from workbench.optimize.overfitting import (
+    bootstrap_trades,
+    compare_to_benchmark,
+    deflated_sharpe_ratio,
+    pbo_cscv,
+    sharpe_significance,
+)
+from workbench.optimize.splitter import Fold, WalkForward
+from workbench.strategies.base import Signals, Strategy, check_signal_bars
+from workbench.strategies.indicators import indicator_cache
+from workbench.strategies.registry import get_strategy
+from workbench.version import code_version
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("sharpe", "sortino", "calmar", "return_dd")
+SAMPLERS = ("tpe", "random", "qmc")
+PRUNERS = ("none", "median", "percentile", "hyperband", "successive_halving")
+WORST = -1e9  # the score of a trial whose objective is undefined (NaN or infinite)
+FoldProgress = Callable[[int, int, int], None]  # (fold, finished trials, budget)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Objective:
+    """What a trial maximises: a metric of the train-window backtest, and a minimum trade count.
+
+    ``return_dd`` is annual return minus ``dd_penalty`` times the max drawdown (as a positive
+    fraction). Trials with fewer than ``min_trades`` closed trades are infeasible: the sampler learns
+    to avoid them and they are never selected.
+    """
+
+    metric: str = "sharpe"
+    min_trades: int = 1
+    dd_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.metric not in OBJECTIVES:
+            raise ConfigError(f"objective {self.metric!r} is unknown; use one of {', '.join(OBJECTIVES)}")
+        if self.min_trades < 0:
+            raise ConfigError(f"min_trades={self.min_trades} must be 0 or more")
+        if not (math.isfinite(self.dd_penalty) and self.dd_penalty >= 0):
+            raise ConfigError(f"dd_penalty={self.dd_penalty} must be a non-negative number")
+
+    def raw(self, m: Mapping[str, float]) -> float:
+        """The objective of one backtest's metrics, NaN or infinite when undefined (e.g. no trades)."""
+        if self.metric == "return_dd":
+            return float(m["annual_return"] - self.dd_penalty * abs(m["max_drawdown"]))
+        return float(m[self.metric])
+
+    def value(self, m: Mapping[str, float]) -> float:
+        """The score a trial reports: `raw`, or WORST when that is undefined."""
+        v = self.raw(m)
+        return v if math.isfinite(v) else WORST
+
+
+def make_sampler(name: str, seed: int, options: Mapping[str, Any] | None = None
+                 ) -> optuna.samplers.BaseSampler:
+    """An Optuna sampler by name (tpe, random, qmc), seeded."""
+    options = dict(options or {})
+    try:
+        if name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, **options)
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed, **options)
+        if name == "qmc":
+            return optuna.samplers.QMCSampler(seed=seed, **options)
+    except TypeError as exc:
+        raise ConfigError(f"sampler {name} options {options}: {exc}") from None
+    raise ConfigError(f"sampler {name!r} is unknown; use one of {', '.join(SAMPLERS)}")
+
+
+def make_pruner(name: str | None, options: Mapping[str, Any] | None = None) -> optuna.pruners.BasePruner:
+    """An Optuna pruner by name; steps are the symbols of a run, so it needs several to prune."""
+    options = dict(options or {})
+    kinds = {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
+             "percentile": optuna.pruners.PercentilePruner, "hyperband": optuna.pruners.HyperbandPruner,
+             "successive_halving": optuna.pruners.SuccessiveHalvingPruner}
+    name = name or "none"
+    if name not in kinds:
+        raise ConfigError(f"pruner {name!r} is unknown; use one of {', '.join(PRUNERS)}")
+    if name == "percentile":
+        options.setdefault("percentile", 25.0)
+    try:
+        return kinds[name](**options)
+    except TypeError as exc:
+        raise ConfigError(f"pruner {name} options {options}: {exc}") from None
+
+
+def signal_lookback(strat: Strategy, params: Mapping[str, Any]) -> int:
+    """Bars of history before a window that its signals are computed on (indicator warm-up).
+
+    Three warm-ups, so exponential indicators have converged too; the paper runner uses the same.
+    """
+    return 3 * int(strat.warmup(params)) + 10
+
+
+def _seed(seed: int, fold: int, done: int) -> int:
+    return int(np.random.SeedSequence([seed, fold, done]).generate_state(1)[0])
+
+
+def run_id_for(settings: Mapping[str, Any]) -> str:
+    """A run's id from its settings: the same settings resume the same run."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    name = "".join(c if c.isalnum() else "_" for c in str(settings["strategy"])).strip("_")
+    return f"wf-{name}-{digest}"
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+@dataclass
+class _Run:
+    """Everything a worker needs: settings, the bars, the folds, and per-fold evaluators."""
+
+    run_id: str
+    settings: dict[str, Any]
+    frames: dict[str, pd.DataFrame]
+    strat: Strategy
+    folds: list[Fold]
+    objective: Objective
+    costs: Costs
+    sizing: Sizing
+    fill: Fill
+    direction: Direction
+    storage_url: str
+    stale_after: float = 600.0
+    timings: dict[str, float] = field(default_factory=lambda: {"sample_s": 0.0, "backtest_s": 0.0,
+                                                               "storage_s": 0.0, "trials": 0})
+
+    def study_name(self, k: int) -> str:
+        return f"{self.run_id}:fold{k}"
+
+    def units(self) -> list[list[str]]:
+        syms = list(self.frames)
+        return [syms] if self.settings["portfolio"] else [[s] for s in syms]
+
+    def evaluators(self, fold: Fold) -> list[Evaluator]:
+        sl = fold.train()
+        return [Evaluator(self.strat, {s: self.frames[s].iloc[sl] for s in unit}, costs=self.costs,
+                          fill=self.fill, sizing=self.sizing, direction=self.direction,
+                          init_cash=self.settings["init_cash"], max_exposure=self.settings["max_exposure"],
+                          periods_per_year=self.settings["periods_per_year"])
+                for unit in self.units()]
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        fixed = self.settings["fixed"]
+        values = {p.name: fixed[p.name] if p.name in fixed else p.suggest(trial)
+                  for p in self.strat.space.params}
+        if not self.strat.space.feasible(values):
+            raise optuna.TrialPruned("parameter constraints not met")
+        return self.strat.params(values)
+
+    def work(self, storage: optuna.storages.BaseStorage, progress: Callable[[], None] | None = None) -> None:
+        """Claim and evaluate trials, fold by fold, until every fold's budget is taken."""
+        s = self.settings
+        timeout = s["timeout"]
+        for k, fold in enumerate(self.folds):
+            sid = st.study_id(storage, self.study_name(k))
+            st.recover_stale(storage, sid, self.stale_after)
+            evaluators: list[Evaluator] | None = None
+            deadline = None if timeout is None else time.monotonic() + timeout
+            with indicator_cache():
+                while True:
+                    t0 = time.perf_counter()
+                    tid = st.claim(storage, sid)
+                    if tid is None:
+                        break
+                    if deadline is not None and time.monotonic() > deadline:
+                        storage.set_trial_system_attr(tid, "failed_reason", "fold timeout")
+                        storage.set_trial_state_values(tid, state=TrialState.FAIL)
+                        st.release(tid)
+                        continue
+                    evaluators = evaluators or self.evaluators(fold)
+                    self._trial(storage, sid, k, tid, evaluators, t0)
+                    if progress is not None:
+                        progress()
+
+    def _trial(self, storage: optuna.storages.BaseStorage, sid: int, k: int, tid: int,
+               evaluators: list[Evaluator], t0: float) -> None:
+        s = self.settings
+        tm = self.timings
+        done = len(storage.get_all_trials(sid, deepcopy=False, states=st.FINISHED))
+        sampler = make_sampler(s["sampler"], _seed(s["seed"], k, done), s["sampler_options"])
+        study = optuna.load_study(study_name=self.study_name(k), storage=storage, sampler=sampler,
+                                  pruner=make_pruner(s["pruner"], s["pruner_options"]))
+        trial = optuna.Trial(study, tid)
+        try:
+            try:
+                params = self.suggest(trial)
+                t1 = time.perf_counter()
+                tm["sample_s"] += t1 - t0
+                rows = []
+                for i, ev in enumerate(evaluators):
+                    rows.append(ev.score(params))
+                    if len(evaluators) > 1 and i < len(evaluators) - 1:
+                        trial.report(float(np.mean([self.objective.value(r) for r in rows])), i)
+                        if trial.should_prune():
+                            raise optuna.TrialPruned(f"pruned after {i + 1} of {len(evaluators)} symbols")
+                t2 = time.perf_counter()
+                tm["backtest_s"] += t2 - t1
+                metrics = _aggregate(rows)
+                value = float(np.mean([self.objective.value(r) for r in rows]))
+                trial.set_user_attr("metrics", metrics)
+                # infeasible when positive: the sampler learns to avoid it, selection skips it
+                trial.set_constraint("min_trades", self.objective.min_trades - (metrics["n_trades"] or 0))
+                study.tell(trial, value)
+                tm["storage_s"] += time.perf_counter() - t2
+            except optuna.TrialPruned:
+                tm["sample_s"] += time.perf_counter() - t0
+                study.tell(trial, state=TrialState.PRUNED)
+            tm["trials"] += 1
+        except optuna.exceptions.UpdateFinishedTrialError:
+            log.warning("trial %d was recovered by another worker while running", trial.number)
+        except Exception as exc:
+            storage.set_trial_system_attr(tid, "failed_reason", f"{type(exc).__name__}: {exc}"[:500])
+            storage.set_trial_state_values(tid, state=TrialState.FAIL)
+            storage.create_new_trial(sid, template_trial=optuna.trial.create_trial(
+                state=TrialState.WAITING, system_attrs={"fixed_params": {}}))
+            if isinstance(exc, WorkbenchError):
+                raise
+            raise WorkbenchError(f"{self.strat.name} failed in fold {k} trial {trial.number}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            st.release(tid)
+
+
+def _aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
+    """One metrics dict for a trial: the mean over symbols, trade counts summed."""
+    if len(rows) == 1:
+        return {k: (v if math.isfinite(v) else None) for k, v in rows[0].items()}  # type: ignore[misc]
+    out: dict[str, Any] = {}
+    for key in rows[0]:
+        vals = np.array([r[key] for r in rows], dtype=float)
+        v = float(vals.sum()) if key in ("n_trades", "n_open_trades") else float(np.nanmean(vals)) \
+            if np.isfinite(vals).any() else float("nan")
+        out[key] = v if math.isfinite(v) else None
+    return out
+
+
+def _metric(m: Mapping[str, Any] | None, key: str) -> float:
+    v = None if m is None else m.get(key)
+    return float("nan") if v is None else float(v)
+
+
+# ------------------------------------------------------------------------------------- entry points
+
+
+def walk_forward(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFrame], *,
+                 splitter: WalkForward | None = None, folds: int = 8, n_trials: int = 100,
+                 objective: str | Objective = "sharpe", min_trades: int = 1, timeout: float | None = None,
+                 seed: int = 0, sampler: str = "tpe", sampler_options: Mapping[str, Any] | None = None,
+                 pruner: str | None = None, pruner_options: Mapping[str, Any] | None = None,
+                 fixed: Mapping[str, Any] | None = None, workers: int = 1, storage: str | None = None,
+                 name: str | None = None, costs: Costs | None = None, fill: Fill | str = Fill.NEXT_OPEN,
+                 sizing: Sizing | None = None, direction: Direction | str = Direction.BOTH,
+                 init_cash: float = 100_000.0, max_exposure: float = 1.0, portfolio: bool = False,
+                 timeframe: str | None = None, calendar: str | None = None, stale_after: float = 600.0,
+                 progress: FoldProgress | None = None, save: bool = True) -> WalkForwardResult:
+    """Walk-forward optimise `strategy` on `bars`; returns the fold table, OOS record and diagnostics.
+
+    `workers` processes on this machine share each fold's study; more can join from anywhere with
+    `join_run(run_id, storage)`. With several symbols each trades on its own and a trial scores the
+    mean of their objectives (`portfolio=True` trades them together). Re-running the same call
+    resumes the run (or returns it, when finished); `name` fixes the run id.
+    """
+    t_start = time.perf_counter()
+    strat = get_strategy(strategy)
+    frames = as_bar_dict(bars)
+    run = _build_run(strat, frames, splitter=splitter or WalkForward(n_folds=folds), n_trials=n_trials,
+                     objective=objective if isinstance(objective, Objective) else Objective(
+                         metric=objective, min_trades=min_trades),
+                     timeout=timeout, seed=seed, sampler=sampler, sampler_options=sampler_options,
+                     pruner=pruner, pruner_options=pruner_options, fixed=fixed, costs=costs or Costs(),
+                     fill=fill, sizing=sizing or Sizing(), direction=direction, init_cash=init_cash,
+                     max_exposure=max_exposure, portfolio=portfolio, timeframe=timeframe, calendar=calendar,
+                     name=name, storage=storage, stale_after=stale_after)
+    if workers < 1:
+        raise ConfigError(f"workers={workers} must be at least 1")
+    store = st.open_storage(run.storage_url)
+    for k, fold in enumerate(run.folds):
+        st.create_fold_study(store, run.study_name(k), run.settings["n_trials"], {
+            "settings": run.settings, "run_id": run.run_id, "fold": k,
+            "fold_bounds": [fold.train_start, fold.train_end, fold.test_start, fold.test_end]})
+    budget = run.settings["n_trials"]
+    sids = [st.study_id(store, run.study_name(k)) for k in range(len(run.folds))]
+    last_poll = [0.0]
+
+    def poll(force: bool = False) -> None:
+        if progress is None or (not force and time.monotonic() - last_poll[0] < 0.25):
+            return
+        last_poll[0] = time.monotonic()
+        for k, sid in enumerate(sids):
+            progress(k, len(store.get_all_trials(sid, deepcopy=False, states=st.FINISHED)), budget)
+
+    poll(force=True)
+    children = _start_workers(run, workers - 1)
+    try:
+        run.work(store, progress=poll)
+        _wait_for_folds(run, store, sids, children, poll)
+    finally:
+        for p, _ in children:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+    poll(force=True)
+    timings = dict(run.timings)
+    for _, q in children:
+        while not q.empty():
+            for key, v in q.get().items():
+                timings[f"other_workers_{key}"] = timings.get(f"other_workers_{key}", 0.0) + v
+    result = _finish(run, store, sids)
+    result.timings.update(timings, total_s=time.perf_counter() - t_start, workers=workers)
+    if save:
+        result.save()
+    return result
+
+
+def join_run(run_id: str, storage: str, *, bars: Mapping[str, pd.DataFrame] | None = None,
+             lake: Any = None, progress: Callable[[], None] | None = None) -> dict[str, float]:
+    """Work on an existing run from another process or machine until its trial budget is taken.
+
+    The bars come from `bars` or this machine's lake (as the run recorded them) and must have the
+    run's data fingerprint. Returns this worker's timings.
+    """
+    store = st.open_storage(storage)
+    try:
+        attrs = optuna.load_study(study_name=f"{run_id}:fold0", storage=store).user_attrs
+    except KeyError:
+        raise ConfigError(f"run {run_id} is not in {st.redact(storage)}; start it with "
+                          "`workbench optimize walk-forward ... --storage` first") from None
+    settings = attrs["settings"]
+    if bars is None:
+        from workbench.backtest.engine import load_bars
+        from workbench.data.lake import Lake
+
+        d = settings["data"]
+        bars = load_bars(lake or Lake(), settings["symbols"], settings["timeframe"], d["start"], d["end"],
+                         source=d["source"])
+    frames = as_bar_dict(bars)
+    if fingerprint(frames) != settings["data"]["fingerprint"]:
+        raise DataError(f"this worker's bars differ from run {run_id}'s (fingerprint "
+                        f"{fingerprint(frames)[:12]} vs {settings['data']['fingerprint'][:12]}); "
+                        "sync the same data into this machine's lake")
+    run = _run_from_settings(run_id, settings, frames, storage)
+    run.work(store, progress=progress)
+    return dict(run.timings)
+
+
+def _build_run(strat: Strategy, frames: dict[str, pd.DataFrame], *, splitter: WalkForward, n_trials: int,
+               objective: Objective, timeout: float | None, seed: int, sampler: str,
+               sampler_options: Mapping[str, Any] | None, pruner: str | None,
+               pruner_options: Mapping[str, Any] | None, fixed: Mapping[str, Any] | None, costs: Costs,
+               fill: Fill | str, sizing: Sizing, direction: Direction | str, init_cash: float,
+               max_exposure: float, portfolio: bool, timeframe: str | None, calendar: str | None,
+               name: str | None, storage: str | None, stale_after: float) -> _Run:
+    if n_trials < 1:
+        raise ConfigError(f"n_trials={n_trials} must be at least 1")
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(f"timeout={timeout} must be a positive number of seconds per fold")
+    fixed = dict(fixed or {})
+    unknown = sorted(set(fixed) - set(strat.space.names))
+    if unknown:
+        raise ConfigError(f"{strat.name} has no parameter(s) {unknown}; it takes {strat.space.names}")
+    free = [p.name for p in strat.space.params if p.name not in fixed]
+    if not free:
+        raise ConfigError(f"nothing to optimise: {strat.name}'s parameter space is empty or every "
+                          "parameter is fixed; free at least one")
+    make_sampler(sampler, seed, sampler_options)  # checks the name and options
+    make_pruner(pruner, pruner_options)
+    fill, direction = resolve_run(fill, direction, init_cash, max_exposure)
+    timeframe, calendar, ppy = resolve_annualisation(frames, timeframe, calendar, None)
+    first = next(iter(frames.values()))
+    worst_warmup = max(_warmup(strat, {**c, **fixed}) for c in _corners(strat))
+    for s, df in frames.items():
+        check_signal_bars(df, 0, s)
+    splitter = replace(splitter, min_train_bars=max(splitter.min_train_bars, worst_warmup + 2))
+    folds = splitter.split(first.index)
+    short = [f for f in folds if f.n_train < worst_warmup + 2]
+    if short:
+        f = short[0]
+        raise DataError(f"fold {f.fold} has {f.n_train} train bars but {strat.name} needs at least "
+                        f"{worst_warmup + 2} (its largest warm-up); use fewer folds or a longer train window")
+    settings: dict[str, Any] = {
+        "strategy": strat.name,
+        "symbols": list(frames),
+        "timeframe": timeframe,
+        "calendar": calendar,
+        "periods_per_year": ppy,
+        "data": {"source": first.attrs.get("source"), "start": first.index[0].isoformat(),
+                 "end": first.index[-1].isoformat(), "bars": len(first), "fingerprint": fingerprint(frames)},
+        "splitter": splitter.describe(),
+        "objective": asdict(objective),
+        "n_trials": int(n_trials),
+        "timeout": timeout,
+        "seed": int(seed),
+        "sampler": sampler,
+        "sampler_options": dict(sampler_options or {}),
+        "pruner": pruner or "none",
+        "pruner_options": dict(pruner_options or {}),
+        "fixed": fixed,
+        "costs": asdict(costs),
+        "fill": fill.value,
+        "sizing": {**asdict(sizing), "kind": sizing.kind.value},
+        "direction": direction.value,
+        "init_cash": float(init_cash),
+        "max_exposure": float(max_exposure),
+        "portfolio": bool(portfolio),
+    }
+    run_id = name or run_id_for(settings)
+    if not run_id or any(c in run_id for c in "/\\:") or run_id.startswith("."):
+        raise ConfigError(f"run name {run_id!r} must be non-empty without / \\ : or a leading dot")
+    url = storage or st.default_storage(run_id)
+    return _Run(run_id=run_id, settings=settings, frames=frames, strat=strat, folds=folds,
+                objective=objective, costs=costs, sizing=sizing, fill=fill, direction=direction,
+                storage_url=url, stale_after=stale_after)
+
+
+def _corners(strat: Strategy) -> list[dict[str, Any]]:
+    """Parameter sets at the ends of every range (for the largest warm-up any trial can need)."""
+    lo = {p.name: p.low if p.kind in ("int", "float") else p.default for p in strat.space.params}
+    hi = {p.name: p.high if p.kind in ("int", "float") else p.default for p in strat.space.params}
+    return [lo, hi]
+
+
+def _warmup(strat: Strategy, params: dict[str, Any]) -> int:
+    try:
+        return int(strat.warmup(params))
+    except (KeyError, TypeError, ValueError):
+        return 1
+
+
+def _run_from_settings(run_id: str, settings: dict[str, Any], frames: dict[str, pd.DataFrame],
+                       storage: str) -> _Run:
+    strat = get_strategy(settings["strategy"])
+    sz = dict(settings["sizing"])
+    sizing = Sizing(**{**sz, "kind": SizingKind(sz["kind"])})
+    splitter = WalkForward.from_describe(settings["splitter"])
+    return _Run(run_id=run_id, settings=settings, frames=frames, strat=strat,
+                folds=splitter.split(next(iter(frames.values())).index),
+                objective=Objective(**settings["objective"]), costs=Costs(**settings["costs"]), sizing=sizing,
+                fill=Fill(settings["fill"]), direction=Direction(settings["direction"]), storage_url=storage)
+
+
+def _child(run: _Run, parent: int, queue: Any) -> None:
+    """A forked local worker: its own storage connection, its own identity, same bars in memory."""
+    st.reset_worker_identity()
+    store = st.open_storage(run.storage_url)
+
+    def check_parent() -> None:
+        if os.getppid() != parent:  # the coordinator died: stop, its restart recovers our trial
+            os._exit(3)
+
+    run.timings = {k: 0.0 for k in run.timings}
+    run.work(store, progress=check_parent)
+    queue.put(run.timings)
+
+
+def _start_workers(run: _Run, n: int) -> list[tuple[Any, Any]]:
+    if n <= 0:
+        return []
+    ctx = mp.get_context("fork")  # the children share the loaded bars and compiled kernels
+    out = []
+    for _ in range(n):
+        q = ctx.Queue()
+        p = ctx.Process(target=_child, args=(run, os.getpid(), q), daemon=True)
+        p.start()
+        out.append((p, q))
+    return out
+
+
+def _wait_for_folds(run: _Run, store: optuna.storages.BaseStorage, sids: list[int],
+                    children: list[tuple[Any, Any]], poll: Callable[..., None]) -> None:
+    """Wait until no trial of any fold is waiting or running (other workers finishing theirs)."""
+    while True:
+        busy = 0
+        for sid in sids:
+            st.recover_stale(store, sid, run.stale_after)
+            busy += len(store.get_all_trials(sid, deepcopy=False,
+                                             states=(TrialState.WAITING, TrialState.RUNNING)))
+        if busy == 0:
+            break
+        failed = [p for p, _ in children if p.exitcode not in (None, 0)]
+        if failed and all(p.exitcode is not None for p, _ in children):
+            # local helpers are gone: take over whatever they left waiting
+            run.work(store, progress=poll)
+            continue
+        poll()
+        time.sleep(0.1)
+    bad = [p.exitcode for p, _ in children if p.exitcode not in (None, 0)]
+    if bad:
+        log.warning("worker process(es) exited with %s; their trials were recovered", bad)
+
+
+# --------------------------------------------------------------------------------- post-processing
+
+
+def _finish(run: _Run, store: optuna.storages.BaseStorage, sids: list[int]) -> WalkForwardResult:
+    s = run.settings
+    names = run.strat.space.names
+    trial_rows: list[dict[str, Any]] = []
+    fold_rows: list[dict[str, Any]] = []
+    equities: list[pd.Series] = []
+    trades: list[pd.DataFrame] = []
+    importances: list[dict[str, float]] = []
+    pbo_per_fold: list[dict[str, Any]] = []
+    sr_vars: list[float] = []
+    cash = s["init_cash"]
+    sqrt_ppy = math.sqrt(s["periods_per_year"])
+    for k, (fold, sid) in enumerate(zip(run.folds, sids, strict=True)):
+        trials = store.get_all_trials(sid, deepcopy=False)
+        for t in trials:
+            m = t.user_attrs.get("metrics")
+            trial_rows.append({"fold": k, "number": t.number, "state": t.state.name, "value": t.value,
+                               **{p: t.params.get(p, s["fixed"].get(p)) for p in names},
+                               "sharpe": _metric(m, "sharpe"), "total_return": _metric(m, "total_return"),
+                               "max_drawdown": _metric(m, "max_drawdown"), "n_trades": _metric(m, "n_trades"),
+                               "worker": t.system_attrs.get("worker"),
+                               "failed_reason": t.system_attrs.get("failed_reason"),
+                               "duration_s": (t.duration.total_seconds() if t.duration else None)})
+        complete = [t for t in trials if t.state is TrialState.COMPLETE]
+        feasible = [t for t in complete
+                    if _metric(t.user_attrs.get("metrics"), "n_trades") >= run.objective.min_trades
+                    and t.value is not None and t.value > WORST]
+        sharpes = np.array([_metric(t.user_attrs.get("metrics"), "sharpe") for t in complete]) / sqrt_ppy
+        sharpes = sharpes[np.isfinite(sharpes)]
+        if sharpes.size > 1:
+            sr_vars.append(float(np.var(sharpes, ddof=1)))
+        best = max(feasible, key=lambda t: (t.value, -t.number)) if feasible else None
+        params = run.strat.params({**{p: best.params.get(p) for p in best.params}, **s["fixed"]}) \
+            if best else None
+        equity, tr, oos = _oos_window(run, fold, params, cash)
+        equity.name = "equity"
+        cash = float(equity.iloc[-1])
+        equities.append(equity)
+        if len(tr):
+            trades.append(tr.assign(fold=k))
+        is_m = best.user_attrs.get("metrics") if best else None
+        row: dict[str, Any] = {
+            "fold": k, "train_start": run.frames[s["symbols"][0]].index[fold.train_start],
+            "train_end": run.frames[s["symbols"][0]].index[fold.train_end - 1],
+            "test_start": equity.index[0], "test_end": equity.index[-1],
+            "n_trials": len(trials), "n_complete": len(complete), "n_feasible": len(feasible),
+            "n_pruned": sum(t.state is TrialState.PRUNED for t in trials),
+            "n_failed": sum(t.state is TrialState.FAIL for t in trials),
+            "best_trial": best.number if best else None,
+            **{f"param_{p}": (params or {}).get(p) for p in names},
+            "is_objective": best.value if best else float("nan"),
+            "is_sharpe": _metric(is_m, "sharpe"), "is_annual_return": _metric(is_m, "annual_return"),
+            "is_max_drawdown": _metric(is_m, "max_drawdown"), "is_n_trades": _metric(is_m, "n_trades"),
+            "oos_objective": run.objective.raw(oos) if params else float("nan"),
+            "oos_sharpe": oos["sharpe"], "oos_annual_return": oos["annual_return"],
+            "oos_total_return": oos["total_return"], "oos_max_drawdown": oos["max_drawdown"],
+            "oos_n_trades": oos["n_trades"],
+        }
+        is_ret = row["is_annual_return"]
+        row["wfe"] = row["oos_annual_return"] / is_ret if is_ret and is_ret > 0 else float("nan")
+        pbo = _fold_pbo(run, fold, feasible)
+        row["pbo"] = pbo.get("pbo", float("nan"))
+        pbo_per_fold.append({"fold": k, **pbo})
+        fold_rows.append(row)
+        importances.append({"fold": k, **_importances(run, complete)})
+    folds = pd.DataFrame(fold_rows)
+    trials_df = pd.DataFrame(trial_rows)
+    oos_equity = pd.concat(equities)
+    oos_trades = pd.concat(trades, ignore_index=True) if trades else pd.DataFrame(
+        columns=["symbol", "direction", "entry_time", "exit_time", "pnl", "return", "fold"])
+    bench = _benchmark(run, oos_equity.index)
+    n_complete = int(sum(r["n_complete"] for r in fold_rows))
+    diagnostics = _diagnostics(run, folds, oos_equity, bench, oos_trades, n_complete,
+                               float(np.mean(sr_vars)) if sr_vars else float("nan"), pbo_per_fold)
+    imp = pd.DataFrame(importances).set_index("fold") if importances else pd.DataFrame()
+    stability = param_stability(folds, run.strat, s["fixed"])
+    inputs = {"run_id": run.run_id, **s, "storage": st.redact(run.storage_url),
+              "code_version": code_version(), "folds": [asdict(f) for f in run.folds]}
+    return WalkForwardResult(run_id=run.run_id, settings=s, inputs=inputs, folds=folds, trials=trials_df,
+                             oos_equity=oos_equity, oos_benchmark=bench, oos_trades=oos_trades,
+                             diagnostics=diagnostics, importances=imp, stability=stability,
+                             timings={})
+
+
+def _oos_window(run: _Run, fold: Fold, params: dict[str, Any] | None, cash: float
+                ) -> tuple[pd.Series, pd.DataFrame, dict[str, float]]:
+    """Trade the test window with the fold's winner: flat at start and end, signals warmed up on the
+    bars before it. No winner (no feasible trial) means staying flat."""
+    s = run.settings
+    syms = s["symbols"]
+    index = run.frames[syms[0]].index
+    test_index = index[fold.test_start:fold.test_end]
+    if params is None:
+        flat = pd.Series(cash, index=test_index)
+        return flat, pd.DataFrame(), {**compute_metrics(flat, cash, s["periods_per_year"]), "n_trades": 0}
+    start = max(0, fold.test_start - signal_lookback(run.strat, params))
+    off = fold.test_start - start
+    sub = {sym: run.frames[sym].iloc[start:fold.test_end] for sym in syms}
+    n = fold.test_end - start
+    lag = 1 if run.fill is Fill.NEXT_OPEN else 0
+    last = n - 1 - lag  # the bar whose exit signal fills inside the window
+    signals = {}
+    for sym in syms:
+        a = run.strat.signals(sub[sym], params, validate=False).arrays(n, run.strat.name)
+        for key in ("long_entries", "short_entries"):
+            a[key][:off] = False
+            a[key][max(off, last):] = False
+        for key in ("long_exits", "short_exits"):
+            a[key][last] = True
+        signals[sym] = Signals(**a)
+    units = run.units()
+    equity = pd.Series(0.0, index=test_index)
+    trade_parts = []
+    for unit in units:
+        share = cash / len(units)
+        res = simulate({sym: sub[sym] for sym in unit}, {sym: signals[sym] for sym in unit}, costs=run.costs,
+                       fill=run.fill, sizing=run.sizing, direction=run.direction, init_cash=share,
+                       max_exposure=s["max_exposure"], periods_per_year=s["periods_per_year"],
+                       timeframe=s["timeframe"], calendar=s["calendar"], strategy=run.strat.name,
+                       params=params)
+        equity = equity + res.equity.iloc[off:].to_numpy()
+        trade_parts.append(res.trades)
+    tr = pd.concat(trade_parts, ignore_index=True) if trade_parts else pd.DataFrame()
+    tr = tr[tr["entry_time"] >= test_index[0]] if len(tr) else tr
+    metrics = compute_metrics(equity, cash, s["periods_per_year"], trades=tr if len(tr) else None)
+    metrics["n_trades"] = int((tr["status"] == "closed").sum()) if len(tr) else 0
+    return equity, tr.reset_index(drop=True), metrics
+
+
+def _benchmark(run: _Run, index: pd.DatetimeIndex) -> pd.Series:
+    """Buy-and-hold (equal weight) over the out-of-sample span with the run's costs."""
+    s = run.settings
+    sub = {sym: run.frames[sym].loc[index[0]:index[-1]] for sym in s["symbols"]}
+    open_, _, _, close = price_matrices(sub, s["symbols"])
+    slip = slippage_array(close, run.costs)
+    return buy_and_hold(open_, close, index, run.costs, run.fill, s["init_cash"], slip)
+
+
+def _fold_pbo(run: _Run, fold: Fold, feasible: Sequence[optuna.trial.FrozenTrial]) -> dict[str, Any]:
+    """PBO (CSCV) of one fold from its distinct feasible trials' train-window returns."""
+    seen: dict[str, dict[str, Any]] = {}
+    for t in feasible:
+        p = run.strat.params({**t.params, **run.settings["fixed"]})
+        seen.setdefault(json.dumps(p, sort_keys=True, default=str), p)
+    combos = list(seen.values())
+    n = fold.n_train
+    splits = 16
+    while splits > 2 and n < 2 * splits:
+        splits -= 2
+    if len(combos) < 2 or n < 4:
+        return {"pbo": float("nan"), "n_configs": len(combos),
+                "note": "fewer than 2 distinct feasible trials"}
+    returns = np.zeros((n, len(combos)))
+    for ev in run.evaluators(fold):
+        values = ev.equity_curves(combos)
+        prev = np.vstack([np.full((1, len(combos)), ev.init_cash), values[:-1]])
+        returns += (values / prev - 1.0) / len(run.units())
+    res = pbo_cscv(returns, n_splits=splits)
+    return {"pbo": res.pbo, "n_configs": len(combos), "n_splits": splits,
+            "prob_oos_loss": res.prob_oos_loss, "logit_median": float(np.median(res.logits))}
+
+
+def _importances(run: _Run, complete: Sequence[optuna.trial.FrozenTrial]) -> dict[str, float]:
+    """fANOVA parameter importances of one fold's scored trials (empty when not computable)."""
+    scored = [t for t in complete if t.value is not None and t.value > WORST and t.params]
+    varying = {p for p in run.strat.space.names if p not in run.settings["fixed"]
+               and len({t.params.get(p) for t in scored}) > 1}
+    if len(scored) < 3 or not varying:
+        return {}
+    study = optuna.create_study(direction="maximize")
+    study.add_trials([t for t in scored if set(t.params) >= varying])
+    try:
+        ev = optuna.importance.FanovaImportanceEvaluator(seed=run.settings["seed"])
+        return {k: float(v) for k, v in
+                optuna.importance.get_param_importances(study, evaluator=ev, params=sorted(varying)).items()}
+    except (ValueError, RuntimeError) as exc:
+        log.info("importances not computable: %s", exc)
+        return {}
+
+
+def _diagnostics(run: _Run, folds: pd.DataFrame, equity: pd.Series, bench: pd.Series, trades: pd.DataFrame,
+                 n_trials: int, sr_variance: float, pbo_per_fold: list[dict[str, Any]]) -> dict[str, Any]:
+    s = run.settings
+    ppy = s["periods_per_year"]
+    init = s["init_cash"]
+    values = equity.to_numpy(dtype=float)
+    rets = values / np.concatenate([[init], values[:-1]]) - 1.0
+    bvals = bench.to_numpy(dtype=float)
+    brets = bvals / np.concatenate([[init], bvals[:-1]]) - 1.0
+    oos = compute_metrics(equity, init, ppy, trades=trades if len(trades) else None, benchmark=bench,
+                          index=equity.index)
+    if not len(trades):
+        oos["n_trades"] = 0
+    out: dict[str, Any] = {"oos_metrics": oos, "n_trials": n_trials, "trial_sharpe_variance": sr_variance}
+    out["deflated_sharpe"] = (deflated_sharpe_ratio(rets, n_trials=max(n_trials, 1),
+                                                    sr_variance=sr_variance).as_dict()
+                              if math.isfinite(sr_variance) else {"dsr": float("nan")})
+    out["sharpe_test"] = sharpe_significance(rets, periods_per_year=ppy).as_dict()
+    pbos = [p["pbo"] for p in pbo_per_fold if math.isfinite(p.get("pbo", float("nan")))]
+    out["pbo"] = {"mean": float(np.mean(pbos)) if pbos else float("nan"), "per_fold": pbo_per_fold}
+    out["benchmark"] = compare_to_benchmark(rets, brets, periods_per_year=ppy)
+    closed = trades[trades["status"] == "closed"] if len(trades) and "status" in trades else trades
+    if len(closed):
+        at_entry = equity.reindex(pd.DatetimeIndex(closed["entry_time"]), method="ffill").to_numpy()
+        trade_rets = closed["pnl"].to_numpy(dtype=float) / at_entry
+        out["monte_carlo"] = {m: bootstrap_trades(trade_rets, seed=s["seed"], method=m).as_dict()
+                              for m in ("bootstrap", "shuffle")}
+    else:
+        out["monte_carlo"] = {"note": "no closed out-of-sample trades"}
+    is_ret = folds["is_annual_return"].mean()
+    is_sh = folds["is_sharpe"].mean()
+    out["walk_forward_efficiency"] = float(folds["oos_annual_return"].mean() / is_ret) if is_ret > 0 \
+        else float("nan")
+    out["sharpe_efficiency"] = float(folds["oos_sharpe"].mean() / is_sh) if is_sh > 0 else float("nan")
+    return out
+
+
+def param_stability(folds: pd.DataFrame, strat: Strategy, fixed: Mapping[str, Any]) -> pd.DataFrame:
+    """How much each optimised parameter moves across folds (std relative to its range, modal share)."""
+    rows = []
+    for p in strat.space.params:
+        if p.name in fixed:
+            continue
+        vals = folds[f"param_{p.name}"].dropna()
+        row: dict[str, Any] = {"param": p.name,
+                               "values": [v.item() if hasattr(v, "item") else v for v in vals]}
+        if len(vals):
+            counts = vals.astype(str).value_counts()
+            row["mode"] = vals.iloc[[str(v) for v in vals].index(counts.index[0])]
+            row["mode_share"] = float(counts.iloc[0] / len(vals))
+        if p.kind in ("int", "float") and len(vals):
+            num = vals.astype(float)
+            row.update(mean=float(num.mean()), std=float(num.std(ddof=0)),
+                       range_share=float(num.std(ddof=0) / (p.high - p.low)) if p.high != p.low else 0.0)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------- the result
+
+
+@dataclass
+class WalkForwardResult:
+    """A finished walk-forward run: fold table, trials, stitched OOS record, diagnostics, figures."""
+
+    run_id: str
+    settings: dict[str, Any]
+    inputs: dict[str, Any]
+    folds: pd.DataFrame
+    trials: pd.DataFrame
+    oos_equity: pd.Series
+    oos_benchmark: pd.Series
+    oos_trades: pd.DataFrame
+    diagnostics: dict[str, Any]
+    importances: pd.DataFrame
+    stability: pd.DataFrame
+    timings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def oos_metrics(self) -> dict[str, float]:
+        """Metrics of the stitched out-of-sample equity curve."""
+        return self.diagnostics["oos_metrics"]
+
+    def summary(self) -> dict[str, Any]:
+        """The headline figures, for a CLI table or a promotion gate."""
+        d = self.diagnostics
+        m = d["oos_metrics"]
+        return {
+            "run_id": self.run_id, "strategy": self.settings["strategy"], "folds": len(self.folds),
+            "trials": d["n_trials"], "oos_total_return": m["total_return"], "oos_sharpe": m["sharpe"],
+            "oos_max_drawdown": m["max_drawdown"], "oos_trades": m["n_trades"],
+            "benchmark_return": d["benchmark"]["benchmark_return"],
+            "walk_forward_efficiency": d["walk_forward_efficiency"],
+            "deflated_sharpe": d["deflated_sharpe"]["dsr"], "pbo": d["pbo"]["mean"],
+            "sharpe_p_value": d["sharpe_test"]["p_value"],
+        }
+
+    def figure(self) -> Any:
+        """OOS equity vs buy-and-hold with the fold boundaries and each fold's parameters."""
+        from workbench.optimize.plots import oos_equity_figure
+
+        return oos_equity_figure(self)
+
+    def scatter_figure(self) -> Any:
+        """In-sample vs out-of-sample objective per fold (points below the diagonal lost their edge)."""
+        from workbench.optimize.plots import is_oos_figure
+
+        return is_oos_figure(self)
+
+    def stability_figure(self) -> Any:
+        """Each optimised parameter's chosen value per fold, against its range."""
+        from workbench.optimize.plots import stability_figure
+
+        return stability_figure(self)
+
+    def save(self, root: Any = None) -> Any:
+        """Write the run record (``data/runs/<run_id>/``) atomically; promotion and reports read it."""
+        from workbench.optimize.records import save_run
+
+        return save_run(self, root)
