@@ -959,7 +959,7 @@ def _show_run(result: Any) -> None:
 def optimize_worker_cmd(
     run_id: Annotated[str, typer.Argument(help="The run to join (printed by walk-forward).")],
     storage: Annotated[str, typer.Option(help="The run's Optuna storage URL (same as the coordinator's).")],
-    source: SourceOpt = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the run to be created.")] = 0.0,
 ) -> None:
     """Join a running walk-forward from this process or machine (bars come from this machine's lake)."""
     from workbench.optimize import join_run
@@ -969,7 +969,8 @@ def optimize_worker_cmd(
     def tick() -> None:
         done[0] += 1
 
-    t = join_run(run_id, storage, lake=_lake(), progress=tick)
+    out.print(f"joining {escape(run_id)}", highlight=False)
+    t = join_run(run_id, storage, lake=_lake(), wait=wait, progress=tick)
     out.print(f"worker finished: {int(t['trials'])} trials (sampling {t['sample_s']:.1f} s, "
               f"backtests {t['backtest_s']:.1f} s)", highlight=False)
 

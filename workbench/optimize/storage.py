@@ -14,6 +14,7 @@ Storage URLs: a journal file (default, ``data/optimize/<run>.journal``), ``sqlit
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -24,6 +25,7 @@ from typing import Any
 import optuna
 import psutil
 from optuna.storages import BaseStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from workbench.config import data_dir
@@ -48,12 +50,11 @@ def open_storage(url: str) -> BaseStorage:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if "://" not in url:
         from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
 
         path = Path(url)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(str(path)))
+            return JournalStorage(_JournalFile(str(path)))
         except OSError as exc:
             raise ConfigError(f"cannot open study journal {path}: {exc.strerror}; "
                               "choose a writable --storage path") from None
@@ -69,6 +70,33 @@ def open_storage(url: str) -> BaseStorage:
         cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
         raise ConfigError(f"cannot reach study storage {redact(url)}: {cause}; "
                           "start the database or fix --storage") from None
+
+
+class _JournalFile(JournalFileBackend):
+    """Optuna's journal file, without an fsync per record.
+
+    Optuna syncs every record to disk, which made the disk the bottleneck of an optimisation (seven
+    records per trial). A killed process loses nothing without it: its bytes are in the OS's page
+    cache; only a machine crash could lose the last records, and then the run resumes from the ones
+    before. `sync()` flushes the file to disk, after each fold.
+    """
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+        self._lock.acquire()
+        try:
+            with open(self._file_path, "ab") as f:
+                f.write(text.encode("utf-8"))
+        finally:
+            self._lock.release()
+
+
+def sync(storage: BaseStorage) -> None:
+    """Flush a journal-file storage to disk (RDB storages commit durably on their own)."""
+    backend = getattr(storage, "_backend", None)
+    if isinstance(backend, _JournalFile):
+        with open(backend._file_path, "rb") as f:
+            os.fsync(f.fileno())
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:

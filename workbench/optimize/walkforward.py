@@ -225,6 +225,7 @@ class _Run:
                     self._trial(storage, sid, k, tid, evaluators, t0)
                     if progress is not None:
                         progress()
+            st.sync(storage)
 
     def _trial(self, storage: optuna.storages.BaseStorage, sid: int, k: int, tid: int,
                evaluators: list[Evaluator], t0: float) -> None:
@@ -354,7 +355,7 @@ def walk_forward(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.
             if p.is_alive():
                 p.terminate()
     poll(force=True)
-    timings = dict(run.timings)
+    timings = dict(run.timings, optimize_s=time.perf_counter() - t_start)
     for _, q in children:
         while not q.empty():
             for key, v in q.get().items():
@@ -367,18 +368,27 @@ def walk_forward(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.
 
 
 def join_run(run_id: str, storage: str, *, bars: Mapping[str, pd.DataFrame] | None = None,
-             lake: Any = None, progress: Callable[[], None] | None = None) -> dict[str, float]:
+             lake: Any = None, wait: float = 0.0, progress: Callable[[], None] | None = None
+             ) -> dict[str, float]:
     """Work on an existing run from another process or machine until its trial budget is taken.
 
     The bars come from `bars` or this machine's lake (as the run recorded them) and must have the
-    run's data fingerprint. Returns this worker's timings.
+    run's data fingerprint. `wait` seconds allow starting workers before the run. Returns this
+    worker's timings.
     """
     store = st.open_storage(storage)
-    try:
-        attrs = optuna.load_study(study_name=f"{run_id}:fold0", storage=store).user_attrs
-    except KeyError:
-        raise ConfigError(f"run {run_id} is not in {st.redact(storage)}; start it with "
-                          "`workbench optimize walk-forward ... --storage` first") from None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            attrs = optuna.load_study(study_name=f"{run_id}:fold0", storage=store).user_attrs
+            if attrs.get("ready"):
+                break
+        except KeyError:
+            pass
+        if time.monotonic() >= deadline:
+            raise ConfigError(f"run {run_id} is not in {st.redact(storage)}; start it with "
+                              "`workbench optimize walk-forward ... --storage` first (or give --wait)")
+        time.sleep(0.2)
     settings = attrs["settings"]
     if bars is None:
         from workbench.backtest.engine import load_bars
@@ -437,8 +447,10 @@ def _build_run(strat: Strategy, frames: dict[str, pd.DataFrame], *, splitter: Wa
         "timeframe": timeframe,
         "calendar": calendar,
         "periods_per_year": ppy,
+        # end is exclusive (as load_bars takes it): just after the last bar
         "data": {"source": first.attrs.get("source"), "start": first.index[0].isoformat(),
-                 "end": first.index[-1].isoformat(), "bars": len(first), "fingerprint": fingerprint(frames)},
+                 "end": (first.index[-1] + pd.Timedelta(1, "us")).isoformat(), "bars": len(first),
+                 "fingerprint": fingerprint(frames)},
         "splitter": splitter.describe(),
         "objective": asdict(objective),
         "n_trials": int(n_trials),
