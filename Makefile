@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python bench/lake.py
 	$(BIN)/python bench/sweep.py
+	$(BIN)/python bench/walkforward.py
 
 clean-venv:
 	rm -rf $(VENV)
