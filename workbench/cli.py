@@ -987,6 +987,28 @@ def optimize_runs_cmd() -> None:
     print_frame(runs, title="walk-forward runs")
 
 
+@optimize_app.command("rm")
+def optimize_rm_cmd(
+    run_id: Annotated[str, typer.Argument(help="Run id (see `workbench optimize runs`).")],
+    storage: StorageOpt = None,
+) -> None:
+    """Delete a run: its fold studies (in --storage, default its journal file) and its run record."""
+    import shutil
+
+    from workbench.optimize import storage as st
+    from workbench.optimize.records import runs_dir
+
+    url = storage or st.default_storage(run_id)
+    record = runs_dir() / run_id
+    if storage is None and not Path(url).exists() and not record.exists():
+        raise ConfigError(f"no run {run_id!r} here; list them with `workbench optimize runs`")
+    n = st.delete_run_studies(st.open_storage(url), run_id) if storage or Path(url).exists() else 0
+    if storage is None and Path(url).exists():
+        Path(url).unlink()
+    shutil.rmtree(record, ignore_errors=True)
+    out.print(f"deleted run {escape(run_id)}: {n} fold studies and its record", highlight=False)
+
+
 @optimize_app.command("show")
 def optimize_show_cmd(
     run_id: Annotated[str, typer.Argument(help="Run id (see `workbench optimize runs`).")],

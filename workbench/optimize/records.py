@@ -59,10 +59,13 @@ def _restore(value: Any) -> Any:
 
 
 def _table(df: pd.DataFrame) -> pd.DataFrame:
-    """Object columns holding lists or mixed values become JSON text, so Parquet can store them."""
+    """Object columns holding lists or mixed types become JSON text, so Parquet can store them."""
     out = df.copy()
     for c in out.columns:
-        if out[c].dtype == object and out[c].map(lambda v: isinstance(v, list | dict)).any():
+        if out[c].dtype != object:
+            continue
+        kinds = {type(v) for v in out[c] if v is not None}
+        if len(kinds) > 1 or kinds & {list, dict}:
             out[c] = out[c].map(lambda v: json.dumps(_jsonable(v)))
     return out
 
@@ -131,8 +134,9 @@ def load_run(run_id: str, root: Any = None) -> WalkForwardResult:
         raise DataError(f"run record {folder} is unreadable ({exc}); re-run the walk-forward to rewrite it") \
             from None
     stability = tables["stability"]
-    if "values" in stability:
-        stability["values"] = stability["values"].map(json.loads)
+    for c in ("values", "mode"):
+        if c in stability and stability[c].map(lambda v: isinstance(v, str)).all():
+            stability[c] = stability[c].map(json.loads)
     imp = tables["importances"]
     return WalkForwardResult(run_id=rec["run_id"], settings=rec["settings"], inputs=rec["inputs"],
                              folds=tables["folds"], trials=tables["trials"], oos_equity=oos["equity"],

@@ -58,6 +58,7 @@ def open_storage(url: str) -> BaseStorage:
         except OSError as exc:
             raise ConfigError(f"cannot open study journal {path}: {exc.strerror}; "
                               "choose a writable --storage path") from None
+    given = url
     scheme = url.split("://", 1)[0]
     if scheme in ("postgresql", "postgres"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3 is the installed driver
@@ -68,7 +69,7 @@ def open_storage(url: str) -> BaseStorage:
         return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
     except Exception as exc:  # SQLAlchemy/driver errors: one line that names the URL and the cause
         cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
-        raise ConfigError(f"cannot reach study storage {redact(url)}: {cause}; "
+        raise ConfigError(f"cannot reach study storage {redact(given)}: {cause}; "
                           "start the database or fix --storage") from None
 
 
@@ -192,3 +193,11 @@ def reset_worker_identity() -> None:
     global _WORKER
     _WORKER = f"{socket.gethostname()}:{os.getpid()}"
     _HELD.clear()
+
+
+def delete_run_studies(storage: BaseStorage, run_id: str) -> int:
+    """Delete every fold study of a run; returns how many there were."""
+    names = [s.study_name for s in storage.get_all_studies() if s.study_name.startswith(f"{run_id}:fold")]
+    for name in names:
+        optuna.delete_study(study_name=name, storage=storage)
+    return len(names)
