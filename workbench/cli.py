@@ -984,7 +984,9 @@ def optimize_runs_cmd() -> None:
     if runs.empty:
         out.print("no walk-forward runs yet: run `workbench optimize walk-forward`")
         return
-    print_frame(runs, title="walk-forward runs")
+    cols = [c for c in ("run_id", "strategy", "symbols", "folds", "trials", "oos_sharpe", "deflated_sharpe",
+                        "pbo", "written") if c in runs.columns]
+    print_frame(runs[cols], title="walk-forward runs")
 
 
 @optimize_app.command("rm")

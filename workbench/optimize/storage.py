@@ -32,6 +32,7 @@ from workbench.config import data_dir
 from workbench.errors import ConfigError
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+CLAIM_GRACE = 5.0  # seconds between a claim and the claimer's name being written, at most
 _WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -163,7 +164,8 @@ def recover_stale(storage: BaseStorage, sid: int, stale_after: float) -> int:
         worker = str(t.system_attrs.get("worker", ""))
         host, _, pid = worker.rpartition(":")
         started = t.datetime_start.timestamp() if t.datetime_start else now
-        dead = now - started > stale_after
+        # a worker names itself right after claiming: no name for a while means it died in between
+        dead = now - started > (stale_after if worker else min(stale_after, CLAIM_GRACE))
         if host == socket.gethostname() and pid.isdigit():
             p = int(pid)
             dead = dead or (t._trial_id not in _HELD if p == os.getpid() else not psutil.pid_exists(p))

@@ -535,18 +535,16 @@ def _wait_for_folds(run: _Run, store: optuna.storages.BaseStorage, sids: list[in
                     children: list[tuple[Any, Any]], poll: Callable[..., None]) -> None:
     """Wait until no trial of any fold is waiting or running (other workers finishing theirs)."""
     while True:
-        busy = 0
+        waiting = running = 0
         for sid in sids:
             st.recover_stale(store, sid, run.stale_after)
-            busy += len(store.get_all_trials(sid, deepcopy=False,
-                                             states=(TrialState.WAITING, TrialState.RUNNING)))
-        if busy == 0:
-            break
-        failed = [p for p, _ in children if p.exitcode not in (None, 0)]
-        if failed and all(p.exitcode is not None for p, _ in children):
-            # local helpers are gone: take over whatever they left waiting
+            waiting += len(store.get_all_trials(sid, deepcopy=False, states=(TrialState.WAITING,)))
+            running += len(store.get_all_trials(sid, deepcopy=False, states=(TrialState.RUNNING,)))
+        if waiting:  # budget put back by a recovery (or left by a worker that stopped): do it here
             run.work(store, progress=poll)
             continue
+        if running == 0:
+            break
         poll()
         time.sleep(0.1)
     bad = [p.exitcode for p, _ in children if p.exitcode not in (None, 0)]
