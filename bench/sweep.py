@@ -28,7 +28,8 @@ GRID = {"fast": list(range(5, 101, 5)), "slow": list(range(10, 301, 10))}
 START, END = "2025-01-01", "2026-01-01"  # 525,600 one-minute bars
 
 
-def _bars() -> pd.DataFrame:
+def minute_bars() -> pd.DataFrame:
+    """The benchmarks' data: one year of synthetic BTC/USDT one-minute bars (seeded)."""
     from workbench.data.sources.synthetic import SyntheticSource
 
     bars = SyntheticSource(seed=7).bars("BTC/USDT", "1m", pd.Timestamp(START, tz="UTC"),
@@ -51,7 +52,7 @@ def part_workbench() -> dict:
     from workbench.backtest import Costs
     from workbench.backtest.sweep import sweep
     import_s = time.perf_counter() - t0
-    bars = _bars()
+    bars = minute_bars()
     costs = Costs(fees=FEES, slippage=SLIPPAGE)
     t0 = time.perf_counter()
     sweep("sma_cross", bars.iloc[:2000], {"fast": [5], "slow": [10]}, fixed={"short": False}, costs=costs)
@@ -71,7 +72,7 @@ def part_vectorbt(n_combos: int) -> dict:
     """Baseline (a): the idiomatic vectorbt sweep on a sample of the same combinations."""
     import vectorbt as vbt
 
-    bars = _bars()
+    bars = minute_bars()
     combos = _combos()
     rng = np.random.default_rng(0)
     sample = [combos[i] for i in sorted(rng.choice(len(combos), size=min(n_combos, len(combos)),
@@ -106,7 +107,7 @@ def part_backtesting(n_combos: int) -> dict:
     except ImportError:
         return {"skipped": "backtesting.py is not installed (pip install -e '.[bench]')"}
 
-    bars = _bars()
+    bars = minute_bars()
     df = bars.rename(columns=str.capitalize)[["Open", "High", "Low", "Close", "Volume"]]
     df.index = df.index.tz_localize(None)
 
@@ -148,7 +149,7 @@ def part_identity(n_sample: int) -> dict:
     from workbench.backtest.sweep import sweep
     from workbench.strategies import get_strategy
 
-    bars = _bars()
+    bars = minute_bars()
     costs = Costs(fees=FEES, slippage=SLIPPAGE)
     combos = _combos()
     rng = np.random.default_rng(1)
@@ -193,7 +194,7 @@ def part_identity(n_sample: int) -> dict:
 
 def part_floor() -> dict:
     """The memory-bandwidth floor: reading the close array once."""
-    close = _bars()["close"].to_numpy()
+    close = minute_bars()["close"].to_numpy()
     best = min(_timed(lambda: float(close.sum())) for _ in range(50))
     return {"read_close_ms": best * 1000}
 
@@ -204,8 +205,9 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def _run(part: str, *args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--part", part, *args], capture_output=True, text=True,
+def run_part(part: str, *args: str, script: str = __file__) -> dict:
+    """Run one part of a benchmark script in its own process (peak memory its own); its JSON result."""
+    out = subprocess.run([sys.executable, script, "--part", part, *args], capture_output=True, text=True,
                          check=False)
     if out.returncode != 0:
         lines = out.stderr.strip().splitlines()
@@ -232,10 +234,10 @@ def main() -> None:
     combos = _combos()
     say(f"SMA crossover sweep: {len(combos)} combinations (fast 5..100/5 x slow 10..300/10, fast < slow), "
         f"1 symbol x 525,600 1m bars, fees {FEES:.2%}, slippage {SLIPPAGE:.2%}, next-open fills")
-    wb = _run("workbench")
+    wb = run_part("workbench")
     if "error" in wb:
         raise SystemExit(f"workbench sweep failed: {wb['error']}")
-    floor = _run("floor")
+    floor = run_part("floor")
     say(f"\nworkbench sweep: {wb['combos']} combos in {wb['run_s']:.2f} s = "
         f"{wb['ms_per_combo']:.2f} ms/combo "
         f"({wb['combos_per_s']:.0f} combos/s; signals {wb['signals_s']:.2f} s, kernel {wb['kernel_s']:.2f} s "
@@ -244,7 +246,7 @@ def main() -> None:
     say(f"  distance to a fused 1-thread kernel (~2 ms/combo): {wb['ms_per_combo'] / 2.0:.2f}x; "
         f"to the bandwidth floor measured now ({floor['read_close_ms']:.2f} ms): "
         f"{wb['ms_per_combo'] / floor['read_close_ms']:.1f}x")
-    vb = _run("vectorbt", "--vbt-combos", str(args.vbt_combos))
+    vb = run_part("vectorbt", "--vbt-combos", str(args.vbt_combos))
     if "error" in vb:
         say(f"(a) vectorbt idiomatic: failed: {vb['error']}")
     else:
@@ -257,14 +259,14 @@ def main() -> None:
         same = sum(int(a) == int(b) for a, b in zip(mine, vb["n_trades"], strict=True))
         say(f"    its trade counts equal the workbench's on {same}/{len(mine)} combos "
             "(vectorbt's own MA and cross definitions)")
-    bt = _run("backtesting", "--bt-combos", str(args.bt_combos))
+    bt = run_part("backtesting", "--bt-combos", str(args.bt_combos))
     if "skipped" in bt or "error" in bt:
         say(f"(b) backtesting.py: {bt.get('skipped') or bt.get('error')}")
     else:
         say(f"(b) backtesting.py, {bt['combos']} combos: {bt['ms_per_combo'] / 1000:.2f} s/combo -> "
             "workbench "
             f"is {bt['ms_per_combo'] / wb['ms_per_combo']:.0f}x faster (target >= 500x)")
-    ident = _run("identity", "--identity-sample", str(args.identity_sample))
+    ident = run_part("identity", "--identity-sample", str(args.identity_sample))
     if "error" in ident:
         say(f"identity check failed: {ident['error']}")
     else:

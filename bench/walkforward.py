@@ -12,26 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
+from sweep import FEES, INIT_CASH, SLIPPAGE, minute_bars, run_part
 
-FEES, SLIPPAGE, INIT_CASH = 0.001, 0.0005, 100_000.0
-START, END = "2025-01-01", "2026-01-01"  # 525,600 one-minute bars
 FOLDS = 10
-
-
-def _bars() -> pd.DataFrame:
-    from workbench.data.sources.synthetic import SyntheticSource
-
-    bars = SyntheticSource(seed=7).bars("BTC/USDT", "1m", pd.Timestamp(START, tz="UTC"),
-                                        pd.Timestamp(END, tz="UTC")).set_index("ts")
-    bars.attrs.update(symbol="BTC/USDT", timeframe="1m")
-    return bars
 
 
 def part_optuna_vectorbt(trials: int) -> dict:
@@ -42,7 +30,7 @@ def part_optuna_vectorbt(trials: int) -> dict:
     from workbench.optimize import WalkForward
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    bars = _bars()
+    bars = minute_bars()
     folds = WalkForward(n_folds=FOLDS).split(bars.index)
     n = 0
     t0 = time.perf_counter()
@@ -78,7 +66,7 @@ def part_workbench(trials: int, workers: int) -> dict:
     from workbench.backtest import Costs
     from workbench.optimize import walk_forward
 
-    bars = _bars()
+    bars = minute_bars()
     with tempfile.TemporaryDirectory() as tmp:
         # warm the numba cache and imports on a small slice first (not timed)
         walk_forward("sma_cross", bars.iloc[:20_000], folds=2, n_trials=3, fixed={"short": False},
@@ -97,12 +85,7 @@ def part_workbench(trials: int, workers: int) -> dict:
 
 
 def _run(part: str, *args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--part", part, *args], capture_output=True, text=True,
-                         check=False)
-    if out.returncode != 0:
-        lines = out.stderr.strip().splitlines()
-        return {"error": lines[-1] if lines else f"exit {out.returncode}"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_part(part, *args, script=__file__)
 
 
 def main() -> None:

@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 OBJECTIVES = ("sharpe", "sortino", "calmar", "return_dd")
 SAMPLERS = ("tpe", "random", "qmc")
 PRUNERS = ("none", "median", "percentile", "hyperband", "successive_halving")
+_OPEN = (TrialState.WAITING, TrialState.RUNNING)
 WORST = -1e9  # the score of a trial whose objective is undefined (NaN or infinite)
 FoldProgress = Callable[[int, int, int], None]  # (fold, finished trials, budget)
 
@@ -434,13 +435,9 @@ def _build_run(strat: Strategy, frames: dict[str, pd.DataFrame], *, splitter: Wa
     worst_warmup = max(_warmup(strat, {**c, **fixed}) for c in _corners(strat))
     for s, df in frames.items():
         check_signal_bars(df, 0, s)
+    # the splitter refuses folds too short for the largest warm-up any trial can draw
     splitter = replace(splitter, min_train_bars=max(splitter.min_train_bars, worst_warmup + 2))
     folds = splitter.split(first.index)
-    short = [f for f in folds if f.n_train < worst_warmup + 2]
-    if short:
-        f = short[0]
-        raise DataError(f"fold {f.fold} has {f.n_train} train bars but {strat.name} needs at least "
-                        f"{worst_warmup + 2} (its largest warm-up); use fewer folds or a longer train window")
     settings: dict[str, Any] = {
         "strategy": strat.name,
         "symbols": list(frames),
@@ -538,8 +535,9 @@ def _wait_for_folds(run: _Run, store: optuna.storages.BaseStorage, sids: list[in
         waiting = running = 0
         for sid in sids:
             st.recover_stale(store, sid, run.stale_after)
-            waiting += len(store.get_all_trials(sid, deepcopy=False, states=(TrialState.WAITING,)))
-            running += len(store.get_all_trials(sid, deepcopy=False, states=(TrialState.RUNNING,)))
+            for t in store.get_all_trials(sid, deepcopy=False, states=_OPEN):
+                waiting += t.state is TrialState.WAITING
+                running += t.state is TrialState.RUNNING
         if waiting:  # budget put back by a recovery (or left by a worker that stopped): do it here
             run.work(store, progress=poll)
             continue
