@@ -71,4 +71,7 @@ def test_three_processes_share_each_fold_study_and_every_trial_runs_once(
     assert record.folds["n_trials"].tolist() == [TRIALS] * FOLDS
     assert len(record.trials) == FOLDS * TRIALS
     assert record.inputs["storage"].startswith("postgresql://")
-    assert result.summary() == record.summary()
+    a, b = result.summary(), record.summary()
+    assert a.keys() == b.keys()
+    for key in a:  # NaN (e.g. an undefined efficiency) equals NaN here
+        assert a[key] == b[key] or (a[key] != a[key] and b[key] != b[key]), key

@@ -1,7 +1,8 @@
 """workbench: a Jupyter-centric quant research workbench for crypto and US equities.
 
 The names a notebook needs: `Lake` for data, `get_strategy` / `list_strategies` for strategies,
-`backtest` and `sweep` with `Costs` and `Sizing`, and `load_bars` to read bars for them.
+`backtest` and `sweep` with `Costs` and `Sizing`, `load_bars` to read bars for them, and `promote`
+to turn a walk-forward run that passes the gates into a versioned strategy artifact.
 """
 
 from workbench.backtest import Costs, Sizing, backtest, load_bars, simulate
@@ -10,6 +11,7 @@ from workbench.data.lake import Lake
 from workbench.data.quality import QualityPolicy, check_bars
 from workbench.data.sources import get_source
 from workbench.errors import WorkbenchError
+from workbench.promote import promote
 from workbench.strategies import Signals, Strategy, get_strategy, list_strategies
 from workbench.strategies.lookahead import check_lookahead
 from workbench.version import __version__
@@ -30,6 +32,7 @@ __all__ = [
     "get_strategy",
     "list_strategies",
     "load_bars",
+    "promote",
     "simulate",
     "sweep",
 ]

@@ -825,6 +825,12 @@ def sweep_cmd(
 optimize_app = typer.Typer(help="Walk-forward optimisation with Optuna and overfitting diagnostics.",
                            no_args_is_help=True)
 app.add_typer(optimize_app, name="optimize")
+from workbench.promote.cli import promote_app  # noqa: E402
+
+app.add_typer(promote_app, name="promote")
+from workbench.paper.cli import paper_app  # noqa: E402
+
+app.add_typer(paper_app, name="paper")
 StorageOpt = Annotated[str | None, typer.Option(
     help="Optuna storage: a journal file path (default data/optimize/<run>.journal), sqlite:///path.db "
     "or postgresql://user@host:port/db (workers on several machines).")]
@@ -1034,9 +1040,9 @@ DEMO_REPORTS = Path("reports") / "demo"
 
 @app.command("demo")
 def demo() -> None:
-    """The main job on embedded SYNTHETIC data: build the demo lake, backtest, sweep and walk-forward.
+    """The main job on embedded SYNTHETIC data: lake, backtest, sweep, walk-forward, promotion, paper replay.
 
-    Writes its chart, sweep table and heatmap under ./reports/demo.
+    Writes its charts, sweep table, heatmap and parity report under ./reports/demo.
     """
     data_demo(seed=7)
     data_ls(None, None, None, False)
@@ -1052,6 +1058,41 @@ def demo() -> None:
     walk_forward_cmd(strategy="sma_cross", symbols="BTC/USDT", timeframe="1h", folds=6, trials=40, workers=1,
                      min_trades=3, fixed="short=false", seed=7, purge="0",
                      html=DEMO_REPORTS / "walk_forward_sma_cross.html")
+    ref = _demo_promote()
+    out.rule(f"paper replay of {ref}: Sep-Dec 2025, simulated clock, sim broker, parity with the backtest")
+    from workbench.paper.cli import paper_replay
+
+    paper_replay(artifact=ref, start="2025-09-01", end="2025-12-31", journal=None, window="anchored",
+                 capital=None, report=DEMO_REPORTS / "paper_replay_parity.html")
+    out.print(f"parity report: {DEMO_REPORTS / 'paper_replay_parity.html'}")
+
+
+def _demo_promote() -> str:
+    """Promote the demo's walk-forward run through the shipped gates, or force it with a recorded reason."""
+    from workbench.errors import PromotionRejected
+    from workbench.optimize import list_runs
+    from workbench.promote.cli import _registry, _verdict_table
+    from workbench.promote.promotion import promote
+
+    lake = _lake()
+    runs = list_runs(lake.root / "runs")
+    run_id = str(runs[runs["strategy"] == "sma_cross"].sort_values("written")["run_id"].iloc[-1])
+    gates = Path("pipelines/promotion.yaml")
+    out.rule(f"promotion: {run_id} against {gates if gates.is_file() else 'the built-in gates'}")
+    kw = dict(gates=gates if gates.is_file() else None, lake=lake, registry=_registry(),
+              runs_root=lake.root / "runs")
+    try:
+        res = promote(run_id, **kw)
+        out.print(_verdict_table(res.verdicts, "promotion gates: all passed"))
+    except PromotionRejected as exc:
+        out.print(_verdict_table(getattr(exc, "verdicts", []), "promotion gates: refused"))
+        out.print(f"[bold red]refused:[/] {exc}", highlight=False)
+        reason = "demo: paper-trade the demo strategy despite its failed gates, to show the runner"
+        res = promote(run_id, force=True, reason=reason, **kw)
+        out.print(f"forced with a recorded reason: {reason!r}", highlight=False)
+    assert res.artifact is not None
+    out.print(f"artifact {res.artifact.ref}: {res.artifact.path}", highlight=False)
+    return res.artifact.ref
 
 
 def main() -> None:

@@ -34,3 +34,23 @@ def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """Return a ' (did you mean X?)' hint for a misspelt name, or '' when nothing is close."""
     close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class PromotionRejected(WorkbenchError):
+    """A run failed one or more promotion gates (the message lists them)."""
+
+
+class BrokerError(WorkbenchError):
+    """A broker refused or failed a request."""
+
+
+class OrderRejected(BrokerError):
+    """The broker answered and refused the order (insufficient funds, bad quantity, unknown symbol...)."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker could not be reached after retries: the request's outcome is unknown.
+
+    After this error the order may or may not exist; look it up by its client order id before
+    submitting it again.
+    """

@@ -1,13 +1,17 @@
 """A tiny threaded HTTP server on 127.0.0.1 with a route table, a request log and injectable faults.
 
 Service fakes (Binance, Alpaca) register handlers that return real response bodies; tests queue
-faults (429, 5xx, a dropped connection) to be served instead of the next matching requests.
+faults (429, 5xx, a dropped connection) to be served instead of the next matching requests, or
+after them (`after=True`: the server acts on the request, then its reply is lost, late or replaced).
+Route paths may hold ``{name}`` segments (``/v2/orders/{id}``); the matched values are in
+`Request.params`.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +26,8 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    params: dict[str, str] = field(default_factory=dict)  # values of a route's {name} segments
+    raw_query: str = ""  # the query string as sent (signed APIs hash it byte for byte)
 
     def json(self) -> Any:
         return json.loads(self.body or b"null")
@@ -33,6 +39,7 @@ class Response:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False  # close the connection without answering (a lost response)
+    delay: float = 0.0  # seconds to wait before answering (or dropping): a slow reply
 
     def encoded(self) -> bytes:
         if isinstance(self.body, bytes):
@@ -49,15 +56,16 @@ Handler = Callable[[Request], Response]
 class Fault:
     method: str
     path_prefix: str
-    response: Response
+    response: Response | Callable[[Response], Response]
     remaining: int = 1
+    after: bool = False  # handle the request first, then serve `response` instead of its reply
 
 
 class LoopbackServer:
     """Serve `routes` ({(METHOD, path): handler}) on 127.0.0.1:<free port> in a daemon thread."""
 
     def __init__(self, routes: dict[tuple[str, str], Handler]) -> None:
-        self.routes = dict(routes)
+        self.routes = dict(routes)  # exact paths, and patterns with {name} segments
         self.requests: list[Request] = []
         self.faults: list[Fault] = []
         self._lock = threading.Lock()
@@ -78,20 +86,26 @@ class LoopbackServer:
                     {k: v[-1] for k, v in parse_qs(parts.query).items()},
                     {k.lower(): v for k, v in self.headers.items()},
                     self.rfile.read(length) if length else b"",
+                    raw_query=parts.query,
                 )
                 resp = server._dispatch(req)
+                if resp.delay > 0:
+                    time.sleep(resp.delay)
                 if resp.drop:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
                 body = resp.encoded()
-                self.send_response(resp.status)
-                headers = {"Content-Type": "application/json", **resp.headers}
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(resp.status)
+                    headers = {"Content-Type": "application/json", **resp.headers}
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:  # the client gave up waiting (a slow reply): nobody to answer
+                    self.close_connection = True
 
             do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _handle
 
@@ -103,24 +117,53 @@ class LoopbackServer:
                                         daemon=True)
 
     def _dispatch(self, req: Request) -> Response:
+        fault: Fault | None = None
         with self._lock:
             self.requests.append(req)
-            for fault in self.faults:
-                if fault.remaining > 0 and fault.method in (req.method, "*") and req.path.startswith(
-                    fault.path_prefix
+            for f in self.faults:
+                if f.remaining > 0 and f.method in (req.method, "*") and req.path.startswith(
+                    f.path_prefix
                 ):
-                    fault.remaining -= 1
-                    return fault.response
+                    f.remaining -= 1
+                    fault = f
+                    break
+        if fault is not None and not fault.after:
+            assert isinstance(fault.response, Response)
+            return fault.response
+        reply = self._route(req)
+        if fault is None:
+            return reply
+        return fault.response(reply) if callable(fault.response) else fault.response
+
+    def _route(self, req: Request) -> Response:
         handler = self.routes.get((req.method, req.path))
+        if handler is None:
+            parts = req.path.split("/")
+            for (method, pattern), candidate in self.routes.items():
+                if method != req.method or "{" not in pattern:
+                    continue
+                names = pattern.split("/")
+                if len(names) == len(parts) and all(
+                        n == p or (n.startswith("{") and n.endswith("}") and p)
+                        for n, p in zip(names, parts, strict=True)):
+                    req.params = {n[1:-1]: p for n, p in zip(names, parts, strict=True)
+                                  if n.startswith("{")}
+                    handler = candidate
+                    break
         if handler is None:
             return Response(404, {"error": f"no route {req.method} {req.path}"})
         return handler(req)
 
-    def fail_next(self, path_prefix: str, response: Response, times: int = 1,
-                  method: str = "*") -> None:
-        """Serve `response` instead of the next `times` requests whose path starts with prefix."""
+    def fail_next(self, path_prefix: str, response: Response | Callable[[Response], Response],
+                  times: int = 1, method: str = "*", *, after: bool = False) -> None:
+        """Serve `response` instead of the next `times` requests whose path starts with prefix.
+
+        With `after=True` each request is handled first (the server acts on it) and then
+        `response` replaces its reply: ``Response(drop=True)`` loses the reply, a function of the
+        real reply (e.g. ``lambda r: replace(r, delay=2.0)``) makes it late.
+        """
         with self._lock:
-            self.faults.append(Fault(method, path_prefix, response, times))
+            self.faults.append(Fault(method, path_prefix, response, times, after))
 
     def hits(self, path: str) -> list[Request]:
         with self._lock:

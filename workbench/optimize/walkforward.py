@@ -657,6 +657,8 @@ def _oos_window(run: _Run, fold: Fold, params: dict[str, Any] | None, cash: floa
     signals = {}
     for sym in syms:
         a = run.strat.signals(sub[sym], params, validate=False).arrays(n, run.strat.name)
+        # copies: the arrays may be the strategy's own (or read-only views of pandas data)
+        a = {k: v.copy() for k, v in a.items()}
         for key in ("long_entries", "short_entries"):
             a[key][:off] = False
             a[key][max(off, last):] = False

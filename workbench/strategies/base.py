@@ -424,9 +424,12 @@ def check_signal_bars(bars: pd.DataFrame, warmup: int, name: str = "strategy",
     missing = [c for c in ("open", "high", "low", "close") if c not in bars.columns]
     if missing:
         raise DataError(f"bars lack column(s) {missing}; pass a bar frame with open/high/low/close")
-    cols = bars[["open", "high", "low", "close"]]
-    if cols.isna().to_numpy().any():
-        bad = cols.index[cols.isna().any(axis=1)][0]
+    # numpy, not DataFrame.isna: this runs on every paper tick for every symbol
+    nan = np.zeros(len(bars), dtype=bool)
+    for c in ("open", "high", "low", "close"):
+        nan |= np.isnan(bars[c].to_numpy(dtype=np.float64))
+    if nan.any():
+        bad = bars.index[int(np.argmax(nan))]
         raise DataError(f"bars contain NaN prices (first at {bad}); drop or fill them before "
                         "backtesting (e.g. Lake.read_bars returns none)")
     if len(bars) < warmup + 2:

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 _BUILTINS: dict[str, Strategy] = {}
 _USER: dict[str, Strategy] = {}
 _LOADED_FROM: Path | None = None
+_BUILTINS_LOADED = False
 
 
 def register(strategy: Strategy) -> Strategy:
@@ -33,8 +34,12 @@ def register(strategy: Strategy) -> Strategy:
 
 
 def _load_builtins() -> None:
-    if _BUILTINS:
+    # a flag, not "is the registry empty": a strategy registered before the first lookup (a test's
+    # own, say) must not hide the built-ins
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
         return
+    _BUILTINS_LOADED = True
     import workbench.strategies as pkg
 
     for info in pkgutil.iter_modules(pkg.__path__):

@@ -1,0 +1,205 @@
+"""Durability: the runner killed (SIGKILL) at every point of a tick resumes without a duplicate order,
+without losing a fill, and ends with the uninterrupted run's trades; SIGTERM finishes the tick.
+
+Crashes are injected at named points of the tick (``WORKBENCH_PAPER_CRASH=<point>:<n>``) in a
+subprocess replay that keeps its journal and simulated broker on disk, then the same command resumes.
+A scheduled `paper run` on an accelerated clock is also killed at random moments and restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from paper_helpers import build_lake, spec_for, write_artifact
+
+from workbench.paper.journal import Journal
+from workbench.paper.replay import journal_trades
+
+WB = [sys.executable, "-m", "workbench.cli"]
+PERIOD = ["--start", "2025-03-01", "--end", "2025-03-15"]
+POINTS = [
+    "tick_started",
+    "after_intent",
+    "after_submit",
+    "after_fill",
+    "after_cancel",
+    "before_protect",
+    "before_snapshot",
+    "before_tick_done",
+]
+
+
+def _run(
+    data: Path,
+    args: list[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    e = {**os.environ, "WORKBENCH_DATA_DIR": str(data), "COLUMNS": "200"}
+    e.pop("WORKBENCH_PAPER_CRASH", None)
+    e.update(env or {})
+    return subprocess.run([*WB, *args], capture_output=True, text=True, env=e, timeout=timeout, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("durability")
+    data = root / "data"
+    build_lake(data)
+    spec = spec_for("donchian_breakout", {"entry": 12, "exit": 6}, symbols=("BTC/USDT", "ETH/USDT"))
+    art = write_artifact(root / "artifact.json", spec, name="donchian")
+    clean = _run(data, ["paper", "replay", str(art), *PERIOD, "--journal", str(root / "clean")])
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    crashed = {}
+
+    def crash_and_resume(point: str) -> tuple[int, str]:
+        folder = root / f"crash-{point}"
+        first = _run(
+            data,
+            ["paper", "replay", str(art), *PERIOD, "--journal", str(folder)],
+            env={"WORKBENCH_PAPER_CRASH": f"{point}:3"},
+        )
+        second = _run(data, ["paper", "replay", str(art), *PERIOD, "--journal", str(folder)])
+        return first.returncode, second.returncode, second.stdout + second.stderr
+
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        for point, res in zip(POINTS, pool.map(crash_and_resume, POINTS), strict=True):
+            crashed[point] = res
+    return {"root": root, "data": data, "art": art, "spec": spec, "crashed": crashed}
+
+
+def _state(folder: Path, name: str) -> dict:
+    sub = next(p for p in folder.iterdir() if p.is_dir())
+    with Journal(sub / "journal.sqlite") as j:
+        trades = journal_trades(j, name)
+        orders = j.orders_frame(name)
+        fills = j.fills_frame(name)
+        ledger = j.ledger(name, 100_000.0)
+    db = sqlite3.connect(sub / "sim_broker.sqlite")
+    kv = dict(db.execute("SELECT key, value FROM kv").fetchall())
+    bodies = [json.loads(b) for (b,) in db.execute("SELECT body FROM orders")]
+    db.close()
+    return {
+        "trades": trades,
+        "orders": orders,
+        "fills": fills,
+        "ledger": ledger,
+        "stats": json.loads(kv["stats"]),
+        "positions": json.loads(kv["positions"]),
+        "broker": bodies,
+    }
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_sigkill_at_each_point_of_a_tick_then_resume(setup: dict, point: str) -> None:
+    first, second, log = setup["crashed"][point]
+    assert first == -signal.SIGKILL, f"the crash point {point} was never reached"
+    assert second == 0, log
+    assert "parity:" in log and "FAILED" not in log
+    name = "donchian@v1"
+    got = _state(setup["root"] / f"crash-{point}", name)
+    want = _state(setup["root"] / "clean", name)
+    # no order was ever submitted twice, and the broker holds exactly the journal's orders
+    assert got["stats"]["duplicates"] == 0
+    assert got["stats"]["created"] == len(got["orders"][got["orders"]["status"] != "rejected"])
+    assert sorted(o["client_order_id"] for o in got["broker"]) == sorted(
+        got["orders"].loc[got["orders"]["status"] != "rejected", "client_order_id"]
+    )
+    # no fill lost: every broker fill is booked, at the broker's totals
+    broker_filled = {o["client_order_id"]: o["filled_qty"] for o in got["broker"] if o["filled_qty"] > 0}
+    booked = got["fills"].groupby("client_order_id")["qty"].apply(lambda q: sum(map(float, q)))
+    assert set(broker_filled) == set(booked.index)
+    for cid, q in broker_filled.items():
+        assert booked[cid] == pytest.approx(q, rel=1e-12)
+    # positions reconcile with the broker, and the run equals the uninterrupted one
+    for sym, (q, _avg) in got["positions"].items():
+        assert float(got["ledger"].positions[sym]) == pytest.approx(q, rel=1e-9)
+    assert set(got["ledger"].positions) == set(got["positions"])
+    pd.testing.assert_frame_equal(got["trades"], want["trades"], rtol=1e-9)
+    assert len(want["trades"]) >= 4
+
+
+# ---------------------------------------------------------------- a scheduled run killed at random moments
+def _config(path: Path, art: Path, name: str, speed: float, port: int | None = None) -> Path:
+    path.write_text(
+        f"""name: {name}
+broker: {{kind: sim, cash: 100000}}
+strategies: [{{artifact: {art}}}]
+risk: {{max_bar_move: 0.5, stale_bars: 1000}}
+schedule: {{clock: {{start: 2025-03-01, speed: {speed}}}}}
+data: {{sync: false}}
+"""
+        + (f"metrics: {{port: {port}}}\n" if port else "")
+    )
+    return path
+
+
+def test_scheduled_run_survives_kill_9_restarts_without_duplicates(setup: dict, tmp_path: Path) -> None:
+    spec = spec_for("sma_cross", {"fast": 5, "slow": 12}, symbols=("BTC/USDT", "ETH/USDT"))
+    art = write_artifact(tmp_path / "fast.json", spec, name="fast")
+    cfg = _config(tmp_path / "paper.yaml", art, "killtest", speed=3600 * 20)
+    env = {**os.environ, "WORKBENCH_DATA_DIR": str(setup["data"])}
+    env.pop("WORKBENCH_PAPER_CRASH", None)
+    for wait in (2.5, 1.7, 3.1):
+        proc = subprocess.Popen(
+            [*WB, "paper", "run", str(cfg)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(wait)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    done = subprocess.run(
+        [*WB, "paper", "run", str(cfg), "--ticks", "20"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    root = setup["data"] / "paper" / "killtest"
+    with Journal(root / "journal.sqlite") as j:
+        orders = j.orders_frame("fast@v1")
+        fills = j.fills_frame("fast@v1")
+        ledger = j.ledger("fast@v1", 100_000.0)
+        ticks = pd.read_sql_query("SELECT * FROM ticks", j.db)
+    db = sqlite3.connect(root / "sim_broker.sqlite")
+    kv = dict(db.execute("SELECT key, value FROM kv").fetchall())
+    db.close()
+    stats, positions = json.loads(kv["stats"]), json.loads(kv["positions"])
+    assert len(ticks) > 30 and len(orders) >= 4, "the run should have traded across the restarts"
+    assert stats["duplicates"] == 0
+    assert stats["created"] == (orders["status"] != "rejected").sum()
+    assert fills["fill_id"].is_unique
+    assert set(ledger.positions) == set(positions)
+    for sym, (q, _a) in positions.items():
+        assert float(ledger.positions[sym]) == pytest.approx(q, rel=1e-9)
+    assert not (ticks["status"] == "started").any() or ticks["status"].iloc[-1] != "started"
+
+
+def test_sigterm_finishes_the_tick_and_exits_cleanly(setup: dict, tmp_path: Path) -> None:
+    spec = spec_for("sma_cross", {"fast": 5, "slow": 12})
+    art = write_artifact(tmp_path / "term.json", spec, name="term")
+    cfg = _config(tmp_path / "paper.yaml", art, "termtest", speed=3600 * 10)
+    env = {**os.environ, "WORKBENCH_DATA_DIR": str(setup["data"])}
+    env.pop("WORKBENCH_PAPER_CRASH", None)
+    proc = subprocess.Popen(
+        [*WB, "paper", "run", str(cfg)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(4)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped after" in out
+    with Journal(setup["data"] / "paper" / "termtest" / "journal.sqlite") as j:
+        statuses = pd.read_sql_query("SELECT status FROM ticks", j.db)["status"]
+    assert len(statuses) >= 3 and not (statuses == "started").any()

@@ -1,0 +1,591 @@
+"""Alpaca paper trading through alpaca-py's unmodified `TradingClient` (and its data clients for prices).
+
+Settings (environment or a `.env` file in the working directory): the key pair from
+`APCA_API_KEY_ID` / `APCA_API_SECRET_KEY` (or `ALPACA_API_KEY` / `ALPACA_SECRET_KEY`, the names the
+data source also reads; a pair is taken from one family, never mixed), the trading endpoint from
+`WORKBENCH_ALPACA_TRADING_URL` (else Alpaca's paper endpoint; the live endpoint is refused), the
+data endpoint for `price()` from `WORKBENCH_ALPACA_BASE_URL` (else Alpaca's), the stock feed from
+`WORKBENCH_ALPACA_FEED` (else iex), and `WORKBENCH_ALPACA_TIMEOUT`, `WORKBENCH_ALPACA_RETRY_ATTEMPTS`,
+`WORKBENCH_ALPACA_RETRY_WAIT` unless the constructor is given `timeout`, `retries`, `retry_wait`.
+
+Who retries what:
+
+- alpaca-py retries HTTP 429 and 504 itself, **order submission included**; this broker sets its
+  attempts (`retries`) and wait (`retry_wait`). When the first attempt did reach Alpaca, the
+  retried submission is answered 422 ``client_order_id must be unique``: `submit` then looks the
+  order up by its client order id and returns it.
+- GETs whose connection failed or timed out are retried by a transport adapter on the SDK's
+  session (the data source's), which also gives every request a timeout. POSTs and DELETEs are
+  never retried at that level.
+- A submission that ends in a timeout, a dropped connection, a 5xx or a last 429 has an unknown
+  outcome: `submit` looks the client order id up, returns the order when Alpaca has it and
+  resubmits only when Alpaca says it does not, at most `retries` times. When a lookup fails too,
+  or every attempt failed, `BrokerUnavailable` names the client order id: look it up later.
+- Refusals (insufficient buying power, a bad quantity, an unknown symbol...) raise `OrderRejected`
+  with Alpaca's message; refused keys raise `CredentialsError` naming the settings to fix.
+
+Symbols are the workbench's: ``AAPL`` and ``BTC/USD`` (Alpaca reports crypto positions as
+``BTCUSD``; they are mapped back). Stock market orders are DAY orders, other stock orders GTC when
+the quantity is whole (DAY when fractional: Alpaca takes fractional orders as DAY only); crypto
+orders are GTC. Alpaca takes no plain stop or trailing stop orders for crypto: those are refused
+here, before any request. Alpaca knows nothing of `oco_group`: this broker remembers it for the
+orders it submitted in this process and echoes it back, but does not cancel siblings itself.
+Keys never appear in logs, messages or `repr`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from decimal import ROUND_DOWN, Decimal
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import pandas as pd
+import requests
+from alpaca.common.exceptions import APIError
+from alpaca.common.rest import RESTClient
+from alpaca.data.enums import DataFeed
+from alpaca.data.historical import CryptoHistoricalDataClient, StockHistoricalDataClient
+from alpaca.data.requests import CryptoLatestTradeRequest, StockLatestTradeRequest
+from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
+from alpaca.trading.requests import (
+    GetOrdersRequest,
+    LimitOrderRequest,
+    MarketOrderRequest,
+    StopOrderRequest,
+    TrailingStopOrderRequest,
+)
+from alpaca.trading.requests import OrderRequest as AlpacaOrderRequest
+
+from workbench.config import setting
+from workbench.data.sources.alpaca import (
+    _choice,
+    _number,
+    _server_message,
+    _TransportAdapter,
+)
+from workbench.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    ConfigError,
+    CredentialsError,
+    OrderRejected,
+)
+from workbench.paper.broker import (
+    Account,
+    Broker,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Position,
+    Side,
+)
+
+log = logging.getLogger(__name__)
+
+TRADING_URL_SETTING = "WORKBENCH_ALPACA_TRADING_URL"
+DATA_URL_SETTING = "WORKBENCH_ALPACA_BASE_URL"  # the data source's setting
+PAPER_URL = "https://paper-api.alpaca.markets"
+LIVE_HOSTS = ("api.alpaca.markets",)
+KEY_PAIRS = (("APCA_API_KEY_ID", "APCA_API_SECRET_KEY"), ("ALPACA_API_KEY", "ALPACA_SECRET_KEY"))
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_RETRIES = 3
+DEFAULT_RETRY_WAIT = 1.0
+SDK_RETRY_CODES = (429, 504)  # what alpaca-py retries by default; kept for the trading client
+DATA_RETRY_CODES = (429, 500, 502, 503, 504)  # GETs only: safe to retry
+CRYPTO_QUOTES = ("USDT", "USDC", "USD", "BTC")
+_NOT_FOUND = 40410000
+_UNAUTHORIZED = 40110000
+_DUPLICATE = "client_order_id must be unique"
+_KEY_HINT = ("set APCA_API_KEY_ID and APCA_API_SECRET_KEY (or ALPACA_API_KEY and ALPACA_SECRET_KEY) "
+             "to a current paper-trading key pair, in the environment or in a .env file in the "
+             "working directory (live keys do not work on the paper endpoint)")
+_NINE = Decimal("1e-9")
+_TAGS = re.compile(r"<[^>]*>")
+_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+# Alpaca order statuses that end an order; every other status (new, accepted, pending_new,
+# pending_cancel, held, done_for_day...) is still live: NEW or PARTIALLY_FILLED by the fill so far
+_FINAL = {"filled": OrderStatus.FILLED, "canceled": OrderStatus.CANCELED,
+          "expired": OrderStatus.EXPIRED, "rejected": OrderStatus.REJECTED,
+          "replaced": OrderStatus.CANCELED}
+_KNOWN_LIVE = {"new", "partially_filled", "accepted", "pending_new", "accepted_for_bidding",
+               "pending_cancel", "pending_replace", "pending_review", "held", "stopped",
+               "suspended", "calculated", "done_for_day"}
+_TYPES = {"market": OrderType.MARKET, "limit": OrderType.LIMIT, "stop": OrderType.STOP,
+          "stop_limit": OrderType.STOP, "trailing_stop": OrderType.TRAILING_STOP}
+
+T = TypeVar("T")
+
+
+class AlpacaBroker(Broker):
+    """Alpaca's paper trading account as a `Broker` (`AlpacaBroker()` reads its settings).
+
+    Options: `base_url` (trading API, else `WORKBENCH_ALPACA_TRADING_URL`, else the paper
+    endpoint), `data_url` (market data for `price()`, else `WORKBENCH_ALPACA_BASE_URL`, else
+    Alpaca's), `feed` (stock prices: `iex` or `sip`), `timeout` (seconds per request),
+    `retries` (attempts after the first) and `retry_wait` (seconds between attempts).
+    """
+
+    name = "alpaca"
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        data_url: str | None = None,
+        feed: str | None = None,
+        timeout: float | str | None = None,
+        retries: int | str | None = None,
+        retry_wait: float | str | None = None,
+    ) -> None:
+        self._keys = _keys()
+        self.base_url = _url(base_url or setting(TRADING_URL_SETTING) or PAPER_URL,
+                             "base_url", TRADING_URL_SETTING)
+        host = urlsplit(self.base_url).hostname or ""
+        if host in LIVE_HOSTS:
+            raise ConfigError(
+                f"base URL {self.base_url!r} is Alpaca's live trading endpoint: AlpacaBroker trades "
+                f"paper accounts only; use {PAPER_URL} (base_url or {TRADING_URL_SETTING})")
+        data = data_url or setting(DATA_URL_SETTING)
+        self.data_url = _url(data, "data_url", DATA_URL_SETTING) if data else None
+        self.feed = _choice(feed or setting("WORKBENCH_ALPACA_FEED") or "iex", ("iex", "sip"), "feed")
+        self.timeout = _number(timeout, "WORKBENCH_ALPACA_TIMEOUT", DEFAULT_TIMEOUT, float, "timeout",
+                               minimum=0.001)
+        self.retries = _number(retries, "WORKBENCH_ALPACA_RETRY_ATTEMPTS", DEFAULT_RETRIES, int,
+                               "retries", minimum=0)
+        self.retry_wait = _number(retry_wait, "WORKBENCH_ALPACA_RETRY_WAIT", DEFAULT_RETRY_WAIT, float,
+                                  "retry_wait", minimum=0)
+        self._trading = TradingClient(self._keys[0], self._keys[1], paper=True, raw_data=True,
+                                      url_override=self.base_url)
+        self._configure(self._trading, SDK_RETRY_CODES)
+        self._data: dict[bool, RESTClient] = {}  # crypto? -> data client
+        self._oco: dict[str, str] = {}  # client order id -> oco_group, for orders submitted here
+
+    def __repr__(self) -> str:
+        return (f"AlpacaBroker(base_url={self.base_url!r}, data_url={self.data_url!r}, "
+                f"feed={self.feed!r}, keys set)")
+
+    # ------------------------------------------------------------------ Broker contract
+    def submit(self, request: OrderRequest) -> Order:
+        """Place `request`; an id Alpaca already has returns that order (see the module doc)."""
+        cid = request.client_order_id
+        alpaca_request = self._request(request)
+        if request.oco_group:
+            self._oco[cid] = request.oco_group
+        what = f"{request.side.value} {request.qty:g} {request.symbol}"
+        problem = ""
+        attempts = self.retries + 1
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(self.retry_wait)
+            try:
+                raw = self._trading.submit_order(alpaca_request)
+            except APIError as exc:
+                status, message = exc.status_code, self._message(exc)
+                if status == 422 and _DUPLICATE in message:
+                    # Alpaca has this id: an earlier call (or the SDK's own retry of this one) placed it
+                    return self._existing(request, message)
+                if _is_auth(exc):
+                    raise CredentialsError(f"Alpaca refused the API keys (HTTP {status}) placing order "
+                                           f"{cid}: {_KEY_HINT}") from None
+                if status is not None and status < 500 and status != 429:
+                    hint = (f"; check the base URL ({TRADING_URL_SETTING})" if status in (404, 405)
+                            else "")
+                    raise OrderRejected(f"Alpaca refused order {cid} ({what}): {message} (HTTP "
+                                        f"{status}){hint}") from None
+                problem = f"HTTP {status}: {message}"
+            except requests.RequestException as exc:
+                problem = _transport(exc)
+            else:
+                order = self._order(raw)
+                log.info("alpaca order %s placed: %s (%s)", cid, what, order.status.value)
+                return order
+            # the outcome is unknown: never resubmit before Alpaca says it has no such order
+            log.warning("alpaca order %s (%s): %s on attempt %d of %d; looking it up before any "
+                        "resubmission", cid, what, problem, attempt + 1, attempts)
+            try:
+                found = self._lookup(cid)
+            except BrokerUnavailable as exc:
+                raise BrokerUnavailable(
+                    f"order {cid} ({what}): the outcome is unknown: submitting failed ({problem}) "
+                    f"and looking it up failed too ({exc}); look the client order id up with "
+                    "get_order before submitting it again") from None
+            if found is not None:
+                log.info("alpaca order %s was placed despite the failed reply", cid)
+                return found
+        raise BrokerUnavailable(
+            f"order {cid} ({what}): the outcome is unknown: Alpaca failed {attempts} submissions "
+            f"(last: {problem}) and the last lookup found no order with this client order id; look "
+            "it up with get_order before submitting it again, or raise retries")
+
+    def get_order(self, client_order_id: str) -> Order | None:
+        """The order with this client order id, or None when Alpaca has never seen it."""
+        return self._lookup(client_order_id)
+
+    def open_orders(self, symbol: str | None = None) -> list[Order]:
+        """Open orders in the account (all of them, not only the workbench's), newest first."""
+        query = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500,
+                                 symbols=[symbol] if symbol else None)
+        rows = self._call(lambda: self._trading.get_orders(query), "listing open orders")
+        if len(rows) >= 500:
+            log.warning("Alpaca returned 500 open orders, its page limit: older ones are not listed")
+        orders = [self._order(r) for r in rows if _simple(r)]
+        return [o for o in orders if not o.status.done and (symbol is None or o.symbol == symbol)]
+
+    def cancel(self, client_order_id: str) -> Order | None:
+        """Cancel an order; a finished one comes back as it is, an unknown one as None."""
+        cid = client_order_id
+        order = self._lookup(cid)
+        if order is None or order.status.done:
+            return order
+        problem = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.retry_wait)
+            problem = ""
+            try:
+                self._trading.cancel_order_by_id(order.broker_order_id)
+            except APIError as exc:
+                status = exc.status_code
+                if _is_auth(exc):
+                    raise CredentialsError(f"Alpaca refused the API keys (HTTP {status}) cancelling "
+                                           f"order {cid}: {_KEY_HINT}") from None
+                if status is None or status >= 500 or status == 429:
+                    problem = f"HTTP {status}: {self._message(exc)}"
+                elif status not in (404, 422):  # 422: not cancelable (finished); the lookup says how
+                    raise BrokerError(f"Alpaca refused to cancel order {cid}: {self._message(exc)} "
+                                      f"(HTTP {status})") from None
+            except requests.RequestException as exc:
+                problem = _transport(exc)
+            order = self._lookup(cid) or order
+            if order.status.done:
+                return order
+        if problem:
+            raise BrokerUnavailable(f"could not cancel order {cid} ({problem}): it may still fill; "
+                                    "call cancel again later")
+        log.info("alpaca order %s: cancel requested, still %s", cid,
+                 (order.extra or {}).get("alpaca_status"))
+        return order
+
+    def positions(self) -> dict[str, Position]:
+        """Non-zero positions by workbench symbol, signed (short < 0)."""
+        rows = self._call(self._trading.get_all_positions, "reading positions")
+        out: dict[str, Position] = {}
+        try:
+            for row in rows:
+                symbol = workbench_symbol(str(row["symbol"]), row.get("asset_class"))
+                qty = abs(float(row["qty"])) * (-1.0 if row.get("side") == "short" else 1.0)
+                if qty:
+                    out[symbol] = Position(symbol, qty, float(row.get("avg_entry_price") or 0.0))
+        except (KeyError, TypeError, ValueError):
+            raise BrokerError(f"Alpaca at {self._host()} sent a positions reply this broker cannot "
+                              f"read: check the base URL ({TRADING_URL_SETTING})") from None
+        return out
+
+    def account(self) -> Account:
+        """Cash and equity of the paper account."""
+        raw = self._call(self._trading.get_account, "reading the account")
+        try:
+            return Account(cash=float(raw["cash"]), equity=float(raw["equity"]),
+                           currency=str(raw.get("currency") or "USD"))
+        except (KeyError, TypeError, ValueError):
+            raise BrokerError(f"Alpaca at {self._host()} sent an account reply without cash and "
+                              f"equity: check the base URL ({TRADING_URL_SETTING})") from None
+
+    def price(self, symbol: str) -> float:
+        """The latest trade price (stocks from the configured feed, crypto from Alpaca's US feed)."""
+        crypto = "/" in symbol
+        client: Any = self._data_client(crypto)
+        if crypto:
+            query: Any = CryptoLatestTradeRequest(symbol_or_symbols=symbol)
+            fetch = lambda: client.get_crypto_latest_trade(query)  # noqa: E731
+        else:
+            query = StockLatestTradeRequest(symbol_or_symbols=symbol, feed=DataFeed(self.feed))
+            fetch = lambda: client.get_stock_latest_trade(query)  # noqa: E731
+        reply = self._call(fetch, f"reading the {symbol} price", data=True)
+        trade = (reply or {}).get(symbol) if isinstance(reply, dict) else None
+        try:
+            value = float(trade["p"])  # type: ignore[index]
+        except (KeyError, TypeError, ValueError):
+            raise BrokerError(f"Alpaca has no latest trade for {symbol!r}: check the symbol (a ticker "
+                              "such as AAPL, or a pair such as BTC/USD) and the data URL "
+                              f"({DATA_URL_SETTING})") from None
+        return value
+
+    def normalize_qty(self, symbol: str, qty: float) -> float:
+        """Round down to Alpaca's 9 decimal places (fractional shares and crypto alike)."""
+        if not qty or qty <= 0:
+            return 0.0
+        return float(Decimal(repr(float(qty))).quantize(_NINE, rounding=ROUND_DOWN))
+
+    def close(self) -> None:
+        """Close the HTTP sessions."""
+        for client in (self._trading, *self._data.values()):
+            session = getattr(client, "_session", None)
+            if isinstance(session, requests.Session):
+                session.close()
+
+    # ------------------------------------------------------------------ requests
+    def _request(self, req: OrderRequest) -> AlpacaOrderRequest:
+        cid = req.client_order_id
+        crypto = "/" in req.symbol
+        qty = round(float(req.qty), 9)
+        if qty <= 0:
+            raise OrderRejected(f"order {cid}: quantity {req.qty!r} rounds to 0 at Alpaca's 9 decimal "
+                                "places")
+        if crypto and req.type in (OrderType.STOP, OrderType.TRAILING_STOP):
+            raise OrderRejected(f"order {cid}: Alpaca takes no {req.type.value} orders for crypto "
+                                f"({req.symbol}; only market, limit and stop_limit): protect crypto "
+                                "positions another way")
+        whole = qty == int(qty)
+        if crypto:
+            tif = TimeInForce.GTC
+        elif req.type is OrderType.MARKET or not whole:
+            tif = TimeInForce.DAY  # fractional orders are DAY orders at Alpaca
+        else:
+            tif = TimeInForce.GTC  # a resting exit must not expire at the close
+        common: dict[str, Any] = {"symbol": req.symbol, "qty": qty, "side": OrderSide(req.side.value),
+                                  "time_in_force": tif, "client_order_id": cid}
+        if req.type is OrderType.LIMIT:
+            return LimitOrderRequest(**common, limit_price=_price(req.limit_price, crypto))
+        if req.type is OrderType.STOP:
+            return StopOrderRequest(**common, stop_price=_price(req.stop_price, crypto))
+        if req.type is OrderType.TRAILING_STOP:
+            if req.ref_price is not None:
+                log.debug("order %s: Alpaca starts a trailing stop's high water mark at the market "
+                          "price; ref_price %s is not sent", cid, req.ref_price)
+            percent = round(float(req.trail_percent or 0) * 100, 4)  # Alpaca: percent, not fraction
+            return TrailingStopOrderRequest(**common, trail_percent=percent)
+        return MarketOrderRequest(**common)
+
+    def _existing(self, request: OrderRequest, message: str) -> Order:
+        cid = request.client_order_id
+        found = self._lookup(cid)
+        if found is None:
+            raise BrokerUnavailable(f"order {cid}: Alpaca answered {message!r} but has no order with "
+                                    "this client order id: the outcome is unknown; look it up again "
+                                    "with get_order before submitting it again")
+        if (found.symbol, found.side) != (request.symbol, request.side) or abs(
+                found.qty - request.qty) > 1e-9 * max(1.0, request.qty):
+            log.warning("alpaca order %s already exists as %s %g %s, not as requested (%s %g %s): "
+                        "returning the existing order", cid, found.side.value, found.qty, found.symbol,
+                        request.side.value, request.qty, request.symbol)
+        else:
+            log.info("alpaca order %s already placed: returning it", cid)
+        return found
+
+    def _lookup(self, cid: str) -> Order | None:
+        raw = self._call(lambda: self._trading.get_order_by_client_id(cid), f"looking up order {cid}",
+                         missing_ok=True)
+        return None if raw is None else self._order(raw)
+
+    def _call(self, fn: Callable[[], T], what: str, missing_ok: bool = False, data: bool = False) -> T:
+        """Run a read-only SDK call (`data`: on a market data client); 5xx answers the SDK did not
+        retry itself are retried here."""
+        sdk_codes = DATA_RETRY_CODES if data else SDK_RETRY_CODES
+        where = DATA_URL_SETTING if data else TRADING_URL_SETTING
+        host = self._host(data)
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except APIError as exc:
+                status, message = exc.status_code, self._message(exc)
+                if missing_ok and _not_found(exc):
+                    return None  # type: ignore[return-value]
+                if _is_auth(exc):
+                    raise CredentialsError(f"Alpaca refused the API keys (HTTP {status}) {what}: "
+                                           f"{_KEY_HINT}") from None
+                if status is not None and status < 500 and status != 429:
+                    raise BrokerError(f"Alpaca refused {what}: {message} (HTTP {status}); check the "
+                                      f"URL ({where})") from None
+                if attempt < self.retries and status not in sdk_codes:
+                    time.sleep(self.retry_wait)
+                    continue
+                raise BrokerUnavailable(f"Alpaca kept failing {what} (HTTP {status}: {message}); "
+                                        "try again later") from None
+            except requests.exceptions.JSONDecodeError:
+                raise BrokerError(f"Alpaca at {host} sent a reply that is not JSON {what}: check the "
+                                  f"URL ({where})") from None
+            except requests.RequestException as exc:
+                raise BrokerUnavailable(f"could not reach Alpaca at {host} {what} ({_transport(exc)}): "
+                                        f"check the network connection, or the URL ({where})") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ------------------------------------------------------------------ replies
+    def _order(self, raw: dict[str, Any]) -> Order:
+        try:
+            return self._parse_order(raw)
+        except (KeyError, TypeError, ValueError):
+            raise BrokerError(f"Alpaca at {self._host()} sent an order reply this broker cannot read: "
+                              f"check the base URL ({TRADING_URL_SETTING})") from None
+
+    def _parse_order(self, raw: dict[str, Any]) -> Order:
+        cid = str(raw["client_order_id"])
+        qty = _float(raw.get("qty")) or 0.0
+        filled = _float(raw.get("filled_qty")) or 0.0
+        state = str(raw.get("status") or "")
+        status = _FINAL.get(state)
+        if status is None:
+            if state not in _KNOWN_LIVE:
+                log.warning("alpaca order %s has status %r, unknown to this broker: treated as open",
+                            cid, state)
+            status = OrderStatus.PARTIALLY_FILLED if filled > 0 else OrderStatus.NEW
+        kind = str(raw.get("type") or raw.get("order_type") or "market")
+        avg = _float(raw.get("filled_avg_price"))
+        trail = _float(raw.get("trail_percent"))
+        return Order(
+            client_order_id=cid, broker_order_id=str(raw["id"]),
+            symbol=workbench_symbol(str(raw["symbol"]), raw.get("asset_class")),
+            side=Side(raw["side"]), type=_TYPES.get(kind, OrderType.MARKET), qty=qty, status=status,
+            filled_qty=filled, avg_fill_price=avg if filled > 0 else None, fee=0.0,
+            limit_price=_float(raw.get("limit_price")), stop_price=_float(raw.get("stop_price")),
+            trail_percent=None if trail is None else trail / 100, oco_group=self._oco.get(cid),
+            submitted_at=_ts(raw.get("submitted_at")), updated_at=_ts(raw.get("updated_at")),
+            reject_reason=state if status is OrderStatus.REJECTED else None,
+            extra={"alpaca_status": state, "alpaca_type": kind,
+                   "time_in_force": raw.get("time_in_force"), "asset_class": raw.get("asset_class")},
+        )
+
+    def _message(self, exc: APIError) -> str:
+        text = _server_message(exc)
+        if text.startswith("<"):  # an HTML error page from a proxy: its title, else its text
+            title = _TITLE.search(text)
+            text = " ".join(_TAGS.sub(" ", title.group(1) if title else text).split())[:120] or "no message"
+        return self._scrub(text)
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._keys:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def _host(self, data: bool = False) -> str:
+        if data:
+            return urlsplit(self.data_url).hostname or "?" if self.data_url else "data.alpaca.markets"
+        return urlsplit(self.base_url).hostname or "the configured base URL"
+
+    # ------------------------------------------------------------------ clients
+    def _configure(self, client: RESTClient, codes: tuple[int, ...]) -> None:
+        """Retry settings and a request timeout on an alpaca-py client (as the data source does)."""
+        # alpaca-py 0.44 keeps these in _retry / _retry_wait / _retry_codes: _retry + 1 attempts
+        if not all(hasattr(client, a) for a in ("_retry", "_retry_wait", "_retry_codes")):
+            log.warning("this alpaca-py version keeps its retry settings elsewhere: using its "
+                        "defaults instead of retries/retry_wait")
+        else:
+            client._retry = self.retries
+            client._retry_wait = self.retry_wait  # type: ignore[assignment]
+            client._retry_codes = list(codes)
+        session = getattr(client, "_session", None)
+        if isinstance(session, requests.Session):
+            adapter = _TransportAdapter(self.timeout, self.retries, self.retry_wait)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+
+    def _data_client(self, crypto: bool) -> RESTClient:
+        client = self._data.get(crypto)
+        if client is None:
+            kind = CryptoHistoricalDataClient if crypto else StockHistoricalDataClient
+            client = kind(api_key=self._keys[0], secret_key=self._keys[1], raw_data=True,
+                          url_override=self.data_url)
+            self._configure(client, DATA_RETRY_CODES)
+            self._data[crypto] = client
+        return client
+
+
+# ---------------------------------------------------------------------- helpers
+def workbench_symbol(symbol: str, asset_class: Any = None) -> str:
+    """The workbench's spelling of an Alpaca symbol: crypto pairs with a slash (BTCUSD -> BTC/USD)."""
+    if "/" in symbol or str(getattr(asset_class, "value", asset_class)) != "crypto":
+        return symbol
+    for quote in CRYPTO_QUOTES:
+        if symbol.endswith(quote) and len(symbol) > len(quote):
+            return f"{symbol[:-len(quote)]}/{quote}"
+    return symbol
+
+
+def _keys() -> tuple[str, str]:
+    for key_name, secret_name in KEY_PAIRS:
+        key, secret = setting(key_name), setting(secret_name)
+        if key and secret:
+            return key, secret
+    partial = [n for pair in KEY_PAIRS for n in pair if setting(n)]
+    extra = f" (only {', '.join(partial)} {'is' if len(partial) == 1 else 'are'} set)" if partial else ""
+    raise CredentialsError(f"Alpaca paper trading needs an API key pair, but none is set{extra}: {_KEY_HINT}")
+
+
+def _url(value: str, what: str, setting_name: str) -> str:
+    url = str(value).strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{what} {value!r} is not an http(s) URL: set e.g. {PAPER_URL} "
+                          f"({what} or {setting_name})")
+    return url
+
+
+def _is_auth(exc: APIError) -> bool:
+    """Refused keys: a 401, or a 403 that is not one of Alpaca's refusals with a reason (40310000
+    insufficient buying power, ...): a bare "forbidden" page, or "request is not authorized"."""
+    if exc.status_code == 401:
+        return True
+    if exc.status_code != 403:
+        return False
+    code = _code(exc)
+    return code is None or code == _UNAUTHORIZED or _server_message(exc).lower() in (
+        "forbidden", "request is not authorized")
+
+
+def _not_found(exc: APIError) -> bool:
+    """Alpaca's own 404 (an unknown order), not a 404 page from a wrong base URL."""
+    if exc.status_code != 404:
+        return False
+    return _code(exc) == _NOT_FOUND or "not found" in _server_message(exc).lower()
+
+
+def _code(exc: APIError) -> int | None:
+    try:
+        body = json.loads(str(exc))
+    except ValueError:
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, int) else None
+
+
+def _simple(raw: dict[str, Any]) -> bool:
+    """Single-leg orders with a symbol and side (multi-leg option orders are not the workbench's)."""
+    return bool(raw.get("symbol")) and raw.get("side") in ("buy", "sell")
+
+
+def _transport(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.Timeout):
+        return f"no reply within the timeout ({type(exc).__name__})"
+    return f"connection failed ({type(exc).__name__})"
+
+
+def _price(value: float | None, crypto: bool) -> float | None:
+    """Prices as Alpaca takes them: stocks in cents (0.0001 below $1), crypto as given."""
+    if value is None or crypto:
+        return value
+    return round(value, 2 if value >= 1 else 4)
+
+
+def _float(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    return float(value)
+
+
+def _ts(value: Any) -> pd.Timestamp | None:
+    if not value:
+        return None
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+__all__ = ["AlpacaBroker", "workbench_symbol"]

@@ -1,0 +1,235 @@
+"""The broker contract every paper-trading venue implements (simulated, Alpaca paper, ccxt sandboxes).
+
+The runner talks to a broker only through `Broker`; one shared test suite
+(`tests/broker_contract.py`) runs against every implementation. The rules that matter for safety:
+
+- **Idempotent submission.** `submit` is keyed on the caller's `client_order_id`. Submitting an id
+  the broker already knows never creates a second order: the existing order comes back. A
+  transport failure (timeout, lost reply, 5xx after retries) is resolved by looking the id up
+  before any resubmission; when even the lookup fails, `BrokerUnavailable` says the outcome is
+  unknown and the caller must look the id up later.
+- **Refusals are errors.** An order the venue answers with a refusal raises `OrderRejected` with
+  the venue's reason; nothing is retried.
+- **Order state is cumulative.** `Order.filled_qty`, `avg_fill_price` and `fee` are totals so far;
+  the journal derives fills from their increments, so polling twice never counts a fill twice.
+- **Quantities are positive**, the side says the direction; positions are signed (short < 0).
+  Amounts are floats at this boundary; the journal stores them as exact decimals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+import pandas as pd
+
+from workbench.errors import ConfigError
+
+__all__ = [
+    "Account",
+    "Broker",
+    "Order",
+    "OrderRequest",
+    "OrderStatus",
+    "OrderType",
+    "Position",
+    "Side",
+    "client_order_id",
+]
+
+
+class Side(StrEnum):
+    """Buy or sell."""
+
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(StrEnum):
+    """Market orders for signals; stop, limit and trailing stop orders protect open positions."""
+
+    MARKET = "market"
+    LIMIT = "limit"
+    STOP = "stop"
+    TRAILING_STOP = "trailing_stop"
+
+
+class OrderStatus(StrEnum):
+    """Lifecycle of an order at the broker."""
+
+    NEW = "new"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+    @property
+    def done(self) -> bool:
+        """Whether the order can no longer change."""
+        return self in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderRequest:
+    """What the runner asks a broker to do.
+
+    `client_order_id` is deterministic (see `client_order_id`), at most 36 characters of
+    ``[A-Za-z0-9_-]`` so that every venue accepts it. `stop_price` is set for STOP, `limit_price`
+    for LIMIT, `trail_percent` (a fraction, 0.02 = 2 %) and optionally `ref_price` (the starting
+    high/low water mark) for TRAILING_STOP. Orders sharing an `oco_group` cancel each other when
+    one fills (a position's protective exits).
+    """
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: float
+    type: OrderType = OrderType.MARKET
+    limit_price: float | None = None
+    stop_price: float | None = None
+    trail_percent: float | None = None
+    ref_price: float | None = None
+    oco_group: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "side", Side(self.side))
+        object.__setattr__(self, "type", OrderType(self.type))
+        cid = self.client_order_id
+        if not (0 < len(cid) <= 36) or not all(c.isascii() and (c.isalnum() or c in "-_") for c in cid):
+            raise ConfigError(f"client order id {cid!r} must be 1-36 characters of letters, digits, - and _")
+        if not (isinstance(self.qty, int | float) and math.isfinite(self.qty) and self.qty > 0):
+            raise ConfigError(f"order {cid}: quantity {self.qty!r} must be a positive number")
+        need = {
+            OrderType.LIMIT: ("limit_price",),
+            OrderType.STOP: ("stop_price",),
+            OrderType.TRAILING_STOP: ("trail_percent",),
+        }.get(self.type, ())
+        for name in need:
+            value = getattr(self, name)
+            if value is None or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"order {cid}: a {self.type.value} order needs a positive {name}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Order:
+    """An order as the broker reports it (cumulative fill totals)."""
+
+    client_order_id: str
+    broker_order_id: str
+    symbol: str
+    side: Side
+    type: OrderType
+    qty: float
+    status: OrderStatus
+    filled_qty: float = 0.0
+    avg_fill_price: float | None = None
+    fee: float = 0.0
+    limit_price: float | None = None
+    stop_price: float | None = None
+    trail_percent: float | None = None
+    oco_group: str | None = None
+    submitted_at: pd.Timestamp | None = None
+    updated_at: pd.Timestamp | None = None
+    reject_reason: str | None = None
+    extra: dict[str, Any] | None = None
+
+    def with_(self, **changes: Any) -> Order:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    @property
+    def remaining(self) -> float:
+        """Quantity not yet filled."""
+        return max(self.qty - self.filled_qty, 0.0)
+
+
+@dataclass(frozen=True)
+class Position:
+    """A signed holding (short < 0) and its average entry price."""
+
+    symbol: str
+    qty: float
+    avg_price: float
+
+
+@dataclass(frozen=True)
+class Account:
+    """Cash and equity (cash plus positions at the latest prices) in the account currency."""
+
+    cash: float
+    equity: float
+    currency: str = "USD"
+
+
+class Broker(ABC):
+    """A trading venue. Implementations: `SimBroker`, `AlpacaBroker`, `CcxtBroker`.
+
+    Every method may raise `BrokerUnavailable` (could not reach the venue after retries);
+    `submit` also raises `OrderRejected`. Symbols are the workbench's (``BTC/USDT``, ``AAPL``).
+    """
+
+    name: str = "broker"
+    #: whether orders sharing an `oco_group` may all rest on one position and the venue cancels the
+    #: others when one fills (the simulated broker); when False the runner keeps one protective order
+    #: at the venue and watches the other levels itself at each tick
+    native_oco: bool = False
+
+    @abstractmethod
+    def submit(self, request: OrderRequest) -> Order:
+        """Place an order, or return the existing one when its client order id is already known."""
+
+    @abstractmethod
+    def get_order(self, client_order_id: str) -> Order | None:
+        """The order with this client order id, or None when the broker has never seen it."""
+
+    @abstractmethod
+    def open_orders(self, symbol: str | None = None) -> list[Order]:
+        """Orders that can still fill (new or partially filled)."""
+
+    @abstractmethod
+    def cancel(self, client_order_id: str) -> Order | None:
+        """Cancel an order; cancelling a finished or unknown order is not an error (returns its state)."""
+
+    @abstractmethod
+    def positions(self) -> dict[str, Position]:
+        """Non-zero positions by symbol."""
+
+    @abstractmethod
+    def account(self) -> Account:
+        """Cash and equity."""
+
+    @abstractmethod
+    def price(self, symbol: str) -> float:
+        """The latest price a market order would fill near (before slippage and fees)."""
+
+    def normalize_qty(self, symbol: str, qty: float) -> float:
+        """Round a quantity down to what the venue accepts (0 when below its minimum)."""
+        return qty
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def client_order_id(strategy: str, symbol: str, bar: pd.Timestamp | str, leg: str) -> str:
+    """A deterministic client order id for one order leg of one strategy, symbol and signal bar.
+
+    The same inputs always give the same id, so a runner that restarts mid-tick asks for the same
+    order again and the broker (or the lookup before resubmission) refuses to duplicate it.
+    `leg` names the order's role (``entry``, ``exit``, ``sl``, ``tp``, ``tsl``), at most 6 characters.
+    """
+    if not (0 < len(leg) <= 6) or not leg.isalnum():
+        raise ConfigError(f"order leg {leg!r} must be 1-6 letters or digits")
+    stamp = pd.Timestamp(bar).isoformat()
+    digest = hashlib.sha256(f"{strategy}|{symbol}|{stamp}|{leg}".encode()).hexdigest()[:24]
+    return f"wb{digest}-{leg}"

@@ -1,0 +1,400 @@
+"""Replays: the runner driven over historical bars by a simulated clock, and its parity with the backtest.
+
+`replay` runs the *same* runner, journal and simulated broker as live paper trading, one tick per
+bar close, and then backtests the same strategy, parameters, bars and costs. `parity` lines the two
+trade lists up; any difference is a bug in one of them (or a strategy that looks ahead). Signals
+are computed on every bar from the replay's warm-up start (an anchored window) so that a causal
+strategy gives the backtest's signals exactly; ``window="trailing"`` replays the live setting.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workbench.backtest.engine import BacktestResult, load_bars, simulate
+from workbench.errors import ConfigError, DataError
+from workbench.paper.feed import BarFeed
+from workbench.paper.journal import Journal
+from workbench.paper.risk import RiskLimits
+from workbench.paper.runner import Runner, StrategySpec
+from workbench.paper.sim import SimBroker
+
+log = logging.getLogger(__name__)
+
+TRADE_COLUMNS = [
+    "symbol",
+    "direction",
+    "entry_time",
+    "entry_price",
+    "exit_time",
+    "exit_price",
+    "size",
+    "pnl",
+    "return",
+    "entry_fees",
+    "exit_fees",
+    "exit_reason",
+    "status",
+]
+_REASONS = {"exit": "signal", "sl": "stop_loss", "tp": "take_profit", "tsl": "trailing_stop",
+            "tpx": "take_profit", "tslx": "trailing_stop"}
+
+
+class SimClock:
+    """A settable clock for replays (the runner and the simulated broker read it)."""
+
+    def __init__(self, now: pd.Timestamp) -> None:
+        self.now = pd.Timestamp(now)
+
+    def __call__(self) -> pd.Timestamp:
+        return self.now
+
+
+def journal_trades(journal: Journal, artifact: str) -> pd.DataFrame:
+    """Round trips from the journal's fills, in the backtest's trade-table layout."""
+    orders = journal.orders_frame(artifact)
+    fills = journal.fills_frame(artifact)
+    if fills.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in TRADE_COLUMNS})
+    per = {}
+    for cid, g in fills.groupby("client_order_id", sort=False):
+        q = g["qty"].map(float)
+        per[cid] = {
+            "qty": q.sum(),
+            "price": float((q * g["price"].map(float)).sum() / q.sum()),
+            "fee": g["fee"].map(float).sum(),
+            "bar": pd.Timestamp(g["bar"].iloc[0]),
+            "recorded": g["recorded"].min(),
+        }
+    info = orders.set_index("client_order_id")
+    seq = sorted(per, key=lambda c: (per[c]["recorded"], c))
+    rows: list[dict[str, Any]] = []
+    open_: dict[str, dict[str, Any]] = {}
+    for cid in seq:
+        o, f = info.loc[cid], per[cid]
+        sym, leg = o["symbol"], o["leg"]
+        if leg == "entry":
+            open_[sym] = {
+                "symbol": sym,
+                "direction": "long" if o["side"] == "buy" else "short",
+                "entry_time": f["bar"],
+                "entry_price": f["price"],
+                "size": f["qty"],
+                "entry_fees": f["fee"],
+            }
+            continue
+        t = open_.pop(sym, None)
+        if t is None:
+            continue
+        long = t["direction"] == "long"
+        pnl = t["size"] * ((f["price"] - t["entry_price"]) if long else (t["entry_price"] - f["price"]))
+        pnl -= t["entry_fees"] + f["fee"]
+        rows.append(
+            {
+                **t,
+                "exit_time": f["bar"],
+                "exit_price": f["price"],
+                "pnl": pnl,
+                "return": pnl / (t["size"] * t["entry_price"]),
+                "exit_fees": f["fee"],
+                "exit_reason": _REASONS.get(leg, leg),
+                "status": "closed",
+            }
+        )
+    for t in open_.values():
+        rows.append(
+            {
+                **t,
+                "exit_time": pd.NaT,
+                "exit_price": np.nan,
+                "pnl": np.nan,
+                "return": np.nan,
+                "exit_fees": np.nan,
+                "exit_reason": "open",
+                "status": "open",
+            }
+        )
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in TRADE_COLUMNS})
+    df = pd.DataFrame(rows)[TRADE_COLUMNS].sort_values(["entry_time", "symbol"], kind="stable")
+    return df.reset_index(drop=True)
+
+
+@dataclass
+class Parity:
+    """Trade-by-trade comparison of a replay with its backtest."""
+
+    matched: int
+    replay_trades: int
+    backtest_trades: int
+    differences: pd.DataFrame  # one row per differing field of a trade (or a missing trade)
+    rtol: float
+
+    @property
+    def ok(self) -> bool:
+        """Whether every trade agrees."""
+        return self.differences.empty and self.replay_trades == self.backtest_trades
+
+    def summary(self) -> str:
+        """One line for humans."""
+        if self.ok:
+            return (
+                f"parity: {self.matched} of {self.backtest_trades} trades equal the backtest's "
+                f"(prices and sizes within {self.rtol:g})"
+            )
+        return (
+            f"parity FAILED: {self.matched} of {self.backtest_trades} backtest trades matched, "
+            f"{self.replay_trades} replayed, {len(self.differences)} difference(s)"
+        )
+
+
+def compare_trades(replayed: pd.DataFrame, backtested: pd.DataFrame, rtol: float = 1e-9) -> Parity:
+    """Match trades on (symbol, entry time) and compare side, exit time, prices, size, reason."""
+    a = replayed.set_index(["symbol", "entry_time"]) if len(replayed) else None
+    b = backtested.set_index(["symbol", "entry_time"]) if len(backtested) else None
+    keys = sorted(
+        set(a.index if a is not None else []) | set(b.index if b is not None else []),
+        key=lambda k: (k[1], k[0]),
+    )
+    diffs, matched = [], 0
+    for key in keys:
+        ra = a.loc[key] if a is not None and key in a.index else None
+        rb = b.loc[key] if b is not None and key in b.index else None
+        if ra is None or rb is None:
+            diffs.append(
+                {
+                    "symbol": key[0],
+                    "entry_time": key[1],
+                    "field": "trade",
+                    "replay": "present" if ra is not None else "missing",
+                    "backtest": "present" if rb is not None else "missing",
+                }
+            )
+            continue
+        bad = []
+        for col in ("direction", "exit_reason", "status"):
+            if str(ra[col]) != str(rb[col]):
+                bad.append((col, ra[col], rb[col]))
+        ta, tb = ra["exit_time"], rb["exit_time"]
+        if not ((pd.isna(ta) and pd.isna(tb)) or ta == tb):
+            bad.append(("exit_time", ta, tb))
+        for col in ("entry_price", "exit_price", "size", "entry_fees", "exit_fees"):
+            x, y = float(ra[col]), float(rb[col])
+            if not ((np.isnan(x) and np.isnan(y)) or np.isclose(x, y, rtol=rtol, atol=0.0)):
+                bad.append((col, x, y))
+        for col, x, y in bad:
+            diffs.append({"symbol": key[0], "entry_time": key[1], "field": col, "replay": x, "backtest": y})
+        matched += not bad
+    frame = pd.DataFrame(diffs, columns=["symbol", "entry_time", "field", "replay", "backtest"])
+    return Parity(matched, len(replayed), len(backtested), frame, rtol)
+
+
+@dataclass
+class ReplayResult:
+    """A replay's journal-derived trades, its backtest, their parity and where the journal lives."""
+
+    spec: StrategySpec
+    start: pd.Timestamp
+    end: pd.Timestamp
+    trades: pd.DataFrame
+    backtest: BacktestResult
+    parity: Parity
+    journal_path: Path
+    ticks: int
+    latency_ms: pd.Series = field(repr=False, default_factory=lambda: pd.Series(dtype=float))
+
+    def summary(self) -> dict[str, Any]:
+        """Key figures."""
+        lat = self.latency_ms
+        return {
+            "artifact": self.spec.name,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "ticks": self.ticks,
+            "trades": len(self.trades),
+            "backtest_trades": len(self.backtest.trades),
+            "parity": self.parity.ok,
+            "tick_ms_median": float(lat.median()) if len(lat) else None,
+            "tick_ms_p99": float(lat.quantile(0.99)) if len(lat) else None,
+            "journal": str(self.journal_path),
+        }
+
+
+def replay_frames(lake: Any, spec: StrategySpec, start: Any, end: Any) -> tuple[dict[str, pd.DataFrame], int]:
+    """The bars a replay of [start, end) needs: `lookback` bars of warm-up before start, then the period.
+
+    Returns the frames (aligned like the backtest's) and the position of the first bar at or after start.
+    """
+    t0, t1 = pd.Timestamp(start), pd.Timestamp(end)
+    if t0.tzinfo is None:
+        t0 = t0.tz_localize("UTC")
+    if t1.tzinfo is None:
+        t1 = t1.tz_localize("UTC")
+    if t1 <= t0:
+        raise ConfigError(f"replay end {t1} must be after start {t0}")
+    from workbench.backtest.engine import as_bar_dict
+
+    frames = as_bar_dict(load_bars(lake, list(spec.symbols), spec.timeframe, None, t1, source=spec.source))
+    index = next(iter(frames.values())).index
+    i0 = int(index.searchsorted(t0))
+    if i0 >= len(index) - 1:
+        raise DataError(
+            f"no {spec.timeframe} bars of {list(spec.symbols)} between {t0} and {t1}; "
+            "check `workbench data ls` or choose another period"
+        )
+    lo = max(i0 - spec.lookback, 0)
+    if i0 - lo < spec.lookback:
+        log.warning("only %d bars of warm-up before %s (the strategy wants %d)", i0 - lo, t0, spec.lookback)
+    return {s: df.iloc[lo:] for s, df in frames.items()}, i0 - lo
+
+
+def replay(
+    spec: StrategySpec,
+    start: Any,
+    end: Any,
+    *,
+    lake: Any,
+    workdir: str | Path | None = None,
+    window: str = "anchored",
+    risk: RiskLimits | None = None,
+    durable: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    rtol: float = 1e-9,
+) -> ReplayResult:
+    """Drive the runner over [start, end) with a simulated clock and the sim broker; compare with a backtest.
+
+    `workdir` keeps the journal and the broker's state (a replay stopped midway resumes from them);
+    by default a temporary folder is used.
+    """
+    if window not in ("anchored", "trailing"):
+        raise ConfigError(f"window {window!r} is unknown; use anchored (parity) or trailing (as live)")
+    frames, i0 = replay_frames(lake, spec, start, end)
+    index = next(iter(frames.values())).index
+    tf = spec.tf
+    spec = replace(
+        spec,
+        anchor=index[0] if window == "anchored" else None,
+        window=spec.window or (spec.lookback if window == "trailing" else None),
+    )
+    root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="workbench-replay-"))
+    root.mkdir(parents=True, exist_ok=True)
+    feed = BarFeed(spec.symbols, spec.timeframe, frames=frames)
+    feed.source = spec.source
+    n = len(index)
+    if spec.fill.value == "next_open":
+        times = [index[i] for i in range(i0 + 1, n)]
+    else:
+        times = [index[s] + tf.delta for s in range(i0, n)]
+    clock = SimClock(times[0] if times else index[-1] + tf.delta)
+    broker = SimBroker(
+        root / "sim_broker.sqlite",
+        feed=feed,
+        costs=spec.costs,
+        fill=spec.fill,
+        cash=spec.capital,
+        clock=clock,
+        durable=durable,
+    )
+    journal = Journal(root / "journal.sqlite", durable=durable)
+    replay_risk = risk or RiskLimits(max_bar_move=None, stale_bars=None)
+    runner = Runner(
+        [spec], broker=broker, journal=journal, feeds={spec.name: feed}, risk=replay_risk, follow_timeout=0.0
+    )
+    try:
+        lat = []
+        for k, now in enumerate(times):
+            clock.now = now
+            res = runner.tick_one(spec, now)
+            if res.status == "done":
+                lat.append(res.latency_ms)
+            if progress is not None:
+                progress(k + 1, len(times))
+        clock.now = index[-1] + tf.delta
+        broker.advance()
+        for row in journal.live_orders(spec.name):  # book the stops the last bars triggered
+            got = broker.get_order(row["client_order_id"])
+            if got is not None:
+                runner._apply(spec, row, got)
+        trades = journal_trades(journal, spec.name)
+        bt = parity_backtest(spec, frames, i0)
+        return ReplayResult(
+            spec,
+            index[i0],
+            index[-1] + tf.delta,
+            trades,
+            bt,
+            compare_trades(trades, _bt_trades(bt), rtol),
+            root / "journal.sqlite",
+            len(times),
+            pd.Series(lat, dtype=float),
+        )
+    finally:
+        journal.close()
+        broker.close()
+
+
+def parity_backtest(spec: StrategySpec, frames: dict[str, pd.DataFrame], i0: int) -> BacktestResult:
+    """The backtest a replay must equal: same bars and warm-up, no signal acted on before the start."""
+    strat = spec.strategy_obj()
+    params = strat.params(spec.params)
+    signals = {}
+    for s, df in frames.items():
+        sig = strat.signals(df, params)
+        n = len(df)
+        arrs = sig.arrays(n, strat.name)
+        for key in ("long_entries", "long_exits", "short_entries", "short_exits"):
+            arrs[key] = arrs[key].copy()
+            arrs[key][:i0] = False
+        signals[s] = replace(
+            sig, **{k: arrs[k] for k in ("long_entries", "long_exits", "short_entries", "short_exits")}
+        )
+    return simulate(
+        frames,
+        signals,
+        costs=spec.costs,
+        fill=spec.fill,
+        sizing=spec.sizing,
+        direction=spec.direction,
+        init_cash=spec.capital,
+        max_exposure=spec.max_exposure,
+        periods_per_year=spec.periods_per_year,
+        timeframe=spec.timeframe,
+        calendar=spec.calendar,
+        strategy=strat.name,
+        params=params,
+    )
+
+
+def _bt_trades(bt: BacktestResult) -> pd.DataFrame:
+    t = bt.trades.copy()
+    if t.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in TRADE_COLUMNS})
+    t["symbol"] = t["symbol"].astype(str)
+    return t[TRADE_COLUMNS].reset_index(drop=True)
+
+
+def drift(journal: Journal, spec: StrategySpec, lake: Any, rtol: float = 1e-6) -> Parity:
+    """A shadow backtest over the bars the runner traded, compared with its journal (the drift report).
+
+    Differences come from a trailing signal window, fills at the venue's prices instead of the
+    model's, missed ticks, risk refusals and halts: each is a reason to look before trusting the
+    research numbers for this strategy.
+    """
+    rows = journal.db.execute(
+        "SELECT MIN(bar), MAX(bar) FROM ticks WHERE artifact=? AND status='done'", (spec.name,)
+    ).fetchone()
+    if rows is None or rows[0] is None:
+        raise DataError(f"{spec.name} has no finished tick in {journal.path}; run the paper runner first")
+    first, last = pd.Timestamp(rows[0]), pd.Timestamp(rows[1])
+    end = last + spec.tf.delta * (2 if spec.fill.value == "next_open" else 1)
+    frames, i0 = replay_frames(lake, spec, first, end)
+    bt = parity_backtest(spec, frames, i0)
+    return compare_trades(journal_trades(journal, spec.name), _bt_trades(bt), rtol)

@@ -1,0 +1,821 @@
+"""The paper runner's tick: closed bars -> signals -> risk overlay -> orders -> fills -> journal.
+
+One tick per strategy and signal bar. It is idempotent: a tick is keyed on (strategy, signal bar),
+every order leg on a deterministic client order id, and every intent is journaled before it is
+sent. A runner killed anywhere in a tick redoes the tick on restart: it first settles what the
+broker already has (looking up intents by client id), then derives the orders again from the
+broker-confirmed state, so nothing is sent twice and no fill is lost.
+
+Orders follow the backtest's rules (SEMANTICS.md): exits of every symbol, then entries sized on
+equity at the current price; reversals are an exit then an entry; a symbol stopped out in the
+current bar takes no signal order; protective stops are broker orders placed once an entry fills.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workbench.backtest.engine import Costs, Direction, Fill, Sizing, sizing_array
+from workbench.data.calendar import Calendar
+from workbench.data.timeframe import Timeframe
+from workbench.errors import BrokerUnavailable, ConfigError, OrderRejected, WorkbenchError
+from workbench.paper.broker import Broker, Order, OrderRequest, OrderStatus, OrderType, Side, client_order_id
+from workbench.paper.feed import BarFeed
+from workbench.paper.journal import Journal, dec
+from workbench.paper.risk import RiskLimits, bar_move, check_entry, loss_halts
+from workbench.strategies.base import Strategy
+from workbench.strategies.registry import get_strategy
+
+log = logging.getLogger(__name__)
+
+CRASH_ENV = "WORKBENCH_PAPER_CRASH"
+_crash_counts: dict[str, int] = {}
+
+
+def crashpoint(name: str) -> None:
+    """Fault injection for the durability tests: SIGKILL this process at the n-th pass of `name`.
+
+    Armed only by ``WORKBENCH_PAPER_CRASH=<name>:<n>`` in the environment; a no-op otherwise.
+    """
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    point, _, nth = spec.partition(":")
+    if point != name:
+        return
+    _crash_counts[name] = _crash_counts.get(name, 0) + 1
+    if _crash_counts[name] >= int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StrategySpec:
+    """What the runner trades for one promoted artifact (built by `from_artifact`)."""
+
+    name: str
+    strategy: str
+    params: dict[str, Any]
+    symbols: tuple[str, ...]
+    timeframe: str
+    calendar: str = "24/7"
+    periods_per_year: float
+    costs: Costs = field(default_factory=Costs)
+    fill: Fill = Fill.NEXT_OPEN
+    sizing: Sizing = field(default_factory=Sizing)
+    direction: Direction = Direction.BOTH
+    capital: float = 100_000.0
+    max_exposure: float = 1.0
+    lookback: int = 200
+    source: str | None = None
+    window: int | None = None  # trailing window in bars (default: max(lookback, 500))
+    anchor: pd.Timestamp | None = None  # signals on every bar from here instead (replays)
+
+    @classmethod
+    def from_artifact(
+        cls,
+        artifact: Any,
+        *,
+        capital: float | None = None,
+        window: int | None = None,
+        anchor: pd.Timestamp | None = None,
+    ) -> StrategySpec:
+        """The spec of a promotion artifact (its name and version are the journal's key)."""
+        sizing = dict(artifact.sizing)
+        return cls(
+            name=f"{artifact.name}@v{artifact.version}",
+            strategy=artifact.strategy,
+            params=dict(artifact.params),
+            symbols=tuple(artifact.symbols),
+            timeframe=artifact.timeframe,
+            calendar=artifact.calendar,
+            periods_per_year=float(artifact.periods_per_year),
+            costs=Costs(**artifact.costs),
+            fill=Fill(artifact.fill),
+            sizing=Sizing(**sizing),
+            direction=Direction(artifact.direction),
+            capital=float(capital if capital is not None else artifact.init_cash),
+            max_exposure=float(artifact.max_exposure),
+            lookback=int(artifact.lookback),
+            source=(artifact.data or {}).get("source"),
+            window=window,
+            anchor=anchor,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able description (stored in the journal)."""
+        return {
+            "name": self.name,
+            "strategy": self.strategy,
+            "params": dict(self.params),
+            "symbols": list(self.symbols),
+            "timeframe": self.timeframe,
+            "calendar": self.calendar,
+            "periods_per_year": self.periods_per_year,
+            "costs": asdict(self.costs),
+            "fill": self.fill.value,
+            "sizing": {**asdict(self.sizing), "kind": self.sizing.kind.value},
+            "direction": self.direction.value,
+            "capital": self.capital,
+            "max_exposure": self.max_exposure,
+            "lookback": self.lookback,
+            "source": self.source,
+            "window": self.window,
+            "anchor": None if self.anchor is None else self.anchor.isoformat(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StrategySpec:
+        """Inverse of `to_dict`."""
+        d = dict(d)
+        return cls(
+            **{
+                **d,
+                "symbols": tuple(d["symbols"]),
+                "costs": Costs(**d["costs"]),
+                "fill": Fill(d["fill"]),
+                "sizing": Sizing(**d["sizing"]),
+                "direction": Direction(d["direction"]),
+                "anchor": None if d.get("anchor") is None else pd.Timestamp(d["anchor"]),
+            }
+        )
+
+    @property
+    def tf(self) -> Timeframe:
+        """The bars' timeframe."""
+        return Timeframe.parse(self.timeframe)
+
+    def strategy_obj(self) -> Strategy:
+        """The registered strategy (the same code the backtest ran)."""
+        return get_strategy(self.strategy)
+
+
+@dataclass
+class TickResult:
+    """What one tick of one strategy did."""
+
+    artifact: str
+    bar: pd.Timestamp | None
+    status: str  # done | skipped | stale | error | halted
+    orders: list[str] = field(default_factory=list)
+    fills: int = 0
+    latency_ms: float = 0.0
+    signal_ms: float = 0.0
+    message: str = ""
+
+
+_PROTECT = (("sl", OrderType.STOP), ("tp", OrderType.LIMIT), ("tsl", OrderType.TRAILING_STOP))
+_LEVEL = {"sl": "stop_loss", "tp": "take_profit", "tsl": "trailing_stop"}
+
+
+def resting_legs(levels: Mapping[str, float], native_oco: bool) -> list[str]:
+    """Which protective legs rest at the broker; the others the runner watches at each tick.
+
+    A venue with native one-cancels-other holds them all (the simulated broker); on others (Alpaca,
+    exchange spot) every resting sell locks the position, so only one rests: the stop, else the
+    trailing stop, else the target.
+    """
+    present = [leg for leg, _t in _PROTECT if _LEVEL[leg] in levels]
+    if native_oco:
+        return present
+    for leg in ("sl", "tsl", "tp"):
+        if leg in present:
+            return [leg]
+    return []
+
+
+class Runner:
+    """Trades strategy specs through one broker, journaling everything (see the module docstring)."""
+
+    def __init__(
+        self,
+        specs: list[StrategySpec],
+        *,
+        broker: Broker,
+        journal: Journal,
+        feeds: Mapping[str, BarFeed],
+        risk: RiskLimits | None = None,
+        follow_timeout: float = 30.0,
+        poll: float = 0.25,
+        metrics: Any = None,
+        on_fill: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"strategy names must be unique in one runner, got {names}")
+        self.specs = list(specs)
+        self.broker, self.journal, self.feeds = broker, journal, dict(feeds)
+        self.risk = risk or RiskLimits()
+        self.follow_timeout, self.poll = follow_timeout, poll
+        self.metrics = metrics
+        self.on_fill = on_fill
+        self._strategies = {s.name: s.strategy_obj() for s in specs}
+        self._params = {s.name: self._strategies[s.name].params(s.params) for s in specs}
+        for s in specs:  # what status and drift reports need to know about each strategy
+            journal.set_meta(f"spec:{s.name}", json.dumps(s.to_dict()))
+
+    # ------------------------------------------------------------------ public
+    def tick(self, now: pd.Timestamp) -> list[TickResult]:
+        """Run every strategy whose bar has closed by `now`; errors are journaled, not raised."""
+        out = []
+        for spec in self.specs:
+            try:
+                out.append(self.tick_one(spec, now))
+            except WorkbenchError as exc:
+                self.journal.error(spec.name, str(exc))
+                log.error("%s: tick failed: %s", spec.name, exc)
+                out.append(TickResult(spec.name, None, "error", message=str(exc)))
+        return out
+
+    def tick_one(self, spec: StrategySpec, now: pd.Timestamp) -> TickResult:
+        """One strategy's tick at clock time `now` (see the module docstring)."""
+        t0 = time.perf_counter()
+        now = pd.Timestamp(now)
+        feed = self.feeds[spec.name]
+        frames = feed.window(now, bars=self._window_bars(spec), anchor=spec.anchor, symbols=spec.symbols)
+        index = next(iter(frames.values())).index
+        if len(index) == 0:
+            return TickResult(spec.name, None, "skipped", message="no closed bar yet")
+        bar = index[-1]
+        status = self.journal.tick_status(spec.name, bar)
+        if status == "done":
+            stale = self._stale(spec, bar, now)
+            if stale:
+                self.journal.decide(spec.name, bar, None, "data", "stale", stale)
+                if self.metrics is not None:
+                    self.metrics.staleness(spec.name, (now - (bar + spec.tf.delta)).total_seconds())
+                return TickResult(spec.name, bar, "stale", message=stale)
+            return TickResult(spec.name, bar, "skipped", message="bar already handled")
+        self.journal.start_tick(spec.name, bar, now)
+        crashpoint("tick_started")
+        result = TickResult(spec.name, bar, "done")
+        try:
+            self._tick(spec, now, bar, frames, result)
+        except BrokerUnavailable as exc:
+            result.status, result.message = "error", str(exc)
+            self.journal.error(spec.name, str(exc))
+            log.error("%s: %s", spec.name, exc)
+        result.latency_ms = (time.perf_counter() - t0) * 1000
+        crashpoint("before_tick_done")
+        self.journal.finish_tick(spec.name, bar, result.status, result.latency_ms, result.message or None)
+        if self.metrics is not None:
+            self.metrics.tick(spec.name, result, now, bar + spec.tf.delta)
+        return result
+
+    # ------------------------------------------------------------------ the tick
+    def _window_bars(self, spec: StrategySpec) -> int | None:
+        if spec.anchor is not None:
+            return None
+        return spec.window or max(spec.lookback, 500)
+
+    def _fill_label(self, spec: StrategySpec, bar: pd.Timestamp) -> pd.Timestamp:
+        """The bar a signal order of signal bar `bar` fills in (the backtest's label)."""
+        return bar + spec.tf.delta if spec.fill is Fill.NEXT_OPEN else bar
+
+    def _stale(self, spec: StrategySpec, bar: pd.Timestamp, now: pd.Timestamp) -> str | None:
+        if self.risk.stale_bars is None:
+            return None
+        tf = spec.tf
+        latest = now - tf.delta  # the newest bar that could have closed
+        if latest <= bar:
+            return None
+        cal = Calendar(spec.calendar)
+        missing = len(cal.expected(bar + tf.delta, latest, tf))
+        if missing >= self.risk.stale_bars:
+            return (
+                f"no new bar for {missing} expected bar(s) after {bar.isoformat()} "
+                f"(limit {self.risk.stale_bars}); check the data sync"
+            )
+        return None
+
+    def _tick(
+        self,
+        spec: StrategySpec,
+        now: pd.Timestamp,
+        bar: pd.Timestamp,
+        frames: dict[str, pd.DataFrame],
+        result: TickResult,
+    ) -> None:
+        j = self.journal
+        self._settle(spec, bar)
+        self._reconcile(spec, bar)
+        self._watched_exits(spec, bar, frames, result)
+        label = self._fill_label(spec, bar)
+        # signals of the strategy on the window, exactly as the backtest computes them
+        t_sig = time.perf_counter()
+        strat, params = self._strategies[spec.name], self._params[spec.name]
+        n = len(next(iter(frames.values())))
+        rows: dict[str, dict[str, float]] = {}
+        per_symbol = []
+        for sym in spec.symbols:
+            arrs = strat.signals(frames[sym], params).arrays(n, f"{strat.name}[{sym}]")
+            per_symbol.append(arrs)
+            rows[sym] = {k: v[-1] for k, v in arrs.items()}
+        high = np.column_stack([frames[s]["high"].to_numpy() for s in spec.symbols])
+        low = np.column_stack([frames[s]["low"].to_numpy() for s in spec.symbols])
+        close = np.column_stack([frames[s]["close"].to_numpy() for s in spec.symbols])
+        sl = np.column_stack([a["stop_loss"] for a in per_symbol])
+        tsl = np.column_stack([a["trailing_stop"] for a in per_symbol])
+        frac = sizing_array(spec.sizing, len(spec.symbols), sl, tsl, high, low, close, spec.periods_per_year)
+        frac_last = np.broadcast_to(frac, close.shape)[-1]
+        result.signal_ms = (time.perf_counter() - t_sig) * 1000
+        ledger = j.ledger(spec.name, spec.capital)
+        pos = {s: float(ledger.positions.get(s, Decimal(0))) for s in spec.symbols}
+        stopped = self._stopped(spec, label)
+        # the backtest's signal -> action table
+        actions: dict[str, str] = {}
+        for sym in spec.symbols:
+            r = rows[sym]
+            le, lx = bool(r["long_entries"]), bool(r["long_exits"])
+            se, sx = bool(r["short_entries"]), bool(r["short_exits"])
+            if spec.direction is Direction.LONG:
+                se = sx = False
+            elif spec.direction is Direction.SHORT:
+                le = lx = False
+            if le and lx:
+                le = lx = False
+            if se and sx:
+                se = sx = False
+            if le and se:
+                le = se = False
+            p = pos[sym]
+            act = ""
+            if p > 0:
+                act = "exit+short" if se else "exit" if lx else ""
+            elif p < 0:
+                act = "exit+long" if le else "exit" if sx else ""
+            else:
+                act = "long" if le else "short" if se else ""
+            if act and sym in stopped:
+                j.decide(
+                    spec.name,
+                    bar,
+                    sym,
+                    "signal",
+                    "skipped",
+                    "stopped out in this bar; the backtest "
+                    "takes no further order on a stopped symbol in the same bar",
+                    wanted=act,
+                )
+                act = ""
+            if act:
+                actions[sym] = act
+        # exits first, every symbol
+        for sym, act in actions.items():
+            if act.startswith("exit"):
+                j.decide(
+                    spec.name,
+                    bar,
+                    sym,
+                    "signal",
+                    act,
+                    "strategy exit signal" if act == "exit" else "reversal: exit then enter",
+                    position=pos[sym],
+                )
+                self._exit(spec, bar, label, sym, pos[sym], result)
+        # then entries, in symbol order, each sized on the equity after what came before
+        halted = self._entry_halts(spec, bar, now, frames)
+        for sym in spec.symbols:
+            act = actions.get(sym, "")
+            if not act or act == "exit":
+                continue
+            long = act.endswith("long")
+            why = halted.get(sym) or halted.get("*")
+            if why:
+                j.decide(spec.name, bar, sym, "risk", "refused", why, entry="long" if long else "short")
+                continue
+            self._entry(
+                spec, bar, label, sym, long, float(frac_last[spec.symbols.index(sym)]), rows[sym], result
+            )
+        crashpoint("before_snapshot")
+        self._snapshot(spec, bar)
+
+    # ------------------------------------------------------------------ settle and reconcile
+    def _settle(self, spec: StrategySpec, bar: pd.Timestamp) -> None:
+        """Bring every unfinished journaled order up to date with the broker (intents looked up by id)."""
+        j = self.journal
+        for row in j.live_orders(spec.name):
+            order = self.broker.get_order(row["client_order_id"])
+            if order is None:
+                if row["status"] in ("intent", "unknown") and row["bar"] != bar.isoformat():
+                    j.mark_rejected(
+                        row["client_order_id"],
+                        "never reached the broker (the runner stopped "
+                        "before sending it) and its bar has passed",
+                    )
+                    j.decide(
+                        spec.name,
+                        pd.Timestamp(row["bar"]),
+                        row["symbol"],
+                        "order",
+                        "abandoned",
+                        "intent never reached the broker",
+                        client_order_id=row["client_order_id"],
+                    )
+                continue
+            self._apply(spec, row, order)
+        self._protect_open_positions(spec, bar)
+
+    def _apply(self, spec: StrategySpec, row: Mapping[str, Any], order: Order) -> int:
+        extra = order.extra or {}
+        if "bar" in extra:
+            label = pd.Timestamp(extra["bar"])
+        elif row["leg"] in ("entry", "exit"):
+            label = self._fill_label(spec, pd.Timestamp(row["bar"]))
+        else:
+            label = spec.tf.floor(pd.Timestamp(order.updated_at or pd.Timestamp.now(tz="UTC")))
+        fills = self.journal.apply(order, fill_bar=label, reason=extra.get("reason"))
+        for f in fills:
+            if self.on_fill is not None:
+                self.on_fill(f)
+            if self.metrics is not None:
+                self.metrics.fill(spec.name, f)
+        return len(fills)
+
+    def _reconcile(self, spec: StrategySpec, bar: pd.Timestamp) -> None:
+        """Compare the journal's positions (all strategies on this broker) with the broker's."""
+        held = self.broker.positions()
+        mine: dict[str, Decimal] = {}
+        for other in self.specs:
+            for s, q in self.journal.ledger(other.name, other.capital).positions.items():
+                mine[s] = mine.get(s, Decimal(0)) + q
+        for sym in spec.symbols:
+            want = float(mine.get(sym, Decimal(0)))
+            have = held[sym].qty if sym in held else 0.0
+            if abs(want - have) > 1e-9 * max(abs(want), abs(have), 1e-12) and abs(want - have) > 1e-12:
+                reason = (
+                    f"journal holds {want:g} {sym} but the broker reports {have:g}; new entries are "
+                    "halted until the difference is explained (workbench paper resume)"
+                )
+                if not any(h["scope"] == f"{spec.name}:{sym}" for h in self.journal.active_halts()):
+                    self.journal.halt(f"{spec.name}:{sym}", reason, source="reconcile")
+                    self.journal.decide(
+                        spec.name, bar, sym, "reconcile", "mismatch", reason, journal=want, broker=have
+                    )
+
+    def _stopped(self, spec: StrategySpec, label: pd.Timestamp) -> set[str]:
+        cur = self.journal.db.execute(
+            "SELECT DISTINCT f.symbol FROM fills f JOIN orders o ON o.client_order_id = f.client_order_id "
+            "WHERE f.artifact=? AND f.bar=? AND o.leg IN ('sl', 'tp', 'tsl')",
+            (spec.name, label.isoformat()),
+        )
+        return {r[0] for r in cur.fetchall()}
+
+    # ------------------------------------------------------------------ orders
+    def _send(
+        self,
+        spec: StrategySpec,
+        bar: pd.Timestamp,
+        leg: str,
+        req: OrderRequest,
+        note: dict[str, Any] | None,
+        result: TickResult,
+    ) -> Order | None:
+        """Journal the intent, send it (unless the broker already has it), follow it, book its fills."""
+        j = self.journal
+        fresh = j.record_intent(spec.name, bar, leg, req, note)
+        row = j.order(req.client_order_id)
+        assert row is not None
+        if not fresh and row["status"] not in ("intent", "unknown"):
+            return self.broker.get_order(req.client_order_id)  # handled by an earlier run of this tick
+        crashpoint("after_intent")
+        if not fresh:
+            known = self.broker.get_order(req.client_order_id)
+            if known is not None:
+                result.fills += self._apply(spec, row, known)
+                return known
+        try:
+            order = self.broker.submit(req)
+        except OrderRejected as exc:
+            j.mark_rejected(req.client_order_id, str(exc))
+            j.decide(
+                spec.name, bar, req.symbol, "order", "rejected", str(exc), client_order_id=req.client_order_id
+            )
+            if self.metrics is not None:
+                self.metrics.rejected(spec.name)
+            return None
+        except BrokerUnavailable as exc:
+            j.mark_unknown(req.client_order_id, str(exc))
+            raise
+        crashpoint("after_submit")
+        result.orders.append(req.client_order_id)
+        if self.metrics is not None:
+            self.metrics.order(spec.name)
+        result.fills += self._apply(spec, row, order)
+        if req.type is OrderType.MARKET:
+            order = self._follow(spec, row, order, result)
+        crashpoint("after_fill")
+        return order
+
+    def _follow(self, spec: StrategySpec, row: Mapping[str, Any], order: Order, result: TickResult) -> Order:
+        deadline = time.monotonic() + self.follow_timeout
+        while not order.status.done and time.monotonic() < deadline:
+            time.sleep(self.poll)
+            got = self.broker.get_order(order.client_order_id)
+            if got is not None:
+                order = got
+                result.fills += self._apply(spec, row, order)
+        return order
+
+    def _exit(
+        self,
+        spec: StrategySpec,
+        bar: pd.Timestamp,
+        label: pd.Timestamp,
+        sym: str,
+        p: float,
+        result: TickResult,
+    ) -> None:
+        for row in self.journal.live_orders(spec.name):
+            if row["symbol"] == sym and row["leg"] in ("sl", "tp", "tsl"):
+                got = self.broker.cancel(row["client_order_id"])
+                if got is not None:
+                    self._apply(spec, row, got)
+        crashpoint("after_cancel")
+        req = OrderRequest(
+            client_order_id=client_order_id(spec.name, sym, bar, "exit"),
+            symbol=sym,
+            side=Side.SELL if p > 0 else Side.BUY,
+            qty=abs(p),
+        )
+        self._send(spec, bar, "exit", req, None, result)
+
+    def _entry(
+        self,
+        spec: StrategySpec,
+        bar: pd.Timestamp,
+        label: pd.Timestamp,
+        sym: str,
+        long: bool,
+        f: float,
+        row: Mapping[str, float],
+        result: TickResult,
+    ) -> None:
+        j = self.journal
+        if math.isnan(f):
+            j.decide(
+                spec.name,
+                bar,
+                sym,
+                "sizing",
+                "refused",
+                "sizing gives no size for this bar (no stop for risk sizing, or volatility undefined)",
+            )
+            return
+        f = min(f, spec.max_exposure)
+        if f <= 0:
+            return
+        ledger = j.ledger(spec.name, spec.capital)
+        cash = float(ledger.cash)
+        prices = {s: self.broker.price(s) for s in spec.symbols if ledger.positions.get(s)}
+        equity = cash + sum(float(q) * prices[s] for s, q in ledger.positions.items() if s in prices)
+        if equity <= 0:
+            j.decide(spec.name, bar, sym, "sizing", "refused", f"equity {equity:,.2f} is not positive")
+            return
+        gross = sum(abs(float(q) * prices[s]) for s, q in ledger.positions.items() if s in prices) / equity
+        sl, tsl = float(row["stop_loss"]), float(row["trailing_stop"])
+        dist = sl if math.isfinite(sl) and sl > 0 else tsl if math.isfinite(tsl) and tsl > 0 else math.nan
+        check = check_entry(self.risk, fraction=f, stop_distance=dist, gross=gross)
+        if check.reason:
+            j.decide(
+                spec.name,
+                bar,
+                sym,
+                "risk",
+                "refused" if check.fraction <= 0 else "reduced",
+                check.reason,
+                wanted=f,
+                allowed=check.fraction,
+            )
+        f = check.fraction
+        if f <= 0:
+            return
+        side = Side.BUY if long else Side.SELL
+        est = self._fill_estimate(spec, sym, side)
+        q = f * equity / est
+        if long and q * est * (1.0 + spec.costs.fees) > cash:
+            if cash <= 0:
+                j.decide(spec.name, bar, sym, "sizing", "refused", "no cash left for a long entry")
+                return
+            q = cash / (1.0 + spec.costs.fees) / est
+        q = self.broker.normalize_qty(sym, q)
+        if q <= 0:
+            j.decide(
+                spec.name, bar, sym, "sizing", "refused", "quantity rounds to zero at the venue's lot size"
+            )
+            return
+        j.decide(
+            spec.name,
+            bar,
+            sym,
+            "signal",
+            "long" if long else "short",
+            "strategy entry signal",
+            fraction=f,
+            equity=equity,
+            qty=q,
+        )
+        cid = client_order_id(spec.name, sym, bar, "entry")
+        note = {k: row[k] for k in ("stop_loss", "take_profit", "trailing_stop") if math.isfinite(row[k])}
+        order = self._send(
+            spec, bar, "entry", OrderRequest(client_order_id=cid, symbol=sym, side=side, qty=q), note, result
+        )
+        if order is not None and order.status is OrderStatus.FILLED:
+            self._protect(spec, cid, result)
+
+    def _fill_estimate(self, spec: StrategySpec, sym: str, side: Side) -> float:
+        estimate = getattr(self.broker, "fill_price", None)
+        if estimate is not None:
+            return float(estimate(sym, side))
+        p = self.broker.price(sym)
+        return p * (1.0 + spec.costs.slippage) if side is Side.BUY else p * (1.0 - spec.costs.slippage)
+
+    def _protect(self, spec: StrategySpec, entry_cid: str, result: TickResult) -> None:
+        """Place the stop, target and trailing stop of a filled entry (each once)."""
+        j = self.journal
+        row = j.order(entry_cid)
+        if row is None or not row["note"] or row["status"] != OrderStatus.FILLED.value:
+            return
+        levels = json.loads(row["note"])
+        e = float(dec(row["avg_fill_price"]))
+        qty = float(dec(row["filled_qty"]))
+        long = row["side"] == "buy"
+        bar = pd.Timestamp(row["bar"])
+        crashpoint("before_protect")
+        resting = resting_legs(levels, getattr(self.broker, "native_oco", False))
+        for leg, otype in _PROTECT:
+            key = _LEVEL[leg]
+            if leg not in resting:
+                continue
+            x = float(levels[key])
+            kw: dict[str, Any] = {}
+            if otype is OrderType.STOP:
+                kw["stop_price"] = e * (1.0 - x) if long else e * (1.0 + x)
+            elif otype is OrderType.LIMIT:
+                kw["limit_price"] = e * (1.0 + x) if long else e * (1.0 - x)
+            else:
+                kw.update(trail_percent=x, ref_price=e)
+            req = OrderRequest(
+                client_order_id=client_order_id(spec.name, row["symbol"], bar, leg),
+                symbol=row["symbol"],
+                side=Side.SELL if long else Side.BUY,
+                qty=qty,
+                type=otype,
+                oco_group=entry_cid,
+                **kw,
+            )
+            self._send(spec, bar, leg, req, None, result)
+
+    def _protect_open_positions(self, spec: StrategySpec, bar: pd.Timestamp) -> None:
+        """After a restart: a filled entry whose protective orders were never placed gets them now."""
+        ledger = self.journal.ledger(spec.name, spec.capital)
+        for sym in ledger.positions:
+            row = self.journal.db.execute(
+                "SELECT client_order_id FROM orders WHERE artifact=? AND symbol=? AND leg='entry' AND "
+                "status='filled' ORDER BY created DESC LIMIT 1",
+                (spec.name, sym),
+            ).fetchone()
+            if row is None:
+                continue
+            have = self.journal.db.execute(
+                "SELECT COUNT(*) FROM orders WHERE oco_group=?", (row[0],)
+            ).fetchone()[0]
+            note = self.journal.order(row[0])["note"]
+            native = getattr(self.broker, "native_oco", False)
+            if note and have < len(resting_legs(json.loads(note), native)):
+                self._protect(spec, row[0], TickResult(spec.name, bar, "done"))
+
+    def _watched_exits(
+        self, spec: StrategySpec, bar: pd.Timestamp, frames: dict[str, pd.DataFrame], result: TickResult
+    ) -> set[str]:
+        """Targets and trailing stops the venue cannot hold beside the stop: exit at market once crossed.
+
+        Checked on the closed bars since the entry; returns the symbols exited.
+        """
+        if getattr(self.broker, "native_oco", False):
+            return set()
+        done: set[str] = set()
+        ledger = self.journal.ledger(spec.name, spec.capital)
+        for sym, q in ledger.positions.items():
+            if sym not in frames:
+                continue
+            row = self.journal.db.execute(
+                "SELECT client_order_id, note, avg_fill_price, bar FROM orders WHERE artifact=? AND symbol=? "
+                "AND leg='entry' AND status='filled' ORDER BY created DESC LIMIT 1",
+                (spec.name, sym),
+            ).fetchone()
+            if row is None or not row[1]:
+                continue
+            levels = json.loads(row[1])
+            watched = [
+                leg
+                for leg, _t in _PROTECT
+                if _LEVEL[leg] in levels and leg not in resting_legs(levels, False)
+            ]
+            if not watched:
+                continue
+            e, long = float(dec(row[2])), q > 0
+            df = frames[sym]
+            since = df[df.index > pd.Timestamp(row[3])]
+            if since.empty:
+                continue
+            hi, lo, last = float(since["high"].max()), float(since["low"].min()), since.iloc[-1]
+            why = None
+            if "tp" in watched:
+                x = float(levels["take_profit"])
+                if (long and float(last["high"]) >= e * (1 + x)) or (
+                    not long and float(last["low"]) <= e * (1 - x)
+                ):
+                    why = "take_profit"
+            if why is None and "tsl" in watched:
+                x = float(levels["trailing_stop"])
+                if (long and float(last["low"]) <= max(hi, e) * (1 - x)) or (
+                    not long and float(last["high"]) >= min(lo, e) * (1 + x)
+                ):
+                    why = "trailing_stop"
+            if why is None:
+                continue
+            self.journal.decide(
+                spec.name,
+                bar,
+                sym,
+                "exit",
+                why,
+                f"{why} level crossed on bar {bar.isoformat()} "
+                "(watched by the runner: the venue holds one protective order)",
+                position=float(q),
+            )
+            leg = "tp" if why == "take_profit" else "tsl"
+            for live in self.journal.live_orders(spec.name):
+                if live["symbol"] == sym and live["leg"] in ("sl", "tp", "tsl"):
+                    got = self.broker.cancel(live["client_order_id"])
+                    if got is not None:
+                        self._apply(spec, live, got)
+            req = OrderRequest(
+                client_order_id=client_order_id(spec.name, sym, bar, leg + "x"),
+                symbol=sym,
+                side=Side.SELL if long else Side.BUY,
+                qty=abs(float(q)),
+            )
+            self._send(spec, bar, leg + "x", req, None, result)
+            done.add(sym)
+        return done
+
+    # ------------------------------------------------------------------ risk
+    def _entry_halts(
+        self, spec: StrategySpec, bar: pd.Timestamp, now: pd.Timestamp, frames: dict[str, pd.DataFrame]
+    ) -> dict[str, str]:
+        """Reasons entries are refused this tick: '*' for the whole strategy, or per symbol."""
+        j = self.journal
+        out: dict[str, str] = {}
+        for h in j.active_halts():
+            scope = h["scope"]
+            if scope in ("all", spec.name):
+                out["*"] = f"halted ({h['source']}): {h['reason']}"
+            elif scope.startswith(spec.name + ":"):
+                out[scope.split(":", 1)[1]] = f"halted ({h['source']}): {h['reason']}"
+        for sym in spec.symbols:
+            c = frames[sym]["close"].to_numpy()
+            if len(c) >= 2:
+                why = bar_move(self.risk, float(c[-2]), float(c[-1]))
+                if why and sym not in out:
+                    reason = f"circuit breaker on {sym}: {why}; resume with `workbench paper resume`"
+                    j.halt(f"{spec.name}:{sym}", reason, source="breaker")
+                    j.decide(spec.name, bar, sym, "risk", "breaker", reason)
+                    out[sym] = reason
+        if "*" not in out and (self.risk.max_drawdown is not None or self.risk.daily_loss_limit is not None):
+            snaps = j.snapshots_frame(spec.name)
+            if len(snaps):
+                eq = snaps["equity"].map(float)
+                day = snaps["bar"].map(lambda b: pd.Timestamp(b).normalize())
+                today = eq[day == bar.normalize()]
+                why = loss_halts(
+                    self.risk,
+                    equity=float(eq.iloc[-1]),
+                    peak=max(float(eq.max()), spec.capital),
+                    day_start=float(today.iloc[0]) if len(today) else None,
+                )
+                if why:
+                    j.halt(spec.name, why, source="kill_switch")
+                    j.decide(spec.name, bar, None, "risk", "kill_switch", why)
+                    out["*"] = f"halted (kill_switch): {why}"
+        return out
+
+    def _snapshot(self, spec: StrategySpec, bar: pd.Timestamp) -> None:
+        ledger = self.journal.ledger(spec.name, spec.capital)
+        prices = {s: self.broker.price(s) for s in ledger.positions}
+        equity = ledger.equity(prices)
+        self.journal.snapshot(spec.name, bar, ledger.cash, equity, ledger.positions)
+        if self.metrics is not None:
+            self.metrics.equity(spec.name, float(equity), float(equity) - spec.capital)

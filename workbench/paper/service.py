@@ -1,0 +1,495 @@
+"""A paper-trading session from a YAML config: artifacts, broker, journal, risk, schedule, metrics.
+
+``workbench paper run pipelines/paper.yaml`` builds a `PaperSession` and calls `run`, which ticks
+on a schedule aligned to the bar closes (APScheduler cron triggers; an interval trigger for an
+accelerated simulated clock). SIGTERM/SIGINT let the running tick finish, then the process exits.
+State lives under ``<data dir>/paper/<name>/``: ``journal.sqlite`` and, for the sim broker,
+``sim_broker.sqlite``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from workbench.config import data_dir
+from workbench.data.timeframe import Timeframe
+from workbench.errors import ConfigError, WorkbenchError, did_you_mean
+from workbench.paper.broker import Broker
+from workbench.paper.feed import BarFeed
+from workbench.paper.journal import Journal
+from workbench.paper.risk import RiskLimits
+from workbench.paper.runner import Runner, StrategySpec, TickResult
+
+log = logging.getLogger(__name__)
+
+BROKERS = ("sim", "alpaca", "ccxt")
+_TOP = ("name", "broker", "strategies", "risk", "schedule", "data", "metrics", "follow_timeout")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StrategyEntry:
+    """One artifact to trade: a registry ref and optional capital / trailing window overrides."""
+
+    artifact: str
+    capital: float | None = None
+    window: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaperConfig:
+    """A validated paper-trading config (``pipelines/paper.yaml`` maps onto it one to one)."""
+
+    name: str
+    broker: str = "sim"
+    broker_options: dict[str, Any] = field(default_factory=dict)
+    cash: float | None = None
+    strategies: tuple[StrategyEntry, ...] = ()
+    risk: RiskLimits = field(default_factory=RiskLimits)
+    delay: float = 2.0
+    clock_start: pd.Timestamp | None = None
+    clock_speed: float | None = None
+    sync: bool = True
+    source: str | None = None
+    metrics_port: int | None = None
+    follow_timeout: float = 30.0
+    path: Path | None = None
+
+    def root(self) -> Path:
+        """Where this session's journal and broker state live."""
+        return data_dir() / "paper" / self.name
+
+
+def _section(raw: Mapping[str, Any], key: str, allowed: tuple[str, ...], where: str) -> dict[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: '{key}' must be a mapping of settings")
+    for k in value:
+        if k not in allowed:
+            raise ConfigError(
+                f"{where}: unknown setting {key}.{k}{did_you_mean(str(k), allowed)}; use {', '.join(allowed)}"
+            )
+    return dict(value)
+
+
+def _seconds(text: Any, what: str) -> float:
+    if isinstance(text, int | float):
+        return float(text)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(text))
+    if not m:
+        raise ConfigError(f"{what}={text!r} is not a duration; write e.g. 2s, 500ms or 1m")
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
+def load_config(path: str | Path) -> PaperConfig:
+    """Read and validate a paper config; one clear error per problem."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"paper config {p} does not exist; see pipelines/paper.yaml for an example")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}" if where is not None else ""
+        raise ConfigError(
+            f"{p}{line}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax"
+        ) from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{p}: expected a mapping of settings at the top level")
+    for k in raw:
+        if k not in _TOP:
+            raise ConfigError(
+                f"{p}: unknown setting {k!r}{did_you_mean(str(k), _TOP)}; use {', '.join(_TOP)}"
+            )
+    name = str(raw.get("name") or p.stem)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ConfigError(f"{p}: name {name!r} may hold only letters, digits, '.', '_' and '-'")
+    broker = _section(raw, "broker", ("kind", "cash", "options"), str(p))
+    kind = str(broker.get("kind", "sim"))
+    if kind not in BROKERS:
+        raise ConfigError(
+            f"{p}: broker kind {kind!r}{did_you_mean(kind, BROKERS)} is unknown; use {', '.join(BROKERS)}"
+        )
+    options = broker.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"{p}: broker.options must be a mapping")
+    if any(re.search(r"key|secret|token|password", str(k), re.I) for k in options):
+        raise ConfigError(
+            f"{p}: broker.options must not hold credentials; put API keys in the environment or a .env file"
+        )
+    entries = raw.get("strategies") or []
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{p}: list at least one strategy, e.g. strategies: [{{artifact: sma_cross}}]")
+    strategies = []
+    for e in entries:
+        if isinstance(e, str):
+            e = {"artifact": e}
+        if not isinstance(e, Mapping) or "artifact" not in e:
+            raise ConfigError(f"{p}: each strategy needs an artifact, e.g. - artifact: sma_cross")
+        bad = [k for k in e if k not in ("artifact", "capital", "window")]
+        if bad:
+            raise ConfigError(f"{p}: unknown strategy setting(s) {bad}; use artifact, capital, window")
+        cap = e.get("capital")
+        if cap is not None and not (isinstance(cap, int | float) and cap > 0):
+            raise ConfigError(f"{p}: capital={cap!r} must be a positive amount")
+        win = e.get("window")
+        if win is not None and not (isinstance(win, int) and win >= 10):
+            raise ConfigError(f"{p}: window={win!r} must be a whole number of bars >= 10")
+        strategies.append(StrategyEntry(artifact=str(e["artifact"]), capital=cap, window=win))
+    sched = _section(raw, "schedule", ("delay", "clock"), str(p))
+    clock = sched.get("clock") or {}
+    if not isinstance(clock, Mapping) or any(k not in ("start", "speed") for k in clock):
+        raise ConfigError(
+            f"{p}: schedule.clock takes start and speed, e.g. {{start: 2025-06-01, speed: 3600}}"
+        )
+    speed = clock.get("speed")
+    if clock and not (isinstance(speed, int | float) and speed > 0 and "start" in clock):
+        raise ConfigError(
+            f"{p}: schedule.clock needs a start time and a positive speed (market seconds per "
+            "wall second), e.g. {start: 2025-06-01, speed: 3600}"
+        )
+    try:
+        start = pd.Timestamp(clock["start"]) if clock else None
+    except (ValueError, TypeError):
+        raise ConfigError(f"{p}: schedule.clock.start={clock.get('start')!r} is not a time") from None
+    if start is not None and start.tzinfo is None:
+        start = start.tz_localize("UTC")
+    data = _section(raw, "data", ("sync", "source"), str(p))
+    metrics = _section(raw, "metrics", ("port",), str(p))
+    port = metrics.get("port")
+    if port is not None and not (isinstance(port, int) and 0 <= port < 65536):
+        raise ConfigError(f"{p}: metrics.port={port!r} must be a TCP port number")
+    cash = broker.get("cash")
+    if cash is not None and not (isinstance(cash, int | float) and cash > 0):
+        raise ConfigError(f"{p}: broker.cash={cash!r} must be a positive amount")
+    return PaperConfig(
+        name=name,
+        broker=kind,
+        broker_options=dict(options),
+        cash=cash,
+        strategies=tuple(strategies),
+        risk=RiskLimits.from_mapping(raw.get("risk")),
+        delay=_seconds(sched.get("delay", 2.0), "schedule.delay"),
+        clock_start=start,
+        clock_speed=float(speed) if speed else None,
+        sync=bool(data.get("sync", True)),
+        source=data.get("source"),
+        metrics_port=port,
+        follow_timeout=_seconds(raw.get("follow_timeout", 30.0), "follow_timeout"),
+        path=p,
+    )
+
+
+def specs_from_artifact(
+    artifact: Any, *, capital: float | None = None, window: int | None = None
+) -> list[StrategySpec]:
+    """The runner specs of an artifact: one portfolio, or one per symbol when it was optimised per symbol."""
+    base = StrategySpec.from_artifact(artifact, capital=capital, window=window)
+    if getattr(artifact, "portfolio", True) or len(base.symbols) == 1:
+        return [base]
+    from dataclasses import replace
+
+    return [replace(base, name=f"{base.name}/{s}", symbols=(s,)) for s in base.symbols]
+
+
+class PaperSession:
+    """Everything one `paper run` needs, built from a config (also used by status/halt/resume)."""
+
+    def __init__(
+        self,
+        config: PaperConfig,
+        *,
+        lake: Any = None,
+        broker: Broker | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        from workbench.promote import load_artifact
+
+        self.config = config
+        self.root = config.root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(self.root / "journal.sqlite")
+        self._wall = wall
+        self.artifacts = [load_artifact(e.artifact) for e in config.strategies]
+        self.specs: list[StrategySpec] = []
+        for e, a in zip(config.strategies, self.artifacts, strict=True):
+            self.specs.extend(specs_from_artifact(a, capital=e.capital, window=e.window))
+        tfs = {s.timeframe for s in self.specs}
+        if len(tfs) > 1:
+            raise ConfigError(
+                f"strategies of one paper config must share a timeframe, got {sorted(tfs)}; "
+                "run one config per timeframe"
+            )
+        self.tf = Timeframe.parse(tfs.pop())
+        if config.broker == "sim":
+            fills = {s.fill for s in self.specs}
+            costs = {s.costs for s in self.specs}
+            if len(fills) > 1 or len(costs) > 1:
+                raise ConfigError(
+                    "the sim broker simulates one venue: its strategies must share fill convention "
+                    "and costs; run them in separate configs"
+                )
+        self._check_clock()
+        self.lake = lake
+        if self.lake is None:
+            from workbench.data.lake import Lake
+
+            self.lake = Lake(data_dir())
+        symbols = list(dict.fromkeys(s for spec in self.specs for s in spec.symbols))
+        self.sources = {s.source for s in self.specs}
+        now = self.now()
+        longest = max(max(s.window or max(s.lookback, 500), s.lookback) for s in self.specs)
+        start = self.tf.floor(now) - self.tf.delta * (longest + 10) * 3
+        if self.config.sync:
+            self.sync_data(now, symbols, start)
+        source = next(iter(self.sources)) if len(self.sources) == 1 else None
+        self.feed = BarFeed(symbols, self.tf.name, lake=self.lake, source=source, start=start)
+        self.broker = broker or self._broker()
+        from workbench.paper.metrics import RunnerMetrics
+
+        self.metrics = RunnerMetrics()
+        self.runner = Runner(
+            self.specs,
+            broker=self.broker,
+            journal=self.journal,
+            feeds={s.name: self.feed for s in self.specs},
+            risk=config.risk,
+            follow_timeout=config.follow_timeout,
+            metrics=self.metrics,
+        )
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ clock
+    def _check_clock(self) -> None:
+        c = self.config
+        if c.clock_speed is None:
+            return
+        stored = self.journal.meta("clock")
+        mine = f"{c.clock_start.isoformat()}|{c.clock_speed!r}"
+        if stored is None:
+            self.journal.set_meta("clock", mine)
+            self.journal.set_meta("clock_wall0", repr(self._wall()))
+        elif stored != mine:
+            raise ConfigError(
+                f"journal {self.journal.path} runs a simulated clock {stored}, the config asks for "
+                f"{mine}; keep the clock or use a new name"
+            )
+
+    def now(self) -> pd.Timestamp:
+        """The session clock: wall time, or the accelerated simulated clock (which survives restarts)."""
+        c = self.config
+        if c.clock_speed is None:
+            return pd.Timestamp.now(tz="UTC")
+        wall0 = float(self.journal.meta("clock_wall0") or self._wall())
+        assert c.clock_start is not None
+        return c.clock_start + pd.Timedelta(seconds=(self._wall() - wall0) * c.clock_speed)
+
+    # ------------------------------------------------------------------ parts
+    def _broker(self) -> Broker:
+        c = self.config
+        if c.broker == "sim":
+            from workbench.paper.sim import SimBroker
+
+            spec = self.specs[0]
+            cash = c.cash if c.cash is not None else sum(s.capital for s in self.specs)
+            return SimBroker(
+                self.root / "sim_broker.sqlite",
+                feed=self.feed,
+                costs=spec.costs,
+                fill=spec.fill,
+                cash=float(cash),
+                clock=self.now,
+            )
+        if c.broker == "alpaca":
+            from workbench.paper.alpaca import AlpacaBroker
+
+            return AlpacaBroker(**c.broker_options)
+        from workbench.paper.ccxt import CcxtBroker
+
+        symbols = list(dict.fromkeys(s for spec in self.specs for s in spec.symbols))
+        return CcxtBroker(**{"symbols": symbols, **c.broker_options})
+
+    def sync_data(self, now: pd.Timestamp, symbols: list[str], start: pd.Timestamp | None = None) -> None:
+        """Fetch the bars that closed since the lake's last one (incremental)."""
+        from workbench.data.sources import get_source
+
+        spec = self.config.source or (next(iter(self.sources)) if len(self.sources) == 1 else None)
+        if spec is None or spec == "csv":
+            return
+        src = get_source(spec)
+        for sym in symbols:
+            base = self.lake.stored_timeframe(src.name, sym, self.tf) or self.tf
+            end = base.floor(now)
+            cov = self.lake.series_coverage(src.name, sym, base)
+            if cov is not None and cov.last is not None and cov.last + base.delta >= end:
+                continue  # the lake already holds every bar closed by now
+            first = None if cov is not None and cov.first is not None else start
+            try:
+                self.lake.sync(src, [sym], base, first, end)
+            except WorkbenchError as exc:
+                self.journal.error(None, f"data sync of {sym} failed: {exc}")
+                log.error("data sync of %s failed: %s", sym, exc)
+
+    # ------------------------------------------------------------------ ticks
+    def tick(self) -> list[TickResult]:
+        """One scheduled tick: sync data, read new bars, run every strategy whose bar closed."""
+        now = self.now()
+        symbols = list(self.feed.symbols)
+        if self.config.sync:
+            self.sync_data(now, symbols)
+        self.feed.refresh()
+        results = self.runner.tick(now)
+        for r in results:
+            if r.status in ("done", "error", "stale"):
+                log.info(
+                    "%s %s bar %s: %s %d order(s) %d fill(s) %.1f ms %s",
+                    now.isoformat(),
+                    r.artifact,
+                    r.bar,
+                    r.status,
+                    len(r.orders),
+                    r.fills,
+                    r.latency_ms,
+                    r.message,
+                )
+        return results
+
+    def stop(self) -> None:
+        """Ask `run` to return after the tick in progress."""
+        self._stop.set()
+
+    def run(
+        self, *, max_ticks: int | None = None, on_tick: Callable[[list[TickResult]], None] | None = None
+    ) -> int:
+        """Tick on the schedule until stopped (SIGTERM/SIGINT or `stop`); returns the number of ticks."""
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        if self.config.metrics_port is not None:
+            self.metrics_server = self.metrics.serve(self.config.metrics_port)
+        count = 0
+        lock = threading.Lock()
+
+        def job() -> None:
+            nonlocal count
+            if self._stop.is_set():
+                return
+            with lock:
+                try:
+                    results = self.tick()
+                except Exception as exc:  # a failing tick is journaled; the schedule goes on
+                    self.journal_error(exc)
+                    results = []
+                count += 1
+                if on_tick is not None:
+                    on_tick(results)
+                if max_ticks is not None and count >= max_ticks:
+                    self._stop.set()
+
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        if threading.current_thread() is threading.main_thread():
+            for sig in previous:
+                signal.signal(sig, lambda *_: self._stop.set())
+        # an accelerated clock fires faster than slow ticks finish: skipped runs are expected there
+        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+        sched = BackgroundScheduler(timezone="UTC")
+        sched.add_job(job, self.trigger(), id="tick", max_instances=1, coalesce=True, misfire_grace_time=None)
+        sched.start()
+        job()  # catch up with the bar that closed last, without waiting for the next one
+        try:
+            while not self._stop.wait(0.2):
+                pass
+        finally:
+            sched.shutdown(wait=True)
+            with lock:  # let a tick in progress finish
+                pass
+            if threading.current_thread() is threading.main_thread():
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+            server = getattr(self, "metrics_server", None)
+            if server is not None:
+                server.shutdown()
+        return count
+
+    def journal_error(self, exc: BaseException) -> None:
+        """Record an unexpected tick failure."""
+        msg = f"{type(exc).__name__}: {exc}"
+        self.journal.error(None, msg)
+        log.exception("tick failed")
+
+    def trigger(self) -> Any:
+        """The APScheduler trigger: each bar close plus the delay, or an interval on an accelerated clock."""
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        c = self.config
+        secs = self.tf.seconds
+        if c.clock_speed is not None:
+            return IntervalTrigger(seconds=max(secs / c.clock_speed, 0.05))
+        delay = math.floor(c.delay)
+        if secs < 60:
+            return IntervalTrigger(seconds=secs)
+        if secs < 3600:
+            return CronTrigger(minute=f"*/{secs // 60}", second=delay, timezone="UTC")
+        if secs < 86400:
+            return CronTrigger(hour=f"*/{secs // 3600}", minute=0, second=delay, timezone="UTC")
+        return CronTrigger(hour=0, minute=0, second=delay, timezone="UTC")
+
+    def close(self) -> None:
+        """Release the journal and the broker."""
+        self.journal.close()
+        self.broker.close()
+
+
+def status(journal: Journal) -> dict[str, Any]:
+    """The book: per strategy cash, equity, P&L, positions, last tick; halts, orders, errors."""
+    import json
+
+    from workbench.paper.runner import StrategySpec
+
+    rows = journal.db.execute("SELECT key, value FROM meta WHERE key LIKE 'spec:%' ORDER BY key").fetchall()
+    out: dict[str, Any] = {"strategies": []}
+    for _k, v in rows:
+        spec = StrategySpec.from_dict(json.loads(v))
+        ledger = journal.ledger(spec.name, spec.capital)
+        snap = journal.db.execute(
+            "SELECT equity FROM snapshots WHERE artifact=? ORDER BY bar DESC LIMIT 1", (spec.name,)
+        ).fetchone()
+        equity = float(snap[0]) if snap else spec.capital
+        last = journal.last_tick(spec.name) or {}
+        out["strategies"].append(
+            {
+                "name": spec.name,
+                "capital": spec.capital,
+                "cash": float(ledger.cash),
+                "equity": equity,
+                "pnl": equity - spec.capital,
+                "positions": {s: float(q) for s, q in ledger.positions.items()},
+                "last_bar": last.get("bar"),
+                "last_status": last.get("status"),
+                "latency_ms": last.get("latency_ms"),
+            }
+        )
+    counts = dict(journal.db.execute("SELECT status, COUNT(*) FROM orders GROUP BY status").fetchall())
+    out["orders"] = sum(counts.values())
+    out["open_orders"] = sum(counts.get(s, 0) for s in ("new", "partially_filled", "intent", "unknown"))
+    out["rejected"] = counts.get("rejected", 0)
+    out["fills"] = journal.db.execute("SELECT COUNT(*) FROM fills").fetchone()[0]
+    out["halts"] = journal.active_halts()
+    errs = journal.errors_frame(5)
+    out["errors"] = [
+        {"time": pd.Timestamp(t, unit="s", tz="UTC").isoformat(timespec="seconds"), "message": m}
+        for t, m in zip(errs["time"], errs["message"], strict=True)
+    ]
+    return out

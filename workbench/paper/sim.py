@@ -1,0 +1,523 @@
+"""The embedded simulated broker: fills with the backtest's cost model and fill convention.
+
+Market orders fill at once at the current price with the backtest's slippage and fees: with
+``next_open`` the current price at clock time ``t`` is the open of the bar starting at ``t``
+(the market price at that instant), else the last close. Protective orders (stop, trailing stop,
+take-profit limit) sharing an OCO group are evaluated bar by bar exactly as the backtest kernel
+does (gap at the open first, then inside the bar with the stop assumed hit before the target, then
+the trailing reference moves), so a replay through this broker reproduces the backtest's trades.
+State lives in a SQLite file (the "exchange" survives a runner's crash), or in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from workbench.backtest.engine import Costs, Fill
+from workbench.errors import ConfigError, OrderRejected
+from workbench.paper.broker import (
+    Account,
+    Broker,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Position,
+    Side,
+)
+from workbench.paper.feed import BarFeed
+
+_EPS = 1e-9  # relative tolerance on cash for a buy sized to spend all of it
+
+STOP_REASON = {
+    OrderType.STOP: "stop_loss",
+    OrderType.TRAILING_STOP: "trailing_stop",
+    OrderType.LIMIT: "take_profit",
+}
+
+
+def _order_json(o: Order) -> str:
+    d = asdict(o)
+    for k in ("submitted_at", "updated_at"):
+        d[k] = None if d[k] is None else pd.Timestamp(d[k]).isoformat()
+    return json.dumps(d)
+
+
+def _order_from(text: str) -> Order:
+    d = json.loads(text)
+    for k in ("submitted_at", "updated_at"):
+        d[k] = None if d[k] is None else pd.Timestamp(d[k])
+    d["side"], d["type"], d["status"] = Side(d["side"]), OrderType(d["type"]), OrderStatus(d["status"])
+    return Order(**d)
+
+
+class SimBroker(Broker):
+    """A local broker simulated on the lake's bars. `path=None` keeps its state in memory.
+
+    `clock` returns the current time (the runner's clock, simulated in a replay); `feed` gives
+    the bars (without one, prices come from `set_price` and no bars are processed). `fill_mode`
+    (``full``, ``partial``, ``none``) is a test knob for how much of a market order fills at once.
+    """
+
+    name = "sim"
+    native_oco = True
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        feed: BarFeed | None = None,
+        costs: Costs | None = None,
+        fill: Fill | str = Fill.NEXT_OPEN,
+        cash: float = 100_000.0,
+        clock: Callable[[], pd.Timestamp] | None = None,
+        allow_short: bool = True,
+        durable: bool = True,
+    ) -> None:
+        self.feed = feed
+        self.costs = costs or Costs()
+        self.fill = Fill(fill)
+        self.clock = clock or (lambda: pd.Timestamp.now(tz="UTC"))
+        self.allow_short = allow_short
+        self.fill_mode = "full"
+        self._prices: dict[str, float] = {}
+        target = ":memory:" if path is None else str(path)
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(target, timeout=30, isolation_level=None, check_same_thread=False)
+        if path is not None:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
+        self.db.executescript(
+            "CREATE TABLE IF NOT EXISTS orders (cid TEXT PRIMARY KEY, seq INTEGER, body TEXT);"
+            "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT);"
+        )
+        self.orders: dict[str, Order] = {}
+        for _cid, _seq, body in self.db.execute("SELECT cid, seq, body FROM orders ORDER BY seq"):
+            self.orders[_cid] = _order_from(body)
+        kv = dict(self.db.execute("SELECT key, value FROM kv").fetchall())
+        self.cash = float(kv["cash"]) if "cash" in kv else float(cash)
+        self.pos: dict[str, list[float]] = json.loads(kv.get("positions", "{}"))  # symbol -> [qty, avg]
+        self.cursor: dict[str, int] = json.loads(kv.get("cursor", "{}"))  # symbol -> last event (ns, kind)
+        self.refs: dict[str, float] = json.loads(kv.get("refs", "{}"))
+        self.stats: dict[str, int] = json.loads(kv.get("stats", '{"created": 0, "duplicates": 0}'))
+        self._dirty: set[str] = set()
+        if "cash" not in kv:
+            self._save()
+
+    # ------------------------------------------------------------------ persistence
+    def _save(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        for cid in self._dirty:
+            o = self.orders[cid]
+            self.db.execute(
+                "INSERT INTO orders VALUES (?, ?, ?) ON CONFLICT(cid) DO UPDATE SET body=excluded.body",
+                (cid, int(o.broker_order_id.rsplit("-", 1)[1]), _order_json(o)),
+            )
+        for key, value in (
+            ("cash", repr(self.cash)),
+            ("positions", json.dumps(self.pos)),
+            ("cursor", json.dumps(self.cursor)),
+            ("refs", json.dumps(self.refs)),
+            ("stats", json.dumps(self.stats)),
+        ):
+            self.db.execute(
+                "INSERT INTO kv VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )
+        self.db.execute("COMMIT")
+        self._dirty.clear()
+
+    def close(self) -> None:
+        """Close the state file."""
+        self.db.close()
+
+    # ------------------------------------------------------------------ prices
+    def set_price(self, symbol: str, price: float) -> None:
+        """Set a symbol's price (used when the broker has no bar feed)."""
+        self._prices[symbol] = float(price)
+
+    def _now(self) -> pd.Timestamp:
+        return pd.Timestamp(self.clock())
+
+    def _quote(self, symbol: str, now: pd.Timestamp) -> tuple[float, int | None]:
+        """The current price and the index of the bar a market order fills in (None without a feed)."""
+        if self.feed is None or symbol not in self.feed.symbols:
+            if symbol not in self._prices:
+                raise OrderRejected(f"sim broker has no price for {symbol!r}; trade a symbol of the feed")
+            return self._prices[symbol], None
+        t = now.value
+        if self.fill is Fill.NEXT_OPEN:
+            k = self.feed.bar_index(symbol, t)
+            if k is not None:
+                return float(self.feed.column(symbol, "open")[k]), k
+        n = self.feed.n_closed(symbol, now)
+        if n == 0:
+            raise OrderRejected(f"sim broker has no bar of {symbol} closed by {now}; sync the lake first")
+        return float(self.feed.column(symbol, "close")[n - 1]), n - 1
+
+    def _slip(self, symbol: str, k: int | None) -> float:
+        """The backtest's slippage at fill bar k: fixed + `slippage_vol` x the previous bar's volatility."""
+        c = self.costs
+        if c.slippage_vol == 0 or k is None or self.feed is None:
+            return c.slippage
+        w = int(c.vol_window)
+        close = self.feed.column(symbol, "close")
+        if k - 1 < w:  # sigma[k-1] needs vol_window returns ending at bar k-1
+            return c.slippage
+        rets = np.diff(np.log(close[k - 1 - w : k]))
+        sigma = float(np.std(rets, ddof=1)) if len(rets) > 1 else math.nan
+        return c.slippage + c.slippage_vol * (0.0 if math.isnan(sigma) else sigma)
+
+    def price(self, symbol: str) -> float:
+        """The price a market order would fill at now, before slippage and fees."""
+        return self._quote(symbol, self._now())[0]
+
+    def fill_price(self, symbol: str, side: Side) -> float:
+        """The price a market order would fill at now, slippage included (the runner's size estimate)."""
+        p, k = self._quote(symbol, self._now())
+        slip = self._slip(symbol, k)
+        return p * (1.0 + slip) if side is Side.BUY else p * (1.0 - slip)
+
+    # ------------------------------------------------------------------ the contract
+    def submit(self, request: OrderRequest) -> Order:
+        """Accept an order; market orders fill at once (per `fill_mode`), protective ones rest."""
+        self.advance()
+        known = self.orders.get(request.client_order_id)
+        if known is not None:
+            self.stats["duplicates"] += 1
+            self._save()
+            return known
+        now = self._now()
+        base = dict(
+            client_order_id=request.client_order_id,
+            broker_order_id=f"sim-{self.stats['created'] + 1}",
+            symbol=request.symbol,
+            side=request.side,
+            type=request.type,
+            qty=float(request.qty),
+            limit_price=request.limit_price,
+            stop_price=request.stop_price,
+            trail_percent=request.trail_percent,
+            oco_group=request.oco_group,
+            submitted_at=now,
+            updated_at=now,
+        )
+        if request.type is OrderType.MARKET:
+            price, k = self._quote(request.symbol, now)
+            order = Order(status=OrderStatus.NEW, **base)
+            qty = (
+                request.qty
+                if self.fill_mode == "full"
+                else request.qty / 2
+                if self.fill_mode == "partial"
+                else 0
+            )
+            self._check(order, qty, price, k)
+            self.stats["created"] += 1
+            self.orders[order.client_order_id] = order
+            self._dirty.add(order.client_order_id)
+            if qty > 0:
+                self._execute(order.client_order_id, qty, price, k, reason=None, now=now)
+        else:
+            p = self.pos.get(request.symbol, [0.0, 0.0])[0]
+            if p == 0 or (p > 0) == (request.side is Side.BUY):
+                raise OrderRejected(
+                    f"sim broker: a {request.type.value} order must reduce an open {request.symbol} position"
+                )
+            if request.type is OrderType.TRAILING_STOP:
+                self.refs[request.client_order_id] = float(
+                    request.ref_price or self._quote(request.symbol, now)[0]
+                )
+            order = Order(status=OrderStatus.NEW, **base)
+            self.stats["created"] += 1
+            self.orders[order.client_order_id] = order
+            self._dirty.add(order.client_order_id)
+        self._save()
+        return self.orders[request.client_order_id]
+
+    def _check(self, order: Order, qty: float, price: float, k: int | None) -> None:
+        p = self.pos.get(order.symbol, [0.0, 0.0])[0]
+        if order.side is Side.BUY and p >= 0 and qty > 0:
+            fill = price * (1.0 + self._slip(order.symbol, k))
+            cost = qty * fill * (1.0 + self.costs.fees)
+            if cost > self.cash * (1 + _EPS) + 1e-9:
+                raise OrderRejected(
+                    f"sim broker: insufficient cash for {order.client_order_id}: needs "
+                    f"{cost:,.2f}, has {self.cash:,.2f}"
+                )
+        if order.side is Side.SELL and p <= 0 and not self.allow_short:
+            raise OrderRejected(f"sim broker: short selling {order.symbol} is not allowed in this account")
+
+    def _execute(
+        self,
+        cid: str,
+        qty: float,
+        price: float,
+        k: int | None,
+        *,
+        reason: str | None,
+        now: pd.Timestamp,
+        bar_ns: int | None = None,
+    ) -> None:
+        """Fill `qty` of order `cid` at `price` (before slippage) in bar k; book cash, fees, position."""
+        o = self.orders[cid]
+        slip = self._slip(o.symbol, k)
+        if o.side is Side.BUY:
+            fill = price * (1.0 + slip)
+            fee = qty * fill * self.costs.fees
+            self.cash -= qty * fill + fee
+            if abs(self.cash) <= _EPS * qty * fill:
+                self.cash = 0.0  # a buy sized to spend the cash leaves none (no rounding dust)
+            signed = qty
+        else:
+            fill = price * (1.0 - slip)
+            fee = qty * fill * self.costs.fees
+            self.cash += qty * fill - fee
+            signed = -qty
+        q0, a0 = self.pos.get(o.symbol, [0.0, 0.0])
+        q1 = q0 + signed
+        if abs(q1) <= 1e-12 * max(abs(q0), abs(signed)):
+            q1 = 0.0
+        if q1 == 0:
+            self.pos.pop(o.symbol, None)
+        elif q0 == 0 or (q0 > 0) != (q1 > 0):
+            self.pos[o.symbol] = [q1, fill]
+        elif (q1 > 0) == (signed > 0):
+            self.pos[o.symbol] = [q1, (q0 * a0 + signed * fill) / q1]
+        else:
+            self.pos[o.symbol] = [q1, a0]
+        filled = o.filled_qty + qty
+        avg = fill if o.avg_fill_price is None else (o.avg_fill_price * o.filled_qty + fill * qty) / filled
+        status = OrderStatus.FILLED if filled >= o.qty * (1 - 1e-12) else OrderStatus.PARTIALLY_FILLED
+        if bar_ns is None and self.feed is not None and k is not None:
+            bar_ns = int(self.feed.times(o.symbol)[k])
+        extra = dict(o.extra or {})
+        extra.update(
+            bar=pd.Timestamp(bar_ns, tz="UTC").isoformat() if bar_ns is not None else now.isoformat(),
+            **({"reason": reason} if reason else {}),
+        )
+        self.orders[cid] = o.with_(
+            filled_qty=filled, avg_fill_price=avg, fee=o.fee + fee, status=status, updated_at=now, extra=extra
+        )
+        self._dirty.add(cid)
+        if status is OrderStatus.FILLED and o.oco_group:
+            for other in list(self.orders.values()):
+                if other.oco_group == o.oco_group and other.client_order_id != cid and not other.status.done:
+                    self.orders[other.client_order_id] = other.with_(
+                        status=OrderStatus.CANCELED, updated_at=now
+                    )
+                    self._dirty.add(other.client_order_id)
+                    self.refs.pop(other.client_order_id, None)
+            self.refs.pop(cid, None)
+
+    def complete_fills(self) -> None:
+        """Fill the rest of every resting market order at the current price (test knob)."""
+        now = self._now()
+        for cid, o in list(self.orders.items()):
+            if o.type is OrderType.MARKET and not o.status.done and o.remaining > 0:
+                price, k = self._quote(o.symbol, now)
+                self._execute(cid, o.remaining, price, k, reason=None, now=now)
+        self._save()
+
+    def get_order(self, client_order_id: str) -> Order | None:
+        """The order with this client id, or None."""
+        self.advance()
+        return self.orders.get(client_order_id)
+
+    def open_orders(self, symbol: str | None = None) -> list[Order]:
+        """Orders that can still fill."""
+        self.advance()
+        return [
+            o for o in self.orders.values() if not o.status.done and (symbol is None or o.symbol == symbol)
+        ]
+
+    def cancel(self, client_order_id: str) -> Order | None:
+        """Cancel an open order (no-op for finished or unknown ones)."""
+        self.advance()
+        o = self.orders.get(client_order_id)
+        if o is None or o.status.done:
+            return o
+        self.orders[client_order_id] = o.with_(status=OrderStatus.CANCELED, updated_at=self._now())
+        self.refs.pop(client_order_id, None)
+        self._dirty.add(client_order_id)
+        self._save()
+        return self.orders[client_order_id]
+
+    def positions(self) -> dict[str, Position]:
+        """Signed positions."""
+        self.advance()
+        return {s: Position(s, q, a) for s, (q, a) in self.pos.items() if q != 0}
+
+    def account(self) -> Account:
+        """Cash and equity at current prices."""
+        self.advance()
+        now = self._now()
+        equity = self.cash
+        for s, (q, _a) in self.pos.items():
+            equity += q * self._quote(s, now)[0]
+        return Account(cash=self.cash, equity=equity)
+
+    # ------------------------------------------------------------------ bars: protective orders
+    def advance(self, now: pd.Timestamp | None = None) -> None:
+        """Process every bar event up to `now` (default: the clock) for positions with protective orders.
+
+        Events of bar b: the gap check at its open (time b) and the intrabar check (time b + bar):
+        both happen before a tick at the same time with ``next_open``; with ``close`` the gap check
+        of the bar starting at a tick's time comes after that tick. Events before an order existed
+        are never applied to it: the cursor moves on even while nothing is protected.
+        """
+        if self.feed is None:
+            return
+        now = pd.Timestamp(now) if now is not None else self._now()
+        groups: dict[str, list[Order]] = {}
+        for o in self.orders.values():
+            if o.type is not OrderType.MARKET and not o.status.done:
+                groups.setdefault(o.symbol, []).append(o)
+        changed = False
+        for symbol in self.feed.symbols:
+            live = groups.get(symbol)
+            if live:
+                changed |= self._advance_symbol(symbol, live, now)
+            else:
+                last = self._last_event(symbol, now)
+                if last is not None:
+                    self.cursor[symbol] = last
+        if changed or self._dirty:
+            self._save()
+
+    def _last_event(self, symbol: str, now: pd.Timestamp) -> list[int] | None:
+        """The latest bar event that has happened by `now` and whose bar is known."""
+        feed = self.feed
+        assert feed is not None
+        ts = feed.times(symbol)
+        t_now = now.value
+        k = int(np.searchsorted(ts, t_now, side="right")) - 1
+        if k < 0:
+            return None
+        t = int(ts[k])
+        if t + feed.step <= t_now:
+            return [t, 1]
+        if self.fill is Fill.NEXT_OPEN or t < t_now:
+            return [t, 0]
+        return [int(ts[k - 1]), 1] if k > 0 else None
+
+    def _advance_symbol(self, symbol: str, live: list[Order], now: pd.Timestamp) -> bool:
+        feed = self.feed
+        assert feed is not None
+        step = feed.step
+        stop_at = self._last_event(symbol, now)
+        if stop_at is None:
+            return False
+        last = self.cursor.get(symbol)
+        after = -(2**62) if last is None else int(last[0]) - step  # the bar of the last event again
+        ts, cols = feed.bars_between(symbol, after, int(stop_at[0]))
+        changed = False
+        for i, t in enumerate(ts):
+            t = int(t)
+            for kind in (0, 1):
+                event = [t, kind]
+                if last is not None and (t, kind) <= (int(last[0]), int(last[1])):
+                    continue
+                if (t, kind) > (int(stop_at[0]), int(stop_at[1])):
+                    return changed
+                live = [o for o in live if not self.orders[o.client_order_id].status.done]
+                if live:
+                    self._bar_event(symbol, live, kind, feed.bar_index(symbol, t), t, cols, i, now)
+                self.cursor[symbol] = event
+                last = event
+                changed = True
+        return changed
+
+    def _bar_event(
+        self,
+        symbol: str,
+        live: list[Order],
+        kind: int,
+        k: int | None,
+        t: int,
+        cols: dict[str, np.ndarray],
+        i: int,
+        now: pd.Timestamp,
+    ) -> None:
+        p = self.pos.get(symbol, [0.0, 0.0])[0]
+        if p == 0:
+            return
+        orders = [self.orders[o.client_order_id] for o in live]
+        stop = next((o for o in orders if o.type is OrderType.STOP), None)
+        trail = next((o for o in orders if o.type is OrderType.TRAILING_STOP), None)
+        limit = next((o for o in orders if o.type is OrderType.LIMIT), None)
+        fixed = stop.stop_price if stop is not None else math.nan
+        if trail is not None:
+            ref = self.refs[trail.client_order_id]
+            tsl = trail.trail_percent
+            trail_lvl = ref * (1.0 - tsl) if p > 0 else ref * (1.0 + tsl)
+        else:
+            trail_lvl = math.nan
+        # the binding protective level, as the kernel's _stop_level
+        if p > 0:
+            use_fixed = math.isnan(trail_lvl) or (not math.isnan(fixed) and fixed >= trail_lvl)
+        else:
+            use_fixed = math.isnan(trail_lvl) or (not math.isnan(fixed) and fixed <= trail_lvl)
+        lvl, binding = (fixed, stop) if use_fixed else (trail_lvl, trail)
+        tpl = limit.limit_price if limit is not None else math.nan
+        exit_px, hit = math.nan, None
+        if kind == 0:
+            o_ = float(cols["open"][i])
+            if not math.isnan(lvl) and ((p > 0 and o_ <= lvl) or (p < 0 and o_ >= lvl)):
+                exit_px, hit = o_, binding
+            elif not math.isnan(tpl) and ((p > 0 and o_ >= tpl) or (p < 0 and o_ <= tpl)):
+                exit_px, hit = o_, limit
+        else:
+            hi, lo = float(cols["high"][i]), float(cols["low"][i])
+            if p > 0:
+                if not math.isnan(lvl) and lo <= lvl:
+                    exit_px, hit = lvl, binding
+                elif not math.isnan(tpl) and hi >= tpl:
+                    exit_px, hit = tpl, limit
+            else:
+                if not math.isnan(lvl) and hi >= lvl:
+                    exit_px, hit = lvl, binding
+                elif not math.isnan(tpl) and lo <= tpl:
+                    exit_px, hit = tpl, limit
+            if hit is None and trail is not None:
+                ref = self.refs[trail.client_order_id]
+                self.refs[trail.client_order_id] = max(ref, hi) if p > 0 else min(ref, lo)
+        if hit is not None:
+            qty = min(hit.remaining, abs(p))
+            self._execute(
+                hit.client_order_id, qty, exit_px, k, reason=STOP_REASON[hit.type], now=now, bar_ns=t
+            )
+
+    # ------------------------------------------------------------------ introspection for tests
+    def created(self) -> int:
+        """How many distinct orders this broker has accepted."""
+        return int(self.stats["created"])
+
+    def duplicate_submissions(self) -> int:
+        """How many submissions reused a known client order id (the runner should make none)."""
+        return int(self.stats["duplicates"])
+
+
+def sim_from_config(
+    path: str | Path | None,
+    *,
+    feed: BarFeed,
+    costs: Costs,
+    fill: str,
+    cash: float,
+    clock: Callable[[], pd.Timestamp],
+    durable: bool = True,
+) -> SimBroker:
+    """Build the sim broker a paper config asks for."""
+    if cash <= 0:
+        raise ConfigError(f"sim broker cash={cash} must be positive")
+    return SimBroker(path, feed=feed, costs=costs, fill=fill, cash=cash, clock=clock, durable=durable)

@@ -1,0 +1,151 @@
+"""A promoted strategy: everything the paper runner needs to trade it, and the evidence it was judged on.
+
+An `Artifact` is one version of a named strategy in the registry (``data/registry/<name>/v<N>.json``):
+strategy, parameters, symbols, timeframe, costs, fills, sizing, the data range and fingerprint of the
+walk-forward run it came from, the indicator warm-up (`lookback`), the code versions, every gate's
+verdict and the evidence behind them. It is plain JSON, indented, in a stable field order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import ConfigError, DataError
+
+SCHEMA = 1
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values: numpy scalars to Python, NaN to None, infinities to "inf"/"-inf"."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Artifact:
+    """One promoted version of a strategy (see the module docstring); `path` is where it was read from."""
+
+    name: str
+    version: int
+    strategy: str
+    params: dict[str, Any]
+    symbols: list[str]
+    timeframe: str
+    calendar: str
+    periods_per_year: float
+    costs: dict[str, Any]
+    fill: str
+    sizing: dict[str, Any]
+    direction: str
+    init_cash: float
+    max_exposure: float
+    portfolio: bool
+    data: dict[str, Any]
+    lookback: int
+    run_id: str
+    code_version: str
+    run_code_version: str | None
+    created_at: str
+    params_fold: int
+    fold_params: list[dict[str, Any]]
+    gates: list[dict[str, Any]]
+    gates_file: dict[str, Any]
+    evidence: dict[str, Any]
+    forced: bool = False
+    force_reason: str | None = None
+    schema: int = SCHEMA
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def ref(self) -> str:
+        """``name@vN``: how the CLI and `Registry.get` name this version."""
+        return f"{self.name}@v{self.version}"
+
+    @property
+    def passed(self) -> bool:
+        """Whether every gate passed (a forced artifact may have failed some)."""
+        return all(g.get("passed") for g in self.gates)
+
+    @property
+    def failed_gates(self) -> list[str]:
+        return [g["name"] for g in self.gates if not g.get("passed")]
+
+    def verdicts(self) -> list[Any]:
+        """The gate verdicts as `Verdict` objects."""
+        from workbench.promote.gates import Verdict
+
+        return [Verdict.from_dict(g) for g in self.gates]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON content: every field but `path`, in declaration order."""
+        return {f.name: jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "path"}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], path: Path | None = None) -> Artifact:
+        """Rebuild from `to_dict` output; a missing or unknown field is a DataError naming it."""
+        names = {f.name for f in fields(cls)} - {"path"}
+        where = f"artifact {path}" if path else "artifact"
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        missing = sorted(required - set(d))
+        if missing:
+            raise DataError(f"{where} lacks field(s) {missing}; it is not a workbench artifact or is damaged")
+        if int(d.get("schema", SCHEMA)) > SCHEMA:
+            raise DataError(f"{where} has schema {d['schema']}, newer than this workbench ({SCHEMA}); "
+                            "upgrade the workbench")
+        return cls(**{k: v for k, v in d.items() if k in names}, path=path)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Artifact:
+        """Load an artifact JSON file."""
+        p = Path(path).expanduser()
+        try:
+            data = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"artifact file {p} does not exist; list artifacts with "
+                              "`workbench promote ls`") from None
+        except (OSError, ValueError) as exc:
+            raise DataError(f"artifact {p} is unreadable ({exc}); restore it or promote the run again") \
+                from None
+        if not isinstance(data, dict):
+            raise DataError(f"artifact {p} is not a JSON object; restore it or promote the run again")
+        return cls.from_dict(data, path=p.resolve())
+
+    def costs_obj(self) -> Any:
+        """The costs as a `workbench.backtest.Costs`."""
+        from workbench.backtest import Costs
+
+        return Costs(**self.costs)
+
+    def sizing_obj(self) -> Any:
+        """The sizing as a `workbench.backtest.Sizing`."""
+        from workbench.backtest import Sizing, SizingKind
+
+        return Sizing(**{**self.sizing, "kind": SizingKind(self.sizing["kind"])})
+
+    def strategy_obj(self) -> Any:
+        """The `Strategy` this artifact trades (built-in or from the research folder)."""
+        from workbench.strategies.registry import get_strategy
+
+        return get_strategy(self.strategy)
+
+    def identity(self) -> str:
+        """What makes two promotions the same: run, parameters and verdicts (not time or version)."""
+        return json.dumps(jsonable({"run_id": self.run_id, "params": self.params, "gates": self.gates}),
+                          sort_keys=True)

@@ -1,0 +1,220 @@
+"""The evidence a promotion is judged on: every gate's value, measured from a walk-forward run record.
+
+Most values are read from the run's diagnostics. Two are re-checked against the lake now: the
+look-ahead check re-runs the strategy with the promoted parameters on the run's bars (truncated and
+randomly continued after several cuts), and the data fingerprint is recomputed over the same range.
+The promoted parameters are the last fold's (trained on the most recent window).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from workbench.errors import ConfigError, WorkbenchError
+from workbench.strategies.base import Strategy
+
+log = logging.getLogger(__name__)
+
+LOOKAHEAD_CUTS = 5
+
+
+@dataclass(frozen=True, kw_only=True)
+class Evidence:
+    """Gate values (`values`), a reason per gate where there is more to say (`details`), and the
+    full record kept in the artifact (`record`)."""
+
+    values: dict[str, Any]
+    details: dict[str, str] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def _num(value: Any) -> float:
+    if value is None or isinstance(value, bool):
+        return math.nan
+    if isinstance(value, str):
+        return {"inf": math.inf, "-inf": -math.inf}.get(value, math.nan)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def run_values(diagnostics: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric gate values of a run, from its diagnostics (NaN where the run has none)."""
+    d = diagnostics
+    m = d.get("oos_metrics", {})
+    mc = d.get("monte_carlo", {}).get("bootstrap") or {}
+    dd = _num(m.get("max_drawdown"))
+    return {
+        "oos_sharpe": _num(m.get("sharpe")),
+        "deflated_sharpe": _num(d.get("deflated_sharpe", {}).get("dsr")),
+        "sharpe_p_value": _num(d.get("sharpe_test", {}).get("p_value")),
+        "psr": _num(d.get("sharpe_test", {}).get("psr")),
+        "pbo": _num(d.get("pbo", {}).get("mean")),
+        "oos_trades": _num(m.get("n_trades")),
+        "oos_max_drawdown": abs(dd),
+        "oos_total_return": _num(m.get("total_return")),
+        "excess_return": _num(d.get("benchmark", {}).get("excess_return", m.get("excess_return"))),
+        "walk_forward_efficiency": _num(d.get("walk_forward_efficiency")),
+        "bootstrap_p_loss": _num(mc.get("total_return_p_loss")),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars to Python, NaN to None (a fold without a winner has NaN parameters)."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def promoted_params(folds: pd.DataFrame, settings: Mapping[str, Any], strat: Strategy
+                    ) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
+    """The parameters to promote, the fold they come from, and every fold's chosen parameters.
+
+    The last fold's winner (trained on the most recent window) merged with the run's fixed values and
+    validated by the strategy. A last fold without a feasible trial falls back to the latest fold that
+    had one (logged); a run with none anywhere cannot be promoted.
+    """
+    cols = [c for c in folds.columns if c.startswith("param_")]
+    table: list[dict[str, Any]] = []
+    for _, row in folds.iterrows():
+        chosen = _plain(row.get("best_trial")) is not None
+        entry = {"fold": int(row["fold"]),
+                 "train_start": _iso(row.get("train_start")), "train_end": _iso(row.get("train_end")),
+                 "test_start": _iso(row.get("test_start")), "test_end": _iso(row.get("test_end")),
+                 "params": {c.removeprefix("param_"): _plain(row[c]) for c in cols} if chosen else None,
+                 "is_sharpe": _plain(row.get("is_sharpe")), "oos_sharpe": _plain(row.get("oos_sharpe")),
+                 "oos_n_trades": _plain(row.get("oos_n_trades"))}
+        table.append(entry)
+    chosen_folds = [e for e in table if e["params"] is not None]
+    if not chosen_folds:
+        raise ConfigError("the run chose no parameters in any fold (no feasible trial); re-run the "
+                          "walk-forward with more trials or a lower --min-trades")
+    last = chosen_folds[-1]
+    if last is not table[-1]:
+        log.warning("the last fold (%d) had no feasible trial; promoting fold %d's parameters",
+                    table[-1]["fold"], last["fold"])
+    values = {k: v for k, v in last["params"].items() if v is not None}
+    params = strat.params({**values, **settings.get("fixed", {})})
+    return params, int(last["fold"]), table
+
+
+def _iso(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return pd.Timestamp(value).isoformat()
+
+
+def run_bars(settings: Mapping[str, Any], lake: Any) -> dict[str, pd.DataFrame]:
+    """The run's bars from the lake, exactly as the walk-forward saw them (same range, same frames).
+
+    The recorded end is exclusive and falls just after the last bar's open; reading up to the end of
+    that bar's bucket (then cutting at the recorded end) keeps a resampled last bar whole.
+    """
+    from workbench.backtest.engine import as_bar_dict, load_bars
+    from workbench.data.timeframe import Timeframe
+
+    d = settings["data"]
+    tf = Timeframe.parse(settings["timeframe"])
+    end = pd.Timestamp(d["end"])
+    read_end = tf.floor(end - pd.Timedelta(1, "us")) + tf.delta
+    bars = load_bars(lake, list(settings["symbols"]), settings["timeframe"], d["start"], max(end, read_end),
+                     source=d.get("source"))
+    return as_bar_dict({s: df[df.index < end] for s, df in bars.items()})
+
+
+def check_fingerprint(settings: Mapping[str, Any], frames: Mapping[str, pd.DataFrame] | None,
+                      error: str | None) -> dict[str, Any]:
+    """Recompute the data fingerprint over the run's range and compare with the recorded one."""
+    from workbench.backtest.engine import fingerprint
+
+    recorded = settings["data"].get("fingerprint")
+    out: dict[str, Any] = {"recorded": recorded, "lake": None, "match": False,
+                           "start": settings["data"].get("start"), "end": settings["data"].get("end"),
+                           "bars": None, "error": error}
+    if frames is not None:
+        out["lake"] = fingerprint(frames)
+        out["bars"] = len(next(iter(frames.values())))
+        out["match"] = out["lake"] == recorded
+    return out
+
+
+def check_run_lookahead(strat: Strategy, frames: Mapping[str, pd.DataFrame] | None, params: Mapping[str, Any],
+                        error: str | None, cuts: int = LOOKAHEAD_CUTS, seed: int = 0) -> dict[str, Any]:
+    """`check_lookahead` on every symbol's bars with the promoted parameters."""
+    from workbench.strategies.lookahead import check_lookahead
+
+    out: dict[str, Any] = {"ok": False, "cuts": cuts, "symbols": {}, "error": error}
+    if frames is None:
+        return out
+    try:
+        for sym, df in frames.items():
+            rep = check_lookahead(strat, df, params, cuts=cuts, seed=seed)
+            out["symbols"][sym] = {"ok": rep.ok, "cuts": [c.isoformat() for c in rep.cuts],
+                                   "violations": [str(v) for v in rep.violations]}
+    except WorkbenchError as exc:
+        out["error"] = str(exc)
+        return out
+    out["ok"] = all(v["ok"] for v in out["symbols"].values())
+    return out
+
+
+def gather_evidence(*, settings: Mapping[str, Any], diagnostics: Mapping[str, Any], strat: Strategy,
+                    params: Mapping[str, Any], lake: Any = None, checks: Collection[str] | None = None,
+                    lookahead_cuts: int = LOOKAHEAD_CUTS) -> Evidence:
+    """Every gate's value for a run. `checks` limits the lake re-checks run ("lookahead",
+    "data_fingerprint"; None runs both); a check not run has no value."""
+    values: dict[str, Any] = dict(run_values(diagnostics))
+    details: dict[str, str] = {}
+    checks = {"lookahead", "data_fingerprint"} if checks is None else set(checks)
+    record: dict[str, Any] = {
+        "values": {},
+        "oos_metrics": dict(diagnostics.get("oos_metrics", {})),
+        "benchmark": dict(diagnostics.get("benchmark", {})),
+        "n_trials": diagnostics.get("n_trials"),
+        "pbo_per_fold": [p.get("pbo") for p in diagnostics.get("pbo", {}).get("per_fold", [])],
+    }
+    frames = None
+    error = None
+    if checks & {"lookahead", "data_fingerprint"}:
+        from workbench.data.lake import Lake
+
+        try:
+            frames = run_bars(settings, lake if lake is not None else Lake())
+        except WorkbenchError as exc:
+            error = str(exc)
+    if "data_fingerprint" in checks:
+        fp = check_fingerprint(settings, frames, error)
+        values["data_fingerprint"] = fp["match"]
+        record["data_fingerprint"] = fp
+        if error:
+            details["data_fingerprint"] = f"bars unavailable: {error}"
+        elif not fp["match"]:
+            details["data_fingerprint"] = (f"lake bars differ: {str(fp['lake'])[:19]} vs recorded "
+                                           f"{str(fp['recorded'])[:19]} ({fp['bars']} vs "
+                                           f"{settings['data'].get('bars')} bars)")
+        else:
+            details["data_fingerprint"] = f"{fp['bars']} bars match {str(fp['recorded'])[:19]}"
+    if "lookahead" in checks:
+        la = check_run_lookahead(strat, frames, params, error, cuts=lookahead_cuts)
+        values["lookahead"] = la["ok"] if not la["error"] else None
+        record["lookahead"] = la
+        if la["error"]:
+            details["lookahead"] = f"not checked: {la['error']}"
+        elif la["ok"]:
+            details["lookahead"] = f"clean over {lookahead_cuts} cuts x {len(la['symbols'])} symbol(s)"
+        else:
+            bad = {s: v["violations"] for s, v in la["symbols"].items() if v["violations"]}
+            n = sum(len(v) for v in bad.values())
+            sym, first = next(iter(bad.items()))
+            details["lookahead"] = f"{n} violation(s); {sym}: {first[0]}"
+    record["values"] = dict(values)
+    return Evidence(values=values, details=details, record=record)
