@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/lake.py
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/walkforward.py
+	$(BIN)/python bench/paper_tick.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -6,6 +6,7 @@ per bar close, and compared trade by trade with a backtest of the same bars, par
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +188,15 @@ def test_bad_replay_inputs(lake, tmp_path: Path) -> None:
 def test_journal_trades_of_an_empty_journal(tmp_path: Path) -> None:
     with Journal(tmp_path / "j.sqlite") as j:
         assert journal_trades(j, "nothing").empty
+
+
+def test_equity_sessions_replay_trade_for_trade(tmp_path: Path) -> None:
+    """NYSE hours: the signal of a session's last bar acts at the next session's open, as in the backtest."""
+    lake = build_lake(tmp_path / "eq", symbols=("AAPL",))
+    spec = replace(spec_for("sma_cross", {"fast": 5, "slow": 20}, symbols=("AAPL",)), calendar="XNYS",
+                   periods_per_year=1764.0)
+    res = replay(spec, "2025-02-01", "2025-04-01", lake=lake, workdir=tmp_path / "r")
+    _check(res)
+    assert len(res.trades) >= 3
+    overnight = res.trades["entry_time"].dt.tz_convert("America/New_York").dt.hour.min()
+    assert overnight >= 9

@@ -315,3 +315,24 @@ def test_bad_configs_say_what_to_fix(tmp_path: Path, text: str, match: str) -> N
         load_config(p)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_bars_missed_between_ticks_are_journaled_not_traded_late(tmp_path: Path, frames) -> None:
+    h = Harness(tmp_path, frames, _fast(), RiskLimits(**NO_BREAKERS))
+    h.run("2025-03-01", "2025-03-02")
+    later = pd.Timestamp("2025-03-02 06:00", tz="UTC")
+    h.clock.now = later
+    h.runner.tick_one(h.spec, later)
+    missed = h.decisions().query("action == 'missed'")
+    assert len(missed) == 1 and "5 bar(s) closed since the last tick" in missed["reason"].iloc[0]
+
+
+def test_daily_loss_limit_halts_new_entries(tmp_path: Path, frames) -> None:
+    h = Harness(tmp_path, frames, _fast(), RiskLimits(daily_loss_limit=0.001, **NO_BREAKERS))
+    h.run("2025-03-01", "2025-03-20")
+    assert h.journal.active_halts() == []  # not a kill switch: it lasts for the day
+    refused = h.decisions().query("kind == 'risk' and action == 'refused'")
+    assert refused["reason"].str.contains("until the next UTC day").any()
+    days = pd.to_datetime(refused["bar"]).dt.normalize().unique()
+    entries = journal_trades(h.journal, h.spec.name)["entry_time"].dt.normalize().unique()
+    assert len(days) >= 1 and len(entries) >= 3

@@ -1059,10 +1059,10 @@ def demo() -> None:
                      min_trades=3, fixed="short=false", seed=7, purge="0",
                      html=DEMO_REPORTS / "walk_forward_sma_cross.html")
     ref = _demo_promote()
-    out.rule(f"paper replay of {ref}: Sep-Dec 2025, simulated clock, sim broker, parity with the backtest")
+    out.rule(f"paper replay of {ref}: Jul-Dec 2025, simulated clock, sim broker, parity with the backtest")
     from workbench.paper.cli import paper_replay
 
-    paper_replay(artifact=ref, start="2025-09-01", end="2025-12-31", journal=None, window="anchored",
+    paper_replay(artifact=ref, start="2025-07-01", end="2025-12-31", journal=None, window="anchored",
                  capital=None, report=DEMO_REPORTS / "paper_replay_parity.html")
     out.print(f"parity report: {DEMO_REPORTS / 'paper_replay_parity.html'}")
 

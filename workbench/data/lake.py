@@ -432,49 +432,57 @@ class Lake:
         return wide
 
     def read_recent(self, source: str, symbols: Sequence[str], timeframe: str | Timeframe,
-                    start: TimeLike) -> dict[str, pd.DataFrame]:
-        """Bars from `start` on of several symbols, in one query where they are stored at `timeframe`.
+                    start: TimeLike) -> dict[str, dict[str, np.ndarray]]:
+        """Bars from `start` on of several symbols as numpy columns (``ts`` in int64 microseconds).
 
-        The paper runner's incremental read: one scan of the current files instead of one query per
-        symbol. Symbols read by resampling, or a scan that meets a file being replaced, fall back to
-        `read_bars` one by one. Frames are indexed like `read_bars` (a `ts` column).
+        The paper runner's incremental read: one scan of the current files of every symbol stored
+        at `timeframe` instead of one query (and one DataFrame) per symbol. Symbols read by
+        resampling, or a scan that meets a file being replaced, fall back to `read_bars`.
         """
         tf = Timeframe.parse(timeframe)
         t0 = _ts(start, "start")
-        out: dict[str, pd.DataFrame] = {}
-        by_file: dict[str, str] = {}
+        out: dict[str, dict[str, np.ndarray]] = {}
+        files: list[Path] = []
+        owner: list[str] = []
         rest = []
         for sym in dict.fromkeys(symbols):
-            if self.stored_timeframe(source, sym, tf) == tf:
-                for f in self._files(self.series_dir(source, sym, tf), t0, None):
-                    by_file[str(f)] = sym
+            sdir = self.series_dir(source, sym, tf)
+            found = self._files(sdir, t0, None)
+            if found:
+                files.extend(found)
+                owner.extend([sym] * len(found))
+            elif self.stored_timeframe(source, sym, tf) is not None:
+                rest.append(sym)  # stored finer: a resampled read
             else:
-                rest.append(sym)
-        if by_file:
-            files = [Path(f) for f in by_file]
+                out[sym] = {}
+        if files:
             before = _identity(files)
-            sql = (f"SELECT * FROM read_parquet({_file_list(files)}, hive_partitioning=false, "
-                   "union_by_name=true, filename=true)" + (" WHERE ts >= ?" if t0 is not None else "")
-                   + " ORDER BY filename, ts")
+            sql = (f"SELECT *, epoch_us(ts) AS ts_us FROM read_parquet({_file_list(files)}, "
+                   "hive_partitioning=false, union_by_name=true, filename=true)"
+                   + (" WHERE ts >= ?" if t0 is not None else "") + " ORDER BY filename, ts")
             try:
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message=".*inplace keyword.*")
-                    df = self._con().execute(sql, [t0.to_pydatetime()] if t0 is not None else []).df()
+                cols = self._con().execute(sql, [t0.to_pydatetime()] if t0 is not None else []).fetchnumpy()
                 steady = _identity(files) == before
             except duckdb.Error:
                 steady = False
             if steady:
-                df = _utc(df)
-                for fname, g in df.groupby("filename", sort=False):
-                    sym = by_file[str(fname)]
-                    part = g.drop(columns="filename")
-                    out[sym] = part if sym not in out else pd.concat([out[sym], part])
-                for sym in set(by_file.values()):
-                    out[sym] = out.get(sym, df.iloc[:0].drop(columns="filename")).reset_index(drop=True)
+                index = {str(f): k for k, f in enumerate(files)}
+                which = np.asarray([index[str(f)] for f in cols["filename"]], dtype=np.int64)
+                bounds = np.searchsorted(which, np.arange(len(files) + 1))
+                names = [c for c in cols if c not in ("filename", "ts", "ts_us")]
+                for k, sym in enumerate(owner):
+                    lo, hi = int(bounds[k]), int(bounds[k + 1])
+                    part = {"ts": np.asarray(cols["ts_us"][lo:hi], dtype=np.int64),
+                            **{c: np.asarray(cols[c][lo:hi], dtype=np.float64) for c in names}}
+                    if sym in out and len(out[sym]):
+                        part = {c: np.concatenate([out[sym][c], part[c]]) for c in part}
+                    out[sym] = part
             else:
-                rest.extend(dict.fromkeys(by_file.values()))
+                rest.extend(dict.fromkeys(owner))
         for sym in rest:
-            out[sym] = self.read_bars(source, sym, tf, t0, None)
+            df = self.read_bars(source, sym, tf, t0, None)
+            out[sym] = {"ts": pd.DatetimeIndex(df["ts"]).as_unit("us").asi8,
+                        **{c: df[c].to_numpy(dtype=np.float64) for c in df.columns if c != "ts"}}
         return out
 
     def stored_timeframe(self, source: str, symbol: str, timeframe: str | Timeframe) -> Timeframe | None:

@@ -94,20 +94,21 @@ class BarFeed:
         after = pd.Timestamp(min(lasts) + self.step, tz="UTC") if len(lasts) == len(self.symbols) else None
         fresh = self.lake.read_recent(self.source, self.symbols, self.tf.name, after)
         added = 0
+        limit = self.until.value // 1000 if self.until is not None else None
         for s in self.symbols:
-            df = fresh.get(s)
-            if df is None or df.empty:
+            cols = fresh.get(s)
+            if not cols or not len(cols["ts"]):
                 continue
-            if self.until is not None:
-                df = df[df["ts"] < self.until]
-            new = self._to_series(df.set_index("ts"))
+            ts_ns = cols["ts"] * 1000
             ser = self._series[s]
-            keep = new.ts > (ser.ts[-1] if len(ser.ts) else np.iinfo(np.int64).min)
+            keep = ts_ns > (ser.ts[-1] if len(ser.ts) else np.iinfo(np.int64).min)
+            if limit is not None:
+                keep &= cols["ts"] < limit
             if not keep.any():
                 continue
-            ser.ts = np.concatenate([ser.ts, new.ts[keep]])
+            ser.ts = np.concatenate([ser.ts, ts_ns[keep]])
             for c in ser.cols:
-                ser.cols[c] = np.concatenate([ser.cols[c], new.cols[c][keep]])
+                ser.cols[c] = np.concatenate([ser.cols[c], cols[c][keep]])
             added += int(keep.sum())
         return added
 
@@ -135,22 +136,31 @@ class BarFeed:
         """
         syms = list(symbols) if symbols is not None else self.symbols
         end = _ns(now) - self.step
-        common: np.ndarray | None = None
+        parts = []
         for s in syms:
             ts = self._series[s].ts
-            lo = 0 if anchor is None else int(np.searchsorted(ts, _ns(anchor), side="left"))
             hi = int(np.searchsorted(ts, end, side="right"))
-            part = ts[lo:hi]
-            common = part if common is None else np.intersect1d(common, part, assume_unique=True)
-        assert common is not None
+            if anchor is not None:
+                lo = int(np.searchsorted(ts, _ns(anchor), side="left"))
+            else:  # a trailing window never needs more than its length (twice, for gaps between symbols)
+                lo = 0 if bars is None else max(hi - 2 * bars, 0)
+            parts.append(ts[lo:hi])
+        common = parts[0]
+        if not all(len(p) == len(common) and np.array_equal(p, common) for p in parts[1:]):
+            for p in parts[1:]:  # symbols with different bars: keep the times they share
+                common = np.intersect1d(common, p, assume_unique=True)
         if bars is not None and len(common) > bars:
             common = common[-bars:]
         out = {}
         index = pd.DatetimeIndex(pd.to_datetime(common, utc=True), name="ts")
         for s in syms:
             ser = self._series[s]
-            pos = np.searchsorted(ser.ts, common)
-            df = pd.DataFrame({c: v[pos] for c, v in ser.cols.items()}, index=index)
+            lo = int(np.searchsorted(ser.ts, common[0])) if len(common) else 0
+            if lo + len(common) <= len(ser.ts) and np.array_equal(ser.ts[lo:lo + len(common)], common):
+                take: slice | np.ndarray = slice(lo, lo + len(common))  # contiguous: no gather
+            else:
+                take = np.searchsorted(ser.ts, common)
+            df = pd.DataFrame({c: v[take] for c, v in ser.cols.items()}, index=index)
             df.attrs.update(symbol=s, timeframe=self.tf.name, source=self.source)
             out[s] = df
         return out

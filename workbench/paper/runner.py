@@ -20,7 +20,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -257,6 +257,7 @@ class Runner:
                     self.metrics.staleness(spec.name, (now - (bar + spec.tf.delta)).total_seconds())
                 return TickResult(spec.name, bar, "stale", message=stale)
             return TickResult(spec.name, bar, "skipped", message="bar already handled")
+        self._missed(spec, bar)
         self.journal.start_tick(spec.name, bar, now)
         crashpoint("tick_started")
         result = TickResult(spec.name, bar, "done")
@@ -282,6 +283,29 @@ class Runner:
     def _fill_label(self, spec: StrategySpec, bar: pd.Timestamp) -> pd.Timestamp:
         """The bar a signal order of signal bar `bar` fills in (the backtest's label)."""
         return bar + spec.tf.delta if spec.fill is Fill.NEXT_OPEN else bar
+
+    def _missed(self, spec: StrategySpec, bar: pd.Timestamp) -> None:
+        """Journal the bars that closed while nothing ticked (their signals are not traded late)."""
+        row = self.journal.db.execute(
+            "SELECT MAX(bar) FROM ticks WHERE artifact=? AND status != 'started'", (spec.name,)
+        ).fetchone()
+        if row is None or row[0] is None:
+            return
+        prev, tf = pd.Timestamp(row[0]), spec.tf
+        if bar - prev <= tf.delta:
+            return
+        gap = len(Calendar(spec.calendar).expected(prev + tf.delta, bar - tf.delta, tf))
+        if gap:
+            self.journal.decide(
+                spec.name,
+                bar,
+                None,
+                "data",
+                "missed",
+                f"{gap} bar(s) closed since the last tick at {prev.isoformat()} without a tick; "
+                "their signals were not acted on (the runner was stopped or too slow)",
+                bars=gap,
+            )
 
     def _stale(self, spec: StrategySpec, bar: pd.Timestamp, now: pd.Timestamp) -> str | None:
         if self.risk.stale_bars is None:
@@ -795,21 +819,38 @@ class Runner:
                     j.decide(spec.name, bar, sym, "risk", "breaker", reason)
                     out[sym] = reason
         if "*" not in out and (self.risk.max_drawdown is not None or self.risk.daily_loss_limit is not None):
-            snaps = j.snapshots_frame(spec.name)
-            if len(snaps):
-                eq = snaps["equity"].map(float)
-                day = snaps["bar"].map(lambda b: pd.Timestamp(b).normalize())
-                today = eq[day == bar.normalize()]
-                why = loss_halts(
-                    self.risk,
-                    equity=float(eq.iloc[-1]),
-                    peak=max(float(eq.max()), spec.capital),
-                    day_start=float(today.iloc[0]) if len(today) else None,
+            db = j.db
+            last = db.execute(
+                "SELECT equity FROM snapshots WHERE artifact=? ORDER BY bar DESC LIMIT 1", (spec.name,)
+            ).fetchone()
+            if last is not None:
+                equity = float(last[0])
+                peak = db.execute(
+                    "SELECT MAX(CAST(equity AS REAL)) FROM snapshots WHERE artifact=?", (spec.name,)
+                ).fetchone()[0]
+                first = db.execute(
+                    "SELECT equity FROM snapshots WHERE artifact=? AND bar >= ? ORDER BY bar LIMIT 1",
+                    (spec.name, bar.normalize().isoformat()),
+                ).fetchone()
+                dd = loss_halts(
+                    replace(self.risk, daily_loss_limit=None),
+                    equity=equity,
+                    peak=max(float(peak), spec.capital),
+                    day_start=None,
                 )
-                if why:
-                    j.halt(spec.name, why, source="kill_switch")
-                    j.decide(spec.name, bar, None, "risk", "kill_switch", why)
-                    out["*"] = f"halted (kill_switch): {why}"
+                if dd:  # the kill switch: halted until someone resumes
+                    j.halt(spec.name, dd, source="kill_switch")
+                    j.decide(spec.name, bar, None, "risk", "kill_switch", dd)
+                    out["*"] = f"halted (kill_switch): {dd}"
+                else:  # the day's loss limit: no new entries until the next UTC day
+                    day = loss_halts(
+                        replace(self.risk, max_drawdown=None),
+                        equity=equity,
+                        peak=0.0,
+                        day_start=float(first[0]) if first else None,
+                    )
+                    if day:
+                        out["*"] = f"{day}: no new entries until the next UTC day"
         return out
 
     def _snapshot(self, spec: StrategySpec, bar: pd.Timestamp) -> None:
