@@ -336,3 +336,24 @@ def test_daily_loss_limit_halts_new_entries(tmp_path: Path, frames) -> None:
     days = pd.to_datetime(refused["bar"]).dt.normalize().unique()
     entries = journal_trades(h.journal, h.spec.name)["entry_time"].dt.normalize().unique()
     assert len(days) >= 1 and len(entries) >= 3
+
+
+@pytest.mark.parametrize(
+    ("calendar", "tf", "now", "expected"),
+    [
+        ("24/7", "1h", "2025-03-03 10:20", ["2025-03-03 11:00:02", "2025-03-03 12:00:02"]),
+        ("24/7", "1m", "2025-03-03 10:20:01", ["2025-03-03 10:20:02", "2025-03-03 10:21:02"]),
+        # NYSE, UTC-aligned hourly buckets: Friday's last closes at 21:00 UTC (16:00 New York);
+        # then nothing until Monday's first (13:00 bucket, the session opens 13:30 UTC after DST)
+        ("XNYS", "1h", "2025-03-07 20:30", ["2025-03-07 21:00:02", "2025-03-10 14:00:02"]),
+    ],
+)
+def test_the_schedule_fires_after_each_bar_close_of_the_calendar(calendar, tf, now, expected) -> None:
+    from workbench.data.calendar import Calendar
+    from workbench.data.timeframe import Timeframe
+    from workbench.paper.service import bar_close_trigger
+
+    trig = bar_close_trigger(Calendar(calendar), Timeframe.parse(tf), 2.0)
+    first = trig.get_next_fire_time(None, pd.Timestamp(now, tz="UTC").to_pydatetime())
+    second = trig.get_next_fire_time(first, first)
+    assert [pd.Timestamp(first), pd.Timestamp(second)] == [pd.Timestamp(e, tz="UTC") for e in expected]

@@ -10,7 +10,6 @@ State lives under ``<data dir>/paper/<name>/``: ``journal.sqlite`` and, for the 
 from __future__ import annotations
 
 import logging
-import math
 import re
 import signal
 import threading
@@ -23,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from workbench.config import data_dir
+from workbench.data.calendar import Calendar
 from workbench.data.timeframe import Timeframe
 from workbench.errors import ConfigError, WorkbenchError, did_you_mean
 from workbench.paper.broker import Broker
@@ -429,22 +429,16 @@ class PaperSession:
         log.exception("tick failed")
 
     def trigger(self) -> Any:
-        """The APScheduler trigger: each bar close plus the delay, or an interval on an accelerated clock."""
-        from apscheduler.triggers.cron import CronTrigger
+        """The APScheduler trigger: each bar close (per the markets' calendar) plus the delay, or an
+        interval on an accelerated clock."""
         from apscheduler.triggers.interval import IntervalTrigger
 
         c = self.config
-        secs = self.tf.seconds
         if c.clock_speed is not None:
-            return IntervalTrigger(seconds=max(secs / c.clock_speed, 0.05))
-        delay = math.floor(c.delay)
-        if secs < 60:
-            return IntervalTrigger(seconds=secs)
-        if secs < 3600:
-            return CronTrigger(minute=f"*/{secs // 60}", second=delay, timezone="UTC")
-        if secs < 86400:
-            return CronTrigger(hour=f"*/{secs // 3600}", minute=0, second=delay, timezone="UTC")
-        return CronTrigger(hour=0, minute=0, second=delay, timezone="UTC")
+            return IntervalTrigger(seconds=max(self.tf.seconds / c.clock_speed, 0.05))
+        calendars = {s.calendar for s in self.specs}
+        calendar = Calendar(calendars.pop() if len(calendars) == 1 else "24/7")
+        return bar_close_trigger(calendar, self.tf, c.delay)
 
     def close(self) -> None:
         """Release the journal and the broker."""
@@ -493,3 +487,29 @@ def status(journal: Journal) -> dict[str, Any]:
         for t, m in zip(errs["time"], errs["message"], strict=True)
     ]
     return out
+
+
+def bar_close_trigger(calendar: Calendar, tf: Timeframe, delay: float) -> Any:
+    """An APScheduler trigger firing `delay` seconds after every bar close the calendar expects.
+
+    24/7 markets close a bar every interval; exchange calendars only in sessions (no ticks at
+    night, on weekends or holidays), so a tick always has a fresh bar to act on.
+    """
+    from apscheduler.triggers.base import BaseTrigger
+
+    class BarCloseTrigger(BaseTrigger):
+        __slots__ = ()
+
+        def get_next_fire_time(self, previous_fire_time: Any, now: Any) -> Any:
+            ref = pd.Timestamp(previous_fire_time if previous_fire_time is not None else now)
+            ref = ref.tz_localize("UTC") if ref.tzinfo is None else ref.tz_convert("UTC")
+            after = ref - tf.delta - pd.Timedelta(seconds=delay)
+            opens = calendar.next_expected(after, tf)  # the first bar whose close + delay is after ref
+            if opens is None:
+                return None
+            return (opens + tf.delta + pd.Timedelta(seconds=delay)).to_pydatetime()
+
+        def __str__(self) -> str:
+            return f"bar close ({calendar.code}, {tf.name}) + {delay:g}s"
+
+    return BarCloseTrigger()
