@@ -184,7 +184,13 @@ def test_stale_data_is_reported_and_nothing_is_traded(tmp_path: Path, frames) ->
 
 def test_a_position_changed_outside_the_runner_halts_the_symbol(tmp_path: Path, frames) -> None:
     h = Harness(tmp_path, frames, _fast(), RiskLimits(**NO_BREAKERS))
+    h.clock.now = pd.Timestamp("2025-03-01", tz="UTC")
+    h.broker.submit(
+        OrderRequest(client_order_id="held-before-start", symbol="BTC/USDT", side=Side.BUY, qty=0.25)
+    )
     h.run("2025-03-01", "2025-03-02")
+    assert h.journal.active_halts() == []  # what the account held before the first tick is left alone
+    assert (h.decisions()["action"] == "baseline").any()
     h.broker.submit(OrderRequest(client_order_id="manual-trade-1", symbol="BTC/USDT", side=Side.BUY, qty=0.5))
     h.run("2025-03-02", "2025-03-03")
     halts = h.journal.active_halts()

@@ -468,14 +468,36 @@ class Runner:
         return len(fills)
 
     def _reconcile(self, spec: StrategySpec, bar: pd.Timestamp) -> None:
-        """Compare the journal's positions (all strategies on this broker) with the broker's."""
+        """Compare the journal's positions (all strategies on this broker) with the broker's.
+
+        What the account held before the journal's first tick (a pre-funded testnet balance, a
+        manual position) is recorded once as the baseline and left alone.
+        """
         held = self.broker.positions()
+        baseline_text = self.journal.meta("baseline_positions")
+        if baseline_text is None:
+            symbols = sorted({s for other in self.specs for s in other.symbols})
+            base = {s: held[s].qty for s in symbols if s in held}
+            self.journal.set_meta("baseline_positions", json.dumps(base))
+            if base:
+                self.journal.decide(
+                    spec.name,
+                    bar,
+                    None,
+                    "reconcile",
+                    "baseline",
+                    "positions the account held before the first tick are not the runner's; "
+                    "they are left alone",
+                    **base,
+                )
+        else:
+            base = json.loads(baseline_text)
         mine: dict[str, Decimal] = {}
         for other in self.specs:
             for s, q in self.journal.ledger(other.name, other.capital).positions.items():
                 mine[s] = mine.get(s, Decimal(0)) + q
         for sym in spec.symbols:
-            want = float(mine.get(sym, Decimal(0)))
+            want = float(mine.get(sym, Decimal(0))) + float(base.get(sym, 0.0))
             have = held[sym].qty if sym in held else 0.0
             if abs(want - have) > 1e-9 * max(abs(want), abs(have), 1e-12) and abs(want - have) > 1e-12:
                 reason = (
