@@ -363,3 +363,25 @@ def test_the_schedule_fires_after_each_bar_close_of_the_calendar(calendar, tf, n
     first = trig.get_next_fire_time(None, pd.Timestamp(now, tz="UTC").to_pydatetime())
     second = trig.get_next_fire_time(first, first)
     assert [pd.Timestamp(first), pd.Timestamp(second)] == [pd.Timestamp(e, tz="UTC") for e in expected]
+
+
+class _NoStopsSim(_NoOcoSim):
+    """A venue that refuses stop orders (like Alpaca for crypto): the runner must watch the stop itself."""
+
+    def submit(self, request: OrderRequest):
+        if request.type is OrderType.STOP:
+            from workbench.errors import OrderRejected
+
+            raise OrderRejected("stop orders are not supported for this asset")
+        return super().submit(request)
+
+
+def test_a_refused_stop_is_watched_by_the_runner(tmp_path: Path, frames) -> None:
+    spec = spec_for(BRACKETS.name, {"seed": 3, "tp": 0.3, "sl": 0.004, "tsl": 0.4})
+    h = Harness(tmp_path, frames, spec, RiskLimits(**NO_BREAKERS), broker_cls=_NoStopsSim)
+    h.run("2025-03-01", "2025-03-15")
+    orders = h.journal.orders_frame(spec.name)
+    assert (orders.query("leg == 'sl'")["status"] == "rejected").all() and (orders["leg"] == "sl").any()
+    trades = journal_trades(h.journal, spec.name)
+    assert "stop_loss" in set(trades["exit_reason"])
+    assert (orders["leg"] == "slx").any()

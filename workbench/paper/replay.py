@@ -44,8 +44,15 @@ TRADE_COLUMNS = [
     "exit_reason",
     "status",
 ]
-_REASONS = {"exit": "signal", "sl": "stop_loss", "tp": "take_profit", "tsl": "trailing_stop",
-            "tpx": "take_profit", "tslx": "trailing_stop"}
+_REASONS = {
+    "exit": "signal",
+    "sl": "stop_loss",
+    "tp": "take_profit",
+    "tsl": "trailing_stop",
+    "slx": "stop_loss",
+    "tpx": "take_profit",
+    "tslx": "trailing_stop",
+}
 
 
 class SimClock:

@@ -745,12 +745,12 @@ class Runner:
     def _watched_exits(
         self, spec: StrategySpec, bar: pd.Timestamp, frames: dict[str, pd.DataFrame], result: TickResult
     ) -> set[str]:
-        """Targets and trailing stops the venue cannot hold beside the stop: exit at market once crossed.
+        """Protective levels with no order resting at the venue: exit at market once a bar crosses them.
 
-        Checked on the closed bars since the entry; returns the symbols exited.
+        That is the target and trailing stop on venues that hold one protective order per position,
+        and any leg the venue refused (Alpaca takes no plain stop orders for crypto). Checked on the
+        closed bars since the entry; returns the symbols exited.
         """
-        if getattr(self.broker, "native_oco", False):
-            return set()
         done: set[str] = set()
         ledger = self.journal.ledger(spec.name, spec.capital)
         for sym, q in ledger.positions.items():
@@ -764,11 +764,15 @@ class Runner:
             if row is None or not row[1]:
                 continue
             levels = json.loads(row[1])
-            watched = [
+            placed = {
                 leg
-                for leg, _t in _PROTECT
-                if _LEVEL[leg] in levels and leg not in resting_legs(levels, False)
-            ]
+                for (leg,) in self.journal.db.execute(
+                    "SELECT leg FROM orders WHERE oco_group=? "
+                    "AND status NOT IN ('rejected', 'canceled', 'expired')",
+                    (row[0],),
+                )
+            }
+            watched = [leg for leg, _t in _PROTECT if _LEVEL[leg] in levels and leg not in placed]
             if not watched:
                 continue
             e, long = float(dec(row[2])), q > 0
@@ -778,7 +782,13 @@ class Runner:
                 continue
             hi, lo, last = float(since["high"].max()), float(since["low"].min()), since.iloc[-1]
             why = None
-            if "tp" in watched:
+            if "sl" in watched:
+                x = float(levels["stop_loss"])
+                if (long and float(last["low"]) <= e * (1 - x)) or (
+                    not long and float(last["high"]) >= e * (1 + x)
+                ):
+                    why = "stop_loss"
+            if why is None and "tp" in watched:
                 x = float(levels["take_profit"])
                 if (long and float(last["high"]) >= e * (1 + x)) or (
                     not long and float(last["low"]) <= e * (1 - x)
@@ -799,10 +809,10 @@ class Runner:
                 "exit",
                 why,
                 f"{why} level crossed on bar {bar.isoformat()} "
-                "(watched by the runner: the venue holds one protective order)",
+                "(watched by the runner: no order for it rests at the venue)",
                 position=float(q),
             )
-            leg = "tp" if why == "take_profit" else "tsl"
+            leg = {"stop_loss": "sl", "take_profit": "tp", "trailing_stop": "tsl"}[why]
             for live in self.journal.live_orders(spec.name):
                 if live["symbol"] == sym and live["leg"] in ("sl", "tp", "tsl"):
                     got = self.broker.cancel(live["client_order_id"])
