@@ -151,7 +151,21 @@ def test_scheduled_run_survives_kill_9_restarts_without_duplicates(setup: dict, 
     cfg = _config(tmp_path / "paper.yaml", art, "killtest", speed=3600 * 20)
     env = {**os.environ, "WORKBENCH_DATA_DIR": str(setup["data"])}
     env.pop("WORKBENCH_PAPER_CRASH", None)
-    for wait in (2.5, 1.7, 3.1):
+    journal = setup["data"] / "paper" / "killtest" / "journal.sqlite"
+
+    def ticks() -> int:
+        if not journal.exists():
+            return 0
+        db = sqlite3.connect(journal, timeout=30)
+        try:
+            return db.execute("SELECT COUNT(*) FROM ticks").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            db.close()
+
+    for extra in (0.13, 0.41, 0.27):  # kill mid-run, after some ticks, at moments unrelated to the ticks
+        before = ticks()
         proc = subprocess.Popen(
             [*WB, "paper", "run", str(cfg)],
             env=env,
@@ -159,9 +173,13 @@ def test_scheduled_run_survives_kill_9_restarts_without_duplicates(setup: dict, 
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(wait)
+        deadline = time.monotonic() + 120
+        while ticks() < before + 8 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(extra)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
     done = subprocess.run(
         [*WB, "paper", "run", str(cfg), "--ticks", "20"], env=env, capture_output=True, text=True, timeout=300
     )
