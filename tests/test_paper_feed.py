@@ -27,8 +27,9 @@ def _lake(tmp_path: Path) -> Lake:
 def test_read_recent_equals_read_bars_for_stored_and_resampled_series(tmp_path: Path) -> None:
     lake = _lake(tmp_path)
     start = pd.Timestamp("2024-12-31 23:30", tz="UTC")
-    got = lake.read_recent("test", ["BTC/USDT", "ETH/USDT", "NOPE"], "1m", start)
+    got = lake.read_recent("test", ["ETH/USDT", "NOPE", "BTC/USDT"], "1m", start)  # not in path order
     assert got["NOPE"] == {}
+    assert not np.array_equal(got["BTC/USDT"]["close"][:5], got["ETH/USDT"]["close"][:5])
     for sym in ("BTC/USDT", "ETH/USDT"):
         want = lake.read_bars("test", sym, "1m", start)
         np.testing.assert_array_equal(got[sym]["ts"], pd.DatetimeIndex(want["ts"]).as_unit("us").asi8)

@@ -468,12 +468,14 @@ class Lake:
             if steady:
                 index = {str(f): k for k, f in enumerate(files)}
                 which = np.asarray([index[str(f)] for f in cols["filename"]], dtype=np.int64)
-                bounds = np.searchsorted(which, np.arange(len(files) + 1))
+                # rows grouped by our file order (the query's filename order need not be ours)
+                order = np.argsort(which, kind="stable")
+                bounds = np.searchsorted(which[order], np.arange(len(files) + 1))
                 names = [c for c in cols if c not in ("filename", "ts", "ts_us")]
                 for k, sym in enumerate(owner):
-                    lo, hi = int(bounds[k]), int(bounds[k + 1])
-                    part = {"ts": np.asarray(cols["ts_us"][lo:hi], dtype=np.int64),
-                            **{c: np.asarray(cols[c][lo:hi], dtype=np.float64) for c in names}}
+                    rows = order[int(bounds[k]):int(bounds[k + 1])]
+                    part = {"ts": np.asarray(cols["ts_us"][rows], dtype=np.int64),
+                            **{c: np.asarray(cols[c][rows], dtype=np.float64) for c in names}}
                     if sym in out and len(out[sym]):
                         part = {c: np.concatenate([out[sym][c], part[c]]) for c in part}
                     out[sym] = part

@@ -167,7 +167,7 @@ class TickResult:
 
     artifact: str
     bar: pd.Timestamp | None
-    status: str  # done | skipped | stale | error | halted
+    status: str  # done | skipped | stale | error
     orders: list[str] = field(default_factory=list)
     fills: int = 0
     latency_ms: float = 0.0

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.backtest.engine import Costs, Fill
-from workbench.errors import ConfigError, OrderRejected
+from workbench.errors import OrderRejected
 from workbench.paper.broker import (
     Account,
     Broker,
@@ -507,19 +507,3 @@ class SimBroker(Broker):
     def duplicate_submissions(self) -> int:
         """How many submissions reused a known client order id (the runner should make none)."""
         return int(self.stats["duplicates"])
-
-
-def sim_from_config(
-    path: str | Path | None,
-    *,
-    feed: BarFeed,
-    costs: Costs,
-    fill: str,
-    cash: float,
-    clock: Callable[[], pd.Timestamp],
-    durable: bool = True,
-) -> SimBroker:
-    """Build the sim broker a paper config asks for."""
-    if cash <= 0:
-        raise ConfigError(f"sim broker cash={cash} must be positive")
-    return SimBroker(path, feed=feed, costs=costs, fill=fill, cash=cash, clock=clock, durable=durable)
