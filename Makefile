@@ -20,8 +20,9 @@ demo: $(STAMP)
 	$(BIN)/workbench demo
 
 test: $(STAMP)
-	$(BIN)/ruff check workbench tests bench research
+	$(BIN)/ruff check workbench tests bench research notebooks
 	$(BIN)/pytest -q
+	$(BIN)/pytest -q -p no:cacheprovider --nbval-lax notebooks
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'

@@ -831,6 +831,9 @@ app.add_typer(promote_app, name="promote")
 from workbench.paper.cli import paper_app  # noqa: E402
 
 app.add_typer(paper_app, name="paper")
+from workbench.reports.cli import report_app  # noqa: E402
+
+app.add_typer(report_app, name="report")
 StorageOpt = Annotated[str | None, typer.Option(
     help="Optuna storage: a journal file path (default data/optimize/<run>.journal), sqlite:///path.db "
     "or postgresql://user@host:port/db (workers on several machines).")]
@@ -1065,6 +1068,14 @@ def demo() -> None:
     paper_replay(artifact=ref, start="2025-07-01", end="2025-12-31", journal=None, window="anchored",
                  capital=None, report=DEMO_REPORTS / "paper_replay_parity.html")
     out.print(f"parity report: {DEMO_REPORTS / 'paper_replay_parity.html'}")
+    from workbench.promote import load_artifact
+    from workbench.reports import run_report
+
+    run_id = load_artifact(ref).run_id
+    out.rule(f"report: notebooks/walk_forward_report.ipynb on {run_id} (papermill)")
+    res = run_report("walk_forward_report", {"run_id": run_id}, out=Path("reports"))
+    m = res.manifest
+    out.print(f"report {m['status']} in {m['duration_s']:.1f} s: {res.html}", highlight=False)
 
 
 def _demo_promote() -> str:

@@ -1,0 +1,243 @@
+"""Notebooks as reproducible reports: papermill executes a template with parameters, nbconvert renders it.
+
+Each run writes ``reports/<name>/<timestamp>/`` with the executed notebook, a self-contained HTML
+(code hidden by default, plotly charts interactive) and ``manifest.json``: parameters, what the
+notebook recorded (data fingerprints, run ids), code version, duration and status. A failing cell
+gives a failed manifest naming the cell and the error, and `ReportFailed`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from workbench.errors import ConfigError, WorkbenchError, did_you_mean
+from workbench.version import code_version
+
+log = logging.getLogger(__name__)
+
+RECORD_ENV = "WORKBENCH_REPORT_RECORD"
+SECRET_NAME = re.compile(r"key|secret|token|password|passwd|credential", re.I)
+
+
+class ReportFailed(WorkbenchError):
+    """A notebook cell raised; the manifest names the cell and the error."""
+
+
+@dataclass
+class ReportResult:
+    """Where a report run wrote its files, and its manifest."""
+
+    folder: Path
+    notebook: Path
+    html: Path | None
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every cell ran."""
+        return self.manifest.get("status") == "ok"
+
+
+def notebooks_dir() -> Path:
+    """The report templates: ./notebooks (or $WORKBENCH_NOTEBOOKS_DIR)."""
+    return Path(os.environ.get("WORKBENCH_NOTEBOOKS_DIR") or "notebooks").resolve()
+
+
+def find_notebook(name: str | Path) -> Path:
+    """A notebook by path, or by name in the notebooks folder (``strategy_research``)."""
+    p = Path(name)
+    if p.suffix == ".ipynb" and p.is_file():
+        return p.resolve()
+    folder = notebooks_dir()
+    candidate = folder / (p.name if p.suffix == ".ipynb" else f"{p.name}.ipynb")
+    if candidate.is_file():
+        return candidate
+    known = sorted(f.stem for f in folder.glob("*.ipynb")) if folder.is_dir() else []
+    raise ConfigError(
+        f"unknown notebook {str(name)!r}{did_you_mean(p.stem, known)}; "
+        f"available: {', '.join(known) or 'none (is this the repository root?)'}"
+    )
+
+
+def declared_parameters(path: Path) -> dict[str, Any]:
+    """The parameters a notebook declares in its `parameters` cell, with their defaults."""
+    import papermill
+
+    info = papermill.inspect_notebook(str(path))
+    return {k: v.get("default") for k, v in info.items()}
+
+
+def check_parameters(path: Path, parameters: dict[str, Any]) -> None:
+    """Refuse undeclared parameters (naming the declared ones) and anything that looks like a secret."""
+    declared = declared_parameters(path)
+    for key in parameters:
+        if SECRET_NAME.search(key):
+            raise ConfigError(
+                f"parameter {key!r} looks like a credential: secrets are never passed as "
+                "parameters (they would be written into the executed notebook); put them in "
+                "the environment or a .env file"
+            )
+        if key not in declared:
+            raise ConfigError(
+                f"notebook {path.stem} takes no parameter {key!r}{did_you_mean(key, declared)}; "
+                f"it takes {', '.join(declared) or 'none'}"
+            )
+
+
+def parse_parameters(items: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs from the command line; values are read as JSON when they parse (numbers, lists)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"parameter {item!r} is not key=value; write e.g. -p symbol=BTC/USDT")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def record(**values: Any) -> None:
+    """Called from a notebook: add values (data fingerprints, run ids...) to the report's manifest."""
+    path = os.environ.get(RECORD_ENV)
+    if not path:
+        return
+    p = Path(path)
+    old = json.loads(p.read_text()) if p.exists() else {}
+    old.update({k: v for k, v in values.items()})
+    p.write_text(json.dumps(old, default=str))
+
+
+def setup_notebook() -> None:
+    """Called at the top of a template: plotly charts that work in JupyterLab and in the offline HTML."""
+    import plotly.io as pio
+
+    pio.renderers.default = "plotly_mimetype+notebook"
+
+
+def _writable(root: Path) -> None:
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"report folder {root} is not writable ({probe} is not a writable folder); "
+            "choose another with --out"
+        )
+
+
+def run_report(
+    notebook: str | Path,
+    parameters: dict[str, Any] | None = None,
+    *,
+    out: str | Path = "reports",
+    name: str | None = None,
+    html: bool = True,
+    show_code: bool = False,
+    timeout: float | None = 600,
+) -> ReportResult:
+    """Execute a notebook template with papermill and write the notebook, the HTML and the manifest.
+
+    Raises `ReportFailed` (after writing a failed manifest) when a cell raises.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    path = find_notebook(notebook)
+    params = dict(parameters or {})
+    check_parameters(path, params)
+    root = Path(out)
+    _writable(root)
+    name = name or path.stem
+    stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S%fZ")
+    folder = root / name / stamp
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    rec = work / "record.json"
+    executed = work / f"{name}.ipynb"
+    manifest: dict[str, Any] = {
+        "notebook": str(path),
+        "name": name,
+        "parameters": params,
+        "code_version": code_version(),
+        "started": pd.Timestamp.now(tz="UTC").isoformat(),
+    }
+    t0 = time.perf_counter()
+    previous = os.environ.get(RECORD_ENV)
+    os.environ[RECORD_ENV] = str(rec)
+    error: PapermillExecutionError | None = None
+    try:
+        papermill.execute_notebook(
+            str(path),
+            str(executed),
+            parameters=params,
+            progress_bar=False,
+            kernel_name="python3",
+            cwd=str(Path.cwd()),
+            execution_timeout=timeout,
+        )
+    except PapermillExecutionError as exc:
+        error = exc
+    finally:
+        if previous is None:
+            os.environ.pop(RECORD_ENV, None)
+        else:
+            os.environ[RECORD_ENV] = previous
+    manifest["duration_s"] = round(time.perf_counter() - t0, 3)
+    manifest["finished"] = pd.Timestamp.now(tz="UTC").isoformat()
+    manifest["recorded"] = json.loads(rec.read_text()) if rec.exists() else {}
+    rec.unlink(missing_ok=True)
+    if error is not None:
+        manifest["status"] = "failed"
+        first = next((ln for ln in str(error.source or "").splitlines() if ln.strip()), "")
+        manifest["error"] = {
+            "cell": error.cell_index,  # index in the executed notebook (papermill's parameters cell included)
+            "execution_count": error.exec_count,
+            "source": first,
+            "ename": error.ename,
+            "evalue": error.evalue,
+        }
+    else:
+        manifest["status"] = "ok"
+    html_path = None
+    if html and executed.exists():
+        html_path = work / f"{name}.html"
+        _to_html(executed, html_path, show_code=show_code, title=f"{name} ({stamp})")
+    manifest["files"] = {"notebook": executed.name, "html": html_path.name if html_path else None}
+    (work / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(work), str(folder))  # one rename: the folder appears complete or not at all
+    result = ReportResult(
+        folder, folder / executed.name, folder / html_path.name if html_path else None, manifest
+    )
+    if error is not None:
+        err = manifest["error"]
+        raise ReportFailed(
+            f"report {name} failed in cell {err['cell']} ({err['source'][:60]!r}) with {error.ename}: "
+            f"{str(error.evalue).splitlines()[0] if error.evalue else ''}; see {folder / 'manifest.json'}"
+        )
+    return result
+
+
+def _to_html(executed: Path, out: Path, *, show_code: bool, title: str) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(executed), as_version=4)
+    exporter = HTMLExporter(
+        exclude_input=not show_code, exclude_input_prompt=True, exclude_output_prompt=True
+    )
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    out.write_text(body)
