@@ -1,7 +1,8 @@
 """nbval runs every template here with its default (demo) parameters against a small seeded lake.
 
-The lake is built before collection (kernels inherit the environment when they start): 1h
-synthetic BTC/USDT for the first half of 2025, the range the templates' defaults read.
+Built before collection (kernels inherit the environment when they start), like `make demo` but
+smaller: 1h synthetic BTC/USDT for the first half of 2025 (the range the templates' defaults
+read), a walk-forward run promoted with a recorded reason, and a paper replay's journal.
 """
 
 from __future__ import annotations
@@ -26,3 +27,15 @@ def pytest_configure(config: object) -> None:
     start, end = pd.Timestamp("2025-01-01", tz="UTC"), pd.Timestamp("2025-07-01", tz="UTC")
     lake.write_bars("synthetic", "BTC/USDT", "1h", src.bars("BTC/USDT", "1h", start, end))
     os.environ["WORKBENCH_DATA_DIR"] = str(root)
+    from workbench.backtest import load_bars
+    from workbench.optimize import WalkForward, walk_forward
+    from workbench.paper.replay import replay
+    from workbench.paper.runner import StrategySpec
+    from workbench.promote import promote
+
+    bars = load_bars(lake, ["BTC/USDT"], "1h")
+    wf = walk_forward("sma_cross", bars, splitter=WalkForward(n_folds=3), n_trials=8, seed=7,
+                      fixed={"short": False}, min_trades=1)
+    art = promote(wf.run_id, force=True, reason="the notebooks' test fixture", lake=lake).artifact
+    replay(StrategySpec.from_artifact(art), "2025-05-01", "2025-06-01", lake=lake,
+           workdir=root / "paper" / "replay" / "fixture")

@@ -1060,12 +1060,14 @@ def demo() -> None:
     out.rule("walk-forward: sma_cross on BTC/USDT 1h, 6 rolling folds x 40 Optuna trials")
     walk_forward_cmd(strategy="sma_cross", symbols="BTC/USDT", timeframe="1h", folds=6, trials=40, workers=1,
                      min_trades=3, fixed="short=false", seed=7, purge="0",
+                     start="2025-01-01", end="2026-01-01",  # 2025 only: a paper run may have grown the lake
                      html=DEMO_REPORTS / "walk_forward_sma_cross.html")
     ref = _demo_promote()
     out.rule(f"paper replay of {ref}: Jul-Dec 2025, simulated clock, sim broker, parity with the backtest")
     from workbench.paper.cli import paper_replay
 
-    paper_replay(artifact=ref, start="2025-07-01", end="2025-12-31", journal=None, window="anchored",
+    replays = _lake().root / "paper" / "replay"  # kept: the paper monitor notebook reads its journal
+    paper_replay(artifact=ref, start="2025-07-01", end="2025-12-31", journal=replays, window="anchored",
                  capital=None, report=DEMO_REPORTS / "paper_replay_parity.html")
     out.print(f"parity report: {DEMO_REPORTS / 'paper_replay_parity.html'}")
     from workbench.promote import load_artifact

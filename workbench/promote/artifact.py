@@ -90,6 +90,35 @@ class Artifact:
 
         return [Verdict.from_dict(g) for g in self.gates]
 
+    def gates_frame(self) -> Any:
+        """One row per gate: value, rule, verdict and detail (for reports)."""
+        import pandas as pd
+
+        rows = [{"gate": g["name"], "value": g.get("value"), "rule": f"{g.get('op')} {g.get('threshold')}",
+                 "passed": bool(g.get("passed")), "detail": g.get("detail")} for g in self.gates]
+        return pd.DataFrame(rows, columns=["gate", "value", "rule", "passed", "detail"])
+
+    def folds_frame(self) -> Any:
+        """The parameters each walk-forward fold chose, with its in- and out-of-sample Sharpe."""
+        import pandas as pd
+
+        rows = [{k: v for k, v in f.items() if k != "params"}
+                | {f"param_{k}": v for k, v in f["params"].items()} for f in self.fold_params]
+        return pd.DataFrame(rows)
+
+    def summary_frame(self) -> Any:
+        """What the paper runner will trade: strategy, params, market, costs, provenance."""
+        import pandas as pd
+
+        rows = [("artifact", self.ref), ("strategy", self.strategy), ("params", self.params),
+                ("symbols", ", ".join(self.symbols)), ("timeframe", self.timeframe), ("costs", self.costs),
+                ("fill", self.fill), ("sizing", self.sizing), ("run", self.run_id),
+                ("data", f"{self.data.get('start')} .. {self.data.get('end')}"),
+                ("data fingerprint", self.data.get("fingerprint")),
+                ("code version", self.code_version), ("created", self.created_at),
+                ("forced", f"yes: {self.force_reason}" if self.forced else "no")]
+        return pd.DataFrame(rows, columns=["field", "value"]).set_index("field")
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON content: every field but `path`, in declaration order."""
         return {f.name: jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "path"}

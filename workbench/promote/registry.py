@@ -215,6 +215,21 @@ class Registry:
                 raise DataError(f"{path} line {i} is not JSON; repair or remove that line") from None
         return rows
 
+    def latest(self) -> Artifact:
+        """The current version of the most recently promoted name (what a report shows by default)."""
+        best = None
+        for name in self.names():
+            version = self.current(name)
+            if version is None:
+                continue
+            art = self.get(f"{name}@{version}")
+            if best is None or art.created_at > best.created_at:
+                best = art
+        if best is None:
+            raise ConfigError(f"the registry {self.root} holds no artifact yet; promote a walk-forward run "
+                              "first (workbench promote <run-id>)")
+        return best
+
     def list(self) -> pd.DataFrame:
         """One row per version of every name: current flag, strategy, run, when, forced, headline figures."""
         rows = []

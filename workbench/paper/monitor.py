@@ -1,0 +1,82 @@
+"""What a paper-trading journal says, as tables and charts for the monitor notebook and reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from workbench.config import data_dir
+from workbench.errors import ConfigError
+from workbench.paper.journal import Journal
+from workbench.paper.replay import journal_trades
+
+
+def latest_journal(root: str | Path | None = None) -> Path:
+    """The most recently written journal under ``<data dir>/paper`` (a run or a replay)."""
+    base = Path(root) if root is not None else data_dir() / "paper"
+    found = sorted(base.rglob("journal.sqlite"), key=lambda p: p.stat().st_mtime) if base.is_dir() else []
+    if not found:
+        raise ConfigError(f"no paper-trading journal under {base}; run `workbench paper run` or "
+                          "`workbench paper replay --journal <folder>` first")
+    return found[-1]
+
+
+class Monitor:
+    """Read-only views of one journal: the book, equity, trades, orders and decisions per strategy."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ConfigError(f"no journal at {self.path}; give the journal.sqlite of a paper run or replay")
+        self.journal = Journal(self.path, durable=False)
+
+    def strategies(self) -> list[str]:
+        """The strategies this journal traded."""
+        rows = self.journal.db.execute("SELECT key FROM meta WHERE key LIKE 'spec:%' ORDER BY key").fetchall()
+        return [k.split(":", 1)[1] for (k,) in rows]
+
+    def book(self) -> pd.DataFrame:
+        """One row per strategy: capital, cash, equity, P&L, positions, last tick."""
+        from workbench.paper.service import status
+
+        st = status(self.journal)
+        return pd.DataFrame(st["strategies"]).set_index("name") if st["strategies"] else pd.DataFrame()
+
+    def halts(self) -> pd.DataFrame:
+        """Halts in force."""
+        return pd.DataFrame(self.journal.active_halts())
+
+    def equity(self, strategy: str) -> pd.Series:
+        """Equity after each tick."""
+        snaps = self.journal.snapshots_frame(strategy)
+        return pd.Series(snaps["equity"].map(float).to_numpy(), index=pd.to_datetime(snaps["bar"], utc=True),
+                         name="equity")
+
+    def equity_figure(self, strategy: str) -> Any:
+        """The equity curve of a strategy from its journal."""
+        from workbench.backtest.plots import equity_figure
+
+        return equity_figure(self.equity(strategy), title=f"{strategy}: equity from the journal")
+
+    def trades(self, strategy: str) -> pd.DataFrame:
+        """Round trips from the journal's fills."""
+        return journal_trades(self.journal, strategy)
+
+    def orders(self, strategy: str) -> pd.DataFrame:
+        """Every order with its status, fills and refusal reason."""
+        cols = ["client_order_id", "symbol", "bar", "leg", "side", "type", "qty", "status", "filled_qty",
+                "avg_fill_price", "fee", "reject_reason"]
+        return self.journal.orders_frame(strategy)[cols]
+
+    def decisions(self, strategy: str, kinds: tuple[str, ...] = ()) -> pd.DataFrame:
+        """Decisions and refusals with their reasons (optionally only some kinds: risk, data, order...)."""
+        d = self.journal.decisions_frame(strategy)
+        if kinds:
+            d = d[d["kind"].isin(kinds)]
+        return d[["bar", "symbol", "kind", "action", "reason"]]
+
+    def close(self) -> None:
+        """Close the journal."""
+        self.journal.close()
