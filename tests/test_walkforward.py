@@ -646,3 +646,21 @@ def test_figures_of_a_loaded_run(base: WalkForwardResult, data_root: Path) -> No
     back = load_run(base.run_id)
     for fig in (back.figure(), back.scatter_figure(), back.stability_figure()):
         assert isinstance(fig, go.Figure) and len(fig.data) >= 1
+
+
+def test_a_crashed_worker_not_yet_reaped_counts_as_dead() -> None:
+    """A forked worker that died (a zombie until its parent reaps it) must not hold its trial forever."""
+    from workbench.optimize.storage import _alive
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        deadline = time.time() + 10
+        while _alive(pid) and time.time() < deadline:
+            time.sleep(0.01)
+        assert not _alive(pid), "a zombie counted as a live worker"
+        assert _alive(os.getpid())
+    finally:
+        os.waitpid(pid, 0)
+    assert not _alive(pid)

@@ -152,6 +152,16 @@ def claim(storage: BaseStorage, sid: int) -> int | None:
     return None
 
 
+def _alive(pid: int) -> bool:
+    """Whether a local process runs: a crashed worker not yet reaped by its parent is a zombie, not alive."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
 def recover_stale(storage: BaseStorage, sid: int, stale_after: float) -> int:
     """Finish trials whose worker is gone as FAIL and re-queue their budget; returns how many.
 
@@ -168,7 +178,7 @@ def recover_stale(storage: BaseStorage, sid: int, stale_after: float) -> int:
         dead = now - started > (stale_after if worker else min(stale_after, CLAIM_GRACE))
         if host == socket.gethostname() and pid.isdigit():
             p = int(pid)
-            dead = dead or (t._trial_id not in _HELD if p == os.getpid() else not psutil.pid_exists(p))
+            dead = dead or (t._trial_id not in _HELD if p == os.getpid() else not _alive(p))
         if not dead:
             continue
         try:

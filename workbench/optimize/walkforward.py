@@ -14,6 +14,7 @@ and a resumed run the same result as an uninterrupted one.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -520,11 +521,19 @@ def _start_workers(run: _Run, n: int) -> list[tuple[Any, Any]]:
         return []
     ctx = mp.get_context("fork")  # the children share the loaded bars and compiled kernels
     out = []
-    for _ in range(n):
-        q = ctx.Queue()
-        p = ctx.Process(target=_child, args=(run, os.getpid(), q), daemon=True)
-        p.start()
-        out.append((p, q))
+    # a child must never run the finalisers of objects it inherited: a Jupyter kernel's zmq sockets
+    # (or a database connection) collected in a forked process can crash it; frozen objects are
+    # never collected, in the children or (until unfrozen) here
+    gc.collect()
+    gc.freeze()
+    try:
+        for _ in range(n):
+            q = ctx.Queue()
+            p = ctx.Process(target=_child, args=(run, os.getpid(), q), daemon=True)
+            p.start()
+            out.append((p, q))
+    finally:
+        gc.unfreeze()
     return out
 
 
