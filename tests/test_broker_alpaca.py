@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from alpaca.trading.requests import MarketOrderRequest
 from broker_contract import BrokerContract
 from servers.alpaca import API_KEY, SECRET_KEY
 from servers.alpaca_trading import CRYPTO_LATEST_TRADES, ORDERS, STOCK_LATEST_TRADES, AlpacaTradingFake
-from servers.loopback import Response
+from servers.loopback import Response, guard_loopback
 
 from workbench.errors import BrokerError, BrokerUnavailable, ConfigError, CredentialsError, OrderRejected
 from workbench.paper.alpaca import AlpacaBroker, workbench_symbol
@@ -44,16 +43,7 @@ BY_CLIENT_ID = "/v2/orders:by_client_order_id"
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No traffic leaves the machine; no developer settings; the fake's keys in the environment."""
-    real_connect = socket.socket.connect
-
-    def connect(self: socket.socket, address: object) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            host = address[0] if isinstance(address, tuple) else address
-            if host not in ("127.0.0.1", "::1"):
-                raise AssertionError(f"test tried to connect to {address!r}: loopback only")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
+    guard_loopback(monkeypatch)
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("APCA_API_KEY_ID", API_KEY)

@@ -8,7 +8,6 @@ exchange filters, secrets, settings. A guard fails any test that connects anywhe
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 from broker_contract import BrokerContract
 from servers.binance_trading import API_KEY, SECRET, BinanceTradingServer
-from servers.loopback import Response
+from servers.loopback import Response, guard_loopback
 
 from workbench.data.sources.ccxt import BASE_URL_SETTING
 from workbench.errors import BrokerUnavailable, ConfigError, CredentialsError, OrderRejected
@@ -34,16 +33,7 @@ SETTINGS = (BASE_URL_SETTING, API_KEY_SETTING, SECRET_SETTING, "BINANCE_API_KEY"
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No traffic leaves the machine; no developer .env or environment variable leaks in."""
-    real_connect = socket.socket.connect
-
-    def connect(self: socket.socket, address: object) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            host = address[0] if isinstance(address, tuple) else address
-            if host not in ("127.0.0.1", "::1"):
-                raise AssertionError(f"test tried to connect to {address!r}: loopback only")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
+    guard_loopback(monkeypatch)
     monkeypatch.chdir(tmp_path)
     for name in SETTINGS:
         monkeypatch.delenv(name, raising=False)

@@ -6,14 +6,13 @@ WORKBENCH_CCXT_BASE_URL setting); a guard fails any test that opens a socket any
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from servers.binance import BinanceServer
-from servers.loopback import Response
+from servers.loopback import Response, guard_loopback
 
 from workbench import Lake
 from workbench.data.quality import IssueKind
@@ -35,16 +34,7 @@ def _ms(value: str) -> int:
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No traffic leaves the machine, and no developer .env or env var redirects the source."""
-    real_connect = socket.socket.connect
-
-    def connect(self: socket.socket, address: object) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            host = address[0] if isinstance(address, tuple) else address
-            if host not in ("127.0.0.1", "::1"):
-                raise AssertionError(f"test tried to connect to {address!r}: loopback only")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
+    guard_loopback(monkeypatch)
     monkeypatch.delenv(BASE_URL_SETTING, raising=False)
     monkeypatch.chdir(tmp_path)
 

@@ -176,3 +176,19 @@ class LoopbackServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def guard_loopback(monkeypatch: Any) -> None:
+    """Fail any test that connects anywhere but 127.0.0.1 / ::1 (the fakes live there)."""
+    import socket
+
+    real_connect = socket.socket.connect
+
+    def connect(self: socket.socket, address: object) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0] if isinstance(address, tuple) else address
+            if host not in ("127.0.0.1", "::1"):
+                raise AssertionError(f"test tried to connect to {address!r}: loopback only")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -55,10 +54,9 @@ def _journal(config: Path) -> Any:
 
 
 def _specs(journal: Any) -> list[Any]:
-    from workbench.paper.runner import StrategySpec
+    from workbench.paper.runner import specs_in
 
-    rows = journal.db.execute("SELECT key, value FROM meta WHERE key LIKE 'spec:%' ORDER BY key").fetchall()
-    return [StrategySpec.from_dict(json.loads(v)) for _k, v in rows]
+    return specs_in(journal)
 
 
 @paper_app.command("run")
@@ -207,17 +205,15 @@ def _parity_table(res: Any, out: Any) -> None:
 
 
 def _write_report(res: Any, path: Path) -> None:
-    from workbench.paper.replay import TRADE_COLUMNS
+    from workbench.paper.replay import backtest_trades
 
     r = res.trades.add_prefix("replay_").rename(
         columns={"replay_symbol": "symbol", "replay_entry_time": "entry_time"}
     )
-    bt = res.backtest.trades.copy()
+    bt = backtest_trades(res.backtest)
     if len(bt):
-        bt["symbol"] = bt["symbol"].astype(str)
         bt = (
-            bt[TRADE_COLUMNS]
-            .add_prefix("backtest_")
+            bt.add_prefix("backtest_")
             .rename(columns={"backtest_symbol": "symbol", "backtest_entry_time": "entry_time"})
         )
         table = r.merge(bt, on=["symbol", "entry_time"], how="outer") if len(r) else bt

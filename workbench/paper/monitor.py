@@ -34,8 +34,9 @@ class Monitor:
 
     def strategies(self) -> list[str]:
         """The strategies this journal traded."""
-        rows = self.journal.db.execute("SELECT key FROM meta WHERE key LIKE 'spec:%' ORDER BY key").fetchall()
-        return [k.split(":", 1)[1] for (k,) in rows]
+        from workbench.paper.runner import specs_in
+
+        return [spec.name for spec in specs_in(self.journal)]
 
     def book(self) -> pd.DataFrame:
         """One row per strategy: capital, cash, equity, P&L, positions, last tick."""

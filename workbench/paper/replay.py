@@ -338,7 +338,7 @@ def replay(
             index[-1] + tf.delta,
             trades,
             bt,
-            compare_trades(trades, _bt_trades(bt), rtol),
+            compare_trades(trades, backtest_trades(bt), rtol),
             root / "journal.sqlite",
             len(times),
             pd.Series(lat, dtype=float),
@@ -380,7 +380,8 @@ def parity_backtest(spec: StrategySpec, frames: dict[str, pd.DataFrame], i0: int
     )
 
 
-def _bt_trades(bt: BacktestResult) -> pd.DataFrame:
+def backtest_trades(bt: BacktestResult) -> pd.DataFrame:
+    """A backtest's trades in the journal's trade layout (what parity and drift compare)."""
     t = bt.trades.copy()
     if t.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in TRADE_COLUMNS})
@@ -404,4 +405,4 @@ def drift(journal: Journal, spec: StrategySpec, lake: Any, rtol: float = 1e-6) -
     end = last + spec.tf.delta * (2 if spec.fill.value == "next_open" else 1)
     frames, i0 = replay_frames(lake, spec, first, end)
     bt = parity_backtest(spec, frames, i0)
-    return compare_trades(journal_trades(journal, spec.name), _bt_trades(bt), rtol)
+    return compare_trades(journal_trades(journal, spec.name), backtest_trades(bt), rtol)

@@ -161,6 +161,12 @@ class StrategySpec:
         return get_strategy(self.strategy)
 
 
+def specs_in(journal: Journal) -> list[StrategySpec]:
+    """The strategies a journal's runner traded, as it recorded them (for status, monitors, drift)."""
+    rows = journal.db.execute("SELECT value FROM meta WHERE key LIKE 'spec:%' ORDER BY key").fetchall()
+    return [StrategySpec.from_dict(json.loads(v)) for (v,) in rows]
+
+
 @dataclass
 class TickResult:
     """What one tick of one strategy did."""
@@ -574,6 +580,14 @@ class Runner:
                 result.fills += self._apply(spec, row, order)
         return order
 
+    def _cancel_protection(self, spec: StrategySpec, sym: str) -> None:
+        """Cancel the resting protective orders of a symbol before it is exited at market."""
+        for row in self.journal.live_orders(spec.name):
+            if row["symbol"] == sym and row["leg"] in ("sl", "tp", "tsl"):
+                got = self.broker.cancel(row["client_order_id"])
+                if got is not None:
+                    self._apply(spec, row, got)
+
     def _exit(
         self,
         spec: StrategySpec,
@@ -583,11 +597,7 @@ class Runner:
         p: float,
         result: TickResult,
     ) -> None:
-        for row in self.journal.live_orders(spec.name):
-            if row["symbol"] == sym and row["leg"] in ("sl", "tp", "tsl"):
-                got = self.broker.cancel(row["client_order_id"])
-                if got is not None:
-                    self._apply(spec, row, got)
+        self._cancel_protection(spec, sym)
         crashpoint("after_cancel")
         req = OrderRequest(
             client_order_id=client_order_id(spec.name, sym, bar, "exit"),
@@ -813,11 +823,7 @@ class Runner:
                 position=float(q),
             )
             leg = {"stop_loss": "sl", "take_profit": "tp", "trailing_stop": "tsl"}[why]
-            for live in self.journal.live_orders(spec.name):
-                if live["symbol"] == sym and live["leg"] in ("sl", "tp", "tsl"):
-                    got = self.broker.cancel(live["client_order_id"])
-                    if got is not None:
-                        self._apply(spec, live, got)
+            self._cancel_protection(spec, sym)
             req = OrderRequest(
                 client_order_id=client_order_id(spec.name, sym, bar, leg + "x"),
                 symbol=sym,

@@ -448,14 +448,10 @@ class PaperSession:
 
 def status(journal: Journal) -> dict[str, Any]:
     """The book: per strategy cash, equity, P&L, positions, last tick; halts, orders, errors."""
-    import json
+    from workbench.paper.runner import specs_in
 
-    from workbench.paper.runner import StrategySpec
-
-    rows = journal.db.execute("SELECT key, value FROM meta WHERE key LIKE 'spec:%' ORDER BY key").fetchall()
     out: dict[str, Any] = {"strategies": []}
-    for _k, v in rows:
-        spec = StrategySpec.from_dict(json.loads(v))
+    for spec in specs_in(journal):
         ledger = journal.ledger(spec.name, spec.capital)
         snap = journal.db.execute(
             "SELECT equity FROM snapshots WHERE artifact=? ORDER BY bar DESC LIMIT 1", (spec.name,)
