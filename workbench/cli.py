@@ -65,6 +65,10 @@ def _root(
                                           callback=_print_version, is_eager=True)] = False,
 ) -> None:
     _State.data_dir = data_dir
+    if data_dir is not None:  # everything below (notebook kernels, child processes) sees the same lake
+        from workbench.config import DATA_DIR_ENV
+
+        os.environ[DATA_DIR_ENV] = str(data_dir.expanduser().resolve())
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
 
@@ -141,8 +145,8 @@ def data_sync(
                          ] = False,
     policy: Annotated[str | None, typer.Option(help="Quality policy, e.g. gap=reject,spike=drop.")
                       ] = None,
-) -> None:
-    """Fetch bars from a source into the lake (incremental by default)."""
+) -> Any:
+    """Fetch bars from a source into the lake (incremental by default); returns the per-symbol results."""
     from workbench.data.quality import QualityPolicy
     from workbench.data.sources import get_source
 
@@ -157,6 +161,7 @@ def data_sync(
     for r in results:
         if r.report is not None and not r.report.ok:
             out.print(str(r.report))
+    return results
 
 
 @data_app.command("import-csv")
@@ -741,7 +746,7 @@ def sweep_cmd(
     agg: Annotated[str, typer.Option(
         help="How the heatmap combines rows that share x and y (other parameters, symbols): mean, "
         "median, max or min.")] = "mean",
-) -> None:
+) -> Any:
     """Sweep a parameter grid on lake bars: every feasible combination, per symbol or as a portfolio."""
     from workbench.backtest import load_bars
     from workbench.backtest.plots import write_html
@@ -818,6 +823,7 @@ def sweep_cmd(
     if heat_path is not None:
         fig = result.heatmap(x, y, metric=metric, agg=agg)
         out.print(f"wrote heatmap {write_html(fig, heat_path)}", markup=False)
+    return result
 
 
 # ---------------------------------------------------------------------- walk-forward
@@ -834,6 +840,10 @@ app.add_typer(paper_app, name="paper")
 from workbench.reports.cli import report_app  # noqa: E402
 
 app.add_typer(report_app, name="report")
+from workbench.pipelines.cli import pipeline_app, schedule_cmd  # noqa: E402
+
+app.add_typer(pipeline_app, name="pipeline")
+app.command("schedule")(schedule_cmd)
 StorageOpt = Annotated[str | None, typer.Option(
     help="Optuna storage: a journal file path (default data/optimize/<run>.journal), sqlite:///path.db "
     "or postgresql://user@host:port/db (workers on several machines).")]
@@ -893,7 +903,7 @@ def walk_forward_cmd(
     cash: CashOpt = 100_000.0,
     max_exposure: ExposureOpt = 1.0,
     html: Annotated[Path | None, typer.Option(help="Write the OOS equity chart here (.html).")] = None,
-) -> None:
+) -> Any:
     """Walk-forward optimise a strategy on lake bars; resumable, shareable with other workers."""
     from workbench.backtest import load_bars
     from workbench.optimize import Objective, WalkForward, walk_forward
@@ -925,6 +935,7 @@ def walk_forward_cmd(
         from workbench.backtest.plots import write_html
 
         out.print(f"wrote chart {write_html(result.figure(), html_path)}", markup=False)
+    return result
 
 
 def _show_run(result: Any) -> None:

@@ -8,28 +8,45 @@ from typing import Any
 import pandas as pd
 
 from workbench.config import data_dir
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, did_you_mean
 from workbench.paper.journal import Journal
-from workbench.paper.replay import journal_trades
+from workbench.paper.replay import Parity, drift, journal_trades
+
+
+def find_journal(root: str | Path | None = None) -> Path | None:
+    """The most recently written journal under ``<data dir>/paper`` (a run or a replay); None when there
+    is none."""
+    base = Path(root) if root is not None else data_dir() / "paper"
+    found = sorted(base.rglob("journal.sqlite"), key=lambda p: p.stat().st_mtime) if base.is_dir() else []
+    return found[-1] if found else None
 
 
 def latest_journal(root: str | Path | None = None) -> Path:
     """The most recently written journal under ``<data dir>/paper`` (a run or a replay)."""
-    base = Path(root) if root is not None else data_dir() / "paper"
-    found = sorted(base.rglob("journal.sqlite"), key=lambda p: p.stat().st_mtime) if base.is_dir() else []
-    if not found:
+    found = find_journal(root)
+    if found is None:
+        base = Path(root) if root is not None else data_dir() / "paper"
         raise ConfigError(f"no paper-trading journal under {base}; run `workbench paper run` or "
                           "`workbench paper replay --journal <folder>` first")
-    return found[-1]
+    return found
 
 
 class Monitor:
     """Read-only views of one journal: the book, equity, trades, orders and decisions per strategy."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        """`path`: a journal.sqlite, the folder holding one, or a paper config (its session's journal)."""
+        p = Path(path)
+        if p.suffix in (".yaml", ".yml"):
+            from workbench.paper.service import load_config
+
+            p = load_config(p).root() / "journal.sqlite"
+        elif p.is_dir():
+            p = p / "journal.sqlite"
+        self.path = p
         if not self.path.is_file():
-            raise ConfigError(f"no journal at {self.path}; give the journal.sqlite of a paper run or replay")
+            raise ConfigError(f"no journal at {self.path}; give the journal.sqlite of a paper run or replay, "
+                              "its folder, or the paper config whose session has run")
         self.journal = Journal(self.path, durable=False)
 
     def strategies(self) -> list[str]:
@@ -77,6 +94,18 @@ class Monitor:
         if kinds:
             d = d[d["kind"].isin(kinds)]
         return d[["bar", "symbol", "kind", "action", "reason"]]
+
+    def drift(self, strategy: str, lake: Any = None) -> Parity:
+        """The journal's trades of `strategy` against a shadow backtest of the bars it traded
+        (`workbench.paper.replay.drift`): a replay must match it; a live run shows what trading changed."""
+        from workbench.data.lake import Lake
+        from workbench.paper.runner import specs_in
+
+        specs = {spec.name: spec for spec in specs_in(self.journal)}
+        if strategy not in specs:
+            raise ConfigError(f"journal {self.path} holds no strategy {strategy!r}"
+                              f"{did_you_mean(strategy, specs)}; it traded {', '.join(specs) or 'none'}")
+        return drift(self.journal, specs[strategy], lake if lake is not None else Lake())
 
     def close(self) -> None:
         """Close the journal."""

@@ -14,7 +14,8 @@ report_app = typer.Typer(
 
 @report_app.command("run")
 def report_run(
-    notebook: Annotated[str, typer.Argument(help="A template name (see `report ls`) or an .ipynb path.")],
+    notebook: Annotated[str, typer.Argument(
+        help="A template name (see `report ls`), an .ipynb path, or a pipeline .yaml (runs its steps).")],
     param: Annotated[
         list[str] | None, typer.Option("--param", "-p", help="key=value (JSON values parse).")
     ] = None,
@@ -24,9 +25,23 @@ def report_run(
     name: Annotated[str | None, typer.Option(help="Report name (default: the notebook's).")] = None,
     show_code: Annotated[bool, typer.Option(help="Show the code cells in the HTML.")] = False,
 ) -> None:
-    """Execute a notebook with parameters; write the executed notebook, the HTML and a manifest."""
+    """Execute a notebook with parameters; write the executed notebook, the HTML and a manifest.
+
+    Given a pipeline file, run the pipeline (its report steps and the jobs they build on); -p then
+    overrides the pipeline's parameters."""
     from workbench.cli import out as console
     from workbench.reports import parse_parameters, run_report
+
+    if Path(notebook).suffix in (".yaml", ".yml"):
+        from workbench.pipelines.cli import run_and_print
+
+        if name is not None or show_code:
+            from workbench.errors import ConfigError
+
+            raise ConfigError("--name and --show-code apply to a notebook; a pipeline's report steps set "
+                              "name: and show_code: themselves")
+        run_and_print(notebook, param, reports=out)
+        return
 
     res = run_report(notebook, parse_parameters(param or []), out=out, name=name, show_code=show_code)
     m = res.manifest

@@ -1,0 +1,190 @@
+"""Running a pipeline: its steps in order, each result recorded in the pipeline history.
+
+A failing step fails the run (the steps after it are skipped: they may need its outputs) and the run
+is still recorded, with the step and the error named. The history is one JSON line per run in
+``<data dir>/pipelines/history.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from workbench.config import data_dir
+from workbench.errors import WorkbenchError
+from workbench.pipelines.spec import Pipeline, load_pipeline, resolve
+from workbench.pipelines.steps import KINDS, RunContext
+from workbench.version import code_version
+
+log = logging.getLogger("workbench.pipelines")
+
+
+class PipelineFailed(WorkbenchError):
+    """A step of a pipeline raised; the run is recorded as failed with the step and the error."""
+
+
+@dataclass
+class PipelineRun:
+    """One run of a pipeline: status, timing and what each step did."""
+
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every step succeeded."""
+        return self.record.get("status") == "ok"
+
+    def outputs(self, step: str) -> dict[str, Any]:
+        """What a step returned."""
+        return next(s["outputs"] for s in self.record["steps"] if s["id"] == step)
+
+
+def history_path(root: str | Path | None = None) -> Path:
+    """The pipeline history file: one JSON line per run."""
+    return data_dir(root) / "pipelines" / "history.jsonl"
+
+
+def append_history(record: Mapping[str, Any], root: str | Path | None = None) -> Path:
+    """Append one run to the history in a single write (a reader never sees half a line)."""
+    path = history_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(record, default=str, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
+
+
+def read_history(root: str | Path | None = None, pipeline: str | None = None) -> list[dict[str, Any]]:
+    """The recorded runs, oldest first (optionally of one pipeline)."""
+    path = history_path(root)
+    if not path.exists():
+        return []
+    runs = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("skipping an unreadable line in %s", path)
+            continue
+        if pipeline is None or rec.get("pipeline") == pipeline:
+            runs.append(rec)
+    return runs
+
+
+def _now() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC")
+
+
+def run_pipeline(
+    pipeline: Pipeline | str | Path,
+    params: Mapping[str, Any] | None = None,
+    *,
+    trigger: str = "manual",
+    scheduled_for: Any = None,
+    data_root: str | Path | None = None,
+    reports: str | Path = "reports",
+    on_step: Callable[[int, int, str, str], None] | None = None,
+) -> PipelineRun:
+    """Run every step of a pipeline now; record the run; raise `PipelineFailed` if a step fails.
+
+    `scheduled_for` (the cron time that fired it, default now) is what ``${scheduled_for}`` and
+    ``${date}`` give the steps, so a re-run of a scheduled time sees the same inputs.
+    """
+    p = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
+    p = p.with_params(params or {})
+    when = pd.Timestamp(scheduled_for) if scheduled_for is not None else _now().floor("s")
+    when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
+    started = _now()
+    record: dict[str, Any] = {
+        "run_id": f"{p.name}-{started.strftime('%Y%m%dT%H%M%S%fZ')}",
+        "pipeline": p.name,
+        "path": str(p.path),
+        "trigger": trigger,
+        "scheduled_for": when.isoformat(),
+        "started": started.isoformat(),
+        "params": p.params,
+        "code_version": code_version(),
+        "pid": os.getpid(),
+        "steps": [],
+    }
+    scope: dict[str, Any] = {**p.params, "scheduled_for": when.isoformat(), "date": when.strftime("%Y-%m-%d")}
+    ctx = RunContext(reports=Path(reports), scheduled_for=when)
+    failure: tuple[str, BaseException] | None = None
+    t0 = time.perf_counter()
+    log.info("pipeline %s: %d step(s), %s run for %s", p.name, len(p.steps), trigger, when.isoformat())
+    for i, step in enumerate(p.steps, 1):
+        entry: dict[str, Any] = {"id": step.id, "kind": step.kind}
+        record["steps"].append(entry)
+        if failure is not None:
+            entry["status"] = "skipped"
+            continue
+        if on_step is not None:
+            on_step(i, len(p.steps), step.id, step.kind)
+        s0 = time.perf_counter()
+        try:
+            options = resolve(step.options, scope)
+            KINDS[step.kind].check(options, f"{p.path}: step {step.id} ({step.kind})")
+            outputs = KINDS[step.kind].run(options, ctx)
+        except Exception as exc:  # recorded with the step named; the run fails, the process goes on
+            failure = (step.id, exc)
+            entry.update(
+                status="failed",
+                duration_s=round(time.perf_counter() - s0, 3),
+                error={"type": type(exc).__name__, "message": str(exc).splitlines()[0] if str(exc) else ""},
+            )
+            if not isinstance(exc, WorkbenchError):
+                entry["error"]["traceback"] = traceback.format_exc(limit=8)
+            log.error(
+                "pipeline %s: step %s (%s) failed: %s: %s",
+                p.name,
+                step.id,
+                step.kind,
+                type(exc).__name__,
+                exc,
+            )
+            continue
+        entry.update(status="ok", duration_s=round(time.perf_counter() - s0, 3), outputs=outputs)
+        scope[step.id] = outputs
+        log.info(
+            "pipeline %s: step %s (%s) ok in %.1f s: %s",
+            p.name,
+            step.id,
+            step.kind,
+            entry["duration_s"],
+            outputs,
+        )
+    record["finished"] = _now().isoformat()
+    record["duration_s"] = round(time.perf_counter() - t0, 3)
+    record["status"] = "ok" if failure is None else "failed"
+    if failure is not None:
+        record["error"] = {
+            "step": failure[0],
+            "type": type(failure[1]).__name__,
+            "message": str(failure[1]).splitlines()[0] if str(failure[1]) else "",
+        }
+    append_history(record, data_root)
+    run = PipelineRun(record)
+    if failure is not None:
+        sid, exc = failure
+        error = PipelineFailed(
+            f"pipeline {p.name} failed at step {sid}: {type(exc).__name__}: {record['error']['message']}"
+        )
+        error.run = run  # type: ignore[attr-defined]
+        raise error from exc
+    log.info("pipeline %s: ok in %.1f s", p.name, record["duration_s"])
+    return run

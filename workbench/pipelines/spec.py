@@ -1,0 +1,291 @@
+"""Pipeline files: declarative jobs in ``pipelines/*.yaml`` with parameters and a cron schedule.
+
+A pipeline is a list of steps, each one job kind (sync, report, sweep, walk_forward, promote, paper)
+with its options. Option values may refer to the pipeline's parameters (``${symbols}``), to what an
+earlier step produced (``${walk_forward.run_id}``) and to the run's time (``${scheduled_for}``,
+``${date}``). Everything is checked when the file is read, so a typo fails before any work starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import ConfigError, did_you_mean
+
+TOP_KEYS = ("description", "schedule", "timeout", "params", "steps")
+BUILTINS = ("scheduled_for", "date")
+REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
+NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One job of a pipeline: its kind, its id (for references) and its options (references unresolved)."""
+
+    id: str
+    kind: str
+    options: dict[str, Any]
+
+
+@dataclass
+class Pipeline:
+    """A parsed pipeline file."""
+
+    name: str
+    path: Path
+    schedule: str | None
+    steps: list[Step]
+    params: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    timeout: float | None = None
+
+    def with_params(self, overrides: Mapping[str, Any]) -> Pipeline:
+        """The same pipeline with some parameters overridden (only declared ones)."""
+        for key in overrides:
+            if key not in self.params:
+                raise ConfigError(
+                    f"pipeline {self.name} has no parameter {key!r}{did_you_mean(key, self.params)}; "
+                    f"it takes {', '.join(self.params) or 'none'}"
+                )
+        return Pipeline(
+            self.name,
+            self.path,
+            self.schedule,
+            self.steps,
+            {**self.params, **overrides},
+            self.description,
+            self.timeout,
+        )
+
+
+def pipelines_dir() -> Path:
+    """Where pipelines live: ./pipelines (or $WORKBENCH_PIPELINES_DIR)."""
+    return Path(os.environ.get("WORKBENCH_PIPELINES_DIR") or "pipelines").resolve()
+
+
+def _is_pipeline(path: Path) -> bool:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return True  # a broken file is reported when it is read, not hidden
+    return isinstance(raw, Mapping) and "steps" in raw
+
+
+def pipeline_files(folder: str | Path | None = None) -> list[Path]:
+    """The pipeline files of a folder (YAML files with ``steps:``; the paper and gate configs are not)."""
+    d = Path(folder) if folder is not None else pipelines_dir()
+    if not d.is_dir():
+        return []
+    files = sorted([*d.glob("*.yaml"), *d.glob("*.yml")])
+    return [f for f in files if _is_pipeline(f)]
+
+
+def find_pipeline(name: str | Path, folder: str | Path | None = None) -> Path:
+    """A pipeline by path, or by name in the pipelines folder (``nightly_data``)."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return p.resolve()
+    d = Path(folder) if folder is not None else pipelines_dir()
+    for suffix in (".yaml", ".yml"):
+        candidate = d / f"{p.stem if p.suffix in ('.yaml', '.yml') else p.name}{suffix}"
+        if candidate.is_file():
+            return candidate.resolve()
+    known = [f.stem for f in pipeline_files(d)]
+    raise ConfigError(
+        f"unknown pipeline {str(name)!r}{did_you_mean(p.stem, known)}; "
+        f"available in {d}: {', '.join(known) or 'none'}"
+    )
+
+
+def parse_cron(expr: str, where: str = "schedule") -> Any:
+    """An APScheduler CronTrigger (UTC) from a 5-field crontab line; one clear error when malformed."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    text = str(expr).strip()
+    fields = text.split()
+    if len(fields) != 5:
+        raise ConfigError(
+            f"{where} {text!r} is not a cron expression: it needs 5 fields (minute hour day month weekday), "
+            f"got {len(fields)}; e.g. '15 2 * * *' for 02:15 UTC daily"
+        )
+    try:
+        minute, hour, day, month, weekday = fields
+        return CronTrigger(
+            minute=minute, hour=hour, day=day, month=month, day_of_week=_weekdays(weekday), timezone="UTC"
+        )
+    except ValueError as exc:
+        raise ConfigError(
+            f"{where} {text!r} is not a valid cron expression ({exc}); "
+            "fields are minute 0-59, hour 0-23, day 1-31, month 1-12, weekday 0-6 or mon-sun"
+        ) from None
+
+
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _weekdays(field: str) -> str:
+    """Cron's weekday numbers (0 and 7 are Sunday) as names: APScheduler counts 0 as Monday."""
+    parts = []
+    for part in field.split(","):
+        rng, _, step = part.partition("/")
+        by = int(step) if step.isdigit() else None
+        if step and by is None:
+            raise ValueError(f"weekday step {step!r} is not a number")
+        if rng == "*":
+            days = list(range(0, 7, by or 1)) if by else None
+        elif re.fullmatch(r"\d+(-\d+)?", rng):
+            a, _, b = rng.partition("-")
+            lo, hi = int(a), int(b or a)
+            if hi > 7 or lo > hi:
+                raise ValueError(f"weekday {rng!r} is out of range (0-7, Sunday is 0 or 7)")
+            days = list(range(lo, hi + 1, by or 1)) if b or by else [lo]
+        else:
+            parts.append(part)  # names (mon-fri) mean the same to both
+            continue
+        parts.append("*" if days is None else ",".join(dict.fromkeys(_DAYS[d] for d in days)))
+    return ",".join(parts)
+
+
+def load_pipeline(source: str | Path, folder: str | Path | None = None) -> Pipeline:
+    """Read and check a pipeline (by name or path): schedule, parameters, steps, options, references."""
+    import yaml
+
+    from workbench.pipelines.steps import KINDS
+
+    path = find_pipeline(source, folder)
+    where = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(
+            f"{where}{line}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax "
+            "(quote a cron expression: schedule: '0 2 * * *')"
+        ) from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping (schedule, params, steps) at the top level")
+    if "steps" not in raw:
+        raise ConfigError(
+            f"{where} is not a pipeline (it has no steps:); paper configs run with `workbench paper run`, "
+            "gate files with `workbench promote --gates`"
+        )
+    for k in raw:
+        if k not in TOP_KEYS:
+            raise ConfigError(
+                f"{where}: unknown key {k!r}{did_you_mean(str(k), TOP_KEYS)}; use {', '.join(TOP_KEYS)}"
+            )
+    name = path.stem
+    if not NAME.fullmatch(name):
+        raise ConfigError(f"{where}: a pipeline's file name may hold only letters, digits, '.', '_' and '-'")
+    schedule = raw.get("schedule")
+    if schedule is not None:
+        parse_cron(str(schedule), f"{where}: schedule")
+    params = raw.get("params") or {}
+    if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
+        raise ConfigError(f"{where}: params must be a mapping of names to values")
+    for k in params:
+        if k in BUILTINS or k in KINDS:
+            raise ConfigError(f"{where}: parameter {k!r} shadows a built-in name; rename it")
+    timeout = raw.get("timeout")
+    if timeout is not None and (
+        not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
+    ):
+        raise ConfigError(f"{where}: timeout must be a positive number of seconds, got {timeout!r}")
+    steps_raw = raw.get("steps")
+    if not isinstance(steps_raw, list) or not steps_raw:
+        raise ConfigError(f"{where}: steps must be a non-empty list, e.g. - report: {{notebook: data_lake}}")
+    steps: list[Step] = []
+    for i, item in enumerate(steps_raw, 1):
+        steps.append(_step(item, i, where, params, steps))
+    return Pipeline(
+        name=name,
+        path=path,
+        schedule=str(schedule) if schedule is not None else None,
+        steps=steps,
+        params=dict(params),
+        description=str(raw.get("description") or ""),
+        timeout=float(timeout) if timeout is not None else None,
+    )
+
+
+def _step(item: Any, i: int, where: str, params: Mapping[str, Any], before: list[Step]) -> Step:
+    from workbench.pipelines.steps import KINDS
+
+    at = f"{where}: step {i}"
+    if not isinstance(item, Mapping):
+        raise ConfigError(f"{at} must be a mapping like '- report: {{notebook: data_lake}}'")
+    kinds = [k for k in item if k != "id"]
+    if len(kinds) != 1:
+        raise ConfigError(f"{at} must name exactly one job kind ({', '.join(KINDS)}), got {kinds or 'none'}")
+    kind = str(kinds[0])
+    if kind not in KINDS:
+        raise ConfigError(
+            f"{at}: unknown job kind {kind!r}{did_you_mean(kind, KINDS)}; use one of {', '.join(KINDS)}"
+        )
+    sid = str(item.get("id") or kind)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", sid):
+        raise ConfigError(f"{at}: id {sid!r} must be a name (letters, digits, _)")
+    if any(s.id == sid for s in before):
+        raise ConfigError(f"{at}: a second step with id {sid!r}; give one an `id:`")
+    options = item[kind] or {}
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"{at} ({kind}): options must be a mapping, got {options!r}")
+    known = {s.id: s.kind for s in before}
+    for ref, attr in _refs(options):
+        if attr is None:
+            if ref not in params and ref not in BUILTINS:
+                raise ConfigError(
+                    f"{at} ({kind}): ${{{ref}}} is not a parameter{did_you_mean(ref, [*params, *BUILTINS])}; "
+                    f"declare it under params: (declared: {', '.join(params) or 'none'})"
+                )
+        elif ref not in known:
+            raise ConfigError(
+                f"{at} ({kind}): ${{{ref}.{attr}}} refers to no earlier step{did_you_mean(ref, known)}; "
+                f"earlier steps: {', '.join(known) or 'none'}"
+            )
+        else:
+            outputs = KINDS[known[ref]].outputs
+            if attr not in outputs:
+                raise ConfigError(
+                    f"{at} ({kind}): step {ref} ({known[ref]}) has no output {attr!r}"
+                    f"{did_you_mean(attr, outputs)}; it gives {', '.join(outputs)}"
+                )
+    KINDS[kind].check(dict(options), f"{at} ({kind})")
+    return Step(id=sid, kind=kind, options=dict(options))
+
+
+def _refs(value: Any) -> list[tuple[str, str | None]]:
+    if isinstance(value, str):
+        return [(m.group(1), m.group(2)) for m in REF.finditer(value)]
+    if isinstance(value, Mapping):
+        return [r for v in value.values() for r in _refs(v)]
+    if isinstance(value, list | tuple):
+        return [r for v in value for r in _refs(v)]
+    return []
+
+
+def resolve(value: Any, scope: Mapping[str, Any]) -> Any:
+    """Substitute references: a value that is one reference keeps its type, others become text."""
+    if isinstance(value, str):
+        whole = REF.fullmatch(value)
+        if whole:
+            return _lookup(whole.group(1), whole.group(2), scope)
+        return REF.sub(lambda m: str(_lookup(m.group(1), m.group(2), scope)), value)
+    if isinstance(value, Mapping):
+        return {k: resolve(v, scope) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [resolve(v, scope) for v in value]
+    return value
+
+
+def _lookup(ref: str, attr: str | None, scope: Mapping[str, Any]) -> Any:
+    value = scope[ref]
+    return value if attr is None else value[attr]
