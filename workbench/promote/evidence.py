@@ -12,12 +12,17 @@ import logging
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.strategies.base import Strategy
+
+if TYPE_CHECKING:
+    from workbench.backtest.engine import BacktestResult
+    from workbench.data.quality import QualityReport
+    from workbench.optimize.walkforward import WalkForwardResult
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +134,41 @@ def run_bars(settings: Mapping[str, Any], lake: Any) -> dict[str, pd.DataFrame]:
     bars = load_bars(lake, list(settings["symbols"]), settings["timeframe"], d["start"], max(end, read_end),
                      source=d.get("source"))
     return as_bar_dict({s: df[df.index < end] for s, df in bars.items()})
+
+
+def run_quality(settings: Mapping[str, Any], lake: Any = None) -> list[QualityReport]:
+    """The quality checks of the run's bars as the lake holds them now, one report per symbol
+    (nothing is changed; see `workbench.data.quality.check_bars`)."""
+    from workbench.data.calendar import Calendar
+    from workbench.data.lake import Lake
+    from workbench.data.quality import check_bars
+
+    frames = run_bars(settings, lake if lake is not None else Lake())
+    cal = Calendar(settings["calendar"])
+    return [check_bars(df.reset_index(), settings["timeframe"], cal, label=sym) for sym, df in frames.items()]
+
+
+def promoted_backtest(run: WalkForwardResult, *, params: Mapping[str, Any] | None = None,
+                      lake: Any = None) -> BacktestResult:
+    """A backtest over the run's whole period, with its bars, costs, fill, sizing, direction and cash, of
+    `params` (default: the promoted parameters, the last fold's). Several symbols share one cash account.
+
+    Part of the period is in-sample for these parameters: it shows what the strategy does, the run's
+    out-of-sample record is the evidence.
+    """
+    from workbench.backtest.engine import Costs, Sizing, SizingKind, backtest
+    from workbench.data.lake import Lake
+    from workbench.strategies.registry import get_strategy
+
+    s = run.settings
+    strat = get_strategy(s["strategy"])
+    chosen = dict(params) if params is not None else promoted_params(run.folds, s, strat)[0]
+    sizing = Sizing(**{**s["sizing"], "kind": SizingKind(s["sizing"]["kind"])})
+    return backtest(strat, run_bars(s, lake if lake is not None else Lake()), chosen,
+                    costs=Costs(**s["costs"]), fill=s["fill"], sizing=sizing, direction=s["direction"],
+                    init_cash=float(s["init_cash"]), max_exposure=float(s["max_exposure"]),
+                    periods_per_year=float(s["periods_per_year"]), timeframe=s["timeframe"],
+                    calendar=s["calendar"])
 
 
 def check_fingerprint(settings: Mapping[str, Any], frames: Mapping[str, pd.DataFrame] | None,

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from workbench.errors import ConfigError, PromotionRejected
 from workbench.promote.artifact import Artifact
 from workbench.promote.evidence import gather_evidence, promoted_params
@@ -36,6 +38,12 @@ class PromotionResult:
     @property
     def failed(self) -> list[Verdict]:
         return [v for v in self.verdicts if not v.passed]
+
+    def gates_frame(self) -> pd.DataFrame:
+        """One row per gate: value, rule, verdict and detail (the layout of `Artifact.gates_frame`)."""
+        rows = [{"gate": v.name, "value": v.value, "rule": f"{v.op.value} {v.threshold}", "passed": v.passed,
+                 "detail": v.detail} for v in self.verdicts]
+        return pd.DataFrame(rows, columns=["gate", "value", "rule", "passed", "detail"])
 
 
 def default_name(settings: dict[str, Any]) -> str:

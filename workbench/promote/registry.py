@@ -230,6 +230,13 @@ class Registry:
                               "first (workbench promote <run-id>)")
         return best
 
+    def promoted_from(self, run_id: str) -> Artifact | None:
+        """The artifact promoted from walk-forward run `run_id`: its current version if one is, else its
+        most recently created; None when the run was never promoted."""
+        found = [a for a in (Artifact.read(self.path(n, v)) for n in self.names() for v in self.versions(n))
+                 if a.run_id == run_id]
+        return max(found, key=lambda a: (self.current(a.name) == a.version, a.created_at), default=None)
+
     def list(self) -> pd.DataFrame:
         """One row per version of every name: current flag, strategy, run, when, forced, headline figures."""
         rows = []
