@@ -387,3 +387,49 @@ steps:
         "pipeline hangs: timeout for 2025-01-01T01:45:00+00:00",
     ):
         assert line in res.stderr, res.stderr
+
+
+def test_sigterm_stops_the_scheduler_and_the_run_under_way_is_recorded(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    _write(
+        tmp_path / "pipes",
+        "slow",
+        """
+schedule: "0 * * * *"
+steps:
+  - sync: {source: synthetic, symbols: ETH/USDT, timeframe: 1m, start: "2020-01-01", end: "2025-01-01"}
+""",
+    )
+    data = tmp_path / "data"
+    env = {**os.environ, "WORKBENCH_DATA_DIR": str(data), "WORKBENCH_PIPELINES_DIR": str(tmp_path / "pipes")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workbench.cli",
+            "schedule",
+            "--clock-start",
+            "2025-01-01T00:59:59Z",
+            "--clock-speed",
+            "60",
+        ],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    logs = data / "pipelines" / "logs" / "slow"
+    deadline = time.monotonic() + 60
+    while not (logs.is_dir() and any(logs.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # the child is importing or syncing
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "scheduler stopped after 1 run(s)" in out
+    [rec] = read_history(data, "slow")
+    assert rec["status"] == "interrupted" and rec["scheduled_for"] == "2025-01-01T01:00:00+00:00"
+    assert Lake(data).series_coverage("synthetic", "ETH/USDT", "1m") is None  # nothing half-written

@@ -9,11 +9,8 @@ import sys
 from pathlib import Path
 
 import nbformat
-import pandas as pd
 import pytest
 
-from workbench.data.lake import Lake
-from workbench.data.sources.synthetic import SyntheticSource
 from workbench.errors import ConfigError
 from workbench.reports import ReportFailed, parse_parameters, run_report
 
@@ -29,16 +26,6 @@ def _notebook(path: Path, body: str, params: str = "x = 1") -> Path:
     nb.cells = [nbformat.v4.new_markdown_cell("# test"), p, nbformat.v4.new_code_cell(body)]
     nbformat.write(nb, path)
     return path
-
-
-@pytest.fixture(scope="module")
-def lake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("reports") / "data"
-    start, end = pd.Timestamp("2025-01-01", tz="UTC"), pd.Timestamp("2025-07-01", tz="UTC")
-    Lake(root).write_bars(
-        "synthetic", "BTC/USDT", "1h", SyntheticSource(seed=7).bars("BTC/USDT", "1h", start, end)
-    )
-    return root
 
 
 def test_a_report_writes_notebook_html_and_manifest(

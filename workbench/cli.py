@@ -1078,17 +1078,20 @@ def demo() -> None:
     from workbench.paper.cli import paper_replay
 
     replays = _lake().root / "paper" / "replay"  # kept: the paper monitor notebook reads its journal
-    paper_replay(artifact=ref, start="2025-07-01", end="2025-12-31", journal=replays, window="anchored",
-                 capital=None, report=DEMO_REPORTS / "paper_replay_parity.html")
+    parity = DEMO_REPORTS / "paper_replay_parity.html"
+    [replayed] = paper_replay(artifact=ref, start="2025-07-01", end="2025-12-31", journal=replays,
+                              window="anchored", capital=None, report=parity)
     out.print(f"parity report: {DEMO_REPORTS / 'paper_replay_parity.html'}")
     from workbench.promote import load_artifact
     from workbench.reports import run_report
 
-    run_id = load_artifact(ref).run_id
-    out.rule(f"report: notebooks/walk_forward_report.ipynb on {run_id} (papermill)")
-    res = run_report("walk_forward_report", {"run_id": run_id}, out=Path("reports"))
+    artifact = load_artifact(ref)
+    out.rule(f"research report: notebooks/research_report.ipynb on {artifact.run_id} (papermill)")
+    res = run_report("research_report", {"run_id": artifact.run_id, "artifact": artifact.ref,
+                                         "journal": str(replayed.journal_path)}, out=Path("reports"))
     m = res.manifest
-    out.print(f"report {m['status']} in {m['duration_s']:.1f} s: {res.html}", highlight=False)
+    out.print(f"research report {m['status']} in {m['duration_s']:.1f} s (data, strategy, walk-forward, "
+              f"promotion, paper): {res.html.resolve() if res.html else res.folder}", highlight=False)
 
 
 def _demo_promote() -> str:

@@ -116,7 +116,7 @@ def paper_replay(
     report: Annotated[
         Path | None, typer.Option(help="Write the parity table to this .csv or .html file.")
     ] = None,
-) -> None:
+) -> list[Any]:
     """Drive the runner over past bars (simulated clock, sim broker) and compare with the backtest."""
     from workbench.cli import _lake, _output, _progress
     from workbench.paper.replay import replay
@@ -129,6 +129,7 @@ def paper_replay(
     art = load_artifact(artifact)
     specs = specs_from_artifact(art, capital=capital)
     failed = False
+    results = []
     for spec in specs:
         workdir = None if journal is None else journal / spec.name.replace("/", "_").replace("@", "_")
         with _progress("replay") as prog:
@@ -154,11 +155,13 @@ def paper_replay(
                 res, report if len(specs) == 1 else report.with_stem(f"{report.stem}-{spec.symbols[0]}")
             )
         failed |= not res.parity.ok
+        results.append(res)
     if failed:
         raise DataError(
             "the replay's trades differ from the backtest's (table above); a strategy that looks "
             "ahead or a runner bug: check `workbench strategies` look-ahead and the journal"
         )
+    return results
 
 
 def _parity_table(res: Any, out: Any) -> None:

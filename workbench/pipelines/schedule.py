@@ -146,6 +146,7 @@ class Scheduler:
         }
         self.runs = 0
         self._stop = threading.Event()
+        self._interrupt = True
         self._count = threading.Lock()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -212,7 +213,7 @@ class Scheduler:
         if mine:
             rec = mine[-1]
         else:  # the child died before recording its run (killed, crashed, timed out, bad environment)
-            status = status or ("interrupted" if self._stop.is_set() else "crashed")
+            status = status or ("interrupted" if self._stop.is_set() and self._interrupt else "crashed")
             rec = {
                 "run_id": f"{pipeline.name}-{stamp}-{child.pid}",
                 "pipeline": pipeline.name,
@@ -224,7 +225,7 @@ class Scheduler:
                 "duration_s": round(duration, 3),
                 "pid": child.pid,
                 "steps": [],
-                "error": {"type": status, "message": _tail(log_path)},
+                "error": {"type": status, "message": _why(status, code, pipeline.timeout, log_path)},
             }
             append_history(rec, self.root)
         level = logging.INFO if rec.get("status") == "ok" else logging.ERROR
@@ -236,7 +237,9 @@ class Scheduler:
             rec.get("status"),
             scheduled_for.isoformat(),
             duration,
-            f" at step {err.get('step')}: {err.get('message')}" if err else "",
+            ((f" at step {err['step']}: " if err.get("step") else ": ") + str(err.get("message")))
+            if err
+            else "",
             code,
             log_path,
         )
@@ -253,11 +256,13 @@ class Scheduler:
         with self._count:
             self.runs += 1
             if self.max_runs is not None and self.runs >= self.max_runs:
-                self._stop.set()
+                self.stop(interrupt=False)  # the runs under way finish
 
     # ------------------------------------------------------------------ loop
-    def stop(self) -> None:
-        """Ask `serve` to return: no new runs; running children are asked to stop."""
+    def stop(self, interrupt: bool = True) -> None:
+        """Ask `serve` to return: no new runs; running children are asked to stop (SIGTERM, recorded as
+        interrupted) or, with ``interrupt=False``, waited for."""
+        self._interrupt = interrupt
         self._stop.set()
 
     def serve(self) -> int:
@@ -275,6 +280,12 @@ class Scheduler:
             log.warning("pipeline %s: a run was skipped: %s", event.job_id, why)
 
         sched.add_listener(skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        if self.clock is not None:  # simulated time starts now, not when the clock was made
+            from dataclasses import replace
+
+            self.clock = replace(self.clock, wall0=time.time())
+            for t in self.triggers.values():
+                t.clock = self.clock
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
         for p in self.pipelines:
             sched.add_job(
@@ -291,7 +302,7 @@ class Scheduler:
         main = threading.current_thread() is threading.main_thread()
         if main:
             for sig in previous:
-                signal.signal(sig, lambda *_: self._stop.set())
+                signal.signal(sig, lambda *_: self.stop())
         sched.start()
         for p in self.pipelines:
             job = sched.get_job(p.name)
@@ -306,8 +317,9 @@ class Scheduler:
                 pass
         finally:
             sched.pause()
-            for child in list(self._children.values()):
-                _kill(child, signal.SIGTERM)
+            if self._interrupt:
+                for child in list(self._children.values()):
+                    _kill(child, signal.SIGTERM)
             sched.shutdown(wait=True)
             if main:
                 for sig, handler in previous.items():
@@ -320,9 +332,17 @@ def _kill(child: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
         os.killpg(child.pid, sig)
 
 
+def _why(status: str, code: int, timeout: float | None, log_path: Path) -> str:
+    if status == "timeout":
+        return f"killed after the pipeline's timeout of {timeout:g} s"
+    if status == "interrupted":
+        return "stopped with the scheduler (SIGTERM)"
+    return f"exit code {code} before the run was recorded: {_tail(log_path)}"
+
+
 def _tail(path: Path, n: int = 1) -> str:
     try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip() and "───" not in ln]
     except OSError:
         return ""
     return " | ".join(lines[-n:])[:300]

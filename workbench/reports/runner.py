@@ -1,9 +1,10 @@
 """Notebooks as reproducible reports: papermill executes a template with parameters, nbconvert renders it.
 
 Each run writes ``reports/<name>/<timestamp>/`` with the executed notebook, a self-contained HTML
-(code hidden by default, plotly charts interactive) and ``manifest.json``: parameters, what the
-notebook recorded (data fingerprints, run ids), code version, duration and status. A failing cell
-gives a failed manifest naming the cell and the error, and `ReportFailed`.
+(code hidden by default, plotly charts interactive, nothing loaded from the network) and
+``manifest.json``: parameters, what the notebook recorded (data fingerprints, run ids), code version,
+duration and status. A failing cell gives a failed manifest naming the cell and the error, and
+`ReportFailed`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,17 @@ log = logging.getLogger(__name__)
 
 RECORD_ENV = "WORKBENCH_REPORT_RECORD"
 SECRET_NAME = re.compile(r"key|secret|token|password|passwd|credential", re.I)
+_OFFLINE_RENDERER = "workbench_offline"
+# The lab template, minus everything it loads from a CDN (require.js, MathJax, mermaid, widgets):
+# a report opens offline and never makes the browser reach the internet. plotly.js is inlined by
+# the notebook renderer and sets window.Plotly itself, so nothing needs require.js.
+_OFFLINE_TEMPLATE = "workbench_offline.html.j2"
+_OFFLINE_TEMPLATE_SOURCE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+"""
 
 
 class ReportFailed(WorkbenchError):
@@ -123,8 +135,29 @@ def record(**values: Any) -> None:
 def setup_notebook() -> None:
     """Called at the top of a template: plotly charts that work in JupyterLab and in the offline HTML."""
     import plotly.io as pio
+    from plotly.io.base_renderers import NotebookRenderer
 
-    pio.renderers.default = "plotly_mimetype+notebook"
+    class OfflineNotebookRenderer(NotebookRenderer):
+        """plotly's "notebook" renderer without the MathJax loader it puts in every chart (from a CDN)."""
+
+        def to_mimebundle(self, fig_dict: dict[str, Any]) -> dict[str, str]:
+            html = pio.to_html(
+                fig_dict,
+                config=self.config,
+                auto_play=self.auto_play,
+                include_plotlyjs=False,  # inlined once, by activate(), before the first chart
+                include_mathjax=False,
+                post_script=self.post_script,
+                full_html=False,
+                animation_opts=self.animation_opts,
+                default_width="100%",
+                default_height=525,
+                validate=False,
+            )
+            return {"text/html": html}
+
+    pio.renderers[_OFFLINE_RENDERER] = OfflineNotebookRenderer()
+    pio.renderers.default = f"plotly_mimetype+{_OFFLINE_RENDERER}"
 
 
 def _writable(root: Path) -> None:
@@ -185,6 +218,7 @@ def run_report(
             parameters=params,
             progress_bar=False,
             kernel_name="python3",
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],  # quiet: its loopback TCP warning
             cwd=str(Path.cwd()),
             execution_timeout=timeout,
         )
@@ -232,12 +266,19 @@ def run_report(
 
 
 def _to_html(executed: Path, out: Path, *, show_code: bool, title: str) -> None:
+    """Render the executed notebook as one self-contained HTML page that loads nothing from the network."""
     import nbformat
+    from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(executed), as_version=4)
     exporter = HTMLExporter(
-        exclude_input=not show_code, exclude_input_prompt=True, exclude_output_prompt=True
+        template_name="lab",
+        extra_loaders=[DictLoader({_OFFLINE_TEMPLATE: _OFFLINE_TEMPLATE_SOURCE})],
+        template_file=_OFFLINE_TEMPLATE,
+        exclude_input=not show_code,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
     )
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
     out.write_text(body)
