@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from dotenv import dotenv_values
 
 DATA_DIR_ENV = "WORKBENCH_DATA_DIR"
+
+
+def read_yaml(path: Path, hint: str = "") -> Any:
+    """A YAML settings file's content; a syntax error is one ConfigError naming the file and line."""
+    import yaml
+
+    from workbench.errors import ConfigError
+
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(
+            f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax{hint}"
+        ) from None
 
 
 def data_dir(override: str | Path | None = None) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.config import data_dir
+from workbench.config import data_dir, read_yaml
 from workbench.data.calendar import Calendar
 from workbench.data.timeframe import Timeframe
 from workbench.errors import ConfigError, WorkbenchError, did_you_mean
@@ -93,19 +93,10 @@ def _seconds(text: Any, what: str) -> float:
 
 def load_config(path: str | Path) -> PaperConfig:
     """Read and validate a paper config; one clear error per problem."""
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"paper config {p} does not exist; see pipelines/paper.yaml for an example")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" line {where.line + 1}" if where is not None else ""
-        raise ConfigError(
-            f"{p}{line}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax"
-        ) from None
+    raw = read_yaml(p)
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{p}: expected a mapping of settings at the top level")
     for k in raw:

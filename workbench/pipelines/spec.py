@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench.config import read_yaml
 from workbench.errors import ConfigError, did_you_mean
 
 TOP_KEYS = ("description", "schedule", "timeout", "params", "steps")
@@ -155,21 +156,11 @@ def _weekdays(field: str) -> str:
 
 def load_pipeline(source: str | Path, folder: str | Path | None = None) -> Pipeline:
     """Read and check a pipeline (by name or path): schedule, parameters, steps, options, references."""
-    import yaml
-
     from workbench.pipelines.steps import KINDS
 
     path = find_pipeline(source, folder)
     where = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(
-            f"{where}{line}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax "
-            "(quote a cron expression: schedule: '0 2 * * *')"
-        ) from None
+    raw = read_yaml(path, " (quote a cron expression: schedule: '0 2 * * *')")
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping (schedule, params, steps) at the top level")
     if "steps" not in raw:
