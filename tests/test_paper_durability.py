@@ -146,7 +146,8 @@ data: {{sync: false}}
 
 
 def test_scheduled_run_survives_kill_9_restarts_without_duplicates(setup: dict, tmp_path: Path) -> None:
-    spec = spec_for("sma_cross", {"fast": 5, "slow": 12}, symbols=("BTC/USDT", "ETH/USDT"))
+    # 5/10 trades often, so the kills fall between orders
+    spec = spec_for("sma_cross", {"fast": 5, "slow": 10}, symbols=("BTC/USDT", "ETH/USDT"))
     art = write_artifact(tmp_path / "fast.json", spec, name="fast")
     cfg = _config(tmp_path / "paper.yaml", art, "killtest", speed=3600 * 20)
     env = {**os.environ, "WORKBENCH_DATA_DIR": str(setup["data"])}
