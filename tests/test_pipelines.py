@@ -163,6 +163,13 @@ def test_cron_weekdays_count_sunday_as_zero_like_cron() -> None:
     assert nxt["0 6 * * 0"] == nxt["0 6 * * 7"] == datetime(2026, 11, 22, 6, tzinfo=UTC)
     assert nxt["0 6 * * 1"] == nxt["0 6 * * 1-5"] == datetime(2026, 11, 23, 6, tzinfo=UTC)
     assert nxt["0 6 * * sat"] == nxt["0 6 * * 6"] == datetime(2026, 11, 28, 6, tzinfo=UTC)
+    # day of month and weekday both given: either one fires, as in cron
+    either = parse_cron("0 6 1 * 5")
+    fires, t = [], sunday
+    for _ in range(3):
+        t = either.get_next_fire_time(t, t)
+        fires.append(t.strftime("%a %d"))
+    assert fires == ["Fri 27", "Tue 01", "Fri 04"]
 
 
 def test_a_compressed_clock_fires_every_cron_time_once_in_order() -> None:

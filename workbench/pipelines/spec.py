@@ -118,9 +118,17 @@ def parse_cron(expr: str, where: str = "schedule") -> Any:
         )
     try:
         minute, hour, day, month, weekday = fields
-        return CronTrigger(
-            minute=minute, hour=hour, day=day, month=month, day_of_week=_weekdays(weekday), timezone="UTC"
-        )
+        days = _weekdays(weekday)
+        if day != "*" and weekday != "*":  # cron fires on either (APScheduler alone would need both)
+            from apscheduler.triggers.combining import OrTrigger
+
+            return OrTrigger(
+                [
+                    CronTrigger(minute=minute, hour=hour, day=day, month=month, timezone="UTC"),
+                    CronTrigger(minute=minute, hour=hour, month=month, day_of_week=days, timezone="UTC"),
+                ]
+            )
+        return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=days, timezone="UTC")
     except ValueError as exc:
         raise ConfigError(
             f"{where} {text!r} is not a valid cron expression ({exc}); "
