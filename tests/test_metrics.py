@@ -413,3 +413,11 @@ def test_metrics_frame() -> None:
 def test_kernel_returns_plain_floats() -> None:
     out = equity_stats_nb(random_equity(1, 100), 1000.0, 252.0)
     assert len(out) == 8 and all(isinstance(x, float) for x in out)
+
+
+def test_metrics_frame_formatted_for_reports() -> None:
+    m = {"total_return": 0.1234, "sharpe": 1.23456, "n_trades": 12.0, "max_drawdown": -0.2,
+         "calmar": math.nan, "max_drawdown_days": 3.25, "turnover": 4.0}
+    frame = metrics_frame(m, formatted=True)
+    assert frame["value"].tolist() == ["12.34%", "1.23", "12", "-20.00%", "n/a", "3.2 days", "4.00 x/yr"]
+    assert metrics_frame(m)["value"].iloc[0] == 0.1234  # raw numbers unless asked

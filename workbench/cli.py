@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from workbench import __version__
+from workbench.backtest.metrics import format_metric as fmt_metric
 from workbench.data.lake import Lake, describe_sync
 from workbench.errors import ConfigError, WorkbenchError, did_you_mean
 
@@ -263,12 +264,6 @@ def data_export(
 
 
 # ---------------------------------------------------------------------- backtests and sweeps
-# metrics shown as percentages, as ratios (2 decimals), as counts; the rest as plain numbers
-_PCT = frozenset({"total_return", "annual_return", "annual_volatility", "max_drawdown", "win_rate",
-                  "avg_win", "avg_loss", "best_trade", "worst_trade", "exposure", "avg_gross_exposure",
-                  "benchmark_return", "excess_return"})
-_RATIO = frozenset({"sharpe", "sortino", "calmar", "profit_factor"})
-_COUNT = frozenset({"n_trades", "n_open_trades", "max_drawdown_duration"})
 # ranked lowest first by --by; every other metric ranks highest first
 _LOWER_IS_BETTER = frozenset({"annual_volatility", "max_drawdown_duration", "max_drawdown_days",
                               "turnover"})
@@ -391,28 +386,6 @@ def rank_rows(table: pd.DataFrame, by: str, n: int) -> tuple[pd.DataFrame, int]:
     finite = np.isfinite(values)
     ranked = table[finite].sort_values(by, ascending=by in _LOWER_IS_BETTER, kind="stable")
     return ranked.head(n), int((~finite).sum())
-
-
-def fmt_metric(key: str, value: Any) -> str:
-    """A metric for people: percentages for returns, 2 decimals for ratios, counts as integers."""
-    if value is None:
-        return "n/a"
-    v = float(value)
-    if math.isnan(v):
-        return "n/a"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    if key in _PCT:
-        return f"{v:.2%}"
-    if key in _RATIO:
-        return f"{v:,.2f}"
-    if key in _COUNT:
-        return f"{int(v):,}" + (" bars" if key == "max_drawdown_duration" else "")
-    if key == "max_drawdown_days":
-        return f"{v:,.1f} days"
-    if key == "turnover":
-        return f"{v:,.2f} x/yr"
-    return f"{v:,.2f}"
 
 
 def _metric_names() -> list[str]:

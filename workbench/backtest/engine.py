@@ -166,11 +166,11 @@ class BacktestResult:
         return vbt.Portfolio(wrapper, close, self._records, np.empty(0, dtype=log_dt),
                              np.array([self.init_cash]), True)
 
-    def metrics_frame(self) -> pd.DataFrame:
-        """The metrics as a two-column table."""
+    def metrics_frame(self, formatted: bool = False) -> pd.DataFrame:
+        """The metrics as a two-column table (`formatted`: as text people read, e.g. 12.34%)."""
         from workbench.backtest.metrics import metrics_frame
 
-        return metrics_frame(self.metrics)
+        return metrics_frame(self.metrics, formatted)
 
     def figure(self, symbol: str | None = None) -> Any:
         """Price with trades, equity vs buy-and-hold and drawdown for one symbol (plotly)."""

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import numba
 import numpy as np
@@ -416,11 +417,41 @@ def compute_metrics(
     return out
 
 
-def metrics_frame(metrics: dict[str, float]) -> pd.DataFrame:
-    """A two-column (metric, value) table of a metrics dict, for printing in notebooks and the CLI."""
-    return pd.DataFrame(
-        {"metric": list(metrics), "value": list(metrics.values())}, columns=["metric", "value"]
-    )
+# metrics shown as percentages, as ratios (2 decimals), as counts; the rest as plain numbers
+_PCT = frozenset({"total_return", "annual_return", "annual_volatility", "max_drawdown", "win_rate",
+                  "avg_win", "avg_loss", "best_trade", "worst_trade", "exposure", "avg_gross_exposure",
+                  "benchmark_return", "excess_return"})
+_RATIO = frozenset({"sharpe", "sortino", "calmar", "profit_factor"})
+_COUNT = frozenset({"n_trades", "n_open_trades", "max_drawdown_duration"})
+
+
+def format_metric(key: str, value: Any) -> str:
+    """A metric for people: percentages for returns, 2 decimals for ratios, counts as integers."""
+    if value is None:
+        return "n/a"
+    v = float(value)
+    if math.isnan(v):
+        return "n/a"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if key in _PCT:
+        return f"{v:.2%}"
+    if key in _RATIO:
+        return f"{v:,.2f}"
+    if key in _COUNT:
+        return f"{int(v):,}" + (" bars" if key == "max_drawdown_duration" else "")
+    if key == "max_drawdown_days":
+        return f"{v:,.1f} days"
+    if key == "turnover":
+        return f"{v:,.2f} x/yr"
+    return f"{v:,.2f}"
+
+
+def metrics_frame(metrics: dict[str, float], formatted: bool = False) -> pd.DataFrame:
+    """A two-column (metric, value) table of a metrics dict; `formatted` gives the values as people
+    read them (percentages, 2-decimal ratios, counts) for reports."""
+    values = [format_metric(k, v) for k, v in metrics.items()] if formatted else list(metrics.values())
+    return pd.DataFrame({"metric": list(metrics), "value": values}, columns=["metric", "value"])
 
 
 def _float_array(values: pd.Series | np.ndarray, name: str) -> np.ndarray:
