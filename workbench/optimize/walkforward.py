@@ -36,7 +36,6 @@ from workbench.backtest.engine import (
     Direction,
     Fill,
     Sizing,
-    SizingKind,
     as_bar_dict,
     buy_and_hold,
     fingerprint,
@@ -493,8 +492,7 @@ def _warmup(strat: Strategy, params: dict[str, Any]) -> int:
 def _run_from_settings(run_id: str, settings: dict[str, Any], frames: dict[str, pd.DataFrame],
                        storage: str) -> _Run:
     strat = get_strategy(settings["strategy"])
-    sz = dict(settings["sizing"])
-    sizing = Sizing(**{**sz, "kind": SizingKind(sz["kind"])})
+    sizing = Sizing(**settings["sizing"])
     splitter = WalkForward.from_describe(settings["splitter"])
     return _Run(run_id=run_id, settings=settings, frames=frames, strat=strat,
                 folds=splitter.split(next(iter(frames.values())).index),

@@ -164,9 +164,9 @@ class Artifact:
 
     def sizing_obj(self) -> Any:
         """The sizing as a `workbench.backtest.Sizing`."""
-        from workbench.backtest import Sizing, SizingKind
+        from workbench.backtest import Sizing
 
-        return Sizing(**{**self.sizing, "kind": SizingKind(self.sizing["kind"])})
+        return Sizing(**self.sizing)
 
     def strategy_obj(self) -> Any:
         """The `Strategy` this artifact trades (built-in or from the research folder)."""
