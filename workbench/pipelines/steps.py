@@ -8,6 +8,7 @@ like the command a researcher would type.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from collections.abc import Callable, Mapping
@@ -38,6 +39,7 @@ class Kind:
 
 
 # ---------------------------------------------------------------------- options of a CLI command
+@functools.cache
 def _command_options(func: Callable[..., Any]) -> dict[str, tuple[str, Any, bool]]:
     """Option name (as on the command line, with _ for -) → (parameter name, type, required)."""
     import typer.models
@@ -102,14 +104,7 @@ def _check_command(
     from workbench.pipelines.spec import REF
 
     spec = _command_options(_command(func_name))
-    for key in options:
-        if key not in spec:
-            raise ConfigError(
-                f"{where}: unknown option {key!r}{did_you_mean(key, spec)}; it takes {', '.join(spec)}"
-            )
-    missing = [k for k, (_, _, req) in spec.items() if req and k not in options]
-    if missing:
-        raise ConfigError(f"{where}: missing option(s) {', '.join(missing)}")
+    _check_keys(options, tuple(spec), tuple(k for k, (_, _, req) in spec.items() if req), where)
     out = {}
     for key, value in options.items():
         if refs_ok and isinstance(value, str) and REF.search(value):
