@@ -123,7 +123,7 @@ def run_pipeline(
         "steps": [],
     }
     scope: dict[str, Any] = {**p.params, "scheduled_for": when.isoformat(), "date": when.strftime("%Y-%m-%d")}
-    ctx = RunContext(reports=Path(reports), scheduled_for=when)
+    ctx = RunContext(reports=Path(reports))  # steps see the cron time through ${scheduled_for}
     failure: tuple[str, BaseException] | None = None
     t0 = time.perf_counter()
     log.info("pipeline %s: %d step(s), %s run for %s", p.name, len(p.steps), trigger, when.isoformat())

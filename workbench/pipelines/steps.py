@@ -24,7 +24,6 @@ class RunContext:
     """What a step may need besides its options."""
 
     reports: Path
-    scheduled_for: Any
 
 
 @dataclass(frozen=True)
