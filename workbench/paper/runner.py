@@ -613,8 +613,8 @@ class Runner:
         The journal's position is capped at the venue's holding (less the baseline and the other
         strategies' positions), so an exit never asks for more than the account can deliver. An
         exit the venue refused is not sent again under the next bar's id unless something that can
-        make it succeed changed (its quantity or the venue's holding); until then each bar journals
-        why it waits.
+        make it succeed changed (its quantity, the venue's holding or the orders resting on the
+        symbol, which lock quantity); until then each bar journals why it waits.
         """
         j = self.journal
         held = self._held(spec, sym)
@@ -632,13 +632,15 @@ class Runner:
             self._alert(spec, bar, sym, f"cannot exit {p:g} {sym}: the venue holds none of it for this "
                         "strategy; reconcile the account (workbench paper status) and resume")
             return None
+        resting = sorted(o.client_order_id for o in self.broker.open_orders(sym))
+        state = {"held": repr(held), "resting": resting}
         last = self._refused_exit(spec, sym)
-        if last is not None and dec(last["qty"]) == dec(qty) and last["held"] == repr(held):
+        if last is not None and dec(last["qty"]) == dec(qty) and last["state"] == state:
             j.decide(
                 spec.name, bar, sym, "order", "exit_waiting",
                 f"exit of {qty:g} {sym} not re-sent: the venue refused the same exit "
                 f"({last['client_order_id']}: {last['reject_reason']}) and neither the quantity nor the "
-                "venue's holding has changed since",
+                "venue's holding and resting orders have changed since",
                 refused=last["client_order_id"],
             )
             return None
@@ -648,7 +650,7 @@ class Runner:
             side=Side.SELL if p > 0 else Side.BUY,
             qty=qty,
         )
-        return self._send(spec, bar, leg, req, {"held": repr(held)}, result)
+        return self._send(spec, bar, leg, req, state, result)
 
     def _held(self, spec: StrategySpec, sym: str) -> float:
         """The venue's position in `sym` that is this strategy's: less the baseline and the others'."""
@@ -663,7 +665,7 @@ class Runner:
         return float(dec(have) - dec(base.get(sym, 0.0)) - others)
 
     def _refused_exit(self, spec: StrategySpec, sym: str) -> dict[str, Any] | None:
-        """The latest refused exit of `sym` since its last fill (with the holding it was sized on)."""
+        """The latest refused exit of `sym` since its last fill (with the venue state it was sent in)."""
         row = self.journal.db.execute(
             "SELECT client_order_id, qty, note, reject_reason FROM orders WHERE artifact=? AND symbol=? "
             "AND leg IN ('exit', 'slx', 'tpx', 'tslx') AND status='rejected' AND created > "
@@ -673,8 +675,8 @@ class Runner:
         ).fetchone()
         if row is None:
             return None
-        note = json.loads(row[2]) if row[2] else {}
-        return {"client_order_id": row[0], "qty": row[1], "held": note.get("held"), "reject_reason": row[3]}
+        state = json.loads(row[2]) if row[2] else None
+        return {"client_order_id": row[0], "qty": row[1], "state": state, "reject_reason": row[3]}
 
     def _alert(self, spec: StrategySpec, bar: pd.Timestamp, sym: str, message: str) -> None:
         """A problem someone must look at: journaled as an error (paper status shows it) and logged."""
