@@ -237,9 +237,13 @@ def data_check(
     """Run the data-quality checks over stored bars; exits 1 if a rejectable issue is found."""
     from workbench.data.quality import Action, QualityPolicy
 
-    reports = _lake().check(source, symbol, timeframe, policy=QualityPolicy.parse(policy))
-    if not reports:
+    lake = _lake()
+    reports = lake.check(source, symbol, timeframe, policy=QualityPolicy.parse(policy))
+    damaged = lake.damaged(source, symbol, timeframe)
+    if not reports and not damaged:
         raise WorkbenchError("nothing to check: the lake has no matching series")
+    for exc in damaged.values():
+        out.print(f"[bold red]damaged[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     frames = [r.to_frame() for r in reports if not r.ok]
     for r in reports:
         if r.ok:
@@ -247,7 +251,7 @@ def data_check(
     if frames:
         print_frame(pd.concat(frames, ignore_index=True), title="issues")
     bad = [i for r in reports for i in r.issues if i.action is Action.REJECT]
-    if bad:
+    if bad or damaged:
         raise typer.Exit(1)
 
 
