@@ -311,6 +311,24 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(
     pd.testing.assert_frame_equal(again.folds, resumed.folds)
 
 
+def test_a_torn_last_journal_record_is_dropped_and_the_run_resumes(
+        bars: pd.DataFrame, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    journal = tmp_path / "torn.journal"
+    small = {"folds": 2, "n_trials": 3}
+    run(bars, journal, **small)
+    whole = journal.read_bytes()
+    torn = b'{"op_code":6,"worker_id":"w","trial_id":13,"sta'  # a writer killed mid-record
+    journal.write_bytes(whole + torn)
+    with caplog.at_level("WARNING", logger="workbench.optimize.storage"):
+        other = run(bars, journal, seed=1, **small)  # writes new records after the torn one
+    assert f"({len(torn)} bytes" in caplog.text and "dropped it" in caplog.text
+    assert journal.read_bytes().startswith(whole) and torn not in journal.read_bytes()
+    # what was written after the repair reads back: resuming neither fails nor evaluates again
+    again = run(bars, journal, seed=1, **small)
+    assert again.timings["trials"] == 0
+    pd.testing.assert_frame_equal(again.folds, other.folds)
+
+
 class _SetUp(Exception):
     """Stops the first call once the studies exist and fold 0's first trial is claimed."""
 

@@ -43,6 +43,7 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 class _State:
     data_dir: Path | None = None
+    debug: bool = False
 
 
 def _lake() -> Lake:
@@ -62,10 +63,13 @@ def _root(
     data_dir: Annotated[Path | None, typer.Option(
         "--data-dir", help="Data root (default: $WORKBENCH_DATA_DIR or ./data).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="Show the full traceback of an unexpected error.")] = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.",
                                           callback=_print_version, is_eager=True)] = False,
 ) -> None:
     _State.data_dir = data_dir
+    _State.debug = debug
     if data_dir is not None:  # everything below (notebook kernels, child processes) sees the same lake
         from workbench.config import DATA_DIR_ENV
 
@@ -233,9 +237,13 @@ def data_check(
     """Run the data-quality checks over stored bars; exits 1 if a rejectable issue is found."""
     from workbench.data.quality import Action, QualityPolicy
 
-    reports = _lake().check(source, symbol, timeframe, policy=QualityPolicy.parse(policy))
-    if not reports:
+    lake = _lake()
+    reports = lake.check(source, symbol, timeframe, policy=QualityPolicy.parse(policy))
+    damaged = lake.damaged(source, symbol, timeframe)
+    if not reports and not damaged:
         raise WorkbenchError("nothing to check: the lake has no matching series")
+    for exc in damaged.values():
+        out.print(f"[bold red]damaged[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     frames = [r.to_frame() for r in reports if not r.ok]
     for r in reports:
         if r.ok:
@@ -243,7 +251,7 @@ def data_check(
     if frames:
         print_frame(pd.concat(frames, ignore_index=True), title="issues")
     bad = [i for r in reports for i in r.issues if i.action is Action.REJECT]
-    if bad:
+    if bad or damaged:
         raise typer.Exit(1)
 
 
@@ -1095,13 +1103,57 @@ def _demo_promote() -> str:
     return res.artifact.ref
 
 
+def _crash_log(exc: BaseException) -> Path | None:
+    """Write the traceback of an unexpected error to a log file; returns it (None if nowhere is writable)."""
+    import time
+    import traceback
+
+    from workbench.config import data_dir
+
+    text = "".join(traceback.format_exception(exc))
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for folder in (data_dir(_State.data_dir) / "logs", Path(tempfile.gettempdir()) / "workbench-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            path.write_text(f"workbench {__version__}: {' '.join(sys.argv)}\n{text}")
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    """The line printed for an error that is not a WorkbenchError."""
+    if isinstance(exc, OSError) and exc.strerror:
+        # unwritable/missing paths (--data-dir, --out, export targets) and full disks
+        where = f" {exc.filename}" if exc.filename else ""
+        return (f"cannot use{where}: {exc.strerror}; choose a path you can write (or free space) "
+                "and run again")
+    log = _crash_log(exc)
+    where = f"the traceback is in {log}" if log else "no log could be written"
+    return (f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]}; {where} "
+            "(run again with --debug to see it, and report it)")
+
+
+def _handle(exc: BaseException) -> int:
+    """Last resort of the CLI: one line on stderr and the exit code (KeyboardInterrupt: see item 11)."""
+    if isinstance(exc, WorkbenchError):
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 1
+    if _State.debug:
+        raise exc
+    err.print(f"[bold red]error:[/] {escape(_one_line(exc))}", highlight=False, soft_wrap=True)
+    return 1
+
+
 def main() -> None:
-    """Entry point: run the app, turning WorkbenchErrors into one line and a non-zero exit."""
+    """Entry point: run the app; any error ends as one line and a non-zero exit (`--debug`: traceback)."""
+    _State.debug = "--debug" in sys.argv[1:]
     try:
         app()
-    except WorkbenchError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+    except Exception as exc:  # the CLI's last resort: no traceback reaches a user
+        sys.exit(_handle(exc))
 
 
 __all__ = ["app", "main"]

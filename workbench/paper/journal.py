@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, DataError
 from workbench.paper.broker import Order, OrderRequest, OrderStatus, OrderType, fee_in_asset
 
 SCHEMA_VERSION = 2  # 2: fee_currency on orders and fills
@@ -83,6 +83,33 @@ def _txt(value: Any) -> str | None:
     return None if value is None else str(dec(value))
 
 
+def open_sqlite(path: Path, what: str, schema: str, *, synchronous: str) -> sqlite3.Connection:
+    """Open (or create) a WAL-mode SQLite file with its schema; a damaged file is one clear error.
+
+    Nothing is changed on a damaged file: the message says how to recover what is readable.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"cannot open {what} {path}: {exc}; check the path is writable") from None
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.executescript(schema)
+    except sqlite3.OperationalError as exc:  # locked, read-only, disk full: the file itself is fine
+        db.close()
+        raise ConfigError(f"cannot use {what} {path}: {exc}; check it is writable and not "
+                          "held by another process") from None
+    except sqlite3.DatabaseError as exc:  # truncated or overwritten: refuse, change nothing
+        db.close()
+        raise DataError(
+            f"{what} {path} is damaged ({exc}); nothing was changed: recover what is readable with "
+            f"`sqlite3 {path} .recover | sqlite3 {path}.recovered`, then move the damaged file aside "
+            "and the recovered one in its place (or restore a backup)") from None
+    return db
+
+
 @dataclass(frozen=True)
 class Ledger:
     """One artifact's book from its journaled fills: exact cash, signed positions and their costs."""
@@ -103,18 +130,11 @@ class Journal:
 
     def __init__(self, path: str | Path, *, durable: bool = True) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise ConfigError(f"cannot open journal {self.path}: {exc}; check the path is writable") from None
-        self.db.execute("PRAGMA journal_mode=WAL")
         self.durable = durable
         # intents are fsynced (FULL) before an order is sent; everything else can be rebuilt from
         # the broker, so it is written with NORMAL (safe against a killed process, and the next
         # FULL commit syncs it too) to keep a tick with many orders fast
-        self.db.execute(f"PRAGMA synchronous={'NORMAL' if durable else 'OFF'}")
-        self.db.executescript(_SCHEMA)
+        self.db = open_sqlite(self.path, "journal", _SCHEMA, synchronous="NORMAL" if durable else "OFF")
         version = self.meta("schema_version")
         if version is None:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
