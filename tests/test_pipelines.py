@@ -547,3 +547,13 @@ def test_one_malformed_pipeline_does_not_stop_ls_or_schedule_of_the_others(tmp_p
     res = _cli("schedule", "--only", "bad_cron", cwd=tmp_path, data=data)
     assert res.returncode == 1 and "schedule '0 25 * * *' is not a valid cron expression" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_yaml_syntax_error_gets_the_cron_hint_only_on_the_schedule_line(tmp_path: Path) -> None:
+    p = _write(tmp_path, "flow", 'schedule: "0 1 * * *"\nsteps:\n  - sync: {source: synthetic\n')
+    with pytest.raises(ConfigError, match="not valid YAML") as info:
+        load_pipeline(p)
+    assert "cron" not in str(info.value), info.value
+    p = _write(tmp_path, "cron", "schedule: */5 * * * *\nsteps: [{sync: {source: synthetic, symbols: X}}]\n")
+    with pytest.raises(ConfigError, match=r"line 1: not valid YAML .* \(quote a cron expression"):
+        load_pipeline(p)

@@ -168,7 +168,7 @@ def load_pipeline(source: str | Path, folder: str | Path | None = None) -> Pipel
 
     path = find_pipeline(source, folder)
     where = str(path)
-    raw = read_yaml(path, " (quote a cron expression: schedule: '0 2 * * *')")
+    raw = read_yaml(path, {"schedule": " (quote a cron expression: schedule: '0 2 * * *')"})
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping (schedule, params, steps) at the top level")
     if "steps" not in raw:
