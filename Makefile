@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/workbench demo
 
 test: $(STAMP)
-	$(BIN)/ruff check workbench tests bench research notebooks
+	$(BIN)/ruff check workbench tests bench notebooks
 	$(BIN)/pytest -q
 	$(BIN)/pytest -q -p no:cacheprovider --nbval-lax notebooks
 

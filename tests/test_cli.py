@@ -181,3 +181,42 @@ def test_malformed_csv_and_corrupt_lake_file(synced: Path, tmp_path: Path) -> No
     one_line_error(proc, "unreadable", "re-sync")
     assert snapshot(data) == before
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_python_dash_m_workbench_runs_the_command_line() -> None:
+    proc = subprocess.run([sys.executable, "-m", "workbench", "--version"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr
+
+
+def test_ctrl_c_says_what_was_kept_and_exits_130(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    env = {**os.environ, "WORKBENCH_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([*WB, "optimize", "worker", "nope", "--storage", str(tmp_path / "x.journal"),
+                             "--wait", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    assert proc.stdout is not None
+    assert "joining nope" in proc.stdout.readline()  # the command is under way (waiting for the run)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("interrupted:") and "resumes" in lines[0], err
+
+
+def test_a_csv_timestamp_error_is_whole_and_names_the_value(tmp_path: Path) -> None:
+    bad = tmp_path / "BTC.csv"
+    bad.write_text("ts,open,high,low,close,volume\n2025-01-01 00:00,1,2,0.5,1.5,10\n"
+                   "2025-01-01 01:00,1,2,0.5,1.5,10\n13/01/2025 02:00,1,2,0.5,1.5,10\n")
+    proc = run(tmp_path / "data", "data", "import-csv", str(bad), "--symbol", "BTC/USDT", "--timeframe", "1h")
+    one_line_error(proc, "'13/01/2025 02:00' on data row 3 does not match", "pass --ts-format")
+    assert not proc.stderr.strip().endswith(":") and "You might want" not in proc.stderr
+
+
+def test_make_test_lints_only_what_the_project_ships() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    lint = [ln for ln in (repo / "Makefile").read_text().splitlines() if "ruff check" in ln]
+    assert lint and all("research" not in ln.split() for ln in lint), lint  # research/ is the user's

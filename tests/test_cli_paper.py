@@ -165,3 +165,14 @@ def test_keys_never_reach_any_file_the_runner_writes(setup: dict, tmp_path: Path
         blob = p.read_bytes()
         for s in secrets:
             assert s not in blob, f"{p} holds a key"
+
+
+def test_a_resumed_replay_with_nothing_left_says_so_instead_of_a_zero_tick_time(setup: dict) -> None:
+    args = ["paper", "replay", str(setup["art"]), "--start", "2025-03-01", "--end", "2025-03-03",
+            "--journal", str(setup["root"] / "resumable")]
+    first = _run(setup["data"], args, setup["root"])
+    assert first.returncode == 0 and "tick median" in first.stdout, first.stderr
+    again = _run(setup["data"], args, setup["root"])
+    assert again.returncode == 0, again.stderr
+    assert "tick median" not in again.stdout and "0.00 ms" not in again.stdout, again.stdout
+    assert "nothing left to tick: the journal already held every bar" in again.stdout

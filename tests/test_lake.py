@@ -7,6 +7,7 @@ independent pandas computation.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -892,3 +893,25 @@ def test_resampled_sums_are_identical_across_processes(tmp_path: Path) -> None:
     digests = {subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                               check=True).stdout.strip() for _ in range(4)}
     assert len(digests) == 1
+
+
+def test_lake_files_follow_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        lake = Lake(tmp_path / "data")
+        start = pd.Timestamp("2025-01-01", tz="UTC")
+        lake.write_bars("synthetic", "BTC/USDT", "1h",
+                        SyntheticSource(seed=1).bars("BTC/USDT", "1h", start, start + pd.Timedelta(days=2)))
+        lake.coverage()
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "data").rglob("*") if p.is_file() and p.name != ".lock"]
+    assert any(p.suffix == ".parquet" for p in files) and any(p.suffix == ".json" for p in files)
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o644)}, files
+
+
+@pytest.mark.parametrize("value", ["01/06/2025", "06-01-2025", "1.6.25"])
+def test_an_ambiguous_day_month_date_is_refused_with_the_iso_form(lake: Lake, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"is ambiguous \(day/month or month/day\?\): write it as ISO "
+                                          r"year-month-day, e.g. 2025-0[16]-0[16] or 2025-0[16]-0[16]$"):
+        lake.read_bars("synthetic", "BTC/USDT", "1h", start=value)

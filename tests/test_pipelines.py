@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from workbench.data.lake import Lake
+from workbench.data.sources.synthetic import SyntheticSource
 from workbench.errors import ConfigError
 from workbench.pipelines import Clock, PipelineFailed, load_pipeline, parse_cron, read_history, run_pipeline
 from workbench.pipelines.schedule import ClockTrigger
@@ -99,7 +100,8 @@ steps:
         ('steps: [{sync: {source: synthetic, symbols: "${sym}"}}]', r"\$\{sym\} is not a parameter"),
         ('steps: [{promote: {run: "${walk_forward.run_id}"}}]', r"refers to no earlier step"),
         (
-            'steps: [{walk_forward: {strategy: s, symbols: X}}, {promote: {run: "${walk_forward.runid}"}}]',
+            "steps: [{walk_forward: {strategy: sma_cross, symbols: X}},\n"
+            '        {promote: {run: "${walk_forward.runid}"}}]',
             r"has no output 'runid' \(did you mean 'run_id'\?\)",
         ),
         (
@@ -316,14 +318,6 @@ def test_cli_runs_checks_and_lists_pipelines(tmp_path: Path) -> None:
         res = _cli(*args, cwd=tmp_path, data=data)
         assert res.returncode == 1, (args, res.stdout, res.stderr)
         assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
-    _write(
-        tmp_path / "pipes",
-        "bad_cron",
-        'schedule: "0 25 * * *"\nsteps: [{sync: {source: synthetic, symbols: X}}]',
-    )
-    res = _cli("schedule", cwd=tmp_path, data=data)
-    assert res.returncode == 1 and "schedule '0 25 * * *' is not a valid cron expression" in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1
 
 
 # ---------------------------------------------------------------------- the scheduler
@@ -440,3 +434,126 @@ steps:
     [rec] = read_history(data, "slow")
     assert rec["status"] == "interrupted" and rec["scheduled_for"] == "2025-01-01T01:00:00+00:00"
     assert Lake(data).series_coverage("synthetic", "ETH/USDT", "1m") is None  # nothing half-written
+
+
+# ---------------------------------------------------------------------- checks against registry and lake
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "steps: [{sweep: {strategy: sma_crss, symbols: BTC/USDT, out: t.parquet}}]",
+            r"unknown strategy 'sma_crss' \(did you mean 'sma_cross'\?\)",
+        ),
+        (
+            "params: {strategy: sma_crss}\n"
+            'steps: [{walk_forward: {strategy: "${strategy}", symbols: BTC/USDT}}]',
+            r"unknown strategy 'sma_crss'",
+        ),
+        (
+            "steps: [{walk_forward: {strategy: sma_cross, symbols: BTC/USDT, timeframe: 1hr}}]",
+            r"unknown timeframe '1hr'",
+        ),
+        (
+            "steps: [{sync: {source: synthetic, symbols: BTC/USDT, timeframe: 1hr}}]",
+            r"unknown timeframe '1hr'",
+        ),
+        (
+            "steps: [{sweep: {strategy: sma_cross, symbols: X, out: t.parquet, grid: {fst: 5:50:5}}}]",
+            r"unknown parameter 'fst' \(did you mean 'fast'\?\)",
+        ),
+        (
+            "steps: [{walk_forward: {strategy: sma_cross, symbols: X, fixed: shrt=false}}]",
+            r"unknown parameter 'shrt' \(did you mean 'short'\?\)",
+        ),
+        (
+            "steps: [{report: {notebook: strategy_research, parameters: {strategy: rsi_mrr}}}]",
+            r"unknown strategy 'rsi_mrr' \(did you mean 'rsi_mr'\?\)",
+        ),
+        (
+            "steps: [{report: {notebook: strategy_research, parameters: {timeframe: 1hr}}}]",
+            r"unknown timeframe '1hr'",
+        ),
+    ],
+)
+def test_pipeline_check_finds_unknown_strategies_parameters_and_timeframes(
+    tmp_path: Path, text: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKBENCH_NOTEBOOKS_DIR", str(REPO / "notebooks"))
+    p = _write(tmp_path, "bad", text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_pipeline(p)
+    assert "\n" not in str(info.value) and str(p) in str(info.value)
+
+
+def test_pipeline_check_finds_symbols_the_lake_does_not_hold(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    Lake(data).write_bars(
+        "synthetic",
+        "BTC/USDT",
+        "1h",
+        SyntheticSource(seed=1).bars(
+            "BTC/USDT", "1h", pd.Timestamp("2025-01-01", tz="UTC"), pd.Timestamp("2025-01-03", tz="UTC")
+        ),
+    )
+    wf = "steps: [{walk_forward: {strategy: sma_cross, symbols: %s, timeframe: %s}}]"
+    _write(tmp_path / "pipes", "held", wf % ("BTC/USDT", "4h"))  # resampled from 1h
+    _write(tmp_path / "pipes", "typo", wf % ("BTC/USTD", "1h"))
+    _write(tmp_path / "pipes", "finer", wf % ("BTC/USDT", "15m"))
+    _write(
+        tmp_path / "pipes",
+        "synced_first",  # a symbol the pipeline syncs itself before reading it
+        "steps: [{sync: {source: synthetic, symbols: ETH/USDT, timeframe: 1h}},\n"
+        "        {walk_forward: {strategy: sma_cross, symbols: ETH/USDT, timeframe: 1h}}]",
+    )
+    for name in ("held", "synced_first"):
+        res = _cli("pipeline", "check", name, cwd=tmp_path, data=data)
+        assert res.returncode == 0 and ": ok," in res.stdout, (name, res.stdout, res.stderr)
+    res = _cli("pipeline", "check", "typo", cwd=tmp_path, data=data)
+    assert res.returncode == 1, res.stdout
+    want = "(walk_forward): the lake holds no 1h bars of BTC/USTD (did you mean 'BTC/USDT'?)"
+    assert want in res.stderr, res.stderr
+    assert "workbench data sync" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = _cli("pipeline", "check", "finer", cwd=tmp_path, data=data)
+    assert res.returncode == 1 and "no 15m bars of BTC/USDT" in res.stderr, res.stderr
+
+
+def test_one_malformed_pipeline_does_not_stop_ls_or_schedule_of_the_others(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _write(tmp_path / "pipes", "hourly_sync", SYNC)
+    _write(tmp_path / "pipes", "broken", "steps:\n  - sync: {source: synthetic\n")
+    bad_cron = 'schedule: "0 25 * * *"\nsteps: [{sync: {source: synthetic, symbols: X}}]'
+    _write(tmp_path / "pipes", "bad_cron", bad_cron)
+    res = _cli("pipeline", "ls", cwd=tmp_path, data=data)
+    assert res.returncode == 1 and "hourly_sync" in res.stdout and "0 * * * *" in res.stdout, res
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in res.stderr, res.stderr
+    assert lines[0].startswith("error: skipped bad_cron.yaml:") and "not a valid cron expression" in lines[0]
+    assert lines[1].startswith("error: skipped broken.yaml:") and "not valid YAML" in lines[1]
+    res = _cli(
+        "schedule",
+        "--clock-start",
+        "2025-01-01T00:30",
+        "--clock-speed",
+        "3600",
+        "--max-runs",
+        "1",
+        cwd=tmp_path,
+        data=data,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "hourly_sync: next run" in res.stdout and "scheduler stopped after 1 run(s)" in res.stdout
+    assert "skipped broken.yaml" in res.stderr and "skipped bad_cron.yaml" in res.stderr
+    assert [r["pipeline"] for r in read_history(data)] == ["hourly_sync"]
+    res = _cli("schedule", "--only", "bad_cron", cwd=tmp_path, data=data)
+    assert res.returncode == 1 and "schedule '0 25 * * *' is not a valid cron expression" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_yaml_syntax_error_gets_the_cron_hint_only_on_the_schedule_line(tmp_path: Path) -> None:
+    p = _write(tmp_path, "flow", 'schedule: "0 1 * * *"\nsteps:\n  - sync: {source: synthetic\n')
+    with pytest.raises(ConfigError, match="not valid YAML") as info:
+        load_pipeline(p)
+    assert "cron" not in str(info.value), info.value
+    p = _write(tmp_path, "cron", "schedule: */5 * * * *\nsteps: [{sync: {source: synthetic, symbols: X}}]\n")
+    with pytest.raises(ConfigError, match=r"line 1: not valid YAML .* \(quote a cron expression"):
+        load_pipeline(p)

@@ -131,3 +131,13 @@ def test_cli_runs_a_report_and_fails_with_one_line(tmp_path: Path, lake_root: Pa
     assert len(bad.stderr.strip().splitlines()) == 1
     ls = subprocess.run([*cmd, "ls"], capture_output=True, text=True, env=env, timeout=300)
     assert "strategy_research:" in ls.stdout and "walk_forward_report:" in ls.stdout
+
+
+def test_a_report_folder_follows_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        res = run_report(_notebook(tmp_path / "tiny.ipynb", "y = x + 1"), {"x": 2}, out=tmp_path / "reports")
+    finally:
+        os.umask(old)
+    assert oct(res.folder.stat().st_mode & 0o777) == oct(0o755)  # mkdtemp made it 0700
+    assert {oct(f.stat().st_mode & 0o777) for f in res.folder.iterdir() if f.is_file()} == {oct(0o644)}

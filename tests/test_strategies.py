@@ -423,3 +423,27 @@ def test_indicator_cache_does_not_change_signals(name: str, bars: pd.DataFrame) 
             cached = strategy.signals(bars).arrays(len(bars))
         for key, value in plain.items():
             np.testing.assert_array_equal(value, cached[key], err_msg=f"{name}.{key}")
+
+
+def test_optuna_draws_step_parameters_on_their_grid_without_a_warning() -> None:
+    import warnings
+
+    import optuna
+
+    from workbench.strategies.base import Param
+
+    k = float_param("bb_k", 2.0, 1.0, 3.0, step=0.3)  # (3.0 - 1.0) / 0.3 is not whole: ends at 2.8
+    n = int_param("n", 10, 5, 52, step=10)  # nor is (52 - 5) / 10: ends at 45
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    drawn: dict[str, set] = {"bb_k": set(), "n": set()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna's "not divisible by step" warning reached the CLI
+        for _ in range(40):
+            trial = study.ask()
+            drawn["bb_k"].add(k.suggest(trial))
+            drawn["n"].add(n.suggest(trial))
+            study.tell(trial, 0.0)
+    assert drawn["bb_k"] <= set(k.grid()) and len(drawn["bb_k"]) > 3
+    assert drawn["n"] <= set(n.grid())
+    assert {t.params["bb_k"] for t in study.trials} <= set(k.grid())  # what fold tables show
+    assert "grid_only" not in (Param.__doc__ or "")  # documented an option that does not exist

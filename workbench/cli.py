@@ -1152,8 +1152,22 @@ def main() -> None:
     _State.debug = "--debug" in sys.argv[1:]
     try:
         app()
+    except KeyboardInterrupt:  # outside a command (typer turns one inside into SystemExit(130))
+        _interrupted()
+    except SystemExit as exc:
+        if exc.code == 130 and isinstance(getattr(exc.__context__, "__cause__", None), KeyboardInterrupt):
+            _interrupted()
+        raise
     except Exception as exc:  # the CLI's last resort: no traceback reaches a user
         sys.exit(_handle(exc))
+
+
+def _interrupted() -> None:
+    """Ctrl-C: one line on what was kept, exit 130 (the shell's code for SIGINT)."""
+    err.print("interrupted: nothing is half-written (files are replaced whole); bars synced, walk-forward "
+              "trials and paper orders journalled so far are kept and the same command resumes from them "
+              "(a backtest or sweep starts over)", highlight=False, soft_wrap=True)
+    sys.exit(130)
 
 
 __all__ = ["app", "main"]

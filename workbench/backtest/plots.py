@@ -19,6 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from workbench.config import file_mode
 from workbench.errors import ConfigError, did_you_mean
 
 __all__ = [
@@ -527,7 +528,7 @@ def write_html(fig: go.Figure, path: str | os.PathLike[str]) -> Path:
             fig.write_html(fh, include_plotlyjs=True, full_html=True)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workbench.config import data_dir
+from workbench.config import data_dir, file_mode
 from workbench.data.bars import BAR_COLUMNS, OPTIONAL_COLUMNS, bars_to_arrow, normalize_bars
 from workbench.data.calendar import Calendar, absent, calendar_for_symbol
 from workbench.data.quality import QualityPolicy, QualityReport, apply_policy, check_bars
@@ -127,9 +127,18 @@ class SyncResult:
     report: QualityReport | None = None
 
 
+_NUMERIC_DATE = re.compile(r"\s*(\d{1,2})[/.-](\d{1,2})[/.-](\d{2}|\d{4})\b")
+
+
 def _ts(value: TimeLike, what: str) -> pd.Timestamp | None:
     if value is None or value == "":
         return None
+    m = _NUMERIC_DATE.match(value) if isinstance(value, str) else None
+    if m and int(m.group(1)) <= 12 and int(m.group(2)) <= 12 and m.group(1) != m.group(2):
+        year = m.group(3) if len(m.group(3)) == 4 else f"20{m.group(3)}"
+        a, b = int(m.group(1)), int(m.group(2))
+        raise ConfigError(f"{what} {value!r} is ambiguous (day/month or month/day?): write it as ISO "
+                          f"year-month-day, e.g. {year}-{b:02d}-{a:02d} or {year}-{a:02d}-{b:02d}")
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError):
@@ -153,6 +162,7 @@ def _us(ts: pd.Timestamp) -> int:
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())  # mkstemp makes 0600: give the lake file the umask's mode
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -963,7 +973,10 @@ def _align_schemas(new: pa.Table, old: pa.Table) -> tuple[pa.Table, pa.Table]:
 def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
     """Write zstd Parquet to a hidden temp file, fsync, then rename over `path`."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        os.fchmod(fd, file_mode())  # mkstemp makes 0600: give the lake file the umask's mode
+    finally:
+        os.close(fd)
     try:
         # delta-encoded timestamps and byte-stream-split floats: ~30 bytes per 1m bar, not ~45
         encoding = {f.name: "BYTE_STREAM_SPLIT" for f in table.schema

@@ -143,10 +143,16 @@ def paper_replay(
                 progress=lambda k, n, _s=spec.name: prog(_s, 1, n),
             )
         s = res.summary()
+        ran = len(res.latency_ms)
+        timing = (
+            f"tick median {s['tick_ms_median']:.2f} ms, p99 {s['tick_ms_p99']:.2f} ms"
+            + (f" over the {ran} ticks run now (the journal held the others)" if ran < s["ticks"] else "")
+            if ran
+            else "nothing left to tick: the journal already held every bar (a resumed replay)"
+        )
         out.print(
             f"{spec.name}: {s['ticks']} ticks {s['start']} .. {s['end']}, {s['trades']} trades "
-            f"(backtest {s['backtest_trades']}); tick median {s['tick_ms_median'] or 0:.2f} ms, "
-            f"p99 {s['tick_ms_p99'] or 0:.2f} ms; journal {s['journal']}",
+            f"(backtest {s['backtest_trades']}); {timing}; journal {s['journal']}",
             highlight=False,
         )
         _parity_table(res, out)

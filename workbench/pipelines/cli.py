@@ -92,17 +92,16 @@ def pipeline_ls_cmd(
     from rich.table import Table
 
     from workbench.cli import out
-    from workbench.pipelines.spec import load_pipeline, parse_cron, pipeline_files, pipelines_dir
+    from workbench.pipelines.spec import load_pipelines, parse_cron, pipeline_files, pipelines_dir
 
-    files = pipeline_files(folder)
-    if not files:
+    if not pipeline_files(folder):
         out.print(f"no pipelines in {folder or pipelines_dir()}")
         return
+    pipes, bad = load_pipelines(folder)
     table = Table(title="pipelines", title_justify="left")
     for c in ("name", "schedule (UTC)", "next run", "steps", "description"):
         table.add_column(c)
-    for f in files:
-        p = load_pipeline(f)
+    for p in pipes:
         nxt = parse_cron(p.schedule).get_next_fire_time(None, datetime.now(UTC)) if p.schedule else None
         table.add_row(
             p.name,
@@ -111,16 +110,30 @@ def pipeline_ls_cmd(
             ", ".join(f"{s.id}" if s.id == s.kind else f"{s.id} ({s.kind})" for s in p.steps),
             p.description,
         )
-    out.print(table)
+    if pipes:
+        out.print(table)
+    _report_bad(bad)
+    if bad:
+        raise typer.Exit(1)
+
+
+def _report_bad(bad: dict[Path, str]) -> None:
+    """One line per pipeline file that does not read, on stderr; the others go on."""
+    from workbench.cli import err
+
+    for path, message in bad.items():
+        err.print(f"error: skipped {path.name}: {message}", markup=False, highlight=False, soft_wrap=True)
 
 
 @pipeline_app.command("check")
 def pipeline_check_cmd(name: NameArg) -> None:
-    """Read and check a pipeline (schedule, parameters, steps, options, references) without running it."""
-    from workbench.cli import out
-    from workbench.pipelines.spec import load_pipeline
+    """Check a pipeline without running it: schedule, parameters, steps, options, references, the
+    strategies and timeframes against the registry and the symbols against the lake."""
+    from workbench.cli import _lake, out
+    from workbench.pipelines.spec import check_data, load_pipeline
 
     p = load_pipeline(name)
+    check_data(p, _lake())
     out.print(f"{p.path}: ok, {len(p.steps)} step(s), schedule {p.schedule or 'none'}", highlight=False)
 
 
@@ -177,12 +190,15 @@ def schedule_cmd(
     from workbench.cli import out
     from workbench.errors import ConfigError
     from workbench.pipelines.schedule import Clock, Scheduler
-    from workbench.pipelines.spec import load_pipeline, pipeline_files, pipelines_dir
+    from workbench.pipelines.spec import load_pipeline, load_pipelines, pipelines_dir
 
-    files = pipeline_files(folder)
-    pipes = [load_pipeline(f) for f in files]  # every file is checked before anything runs
+    pipes, bad = load_pipelines(folder)  # every file is checked before anything runs
     if only:
         wanted = [n.strip() for n in only.split(",") if n.strip()]
+        broken = {f.stem: f for f in bad}
+        for n in wanted:
+            if n in broken:
+                load_pipeline(broken[n])  # a broken pipeline asked for by name: its error, exit 1
         names = [p.name for p in pipes]
         unknown = [n for n in wanted if n not in names]
         if unknown:
@@ -193,6 +209,10 @@ def schedule_cmd(
                 f"available in {folder or pipelines_dir()}: {', '.join(names) or 'none'}"
             )
         pipes = [p for p in pipes if p.name in wanted]
+        bad = {}
+    _report_bad(bad)
+    if bad and not pipes:
+        raise ConfigError(f"no pipeline to schedule in {folder or pipelines_dir()}: fix the files above")
     if (clock_start is None) != (clock_speed is None):
         raise ConfigError("a compressed clock needs both --clock-start and --clock-speed")
     if max_runs is not None and max_runs < 1:

@@ -168,7 +168,7 @@ def load_pipeline(source: str | Path, folder: str | Path | None = None) -> Pipel
 
     path = find_pipeline(source, folder)
     where = str(path)
-    raw = read_yaml(path, " (quote a cron expression: schedule: '0 2 * * *')")
+    raw = read_yaml(path, {"schedule": " (quote a cron expression: schedule: '0 2 * * *')"})
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping (schedule, params, steps) at the top level")
     if "steps" not in raw:
@@ -257,8 +257,99 @@ def _step(item: Any, i: int, where: str, params: Mapping[str, Any], before: list
                     f"{at} ({kind}): step {ref} ({known[ref]}) has no output {attr!r}"
                     f"{did_you_mean(attr, outputs)}; it gives {', '.join(outputs)}"
                 )
-    KINDS[kind].check(dict(options), f"{at} ({kind})")
+    KINDS[kind].check(dict(declared(options, params)), f"{at} ({kind})")
     return Step(id=sid, kind=kind, options=dict(options))
+
+
+def declared(value: Any, params: Mapping[str, Any]) -> Any:
+    """Options with references to parameters replaced by their declared values (what a run without
+    overrides sees), so those are checked when the file is read; other references stay."""
+    scope = {k: v for k, v in params.items() if v is not None}
+
+    def sub(m: re.Match[str]) -> str:
+        return str(scope[m.group(1)]) if m.group(2) is None and m.group(1) in scope else m.group(0)
+
+    if isinstance(value, str):
+        whole = REF.fullmatch(value)
+        if whole and whole.group(2) is None and whole.group(1) in scope:
+            return scope[whole.group(1)]
+        return REF.sub(sub, value)
+    if isinstance(value, Mapping):
+        return {k: declared(v, params) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [declared(v, params) for v in value]
+    return value
+
+
+def load_pipelines(folder: str | Path | None = None) -> tuple[list[Pipeline], dict[Path, str]]:
+    """Every pipeline of a folder that reads and checks, and the error of each one that does not:
+    one malformed file must not stop the listing or the scheduling of the others."""
+    from workbench.errors import WorkbenchError
+
+    good: list[Pipeline] = []
+    bad: dict[Path, str] = {}
+    for f in pipeline_files(folder):
+        try:
+            good.append(load_pipeline(f))
+        except WorkbenchError as exc:
+            bad[f] = str(exc)
+    return good, bad
+
+
+def _default(kind: str, option: str) -> Any:
+    """The default of a command option a step left out (sync: 1m bars, sweep: 1h...)."""
+    import inspect
+
+    from workbench.pipelines.steps import COMMANDS, _command
+
+    if kind not in COMMANDS:
+        return None
+    param = inspect.signature(_command(COMMANDS[kind])).parameters.get(option)
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
+
+
+def check_data(pipeline: Pipeline, lake: Any) -> None:
+    """The symbols and timeframes the steps read, against the lake or an earlier sync step of the
+    pipeline; raise a DataError naming the step, the series and how to get it."""
+    from workbench.data.timeframe import Timeframe
+    from workbench.errors import DataError
+
+    synced: list[tuple[str, str, Any]] = []
+    keys = lake.series()
+    for step in pipeline.steps:
+        o = declared(step.options, pipeline.params)
+        if step.kind == "report":
+            o = dict(o.get("parameters") or {})
+            if "symbols" not in o and "symbol" in o:
+                o["symbols"] = o["symbol"]
+        symbols, tf, source = o.get("symbols"), o.get("timeframe") or _default(step.kind, "timeframe"), \
+            o.get("source")
+        if isinstance(symbols, list):
+            symbols = ",".join(map(str, symbols))
+        known = [isinstance(v, str) and not REF.search(v) for v in (symbols, tf)]
+        if not all(known) or (source is not None and (not isinstance(source, str) or REF.search(source))):
+            continue  # decided at run time (a step output or the run's date)
+        timeframe = Timeframe.parse(tf)
+        syms = [x.strip() for x in symbols.split(",") if x.strip()]
+        if step.kind == "sync":
+            synced.extend((source, x, timeframe) for x in syms)
+            continue
+        if step.kind not in ("sweep", "walk_forward", "report"):
+            continue
+        for sym in syms:
+            if any(x == sym and (source is None or src == source) and t.divides(timeframe)
+                   for src, x, t in synced):
+                continue
+            sources = [source] if source else sorted({k.source for k in keys if k.symbol == sym})
+            if any(lake.stored_timeframe(src, sym, timeframe) is not None for src in sources):
+                continue
+            held = sorted({k.symbol for k in keys if source is None or k.source == source})
+            raise DataError(
+                f"{pipeline.path}: step {step.id} ({step.kind}): the lake holds no {timeframe.name} "
+                f"bars of {sym}{f' from {source}' if source else ''}{did_you_mean(sym, held)}; sync them "
+                f"first (`workbench data sync --source {source or '<source>'} --symbols {sym} "
+                f"--timeframe {timeframe.name}`) or add a sync step before this one"
+            )
 
 
 def _refs(value: Any) -> list[tuple[str, str | None]]:

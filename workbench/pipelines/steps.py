@@ -113,6 +113,9 @@ def _check_command(
     return out
 
 
+COMMANDS = {"sync": "data_sync", "sweep": "sweep_cmd", "walk_forward": "walk_forward_cmd"}
+
+
 def _command(func_name: str) -> Callable[..., Any]:
     import workbench.cli as cli
 
@@ -125,9 +128,41 @@ def _call_command(func_name: str, options: dict[str, Any], where: str) -> Any:
     return _command(func_name)(**{spec[k][0]: v for k, v in values.items()})
 
 
+def _static(o: Mapping[str, Any], key: str) -> str | None:
+    """An option's value when it is known now (text without references), else None."""
+    from workbench.pipelines.spec import REF
+
+    value = o.get(key)
+    return value if isinstance(value, str) and value and not REF.search(value) else None
+
+
+def _check_registry(o: Mapping[str, Any], where: str) -> None:
+    """Strategy, its parameters (grid, fixed) and the timeframe checked now, not when the step runs."""
+    from workbench.data.timeframe import Timeframe
+
+    try:
+        if (tf := _static(o, "timeframe")) is not None:
+            Timeframe.parse(tf)
+        if (name := _static(o, "strategy")) is not None:
+            from workbench.cli import parse_fixed, parse_grid
+            from workbench.strategies.registry import get_strategy
+
+            strategy = get_strategy(name)
+            if (grid := _static(o, "grid")) is not None:
+                parse_grid(grid, strategy, "grid")
+            if (fixed := _static(o, "fixed")) is not None:
+                parse_fixed(fixed, strategy, "fixed")
+            for key in ("grid", "params"):  # a report's parameters: {name: values}
+                if isinstance(o.get(key), Mapping):
+                    for pname in o[key]:
+                        strategy.space[str(pname)]  # an unknown name raises with a did-you-mean
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 # ---------------------------------------------------------------------- kinds
 def _check_sync(o: dict[str, Any], where: str) -> None:
-    _check_command("data_sync", o, where)
+    _check_registry(_check_command("data_sync", o, where), where)
 
 
 def _run_sync(o: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
@@ -136,7 +171,7 @@ def _run_sync(o: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 
 
 def _check_sweep(o: dict[str, Any], where: str) -> None:
-    _check_command("sweep_cmd", o, where)
+    _check_registry(_check_command("sweep_cmd", o, where), where)
 
 
 def _run_sweep(o: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
@@ -145,7 +180,7 @@ def _run_sweep(o: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 
 
 def _check_walk_forward(o: dict[str, Any], where: str) -> None:
-    _check_command("walk_forward_cmd", o, where)
+    _check_registry(_check_command("walk_forward_cmd", o, where), where)
 
 
 def _run_walk_forward(o: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
@@ -251,6 +286,7 @@ def _check_report(o: dict[str, Any], where: str) -> None:
             check_parameters(find_notebook(o["notebook"]), dict(params))
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+    _check_registry(params, f"{where} parameters")
 
 
 def _run_report(o: dict[str, Any], ctx: RunContext) -> dict[str, Any]:

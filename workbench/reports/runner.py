@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from workbench.config import file_mode
 from workbench.errors import ConfigError, WorkbenchError, did_you_mean
 from workbench.version import code_version
 
@@ -198,6 +199,7 @@ def run_report(
     folder = root / name / stamp
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    os.chmod(work, file_mode(directory=True))  # mkdtemp makes 0700: the report folder gets the umask's
     rec = work / "record.json"
     executed = work / f"{name}.ipynb"
     manifest: dict[str, Any] = {

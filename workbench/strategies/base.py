@@ -27,8 +27,9 @@ ParamValue = int | float | str | bool
 class Param:
     """One tunable parameter: integer, float, categorical or boolean, with its range and default.
 
-    `step` defines the grid a sweep walks (ints default to 1; floats need it for grids) and is
-    ignored by Optuna unless `grid_only` is set; `log` asks Optuna for a log-uniform draw.
+    `step` defines the grid a sweep walks (ints default to 1; floats need it for grids); Optuna
+    draws from the same grid (low, low + step, ... up to high), or from the whole range for a float
+    without a step; `log` asks Optuna for a log-uniform draw (then the step is not used).
     """
 
     name: str
@@ -104,10 +105,15 @@ class Param:
     def suggest(self, trial: Any) -> ParamValue:
         """Draw this parameter from an Optuna trial."""
         if self.kind == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high),  # type: ignore[arg-type]
-                                     step=int(self.step or 1) if not self.log else 1, log=self.log)
+            step = int(self.step or 1) if not self.log else 1
+            top = int(self.low) + (int(self.high) - int(self.low)) // step * step  # type: ignore[arg-type]
+            return trial.suggest_int(self.name, int(self.low), top,  # type: ignore[arg-type]
+                                     step=step, log=self.log)
         if self.kind == "float":
-            return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+            if self.step is None or self.log:
+                return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+            top = self.grid()[-1]  # the last step inside the range: Optuna warns if high is off the grid
+            return round(trial.suggest_float(self.name, self.low, top, step=self.step), 12)
         if self.kind == "bool":
             return trial.suggest_categorical(self.name, [False, True])
         return trial.suggest_categorical(self.name, list(self.choices))

@@ -133,13 +133,27 @@ class CsvSource(Source):
                     ts = ts.dt.tz_localize(self.tz, ambiguous="raise", nonexistent="raise")
                 ts = ts.dt.tz_convert("UTC") if ts.dt.tz is not None else ts
         except (ValueError, TypeError, OverflowError) as exc:
-            raise DataError(f"{fname}: cannot read timestamps ({str(exc).splitlines()[0]}): pass "
-                            "--ts-format, --ts-unit or --tz") from None
+            raise DataError(f"{fname}: cannot read timestamps ({self._why(col, exc)}): pass "
+                            "--ts-format (e.g. '%d/%m/%Y %H:%M'), --ts-unit or --tz") from None
         if tf.seconds >= 86400:
             # daily bars are keyed by their session date at 00:00 UTC, whatever the file's zone
             local = ts.dt.tz_convert(self.tz) if str(ts.dt.tz) != self.tz else ts
             ts = pd.to_datetime(local.dt.strftime("%Y-%m-%d")).dt.tz_localize("UTC")
         return ts
+
+    def _why(self, col: pd.Series, exc: Exception) -> str:
+        """The first value that does not read and its row, or pandas' reason in whole sentences
+        (its messages run on over several lines, e.g. "... You might want to try: ...")."""
+        if not pd.api.types.is_numeric_dtype(col):
+            parsed = pd.to_datetime(col, format=self.ts_format, errors="coerce")
+            bad = parsed.isna() & col.notna()
+            if bad.any():
+                row = int(np.argmax(bad.to_numpy()))
+                fmt = f"format {self.ts_format!r}" if self.ts_format else "the format of the first rows"
+                return f"{col.iloc[row]!r} on data row {row + 1} does not match {fmt}"
+        text = " ".join(str(exc).split())
+        text = text.split(" You might want to try")[0].rstrip(" ,.:")
+        return text
 
     def fetch(self, symbol: str, timeframe: Timeframe, start: pd.Timestamp, end: pd.Timestamp
               ) -> Iterator[pd.DataFrame]:
