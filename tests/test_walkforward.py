@@ -492,6 +492,35 @@ def test_no_feasible_trial_means_a_flat_fold(bars: pd.DataFrame, tmp_path: Path)
     assert res.summary()["oos_total_return"] == 0
 
 
+def test_a_fold_without_trades_has_no_sharpe_and_efficiency_stays_finite(bars: pd.DataFrame,
+                                                                         tmp_path: Path) -> None:
+    # the setting of test_min_trades_makes_trials_infeasible: fold 0 stays flat, the others trade
+    res = run(bars, tmp_path / "nan.journal", min_trades=4, n_trials=12)
+    f = res.folds
+    flat = f["oos_n_trades"] == 0
+    assert flat.any() and not flat.all()
+    assert f.loc[flat, "oos_sharpe"].isna().all()  # a flat window has no Sharpe: NaN, never +inf
+    assert not np.isinf(f[["oos_sharpe", "is_sharpe", "oos_objective"]].to_numpy(dtype=float)).any()
+    d = res.diagnostics
+    assert math.isfinite(d["sharpe_efficiency"]) and d["sharpe_efficiency_folds"] == int((~flat).sum())
+    defined = f[~flat]
+    assert d["sharpe_efficiency"] == pytest.approx(defined["oos_sharpe"].mean() / defined["is_sharpe"].mean())
+
+
+def test_oos_exposure_and_turnover_come_from_the_oos_trades(base: WalkForwardResult) -> None:
+    m, eq, tr = base.oos_metrics, base.oos_equity, base.oos_trades
+    assert len(tr) and (tr["status"] == "closed").all()
+    # next-open fills: a position is held at the close of bars entry_time <= t < exit_time
+    held = np.zeros(len(eq), dtype=bool)
+    for _, t in tr.iterrows():
+        held |= (eq.index >= t["entry_time"]) & (eq.index < t["exit_time"])
+    assert m["exposure"] == pytest.approx(held.mean(), rel=1e-12)
+    traded = float((tr["size"] * (tr["entry_price"] + tr["exit_price"])).sum())
+    years = len(eq) / base.settings["periods_per_year"]
+    assert m["turnover"] == pytest.approx(traded / eq.mean() / years, rel=1e-9)
+    assert 0 < m["avg_gross_exposure"] <= 1.0 + 1e-9
+
+
 # --------------------------------------------------------------------------------- 7. diagnostics
 
 

@@ -147,6 +147,8 @@ class BacktestResult:
     inputs: dict[str, Any]
     init_cash: float
     _records: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
+    # per-bar gross exposure (sum of |position value| / equity) at each close: walk-forward stitches it
+    gross_exposure: pd.Series | None = field(repr=False, default=None)
 
     @property
     def final_equity(self) -> float:
@@ -492,7 +494,8 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
     return BacktestResult(strategy=strategy, params=dict(params or {}), symbols=symbols, timeframe=timeframe,
                           index=index, bars=frames, signals=sig_frames, equity=equity, benchmark=benchmark,
                           orders=orders, trades=trades, metrics=metrics, inputs=inputs,
-                          init_cash=float(init_cash), _records=records)
+                          init_cash=float(init_cash), _records=records,
+                          gross_exposure=pd.Series(gross, index=index, name="gross_exposure"))
 
 
 # vectorbt's order record layout (vectorbt.portfolio.enums.order_dt), declared here so that a

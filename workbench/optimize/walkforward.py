@@ -566,6 +566,8 @@ def _finish(run: _Run, store: optuna.storages.BaseStorage, sids: list[int]) -> W
     trial_rows: list[dict[str, Any]] = []
     fold_rows: list[dict[str, Any]] = []
     equities: list[pd.Series] = []
+    exposures: list[np.ndarray] = []
+    traded_value = 0.0
     trades: list[pd.DataFrame] = []
     importances: list[dict[str, float]] = []
     pbo_per_fold: list[dict[str, Any]] = []
@@ -594,10 +596,12 @@ def _finish(run: _Run, store: optuna.storages.BaseStorage, sids: list[int]) -> W
         best = max(feasible, key=lambda t: (t.value, -t.number)) if feasible else None
         params = run.strat.params({**{p: best.params.get(p) for p in best.params}, **s["fixed"]}) \
             if best else None
-        equity, tr, oos = _oos_window(run, fold, params, cash)
+        equity, tr, oos, gross, traded = _oos_window(run, fold, params, cash)
         equity.name = "equity"
         cash = float(equity.iloc[-1])
         equities.append(equity)
+        exposures.append(gross)
+        traded_value += traded
         if len(tr):
             trades.append(tr.assign(fold=k))
         is_m = best.user_attrs.get("metrics") if best else None
@@ -633,7 +637,8 @@ def _finish(run: _Run, store: optuna.storages.BaseStorage, sids: list[int]) -> W
     bench = _benchmark(run, oos_equity.index)
     n_complete = int(sum(r["n_complete"] for r in fold_rows))
     diagnostics = _diagnostics(run, folds, oos_equity, bench, oos_trades, n_complete,
-                               float(np.mean(sr_vars)) if sr_vars else float("nan"), pbo_per_fold)
+                               float(np.mean(sr_vars)) if sr_vars else float("nan"), pbo_per_fold,
+                               exposure=np.concatenate(exposures), traded_value=traded_value)
     imp = pd.DataFrame(importances).set_index("fold") if importances else pd.DataFrame()
     stability = param_stability(folds, run.strat, s["fixed"])
     inputs = {"run_id": run.run_id, **s, "storage": st.redact(run.storage_url),
@@ -645,16 +650,21 @@ def _finish(run: _Run, store: optuna.storages.BaseStorage, sids: list[int]) -> W
 
 
 def _oos_window(run: _Run, fold: Fold, params: dict[str, Any] | None, cash: float
-                ) -> tuple[pd.Series, pd.DataFrame, dict[str, float]]:
+                ) -> tuple[pd.Series, pd.DataFrame, dict[str, float], np.ndarray, float]:
     """Trade the test window with the fold's winner: flat at start and end, signals warmed up on the
-    bars before it. No winner (no feasible trial) means staying flat."""
+    bars before it. No winner (no feasible trial) means staying flat.
+
+    Returns the equity, trades and metrics of the window, its per-bar gross exposure (fraction of the
+    window's equity) and the value it traded, from which the stitched OOS exposure and turnover come."""
     s = run.settings
     syms = s["symbols"]
     index = run.frames[syms[0]].index
     test_index = index[fold.test_start:fold.test_end]
     if params is None:
         flat = pd.Series(cash, index=test_index)
-        return flat, pd.DataFrame(), {**compute_metrics(flat, cash, s["periods_per_year"]), "n_trades": 0}
+        none = np.zeros(len(test_index))
+        metrics = compute_metrics(flat, cash, s["periods_per_year"], exposure=none, traded_value=0.0)
+        return flat, pd.DataFrame(), {**metrics, "n_trades": 0, "n_open_trades": 0}, none, 0.0
     start = max(0, fold.test_start - signal_lookback(run.strat, params))
     off = fold.test_start - start
     sub = {sym: run.frames[sym].iloc[start:fold.test_end] for sym in syms}
@@ -674,6 +684,8 @@ def _oos_window(run: _Run, fold: Fold, params: dict[str, Any] | None, cash: floa
         signals[sym] = Signals(**a)
     units = run.units()
     equity = pd.Series(0.0, index=test_index)
+    held = np.zeros(len(test_index))  # gross position value, summed over units
+    traded = 0.0
     trade_parts = []
     for unit in units:
         share = cash / len(units)
@@ -682,13 +694,23 @@ def _oos_window(run: _Run, fold: Fold, params: dict[str, Any] | None, cash: floa
                        max_exposure=s["max_exposure"], periods_per_year=s["periods_per_year"],
                        timeframe=s["timeframe"], calendar=s["calendar"], strategy=run.strat.name,
                        params=params)
-        equity = equity + res.equity.iloc[off:].to_numpy()
+        value = res.equity.iloc[off:].to_numpy()
+        equity = equity + value
+        if res.gross_exposure is not None:
+            held += res.gross_exposure.iloc[off:].to_numpy() * value
+        inside = res.orders[res.orders["time"] >= test_index[0]]
+        traded += float((inside["size"].abs() * inside["price"]).sum())
         trade_parts.append(res.trades)
     tr = pd.concat(trade_parts, ignore_index=True) if trade_parts else pd.DataFrame()
     tr = tr[tr["entry_time"] >= test_index[0]] if len(tr) else tr
-    metrics = compute_metrics(equity, cash, s["periods_per_year"], trades=tr if len(tr) else None)
+    values = equity.to_numpy()
+    gross = np.divide(held, values, out=np.zeros_like(held), where=values != 0.0)
+    metrics = compute_metrics(equity, cash, s["periods_per_year"], trades=tr if len(tr) else None,
+                              exposure=gross, traded_value=traded)
     metrics["n_trades"] = int((tr["status"] == "closed").sum()) if len(tr) else 0
-    return equity, tr.reset_index(drop=True), metrics
+    if not len(tr):
+        metrics["n_open_trades"] = 0
+    return equity, tr.reset_index(drop=True), metrics, gross, traded
 
 
 def _benchmark(run: _Run, index: pd.DatetimeIndex) -> pd.Series:
@@ -743,7 +765,8 @@ def _importances(run: _Run, complete: Sequence[optuna.trial.FrozenTrial]) -> dic
 
 
 def _diagnostics(run: _Run, folds: pd.DataFrame, equity: pd.Series, bench: pd.Series, trades: pd.DataFrame,
-                 n_trials: int, sr_variance: float, pbo_per_fold: list[dict[str, Any]]) -> dict[str, Any]:
+                 n_trials: int, sr_variance: float, pbo_per_fold: list[dict[str, Any]], *,
+                 exposure: np.ndarray | None = None, traded_value: float = 0.0) -> dict[str, Any]:
     s = run.settings
     ppy = s["periods_per_year"]
     init = s["init_cash"]
@@ -752,9 +775,10 @@ def _diagnostics(run: _Run, folds: pd.DataFrame, equity: pd.Series, bench: pd.Se
     bvals = bench.to_numpy(dtype=float)
     brets = bvals / np.concatenate([[init], bvals[:-1]]) - 1.0
     oos = compute_metrics(equity, init, ppy, trades=trades if len(trades) else None, benchmark=bench,
-                          index=equity.index)
+                          index=equity.index, exposure=exposure, traded_value=traded_value)
     if not len(trades):
         oos["n_trades"] = 0
+        oos["n_open_trades"] = 0
     out: dict[str, Any] = {"oos_metrics": oos, "n_trials": n_trials, "trial_sharpe_variance": sr_variance}
     out["deflated_sharpe"] = (deflated_sharpe_ratio(rets, n_trials=max(n_trials, 1),
                                                     sr_variance=sr_variance).as_dict()
@@ -772,10 +796,15 @@ def _diagnostics(run: _Run, folds: pd.DataFrame, equity: pd.Series, bench: pd.Se
     else:
         out["monte_carlo"] = {"note": "no closed out-of-sample trades"}
     is_ret = folds["is_annual_return"].mean()
-    is_sh = folds["is_sharpe"].mean()
     out["walk_forward_efficiency"] = float(folds["oos_annual_return"].mean() / is_ret) if is_ret > 0 \
         else float("nan")
-    out["sharpe_efficiency"] = float(folds["oos_sharpe"].mean() / is_sh) if is_sh > 0 else float("nan")
+    # a fold whose IS or OOS Sharpe is undefined (no trades, flat equity) has no place in a Sharpe ratio
+    defined = np.isfinite(folds["is_sharpe"].to_numpy(dtype=float)) & \
+        np.isfinite(folds["oos_sharpe"].to_numpy(dtype=float))
+    is_sh = float(folds["is_sharpe"][defined].mean()) if defined.any() else float("nan")
+    out["sharpe_efficiency"] = float(folds["oos_sharpe"][defined].mean() / is_sh) if is_sh > 0 \
+        else float("nan")
+    out["sharpe_efficiency_folds"] = int(defined.sum())
     return out
 
 
