@@ -103,3 +103,42 @@ def test_each_symbol_s_signals_come_from_its_own_bars(bars) -> None:
         q = 50_000.0 / f["open"].iloc[1]
         want += np.where(union < f.index[1], 50_000.0, q * closes[s])
     np.testing.assert_allclose(res.benchmark.to_numpy(), want.to_numpy(), rtol=1e-12)
+
+
+GRID = {"fast": [5, 10], "slow": [20, 30]}
+FIXED = {"short": False}
+
+
+def test_sweep_runs_on_the_union_timeline(bars) -> None:
+    """A portfolio sweep scores each combination exactly as `backtest` does on BTC+SPY; a per-symbol
+    sweep scores SPY on its own sessions."""
+    from workbench.backtest import sweep
+
+    costs = Costs(fees=0.001, slippage=0.0005, slippage_vol=0.2)
+    both = sweep("sma_cross", bars, GRID, fixed=FIXED, costs=costs, portfolio=True).table
+    alone = sweep("sma_cross", bars, GRID, fixed=FIXED, costs=costs).table
+    assert len(both) == 4 and len(alone) == 8
+    for row in both.to_dict("records"):
+        p = {"fast": row["fast"], "slow": row["slow"], **FIXED}
+        bt = backtest("sma_cross", bars, p, costs=costs).metrics
+        for key in ("total_return", "sharpe", "n_trades"):
+            assert row[key] == pytest.approx(bt[key], rel=1e-9), (p, key)
+    for row in alone[alone["symbol"] == "SPY"].to_dict("records"):
+        p = {"fast": row["fast"], "slow": row["slow"], **FIXED}
+        bt = backtest("sma_cross", {"SPY": bars["SPY"]}, p, costs=costs, timeframe="1h").metrics
+        assert row["total_return"] == pytest.approx(bt["total_return"], rel=1e-9)
+
+
+def test_walk_forward_folds_split_the_union_timeline(bars, tmp_path) -> None:
+    from workbench.optimize.walkforward import walk_forward
+
+    res = walk_forward("sma_cross", bars, folds=2, n_trials=3, fixed={**FIXED, "slow": 20}, seed=0,
+                       save=False, portfolio=True, storage=str(tmp_path / "wf.journal"))
+    union = bars["BTC/USDT"].index.union(bars["SPY"].index)
+    assert res.settings["data"]["bars"] == len(union)
+    oos = res.oos_equity.index
+    start = union.get_loc(oos[0])
+    assert oos.equals(union[start:])  # the test windows tile the end of the union timeline
+    spy = res.oos_trades[res.oos_trades["symbol"] == "SPY"]
+    assert spy["entry_time"].isin(bars["SPY"].index).all()
+    assert len(res.oos_benchmark) == len(oos) and res.oos_benchmark.notna().all()
