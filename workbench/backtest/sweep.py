@@ -26,17 +26,15 @@ from workbench.backtest.engine import (
     Direction,
     Fill,
     Sizing,
+    Timeline,
     _compact,
     as_bar_dict,
     buy_and_hold,
     check_risk_stops,
-    price_matrices,
     resolve_annualisation,
     resolve_run,
     run_inputs,
     signal_matrices,
-    sizing_array,
-    slippage_array,
 )
 from workbench.backtest.metrics import EQUITY_KEYS, METRIC_KEYS, TRADE_KEYS, equity_stats_nb, trade_stats_nb
 from workbench.errors import ConfigError, SweepTooLarge
@@ -199,16 +197,18 @@ class Evaluator:
         self.costs, self.fill, self.sizing, self.direction = costs, fill, sizing, direction
         self.init_cash, self.max_exposure = float(init_cash), float(max_exposure)
         self.ppy = float(periods_per_year)
-        self.open_, self.high, self.low, self.close = price_matrices(self.frames, self.symbols)
+        # the symbols' union timeline (mixed calendars: SEMANTICS.md "Timeline")
+        self.timeline = Timeline(self.frames, self.symbols)
+        self.open_, self.high, self.low, self.close = self.timeline.prices()
         self.n = self.close.shape[0]
-        self.slip = _compact(slippage_array(self.close, costs))
+        self.slip = _compact(self.timeline.slippage(costs))
         self.value = np.empty(self.n)
         self._trades = np.empty((self.n * len(self.symbols) + 1, 2))
 
     def arrays(self, params: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
         """The kernel inputs of one parameter set: le, lx, se, sx, sl, tp, tsl, frac."""
-        return _combo_arrays(self.strat, self.frames, self.symbols, dict(params), self.direction, self.sizing,
-                             self.high, self.low, self.close, self.ppy)
+        return _combo_arrays(self.strat, self.timeline, dict(params), self.direction, self.sizing, self.ppy,
+                             int(self.fill is Fill.NEXT_OPEN))
 
     def score(self, params: Mapping[str, Any]) -> dict[str, float]:
         """Metrics (`_KERNEL_KEYS`) of one parameter set; its equity curve is left in `self.value`."""
@@ -303,7 +303,6 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
         raise ConfigError(f"the grid of {strat.name} has no feasible combination (constraints "
                           f"{[c.expr for c in strat.space.constraints]}); widen the ranges")
     combos = [strat.params(c) for c in combos]
-    index = frames[symbols[0]].index
     timeframe, calendar, periods_per_year = resolve_annualisation(frames, timeframe, calendar,
                                                                   periods_per_year)
     warm = max(strat.warmup(c) for c in combos)
@@ -311,7 +310,7 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
         check_signal_bars(frames[s], warm, strat.name, {"max warmup": warm})
 
     units = [symbols] if portfolio else [[s] for s in symbols]
-    n = len(index)
+    n = Timeline(frames).n  # the longest timeline of any unit (the union of all symbols' bars)
     m_unit = len(units[0])
     per_combo = n * m_unit * 4 + (3 * n * m_unit * 8 if _has_bar_stops(strat) else 0)
     # chunks small enough to stay friendly to the caches, large enough to keep every thread busy
@@ -330,7 +329,8 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
         ev = Evaluator(strat, sub, costs=costs, fill=fill, sizing=sizing, direction=direction,
                        init_cash=init_cash, max_exposure=max_exposure, periods_per_year=periods_per_year)
         open_, high, low, close, slip = ev.open_, ev.high, ev.low, ev.close, ev.slip
-        bench = buy_and_hold(open_, close, index, costs, fill, init_cash, slip)
+        n = ev.n
+        bench = buy_and_hold(open_, close, ev.timeline.index, costs, fill, init_cash, slip)
         bench_ret = float(bench.iloc[-1] / init_cash - 1.0)
         threads = numba.get_num_threads()
         values = np.empty((threads, n))
@@ -343,8 +343,8 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
                 part = combos[start:start + chunk]
                 t0 = time.perf_counter()
                 # each task runs in a copy of this context, so it sees the same indicator cache
-                futures = [pool.submit(contextvars.copy_context().run, _combo_arrays, strat, sub, unit, p,
-                                       direction, sizing, high, low, close, periods_per_year)
+                futures = [pool.submit(contextvars.copy_context().run, _combo_arrays, strat, ev.timeline, p,
+                                       direction, sizing, periods_per_year, int(fill is Fill.NEXT_OPEN))
                            for p in part]
                 arrays = [f.result() for f in futures]
                 for k, a in enumerate(arrays):  # into buffers reused by every chunk: no fresh pages
@@ -411,14 +411,13 @@ def _has_bar_stops(strat: Strategy) -> bool:
     return any(p.name.endswith(("stop", "atr_mult", "trail")) for p in strat.space.params)
 
 
-def _combo_arrays(strat: Strategy, sub: dict[str, pd.DataFrame], unit: list[str], p: dict,
-                  direction: Direction, sizing: Sizing, high: np.ndarray, low: np.ndarray,
-                  close: np.ndarray, ppy: float) -> tuple[np.ndarray, ...]:
-    n = close.shape[0]
-    per = [strat.signals(sub[s], p, validate=False).arrays(n, strat.name, compact=True) for s in unit]
-
-    le, lx, se, sx, sl, tp, tsl = signal_matrices(per, n, direction)
-    frac = sizing_array(sizing, len(unit), sl, tsl, high, low, close, ppy)
+def _combo_arrays(strat: Strategy, tl: Timeline, p: dict, direction: Direction, sizing: Sizing, ppy: float,
+                  lag: int) -> tuple[np.ndarray, ...]:
+    """Kernel inputs of one parameter set: each symbol's signals on its own bars, placed on the timeline."""
+    per = [strat.signals(tl.frames[s], p, validate=False).arrays(len(tl.frames[s]), strat.name, compact=True)
+           for s in tl.symbols]
+    le, lx, se, sx, sl, tp, tsl = signal_matrices(tl.place_signals(per, lag), tl.n, direction)
+    frac = tl.sizing(sizing, sl, tsl, ppy, lag)
     check_risk_stops(sizing, le, se, frac, f"{strat.name}{p}")
     return (le, lx, se, sx, _compact(sl), _compact(tp), _compact(tsl),
             _compact(np.asarray(frac, dtype=np.float64)))
