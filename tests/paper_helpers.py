@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench.backtest.engine import Costs, Direction, Fill, Sizing
+from workbench.backtest.engine import Costs, Direction, Fill, Lot, Sizing
 from workbench.data.lake import Lake
 from workbench.data.sources.synthetic import SyntheticSource
 from workbench.optimize.walkforward import signal_lookback
@@ -82,6 +82,7 @@ def spec_for(
     capital: float = 100_000.0,
     max_exposure: float = 1.0,
     name: str | None = None,
+    lots: dict[str, Lot] | None = None,
 ) -> StrategySpec:
     """A runner spec as an artifact would give it."""
     strat = get_strategy(strategy)
@@ -101,6 +102,7 @@ def spec_for(
         max_exposure=max_exposure,
         lookback=signal_lookback(strat, p),
         source="synthetic",
+        lots=dict(lots or {}),
     )
 
 
@@ -123,6 +125,7 @@ def write_artifact(path: Path, spec: StrategySpec, *, name: str = "paper_test", 
         direction=spec.direction.value,
         init_cash=spec.capital,
         max_exposure=spec.max_exposure,
+        lots=spec.to_dict()["lots"],
         portfolio=True,
         data={
             "source": "synthetic",

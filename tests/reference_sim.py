@@ -42,6 +42,10 @@ class Settings:
     direction: str = "both"  # "long" | "short" | "both"
     init_cash: float = 100_000.0
     max_exposure: float = 1.0
+    margin_rate: float = 0.0  # annual interest on negative cash, charged per bar (/ periods_per_year)
+    lot: float = 0.0  # size increment (0 = any size); quantities round down to a multiple of it
+    min_qty: float = 0.0  # an entry below this quantity is refused
+    min_notional: float = 0.0  # an entry below this value (quantity x fill price) is refused
 
 
 @dataclass
@@ -84,6 +88,7 @@ class Result:
     trades: list[Trade]
     benchmark: list[float]
     cash: float
+    interest: float = 0.0  # margin interest paid in total
 
 
 @dataclass
@@ -201,6 +206,13 @@ def _target_level(pos: _Position) -> float | None:
     return pos.entry * (1 + pos.tp) if pos.qty > 0 else pos.entry * (1 - pos.tp)
 
 
+def _round_lot(q: float, s: Settings) -> float:
+    """Round a quantity down to a whole number of lots (no lot: unchanged)."""
+    if not s.lot:
+        return q
+    return math.floor(q / s.lot) * s.lot
+
+
 def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: Settings) -> Result:
     """Bars may have different timestamps per symbol (mixed calendars): the timeline is their union,
     bar numbers in the result count union bars, and each symbol's signals are indexed by its own bars."""
@@ -224,6 +236,7 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
     orders: list[Order] = []
     trades: list[Trade] = []
     value: list[float] = []
+    interest = 0.0
 
     def close_position(k: str, i: int, price: float, reason: str) -> None:
         """Exit the whole position of k at `price` (before slippage)."""
@@ -275,24 +288,31 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
         else:
             raise ValueError(s.sizing)
         f = min(f, s.max_exposure)
+        if equity <= 0:
+            return
         if long:
             fill = px * (1 + slip[k][b])
-            q = f * equity / fill
-            if cash <= 0:
+            # the fee is reserved: the entry spends f * equity, its fee included
+            q = f * equity / (fill * (1 + s.fees))
+            # cash may go below 0 (margin) only down to what the exposure cap allows
+            floor = -max(0.0, s.max_exposure - 1.0) * equity
+            if cash <= floor:
                 return
-            capped = q * fill * (1 + s.fees) > cash
+            capped = q * fill * (1 + s.fees) > cash - floor
             if capped:
-                q = cash / (1 + s.fees) / fill
-            if q <= 0:
+                q = (cash - floor) / (1 + s.fees) / fill
+            q = _round_lot(q, s)
+            if q <= 0 or q < s.min_qty or q * fill < s.min_notional:
                 return
-            # a capped buy spends all the cash: exactly 0 afterwards, so that a float residual of
-            # +-1e-12 never buys dust for the next symbol (test_a_cash_capped_buy_leaves_no_dust)
-            cash = 0.0 if capped else cash - q * fill * (1 + s.fees)
+            # a buy that spends all the cash it may leaves exactly the floor, so that a float residual
+            # of +-1e-12 never buys dust for the next symbol (test_a_cash_capped_buy_leaves_no_dust)
+            rest = cash - q * fill * (1 + s.fees)
+            cash = floor if not s.lot and (capped or rest - floor <= 1e-9 * equity) else rest
             side, qty = "buy", q
         else:
             fill = px * (1 - slip[k][b])
-            q = f * equity / fill
-            if q <= 0:
+            q = _round_lot(f * equity / (fill * (1 + s.fees)), s)
+            if q <= 0 or q < s.min_qty or q * fill < s.min_notional:
                 return
             cash += q * fill * (1 - s.fees)
             side, qty = "sell", -q
@@ -336,6 +356,10 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
     for i in range(n):
         stopped: set[str] = set()
         here = [k for k in symbols if own[k][i] is not None]  # symbols whose market has a bar at i
+        # 0. margin interest on the cash borrowed over the previous bar
+        if i >= 1 and cash < 0 and s.margin_rate:
+            interest -= cash * s.margin_rate / s.periods_per_year
+            cash += cash * s.margin_rate / s.periods_per_year
         # 1. gap check at the open for positions held at the start of the bar
         for k in here:
             p = pos[k]
@@ -394,7 +418,7 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
             mark[k] = c[k][own[k][i]]
         value.append(cash + sum(pos[k].qty * mark[k] for k in symbols if pos[k].qty != 0))
 
-    return Result(orders, value, trades, benchmark(bars, s), cash)
+    return Result(orders, value, trades, benchmark(bars, s), cash, interest)
 
 
 def benchmark(bars: dict[str, pd.DataFrame], s: Settings) -> list[float]:

@@ -182,7 +182,8 @@ def test_inputs_record_everything_needed_to_reproduce_a_run(bars: dict[str, pd.D
                       direction="long", init_cash=50_000.0)
     inputs = result.inputs
     assert inputs["params"] == {"fast": 15, "slow": 50, "short": False}
-    assert inputs["costs"] == {"fees": 0.002, "slippage": 0.0001, "slippage_vol": 0.0, "vol_window": 20}
+    assert inputs["costs"] == {"fees": 0.002, "slippage": 0.0001, "slippage_vol": 0.0, "vol_window": 20,
+                              "margin_rate": 0.0}
     assert inputs["fill"] == "close" and inputs["direction"] == "long" and inputs["init_cash"] == 50_000.0
     assert inputs["sizing"]["kind"] == "volatility" and inputs["sizing"]["target_vol"] == 0.25
     assert inputs["code_version"] == code_version() and inputs["code_version"].startswith("0.")

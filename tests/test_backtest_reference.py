@@ -79,6 +79,16 @@ def random_case(seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, dict], re
         init_cash=float(rng.choice([10_000.0, 100_000.0, 1_234_567.0])),
         max_exposure=1.0 if rng.random() < 0.6 else float(rng.uniform(0.2, 0.9)),
     )
+    if sizing == "fixed" and settings.fraction is not None:  # a fraction above the cap is an error
+        settings.max_exposure = max(settings.max_exposure, settings.fraction)
+    if rng.random() < 0.3:  # longs on margin, with interest
+        settings.max_exposure = float(rng.uniform(1.2, 3.0))
+        settings.fraction = None if rng.random() < 0.5 else float(rng.uniform(0.2, settings.max_exposure))
+        settings.margin_rate = float(rng.uniform(0.0, 0.3))
+    if rng.random() < 0.4:  # lots and minimums
+        settings.lot = float(rng.choice([1.0, 0.5, 0.01]))
+        settings.min_qty = float(rng.choice([0.0, 2.0]))
+        settings.min_notional = float(rng.choice([0.0, 500.0]))
     signals = {}
     for sym in symbols:
         density = rng.uniform(0.02, 0.10)
@@ -129,13 +139,15 @@ def union_index(bars: dict[str, pd.DataFrame]) -> pd.DatetimeIndex:
 # ---------------------------------------------------------------- the engine, normalized
 
 def run_engine(bars: dict[str, pd.DataFrame], signals: dict[str, dict], s: ref.Settings):
-    from workbench.backtest import Costs, Sizing, simulate
+    from workbench.backtest import Costs, Lot, Sizing, simulate
     from workbench.strategies import Signals
 
     return simulate(
         bars,
         {sym: Signals(**{k: v.copy() for k, v in sig.items()}) for sym, sig in signals.items()},
-        costs=Costs(fees=s.fees, slippage=s.slippage, slippage_vol=s.slippage_vol, vol_window=s.vol_window),
+        costs=Costs(fees=s.fees, slippage=s.slippage, slippage_vol=s.slippage_vol, vol_window=s.vol_window,
+                    margin_rate=s.margin_rate),
+        lots=Lot(step=s.lot, min_qty=s.min_qty, min_notional=s.min_notional),
         fill=s.fill,
         sizing=Sizing(kind=s.sizing, fraction=s.fraction, risk=s.risk, target_vol=s.target_vol,
                       atr_window=s.atr_window),
@@ -207,7 +219,7 @@ def test_reference_books_balance(seed: int) -> None:
         else:
             assert t.exit_bar >= t.entry_bar
             realized += t.pnl
-    assert res.value[-1] == pytest.approx(s.init_cash + realized, rel=1e-9)
+    assert res.value[-1] == pytest.approx(s.init_cash + realized - res.interest, rel=1e-9)
     # orders alternate entry / exit per symbol and every exit closes the whole position
     for sym in bars:
         held = 0.0
@@ -308,6 +320,7 @@ def test_engine_matches_reference_on_one_frame(seed: int) -> None:
     sym = next(iter(bars))
     bars, signals = {sym: bars[sym]}, {sym: signals[sym]}
     s.sizing, s.fraction = "fixed", None
+    s.margin_rate, s.lot, s.min_qty, s.min_notional = 0.0, 0.0, 0.0, 0.0
     expected = ref.simulate(bars, signals, s)
     res = simulate(bars[sym], Signals(**signals[sym]), costs=Costs(fees=s.fees, slippage=s.slippage,
                    slippage_vol=s.slippage_vol, vol_window=s.vol_window), fill=s.fill,

@@ -75,12 +75,14 @@ def run(impl: str, bars: dict[str, pd.DataFrame] | pd.DataFrame, sigs: dict, **s
         orders = [(o.bar, o.symbol, o.side, o.size, o.price, o.fees, o.reason) for o in res.orders]
         return Run(orders, trades, res.value, res.benchmark)
 
-    from workbench.backtest import Costs, Sizing, simulate
+    from workbench.backtest import Costs, Lot, Sizing, simulate
     from workbench.strategies import Signals
 
     res = simulate(
         bars, {k: Signals(**v) for k, v in sigs.items()},
-        costs=Costs(fees=s.fees, slippage=s.slippage, slippage_vol=s.slippage_vol, vol_window=s.vol_window),
+        costs=Costs(fees=s.fees, slippage=s.slippage, slippage_vol=s.slippage_vol, vol_window=s.vol_window,
+                    margin_rate=s.margin_rate),
+        lots=Lot(step=s.lot, min_qty=s.min_qty, min_notional=s.min_notional),
         fill=s.fill,
         sizing=Sizing(kind=s.sizing, fraction=s.fraction, risk=s.risk, target_vol=s.target_vol,
                       atr_window=s.atr_window),
@@ -381,7 +383,8 @@ def test_fees_and_slippage_arithmetic_on_one_trade(impl: str) -> None:
 def test_short_fees_and_slippage(impl: str) -> None:
     r = run(impl, frame(CALM), signals(8, se=[0], sx=[2]), fees=0.002, slippage=0.001)
     sell = 100 * 0.999
-    size = 10_000 / sell  # shorts are not limited by cash: f * E / (P * (1 - slip))
+    # shorts are not limited by cash; the fee is reserved: f * E / (P * (1 - slip) * (1 + fees))
+    size = 10_000 / (sell * 1.002)
     buy = 103 * 1.001
     check_orders(r.orders, [(1, "sell", size, sell, "entry"), (3, "buy", size, buy, "exit")])
     pnl = (sell - buy) * size - size * sell * 0.002 - size * buy * 0.002
@@ -416,8 +419,9 @@ def test_default_fraction_is_one_over_the_number_of_symbols(impl: str) -> None:
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_max_exposure_caps_each_position(impl: str) -> None:
-    r = run(impl, TWO, two_signals(), fraction=0.5, max_exposure=0.4)
-    # f = min(0.5, 0.4): A 4 000 / 100 = 40; B: E = 6 000 + 40 * 100 -> 4 000 / 50 = 80; 2 000 stays cash
+    r = run(impl, TWO, two_signals(), fraction=None, max_exposure=0.4)
+    # f = min(1 / 2 symbols, 0.4): A 4 000 / 100 = 40; B: E = 6 000 + 40 * 100 -> 4 000 / 50 = 80;
+    # 2 000 stays cash
     check_orders(r.orders, [(1, "A", "buy", 40.0, 100.0, "entry"), (1, "B", "buy", 80.0, 50.0, "entry")])
     assert r.equity[-1] == approx(2_000 + 40 * 110 + 80 * 40)
 
@@ -505,6 +509,86 @@ def test_a_cash_capped_buy_leaves_no_dust_for_the_next_symbol(impl: str) -> None
     qb = cash / 1.001 / 50
     check_orders(r.orders, [(1, "A", "buy", qa, 77.0, "entry"), (2, "A", "sell", qa, 77.0, "exit"),
                             (3, "B", "buy", qb, 50.0, "entry")])
+
+
+# ---------------------------------------------------------------- lots, minimums, margin
+
+# a stock that trades in whole shares: entries at 101.3 and 50.55, exit at 97.7
+SHARES = [(100.0, 101.0, 99.0, 100.0), (101.3, 102.0, 100.0, 101.0), (101.0, 101.0, 97.0, 98.0),
+          (97.7, 98.0, 50.0, 51.0), (50.55, 52.0, 50.0, 51.0), (51.0, 52.0, 50.0, 52.5)]
+
+
+def _backtesting_py_units(cash: float, price: float, commission: float) -> int:
+    """backtesting.py (`_Broker._process_orders`) sizing of its default `size=1 - eps` order:
+    `int(margin_available * leverage * size // (adjusted_price + commission(size, price) / size))`,
+    with no spread and leverage 1; its commission is `commission * |size| * price`."""
+    import sys
+
+    size = 1 - sys.float_info.epsilon
+    return int(cash * size // (price + commission * size * price / size))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_whole_shares_reproduce_backtesting_py_sizing_and_fee_reservation(impl: str) -> None:
+    c = 0.002
+    r = run(impl, frame(SHARES), signals(6, le=[0, 3], lx=[2]), fees=c, lot=1.0)
+    # backtesting.py's rules, worked out independently of both simulators
+    q1 = _backtesting_py_units(10_000.0, 101.3, c)
+    cash = 10_000.0 - q1 * 101.3 * c + q1 * (97.7 - 101.3) - q1 * 97.7 * c
+    q2 = _backtesting_py_units(cash, 50.55, c)
+    assert (q1, q2) == (98, 189)
+    check_orders(r.orders, [(1, "buy", 98.0, 101.3, "entry"), (3, "sell", 98.0, 97.7, "exit"),
+                            (4, "buy", 189.0, 50.55, "entry")])
+    cash_end = cash - q2 * 50.55 * (1 + c)
+    assert r.equity[-1] == approx(cash_end + q2 * 52.5)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_lot_step_rounds_down_and_an_entry_below_a_minimum_is_refused(impl: str) -> None:
+    r = run(impl, frame(CALM), signals(8, le=[0]), lot=0.25)
+    # 10 000 / 100 = 100 exactly -> 100; with fees 10 000 / 100.1 = 99.9 -> 99.75
+    check_orders(r.orders, [(1, "buy", 100.0, 100.0, "entry")])
+    r = run(impl, frame(CALM), signals(8, le=[0]), lot=0.25, fees=0.001)
+    check_orders(r.orders, [(1, "buy", 99.75, 100.0, "entry")])
+    assert r.equity[1] == approx(10_000 - 99.75 * 100.0 * 1.001 + 99.75 * 101.0)
+    r = run(impl, frame(CALM), signals(8, le=[0], lx=[2], se=[4]), fraction=0.5, min_qty=51.0)
+    assert r.orders == []  # 50 units wanted, 51 the minimum: every entry refused
+    r = run(impl, frame(CALM), signals(8, le=[0]), fraction=0.5, min_notional=5_000.01)
+    assert r.orders == []
+    r = run(impl, frame(CALM), signals(8, le=[0]), fraction=0.5, min_notional=5_000.0)
+    check_orders(r.orders, [(1, "buy", 50.0, 100.0, "entry")])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_long_margin_borrows_up_to_the_exposure_cap(impl: str) -> None:
+    r = run(impl, frame(CALM), signals(8, le=[0], lx=[3]), fraction=2.0, max_exposure=2.0)
+    # 2 x equity: 20 000 / 100 = 200 units, cash -10 000 (borrowed)
+    check_orders(r.orders, [(1, "buy", 200.0, 100.0, "entry"), (4, "sell", 200.0, 104.0, "exit")])
+    assert r.equity[2] == approx(-10_000 + 200 * 103.0)
+    assert r.equity[-1] == approx(10_000 + 200 * 4.0)
+    # the floor is -(max_exposure - 1) * E: a 3x fraction under a 2x cap is an error (engine), and
+    # two symbols at 1.5x each borrow only down to -10 000
+    r = run(impl, TWO, two_signals(), fraction=1.5, max_exposure=2.0)
+    check_orders(r.orders, [(1, "A", "buy", 150.0, 100.0, "entry"), (1, "B", "buy", 100.0, 50.0, "entry")])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_margin_interest_is_charged_per_bar_on_negative_cash(impl: str) -> None:
+    r = run(impl, frame(CALM), signals(8, le=[0], lx=[3]), fraction=2.0, max_exposure=2.0,
+            margin_rate=0.1, periods_per_year=10.0)
+    # 1 % per bar on the 10 000 borrowed at bar 1's open, charged at the start of bars 2, 3 and 4
+    cash = -10_000.0
+    for _ in range(3):
+        cash *= 1.01
+    assert r.equity[2] == approx(-10_000 * 1.01 + 200 * 103.0)
+    assert r.equity[-1] == approx(cash + 200 * 104.0)
+
+
+def test_a_fraction_the_exposure_cap_would_ignore_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"fraction=2 exceeds max_exposure=1.*max_exposure=2"):
+        run("engine", frame(CALM), signals(8, le=[0]), fraction=2.0)
+    with pytest.raises(ConfigError, match=r"margin_rate=0\.05 has no effect"):
+        run("engine", frame(CALM), signals(8, le=[0]), direction="long", margin_rate=0.05)
 
 
 # ---------------------------------------------------------------- bad input (engine only)

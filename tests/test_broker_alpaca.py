@@ -467,3 +467,14 @@ def test_fake_replies_validate_against_alpaca_py_models(fake: AlpacaTradingFake)
     assert cancelled.status == 200
     body = json.loads(fake.requests("POST", ORDERS)[0].body)
     assert body["client_order_id"] == "m1" and fake.created() == 2
+
+
+def test_lot_rules_come_from_the_asset_record(fake: AlpacaTradingFake, broker: AlpacaBroker) -> None:
+    """`GET /v2/assets/{symbol}`: whole shares unless fractionable, crypto's increment and minimum."""
+    from workbench.backtest import Lot
+
+    fake.assets["MSFT"] = {"fractionable": False}
+    assert broker.lot("MSFT") == Lot(step=1.0)
+    assert broker.lot("BTC/USD") == Lot(step=1e-9, min_qty=1e-6)
+    assert broker.lot("AAPL") == Lot()  # fractionable equity: any size (9 decimals, normalize_qty)
+    assert broker.lot("MSFT").round(2.7) == 2.0

@@ -423,3 +423,10 @@ def test_bad_options_say_the_fix(fake: BinanceTradingServer, sleeps: list[float]
         _broker(fake, sleeps, symbols=["BTCUSDT"])
     with pytest.raises(ConfigError, match="does not list 'BTC/EUR'"):
         _broker(fake, sleeps).price("BTC/EUR")
+
+
+def test_lot_rules_come_from_the_exchange_filters(broker: CcxtBroker) -> None:
+    """exchangeInfo LOT_SIZE and NOTIONAL -> ccxt precision.amount, limits.amount.min, limits.cost.min."""
+    from workbench.backtest import Lot
+
+    assert broker.lot("BTC/USDT") == Lot(step=1e-5, min_qty=1e-5, min_notional=5.0)

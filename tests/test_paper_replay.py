@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from paper_helpers import BRACKETS, brackets_registered, build_lake, spec_for
 
-from workbench.backtest.engine import Costs, Sizing
+from workbench.backtest.engine import Costs, Lot, Sizing
 from workbench.errors import ConfigError, DataError
 from workbench.paper.journal import Journal
 from workbench.paper.replay import compare_trades, journal_trades, replay
@@ -88,6 +88,27 @@ def test_stops_targets_trailing_and_reversals_in_a_two_symbol_portfolio(
 def test_sizing_modes_replay_trade_for_trade(lake, tmp_path: Path, sizing: Sizing) -> None:
     spec = spec_for("donchian_breakout", symbols=("BTC/USDT", "ETH/USDT"), sizing=sizing, max_exposure=0.7)
     _check(replay(spec, *PERIOD, lake=lake, workdir=tmp_path))
+
+
+def test_lots_and_minimums_replay_trade_for_trade(lake, tmp_path: Path) -> None:
+    """The runner rounds down to the artifact's lot and refuses entries below a minimum, as the
+    backtest does (SEMANTICS.md "Lots and minimums")."""
+    lots = {"BTC/USDT": Lot(step=0.01, min_notional=100.0), "ETH/USDT": Lot(step=1.0, min_qty=2.0)}
+    spec = spec_for(BRACKETS.name, {"seed": 3}, symbols=("BTC/USDT", "ETH/USDT"), lots=lots)
+    res = replay(spec, *PERIOD, lake=lake, workdir=tmp_path)
+    _check(res)
+    for sym, step in (("BTC/USDT", 0.01), ("ETH/USDT", 1.0)):
+        sizes = res.trades.loc[res.trades["symbol"] == sym, "size"].to_numpy()
+        assert len(sizes) and np.allclose(sizes / step, np.round(sizes / step), rtol=0, atol=1e-6)
+
+
+def test_long_margin_is_refused_by_the_runner_rather_than_traded_differently() -> None:
+    """The journal books no margin interest: a spec whose longs would borrow is an error."""
+    with pytest.raises(ConfigError, match=r"on margin .* not supported"):
+        spec_for("donchian_breakout", sizing=Sizing(fraction=0.9), max_exposure=2.0)
+    with pytest.raises(ConfigError, match=r"margin_rate=0\.1"):
+        spec_for("donchian_breakout", direction="long", costs=Costs(margin_rate=0.1))
+    assert spec_for("donchian_breakout", direction="short", max_exposure=2.0).max_exposure == 2.0
 
 
 def test_trailing_stop_strategy_with_close_fills(lake, tmp_path: Path) -> None:

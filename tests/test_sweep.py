@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from workbench.backtest import Costs, Sizing, backtest
+from workbench.backtest import Costs, Lot, Sizing, backtest
 from workbench.backtest.sweep import LARGE_SWEEP, SweepPlan, SweepResult, check_sweep_size, sweep
 from workbench.cli import rank_rows
 from workbench.data.sources.synthetic import SyntheticSource
@@ -121,6 +121,23 @@ def test_sweep_rows_equal_backtests_with_other_fills_and_directions(
     for _, row in result.table.iterrows():
         p = params_of(row, strat.space.names)
         assert_row_matches(row, backtest(name, one, p, **settings).metrics, f"{name}{p}")
+
+
+def test_sweep_rows_equal_backtests_with_lots_and_long_margin(bars: dict[str, pd.DataFrame]) -> None:
+    """The sweep runs the same lot rounding, margin floor and margin interest as the backtest."""
+    grid, fixed = tiny_grid("sma_cross")
+    settings: dict[str, Any] = {"costs": Costs(fees=0.002, margin_rate=0.08),
+                                "sizing": Sizing(fraction=0.9), "max_exposure": 2.0,
+                                "lots": {"BTC/USDT": Lot(step=0.01, min_notional=10.0),
+                                         "ETH/USDT": Lot(step=1)}}
+    result = sweep("sma_cross", bars, grid, fixed=fixed, portfolio=True, **settings)
+    assert result.inputs["lots"]["ETH/USDT"] == {"step": 1.0, "min_qty": 0.0, "min_notional": 0.0}
+    for _, row in result.table.iterrows():
+        p = params_of(row, result.params)
+        res = backtest("sma_cross", bars, p, **settings)
+        assert_row_matches(row, res.metrics, f"{p}")
+        sizes = res.orders.loc[res.orders["symbol"] == "ETH/USDT", "size"]
+        assert (sizes == sizes.round()).all()
 
 
 def test_per_symbol_rows_equal_single_symbol_backtests(sma_sweep: SweepResult,

@@ -194,6 +194,8 @@ class AlpacaTradingFake:
             ("GET", "/v2/account"): self._account,
             ("GET", "/v2/clock"): self._clock,
             ("GET", "/v2/account/activities/{activity_type}"): self._activities,
+            ("GET", "/v2/assets/{symbol}"): self._asset,
+            ("GET", "/v2/assets/{base}/{quote}"): self._asset,
             ("GET", STOCK_LATEST_TRADES): self._stock_trades,
             ("GET", CRYPTO_LATEST_TRADES): self._crypto_trades,
         })
@@ -212,6 +214,8 @@ class AlpacaTradingFake:
             self.orders: dict[str, _Order] = {}
             self.by_client: dict[str, str] = {}
             self.positions: dict[str, tuple[Decimal, Decimal]] = {}  # symbol -> (signed qty, avg)
+            # per-symbol overrides of the asset record (e.g. {"AAPL": {"fractionable": False}})
+            self.assets: dict[str, dict[str, Any]] = {}
             self._seq = 0
             self.server.requests.clear()
             self.server.faults.clear()
@@ -595,6 +599,32 @@ class AlpacaTradingFake:
             if symbol is None or symbol not in self.positions:
                 return _error(404, 40410000, "position does not exist")
             return Response(200, self._position_wire(symbol))
+
+    def _asset(self, req: Request) -> Response:
+        """``GET /v2/assets/{symbol}``: Alpaca's asset record (crypto ones carry min_order_size,
+        min_trade_increment and price_increment as strings)."""
+        if not self._authorized(req):
+            return _error(401, 40110000, "request is not authorized")
+        raw = req.params.get("symbol") or f"{req.params['base']}/{req.params['quote']}"
+        with self._lock:
+            symbol = self._symbol(raw)
+            if symbol is None:
+                return _error(404, 40410000, f"asset not found for {raw}")
+            crypto = "/" in symbol
+            wire: dict[str, Any] = {
+                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, symbol)),
+                "class": "crypto" if crypto else "us_equity",
+                "exchange": "CRYPTO" if crypto else "NASDAQ", "symbol": symbol, "name": symbol,
+                "status": "active", "tradable": True, "marginable": not crypto, "shortable": not crypto,
+                "easy_to_borrow": not crypto, "fractionable": True, "attributes": [],
+            }
+            if crypto:
+                wire.update(min_order_size="0.000001", min_trade_increment="0.000000001",
+                            price_increment="0.01")
+            else:
+                wire["maintenance_margin_requirement"] = 30
+            wire.update(self.assets.get(symbol, {}))
+            return Response(200, wire)
 
     def _account(self, req: Request) -> Response:
         if not self._authorized(req):

@@ -58,12 +58,14 @@ class Costs:
 
     Slippage on a fill at bar i is ``slippage + slippage_vol * sigma[i-1]``, sigma being the
     rolling std of log returns over `vol_window` bars: wider when the market is moving.
+    `margin_rate` is the annual interest charged on negative cash (longs on margin), per bar.
     """
 
     fees: float = 0.001
     slippage: float = 0.0005
     slippage_vol: float = 0.0
     vol_window: int = 20
+    margin_rate: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("fees", "slippage"):
@@ -76,6 +78,9 @@ class Costs:
                               "e.g. 0.5")
         if int(self.vol_window) != self.vol_window or self.vol_window < 2:
             raise ConfigError(f"costs: vol_window={self.vol_window!r} must be an integer >= 2")
+        v = self.margin_rate
+        if not (isinstance(v, int | float) and math.isfinite(v) and 0 <= v < 1):
+            raise ConfigError(f"costs: margin_rate={v!r} must be an annual rate in [0, 1), e.g. 0.06 for 6 %")
 
     @classmethod
     def parse(cls, text: str) -> Costs:
@@ -121,6 +126,69 @@ class Sizing:
             raise ConfigError(f"sizing target_vol={self.target_vol} must be in (0, 10), e.g. 0.2 for 20 %")
         if int(self.atr_window) != self.atr_window or self.atr_window < 1:
             raise ConfigError(f"sizing atr_window={self.atr_window} must be a positive integer")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lot:
+    """What a venue accepts for one symbol: quantities in multiples of `step` (0 = any size, 1 =
+    whole shares), and no entry below `min_qty` units or `min_notional` of value.
+
+    Entries round down to the step (so a buy never exceeds the cash); one below a minimum is refused.
+    """
+
+    step: float = 0.0
+    min_qty: float = 0.0
+    min_notional: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("step", "min_qty", "min_notional"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+                raise ConfigError(f"lot: {name}={v!r} must be a number >= 0 (0 = no constraint), "
+                                  "e.g. step=1 for whole shares")
+            object.__setattr__(self, name, float(v))
+
+    def round(self, qty: float) -> float:
+        """`qty` rounded down to the step; 0 when it falls below a minimum (the kernel's rule)."""
+        q = math.floor(qty / self.step) * self.step if self.step > 0 else qty
+        return q if q > 0 and q >= self.min_qty else 0.0
+
+    def merge(self, other: Lot) -> Lot:
+        """The stricter of two rules (coarser step, higher minimums): a backtest's and a venue's."""
+        return Lot(step=max(self.step, other.step), min_qty=max(self.min_qty, other.min_qty),
+                   min_notional=max(self.min_notional, other.min_notional))
+
+
+def resolve_lots(lots: Lot | Mapping[str, Lot] | None, symbols: list[str]) -> dict[str, Lot]:
+    """One `Lot` per symbol from one rule for all, a {symbol: Lot} map, or None (no constraints)."""
+    if lots is None or isinstance(lots, Lot):
+        return {s: lots or Lot() for s in symbols}
+    unknown = sorted(set(lots) - set(symbols))
+    if unknown:
+        raise ConfigError(f"lots given for {unknown}, which are not among the symbols {symbols}")
+    out = {}
+    for s in symbols:
+        v = lots.get(s, Lot())
+        out[s] = v if isinstance(v, Lot) else Lot(**v)
+    return out
+
+
+def lot_matrix(lots: Mapping[str, Lot], symbols: list[str]) -> np.ndarray:
+    """(3, m) step, min_qty, min_notional per symbol, as the kernel reads them."""
+    return np.ascontiguousarray(np.array([[lots[s].step for s in symbols], [lots[s].min_qty for s in symbols],
+                                          [lots[s].min_notional for s in symbols]], dtype=np.float64))
+
+
+def check_leverage(sizing: Sizing, costs: Costs, direction: Direction, max_exposure: float) -> None:
+    """A setting that would have no effect is an error: a fixed fraction above the exposure cap, and
+    a margin rate where cash can never be borrowed."""
+    if sizing.kind is SizingKind.FIXED and sizing.fraction is not None and sizing.fraction > max_exposure:
+        raise ConfigError(f"sizing fraction={sizing.fraction:g} exceeds max_exposure={max_exposure:g}, which "
+                          f"caps every entry: set max_exposure={sizing.fraction:g} to trade on margin "
+                          f"(--max-exposure {sizing.fraction:g}) or lower the fraction")
+    if costs.margin_rate > 0 and max_exposure <= 1 and direction is Direction.LONG:
+        raise ConfigError(f"margin_rate={costs.margin_rate:g} has no effect: long-only entries never borrow "
+                          "with max_exposure <= 1; raise max_exposure above 1 or drop the margin rate")
 
 
 @dataclass
@@ -406,7 +474,8 @@ def _compact(a: np.ndarray) -> np.ndarray:
 
 
 def resolve_run(fill: Fill | str, direction: Direction | str, init_cash: float,
-                max_exposure: float) -> tuple[Fill, Direction]:
+                max_exposure: float, sizing: Sizing | None = None, costs: Costs | None = None
+                ) -> tuple[Fill, Direction]:
     """Check the run settings shared by `simulate` and `sweep`; one clear error each."""
     try:
         fill = Fill(fill)
@@ -420,6 +489,7 @@ def resolve_run(fill: Fill | str, direction: Direction | str, init_cash: float,
         raise ConfigError(f"init_cash={init_cash} must be a positive amount")
     if not (0 < max_exposure <= 10):
         raise ConfigError(f"max_exposure={max_exposure} must be a fraction of equity in (0, 10]")
+    check_leverage(sizing or Sizing(), costs or Costs(), direction, max_exposure)
     return fill, direction
 
 
@@ -476,7 +546,7 @@ def check_risk_stops(sizing: Sizing, le: np.ndarray, se: np.ndarray, frac: np.nd
 def run_inputs(*, strategy: str, params: Mapping[str, Any] | None, frames: Mapping[str, pd.DataFrame],
                timeframe: str | None, calendar: str, periods_per_year: float, costs: Costs, fill: Fill,
                sizing: Sizing, direction: Direction, init_cash: float, max_exposure: float,
-               **extra: Any) -> dict[str, Any]:
+               lots: Mapping[str, Lot] | None = None, **extra: Any) -> dict[str, Any]:
     """What a backtest or sweep used, recorded with its result so any figure can be reproduced.
 
     `params` is None for a sweep, whose `extra` holds the grid instead.
@@ -501,6 +571,7 @@ def run_inputs(*, strategy: str, params: Mapping[str, Any] | None, frames: Mappi
         "direction": direction.value,
         "init_cash": init_cash,
         "max_exposure": max_exposure,
+        "lots": {s: asdict(v) for s, v in (lots or {}).items() if v != Lot()},
         "code_version": code_version(),
     }
 
@@ -510,16 +581,19 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
              direction: Direction | str = Direction.BOTH, init_cash: float = 100_000.0,
              max_exposure: float = 1.0, periods_per_year: float | None = None,
              timeframe: str | None = None, calendar: str | None = None, strategy: str = "signals",
-             params: Mapping[str, Any] | None = None) -> BacktestResult:
+             params: Mapping[str, Any] | None = None, lots: Lot | Mapping[str, Lot] | None = None
+             ) -> BacktestResult:
     """Backtest precomputed signals (one `Signals` per symbol) on aligned bars.
 
     This is the engine under `backtest`; call it directly for hand-made or random signals.
+    `lots`: one `Lot` for every symbol or {symbol: Lot} (e.g. `Lot(step=1)` for whole shares).
     """
     costs = costs or Costs()
     sizing = sizing or Sizing()
-    fill, direction = resolve_run(fill, direction, init_cash, max_exposure)
+    fill, direction = resolve_run(fill, direction, init_cash, max_exposure, sizing, costs)
     frames = as_bar_dict(bars)
     symbols = list(frames)
+    lot_map = resolve_lots(lots, symbols)
     if isinstance(signals, Signals):
         if len(symbols) != 1:
             raise ConfigError("one Signals object given for several symbols; pass {symbol: Signals}")
@@ -551,6 +625,7 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
     k = kernels.simulate_nb(open_, high, low, close, le, lx, se, sx, _compact(sl), _compact(tp),
                             _compact(tsl), _compact(np.asarray(frac, dtype=np.float64)), _compact(slip),
                             float(costs.fees), float(init_cash), float(max_exposure),
+                            lot_matrix(lot_map, symbols), costs.margin_rate / periods_per_year,
                             fill is Fill.NEXT_OPEN, value, gross, orders_buf, stats, np.empty((1, 1)))
     ob = orders_buf[:k]
     o_idx, o_col = ob[:, kernels.O_IDX].astype(np.int64), ob[:, kernels.O_COL].astype(np.int64)
@@ -569,7 +644,7 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
     inputs = run_inputs(strategy=strategy, params=params or {}, frames=frames, timeframe=timeframe,
                         calendar=calendar, periods_per_year=periods_per_year, costs=costs, fill=fill,
                         sizing=sizing, direction=direction, init_cash=init_cash,
-                        max_exposure=max_exposure)
+                        max_exposure=max_exposure, lots=lot_map)
     records = np.empty(k, dtype=_order_dt())
     order = np.lexsort((np.arange(k), o_idx, o_col))
     records["id"] = np.arange(k)
@@ -689,7 +764,8 @@ def backtest(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.Data
              fill: Fill | str = Fill.NEXT_OPEN, sizing: Sizing | None = None,
              direction: Direction | str = Direction.BOTH, init_cash: float = 100_000.0,
              max_exposure: float = 1.0, periods_per_year: float | None = None,
-             timeframe: str | None = None, calendar: str | None = None) -> BacktestResult:
+             timeframe: str | None = None, calendar: str | None = None,
+             lots: Lot | Mapping[str, Lot] | None = None) -> BacktestResult:
     """Run a strategy on bars (one frame or {symbol: frame}) with honest fills and costs.
 
     >>> result = backtest("sma_cross", bars, {"fast": 10, "slow": 50}, costs=Costs(fees=0.001))
@@ -700,7 +776,7 @@ def backtest(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.Data
     signals = {s: strat.signals(df, p) for s, df in frames.items()}
     return simulate(frames, signals, costs=costs, fill=fill, sizing=sizing, direction=direction,
                     init_cash=init_cash, max_exposure=max_exposure, periods_per_year=periods_per_year,
-                    timeframe=timeframe, calendar=calendar, strategy=strat.name, params=p)
+                    timeframe=timeframe, calendar=calendar, strategy=strat.name, params=p, lots=lots)
 
 
 def load_bars(lake: Any, symbols: str | list[str], timeframe: str, start: Any = None, end: Any = None, *,

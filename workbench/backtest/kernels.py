@@ -19,7 +19,8 @@ BUY, SELL = 0, 1
 # (trade statistics come from the `trades` buffer; these are the totals nothing else holds)
 ST_CLOSED, ST_EXPOSED_BARS, ST_TRADED_VALUE, ST_OPEN, ST_ORDERS = 0, 1, 2, 3, 4
 ST_CASH, ST_N_OPEN, ST_N_STOPS, ST_SUM_VALUE = 5, 6, 7, 8
-N_STATS = 9
+ST_INTEREST = 9
+N_STATS = 10
 
 # per-column position state, one row per column
 POS, EPX, EFEE, REF, SL, TP, TSL = 0, 1, 2, 3, 4, 5, 6
@@ -50,7 +51,7 @@ def _any_signal(le, lx, se, sx, s):
 
 @numba.njit(**_NJ)
 def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
-                max_exposure, at_open, value_out, gross_out, orders, stats, trades):
+                max_exposure, lots, margin_bar, at_open, value_out, gross_out, orders, stats, trades):
     """Simulate one portfolio (all columns share cash); return the number of orders.
 
     Prices are (n, m); signals (n, m) booleans indexed by signal bar; `sl tp tsl frac slip` are
@@ -60,7 +61,8 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
     `orders` (capacity, 7) receives the orders and `trades` (capacity, 2) each closed trade's pnl
     and return in exit order; `gross_out` (n,) the gross exposure per bar (a division per bar, so
     sweeps skip it). Pass arrays with one row (or element) to skip recording. `stats` (N_STATS,)
-    receives the running totals.
+    receives the running totals. `lots` (3, m): each column's lot, minimum quantity and minimum
+    notional (0 = none); `margin_bar` the interest rate per bar on negative cash.
     """
     n, m = close.shape
     lag = 1 if at_open else 0
@@ -83,8 +85,13 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
     dirty = False
     value = init_cash
     sum_value = 0.0
+    interest = 0.0
     for i in range(n):
         s = i - lag
+        if cash < 0.0 and i > 0:
+            charge = -cash * margin_bar
+            cash -= charge
+            interest += charge
         if dirty:
             for j in range(m):
                 stopped[j] = False
@@ -100,8 +107,8 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
                 if np.isnan(px[j]):  # no bar of j here (mixed calendars): its last close
                     px[j] = close[i, j]
             stats[ST_CASH] = cash
-            _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure, st,
-                           stopped, action, orders, trades, stats)
+            _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure, lots,
+                           st, stopped, action, orders, trades, stats)
             cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
         if n_stops > 0:
             stats[ST_CASH] = cash
@@ -112,8 +119,8 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
             for j in range(m):
                 px[j] = close[i, j]
             stats[ST_CASH] = cash
-            _signal_orders(i, i, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure, st,
-                           stopped, action, orders, trades, stats)
+            _signal_orders(i, i, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure, lots,
+                           st, stopped, action, orders, trades, stats)
             cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
         value = cash
         ratio = 0.0
@@ -137,6 +144,7 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
     stats[ST_EXPOSED_BARS] = exposed
     stats[ST_OPEN] = n_open
     stats[ST_SUM_VALUE] = sum_value
+    stats[ST_INTEREST] = interest
     return int(stats[ST_ORDERS])
 
 
@@ -269,8 +277,8 @@ def _close(i, j, price, slip_ij, fees, reason, st, orders, trades, stats):
 
 
 @numba.njit(**_NJ)
-def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure, st, stopped,
-                   action, orders, trades, stats):
+def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure, lots, st,
+                   stopped, action, orders, trades, stats):
     """Resolve bar s's signals into exits (all symbols first) and then entries, filled at `px`."""
     m = px.shape[0]
     # action: 0 none, 1 exit, 2 long, 3 short, 4 exit+long, 5 exit+short
@@ -324,25 +332,34 @@ def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_
         if equity <= 0.0:
             continue
         slip_ij = _at(slip, i, j)
+        lot = lots[0, j]
         if long:
             fill = px[j] * (1.0 + slip_ij)
-            q = f * equity / fill
-            capped = q * fill * (1.0 + fees) > cash
+            # the fee is reserved: the entry spends f * equity, its fee included
+            q = f * equity / (fill * (1.0 + fees))
+            # cash may go below 0 (margin) only down to what the exposure cap allows
+            floor = -max(0.0, max_exposure - 1.0) * equity
+            if cash <= floor:
+                continue
+            capped = q * fill * (1.0 + fees) > cash - floor
             if capped:
-                if cash <= 0.0:
-                    continue
-                q = cash / (1.0 + fees) / fill
-            if q <= 0.0:
+                q = (cash - floor) / (1.0 + fees) / fill
+            if lot > 0.0:
+                q = np.floor(q / lot) * lot
+            if q <= 0.0 or q < lots[1, j] or q * fill < lots[2, j]:
                 continue
             fee = q * fill * fees
-            # a cash-capped buy spends all the cash: no rounding dust is left to buy crumbs with
-            stats[ST_CASH] = 0.0 if capped else cash - (q * fill + fee)
+            # a buy that spends all the cash it may leaves exactly the floor: no dust to buy crumbs with
+            rest = cash - (q * fill + fee)
+            stats[ST_CASH] = floor if lot == 0.0 and (capped or rest - floor <= 1e-9 * equity) else rest
             st[j, POS] = q
             side = BUY
         else:
             fill = px[j] * (1.0 - slip_ij)
-            q = f * equity / fill
-            if q <= 0.0:
+            q = f * equity / (fill * (1.0 + fees))
+            if lot > 0.0:
+                q = np.floor(q / lot) * lot
+            if q <= 0.0 or q < lots[1, j] or q * fill < lots[2, j]:
                 continue
             fee = q * fill * fees
             stats[ST_CASH] = cash + (q * fill - fee)

@@ -25,13 +25,16 @@ from workbench.backtest.engine import (
     Costs,
     Direction,
     Fill,
+    Lot,
     Sizing,
     Timeline,
     _compact,
     as_bar_dict,
     buy_and_hold,
     check_risk_stops,
+    lot_matrix,
     resolve_annualisation,
+    resolve_lots,
     resolve_run,
     run_inputs,
     signal_matrices,
@@ -126,7 +129,7 @@ class SweepResult:
 
 @numba.njit(cache=True, error_model="numpy")
 def score_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash, max_exposure,
-             at_open, ppy, out, value, trades):
+             lots, margin_bar, at_open, ppy, out, value, trades):
     """Run the kernel for one parameter set and write its metrics (`_KERNEL_KEYS` order) into `out`.
 
     `value` (n,) receives the equity curve; `trades` (n*m+1, 2) is scratch for closed-trade pnl.
@@ -135,7 +138,8 @@ def score_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, f
     n = close.shape[0]
     stats = np.empty(kernels.N_STATS)
     kernels.simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
-                        max_exposure, at_open, value, np.empty(1), np.empty((1, 1)), stats, trades)
+                        max_exposure, lots, margin_bar, at_open, value, np.empty(1), np.empty((1, 1)), stats,
+                        trades)
     eq = equity_stats_nb(value, init_cash, ppy)
     for q in range(8):
         out[q] = eq[q]
@@ -157,7 +161,7 @@ def score_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, f
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
-                    max_exposure, at_open, ppy, out, values, trade_bufs, keep_values):
+                    max_exposure, lots, margin_bar, at_open, ppy, out, values, trade_bufs, keep_values):
     """Run `score_nb` for every combination k of a chunk (signals (K, n, m)) in parallel.
 
     `values` is per-thread scratch (threads, n), or (K, n) kept per combination when `keep_values`;
@@ -167,8 +171,8 @@ def _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, 
     for k in numba.prange(le.shape[0]):
         t = numba.get_thread_id()
         score_nb(open_, high, low, close, le[k], lx[k], se[k], sx[k], sl[k], tp[k], tsl[k], frac[k], slip,
-                 fees, init_cash, max_exposure, at_open, ppy, out[k], values[k] if keep_values else values[t],
-                 trade_bufs[t])
+                 fees, init_cash, max_exposure, lots, margin_bar, at_open, ppy, out[k],
+                 values[k] if keep_values else values[t], trade_bufs[t])
 
 
 def _stack_flex(arrays: list[np.ndarray]) -> np.ndarray:
@@ -190,10 +194,12 @@ class Evaluator:
 
     def __init__(self, strat: Strategy, frames: Mapping[str, pd.DataFrame], *, costs: Costs, fill: Fill,
                  sizing: Sizing, direction: Direction, init_cash: float, max_exposure: float,
-                 periods_per_year: float) -> None:
+                 periods_per_year: float, lots: Lot | Mapping[str, Lot] | None = None) -> None:
         self.strat = strat
         self.frames = dict(frames)
         self.symbols = list(frames)
+        self.lots = lot_matrix(resolve_lots(lots, self.symbols), self.symbols)
+        self.margin_bar = costs.margin_rate / float(periods_per_year)
         self.costs, self.fill, self.sizing, self.direction = costs, fill, sizing, direction
         self.init_cash, self.max_exposure = float(init_cash), float(max_exposure)
         self.ppy = float(periods_per_year)
@@ -215,8 +221,8 @@ class Evaluator:
         le, lx, se, sx, sl, tp, tsl, frac = self.arrays(params)
         out = np.full(len(_KERNEL_KEYS), np.nan)
         score_nb(self.open_, self.high, self.low, self.close, le, lx, se, sx, sl, tp, tsl, frac, self.slip,
-                 float(self.costs.fees), self.init_cash, self.max_exposure, self.fill is Fill.NEXT_OPEN,
-                 self.ppy, out, self.value, self._trades)
+                 float(self.costs.fees), self.init_cash, self.max_exposure, self.lots, self.margin_bar,
+                 self.fill is Fill.NEXT_OPEN, self.ppy, out, self.value, self._trades)
         return dict(zip(_KERNEL_KEYS, out.tolist(), strict=True))
 
     def equity_curves(self, combos: Sequence[Mapping[str, Any]], chunk: int = 16) -> np.ndarray:
@@ -231,8 +237,9 @@ class Evaluator:
             values = np.empty((len(part), self.n))
             stats = np.empty((len(part), len(_KERNEL_KEYS)))
             _sweep_chunk_nb(self.open_, self.high, self.low, self.close, le, lx, se, sx, sl, tp, tsl, frac,
-                            self.slip, float(self.costs.fees), self.init_cash, self.max_exposure,
-                            self.fill is Fill.NEXT_OPEN, self.ppy, stats, values, trade_bufs, True)
+                            self.slip, float(self.costs.fees), self.init_cash, self.max_exposure, self.lots,
+                            self.margin_bar, self.fill is Fill.NEXT_OPEN, self.ppy, stats, values, trade_bufs,
+                            True)
             out[:, start:start + len(part)] = values.T
         return out
 
@@ -279,7 +286,8 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
           max_exposure: float = 1.0, portfolio: bool = False, memory_mb: float = 512.0,
           progress: Progress | None = None, periods_per_year: float | None = None,
           timeframe: str | None = None, calendar: str | None = None, grid_all: bool = False,
-          confirm_large: bool = False, on_start: Callable[[SweepPlan], None] | None = None) -> SweepResult:
+          confirm_large: bool = False, on_start: Callable[[SweepPlan], None] | None = None,
+          lots: Lot | Mapping[str, Lot] | None = None) -> SweepResult:
     """Evaluate every feasible combination of the strategy's grid on each symbol (or on all together).
 
     `grid` lists the values per parameter; `fixed` pins some; the others keep their default unless
@@ -288,16 +296,18 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
     (one row per combination and symbol) unless `portfolio=True`, which trades them together with
     shared cash. `memory_mb` bounds the signal arrays held at once; `on_start(plan)` gets the count
     and a timed estimate before the work starts; `progress(done, total)` is called after each chunk.
+    `lots` as in `simulate`.
     """
     t_start = time.perf_counter()
     strat = get_strategy(strategy)
     costs = costs or Costs()
     sizing = sizing or Sizing()
-    fill, direction = resolve_run(fill, direction, init_cash, max_exposure)
+    fill, direction = resolve_run(fill, direction, init_cash, max_exposure, sizing, costs)
     frames = as_bar_dict(bars)
     symbols = list(frames)
     check_sweep_size(strat, grid, fixed, grid_all=grid_all, units=1 if portfolio else len(symbols),
                      confirm_large=confirm_large)
+    lot_map = resolve_lots(lots, symbols)
     combos = strat.space.grid(grid, fixed, walk_all=grid_all)
     if not combos:
         raise ConfigError(f"the grid of {strat.name} has no feasible combination (constraints "
@@ -327,7 +337,8 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
     for unit in units:
         sub = {s: frames[s] for s in unit}
         ev = Evaluator(strat, sub, costs=costs, fill=fill, sizing=sizing, direction=direction,
-                       init_cash=init_cash, max_exposure=max_exposure, periods_per_year=periods_per_year)
+                       init_cash=init_cash, max_exposure=max_exposure, periods_per_year=periods_per_year,
+                       lots={s: lot_map[s] for s in unit})
         open_, high, low, close, slip = ev.open_, ev.high, ev.low, ev.close, ev.slip
         n = ev.n
         bench = buy_and_hold(open_, close, ev.timeline.index, costs, fill, init_cash, slip)
@@ -356,9 +367,9 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
                 t1 = time.perf_counter()
                 out = np.full((len(part), len(_KERNEL_KEYS)), np.nan)
                 _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip,
-                                float(costs.fees), float(init_cash), float(max_exposure),
-                                fill is Fill.NEXT_OPEN, float(periods_per_year), out, values, trade_bufs,
-                                False)
+                                float(costs.fees), float(init_cash), float(max_exposure), ev.lots,
+                                ev.margin_bar, fill is Fill.NEXT_OPEN, float(periods_per_year), out, values,
+                                trade_bufs, False)
                 t_signals += t1 - t0
                 t_kernel += time.perf_counter() - t1
                 for p, vals in zip(part, out, strict=True):
@@ -379,7 +390,8 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
     inputs = run_inputs(strategy=strat.name, params=None, frames=frames, timeframe=timeframe,
                         calendar=calendar, periods_per_year=periods_per_year, costs=costs, fill=fill,
                         sizing=sizing, direction=direction, init_cash=init_cash, max_exposure=max_exposure,
-                        grid={k: list(v) for k, v in (grid or {}).items()}, fixed=dict(fixed or {}),
+                        lots=lot_map, grid={k: list(v) for k, v in (grid or {}).items()},
+                        fixed=dict(fixed or {}),
                         combinations=len(combos), portfolio=portfolio)
     timings = {"signals_s": t_signals, "kernel_s": t_kernel, "total_s": time.perf_counter() - t_start,
                "chunk": chunk}

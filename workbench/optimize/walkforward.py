@@ -36,12 +36,14 @@ from workbench.backtest.engine import (
     Costs,
     Direction,
     Fill,
+    Lot,
     Sizing,
     Timeline,
     as_bar_dict,
     buy_and_hold,
     fingerprint,
     resolve_annualisation,
+    resolve_lots,
     resolve_run,
     simulate,
 )
@@ -196,12 +198,17 @@ class _Run:
         syms = list(self.frames)
         return [syms] if self.settings["portfolio"] else [[s] for s in syms]
 
+    def lots(self, unit: list[str]) -> dict[str, Lot]:
+        """The recorded lot rules of the unit's symbols (runs recorded before lots existed: none)."""
+        recorded = self.settings.get("lots") or {}
+        return {s: Lot(**recorded[s]) if s in recorded else Lot() for s in unit}
+
     def evaluators(self, fold: Fold) -> list[Evaluator]:
         sl = fold.train()
         return [Evaluator(self.strat, self.window(sl.start, sl.stop, unit), costs=self.costs,
                           fill=self.fill, sizing=self.sizing, direction=self.direction,
                           init_cash=self.settings["init_cash"], max_exposure=self.settings["max_exposure"],
-                          periods_per_year=self.settings["periods_per_year"])
+                          periods_per_year=self.settings["periods_per_year"], lots=self.lots(unit))
                 for unit in self.units()]
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
@@ -318,13 +325,14 @@ def walk_forward(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.
                  sizing: Sizing | None = None, direction: Direction | str = Direction.BOTH,
                  init_cash: float = 100_000.0, max_exposure: float = 1.0, portfolio: bool = False,
                  timeframe: str | None = None, calendar: str | None = None, stale_after: float = 600.0,
-                 progress: FoldProgress | None = None, save: bool = True) -> WalkForwardResult:
+                 progress: FoldProgress | None = None, save: bool = True,
+                 lots: Lot | Mapping[str, Lot] | None = None) -> WalkForwardResult:
     """Walk-forward optimise `strategy` on `bars`; returns the fold table, OOS record and diagnostics.
 
     `workers` processes on this machine share each fold's study; more can join from anywhere with
     `join_run(run_id, storage)`. With several symbols each trades on its own and a trial scores the
     mean of their objectives (`portfolio=True` trades them together). Re-running the same call
-    resumes the run (or returns it, when finished); `name` fixes the run id.
+    resumes the run (or returns it, when finished); `name` fixes the run id. `lots` as in `simulate`.
     """
     t_start = time.perf_counter()
     strat = get_strategy(strategy)
@@ -336,7 +344,7 @@ def walk_forward(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.
                      pruner=pruner, pruner_options=pruner_options, fixed=fixed, costs=costs or Costs(),
                      fill=fill, sizing=sizing or Sizing(), direction=direction, init_cash=init_cash,
                      max_exposure=max_exposure, portfolio=portfolio, timeframe=timeframe, calendar=calendar,
-                     name=name, storage=storage, stale_after=stale_after)
+                     name=name, storage=storage, stale_after=stale_after, lots=lots)
     if workers < 1:
         raise ConfigError(f"workers={workers} must be at least 1")
     store = st.open_storage(run.storage_url)
@@ -424,7 +432,8 @@ def _build_run(strat: Strategy, frames: dict[str, pd.DataFrame], *, splitter: Wa
                pruner_options: Mapping[str, Any] | None, fixed: Mapping[str, Any] | None, costs: Costs,
                fill: Fill | str, sizing: Sizing, direction: Direction | str, init_cash: float,
                max_exposure: float, portfolio: bool, timeframe: str | None, calendar: str | None,
-               name: str | None, storage: str | None, stale_after: float) -> _Run:
+               name: str | None, storage: str | None, stale_after: float,
+               lots: Lot | Mapping[str, Lot] | None = None) -> _Run:
     if n_trials < 1:
         raise ConfigError(f"n_trials={n_trials} must be at least 1")
     if timeout is not None and not timeout > 0:
@@ -439,7 +448,8 @@ def _build_run(strat: Strategy, frames: dict[str, pd.DataFrame], *, splitter: Wa
                           "parameter is fixed; free at least one")
     make_sampler(sampler, seed, sampler_options)  # checks the name and options
     make_pruner(pruner, pruner_options)
-    fill, direction = resolve_run(fill, direction, init_cash, max_exposure)
+    fill, direction = resolve_run(fill, direction, init_cash, max_exposure, sizing, costs)
+    lot_map = resolve_lots(lots, list(frames))
     timeframe, calendar, ppy = resolve_annualisation(frames, timeframe, calendar, None)
     first = next(iter(frames.values()))
     worst_warmup = max(_warmup(strat, {**c, **fixed}) for c in _corners(strat))
@@ -475,6 +485,7 @@ def _build_run(strat: Strategy, frames: dict[str, pd.DataFrame], *, splitter: Wa
         "direction": direction.value,
         "init_cash": float(init_cash),
         "max_exposure": float(max_exposure),
+        "lots": {s: asdict(v) for s, v in lot_map.items() if v != Lot()},
         "portfolio": bool(portfolio),
     }
     run_id = name or run_id_for(settings)
@@ -705,7 +716,7 @@ def _oos_window(run: _Run, fold: Fold, params: dict[str, Any] | None, cash: floa
                        fill=run.fill, sizing=run.sizing, direction=run.direction, init_cash=share,
                        max_exposure=s["max_exposure"], periods_per_year=s["periods_per_year"],
                        timeframe=s["timeframe"], calendar=s["calendar"], strategy=run.strat.name,
-                       params=params)
+                       params=params, lots=run.lots(unit))
         # a unit's own timeline may be sparser than the run's: its value holds between its bars
         full = res.equity.index.union(test_index)
         value = res.equity.reindex(full).ffill().fillna(share).reindex(test_index).to_numpy()

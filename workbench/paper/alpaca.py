@@ -161,6 +161,7 @@ class AlpacaBroker(Broker):
         crypto_maker_fee: float | str | None = None,
     ) -> None:
         self._keys = _keys()
+        self._lots: dict[str, Any] = {}
         self.base_url = _url(base_url or setting(TRADING_URL_SETTING) or PAPER_URL,
                              "base_url", TRADING_URL_SETTING)
         host = urlsplit(self.base_url).hostname or ""
@@ -347,6 +348,19 @@ class AlpacaBroker(Broker):
         if not qty or qty <= 0:
             return 0.0
         return float(Decimal(repr(float(qty))).quantize(_NINE, rounding=ROUND_DOWN))
+
+    def lot(self, symbol: str) -> Any:
+        """Whole shares unless the asset is `fractionable`, else its `min_trade_increment`; its
+        `min_order_size` as the minimum quantity (read once per symbol)."""
+        from workbench.backtest.engine import Lot
+
+        cached = self._lots.get(symbol)
+        if cached is None:
+            asset = self._call(lambda: self._trading.get_asset(symbol), f"reading the {symbol} asset")
+            asset = asset if isinstance(asset, dict) else {}
+            step = float(asset.get("min_trade_increment") or 0.0) if asset.get("fractionable") else 1.0
+            cached = self._lots[symbol] = Lot(step=step, min_qty=float(asset.get("min_order_size") or 0.0))
+        return cached
 
     def close(self) -> None:
         """Close the HTTP sessions."""

@@ -226,6 +226,13 @@ class Broker(ABC):
         """Round a quantity down to what the venue accepts (0 when below its minimum)."""
         return qty
 
+    def lot(self, symbol: str) -> Any:
+        """The venue's lot rules for `symbol` (a `workbench.backtest.Lot`: step, min_qty, min_notional);
+        the runner applies them with the backtest's own (SEMANTICS.md). Default: any size."""
+        from workbench.backtest.engine import Lot
+
+        return Lot()
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

@@ -304,6 +304,19 @@ class CcxtBroker(Broker):
             return 0.0
         return rounded
 
+    def lot(self, symbol: str) -> Any:
+        """The market's amount step (`precision.amount`), `limits.amount.min` and `limits.cost.min`."""
+        from workbench.backtest.engine import Lot
+
+        market = self._market(symbol)
+        amount = (market.get("precision") or {}).get("amount")
+        step = 0.0
+        if amount:
+            step = float(amount) if self.exchange.precisionMode == ccxt.TICK_SIZE else 10.0 ** -float(amount)
+        limits = market.get("limits") or {}
+        return Lot(step=step, min_qty=float((limits.get("amount") or {}).get("min") or 0.0),
+                   min_notional=float((limits.get("cost") or {}).get("min") or 0.0))
+
     # ------------------------------------------------------------------ helpers: orders
     def _create_args(self, r: OrderRequest, market: dict[str, Any]) -> tuple[Any, ...]:
         id_key = "newClientOrderId" if self.exchange_id.startswith("binance") else "clientOrderId"

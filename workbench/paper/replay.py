@@ -390,6 +390,7 @@ def parity_backtest(spec: StrategySpec, frames: dict[str, pd.DataFrame], i0: int
         direction=spec.direction,
         init_cash=spec.capital,
         max_exposure=spec.max_exposure,
+        lots=spec.lots,
         periods_per_year=spec.periods_per_year,
         timeframe=spec.timeframe,
         calendar=spec.calendar,

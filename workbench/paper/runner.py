@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench.backtest.engine import Costs, Direction, Fill, Sizing, sizing_array
+from workbench.backtest.engine import Costs, Direction, Fill, Lot, Sizing, sizing_array
 from workbench.data.calendar import Calendar
 from workbench.data.timeframe import Timeframe
 from workbench.errors import BrokerUnavailable, ConfigError, OrderRejected, WorkbenchError
@@ -81,6 +81,15 @@ class StrategySpec:
     source: str | None = None
     window: int | None = None  # trailing window in bars (default: max(lookback, 500))
     anchor: pd.Timestamp | None = None  # signals on every bar from here instead (replays)
+    lots: dict[str, Lot] = field(default_factory=dict)  # the backtest's lot rules (the venue's add to them)
+
+    def __post_init__(self) -> None:
+        # the journal books no margin interest and the brokers lend nothing: refuse rather than
+        # trade something the backtest did not (SEMANTICS.md "Margin for longs")
+        if self.direction is not Direction.SHORT and (self.max_exposure > 1 or self.costs.margin_rate > 0):
+            raise ConfigError(f"{self.name}: paper trading longs on margin (max_exposure="
+                              f"{self.max_exposure:g}, margin_rate={self.costs.margin_rate:g}) is not "
+                              "supported yet; promote a run with max_exposure <= 1 and no margin_rate")
 
     @classmethod
     def from_artifact(
@@ -111,6 +120,7 @@ class StrategySpec:
             source=(artifact.data or {}).get("source"),
             window=window,
             anchor=anchor,
+            lots={s: Lot(**v) for s, v in (getattr(artifact, "lots", None) or {}).items()},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,6 +143,7 @@ class StrategySpec:
             "source": self.source,
             "window": self.window,
             "anchor": None if self.anchor is None else self.anchor.isoformat(),
+            "lots": {s: asdict(v) for s, v in self.lots.items()},
         }
 
     @classmethod
@@ -148,6 +159,7 @@ class StrategySpec:
                 "sizing": Sizing(**d["sizing"]),
                 "direction": Direction(d["direction"]),
                 "anchor": None if d.get("anchor") is None else pd.Timestamp(d["anchor"]),
+                "lots": {s: Lot(**v) for s, v in (d.get("lots") or {}).items()},
             }
         )
 
@@ -735,17 +747,23 @@ class Runner:
             return
         side = Side.BUY if long else Side.SELL
         est = self._fill_estimate(spec, sym, side)
-        q = f * equity / est
-        if long and q * est * (1.0 + spec.costs.fees) > cash:
-            if cash <= 0:
-                j.decide(spec.name, bar, sym, "sizing", "refused", "no cash left for a long entry")
+        # SEMANTICS.md "Sizing of an entry": the fee reserved, longs borrow down to the margin floor
+        fees = spec.costs.fees
+        q = f * equity / (est * (1.0 + fees))
+        floor = -max(0.0, spec.max_exposure - 1.0) * equity
+        if long and q * est * (1.0 + fees) > cash - floor:
+            if cash <= floor:
+                why = "no cash (or margin) left for a long entry"
+                j.decide(spec.name, bar, sym, "sizing", "refused", why)
                 return
-            q = cash / (1.0 + spec.costs.fees) / est
-        q = self.broker.normalize_qty(sym, q)
-        if q <= 0:
-            j.decide(
-                spec.name, bar, sym, "sizing", "refused", "quantity rounds to zero at the venue's lot size"
-            )
+            q = (cash - floor) / (1.0 + fees) / est
+        lot = spec.lots.get(sym, Lot()).merge(self.broker.lot(sym))
+        wanted, q = q, lot.round(q)
+        if q > 0:
+            q = self.broker.normalize_qty(sym, q)
+        if q <= 0 or q * est < lot.min_notional:
+            j.decide(spec.name, bar, sym, "sizing", "refused",
+                     f"quantity {wanted:.10g} is below the lot rules {asdict(lot)} (or the venue's lot size)")
             return
         j.decide(
             spec.name,

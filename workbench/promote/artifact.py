@@ -67,6 +67,7 @@ class Artifact:
     evidence: dict[str, Any]
     forced: bool = False
     force_reason: str | None = None
+    lots: dict[str, Any] = field(default_factory=dict)  # {symbol: Lot fields}; none: any size
     schema: int = SCHEMA
     path: Path | None = field(default=None, compare=False)
 

@@ -157,7 +157,7 @@ def promoted_backtest(run: WalkForwardResult, *, params: Mapping[str, Any] | Non
     Part of the period is in-sample for these parameters: it shows what the strategy does, the run's
     out-of-sample record is the evidence.
     """
-    from workbench.backtest.engine import Costs, Sizing, backtest
+    from workbench.backtest.engine import Costs, Lot, Sizing, backtest
     from workbench.data.lake import Lake
     from workbench.strategies.registry import get_strategy
 
@@ -169,7 +169,7 @@ def promoted_backtest(run: WalkForwardResult, *, params: Mapping[str, Any] | Non
                     costs=Costs(**s["costs"]), fill=s["fill"], sizing=sizing, direction=s["direction"],
                     init_cash=float(s["init_cash"]), max_exposure=float(s["max_exposure"]),
                     periods_per_year=float(s["periods_per_year"]), timeframe=s["timeframe"],
-                    calendar=s["calendar"])
+                    calendar=s["calendar"], lots={k: Lot(**v) for k, v in (s.get("lots") or {}).items()})
 
 
 def check_fingerprint(settings: Mapping[str, Any], frames: Mapping[str, pd.DataFrame] | None,

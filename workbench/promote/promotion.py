@@ -107,7 +107,7 @@ def promote(run_id: str, *, gates: str | Path | GateSet | None = None, name: str
         periods_per_year=float(s["periods_per_year"]), costs=dict(s["costs"]), fill=s["fill"],
         sizing=dict(s["sizing"]), direction=s["direction"], init_cash=float(s["init_cash"]),
         max_exposure=float(s["max_exposure"]), portfolio=bool(s.get("portfolio", False)),
-        data=dict(s["data"]),
+        data=dict(s["data"]), lots={k: dict(v) for k, v in (s.get("lots") or {}).items()},
         lookback=int(signal_lookback(strat, params)), run_id=run.run_id, code_version=code_version(),
         run_code_version=run.inputs.get("code_version"),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"), params_fold=params_fold,
