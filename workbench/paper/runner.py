@@ -374,6 +374,10 @@ class Runner:
         result.signal_ms = (time.perf_counter() - t_sig) * 1000
         ledger = j.ledger(spec.name, spec.capital)
         pos = {s: float(ledger.positions.get(s, Decimal(0))) for s in spec.symbols}
+        for s, q in pos.items():  # dust a fee in the asset left (under the venue's lot): nothing to exit
+            if q and self.broker.normalize_qty(s, abs(q)) <= 0:
+                log.debug("%s: %s position %g is below the venue's lot: treated as flat", spec.name, s, q)
+                pos[s] = 0.0
         stopped = self._stopped(spec, label)
         # the backtest's signal -> action table
         actions: dict[str, str] = {}
