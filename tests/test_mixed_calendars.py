@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import reference_sim as ref
 from bars_factory import random_bars, session_bars
 
 from workbench.backtest import Costs, backtest, simulate
@@ -118,11 +119,18 @@ def test_sweep_runs_on_the_union_timeline(bars) -> None:
     both = sweep("sma_cross", bars, GRID, fixed=FIXED, costs=costs, portfolio=True).table
     alone = sweep("sma_cross", bars, GRID, fixed=FIXED, costs=costs).table
     assert len(both) == 4 and len(alone) == 8
+    strat = get_strategy("sma_cross")
+    settings = ref.Settings(fees=costs.fees, slippage=costs.slippage, slippage_vol=costs.slippage_vol,
+                            vol_window=costs.vol_window)
     for row in both.to_dict("records"):
         p = {"fast": row["fast"], "slow": row["slow"], **FIXED}
         bt = backtest("sma_cross", bars, p, costs=costs).metrics
         for key in ("total_return", "sharpe", "n_trades"):
             assert row[key] == pytest.approx(bt[key], rel=1e-9), (p, key)
+        # and the reference simulator, fed each symbol's signals from its own bars, agrees
+        sig = {s: strat.signals(f, strat.params(p)).arrays(len(f)) for s, f in bars.items()}
+        value = ref.simulate(bars, sig, settings).value
+        assert row["total_return"] == pytest.approx(value[-1] / settings.init_cash - 1, rel=1e-9)
     for row in alone[alone["symbol"] == "SPY"].to_dict("records"):
         p = {"fast": row["fast"], "slow": row["slow"], **FIXED}
         bt = backtest("sma_cross", {"SPY": bars["SPY"]}, p, costs=costs, timeframe="1h").metrics
