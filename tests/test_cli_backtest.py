@@ -210,7 +210,7 @@ def test_sweep_as_a_portfolio_writes_csv(setup: dict) -> None:
     table = pd.read_csv(setup["out"] / "sweep.csv")
     assert len(table) == 2  # fast 5|10, short at its default, one portfolio row each
     assert set(table["symbol"]) == {"BTC/USDT,ETH/USDT"}
-    assert "as one portfolio" in stdout and "top 4 by total_return" in stdout
+    assert "as one portfolio" in stdout and "top 2 by total_return" in stdout
     assert "CSV keeps no inputs" in stdout
 
 

@@ -393,7 +393,7 @@ def parse_fixed(text: str | None, strategy: Strategy, option: str = "--fixed") -
 
 
 def rank_rows(table: pd.DataFrame, by: str, n: int) -> tuple[pd.DataFrame, int]:
-    """The n best rows by a metric, finite values only (a run without trades has Sharpe +inf).
+    """The n best rows by a metric, finite values only (a run without trades has no Sharpe: NaN).
 
     Returns the rows and how many were left out for a NaN or infinite value.
     """
@@ -833,7 +833,7 @@ def sweep_cmd(
                              for c, v in zip(shown, row, strict=True)])
     out.print(rich_table)
     if left_out:
-        out.print(f"{left_out:,} runs with a NaN or infinite {by} (e.g. no trades) are not ranked")
+        out.print(f"{left_out:,} runs with an undefined {by} (n/a, e.g. no trades) are not ranked")
     if heat_path is not None:
         fig = result.heatmap(x, y, metric=metric, agg=agg)
         out.print(f"wrote heatmap {write_html(fig, heat_path)}", markup=False)
