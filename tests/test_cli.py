@@ -181,3 +181,18 @@ def test_malformed_csv_and_corrupt_lake_file(synced: Path, tmp_path: Path) -> No
     one_line_error(proc, "unreadable", "re-sync")
     assert snapshot(data) == before
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_unwritable_output_paths_and_data_dir_are_one_line(synced: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    before = snapshot(synced)
+    proc = run(synced, "data", "export", str(blocker / "x.csv"), "--source", "synthetic",
+               "--symbols", "BTC/USDT", "--timeframe", "1h")
+    one_line_error(proc, str(blocker), "a file is in the way", "choose a path you can write")
+    proc = run(blocker / "data", "data", "sync", "--source", "synthetic", "--symbols", "BTC/USDT",
+               "--timeframe", "1h", "--start", "2025-01-06", "--end", "2025-01-07")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr  # (above it: the progress bar)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert str(blocker) in last and "a file is in the way" in last
+    assert snapshot(synced) == before and blocker.read_text() == "not a folder"
