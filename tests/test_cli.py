@@ -220,3 +220,18 @@ def test_make_test_lints_only_what_the_project_ships() -> None:
     repo = Path(__file__).resolve().parents[1]
     lint = [ln for ln in (repo / "Makefile").read_text().splitlines() if "ruff check" in ln]
     assert lint and all("research" not in ln.split() for ln in lint), lint  # research/ is the user's
+
+
+def test_unwritable_output_paths_and_data_dir_are_one_line(synced: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    before = snapshot(synced)
+    proc = run(synced, "data", "export", str(blocker / "x.csv"), "--source", "synthetic",
+               "--symbols", "BTC/USDT", "--timeframe", "1h")
+    one_line_error(proc, str(blocker), "a file is in the way", "choose a path you can write")
+    proc = run(blocker / "data", "data", "sync", "--source", "synthetic", "--symbols", "BTC/USDT",
+               "--timeframe", "1h", "--start", "2025-01-06", "--end", "2025-01-07")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr  # (above it: the progress bar)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert str(blocker) in last and "a file is in the way" in last
+    assert snapshot(synced) == before and blocker.read_text() == "not a folder"

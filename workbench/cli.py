@@ -1172,8 +1172,9 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         # unwritable/missing paths (--data-dir, --out, export targets) and full disks
         where = f" {exc.filename}" if exc.filename else ""
-        return (f"cannot use{where}: {exc.strerror}; choose a path you can write (or free space) "
-                "and run again")
+        why = ("a file is in the way of a folder" if isinstance(exc, FileExistsError | NotADirectoryError)
+               else exc.strerror)
+        return f"cannot use{where}: {why}; choose a path you can write (or free space) and run again"
     log = _crash_log(exc)
     where = f"the traceback is in {log}" if log else "no log could be written"
     return (f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]}; {where} "

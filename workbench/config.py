@@ -35,6 +35,8 @@ def read_yaml(path: Path, hints: Mapping[str, str] | None = None) -> Any:
         raise ConfigError(
             f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax{hint}"
         ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file (not UTF-8): give a YAML settings file") from None
 
 
 def _umask() -> int:
