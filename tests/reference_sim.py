@@ -5,7 +5,8 @@ vectorbt and nothing imported from `workbench.backtest`: every rule of the contr
 out once, in the order SEMANTICS.md states it, so that the engine can be checked against it.
 
 Inputs
-    bars     dict symbol -> DataFrame with open/high/low/close (all frames share one index)
+    bars     dict symbol -> DataFrame with open/high/low/close (indexes may differ: mixed calendars
+             run on the union of the timestamps, see SEMANTICS.md)
     signals  dict symbol -> dict of arrays: long_entries long_exits short_entries short_exits
              (bool) and stop_loss take_profit trailing_stop (float fractions, NaN = none)
     settings a `Settings`
@@ -201,9 +202,14 @@ def _target_level(pos: _Position) -> float | None:
 
 
 def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: Settings) -> Result:
+    """Bars may have different timestamps per symbol (mixed calendars): the timeline is their union,
+    bar numbers in the result count union bars, and each symbol's signals are indexed by its own bars."""
     s = settings
     symbols = list(bars)
-    n = len(bars[symbols[0]])
+    union = sorted(set().union(*(set(bars[k].index) for k in symbols)))
+    n = len(union)
+    own_pos = {k: {ts: pos for pos, ts in enumerate(bars[k].index)} for k in symbols}
+    own = {k: [own_pos[k].get(ts) for ts in union] for k in symbols}  # union bar -> own bar or None
     o = {k: _column(bars[k], "open") for k in symbols}
     h = {k: _column(bars[k], "high") for k in symbols}
     lo = {k: _column(bars[k], "low") for k in symbols}
@@ -211,6 +217,7 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
     slip = {k: slippage_per_bar(c[k], s) for k in symbols}
     atrs = {k: atr(h[k], lo[k], c[k], s.atr_window) for k in symbols}
     sig = {k: {key: list(signals[k][key]) for key in (*SIGNAL_KEYS, *STOP_KEYS)} for k in symbols}
+    mark = {k: math.nan for k in symbols}  # last close seen of each symbol
 
     cash = s.init_cash
     pos = {k: _Position() for k in symbols}
@@ -223,12 +230,13 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
         nonlocal cash
         p = pos[k]
         q = abs(p.qty)
+        b = own[k][i]
         if p.qty > 0:
-            fill = price * (1 - slip[k][i])
+            fill = price * (1 - slip[k][b])
             cash += q * fill * (1 - s.fees)
             side = "sell"
         else:
-            fill = price * (1 + slip[k][i])
+            fill = price * (1 + slip[k][b])
             cash -= q * fill * (1 + s.fees)
             side = "buy"
         fees = q * fill * s.fees
@@ -239,12 +247,19 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
         t.exit_reason = "signal" if reason == "exit" else reason
         pos[k] = _Position()
 
-    def open_position(k: str, i: int, sbar: int, long: bool, prices: dict[str, list[float]]) -> None:
-        """Enter k at bar i at prices[k][i] (before slippage), from the signals of bar `sbar`."""
+    def price(k: str, i: int, field: dict[str, list[float]]) -> float:
+        """k's price at union bar i: from its own bar there, else its last close (a closed market)."""
+        b = own[k][i]
+        return field[k][b] if b is not None else mark[k]
+
+    def open_position(k: str, i: int, sbar: int, long: bool, field: dict[str, list[float]]) -> None:
+        """Enter k at union bar i at its own bar's `field` price (before slippage), from the signals of
+        its own bar `sbar`."""
         nonlocal cash
-        price = prices[k][i]
+        b = own[k][i]
+        px = field[k][b]
         sl, tp, tsl = (float(sig[k][key][sbar]) for key in STOP_KEYS)
-        equity = cash + sum(pos[m].qty * prices[m][i] for m in symbols)
+        equity = cash + sum(pos[m].qty * price(m, i, field) for m in symbols if pos[m].qty != 0)
         if s.sizing == "fixed":
             f = s.fraction if s.fraction is not None else 1.0 / len(symbols)
         elif s.sizing == "risk":
@@ -261,7 +276,7 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
             raise ValueError(s.sizing)
         f = min(f, s.max_exposure)
         if long:
-            fill = price * (1 + slip[k][i])
+            fill = px * (1 + slip[k][b])
             q = f * equity / fill
             if cash <= 0:
                 return
@@ -275,7 +290,7 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
             cash = 0.0 if capped else cash - q * fill * (1 + s.fees)
             side, qty = "buy", q
         else:
-            fill = price * (1 - slip[k][i])
+            fill = px * (1 - slip[k][b])
             q = f * equity / fill
             if q <= 0:
                 return
@@ -287,13 +302,15 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
         trades.append(trade)
         pos[k] = _Position(qty, fill, sl, tp, tsl, fill, trade)
 
-    def signal_orders(i: int, sbar: int, prices: dict[str, list[float]], stopped: set[str]) -> None:
-        """Act on the signals of bar `sbar` at bar i: every symbol's exits, then every entry."""
+    def signal_orders(i: int, sbars: dict[str, int], field: dict[str, list[float]],
+                      stopped: set[str]) -> None:
+        """At union bar i, act on the signals of each listed symbol's own bar sbars[k]: every symbol's
+        exits, then every entry."""
         exits, entries = [], []
         for k in symbols:
-            if k in stopped:
+            if k in stopped or k not in sbars:
                 continue
-            le, lx, se, sx = _effective_signals(sig[k], sbar, s.direction)
+            le, lx, se, sx = _effective_signals(sig[k], sbars[k], s.direction)
             p = pos[k].qty
             if p > 0:
                 if se:
@@ -312,84 +329,92 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
             elif se:
                 entries.append((k, False))
         for k in exits:
-            close_position(k, i, prices[k][i], "exit")
+            close_position(k, i, field[k][own[k][i]], "exit")
         for k, long in entries:
-            open_position(k, i, sbar, long, prices)
+            open_position(k, i, sbars[k], long, field)
 
     for i in range(n):
         stopped: set[str] = set()
+        here = [k for k in symbols if own[k][i] is not None]  # symbols whose market has a bar at i
         # 1. gap check at the open for positions held at the start of the bar
-        for k in symbols:
+        for k in here:
             p = pos[k]
             if p.qty == 0:
                 continue
+            b = own[k][i]
             level, why = _stop_level(p)
             target = _target_level(p)
             if p.qty > 0:
-                if level is not None and o[k][i] <= level:
-                    close_position(k, i, o[k][i], why)
+                if level is not None and o[k][b] <= level:
+                    close_position(k, i, o[k][b], why)
                     stopped.add(k)
-                elif target is not None and o[k][i] >= target:
-                    close_position(k, i, o[k][i], "take_profit")
+                elif target is not None and o[k][b] >= target:
+                    close_position(k, i, o[k][b], "take_profit")
                     stopped.add(k)
             else:
-                if level is not None and o[k][i] >= level:
-                    close_position(k, i, o[k][i], why)
+                if level is not None and o[k][b] >= level:
+                    close_position(k, i, o[k][b], why)
                     stopped.add(k)
-                elif target is not None and o[k][i] <= target:
-                    close_position(k, i, o[k][i], "take_profit")
+                elif target is not None and o[k][b] <= target:
+                    close_position(k, i, o[k][b], "take_profit")
                     stopped.add(k)
-        # 2. next_open: the previous bar's signals at this bar's open
-        if s.fill == "next_open" and i >= 1:
-            signal_orders(i, i - 1, o, stopped)
+        # 2. next_open: each symbol's previous own bar's signals at this own bar's open
+        if s.fill == "next_open":
+            signal_orders(i, {k: own[k][i] - 1 for k in here if own[k][i] >= 1}, o, stopped)
         # 3. intrabar stops (stop-loss first), then the trailing reference moves
-        for k in symbols:
+        for k in here:
             p = pos[k]
             if p.qty == 0 or k in stopped:
                 continue
+            b = own[k][i]
             level, why = _stop_level(p)
             target = _target_level(p)
             if p.qty > 0:
-                if level is not None and lo[k][i] <= level:
+                if level is not None and lo[k][b] <= level:
                     close_position(k, i, level, why)
                     stopped.add(k)
-                elif target is not None and h[k][i] >= target:
+                elif target is not None and h[k][b] >= target:
                     close_position(k, i, target, "take_profit")
                     stopped.add(k)
                 else:
-                    p.extreme = max(p.extreme, h[k][i])
+                    p.extreme = max(p.extreme, h[k][b])
             else:
-                if level is not None and h[k][i] >= level:
+                if level is not None and h[k][b] >= level:
                     close_position(k, i, level, why)
                     stopped.add(k)
-                elif target is not None and lo[k][i] <= target:
+                elif target is not None and lo[k][b] <= target:
                     close_position(k, i, target, "take_profit")
                     stopped.add(k)
                 else:
-                    p.extreme = min(p.extreme, lo[k][i])
-        # 4. close: this bar's signals at its close
+                    p.extreme = min(p.extreme, lo[k][b])
+        # 4. close: this own bar's signals at its close
         if s.fill == "close":
-            signal_orders(i, i, c, stopped)
-        value.append(cash + sum(pos[k].qty * c[k][i] for k in symbols))
+            signal_orders(i, {k: own[k][i] for k in here}, c, stopped)
+        for k in here:
+            mark[k] = c[k][own[k][i]]
+        value.append(cash + sum(pos[k].qty * mark[k] for k in symbols if pos[k].qty != 0))
 
     return Result(orders, value, trades, benchmark(bars, s), cash)
 
 
 def benchmark(bars: dict[str, pd.DataFrame], s: Settings) -> list[float]:
-    """Buy and hold: init_cash / n per symbol, all of it spent (fees included) at the first bar a
-    signal could act on (open of bar 1 for next_open, close of bar 0 for close), then held."""
+    """Buy and hold on the union timeline: init_cash / n per symbol, all of it spent (fees included)
+    at the symbol's first own bar a signal could act on (open of its own bar 1 for next_open, close of
+    its own bar 0 for close), then held and marked at its last close; its budget is cash until then."""
     symbols = list(bars)
-    n = len(bars[symbols[0]])
+    union = sorted(set().union(*(set(bars[k].index) for k in symbols)))
     start = 1 if s.fill == "next_open" else 0
     budget = s.init_cash / len(symbols)
-    total = [0.0] * n
+    total = [0.0] * len(union)
     for k in symbols:
         close = _column(bars[k], "close")
         price = _column(bars[k], "open" if s.fill == "next_open" else "close")[start]
         fill = price * (1 + slippage_per_bar(close, s)[start])
         q = budget / (1 + s.fees) / fill
         left = budget - q * fill * (1 + s.fees)
-        for i in range(n):
-            total[i] += budget if i < start else left + q * close[i]
+        own_pos = {ts: b for b, ts in enumerate(bars[k].index)}
+        last = None
+        for i, ts in enumerate(union):
+            last = own_pos.get(ts, last)
+            total[i] += budget if last is None or last < start else left + q * close[last]
     return total
-

@@ -96,6 +96,36 @@ def random_case(seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, dict], re
     return bars, signals, settings
 
 
+def mixed_case(seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, dict], ref.Settings]:
+    """A random case on mixed calendars: the first symbol trades every day, the second only on
+    weekdays, a third starts later and misses random days (a one-symbol case gets a second symbol
+    of another length). Each symbol's signals stay indexed by its own bars."""
+    bars, signals, s = random_case(seed)
+    if len(bars) == 1:
+        more_bars, more_signals, _ = random_case(seed + 1000)
+        first = next(iter(more_bars))
+        bars["ZZZ"], signals["ZZZ"] = more_bars[first], more_signals[first]
+    rng = np.random.default_rng(seed + 5000)
+    for k, sym in enumerate(list(bars)):
+        frame = bars[sym]
+        if k == 1:
+            keep = frame.index.day_of_week < 5
+        elif k == 2:
+            keep = (np.arange(len(frame)) >= 12) & (rng.random(len(frame)) > 0.2)
+        else:
+            continue
+        bars[sym] = frame[keep]
+        signals[sym] = {key: np.asarray(v)[keep] for key, v in signals[sym].items()}
+    return bars, signals, s
+
+
+def union_index(bars: dict[str, pd.DataFrame]) -> pd.DatetimeIndex:
+    index = None
+    for frame in bars.values():
+        index = frame.index if index is None else index.union(frame.index)
+    return index
+
+
 # ---------------------------------------------------------------- the engine, normalized
 
 def run_engine(bars: dict[str, pd.DataFrame], signals: dict[str, dict], s: ref.Settings):
@@ -284,3 +314,35 @@ def test_engine_matches_reference_on_one_frame(seed: int) -> None:
                    direction=s.direction, init_cash=s.init_cash, max_exposure=s.max_exposure)
     np.testing.assert_allclose(res.equity.to_numpy(dtype=float), expected.value, rtol=REL, atol=1e-6)
     assert len(res.orders) == len(expected.orders)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_engine_matches_reference_on_mixed_calendars(seed: int) -> None:
+    """Symbols with different bars (24/7, weekdays only, late and gappy) run on the union timeline:
+    orders wait for the symbol's own next bar, closed markets are marked at their last close."""
+    bars, signals, s = mixed_case(seed)
+    expected = ref.simulate(bars, signals, s)
+    res = run_engine(bars, signals, s)
+    index = union_index(bars)
+    assert res.index.equals(index)
+    assert_orders_match(res.orders, index, expected.orders)
+    assert_trades_match(res.trades, index, expected.trades, list(bars))
+    np.testing.assert_allclose(res.equity.to_numpy(dtype=float), expected.value, rtol=REL, atol=1e-6)
+    np.testing.assert_allclose(res.benchmark.to_numpy(dtype=float), expected.benchmark, rtol=REL, atol=1e-6)
+
+
+def test_mixed_cases_trade_on_every_calendar() -> None:
+    """The mixed cases really exercise closed markets: orders of the weekday symbol never fall on a
+    weekend, and some of its signals from a Friday act on the Monday after."""
+    waited = 0
+    for seed in range(24):
+        bars, signals, s = mixed_case(seed)
+        res = ref.simulate(bars, signals, s)
+        index = union_index(bars)
+        weekday = list(bars)[1]
+        for o in res.orders:
+            if o.symbol == weekday:
+                assert index[o.bar].day_of_week < 5
+                waited += s.fill == "next_open" and o.reason in ("entry", "exit") and \
+                    index[o.bar].day_of_week == 0
+    assert waited >= 5

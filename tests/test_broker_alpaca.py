@@ -10,23 +10,32 @@ import logging
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import requests
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, TimeInForce
-from alpaca.trading.models import Clock, Position, TradeAccount
+from alpaca.trading.models import Clock, NonTradeActivity, Position, TradeAccount
 from alpaca.trading.models import Order as SdkOrder
 from alpaca.trading.requests import MarketOrderRequest
 from broker_contract import BrokerContract
 from servers.alpaca import API_KEY, SECRET_KEY
-from servers.alpaca_trading import CRYPTO_LATEST_TRADES, ORDERS, STOCK_LATEST_TRADES, AlpacaTradingFake
+from servers.alpaca_trading import (
+    ACCOUNT_ID,
+    CRYPTO_LATEST_TRADES,
+    ORDERS,
+    STOCK_LATEST_TRADES,
+    AlpacaTradingFake,
+)
 from servers.loopback import Response, guard_loopback
 
 from workbench.errors import BrokerError, BrokerUnavailable, ConfigError, CredentialsError, OrderRejected
 from workbench.paper.alpaca import AlpacaBroker, workbench_symbol
 from workbench.paper.broker import OrderRequest, OrderStatus, OrderType, Side, client_order_id
+from workbench.paper.journal import Journal
 
 pytestmark = pytest.mark.network
 
@@ -232,7 +241,7 @@ def test_stock_and_crypto_symbols_time_in_force_and_quantities(
         "APCA-API-KEY-ID": API_KEY, "APCA-API-SECRET-KEY": SECRET_KEY}).json()
     assert [p["symbol"] for p in wire] == ["AAPL", "BTCUSD"]  # how Alpaca spells them
     assert set(positions) == {"AAPL", "BTC/USD"}
-    assert positions["BTC/USD"].qty == pytest.approx(0.012345679)
+    assert positions["BTC/USD"].qty == pytest.approx(0.012345679 - 0.000030864)  # net of the 0.25 % fee
     assert positions["AAPL"].qty == pytest.approx(2.25)
     assert positions["AAPL"].avg_price == pytest.approx(200.0)
     crypto = broker.get_order(_req("BTC/USD", qty=0.0123456789).client_order_id)
@@ -391,6 +400,48 @@ def test_keys_never_appear_in_logs_messages_or_repr(
         assert API_KEY not in text and SECRET_KEY not in text
 
 
+# ---------------------------------------------------------------------- crypto fees
+def test_crypto_cycle_books_the_fee_in_the_asset_received(
+        fake: AlpacaTradingFake, broker: AlpacaBroker, tmp_path: Path) -> None:
+    """Alpaca takes a crypto buy's fee out of the coin received and a sell's out of the USD: the
+    journal books both, holds what the account holds, and the exit of that quantity closes it."""
+    bar = pd.Timestamp("2026-02-01", tz="UTC")
+    with Journal(tmp_path / "j.sqlite") as journal:
+        buy = _req("BTC/USD", qty=0.5)
+        journal.record_intent("s", bar, "entry", buy)
+        order = broker.submit(buy)
+        order = broker.get_order(buy.client_order_id) or order
+        assert order.filled_qty == 0.5  # Alpaca's filled_qty is the gross quantity
+        assert (order.fee, order.fee_currency, order.fee_in_asset) == (0.00125, "BTC", True)
+        journal.apply(order, fill_bar=bar)
+        book = journal.ledger("s", 100_000)
+        assert book.positions == {"BTC/USD": Decimal("0.49875")}
+        assert book.cash == Decimal(100_000 - 30_000)
+        assert broker.positions()["BTC/USD"].qty == 0.49875  # what the venue holds: the same
+
+        fake.set_price("BTC/USD", 61_000.0)
+        sell = _req("BTC/USD", side=Side.SELL, qty=float(book.positions["BTC/USD"]), leg="exit")
+        journal.record_intent("s", bar, "exit", sell)
+        broker.submit(sell)
+        order = broker.get_order(sell.client_order_id)
+        assert order is not None and order.status is OrderStatus.FILLED
+        assert (order.fee_currency, order.fee_in_asset) == ("USD", False)
+        journal.apply(order, fill_bar=bar)
+        book = journal.ledger("s", 100_000)
+        proceeds = Decimal("0.49875") * 61_000
+        assert book.positions == {} and broker.positions() == {}
+        assert book.cash == 70_000 + proceeds - (proceeds * Decimal("0.0025")).quantize(Decimal("1e-9"))
+        assert Decimal(repr(broker.account().cash)) == book.cash
+    assert [a["qty"] for a in fake.activities] == ["-0.00125", "-76.059375"]
+
+
+def test_crypto_fee_rates_are_settings(fake: AlpacaTradingFake, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKBENCH_ALPACA_CRYPTO_TAKER_FEE", "0.001")
+    assert make_broker(fake).crypto_taker_fee == 0.001
+    with pytest.raises(ConfigError, match="is a fraction"):
+        make_broker(fake, crypto_maker_fee=0.15)
+
+
 # ---------------------------------------------------------------------- the fake itself
 def test_fake_replies_validate_against_alpaca_py_models(fake: AlpacaTradingFake) -> None:
     """The fake's wire format is what alpaca-py's own models parse (field names, enums, types)."""
@@ -403,7 +454,10 @@ def test_fake_replies_validate_against_alpaca_py_models(fake: AlpacaTradingFake)
     assert isinstance(client.get_account(), TradeAccount)
     [position] = client.get_all_positions()
     assert isinstance(position, Position) and position.symbol == "BTCUSD"
-    assert client.get_open_position("BTCUSD").qty == "0.5"
+    assert client.get_open_position("BTCUSD").qty == "0.49875"  # net of the 0.25 % taker fee
+    [fee] = client.get("/account/activities/CFEE")
+    activity = NonTradeActivity(**fee, account_id=ACCOUNT_ID)
+    assert activity.activity_type.value == "CFEE" and activity.qty == pytest.approx(-0.00125)
     assert isinstance(client.get_clock(), Clock)
     fake.fill_mode = "none"
     client.submit_order(MarketOrderRequest(symbol="AAPL", qty=1, side=OrderSide.BUY,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from broker_contract import BrokerContract
 from servers.binance_trading import API_KEY, SECRET, BinanceTradingServer
@@ -22,6 +23,8 @@ from workbench.data.sources.ccxt import BASE_URL_SETTING
 from workbench.errors import BrokerUnavailable, ConfigError, CredentialsError, OrderRejected
 from workbench.paper.broker import OrderRequest, OrderStatus, OrderType, Side, client_order_id
 from workbench.paper.ccxt import API_KEY_SETTING, SECRET_SETTING, CcxtBroker
+from workbench.paper.journal import Journal
+from workbench.paper.replay import journal_trades
 
 pytestmark = [pytest.mark.network, pytest.mark.filterwarnings("error::Warning:workbench")]
 
@@ -302,7 +305,7 @@ def test_exchange_filters_and_balance_refusals_carry_the_exchange_message(
 def test_fees_positions_and_equity(fake: BinanceTradingServer, broker: CcxtBroker) -> None:
     fake.fee_rate = Decimal("0.001")  # 0.1 %, charged in the asset received
     placed = broker.submit(_req(qty=0.002))
-    assert placed.fee == pytest.approx(0.002 * 0.001 * PRICE0)  # 0.000002 BTC at 60000
+    assert (placed.fee, placed.fee_currency) == (0.000002, "BTC")  # in the asset received
     assert broker.get_order(_cid()).fee == pytest.approx(placed.fee)  # type: ignore[union-attr]
     [pos] = broker.positions().values()
     assert pos.symbol == SYMBOL and pos.qty == pytest.approx(0.001998)
@@ -313,6 +316,38 @@ def test_fees_positions_and_equity(fake: BinanceTradingServer, broker: CcxtBroke
     assert acct.equity == pytest.approx(acct.cash + 0.001998 * 61_000)
     fake.set_balance("ETH", 2)  # not a traded symbol: not a position
     assert list(broker.positions()) == [SYMBOL]
+
+
+def test_cycle_books_the_commission_in_the_asset_received(
+    fake: BinanceTradingServer, broker: CcxtBroker, tmp_path: Path
+) -> None:
+    """Binance charges a buy's commission in the base asset and a sell's in the quote: the journal
+    books each in its currency, holds what the account holds, and selling that quantity closes it."""
+    fake.fee_rate = Decimal("0.001")
+    bar = pd.Timestamp("2026-02-01", tz="UTC")
+    with Journal(tmp_path / "j.sqlite") as journal:
+        buy = _req(qty=0.01)
+        journal.record_intent("s", bar, "entry", buy)
+        order = broker.submit(buy)
+        assert order.fee_in_asset and order.filled_qty == 0.01
+        journal.apply(order, fill_bar=bar)
+        book = journal.ledger("s", 100_000)
+        assert book.positions == {SYMBOL: Decimal("0.00999")} and book.cash == Decimal(100_000 - 600)
+        assert broker.positions()[SYMBOL].qty == 0.00999
+
+        fake.set_price(SYMBOL, 61_000.0)
+        sell = _req("exit", side=Side.SELL, qty=float(book.positions[SYMBOL]))
+        journal.record_intent("s", bar, "exit", sell)
+        order = broker.submit(sell)
+        assert order.status is OrderStatus.FILLED and (order.fee, order.fee_currency) == (0.60939, "USDT")
+        journal.apply(order, fill_bar=bar)
+        book = journal.ledger("s", 100_000)
+        assert book.positions == {} and broker.positions() == {}
+        assert book.cash == Decimal(100_000 - 600) + Decimal("0.00999") * 61_000 - Decimal("0.60939")
+        assert Decimal(repr(broker.account().cash)) == book.cash
+        [trade] = journal_trades(journal, "s").itertuples()
+        assert trade.pnl == pytest.approx(float(book.cash) - 100_000, abs=1e-9)
+        assert trade.entry_fees == pytest.approx(0.00001 * 60_000) and trade.exit_fees == 0.60939
 
 
 # ---------------------------------------------------------------------- settings and secrets

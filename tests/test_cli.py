@@ -137,6 +137,32 @@ def test_bad_input_is_one_line_and_changes_nothing(
     assert snapshot(data) == before
 
 
+def test_a_corrupt_lake_file_is_quarantined_named_and_rebuilt_by_a_resync(
+        synced: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(synced, data)
+    victim = next((data / "lake").rglob("symbol=BTC%2FUSDT/year=*/data.parquet"))
+    victim.write_bytes(b"PAR1 not really parquet")
+    ls = run(data, "data", "ls")
+    assert ls.returncode == 0 and "SPY" in ls.stdout and "Traceback" not in ls.stderr
+    assert str(victim) in ls.stderr
+    check = run(data, "data", "check")
+    assert check.returncode == 1 and "Traceback" not in check.stdout + check.stderr
+    flat = " ".join(check.stdout.split())
+    assert "damaged" in flat and str(victim) in flat
+    assert "workbench data sync --source synthetic --symbols BTC/USDT --timeframe 1m" in flat
+    assert "ok synthetic:SPY:1m" in flat
+    spy = run(data, "data", "export", str(tmp_path / "spy.csv"), "--source", "synthetic",
+              "--symbols", "SPY", "--timeframe", "1h")
+    assert spy.returncode == 0, spy.stderr  # the other series still reads
+    again = run(data, "data", "sync", "--source", "synthetic", "--symbols", "BTC/USDT,SPY",
+                "--timeframe", "1m", "--start", "2025-01-06", "--end", "2025-01-08")
+    assert again.returncode == 0, again.stderr
+    assert run(data, "data", "check").returncode == 0
+    assert snapshot(data / "lake")[str(victim.relative_to(data / "lake"))] == \
+        snapshot(synced / "lake")[str(victim.relative_to(data / "lake"))]
+
+
 def test_malformed_csv_and_corrupt_lake_file(synced: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(synced, data)

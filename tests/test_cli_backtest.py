@@ -40,6 +40,7 @@ def _ok_commands(out: Path) -> dict[str, list[str]]:
         "sw_csv": ["sweep", "--strategy", "sma_cross", "--symbols", "BTC/USDT,ETH/USDT", "--portfolio",
                    "--grid", "fast=5|10,slow=40", "--out", str(out / "sweep.csv"), "--by", "total_return",
                    "--fill", "close"],
+        "sw_defaults": [*SW, "--grid", "fast=5|10", "--out", str(out / "defaults.csv")],
         "strategies": ["strategies"],
         "strategy_one": ["strategies", "regime(macd)"],
     }
@@ -81,6 +82,12 @@ def _bad_commands(out: Path, blocker: Path) -> dict[str, tuple[list[str], list[s
         "out_suffix": ([*SW, "--grid", "fast=5|10", "--out", str(out / "x.txt")], [".parquet or .csv"]),
         "out_unwritable": ([*SW, "--grid", "fast=5|10", "--out", str(blocker / "x.parquet")],
                            ["cannot write --out", "is a file, not a folder"]),
+        "sweep_too_large": (["sweep", "--strategy", "ml_classifier", "--symbols", "BTC/USDT", "--grid-all",
+                             "--out", str(out / "x.parquet")],
+                            ["3,456,000 runs, above 100,000", "drop --grid-all", "confirm with --yes"]),
+        "sweep_names_nothing": ([*SW, "--out", str(out / "x.parquet")],
+                                ["nothing to sweep in sma_cross: give values for fast, slow, short",
+                                 "--grid-all"]),
         "bad_metric": ([*SW, "--grid", "fast=5|10", "--by", "sharp", "--out", str(out / "x.parquet")],
                        ["--by 'sharp' is not a metric", "did you mean 'sharpe'"]),
     }
@@ -188,10 +195,20 @@ def test_sweep_writes_parquet_and_heatmap_and_prints_the_top_rows(setup: dict) -
     assert "the inputs are in its metadata" in stdout
 
 
+def test_sweep_keeps_unnamed_parameters_at_defaults_and_announces_count_and_estimate(setup: dict) -> None:
+    stdout = ok(setup, "sw_defaults")
+    table = pd.read_csv(setup["out"] / "defaults.csv")
+    assert sorted(table["fast"]) == [5, 10] and set(table["slow"]) == {50} and set(table["short"]) == {False}
+    found = re.search(r"sweeping sma_cross: 2 combinations on BTC/USDT, about (\d+) s; at their defaults: "
+                      r"slow, short \(--grid-all walks them\)", stdout)
+    assert found, stdout
+    assert "eta" in setup["results"]["sw_defaults"].stderr  # the progress bar shows the time remaining
+
+
 def test_sweep_as_a_portfolio_writes_csv(setup: dict) -> None:
     stdout = ok(setup, "sw_csv")
     table = pd.read_csv(setup["out"] / "sweep.csv")
-    assert len(table) == 4  # fast 5|10 x short False|True (its own grid), one portfolio row each
+    assert len(table) == 2  # fast 5|10, short at its default, one portfolio row each
     assert set(table["symbol"]) == {"BTC/USDT,ETH/USDT"}
     assert "as one portfolio" in stdout and "top 4 by total_return" in stdout
     assert "CSV keeps no inputs" in stdout

@@ -20,7 +20,7 @@ from bars_factory import candles, minute_bars, random_bars, session_bars
 
 from workbench import Lake
 from workbench.data.calendar import Calendar
-from workbench.data.lake import COVERAGE_FILE, DATA_FILE, Layout
+from workbench.data.lake import COVERAGE_FILE, DATA_FILE, Layout, SeriesKey
 from workbench.data.sources.synthetic import SyntheticSource
 from workbench.data.timeframe import Timeframe
 from workbench.errors import ConfigError, DataError, LakeCorruptError, WorkbenchError
@@ -732,10 +732,39 @@ def test_corrupt_file_reads_never_return_data(stocked: Lake) -> None:
     for tf in ("1m", "1h"):
         with pytest.raises(LakeCorruptError):
             stocked.read_bars(SRC, BTC, tf)
-    with pytest.raises(LakeCorruptError):
-        stocked.coverage()
     # other series are unaffected
     assert len(stocked.read_bars(SRC, ETH, "1m")) == 120
+
+
+def test_one_corrupt_file_is_quarantined_from_listings_and_named_with_its_fix(
+        stocked: Lake, caplog: pytest.LogCaptureFixture) -> None:
+    bad = year_file(stocked, BTC, 2024)
+    _garble(bad)
+    with caplog.at_level("WARNING", logger="workbench.data.lake"):
+        listed = stocked.coverage_frame()
+    assert list(listed["symbol"]) == [ETH]  # the rest of the lake still lists
+    assert str(bad) in caplog.text
+    assert [r.label for r in stocked.check()] == [f"{SRC}:{ETH}:1m"]
+    damaged = stocked.damaged()
+    assert list(damaged) == [SeriesKey(SRC, BTC, "1m")]
+    msg = str(damaged[SeriesKey(SRC, BTC, "1m")])
+    assert "\n" not in msg and str(bad) in msg
+    assert f"workbench data sync --source {SRC} --symbols {BTC} --timeframe 1m --start 2024-01-01" in msg
+
+
+def test_a_resync_moves_the_corrupt_file_aside_and_rebuilds_the_series(lake: Lake) -> None:
+    src = SyntheticSource()
+    lake.sync(src, [BTC, ETH], "1h", "2024-12-30", "2025-01-02")
+    good = lake.read_bars(SRC, BTC, "1h")
+    bad = year_file(lake, BTC, 2024, "1h")
+    garbage = b"this is not parquet " * 200
+    bad.write_bytes(garbage)
+    # an incremental sync of the stored range: nothing new to fetch, but the damaged year is
+    lake.sync(src, [BTC, ETH], "1h", end="2025-01-02")
+    pd.testing.assert_frame_equal(lake.read_bars(SRC, BTC, "1h"), good)
+    kept = list(bad.parent.glob(f"{DATA_FILE}.corrupt-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == garbage  # nothing lost
+    assert lake.damaged() == {}
 
 
 def test_corrupt_file_write_to_that_year_is_refused(stocked: Lake) -> None:

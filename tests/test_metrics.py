@@ -16,7 +16,9 @@ from workbench.backtest.metrics import (
     drawdown_nb,
     equity_stats,
     equity_stats_nb,
+    format_metric,
     metrics_frame,
+    na_reason,
     periods_per_year,
     trade_stats,
     trade_stats_nb,
@@ -164,20 +166,43 @@ def test_against_vectorbt(vbt, seed: int, ties: bool, freq: str, year_freq: pd.T
 
 def test_edge_cases_match_vectorbt_without_warnings(vbt) -> None:
     cases = [
-        np.full(50, 100.0),  # flat equity: std 0 -> sharpe/sortino +inf (vectorbt), calmar NaN
+        np.full(50, 100.0),  # flat equity: std 0 -> no sharpe/sortino (vectorbt: +inf), calmar NaN
         np.array([100.0, 100.0]),
         np.array([105.0, 105.0, 105.0]),  # constant after a first jump: std > 0
-        np.linspace(100.0, 200.0, 30),  # only gains: downside 0 -> sortino +inf
+        np.linspace(100.0, 200.0, 30),  # only gains: downside 0 -> no sortino (vectorbt: +inf)
         np.array([100.0, 90.0, 80.0, 70.0]),  # only losses, never recovered
     ]
     for value in cases:
         want, _ = vbt_stats(vbt, value, 100.0, "1D", pd.Timedelta(days=252))
+        # where vectorbt divides by a zero deviation it gives +inf; an undefined ratio is NaN here
+        want = {k: math.nan if k in ("sharpe", "sortino") and math.isinf(v) else v for k, v in want.items()}
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             got = equity_stats(value, 100.0, 252.0)
         assert_close(got, want)
     flat = equity_stats(np.full(50, 100.0), 100.0, 252.0)
-    assert flat["sharpe"] == math.inf and flat["annual_volatility"] == 0.0 and math.isnan(flat["calmar"])
+    assert math.isnan(flat["sharpe"]) and flat["annual_volatility"] == 0.0 and math.isnan(flat["calmar"])
+
+
+def test_a_flat_equity_has_no_sharpe_and_tables_say_why() -> None:
+    # a window without trades: the equity never moves; its Sharpe is undefined, never +inf
+    flat = np.full(40, 1000.0)
+    no_trades = pd.DataFrame({"pnl": [], "return": [], "status": []})
+    m = compute_metrics(flat, 1000.0, 252.0, trades=no_trades, exposure=np.zeros(40))
+    assert math.isnan(m["sharpe"]) and math.isnan(m["sortino"]) and math.isnan(m["calmar"])
+    assert not any(math.isinf(v) for v in m.values())
+    assert na_reason("sharpe", m) == "no trades" and na_reason("win_rate", m) == "no trades"
+    assert na_reason("total_return", m) == ""
+    shown = metrics_frame(m, formatted=True).set_index("metric")["value"]
+    assert shown["sharpe"] == "n/a (no trades)" and shown["sortino"] == "n/a (no trades)"
+    assert shown["profit_factor"] == "n/a (no trades)" and shown["total_return"] == "0.00%"
+    assert format_metric("sharpe", m["sharpe"]) == "n/a"  # no reason given, none invented
+    # the curve moves but its returns do not vary (exactly +100% a bar): no Sharpe either
+    steady = 1000.0 * 2.0 ** np.arange(1, 41)
+    m = compute_metrics(steady, 1000.0, 252.0)
+    assert math.isnan(m["sharpe"]) and na_reason("sharpe", m) == "constant returns"
+    assert na_reason("sortino", m) == "constant returns" and na_reason("calmar", m) == "no drawdown"
+    assert math.isnan(equity_stats_nb(flat, 1000.0, 252.0)[3])  # the sweep kernel's path too
 
 
 def test_tiny_arrays_without_warnings() -> None:

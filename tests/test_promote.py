@@ -162,6 +162,24 @@ def test_gates_compare_with_their_thresholds() -> None:
     assert not v.passed and v.failure() == "oos_sharpe=0.1 (min 0.5)" and v.detail == "0.1 < 0.5"
 
 
+def test_a_run_without_oos_trades_fails_the_sharpe_gate_and_says_why() -> None:
+    import numpy as np
+
+    from workbench.backtest.metrics import compute_metrics
+    from workbench.promote.evidence import gather_evidence
+
+    # a walk-forward whose out-of-sample windows never traded: its equity is flat
+    flat = compute_metrics(np.full(200, 100_000.0), 100_000.0, 8760.0,
+                           trades=pd.DataFrame({"pnl": [], "return": [], "status": []}))
+    ev = gather_evidence(settings={}, diagnostics={"oos_metrics": flat}, strat=get_strategy("sma_cross"),
+                         params={}, checks=())
+    [verdict] = GateSet(gates=(Gate(name="oos_sharpe", op=GateOp.MIN, threshold=0.5),)).evaluate(
+        ev.values, ev.details)
+    assert not verdict.passed  # +inf used to pass any minimum
+    assert verdict.detail == "undefined out of sample: no trades (n/a)"
+    assert verdict.to_dict()["value"] is None
+
+
 def test_numeric_text_thresholds_are_read_as_numbers(tmp_path: Path) -> None:
     f = tmp_path / "g.yaml"
     f.write_text("gates:\n  pbo: {max: 1e-1, description: strict}\n")  # YAML 1.1 reads 1e-1 as text

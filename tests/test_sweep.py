@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from workbench.backtest import Costs, Sizing, backtest
-from workbench.backtest.sweep import SweepResult, sweep
+from workbench.backtest.sweep import LARGE_SWEEP, SweepPlan, SweepResult, check_sweep_size, sweep
 from workbench.cli import rank_rows
 from workbench.data.sources.synthetic import SyntheticSource
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, SweepTooLarge
 from workbench.strategies import get_strategy, list_strategies
 
 # a folder that does not exist: the registry then holds the built-ins only, whatever ./research has
@@ -161,9 +161,9 @@ def test_tiny_memory_budget_gives_the_identical_table(sma_sweep: SweepResult,
 
 def test_progress_reaches_the_total_with_the_default_budget(bars: dict[str, pd.DataFrame]) -> None:
     calls: list[tuple[int, int]] = []
-    sweep("sma_cross", bars["BTC/USDT"], {"fast": [5, 10], "slow": [30]},
+    sweep("sma_cross", bars["BTC/USDT"], {"fast": [5, 10], "slow": [30]}, grid_all=True,
           progress=lambda d, t: calls.append((d, t)))
-    assert calls and calls[-1] == (4, 4)  # short walks its own grid: False, True
+    assert calls and calls[-1] == (4, 4)  # grid_all: short walks its own grid, False and True
 
 
 def test_save_round_trips_and_parquet_keeps_the_inputs(sma_sweep: SweepResult, tmp_path: Path) -> None:
@@ -224,12 +224,59 @@ def test_ranking_skips_infinite_and_nan_values() -> None:
 
 
 def test_runs_without_trades_never_top_the_ranking(bars: dict[str, pd.DataFrame]) -> None:
-    # on 600 bars sma_cross(200, 500) never trades: flat equity, Sharpe +inf (vectorbt's convention)
+    # on 600 bars sma_cross(200, 500) never trades: a flat equity has no Sharpe (NaN, never +inf)
     result = sweep("sma_cross", bars["BTC/USDT"].iloc[:600], {"fast": [5, 100, 200], "slow": [500]},
                    fixed={"short": False})
     table = result.table.set_index("fast")
-    assert table.loc[200, "sharpe"] == np.inf and table.loc[200, "n_trades"] == 0
+    assert math.isnan(table.loc[200, "sharpe"]) and table.loc[200, "n_trades"] == 0
+    assert math.isnan(table.loc[200, "sortino"])
+    assert not np.isinf(result.table[["sharpe", "sortino", "calmar"]].to_numpy(dtype=float)).any()
     assert np.isfinite(table.loc[[5, 100], "sharpe"]).all()
     assert result.top(3, "sharpe")["fast"].tolist() == [5, 100, 200]  # non-finite last
     best, left_out = rank_rows(result.table, "sharpe", 3)
     assert best["fast"].tolist() == [5, 100] and left_out == 1  # the CLI shows finite values only
+
+
+# ------------------------------------------------------------------------- sweeps that stay in bounds
+
+
+def test_parameters_not_in_the_grid_keep_their_defaults(bars: dict[str, pd.DataFrame]) -> None:
+    strat = get_strategy("sma_cross")
+    result = sweep(strat, bars["BTC/USDT"], {"fast": [5, 10]})
+    assert len(result.table) == 2  # not x slow's 40 values x short's 2
+    assert set(result.table["slow"]) == {strat.space["slow"].default}
+    assert set(result.table["short"]) == {strat.space["short"].default}
+    walked = sweep(strat, bars["BTC/USDT"], {"fast": [5, 10], "slow": [30]}, grid_all=True)
+    assert sorted(walked.table["short"]) == [False, False, True, True]  # asked for: its own grid
+
+
+def test_a_grid_that_names_nothing_is_refused(bars: dict[str, pd.DataFrame]) -> None:
+    with pytest.raises(ConfigError, match="nothing to sweep in sma_cross: give values for fast, slow") as exc:
+        sweep("sma_cross", bars["BTC/USDT"], fixed={"short": False})
+    assert "grid_all=True" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_a_large_sweep_needs_an_explicit_yes_before_any_work(bars: dict[str, pd.DataFrame]) -> None:
+    strat = get_strategy("ml_classifier", NO_RESEARCH)
+    size = strat.space.grid_size(walk_all=True)
+    assert size == 3_456_000 > LARGE_SWEEP  # every parameter's whole range: the explosion the rule stops
+    with pytest.raises(SweepTooLarge, match=f"{size:,} runs, above {LARGE_SWEEP:,}") as exc:
+        sweep(strat, bars["BTC/USDT"], grid_all=True)
+    msg = str(exc.value)
+    assert "confirm_large=True" in msg and "--yes" in msg and "--grid-all" in msg and "\n" not in msg
+    # symbols swept on their own count once each; a yes lets it through (counted, nothing built)
+    sma = get_strategy("sma_cross", NO_RESEARCH)
+    assert check_sweep_size(sma, None, None, grid_all=True, units=25, confirm_large=False) == 100_000
+    with pytest.raises(SweepTooLarge, match="102,000 runs"):
+        check_sweep_size(sma, None, {"short": False}, grid_all=True, units=51, confirm_large=False)
+    assert check_sweep_size(strat, None, None, grid_all=True, units=2, confirm_large=True) == 2 * size
+
+
+def test_on_start_gets_the_count_and_an_estimate_before_the_work(bars: dict[str, pd.DataFrame]) -> None:
+    seen: list[Any] = []
+    result = sweep("sma_cross", bars, {"fast": [5, 10, 15], "slow": [30, 60]},
+                   on_start=seen.append, progress=lambda done, total: seen.append((done, total)))
+    plan = seen[0]
+    assert isinstance(plan, SweepPlan) and (plan.combinations, plan.units, plan.runs) == (6, 2, 12)
+    assert math.isfinite(plan.estimate_s) and plan.estimate_s > 0
+    assert seen[-1] == (12, 12) and len(result.table) == 12

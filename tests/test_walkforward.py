@@ -311,6 +311,24 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(
     pd.testing.assert_frame_equal(again.folds, resumed.folds)
 
 
+def test_a_torn_last_journal_record_is_dropped_and_the_run_resumes(
+        bars: pd.DataFrame, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    journal = tmp_path / "torn.journal"
+    small = {"folds": 2, "n_trials": 3}
+    run(bars, journal, **small)
+    whole = journal.read_bytes()
+    torn = b'{"op_code":6,"worker_id":"w","trial_id":13,"sta'  # a writer killed mid-record
+    journal.write_bytes(whole + torn)
+    with caplog.at_level("WARNING", logger="workbench.optimize.storage"):
+        other = run(bars, journal, seed=1, **small)  # writes new records after the torn one
+    assert f"({len(torn)} bytes" in caplog.text and "dropped it" in caplog.text
+    assert journal.read_bytes().startswith(whole) and torn not in journal.read_bytes()
+    # what was written after the repair reads back: resuming neither fails nor evaluates again
+    again = run(bars, journal, seed=1, **small)
+    assert again.timings["trials"] == 0
+    pd.testing.assert_frame_equal(again.folds, other.folds)
+
+
 class _SetUp(Exception):
     """Stops the first call once the studies exist and fold 0's first trial is claimed."""
 
@@ -472,6 +490,35 @@ def test_no_feasible_trial_means_a_flat_fold(bars: pd.DataFrame, tmp_path: Path)
     assert (res.oos_equity == INIT).all() and len(res.oos_trades) == 0
     assert res.oos_metrics["n_trades"] == 0 and "note" in res.diagnostics["monte_carlo"]
     assert res.summary()["oos_total_return"] == 0
+
+
+def test_a_fold_without_trades_has_no_sharpe_and_efficiency_stays_finite(bars: pd.DataFrame,
+                                                                         tmp_path: Path) -> None:
+    # the setting of test_min_trades_makes_trials_infeasible: fold 0 stays flat, the others trade
+    res = run(bars, tmp_path / "nan.journal", min_trades=4, n_trials=12)
+    f = res.folds
+    flat = f["oos_n_trades"] == 0
+    assert flat.any() and not flat.all()
+    assert f.loc[flat, "oos_sharpe"].isna().all()  # a flat window has no Sharpe: NaN, never +inf
+    assert not np.isinf(f[["oos_sharpe", "is_sharpe", "oos_objective"]].to_numpy(dtype=float)).any()
+    d = res.diagnostics
+    assert math.isfinite(d["sharpe_efficiency"]) and d["sharpe_efficiency_folds"] == int((~flat).sum())
+    defined = f[~flat]
+    assert d["sharpe_efficiency"] == pytest.approx(defined["oos_sharpe"].mean() / defined["is_sharpe"].mean())
+
+
+def test_oos_exposure_and_turnover_come_from_the_oos_trades(base: WalkForwardResult) -> None:
+    m, eq, tr = base.oos_metrics, base.oos_equity, base.oos_trades
+    assert len(tr) and (tr["status"] == "closed").all()
+    # next-open fills: a position is held at the close of bars entry_time <= t < exit_time
+    held = np.zeros(len(eq), dtype=bool)
+    for _, t in tr.iterrows():
+        held |= (eq.index >= t["entry_time"]) & (eq.index < t["exit_time"])
+    assert m["exposure"] == pytest.approx(held.mean(), rel=1e-12)
+    traded = float((tr["size"] * (tr["entry_price"] + tr["exit_price"])).sum())
+    years = len(eq) / base.settings["periods_per_year"]
+    assert m["turnover"] == pytest.approx(traded / eq.mean() / years, rel=1e-9)
+    assert 0 < m["avg_gross_exposure"] <= 1.0 + 1e-9
 
 
 # --------------------------------------------------------------------------------- 7. diagnostics

@@ -17,11 +17,19 @@ import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from workbench import __version__
 from workbench.backtest.metrics import format_metric as fmt_metric
+from workbench.backtest.metrics import na_reason
 from workbench.data.lake import Lake, describe_sync
 from workbench.errors import ConfigError, WorkbenchError, did_you_mean
 
@@ -43,6 +51,7 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 class _State:
     data_dir: Path | None = None
+    debug: bool = False
 
 
 def _lake() -> Lake:
@@ -62,10 +71,13 @@ def _root(
     data_dir: Annotated[Path | None, typer.Option(
         "--data-dir", help="Data root (default: $WORKBENCH_DATA_DIR or ./data).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="Show the full traceback of an unexpected error.")] = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.",
                                           callback=_print_version, is_eager=True)] = False,
 ) -> None:
     _State.data_dir = data_dir
+    _State.debug = debug
     if data_dir is not None:  # everything below (notebook kernels, child processes) sees the same lake
         from workbench.config import DATA_DIR_ENV
 
@@ -98,10 +110,12 @@ def _cell(v: object) -> str:
 @contextmanager
 def _progress(description: str, *, hide_on_error: bool = False
               ) -> Iterator[Callable[[str, int, int], None]]:
-    """Progress bars on stderr; `update(label, n, total)` advances the bar of `label` by n."""
+    """Progress bars on stderr with elapsed time and ETA; `update(label, n, total)` advances the bar
+    of `label` by n."""
     bars: dict[str, int] = {}
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err, transient=False) as prog:
+                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err,
+                  transient=False) as prog:
         def update(label: str, n: int, total: int) -> None:
             if label not in bars:
                 bars[label] = prog.add_task(f"{description} {label}", total=total or None)
@@ -233,9 +247,13 @@ def data_check(
     """Run the data-quality checks over stored bars; exits 1 if a rejectable issue is found."""
     from workbench.data.quality import Action, QualityPolicy
 
-    reports = _lake().check(source, symbol, timeframe, policy=QualityPolicy.parse(policy))
-    if not reports:
+    lake = _lake()
+    reports = lake.check(source, symbol, timeframe, policy=QualityPolicy.parse(policy))
+    damaged = lake.damaged(source, symbol, timeframe)
+    if not reports and not damaged:
         raise WorkbenchError("nothing to check: the lake has no matching series")
+    for exc in damaged.values():
+        out.print(f"[bold red]damaged[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     frames = [r.to_frame() for r in reports if not r.ok]
     for r in reports:
         if r.ok:
@@ -243,7 +261,7 @@ def data_check(
     if frames:
         print_frame(pd.concat(frames, ignore_index=True), title="issues")
     bad = [i for r in reports for i in r.issues if i.action is Action.REJECT]
-    if bad:
+    if bad or damaged:
         raise typer.Exit(1)
 
 
@@ -459,6 +477,15 @@ def _fmt_params(params: Mapping[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in params.items())
 
 
+def _duration(seconds: float) -> str:
+    """An estimate for people: 40 s, 12 min, 3.5 h."""
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _span(inputs: Mapping[str, Any]) -> str:
     start, end = pd.Timestamp(inputs["start"]), pd.Timestamp(inputs["end"])
     synthetic = " [yellow]SYNTHETIC data[/]" if "synthetic" in inputs.get("sources", []) else ""
@@ -664,7 +691,7 @@ def backtest_cmd(
     inputs = result.inputs
     what = f"{_fmt_params(p)} on {', '.join(result.symbols)}"
     out.print(f"[bold]{escape(strat.name)}[/] {escape(what)}: {_span(inputs)}", highlight=False)
-    rows = [(k, fmt_metric(k, v)) for k, v in result.metrics.items()]
+    rows = [(k, fmt_metric(k, v, na_reason(k, result.metrics))) for k, v in result.metrics.items()]
     out.print(_kv_table(rows, title="metrics", head=("metric", "value")))
     table = _trades_table(result)
     out.print(table if table is not None else "no trades")
@@ -686,7 +713,11 @@ def sweep_cmd(
     timeframe: TimeframeOpt = "1h",
     grid: Annotated[str | None, typer.Option(
         help="Values per parameter, comma-separated: name=start:stop:step (inclusive; start:stop walks "
-        "the parameter's own step) or name=v1|v2|v3; parameters not named walk their own grid.")] = None,
+        "the parameter's own step) or name=v1|v2|v3; parameters not named keep their default.")] = None,
+    grid_all: Annotated[bool, typer.Option(
+        "--grid-all", help="Walk the own grid of every parameter not named in --grid or --fixed.")] = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", help="Run a sweep of more than 100,000 runs (combinations x symbols).")] = False,
     fixed: Annotated[str | None, typer.Option(
         help="Parameters held at one value, e.g. short=false.")] = None,
     portfolio: Annotated[bool, typer.Option(
@@ -723,7 +754,7 @@ def sweep_cmd(
     """Sweep a parameter grid on lake bars: every feasible combination, per symbol or as a portfolio."""
     from workbench.backtest import load_bars
     from workbench.backtest.plots import write_html
-    from workbench.backtest.sweep import sweep
+    from workbench.backtest.sweep import SweepPlan, check_sweep_size, sweep
     from workbench.strategies.registry import get_strategy
 
     strat = get_strategy(strategy)
@@ -732,7 +763,11 @@ def sweep_cmd(
     both = sorted(set(values) & set(pinned))
     if both:
         raise ConfigError(f"{', '.join(both)} given in both --grid and --fixed; put each parameter in one")
-    combos = strat.space.grid(values, pinned)  # unknown names, bad values: one error before any work
+    syms = _split(symbols)
+    # unknown names, bad values, nothing named, too many runs: one error before any work
+    check_sweep_size(strat, values, pinned, grid_all=grid_all, units=1 if portfolio else len(syms),
+                     confirm_large=yes)
+    combos = strat.space.grid(values, pinned, walk_all=grid_all)
     if not combos:
         raise ConfigError(f"the grid of {strat.name} has no feasible combination (constraints "
                           f"{', '.join(c.expr for c in strat.space.constraints)}); widen the ranges")
@@ -750,16 +785,21 @@ def sweep_cmd(
     size = _sizing(sizing, fraction, risk, target_vol)
     target = _output(out_path, (".parquet", ".csv"), "--out")
     heat_path = _output(heatmap, (".html", ".htm"), "--heatmap")
-    syms = _split(symbols)
     bars = load_bars(_lake(), syms, timeframe, start, end, source=source)
     units = 1 if portfolio else len(syms)
     total = len(combos) * units
     what = f"{len(combos):,} combinations" + (f" x {units} symbols" if units > 1 else "")
-    out.print(f"sweeping [bold]{escape(strat.name)}[/]: {what} on {escape(', '.join(syms))}"
-              f"{' as one portfolio' if portfolio else ''}", highlight=False)
+    fixed_at = [n for n in strat.space.names if n not in values and n not in pinned] if not grid_all else []
+
+    def announce(plan: SweepPlan) -> None:
+        out.print(f"sweeping [bold]{escape(strat.name)}[/]: {what} on {escape(', '.join(syms))}"
+                  f"{' as one portfolio' if portfolio else ''}, about {_duration(plan.estimate_s)}"
+                  + (f"; at their defaults: {escape(', '.join(fixed_at))} (--grid-all walks them)"
+                     if fixed_at else ""), highlight=False)
+        prog(label, 0, total)  # the bar appears under the announcement
+
     with _progress("sweep", hide_on_error=True) as prog:
         label = strat.name
-        prog(label, 0, total)
         seen = [0]
 
         def advance(done: int, _total: int) -> None:
@@ -768,7 +808,8 @@ def sweep_cmd(
 
         result = sweep(strat, bars, values, fixed=pinned, costs=cost, fill=fill, sizing=size,
                        direction=direction, init_cash=cash, max_exposure=max_exposure,
-                       portfolio=portfolio, progress=advance, timeframe=timeframe)
+                       portfolio=portfolio, progress=advance, timeframe=timeframe, grid_all=grid_all,
+                       confirm_large=yes, on_start=announce)
     result.inputs["sources"] = sorted({str(df.attrs["source"]) for df in bars.values()
                                        if "source" in df.attrs})
     written = result.save(target)
@@ -911,6 +952,14 @@ def walk_forward_cmd(
     return result
 
 
+def _objective(value: Any, n_trades: Any) -> str:
+    """A fold's objective (3 significant digits), or n/a with the reason when it is undefined."""
+    v = float(value) if value is not None else math.nan
+    if math.isfinite(v):
+        return f"{v:.3g}"
+    return "n/a (no trades)" if pd.notna(n_trades) and n_trades == 0 else "n/a"
+
+
 def _show_run(result: Any) -> None:
     from workbench.optimize.records import runs_dir
 
@@ -923,8 +972,10 @@ def _show_run(result: Any) -> None:
         shown = ", ".join(f"{c.removeprefix('param_')}={r[c]}" for c in params) if pd.notna(r["best_trial"]) \
             else "no feasible trial"
         table.add_row(str(r["fold"]), f"{pd.Timestamp(r['test_start']):%Y-%m-%d} .. "
-                      f"{pd.Timestamp(r['test_end']):%Y-%m-%d}", escape(shown), f"{r['is_objective']:.3g}",
-                      f"{r['oos_objective']:.3g}", fmt_metric("total_return", r["oos_total_return"]),
+                      f"{pd.Timestamp(r['test_end']):%Y-%m-%d}", escape(shown),
+                      _objective(r["is_objective"], r["is_n_trades"]),
+                      _objective(r["oos_objective"], r["oos_n_trades"]),
+                      fmt_metric("total_return", r["oos_total_return"]),
                       str(int(r["oos_n_trades"])), f"{r['pbo']:.2f}")
     out.print(table)
     d = result.diagnostics
@@ -932,7 +983,8 @@ def _show_run(result: Any) -> None:
     b = d["benchmark"]
     rows = [("OOS total return", f"{fmt_metric('total_return', m['total_return'])} (buy & hold "
              f"{fmt_metric('total_return', b['benchmark_return'])})"),
-            ("OOS Sharpe", f"{m['sharpe']:.3f} (p = {d['sharpe_test']['p_value']:.3f} that it is <= 0)"),
+            ("OOS Sharpe", f"{m['sharpe']:.3f} (p = {d['sharpe_test']['p_value']:.3f} that it is <= 0)"
+             if math.isfinite(m["sharpe"]) else fmt_metric("sharpe", m["sharpe"], na_reason("sharpe", m))),
             ("OOS max drawdown", fmt_metric("max_drawdown", m["max_drawdown"])),
             ("OOS trades", str(int(m["n_trades"]))),
             ("walk-forward efficiency", f"{d['walk_forward_efficiency']:.2f}"),
@@ -1095,19 +1147,63 @@ def _demo_promote() -> str:
     return res.artifact.ref
 
 
+def _crash_log(exc: BaseException) -> Path | None:
+    """Write the traceback of an unexpected error to a log file; returns it (None if nowhere is writable)."""
+    import time
+    import traceback
+
+    from workbench.config import data_dir
+
+    text = "".join(traceback.format_exception(exc))
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for folder in (data_dir(_State.data_dir) / "logs", Path(tempfile.gettempdir()) / "workbench-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            path.write_text(f"workbench {__version__}: {' '.join(sys.argv)}\n{text}")
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    """The line printed for an error that is not a WorkbenchError."""
+    if isinstance(exc, OSError) and exc.strerror:
+        # unwritable/missing paths (--data-dir, --out, export targets) and full disks
+        where = f" {exc.filename}" if exc.filename else ""
+        return (f"cannot use{where}: {exc.strerror}; choose a path you can write (or free space) "
+                "and run again")
+    log = _crash_log(exc)
+    where = f"the traceback is in {log}" if log else "no log could be written"
+    return (f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]}; {where} "
+            "(run again with --debug to see it, and report it)")
+
+
+def _handle(exc: BaseException) -> int:
+    """Last resort of the CLI: one line on stderr and the exit code (KeyboardInterrupt: see item 11)."""
+    if isinstance(exc, WorkbenchError):
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 1
+    if _State.debug:
+        raise exc
+    err.print(f"[bold red]error:[/] {escape(_one_line(exc))}", highlight=False, soft_wrap=True)
+    return 1
+
+
 def main() -> None:
-    """Entry point: run the app, turning WorkbenchErrors into one line and a non-zero exit."""
+    """Entry point: run the app; any error ends as one line and a non-zero exit (`--debug`: traceback)."""
+    _State.debug = "--debug" in sys.argv[1:]
     try:
         app()
-    except WorkbenchError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
     except KeyboardInterrupt:  # outside a command (typer turns one inside into SystemExit(130))
         _interrupted()
     except SystemExit as exc:
         if exc.code == 130 and isinstance(getattr(exc.__context__, "__cause__", None), KeyboardInterrupt):
             _interrupted()
         raise
+    except Exception as exc:  # the CLI's last resort: no traceback reaches a user
+        sys.exit(_handle(exc))
 
 
 def _interrupted() -> None:

@@ -14,6 +14,10 @@ class ConfigError(WorkbenchError):
     """Bad settings, arguments or configuration files."""
 
 
+class SweepTooLarge(ConfigError):
+    """A sweep above the size that needs an explicit yes (`confirm_large=True`, `--yes`)."""
+
+
 class DataError(WorkbenchError):
     """Bars that are malformed, missing, or fail a quality policy."""
 

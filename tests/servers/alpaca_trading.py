@@ -15,8 +15,13 @@ are decimal strings, errors are ``{"code": ..., "message": ...}``):
 Every trading endpoint needs the ``APCA-API-KEY-ID`` / ``APCA-API-SECRET-KEY`` headers (401
 otherwise). Refusals use Alpaca's codes: insufficient buying power (403, 40310000), duplicate
 ``client_order_id`` (422, 40010001 ``client_order_id must be unique``), bad quantities and unknown
-symbols (422, 40010001). A cash account (buying power = cash), no fees; stocks may be shorted in
-whole shares, crypto may not.
+symbols (422, 40010001), selling more than the position holds (403, 40310000 ``insufficient
+balance for BTC (requested: x, available: y)``, crypto). A cash account (buying power = cash);
+stocks trade without commission and may be shorted in whole shares, crypto may not. Crypto fees
+are charged as Alpaca does: out of the asset the trade credits (a buy's coin, a sell's USD) at
+`crypto_fees` (maker, taker; default tier 1: 0.15 %, 0.25 %) on 9 decimal places; the order reply
+carries no fee and `filled_qty` stays the gross quantity, the position holds the net one, and
+each charge is posted as a ``CFEE`` activity (``GET /v2/account/activities/CFEE``, no order id).
 
 Knobs: `set_price`, `cash`, `fill_mode` (``full``/``partial``/``none`` for the next market
 orders), `complete_fills()`, `market_open` (clock), `timeout_delay`. Market orders are accepted
@@ -116,6 +121,7 @@ class _Order:
     updated_at: pd.Timestamp | None = None
     filled_at: pd.Timestamp | None = None
     canceled_at: pd.Timestamp | None = None
+    fee_charged: Decimal = Decimal(0)  # in the credited asset, so far
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -126,8 +132,12 @@ class _Order:
     def open(self) -> bool:
         return self.status in _LIVE
 
+    @property
+    def avg(self) -> Decimal | None:
+        return (self.filled_value / self.filled_qty).quantize(Decimal("1e-6")) if self.filled_qty else None
+
     def wire(self) -> dict[str, Any]:
-        avg = (self.filled_value / self.filled_qty).quantize(Decimal("1e-6")) if self.filled_qty else None
+        avg = self.avg
         stamp = lambda t: None if t is None else iso_us(t)  # noqa: E731
         return {
             "id": self.id, "client_order_id": self.client_order_id,
@@ -183,6 +193,7 @@ class AlpacaTradingFake:
             ("GET", "/v2/positions/{base}/{quote}"): self._position,
             ("GET", "/v2/account"): self._account,
             ("GET", "/v2/clock"): self._clock,
+            ("GET", "/v2/account/activities/{activity_type}"): self._activities,
             ("GET", STOCK_LATEST_TRADES): self._stock_trades,
             ("GET", CRYPTO_LATEST_TRADES): self._crypto_trades,
         })
@@ -194,6 +205,8 @@ class AlpacaTradingFake:
             self.cash = Decimal(str(self.default_cash))
             self.prices = {s: Decimal(str(p)) for s, p in self.default_prices.items()}
             self.fill_mode = "full"
+            self.crypto_fees = (Decimal("0.0015"), Decimal("0.0025"))  # maker, taker
+            self.activities: list[dict[str, Any]] = []
             self.market_open = True
             self.timeout_delay = 1.0
             self.orders: dict[str, _Order] = {}
@@ -307,6 +320,11 @@ class AlpacaTradingFake:
             order.filled_at = now
         signed = qty if order.side == "buy" else -qty
         self.cash -= signed * price
+        fee = self._charge(order)
+        if order.side == "buy":
+            signed -= fee  # the coin received, net of the fee
+        else:
+            self.cash -= fee
         old, avg = self.positions.get(order.symbol, (Decimal(0), Decimal(0)))
         new = old + signed
         if new == 0:
@@ -317,6 +335,33 @@ class AlpacaTradingFake:
         elif abs(new) > abs(old):
             avg = (avg * abs(old) + price * qty) / abs(new)
         self.positions[order.symbol] = (new, avg)
+
+    def _charge(self, order: _Order) -> Decimal:
+        """The crypto fee of this fill: the rate of the credited amount so far, less what was charged."""
+        if not order.crypto:
+            return Decimal(0)
+        rate = self.crypto_fees[0 if order.type == "limit" else 1]
+        credited = order.filled_qty if order.side == "buy" else order.filled_qty * (order.avg or Decimal(0))
+        total = (credited * rate).quantize(_NINE)
+        fee, order.fee_charged = total - order.fee_charged, total
+        if fee:
+            quote = order.symbol.split("/")[1]
+            self.activities.append({
+                "id": f"{pd.Timestamp.now(tz='UTC'):%Y%m%d}000000000::{uuid.uuid4()}",
+                "activity_type": "CFEE", "date": f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%d}",
+                "net_amount": "0" if order.side == "buy" else _num(-fee),
+                "description": f"Coin Pair Transaction Fee ({'Non USD' if order.side == 'buy' else 'USD'})",
+                "symbol": position_symbol(order.symbol) if order.side == "buy" else quote + "USD",
+                "qty": _num(-fee), "price": _num(self.prices[order.symbol]), "status": "executed",
+            })
+        return fee
+
+    def _activities(self, req: Request) -> Response:
+        if not self._authorized(req):
+            return _error(401, 40110000, "request is not authorized")
+        with self._lock:
+            kind = req.params["activity_type"]
+            return Response(200, [a for a in self.activities if a["activity_type"] == kind])
 
     def _reserved_cash(self) -> Decimal:
         return sum((o.remaining * (o.limit_price or self.prices[o.symbol])

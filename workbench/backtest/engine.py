@@ -147,6 +147,8 @@ class BacktestResult:
     inputs: dict[str, Any]
     init_cash: float
     _records: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
+    # per-bar gross exposure (sum of |position value| / equity) at each close: walk-forward stitches it
+    gross_exposure: pd.Series | None = field(repr=False, default=None)
 
     @property
     def final_equity(self) -> float:
@@ -160,7 +162,9 @@ class BacktestResult:
         from vectorbt.base.array_wrapper import ArrayWrapper
         from vectorbt.portfolio.enums import log_dt
 
-        close = pd.DataFrame({s: self.bars[s]["close"].to_numpy() for s in self.symbols}, index=self.index)
+        # each symbol marked at its last close on the union timeline (held flat before its first bar)
+        close = pd.DataFrame({s: self.bars[s]["close"] for s in self.symbols})
+        close = close.reindex(self.index).ffill().bfill()
         wrapper = ArrayWrapper(index=self.index, columns=pd.Index(self.symbols), ndim=2,
                                freq=_pandas_freq(self.timeframe), group_by=True)
         return vbt.Portfolio(wrapper, close, self._records, np.empty(0, dtype=log_dt),
@@ -200,10 +204,12 @@ def _pandas_freq(timeframe: str | None) -> pd.Timedelta | None:
 
 def as_bar_dict(bars: pd.DataFrame | Mapping[str, pd.DataFrame], symbol: str | None = None
                 ) -> dict[str, pd.DataFrame]:
-    """Normalise bars to {symbol: frame indexed by UTC ts}, aligned on their common timestamps.
+    """Normalise bars to {symbol: frame indexed by UTC ts}, each symbol keeping its own bars.
 
-    Accepts one bar frame (with a `ts` column or a DatetimeIndex), a dict of them, or a long frame
-    with a `symbol` column (as `Lake.read_bars` returns for several symbols).
+    Symbols of different markets keep different timestamps (BTC/USDT every hour, SPY in NYSE
+    sessions); a backtest runs them on the union of their bars (`Timeline`). Accepts one bar frame
+    (with a `ts` column or a DatetimeIndex), a dict of them, or a long frame with a `symbol` column
+    (as `Lake.read_bars` returns for several symbols).
     """
     if isinstance(bars, pd.DataFrame):
         if "symbol" in bars.columns and bars["symbol"].nunique() > 1:
@@ -233,18 +239,95 @@ def as_bar_dict(bars: pd.DataFrame | Mapping[str, pd.DataFrame], symbol: str | N
         if missing:
             raise DataError(f"bars for {sym!r} lack column(s) {missing}")
         out[str(sym)] = df
-    if len(out) > 1:
-        common = None
-        for df in out.values():
-            common = df.index if common is None else common.intersection(df.index)
-        dropped = {s: len(df) - len(common) for s, df in out.items() if len(df) != len(common)}
-        if dropped:
-            log.info("aligned symbols on %d common bars (dropped %s)", len(common), dropped)
-        if len(common) == 0:
-            raise DataError(f"symbols {list(out)} share no timestamps; backtest symbols of one market "
-                            "and timeframe together")
-        out = {s: df.loc[common] for s, df in out.items()}
     return out
+
+
+class Timeline:
+    """A portfolio's timeline: the union of its symbols' bars and where each symbol's own bars lie on it.
+
+    Symbols of different calendars (24/7 crypto, exchange sessions) trade on one timeline: a symbol
+    without a bar at a union timestamp takes no part in it and is marked at its last close. The rule
+    is written out in SEMANTICS.md ("Timeline").
+    """
+
+    def __init__(self, frames: Mapping[str, pd.DataFrame], symbols: list[str] | None = None) -> None:
+        self.symbols = list(symbols) if symbols is not None else list(frames)
+        self.frames = {s: frames[s] for s in self.symbols}
+        index = None
+        for s in self.symbols:
+            index = frames[s].index if index is None else index.union(frames[s].index)
+        self.index: pd.DatetimeIndex = index
+        self.n = len(index)
+        # the union row of each own bar, per symbol
+        self.rows = {s: index.get_indexer(frames[s].index) for s in self.symbols}
+        self.mixed = any(len(r) != self.n for r in self.rows.values())
+
+    def prices(self) -> tuple[np.ndarray, ...]:
+        """open, high, low, close (n, m) for the kernel: NaN where a symbol has no bar (it takes no
+        part in that bar), except the close, carried forward as the mark of a closed market."""
+        if not self.mixed:
+            return price_matrices(self.frames, self.symbols)
+        out = []
+        for name in ("open", "high", "low", "close"):
+            full = np.full((self.n, len(self.symbols)), np.nan)
+            for j, (s, a) in enumerate(zip(self.symbols, self._own(name), strict=True)):
+                full[self.rows[s], j] = a
+            if name == "close":
+                full = pd.DataFrame(full).ffill().to_numpy()
+            out.append(np.ascontiguousarray(full))
+        return tuple(out)
+
+    def _own(self, field: str) -> list[np.ndarray]:
+        return [self.frames[s][field].to_numpy(dtype=np.float64) for s in self.symbols]
+
+    def place(self, sym: str, a: np.ndarray, lag: int, fill_value: Any) -> np.ndarray:
+        """A per-own-bar array of `sym` (signals, stops, sizing: by signal bar) moved to the union rows
+        the kernel reads it from: with lag 1 (next_open) own bar k's value sits one row before own bar
+        k+1 (so it acts at that bar's open, however many union bars lie between); lag 0 at own bar k.
+        A one-row (broadcast) array stays as it is."""
+        if not self.mixed or a.shape[0] == 1:
+            return a
+        rows = self.rows[sym]
+        out = np.full(self.n, fill_value, dtype=a.dtype)
+        if lag:
+            out[rows[1:] - 1] = a[:-1]
+        else:
+            out[rows] = a
+        return out
+
+    def place_signals(self, per_symbol: list[dict[str, np.ndarray]], lag: int) -> list[dict[str, np.ndarray]]:
+        """`place` every array of each symbol's `Signals.arrays()` (False / NaN where nothing acts)."""
+        if not self.mixed:
+            return per_symbol
+        return [{key: self.place(s, a, lag, np.nan if a.dtype.kind == "f" else False)
+                 for key, a in arrs.items()} for s, arrs in zip(self.symbols, per_symbol, strict=True)]
+
+    def slippage(self, costs: Costs) -> np.ndarray:
+        """Slippage per fill bar, each symbol's from the volatility of its own bars."""
+        if costs.slippage_vol == 0:
+            return np.full((1, 1), costs.slippage)
+        if not self.mixed:
+            return slippage_array(price_matrices(self.frames, self.symbols)[3], costs)
+        out = np.zeros((self.n, len(self.symbols)))
+        for j, (s, close) in enumerate(zip(self.symbols, self._own("close"), strict=True)):
+            out[self.rows[s], j] = slippage_array(close[:, None], costs)[:, 0]
+        return out
+
+    def sizing(self, sizing: Sizing, sl: np.ndarray, tsl: np.ndarray, ppy: float, lag: int) -> np.ndarray:
+        """Target fractions by signal row (`sizing_array`), volatility sizing from each symbol's own bars."""
+        m = len(self.symbols)
+        if not self.mixed or sizing.kind is not SizingKind.VOLATILITY:
+            if sizing.kind is SizingKind.VOLATILITY:
+                _, high, low, close = price_matrices(self.frames, self.symbols)
+            else:
+                high = low = close = np.empty((0, m))
+            return sizing_array(sizing, m, sl, tsl, high, low, close, ppy)
+        cols = []
+        own_bars = zip(self.symbols, self._own("high"), self._own("low"), self._own("close"), strict=True)
+        for s, h, lo, c in own_bars:
+            own = sizing_array(sizing, m, sl, tsl, h[:, None], lo[:, None], c[:, None], ppy)[:, 0]
+            cols.append(self.place(s, own, lag, np.nan))
+        return np.ascontiguousarray(np.column_stack(cols))
 
 
 def infer_timeframe(index: pd.DatetimeIndex) -> str | None:
@@ -342,10 +425,14 @@ def resolve_run(fill: Fill | str, direction: Direction | str, init_cash: float,
 
 def resolve_annualisation(frames: Mapping[str, pd.DataFrame], timeframe: str | None, calendar: str | None,
                           periods_per_year: float | None) -> tuple[str | None, str, float]:
-    """Timeframe, calendar and bars per year of aligned bars (given values win over inferred ones)."""
+    """Timeframe, calendar and bars per year of a portfolio (given values win over inferred ones).
+
+    The calendar is the union timeline's: one 24/7 symbol makes a mixed portfolio 24/7.
+    """
     first = next(iter(frames.values()))
-    timeframe = timeframe or first.attrs.get("timeframe") or infer_timeframe(first.index)
-    calendar = calendar or infer_calendar(list(frames), first.index)
+    union = Timeline(frames).index
+    timeframe = timeframe or first.attrs.get("timeframe") or infer_timeframe(union)
+    calendar = calendar or infer_calendar(list(frames), union)
     if periods_per_year is None:
         from workbench.backtest.metrics import periods_per_year as ppy_of
 
@@ -394,7 +481,7 @@ def run_inputs(*, strategy: str, params: Mapping[str, Any] | None, frames: Mappi
 
     `params` is None for a sweep, whose `extra` holds the grid instead.
     """
-    index = next(iter(frames.values())).index
+    index = Timeline(frames).index
     return {
         "strategy": strategy,
         **({} if params is None else {"params": dict(params)}),
@@ -440,8 +527,8 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
     missing = [s for s in symbols if s not in signals]
     if missing:
         raise ConfigError(f"no signals for symbol(s) {missing}")
-    first = frames[symbols[0]]
-    index = first.index
+    tl = Timeline(frames, symbols)
+    index = tl.index
     n, m = len(index), len(symbols)
     if n < 2:
         raise DataError(f"need at least 2 bars to backtest, got {n}")
@@ -449,12 +536,14 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
         check_signal_bars(frames[s], 0, s)
     timeframe, calendar, periods_per_year = resolve_annualisation(frames, timeframe, calendar,
                                                                   periods_per_year)
-    open_, high, low, close = price_matrices(frames, symbols)
-    arrs = {s: signals[s].arrays(n, f"{strategy}[{s}]", compact=True) for s in symbols}
-    le, lx, se, sx, sl, tp, tsl = signal_matrices([arrs[s] for s in symbols], n, direction)
-    frac = sizing_array(sizing, m, sl, tsl, high, low, close, periods_per_year)
+    lag = int(fill is Fill.NEXT_OPEN)
+    open_, high, low, close = tl.prices()
+    arrs = {s: signals[s].arrays(len(frames[s]), f"{strategy}[{s}]", compact=True) for s in symbols}
+    placed = tl.place_signals([arrs[s] for s in symbols], lag)
+    le, lx, se, sx, sl, tp, tsl = signal_matrices(placed, n, direction)
+    frac = tl.sizing(sizing, sl, tsl, periods_per_year, lag)
     check_risk_stops(sizing, le, se, frac, "the strategy")
-    slip = slippage_array(close, costs)
+    slip = tl.slippage(costs)
 
     orders_buf = np.empty((3 * n * m + 1, kernels.N_ORDER_FIELDS))
     value, gross = np.empty(n), np.empty(n)
@@ -487,12 +576,13 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
     for name, arr in (("col", o_col), ("idx", o_idx), ("size", o_size), ("price", o_price),
                       ("fees", o_fees), ("side", o_side)):
         records[name] = arr[order]
-    sig_frames = {s: pd.DataFrame({k: np.broadcast_to(v, (n,)) for k, v in arrs[s].items()}, index=index)
-                  for s in symbols}
+    sig_frames = {s: pd.DataFrame({k: np.broadcast_to(v, (len(frames[s]),)) for k, v in arrs[s].items()},
+                                  index=frames[s].index) for s in symbols}
     return BacktestResult(strategy=strategy, params=dict(params or {}), symbols=symbols, timeframe=timeframe,
                           index=index, bars=frames, signals=sig_frames, equity=equity, benchmark=benchmark,
                           orders=orders, trades=trades, metrics=metrics, inputs=inputs,
-                          init_cash=float(init_cash), _records=records)
+                          init_cash=float(init_cash), _records=records,
+                          gross_exposure=pd.Series(gross, index=index, name="gross_exposure"))
 
 
 # vectorbt's order record layout (vectorbt.portfolio.enums.order_dt), declared here so that a
@@ -572,17 +662,25 @@ def _trade_row(index, symbols, e, x, idx, col, side, size, price, fees, reason, 
 
 def buy_and_hold(open_: np.ndarray, close: np.ndarray, index: pd.DatetimeIndex, costs: Costs, fill: Fill,
                  init_cash: float, slip: np.ndarray) -> pd.Series:
-    """Equal-weight buy-and-hold from the first bar a signal could act on, with the same costs."""
+    """Equal-weight buy-and-hold, each symbol bought at the first of its own bars a signal could act on
+    (its open NaN where it has no bar, as `Timeline.prices` gives), with the same costs."""
     n, m = close.shape
-    first = 1 if fill is Fill.NEXT_OPEN else 0
-    px = open_[first] if fill is Fill.NEXT_OPEN else close[0]
-    s = slip[first if slip.shape[0] > 1 else 0]
-    s = np.broadcast_to(s, (m,))
     budget = init_cash / m
-    fill_px = px * (1 + s)
-    qty = budget / (1 + costs.fees) / fill_px
-    value = np.full(n, float(init_cash))
-    value[first:] = (qty * close[first:]).sum(axis=1)
+    value = np.zeros(n)
+    lag = fill is Fill.NEXT_OPEN
+    for j in range(m):
+        own = np.flatnonzero(~np.isnan(open_[:, j]))
+        if len(own) <= lag:
+            value += budget  # no bar to buy at: the budget stays cash
+            continue
+        first = int(own[int(lag)])
+        px = open_[first, j] if lag else close[first, j]
+        s = slip[first if slip.shape[0] > 1 else 0, j if slip.shape[1] > 1 else 0]
+        fill_px = px * (1 + s)
+        qty = budget / (1 + costs.fees) / fill_px
+        left = budget - qty * fill_px * (1 + costs.fees)
+        value[:first] += budget
+        value[first:] += left + qty * close[first:, j]
     return pd.Series(value, index=index, name="benchmark")
 
 

@@ -55,6 +55,8 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
 
     Prices are (n, m); signals (n, m) booleans indexed by signal bar; `sl tp tsl frac slip` are
     flexible (1 or n rows, 1 or m columns): stops and sizing by signal bar, slippage by fill bar.
+    Mixed calendars: open/high/low are NaN where a column has no bar (it takes no part in that bar)
+    and close carries its last close forward (SEMANTICS.md "Timeline").
     `orders` (capacity, 7) receives the orders and `trades` (capacity, 2) each closed trade's pnl
     and return in exit order; `gross_out` (n,) the gross exposure per bar (a division per bar, so
     sweeps skip it). Pass arrays with one row (or element) to skip recording. `stats` (N_STATS,)
@@ -95,6 +97,8 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
         if at_open and s >= 0 and _any_signal(le, lx, se, sx, s):
             for j in range(m):
                 px[j] = open_[i, j]
+                if np.isnan(px[j]):  # no bar of j here (mixed calendars): its last close
+                    px[j] = close[i, j]
             stats[ST_CASH] = cash
             _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure, st,
                            stopped, action, orders, trades, stats)
@@ -211,9 +215,10 @@ def _intrabar_stops(i, high, low, slip, fees, st, stopped, orders, trades, stats
             _close(i, j, exit_px, _at(slip, i, j), fees, why, st, orders, trades, stats)
             stopped[j] = True
         elif p > 0:
-            st[j, REF] = max(st[j, REF], high[i, j])
-        else:
-            st[j, REF] = min(st[j, REF], low[i, j])
+            if high[i, j] > st[j, REF]:  # NaN (no bar of j here: mixed calendars) moves nothing
+                st[j, REF] = high[i, j]
+        elif low[i, j] < st[j, REF]:
+            st[j, REF] = low[i, j]
 
 
 @numba.njit(**_NJ)

@@ -12,12 +12,14 @@ Per-bar returns are simple returns of the equity ``value`` with the first one ta
 - ``annual_return = prod(1 + r) ** (ppy / n) - 1`` (vectorbt's CAGR; equal to
   ``(value[-1] / init_cash) ** (ppy / n) - 1`` while equity stays positive). NaN when ``n == 0``.
 - ``annual_volatility = std(r, ddof=1) * ppy ** 0.5``; NaN when ``n < 2``.
-- ``sharpe = mean(r) / std(r, ddof=1) * sqrt(ppy)`` (risk-free 0); NaN when ``n < 2``, and **+inf
-  when the standard deviation is 0** (constant returns, flat equity included): vectorbt's rule, so
-  rank sweeps on finite values or with ``n_trades > 0``, or a run that never traded tops the table.
+- ``sharpe = mean(r) / std(r, ddof=1) * sqrt(ppy)`` (risk-free 0); NaN when ``n < 2`` and **NaN
+  when the standard deviation is 0** (constant returns, a flat equity that never traded included):
+  such a curve has no Sharpe. vectorbt returns +inf there, which let a run without trades top a
+  ranking and pass a Sharpe gate; `na_reason` says why a value is NaN ("no trades", ...).
 - ``sortino = mean(r) * ppy / (sqrt(mean(min(r, 0) ** 2)) * sqrt(ppy))``: the downside deviation
   averages the squared negative returns over **all** bars (not only the losing ones), as vectorbt
-  does; NaN when ``n < 2``, +inf when the downside deviation is 0.
+  does; NaN when ``n < 2`` and NaN when the downside deviation is 0 (vectorbt: +inf), like calmar
+  without a drawdown: a ratio over a zero denominator is undefined, never infinite.
 - ``max_drawdown = min(value / running_max(value) - 1)`` (a negative fraction, 0 without a
   drawdown). The first peak is ``value[0]``: ``init_cash`` is not a peak (vectorbt's convention).
   vectorbt's ReturnsAccessor scans the compounded returns instead of the values: the same numbers
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numba
@@ -256,9 +259,9 @@ def equity_stats_nb(value: np.ndarray, init_cash: float, ppy: float) -> tuple[fl
         sortino = nan
     else:
         annual_vol = std * ppy**0.5
-        sharpe = np.inf if std == 0.0 else mean / std * np.sqrt(ppy)
+        sharpe = nan if std == 0.0 else mean / std * np.sqrt(ppy)  # a flat curve has no Sharpe
         downside = np.sqrt(down_sq / cnt) * np.sqrt(ppy) if cnt > 0 else nan
-        sortino = np.inf if downside == 0.0 else mean * ppy / downside
+        sortino = nan if downside == 0.0 else mean * ppy / downside
     calmar = nan if (max_dd == 0.0 or np.isnan(max_dd)) else annual_return / abs(max_dd)
     return total_return, annual_return, annual_vol, sharpe, sortino, max_dd, float(best_dur), calmar
 
@@ -425,13 +428,56 @@ _RATIO = frozenset({"sharpe", "sortino", "calmar", "profit_factor"})
 _COUNT = frozenset({"n_trades", "n_open_trades", "max_drawdown_duration"})
 
 
-def format_metric(key: str, value: Any) -> str:
-    """A metric for people: percentages for returns, 2 decimals for ratios, counts as integers."""
+def _nan(value: Any) -> bool:
+    """True for None and NaN (a metric that could not be computed)."""
     if value is None:
-        return "n/a"
+        return True
+    try:
+        return math.isnan(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def na_reason(key: str, metrics: Mapping[str, Any]) -> str:
+    """Why `metrics[key]` is NaN, in a few words ("no trades", "constant returns"); "" when it is a number
+    or no reason is known. Tables show it as ``n/a (reason)`` so an undefined figure explains itself."""
+    if not _nan(metrics.get(key)):
+        return ""
+    n_trades = metrics.get("n_trades")
+    n_open = metrics.get("n_open_trades")
+    no_closed = not _nan(n_trades) and float(n_trades) == 0
+    no_trades = no_closed and (_nan(n_open) or float(n_open) == 0)
+    if key in ("sharpe", "sortino", "calmar", "annual_volatility"):
+        if no_trades:
+            return "no trades"
+        vol, dd = metrics.get("annual_volatility"), metrics.get("max_drawdown")
+        if key == "calmar":
+            return "no drawdown" if not _nan(dd) and float(dd) == 0.0 else ""
+        if _nan(vol):
+            return "fewer than 2 bars"
+        if float(vol) == 0.0:
+            return "constant returns"
+        return "no losing bar" if key == "sortino" else ""
+    if key in TRADE_KEYS and key != "n_trades":
+        if no_trades:
+            return "no trades"
+        if no_closed:
+            return "no closed trades"
+        if key == "avg_win":
+            return "no winning trade"
+        if key == "avg_loss":
+            return "no losing trade"
+        if key == "profit_factor":
+            return "only break-even trades"
+    return ""
+
+
+def format_metric(key: str, value: Any, reason: str = "") -> str:
+    """A metric for people: percentages for returns, 2 decimals for ratios, counts as integers;
+    an undefined one as ``n/a`` with its `reason` (see `na_reason`) when one is given."""
+    if _nan(value):
+        return f"n/a ({reason})" if reason else "n/a"
     v = float(value)
-    if math.isnan(v):
-        return "n/a"
     if math.isinf(v):
         return "inf" if v > 0 else "-inf"
     if key in _PCT:
@@ -449,8 +495,9 @@ def format_metric(key: str, value: Any) -> str:
 
 def metrics_frame(metrics: dict[str, float], formatted: bool = False) -> pd.DataFrame:
     """A two-column (metric, value) table of a metrics dict; `formatted` gives the values as people
-    read them (percentages, 2-decimal ratios, counts) for reports."""
-    values = [format_metric(k, v) for k, v in metrics.items()] if formatted else list(metrics.values())
+    read them (percentages, 2-decimal ratios, counts, ``n/a (no trades)``) for reports."""
+    values = ([format_metric(k, v, na_reason(k, metrics)) for k, v in metrics.items()] if formatted
+              else list(metrics.values()))
     return pd.DataFrame({"metric": list(metrics), "value": values}, columns=["metric", "value"])
 
 

@@ -26,20 +26,18 @@ from workbench.backtest.engine import (
     Direction,
     Fill,
     Sizing,
+    Timeline,
     _compact,
     as_bar_dict,
     buy_and_hold,
     check_risk_stops,
-    price_matrices,
     resolve_annualisation,
     resolve_run,
     run_inputs,
     signal_matrices,
-    sizing_array,
-    slippage_array,
 )
 from workbench.backtest.metrics import EQUITY_KEYS, METRIC_KEYS, TRADE_KEYS, equity_stats_nb, trade_stats_nb
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, SweepTooLarge
 from workbench.strategies.base import Strategy, check_signal_bars
 from workbench.strategies.indicators import indicator_cache
 from workbench.strategies.registry import get_strategy
@@ -47,6 +45,12 @@ from workbench.strategies.registry import get_strategy
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+# a sweep of more runs (combinations x symbols swept on their own) than this needs an explicit yes:
+# `confirm_large=True` in the API, `--yes` in the CLI (at ~200 runs/s on a year of minute bars it is
+# about 8 minutes; a grid that walks every parameter's whole range is easily millions)
+LARGE_SWEEP = 100_000
+# combinations timed before a sweep starts, to estimate its duration
+PILOT = 3
 # metrics the kernel pass produces, in this order (benchmark ones are added per symbol)
 _KERNEL_KEYS = (*EQUITY_KEYS, *TRADE_KEYS, "n_open_trades", "exposure", "turnover")
 
@@ -62,8 +66,8 @@ class SweepResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def top(self, n: int = 10, by: str = "sharpe", ascending: bool = False) -> pd.DataFrame:
-        """The n best rows by a metric; non-finite values (NaN, or the +inf Sharpe of a run that
-        never traded, vectorbt's convention) rank last whatever the direction."""
+        """The n best rows by a metric; undefined values (NaN, e.g. the Sharpe of a run that never
+        traded) rank last whatever the direction."""
         if by not in self.table.columns:
             metrics = [c for c in self.table.columns if c not in (*self.params, "symbol")]
             raise ConfigError(f"cannot rank by {by!r}; metrics are {', '.join(metrics)}")
@@ -193,16 +197,18 @@ class Evaluator:
         self.costs, self.fill, self.sizing, self.direction = costs, fill, sizing, direction
         self.init_cash, self.max_exposure = float(init_cash), float(max_exposure)
         self.ppy = float(periods_per_year)
-        self.open_, self.high, self.low, self.close = price_matrices(self.frames, self.symbols)
+        # the symbols' union timeline (mixed calendars: SEMANTICS.md "Timeline")
+        self.timeline = Timeline(self.frames, self.symbols)
+        self.open_, self.high, self.low, self.close = self.timeline.prices()
         self.n = self.close.shape[0]
-        self.slip = _compact(slippage_array(self.close, costs))
+        self.slip = _compact(self.timeline.slippage(costs))
         self.value = np.empty(self.n)
         self._trades = np.empty((self.n * len(self.symbols) + 1, 2))
 
     def arrays(self, params: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
         """The kernel inputs of one parameter set: le, lx, se, sx, sl, tp, tsl, frac."""
-        return _combo_arrays(self.strat, self.frames, self.symbols, dict(params), self.direction, self.sizing,
-                             self.high, self.low, self.close, self.ppy)
+        return _combo_arrays(self.strat, self.timeline, dict(params), self.direction, self.sizing, self.ppy,
+                             int(self.fill is Fill.NEXT_OPEN))
 
     def score(self, params: Mapping[str, Any]) -> dict[str, float]:
         """Metrics (`_KERNEL_KEYS`) of one parameter set; its equity curve is left in `self.value`."""
@@ -231,19 +237,57 @@ class Evaluator:
         return out
 
 
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep is about to do: its combinations, the units each is run on (symbols swept on
+    their own, or 1 portfolio), and an estimate of its duration from a timed pilot."""
+
+    combinations: int
+    units: int
+    estimate_s: float
+
+    @property
+    def runs(self) -> int:
+        return self.combinations * self.units
+
+
+def check_sweep_size(strat: Strategy, grid: Mapping[str, Sequence[Any]] | None,
+                     fixed: Mapping[str, Any] | None, *, grid_all: bool, units: int,
+                     confirm_large: bool) -> int:
+    """The number of runs a sweep walks (before constraints), refused above `LARGE_SWEEP` unless
+    `confirm_large`: the one rule the API and the CLI share, checked before any grid is built. A grid
+    that names nothing (without `grid_all`) would run the defaults alone: refused too."""
+    if not grid and not grid_all:
+        free = [n for n in strat.space.names if n not in (fixed or {})] or strat.space.names
+        raise ConfigError(f"nothing to sweep in {strat.name}: give values for {', '.join(free)} in the grid "
+                          f"(--grid {free[0]}=...), or walk every parameter's own grid with --grid-all "
+                          "(API: grid_all=True)")
+    size = strat.space.grid_size(grid, fixed, walk_all=grid_all) * max(units, 1)
+    if size > LARGE_SWEEP and not confirm_large:
+        unnamed = [n for n in strat.space.names if n not in (grid or {}) and n not in (fixed or {})]
+        hint = ("name fewer values in the grid" if not (grid_all and unnamed)
+                else "drop --grid-all (grid_all=True) so unnamed parameters keep their defaults")
+        raise SweepTooLarge(f"the sweep of {strat.name} has {size:,} runs, above {LARGE_SWEEP:,}: {hint}, "
+                            "or confirm with --yes (API: confirm_large=True)")
+    return size
+
+
 def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFrame],
           grid: Mapping[str, Sequence[Any]] | None = None, *, fixed: Mapping[str, Any] | None = None,
           costs: Costs | None = None, fill: Fill | str = Fill.NEXT_OPEN, sizing: Sizing | None = None,
           direction: Direction | str = Direction.BOTH, init_cash: float = 100_000.0,
           max_exposure: float = 1.0, portfolio: bool = False, memory_mb: float = 512.0,
           progress: Progress | None = None, periods_per_year: float | None = None,
-          timeframe: str | None = None, calendar: str | None = None) -> SweepResult:
+          timeframe: str | None = None, calendar: str | None = None, grid_all: bool = False,
+          confirm_large: bool = False, on_start: Callable[[SweepPlan], None] | None = None) -> SweepResult:
     """Evaluate every feasible combination of the strategy's grid on each symbol (or on all together).
 
-    `grid` lists the values per parameter (default: each parameter's own grid); `fixed` pins some.
-    With several symbols each is swept on its own (one row per combination and symbol) unless
-    `portfolio=True`, which trades them together with shared cash. `memory_mb` bounds the signal
-    arrays held at once; `progress(done, total)` is called after each chunk.
+    `grid` lists the values per parameter; `fixed` pins some; the others keep their default unless
+    `grid_all=True` walks their own grid too (a sweep grows only along what was asked for). More
+    than `LARGE_SWEEP` runs need `confirm_large=True`. With several symbols each is swept on its own
+    (one row per combination and symbol) unless `portfolio=True`, which trades them together with
+    shared cash. `memory_mb` bounds the signal arrays held at once; `on_start(plan)` gets the count
+    and a timed estimate before the work starts; `progress(done, total)` is called after each chunk.
     """
     t_start = time.perf_counter()
     strat = get_strategy(strategy)
@@ -252,12 +296,13 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
     fill, direction = resolve_run(fill, direction, init_cash, max_exposure)
     frames = as_bar_dict(bars)
     symbols = list(frames)
-    combos = strat.space.grid(grid, fixed)
+    check_sweep_size(strat, grid, fixed, grid_all=grid_all, units=1 if portfolio else len(symbols),
+                     confirm_large=confirm_large)
+    combos = strat.space.grid(grid, fixed, walk_all=grid_all)
     if not combos:
         raise ConfigError(f"the grid of {strat.name} has no feasible combination (constraints "
                           f"{[c.expr for c in strat.space.constraints]}); widen the ranges")
     combos = [strat.params(c) for c in combos]
-    index = frames[symbols[0]].index
     timeframe, calendar, periods_per_year = resolve_annualisation(frames, timeframe, calendar,
                                                                   periods_per_year)
     warm = max(strat.warmup(c) for c in combos)
@@ -265,12 +310,17 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
         check_signal_bars(frames[s], warm, strat.name, {"max warmup": warm})
 
     units = [symbols] if portfolio else [[s] for s in symbols]
-    n = len(index)
+    n = Timeline(frames).n  # the longest timeline of any unit (the union of all symbols' bars)
     m_unit = len(units[0])
     per_combo = n * m_unit * 4 + (3 * n * m_unit * 8 if _has_bar_stops(strat) else 0)
     # chunks small enough to stay friendly to the caches, large enough to keep every thread busy
     chunk = int(max(1, min(len(combos), 64, memory_mb * 1e6 // max(per_combo, 1))))
     total = len(combos) * len(units)
+    if on_start is not None:
+        estimate = _pilot(strat, frames, units[0], combos, total, costs=costs, fill=fill, sizing=sizing,
+                          direction=direction, init_cash=init_cash, max_exposure=max_exposure,
+                          ppy=periods_per_year)
+        on_start(SweepPlan(len(combos), len(units), estimate))
     done = 0
     rows: list[dict] = []
     t_signals = t_kernel = 0.0
@@ -279,7 +329,8 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
         ev = Evaluator(strat, sub, costs=costs, fill=fill, sizing=sizing, direction=direction,
                        init_cash=init_cash, max_exposure=max_exposure, periods_per_year=periods_per_year)
         open_, high, low, close, slip = ev.open_, ev.high, ev.low, ev.close, ev.slip
-        bench = buy_and_hold(open_, close, index, costs, fill, init_cash, slip)
+        n = ev.n
+        bench = buy_and_hold(open_, close, ev.timeline.index, costs, fill, init_cash, slip)
         bench_ret = float(bench.iloc[-1] / init_cash - 1.0)
         threads = numba.get_num_threads()
         values = np.empty((threads, n))
@@ -292,8 +343,8 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
                 part = combos[start:start + chunk]
                 t0 = time.perf_counter()
                 # each task runs in a copy of this context, so it sees the same indicator cache
-                futures = [pool.submit(contextvars.copy_context().run, _combo_arrays, strat, sub, unit, p,
-                                       direction, sizing, high, low, close, periods_per_year)
+                futures = [pool.submit(contextvars.copy_context().run, _combo_arrays, strat, ev.timeline, p,
+                                       direction, sizing, periods_per_year, int(fill is Fill.NEXT_OPEN))
                            for p in part]
                 arrays = [f.result() for f in futures]
                 for k, a in enumerate(arrays):  # into buffers reused by every chunk: no fresh pages
@@ -337,18 +388,36 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
                        timings=timings)
 
 
+def _pilot(strat: Strategy, frames: Mapping[str, pd.DataFrame], unit: list[str], combos: list[dict],
+           total: int, *, costs: Costs, fill: Fill, sizing: Sizing, direction: Direction, init_cash: float,
+           max_exposure: float, ppy: float) -> float:
+    """Seconds a sweep of `total` runs should take: a few combinations timed one by one (after one
+    untimed run that loads the compiled kernels), spread over the threads the sweep uses."""
+    ev = Evaluator(strat, {s: frames[s] for s in unit}, costs=costs, fill=fill, sizing=sizing,
+                   direction=direction, init_cash=init_cash, max_exposure=max_exposure, periods_per_year=ppy)
+    sample = combos[:PILOT + 1]
+    with indicator_cache():
+        t0 = time.perf_counter()
+        ev.score(sample[0])
+        t1 = time.perf_counter()
+        for p in sample[1:]:
+            ev.score(p)
+        t2 = time.perf_counter()
+    per_run = (t2 - t1) / (len(sample) - 1) if len(sample) > 1 else t1 - t0
+    return per_run * total / max(numba.get_num_threads(), 1)
+
+
 def _has_bar_stops(strat: Strategy) -> bool:
     return any(p.name.endswith(("stop", "atr_mult", "trail")) for p in strat.space.params)
 
 
-def _combo_arrays(strat: Strategy, sub: dict[str, pd.DataFrame], unit: list[str], p: dict,
-                  direction: Direction, sizing: Sizing, high: np.ndarray, low: np.ndarray,
-                  close: np.ndarray, ppy: float) -> tuple[np.ndarray, ...]:
-    n = close.shape[0]
-    per = [strat.signals(sub[s], p, validate=False).arrays(n, strat.name, compact=True) for s in unit]
-
-    le, lx, se, sx, sl, tp, tsl = signal_matrices(per, n, direction)
-    frac = sizing_array(sizing, len(unit), sl, tsl, high, low, close, ppy)
+def _combo_arrays(strat: Strategy, tl: Timeline, p: dict, direction: Direction, sizing: Sizing, ppy: float,
+                  lag: int) -> tuple[np.ndarray, ...]:
+    """Kernel inputs of one parameter set: each symbol's signals on its own bars, placed on the timeline."""
+    per = [strat.signals(tl.frames[s], p, validate=False).arrays(len(tl.frames[s]), strat.name, compact=True)
+           for s in tl.symbols]
+    le, lx, se, sx, sl, tp, tsl = signal_matrices(tl.place_signals(per, lag), tl.n, direction)
+    frac = tl.sizing(sizing, sl, tsl, ppy, lag)
     check_risk_stops(sizing, le, se, frac, f"{strat.name}{p}")
     return (le, lx, se, sx, _compact(sl), _compact(tp), _compact(tsl),
             _compact(np.asarray(frac, dtype=np.float64)))

@@ -19,6 +19,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -330,16 +331,54 @@ class Lake:
         symbol: str | None = None,
         timeframe: str | None = None,
     ) -> list[Coverage]:
-        """Coverage of every matching series, rebuilt from the files where they changed."""
-        out = []
+        """Coverage of every matching series, rebuilt from the files where they changed.
+
+        A series with a damaged file is left out with a warning naming the file (see `damaged`),
+        so one bad file never hides the rest of the lake.
+        """
+        out, bad = self._scan(source, symbol, timeframe)
+        for exc in bad.values():
+            log.warning("%s", exc)
+        return out
+
+    def damaged(self, source: str | None = None, symbol: str | None = None,
+                timeframe: str | None = None) -> dict[SeriesKey, LakeCorruptError]:
+        """Series that have an unreadable file, each with the error naming it and the fix."""
+        return self._scan(source, symbol, timeframe)[1]
+
+    def _scan(self, source: str | None, symbol: str | None, timeframe: str | None
+              ) -> tuple[list[Coverage], dict[SeriesKey, LakeCorruptError]]:
+        out, bad = [], {}
         tf = Timeframe.parse(timeframe).name if timeframe else None
         for key in self.series():
             if (source and key.source != source) or (symbol and key.symbol != symbol) or (
                 tf and key.timeframe != tf
             ):
                 continue
-            out.append(self.series_coverage(key.source, key.symbol, key.timeframe))
-        return out
+            try:
+                out.append(self.series_coverage(key.source, key.symbol, key.timeframe))
+            except LakeCorruptError as exc:
+                bad[key] = exc
+        return out, bad
+
+    def quarantine(self, source: str, symbol: str, timeframe: str | Timeframe) -> list[Path]:
+        """Move the series' unreadable files aside (kept as ``*.corrupt-<time>``); returns their paths.
+
+        The years they held become missing, so the next sync of the range fetches them again.
+        """
+        sdir = self.series_dir(source, symbol, timeframe)
+        moved = []
+        with self._lock(sdir):
+            for f in self._files(sdir):
+                try:
+                    _read_file(f)
+                except LakeCorruptError:
+                    aside = f.with_name(f"{f.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+                    f.rename(aside)
+                    _fsync_dir(f.parent)
+                    log.warning("moved the unreadable lake file %s aside to %s", f, aside.name)
+                    moved.append(aside)
+        return moved
 
     def coverage_frame(self, **filters: str | None) -> pd.DataFrame:
         """`coverage()` as a table, one row per series (what `workbench data ls` prints)."""
@@ -377,6 +416,15 @@ class Lake:
         key = SeriesKey(source, symbol, tf.name)
         with self._lock(sdir):
             return self._refresh_coverage(key, cal)
+
+    def _recorded_first(self, key: SeriesKey) -> pd.Timestamp | None:
+        """The first bar the series' coverage file last recorded (None if it has none)."""
+        try:
+            sdir = self.series_dir(key.source, key.symbol, key.timeframe)
+            raw = json.loads((sdir / COVERAGE_FILE).read_text())
+            return pd.Timestamp(raw["first_ts"]) if raw.get("first_ts") else None
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
 
     def _refresh_coverage(self, key: SeriesKey, cal: Calendar,
                           known: dict[Path, np.ndarray] | None = None) -> Coverage:
@@ -629,9 +677,9 @@ class Lake:
     def check(self, source: str | None = None, symbol: str | None = None,
               timeframe: str | None = None, *, policy: QualityPolicy | None = None
               ) -> list[QualityReport]:
-        """Run the quality checks over stored series (nothing is changed)."""
+        """Run the quality checks over stored series (nothing is changed); `damaged` lists the unreadable."""
         reports = []
-        for cov in self.coverage(source, symbol, timeframe):
+        for cov in self._scan(source, symbol, timeframe)[0]:  # damaged series: see `damaged`
             bars = self.read_bars(cov.source, cov.symbol, cov.timeframe)
             reports.append(check_bars(bars, cov.timeframe, Calendar(cov.calendar),
                                       label=f"{cov.source}:{cov.symbol}:{cov.timeframe}",
@@ -745,7 +793,20 @@ class Lake:
                   t1: pd.Timestamp, full: bool, fill_gaps: bool, policy: QualityPolicy | None,
                   progress: Progress | None) -> SyncResult:
         key = SeriesKey(source.name, symbol, tf.name)
-        cov = self.series_coverage(source.name, symbol, tf)
+        try:
+            cov = self.series_coverage(source.name, symbol, tf)
+        except LakeCorruptError:
+            # a damaged file: keep it aside and fetch its span again (from the series' last recorded
+            # coverage, else its whole year), which rebuilds it
+            old_first = self._recorded_first(key)
+            moved = self.quarantine(source.name, symbol, tf)
+            years = [int(p.parent.name.split("=", 1)[1]) for p in moved]
+            cov = self.series_coverage(source.name, symbol, tf)
+            full = True
+            if years:
+                lost = pd.Timestamp(year=min(years), month=1, day=1, tz="UTC")
+                lost = max(lost, old_first) if old_first is not None else lost
+                t0 = lost if t0 is None else min(t0, lost)
         if t0 is None and (cov is None or cov.first is None):
             raise ConfigError(
                 f"{key} has no stored bars to resume from: pass a start (--start 2024-01-01)"
@@ -861,10 +922,17 @@ def _clean_temp_files(sdir: Path) -> None:
 
 def _corrupt(path: Path, why: object) -> LakeCorruptError:
     """The one error for a damaged lake file: which file, and how to recover."""
-    return LakeCorruptError(
-        f"lake file {path} is unreadable ({why}): delete it and re-sync that year "
-        "(`workbench data sync ... --full`) or re-import an export; nothing was written"
-    )
+    why = " ".join(str(why).split())[:160]
+    try:  # .../source=S/timeframe=TF/symbol=X/year=Y/data.parquet
+        sym, tf, src = (unquote(p.name.split("=", 1)[1]) for p in path.parents[1:4])
+        year = int(path.parent.name.split("=", 1)[1])
+        fix = (f"re-sync it: `workbench data sync --source {src} --symbols {sym} --timeframe {tf} "
+               f"--start {year}-01-01 --end {year + 1}-01-01` (moves the file aside and rebuilds "
+               "it), "
+               "or `workbench data demo` for the demo lake")
+    except (IndexError, ValueError):
+        fix = "move it aside and re-sync that series, or re-import an export"
+    return LakeCorruptError(f"lake file {path} is unreadable ({why}): {fix}; nothing was written")
 
 
 def _read_file(path: Path, columns: list[str] | None = None) -> pa.Table:

@@ -15,6 +15,7 @@ Storage URLs: a journal file (default, ``data/optimize/<run>.journal``), ``sqlit
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -29,7 +30,9 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from workbench.config import data_dir
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CLAIM_GRACE = 5.0  # seconds between a claim and the claimer's name being written, at most
@@ -59,6 +62,10 @@ def open_storage(url: str) -> BaseStorage:
         except OSError as exc:
             raise ConfigError(f"cannot open study journal {path}: {exc.strerror}; "
                               "choose a writable --storage path") from None
+        except ValueError as exc:  # a damaged record before the last line (a torn tail is repaired)
+            raise DataError(f"study journal {path} has an unreadable record ({exc}); nothing was "
+                            "changed: start the run again under another --name, or restore the "
+                            "file from a backup") from None
     given = url
     scheme = url.split("://", 1)[0]
     if scheme in ("postgresql", "postgres"):
@@ -83,10 +90,48 @@ class _JournalFile(JournalFileBackend):
     before. `sync()` flushes the file to disk, after each fold.
     """
 
+    def __init__(self, file_path: str) -> None:
+        super().__init__(file_path)
+        self._lock.acquire()
+        try:
+            self._drop_torn_tail()
+        finally:
+            self._lock.release()
+
+    def _drop_torn_tail(self) -> None:
+        """Cut a half-written last record (a writer killed mid-line), under the lock.
+
+        Optuna skips such a line when reading, but the next record would be appended to it and the
+        merged line would make every later read of the study fail; the record never completed, so
+        dropping it loses nothing that was written.
+        """
+        with open(self._file_path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return
+            keep = size
+            while keep > 0:  # find the end of the last complete record
+                step = min(keep, 1 << 16)
+                f.seek(keep - step)
+                nl = f.read(step).rfind(b"\n")
+                if nl >= 0:
+                    keep = keep - step + nl + 1
+                    break
+                keep -= step
+            f.truncate(keep)
+            os.fsync(f.fileno())
+        log.warning("study journal %s ended in a half-written record (%d bytes, from an interrupted "
+                    "write): dropped it; the run resumes from the complete records", self._file_path,
+                    size - keep)
+
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
         self._lock.acquire()
         try:
+            self._drop_torn_tail()  # another worker may have been killed mid-write since we opened
             with open(self._file_path, "ab") as f:
                 f.write(text.encode("utf-8"))
         finally:

@@ -14,6 +14,7 @@ and a resumed run the same result as an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import json
@@ -36,14 +37,13 @@ from workbench.backtest.engine import (
     Direction,
     Fill,
     Sizing,
+    Timeline,
     as_bar_dict,
     buy_and_hold,
     fingerprint,
-    price_matrices,
     resolve_annualisation,
     resolve_run,
     simulate,
-    slippage_array,
 )
 from workbench.backtest.metrics import compute_metrics
 from workbench.backtest.sweep import Evaluator
@@ -182,13 +182,23 @@ class _Run:
     def study_name(self, k: int) -> str:
         return f"{self.run_id}:fold{k}"
 
+    @functools.cached_property
+    def index(self) -> pd.DatetimeIndex:
+        """The run's timeline: the union of its symbols' bars (folds are positions on it)."""
+        return Timeline(self.frames).index
+
+    def window(self, start: int, stop: int, symbols: list[str] | None = None) -> dict[str, pd.DataFrame]:
+        """Each symbol's own bars inside timeline positions [start, stop)."""
+        lo, hi = self.index[start], self.index[stop - 1]
+        return {s: self.frames[s].loc[lo:hi] for s in (symbols or list(self.frames))}
+
     def units(self) -> list[list[str]]:
         syms = list(self.frames)
         return [syms] if self.settings["portfolio"] else [[s] for s in syms]
 
     def evaluators(self, fold: Fold) -> list[Evaluator]:
         sl = fold.train()
-        return [Evaluator(self.strat, {s: self.frames[s].iloc[sl] for s in unit}, costs=self.costs,
+        return [Evaluator(self.strat, self.window(sl.start, sl.stop, unit), costs=self.costs,
                           fill=self.fill, sizing=self.sizing, direction=self.direction,
                           init_cash=self.settings["init_cash"], max_exposure=self.settings["max_exposure"],
                           periods_per_year=self.settings["periods_per_year"])
@@ -437,7 +447,8 @@ def _build_run(strat: Strategy, frames: dict[str, pd.DataFrame], *, splitter: Wa
         check_signal_bars(df, 0, s)
     # the splitter refuses folds too short for the largest warm-up any trial can draw
     splitter = replace(splitter, min_train_bars=max(splitter.min_train_bars, worst_warmup + 2))
-    folds = splitter.split(first.index)
+    union = Timeline(frames).index  # folds split the union timeline (mixed calendars)
+    folds = splitter.split(union)
     settings: dict[str, Any] = {
         "strategy": strat.name,
         "symbols": list(frames),
@@ -445,8 +456,8 @@ def _build_run(strat: Strategy, frames: dict[str, pd.DataFrame], *, splitter: Wa
         "calendar": calendar,
         "periods_per_year": ppy,
         # end is exclusive (as load_bars takes it): just after the last bar
-        "data": {"source": first.attrs.get("source"), "start": first.index[0].isoformat(),
-                 "end": (first.index[-1] + pd.Timedelta(1, "us")).isoformat(), "bars": len(first),
+        "data": {"source": first.attrs.get("source"), "start": union[0].isoformat(),
+                 "end": (union[-1] + pd.Timedelta(1, "us")).isoformat(), "bars": len(union),
                  "fingerprint": fingerprint(frames)},
         "splitter": splitter.describe(),
         "objective": asdict(objective),
@@ -495,7 +506,7 @@ def _run_from_settings(run_id: str, settings: dict[str, Any], frames: dict[str, 
     sizing = Sizing(**settings["sizing"])
     splitter = WalkForward.from_describe(settings["splitter"])
     return _Run(run_id=run_id, settings=settings, frames=frames, strat=strat,
-                folds=splitter.split(next(iter(frames.values())).index),
+                folds=splitter.split(Timeline(frames).index),
                 objective=Objective(**settings["objective"]), costs=Costs(**settings["costs"]), sizing=sizing,
                 fill=Fill(settings["fill"]), direction=Direction(settings["direction"]), storage_url=storage)
 
@@ -566,6 +577,8 @@ def _finish(run: _Run, store: optuna.storages.BaseStorage, sids: list[int]) -> W
     trial_rows: list[dict[str, Any]] = []
     fold_rows: list[dict[str, Any]] = []
     equities: list[pd.Series] = []
+    exposures: list[np.ndarray] = []
+    traded_value = 0.0
     trades: list[pd.DataFrame] = []
     importances: list[dict[str, float]] = []
     pbo_per_fold: list[dict[str, Any]] = []
@@ -594,16 +607,18 @@ def _finish(run: _Run, store: optuna.storages.BaseStorage, sids: list[int]) -> W
         best = max(feasible, key=lambda t: (t.value, -t.number)) if feasible else None
         params = run.strat.params({**{p: best.params.get(p) for p in best.params}, **s["fixed"]}) \
             if best else None
-        equity, tr, oos = _oos_window(run, fold, params, cash)
+        equity, tr, oos, gross, traded = _oos_window(run, fold, params, cash)
         equity.name = "equity"
         cash = float(equity.iloc[-1])
         equities.append(equity)
+        exposures.append(gross)
+        traded_value += traded
         if len(tr):
             trades.append(tr.assign(fold=k))
         is_m = best.user_attrs.get("metrics") if best else None
         row: dict[str, Any] = {
-            "fold": k, "train_start": run.frames[s["symbols"][0]].index[fold.train_start],
-            "train_end": run.frames[s["symbols"][0]].index[fold.train_end - 1],
+            "fold": k, "train_start": run.index[fold.train_start],
+            "train_end": run.index[fold.train_end - 1],
             "test_start": equity.index[0], "test_end": equity.index[-1],
             "n_trials": len(trials), "n_complete": len(complete), "n_feasible": len(feasible),
             "n_pruned": sum(t.state is TrialState.PRUNED for t in trials),
@@ -633,7 +648,8 @@ def _finish(run: _Run, store: optuna.storages.BaseStorage, sids: list[int]) -> W
     bench = _benchmark(run, oos_equity.index)
     n_complete = int(sum(r["n_complete"] for r in fold_rows))
     diagnostics = _diagnostics(run, folds, oos_equity, bench, oos_trades, n_complete,
-                               float(np.mean(sr_vars)) if sr_vars else float("nan"), pbo_per_fold)
+                               float(np.mean(sr_vars)) if sr_vars else float("nan"), pbo_per_fold,
+                               exposure=np.concatenate(exposures), traded_value=traded_value)
     imp = pd.DataFrame(importances).set_index("fold") if importances else pd.DataFrame()
     stability = param_stability(folds, run.strat, s["fixed"])
     inputs = {"run_id": run.run_id, **s, "storage": st.redact(run.storage_url),
@@ -645,35 +661,43 @@ def _finish(run: _Run, store: optuna.storages.BaseStorage, sids: list[int]) -> W
 
 
 def _oos_window(run: _Run, fold: Fold, params: dict[str, Any] | None, cash: float
-                ) -> tuple[pd.Series, pd.DataFrame, dict[str, float]]:
+                ) -> tuple[pd.Series, pd.DataFrame, dict[str, float], np.ndarray, float]:
     """Trade the test window with the fold's winner: flat at start and end, signals warmed up on the
-    bars before it. No winner (no feasible trial) means staying flat."""
+    bars before it. No winner (no feasible trial) means staying flat.
+
+    Returns the equity, trades and metrics of the window, its per-bar gross exposure (fraction of the
+    window's equity) and the value it traded, from which the stitched OOS exposure and turnover come."""
     s = run.settings
     syms = s["symbols"]
-    index = run.frames[syms[0]].index
-    test_index = index[fold.test_start:fold.test_end]
+    test_index = run.index[fold.test_start:fold.test_end]
     if params is None:
         flat = pd.Series(cash, index=test_index)
-        return flat, pd.DataFrame(), {**compute_metrics(flat, cash, s["periods_per_year"]), "n_trades": 0}
+        none = np.zeros(len(test_index))
+        metrics = compute_metrics(flat, cash, s["periods_per_year"], exposure=none, traded_value=0.0)
+        return flat, pd.DataFrame(), {**metrics, "n_trades": 0, "n_open_trades": 0}, none, 0.0
     start = max(0, fold.test_start - signal_lookback(run.strat, params))
-    off = fold.test_start - start
-    sub = {sym: run.frames[sym].iloc[start:fold.test_end] for sym in syms}
-    n = fold.test_end - start
+    sub = run.window(start, fold.test_end, syms)
     lag = 1 if run.fill is Fill.NEXT_OPEN else 0
-    last = n - 1 - lag  # the bar whose exit signal fills inside the window
     signals = {}
     for sym in syms:
+        # positions on the symbol's own bars (mixed calendars: each has its own)
+        n = len(sub[sym])
+        off = int(sub[sym].index.searchsorted(test_index[0]))
+        last = n - 1 - lag  # the bar whose exit signal fills inside the window
         a = run.strat.signals(sub[sym], params, validate=False).arrays(n, run.strat.name)
         # copies: the arrays may be the strategy's own (or read-only views of pandas data)
         a = {k: v.copy() for k, v in a.items()}
         for key in ("long_entries", "short_entries"):
             a[key][:off] = False
-            a[key][max(off, last):] = False
-        for key in ("long_exits", "short_exits"):
-            a[key][last] = True
+            a[key][max(off, last, 0):] = False
+        if last >= 0:
+            for key in ("long_exits", "short_exits"):
+                a[key][last] = True
         signals[sym] = Signals(**a)
     units = run.units()
     equity = pd.Series(0.0, index=test_index)
+    held = np.zeros(len(test_index))  # gross position value, summed over units
+    traded = 0.0
     trade_parts = []
     for unit in units:
         share = cash / len(units)
@@ -682,22 +706,35 @@ def _oos_window(run: _Run, fold: Fold, params: dict[str, Any] | None, cash: floa
                        max_exposure=s["max_exposure"], periods_per_year=s["periods_per_year"],
                        timeframe=s["timeframe"], calendar=s["calendar"], strategy=run.strat.name,
                        params=params)
-        equity = equity + res.equity.iloc[off:].to_numpy()
+        # a unit's own timeline may be sparser than the run's: its value holds between its bars
+        full = res.equity.index.union(test_index)
+        value = res.equity.reindex(full).ffill().fillna(share).reindex(test_index).to_numpy()
+        equity = equity + value
+        if res.gross_exposure is not None:
+            ratio = res.gross_exposure.reindex(full).ffill().fillna(0.0).reindex(test_index).to_numpy()
+            held += ratio * value
+        inside = res.orders[res.orders["time"] >= test_index[0]]
+        traded += float((inside["size"].abs() * inside["price"]).sum())
         trade_parts.append(res.trades)
     tr = pd.concat(trade_parts, ignore_index=True) if trade_parts else pd.DataFrame()
     tr = tr[tr["entry_time"] >= test_index[0]] if len(tr) else tr
-    metrics = compute_metrics(equity, cash, s["periods_per_year"], trades=tr if len(tr) else None)
+    values = equity.to_numpy()
+    gross = np.divide(held, values, out=np.zeros_like(held), where=values != 0.0)
+    metrics = compute_metrics(equity, cash, s["periods_per_year"], trades=tr if len(tr) else None,
+                              exposure=gross, traded_value=traded)
     metrics["n_trades"] = int((tr["status"] == "closed").sum()) if len(tr) else 0
-    return equity, tr.reset_index(drop=True), metrics
+    if not len(tr):
+        metrics["n_open_trades"] = 0
+    return equity, tr.reset_index(drop=True), metrics, gross, traded
 
 
 def _benchmark(run: _Run, index: pd.DatetimeIndex) -> pd.Series:
     """Buy-and-hold (equal weight) over the out-of-sample span with the run's costs."""
     s = run.settings
-    sub = {sym: run.frames[sym].loc[index[0]:index[-1]] for sym in s["symbols"]}
-    open_, _, _, close = price_matrices(sub, s["symbols"])
-    slip = slippage_array(close, run.costs)
-    return buy_and_hold(open_, close, index, run.costs, run.fill, s["init_cash"], slip)
+    tl = Timeline({sym: run.frames[sym].loc[index[0]:index[-1]] for sym in s["symbols"]})
+    open_, _, _, close = tl.prices()
+    bench = buy_and_hold(open_, close, tl.index, run.costs, run.fill, s["init_cash"], tl.slippage(run.costs))
+    return bench.reindex(index)
 
 
 def _fold_pbo(run: _Run, fold: Fold, feasible: Sequence[optuna.trial.FrozenTrial]) -> dict[str, Any]:
@@ -743,7 +780,8 @@ def _importances(run: _Run, complete: Sequence[optuna.trial.FrozenTrial]) -> dic
 
 
 def _diagnostics(run: _Run, folds: pd.DataFrame, equity: pd.Series, bench: pd.Series, trades: pd.DataFrame,
-                 n_trials: int, sr_variance: float, pbo_per_fold: list[dict[str, Any]]) -> dict[str, Any]:
+                 n_trials: int, sr_variance: float, pbo_per_fold: list[dict[str, Any]], *,
+                 exposure: np.ndarray | None = None, traded_value: float = 0.0) -> dict[str, Any]:
     s = run.settings
     ppy = s["periods_per_year"]
     init = s["init_cash"]
@@ -752,9 +790,10 @@ def _diagnostics(run: _Run, folds: pd.DataFrame, equity: pd.Series, bench: pd.Se
     bvals = bench.to_numpy(dtype=float)
     brets = bvals / np.concatenate([[init], bvals[:-1]]) - 1.0
     oos = compute_metrics(equity, init, ppy, trades=trades if len(trades) else None, benchmark=bench,
-                          index=equity.index)
+                          index=equity.index, exposure=exposure, traded_value=traded_value)
     if not len(trades):
         oos["n_trades"] = 0
+        oos["n_open_trades"] = 0
     out: dict[str, Any] = {"oos_metrics": oos, "n_trials": n_trials, "trial_sharpe_variance": sr_variance}
     out["deflated_sharpe"] = (deflated_sharpe_ratio(rets, n_trials=max(n_trials, 1),
                                                     sr_variance=sr_variance).as_dict()
@@ -772,10 +811,15 @@ def _diagnostics(run: _Run, folds: pd.DataFrame, equity: pd.Series, bench: pd.Se
     else:
         out["monte_carlo"] = {"note": "no closed out-of-sample trades"}
     is_ret = folds["is_annual_return"].mean()
-    is_sh = folds["is_sharpe"].mean()
     out["walk_forward_efficiency"] = float(folds["oos_annual_return"].mean() / is_ret) if is_ret > 0 \
         else float("nan")
-    out["sharpe_efficiency"] = float(folds["oos_sharpe"].mean() / is_sh) if is_sh > 0 else float("nan")
+    # a fold whose IS or OOS Sharpe is undefined (no trades, flat equity) has no place in a Sharpe ratio
+    defined = np.isfinite(folds["is_sharpe"].to_numpy(dtype=float)) & \
+        np.isfinite(folds["oos_sharpe"].to_numpy(dtype=float))
+    is_sh = float(folds["is_sharpe"][defined].mean()) if defined.any() else float("nan")
+    out["sharpe_efficiency"] = float(folds["oos_sharpe"][defined].mean() / is_sh) if is_sh > 0 \
+        else float("nan")
+    out["sharpe_efficiency_folds"] = int(defined.sum())
     return out
 
 

@@ -24,6 +24,16 @@ Who retries what:
 - Refusals (insufficient buying power, a bad quantity, an unknown symbol...) raise `OrderRejected`
   with Alpaca's message; refused keys raise `CredentialsError` naming the settings to fix.
 
+Crypto fees: Alpaca takes them out of the asset a trade credits (a buy of BTC/USD receives BTC
+net of the fee, a sell receives USD net of it). Its order replies carry no fee (`filled_qty` is
+the gross quantity) and its CFEE activities post later without an order id, so the fee of each
+crypto fill is computed here from the account's fee tier: `crypto_taker_fee` for market and stop
+orders, `crypto_maker_fee` for limit orders (settings ``WORKBENCH_ALPACA_CRYPTO_TAKER_FEE`` and
+``WORKBENCH_ALPACA_CRYPTO_MAKER_FEE``, fractions; default Alpaca's tier 1: 0.0025 and 0.0015),
+in the asset received, on 9 decimal places. Stock trades carry no commission. The runner
+reconciles with the positions Alpaca reports and sizes exits from them, so a different tier shows
+as a reconciliation difference, never as an exit the account cannot fill.
+
 Symbols are the workbench's: ``AAPL`` and ``BTC/USD`` (Alpaca reports crypto positions as
 ``BTCUSD``; they are mapped back). Stock market orders are DAY orders, other stock orders GTC when
 the quantity is whole (DAY when fractional: Alpaca takes fractional orders as DAY only); crypto
@@ -40,7 +50,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -97,6 +107,8 @@ KEY_PAIRS = (("APCA_API_KEY_ID", "APCA_API_SECRET_KEY"), ("ALPACA_API_KEY", "ALP
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_RETRIES = 3
 DEFAULT_RETRY_WAIT = 1.0
+DEFAULT_CRYPTO_TAKER_FEE = 0.0025  # Alpaca's crypto fee tier 1 (30-day volume under $100k)
+DEFAULT_CRYPTO_MAKER_FEE = 0.0015
 SDK_RETRY_CODES = (429, 504)  # what alpaca-py retries by default; kept for the trading client
 DATA_RETRY_CODES = (429, 500, 502, 503, 504)  # GETs only: safe to retry
 CRYPTO_QUOTES = ("USDT", "USDC", "USD", "BTC")
@@ -130,7 +142,8 @@ class AlpacaBroker(Broker):
     Options: `base_url` (trading API, else `WORKBENCH_ALPACA_TRADING_URL`, else the paper
     endpoint), `data_url` (market data for `price()`, else `WORKBENCH_ALPACA_BASE_URL`, else
     Alpaca's), `feed` (stock prices: `iex` or `sip`), `timeout` (seconds per request),
-    `retries` (attempts after the first) and `retry_wait` (seconds between attempts).
+    `retries` (attempts after the first), `retry_wait` (seconds between attempts), and the
+    account's crypto fee rates `crypto_taker_fee` / `crypto_maker_fee` (see the module doc).
     """
 
     name = "alpaca"
@@ -144,6 +157,8 @@ class AlpacaBroker(Broker):
         timeout: float | str | None = None,
         retries: int | str | None = None,
         retry_wait: float | str | None = None,
+        crypto_taker_fee: float | str | None = None,
+        crypto_maker_fee: float | str | None = None,
     ) -> None:
         self._keys = _keys()
         self.base_url = _url(base_url or setting(TRADING_URL_SETTING) or PAPER_URL,
@@ -162,6 +177,14 @@ class AlpacaBroker(Broker):
                                "retries", minimum=0)
         self.retry_wait = _number(retry_wait, "WORKBENCH_ALPACA_RETRY_WAIT", DEFAULT_RETRY_WAIT, float,
                                   "retry_wait", minimum=0)
+        self.crypto_taker_fee = _number(crypto_taker_fee, "WORKBENCH_ALPACA_CRYPTO_TAKER_FEE",
+                                        DEFAULT_CRYPTO_TAKER_FEE, float, "crypto_taker_fee", minimum=0)
+        self.crypto_maker_fee = _number(crypto_maker_fee, "WORKBENCH_ALPACA_CRYPTO_MAKER_FEE",
+                                        DEFAULT_CRYPTO_MAKER_FEE, float, "crypto_maker_fee", minimum=0)
+        for name in ("crypto_taker_fee", "crypto_maker_fee"):
+            if getattr(self, name) >= 0.1:
+                raise ConfigError(f"{name} {getattr(self, name)!r} is a fraction (0.0025 = 0.25 %), not a "
+                                  "percentage: set e.g. 0.0025")
         self._trading = TradingClient(self._keys[0], self._keys[1], paper=True, raw_data=True,
                                       url_override=self.base_url)
         self._configure(self._trading, SDK_RETRY_CODES)
@@ -440,11 +463,15 @@ class AlpacaBroker(Broker):
         kind = str(raw.get("type") or raw.get("order_type") or "market")
         avg = _float(raw.get("filled_avg_price"))
         trail = _float(raw.get("trail_percent"))
+        symbol = workbench_symbol(str(raw["symbol"]), raw.get("asset_class"))
+        side = Side(raw["side"])
+        fee, fee_currency = self._crypto_fee(raw, symbol, side, kind)
         return Order(
             client_order_id=cid, broker_order_id=str(raw["id"]),
-            symbol=workbench_symbol(str(raw["symbol"]), raw.get("asset_class")),
-            side=Side(raw["side"]), type=_TYPES.get(kind, OrderType.MARKET), qty=qty, status=status,
-            filled_qty=filled, avg_fill_price=avg if filled > 0 else None, fee=0.0,
+            symbol=symbol,
+            side=side, type=_TYPES.get(kind, OrderType.MARKET), qty=qty, status=status,
+            filled_qty=filled, avg_fill_price=avg if filled > 0 else None, fee=fee,
+            fee_currency=fee_currency,
             limit_price=_float(raw.get("limit_price")), stop_price=_float(raw.get("stop_price")),
             trail_percent=None if trail is None else trail / 100, oco_group=self._oco.get(cid),
             submitted_at=_ts(raw.get("submitted_at")), updated_at=_ts(raw.get("updated_at")),
@@ -452,6 +479,21 @@ class AlpacaBroker(Broker):
             extra={"alpaca_status": state, "alpaca_type": kind,
                    "time_in_force": raw.get("time_in_force"), "asset_class": raw.get("asset_class")},
         )
+
+    def _crypto_fee(self, raw: dict[str, Any], symbol: str, side: Side,
+                    kind: str) -> tuple[float, str | None]:
+        """The fee of a crypto order's fills so far, in the asset the trade credited (module doc)."""
+        if "/" not in symbol or not raw.get("filled_qty"):
+            return 0.0, None
+        filled = Decimal(str(raw["filled_qty"]))
+        if filled <= 0:
+            return 0.0, None
+        rate = Decimal(repr(self.crypto_maker_fee if kind == "limit" else self.crypto_taker_fee))
+        base, quote = symbol.split("/", 1)
+        if side is Side.BUY:
+            return float(crypto_fee(filled, rate)), base
+        value = filled * Decimal(str(raw.get("filled_avg_price") or 0))
+        return float(crypto_fee(value, rate)), quote
 
     def _message(self, exc: APIError) -> str:
         text = _server_message(exc)
@@ -508,6 +550,11 @@ def workbench_symbol(symbol: str, asset_class: Any = None) -> str:
         if symbol.endswith(quote) and len(symbol) > len(quote):
             return f"{symbol[:-len(quote)]}/{quote}"
     return symbol
+
+
+def crypto_fee(amount: Decimal, rate: Decimal) -> Decimal:
+    """Alpaca's crypto fee on `amount` of the credited asset: `rate` of it on 9 decimal places."""
+    return (amount * rate).quantize(_NINE, rounding=ROUND_HALF_EVEN)
 
 
 def _keys() -> tuple[str, str]:
@@ -588,4 +635,4 @@ def _ts(value: Any) -> pd.Timestamp | None:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-__all__ = ["AlpacaBroker", "workbench_symbol"]
+__all__ = ["AlpacaBroker", "crypto_fee", "workbench_symbol"]

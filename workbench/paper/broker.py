@@ -12,6 +12,10 @@ The runner talks to a broker only through `Broker`; one shared test suite
   the venue's reason; nothing is retried.
 - **Order state is cumulative.** `Order.filled_qty`, `avg_fill_price` and `fee` are totals so far;
   the journal derives fills from their increments, so polling twice never counts a fill twice.
+- **Fees are booked in the currency the venue charged them** (`Order.fee_currency`). Alpaca and
+  Binance take a crypto buy's fee out of the asset received: `filled_qty` is the gross quantity
+  traded and the account holds `filled_qty - fee` of the asset; a fee in the quote currency
+  comes out of cash. `None` means the account (quote) currency.
 - **Quantities are positive**, the side says the direction; positions are signed (short < 0).
   Amounts are floats at this boundary; the journal stores them as exact decimals.
 """
@@ -39,6 +43,8 @@ __all__ = [
     "Position",
     "Side",
     "client_order_id",
+    "fee_in_asset",
+    "symbol_asset",
 ]
 
 
@@ -129,6 +135,9 @@ class Order:
     filled_qty: float = 0.0
     avg_fill_price: float | None = None
     fee: float = 0.0
+    #: the currency `fee` is charged in: the traded asset (``BTC`` of ``BTC/USD``, ``AAPL``), the
+    #: quote currency, or another coin (BNB); None is the account (quote) currency
+    fee_currency: str | None = None
     limit_price: float | None = None
     stop_price: float | None = None
     trail_percent: float | None = None
@@ -146,6 +155,12 @@ class Order:
     def remaining(self) -> float:
         """Quantity not yet filled."""
         return max(self.qty - self.filled_qty, 0.0)
+
+    @property
+    def fee_in_asset(self) -> bool:
+        """Whether the fee was taken out of the traded asset (so the position moved by less than
+        `filled_qty`)."""
+        return fee_in_asset(self.symbol, self.fee_currency)
 
 
 @dataclass(frozen=True)
@@ -219,6 +234,16 @@ class Broker(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def symbol_asset(symbol: str) -> str:
+    """The asset a symbol trades: the base of a pair (``BTC`` of ``BTC/USD``), else the ticker."""
+    return symbol.split("/", 1)[0]
+
+
+def fee_in_asset(symbol: str, fee_currency: str | None) -> bool:
+    """Whether a fee charged in `fee_currency` on `symbol` is paid in the traded asset."""
+    return fee_currency is not None and fee_currency == symbol_asset(symbol)
 
 
 def client_order_id(strategy: str, symbol: str, bar: pd.Timestamp | str, leg: str) -> str:

@@ -148,7 +148,7 @@ class CcxtBroker(Broker):
         self._markets: dict[str, Any] | None = None
         # client order id -> (symbol, the request when this process submitted it)
         self._known: OrderedDict[str, tuple[str, OrderRequest | None]] = OrderedDict()
-        self._fees: dict[str, tuple[float, dict[str, float]]] = {}  # fees of finished orders
+        self._fees: dict[str, tuple[float, str | None, dict[str, float]]] = {}  # of finished orders
 
     def __repr__(self) -> str:
         where = f", base_url={self.base_url!r}" if self.base_url else ""
@@ -370,7 +370,7 @@ class CcxtBroker(Broker):
         kind = req.type if req else _order_type(raw, info)
         trail = req.trail_percent if req else (
             info["trailingDelta"] / 10_000 if isinstance(info.get("trailingDelta"), int | float) else None)
-        fee, other = self._fee(raw, cid, symbol, filled, status)
+        fee, fee_currency, other = self._fee(raw, cid, symbol, filled, status)
         extra: dict[str, Any] = {"venue_status": info.get("status", raw.get("status"))}
         if other:
             extra["fees_other"] = other
@@ -387,6 +387,7 @@ class CcxtBroker(Broker):
             filled_qty=filled,
             avg_fill_price=float(average) if filled > 0 and average else None,
             fee=fee,
+            fee_currency=fee_currency,
             limit_price=float(raw["price"]) if kind is OrderType.LIMIT and raw.get("price") else None,
             stop_price=float(raw["triggerPrice"]) if raw.get("triggerPrice") else stop,
             trail_percent=trail,
@@ -398,10 +399,15 @@ class CcxtBroker(Broker):
         )
 
     def _fee(self, raw: dict[str, Any], cid: str, symbol: str, filled: float,
-             status: OrderStatus) -> tuple[float, dict[str, float]]:
-        """Fees so far in the quote currency (and any paid in a third asset, by asset)."""
+             status: OrderStatus) -> tuple[float, str | None, dict[str, float]]:
+        """Fees so far in the currency the exchange charged them, and any paid in a third asset.
+
+        Binance takes its commission out of what the trade credits (a buy's base asset, a sell's
+        quote) unless it is paid in BNB: a base-asset fee is reported in the base asset, so the
+        journal books the quantity actually received. Fees in a third asset come by asset.
+        """
         if filled <= 0 or not symbol:
-            return 0.0, {}
+            return 0.0, None, {}
         if cid in self._fees:
             return self._fees[cid]
         trades = raw.get("trades") or []
@@ -409,19 +415,23 @@ class CcxtBroker(Broker):
             trades = self._call(f"reading the trades of order {cid}", self.exchange.fetch_order_trades,
                                 raw.get("id"), symbol, cid=cid)
         market = self._market(symbol)
-        fee, other = 0.0, {}
+        by: dict[str, Decimal] = {}
         for t in trades:
             f = t.get("fee") or {}
-            cost, currency = float(f.get("cost") or 0.0), f.get("currency")
-            if currency == market["quote"]:
-                fee += cost
-            elif currency == market["base"]:
-                fee += cost * float(t.get("price") or 0.0)
-            elif cost:
-                other[currency] = other.get(currency, 0.0) + cost
+            cost, currency = f.get("cost"), f.get("currency")
+            if cost and currency:
+                by[currency] = by.get(currency, Decimal(0)) + Decimal(str(cost))
+        # one fee currency per order: the asset (an in-kind fee changes the holding) before the quote
+        own = next((c for c in (market["base"], market["quote"]) if c in by), None)
+        fee = float(by.pop(own)) if own else 0.0
+        other = {c: float(v) for c, v in by.items()}
+        if other:
+            log.warning("%s: order %s paid fees %s besides %s %s: recorded, not booked", self.name, cid,
+                        other, fee, own or market["quote"])
+        out = (fee, own, other)
         if status.done:
-            self._fees[cid] = (fee, other)
-        return fee, other
+            self._fees[cid] = out
+        return out
 
     def _remember(self, request: OrderRequest) -> None:
         self._known[request.client_order_id] = (request.symbol, request)

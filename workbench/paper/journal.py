@@ -6,6 +6,9 @@ have sent: those are looked up at the broker before anything is submitted again.
 increments of an order's cumulative filled quantity, keyed ``<client id>#<n>`` and written in the
 same transaction as the order's new totals, so re-polling never books a fill twice and a crash
 never loses one. Money and quantities are stored as exact decimal strings; sums use `Decimal`.
+Each fill's fee is booked in the currency the venue charged it (`fee_currency`): a fee in the
+traded asset reduces the position (a crypto buy at Alpaca or Binance receives the quantity net of
+its fee), any other fee reduces cash.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.errors import ConfigError
-from workbench.paper.broker import Order, OrderRequest, OrderStatus, OrderType
+from workbench.errors import ConfigError, DataError
+from workbench.paper.broker import Order, OrderRequest, OrderStatus, OrderType, fee_in_asset
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: fee_currency on orders and fills
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -39,12 +42,12 @@ CREATE TABLE IF NOT EXISTS orders (
     limit_price TEXT, stop_price TEXT, trail_percent TEXT, ref_price TEXT, oco_group TEXT,
     status TEXT NOT NULL, broker_order_id TEXT, filled_qty TEXT NOT NULL DEFAULT '0',
     avg_fill_price TEXT, fee TEXT NOT NULL DEFAULT '0', reject_reason TEXT, note TEXT,
-    created REAL NOT NULL, updated REAL NOT NULL);
+    created REAL NOT NULL, updated REAL NOT NULL, fee_currency TEXT);
 CREATE INDEX IF NOT EXISTS orders_open ON orders (artifact, status);
 CREATE TABLE IF NOT EXISTS fills (
     fill_id TEXT PRIMARY KEY, client_order_id TEXT NOT NULL, artifact TEXT NOT NULL,
     symbol TEXT NOT NULL, side TEXT NOT NULL, qty TEXT NOT NULL, price TEXT NOT NULL, fee TEXT NOT NULL,
-    bar TEXT NOT NULL, reason TEXT NOT NULL, recorded REAL NOT NULL);
+    bar TEXT NOT NULL, reason TEXT NOT NULL, recorded REAL NOT NULL, fee_currency TEXT);
 CREATE INDEX IF NOT EXISTS fills_artifact ON fills (artifact, symbol);
 CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, artifact TEXT NOT NULL, bar TEXT NOT NULL, symbol TEXT,
@@ -80,6 +83,33 @@ def _txt(value: Any) -> str | None:
     return None if value is None else str(dec(value))
 
 
+def open_sqlite(path: Path, what: str, schema: str, *, synchronous: str) -> sqlite3.Connection:
+    """Open (or create) a WAL-mode SQLite file with its schema; a damaged file is one clear error.
+
+    Nothing is changed on a damaged file: the message says how to recover what is readable.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"cannot open {what} {path}: {exc}; check the path is writable") from None
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.executescript(schema)
+    except sqlite3.OperationalError as exc:  # locked, read-only, disk full: the file itself is fine
+        db.close()
+        raise ConfigError(f"cannot use {what} {path}: {exc}; check it is writable and not "
+                          "held by another process") from None
+    except sqlite3.DatabaseError as exc:  # truncated or overwritten: refuse, change nothing
+        db.close()
+        raise DataError(
+            f"{what} {path} is damaged ({exc}); nothing was changed: recover what is readable with "
+            f"`sqlite3 {path} .recover | sqlite3 {path}.recovered`, then move the damaged file aside "
+            "and the recovered one in its place (or restore a backup)") from None
+    return db
+
+
 @dataclass(frozen=True)
 class Ledger:
     """One artifact's book from its journaled fills: exact cash, signed positions and their costs."""
@@ -100,21 +130,19 @@ class Journal:
 
     def __init__(self, path: str | Path, *, durable: bool = True) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise ConfigError(f"cannot open journal {self.path}: {exc}; check the path is writable") from None
-        self.db.execute("PRAGMA journal_mode=WAL")
         self.durable = durable
         # intents are fsynced (FULL) before an order is sent; everything else can be rebuilt from
         # the broker, so it is written with NORMAL (safe against a killed process, and the next
         # FULL commit syncs it too) to keep a tick with many orders fast
-        self.db.execute(f"PRAGMA synchronous={'NORMAL' if durable else 'OFF'}")
-        self.db.executescript(_SCHEMA)
+        self.db = open_sqlite(self.path, "journal", _SCHEMA, synchronous="NORMAL" if durable else "OFF")
         version = self.meta("schema_version")
         if version is None:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
+        elif int(version) == 1:  # fees were all in cash: an empty fee_currency says so
+            with self.tx() as db:
+                for table in ("orders", "fills"):
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN fee_currency TEXT")
+                db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
         elif int(version) != SCHEMA_VERSION:
             raise ConfigError(
                 f"journal {self.path} has schema {version}, this workbench writes "
@@ -297,6 +325,7 @@ class Journal:
             f0, c0 = dec(f0), dec(c0)
             a0 = dec(a0) if a0 is not None else Decimal(0)
             f1, c1 = dec(order.filled_qty), dec(order.fee)
+            currency = order.fee_currency
             a1 = dec(order.avg_fill_price) if order.avg_fill_price is not None else Decimal(0)
             if f1 > f0:
                 with localcontext() as ctx:
@@ -317,25 +346,28 @@ class Journal:
                     "qty": str(qty),
                     "price": str(price),
                     "fee": str(fee),
+                    "fee_currency": currency,
                     "bar": fill_bar.isoformat(),
                     "reason": why,
                     "recorded": time.time(),
                 }
                 db.execute(
-                    "INSERT INTO fills VALUES (:fill_id, :client_order_id, :artifact, :symbol, :side, "
-                    ":qty, :price, :fee, :bar, :reason, :recorded)",
+                    "INSERT INTO fills (fill_id, client_order_id, artifact, symbol, side, qty, price, fee, "
+                    "fee_currency, bar, reason, recorded) VALUES (:fill_id, :client_order_id, :artifact, "
+                    ":symbol, :side, :qty, :price, :fee, :fee_currency, :bar, :reason, :recorded)",
                     fill,
                 )
                 new.append(fill)
             db.execute(
                 "UPDATE orders SET status=?, broker_order_id=?, filled_qty=?, avg_fill_price=?, fee=?, "
-                "reject_reason=?, updated=? WHERE client_order_id=?",
+                "fee_currency=COALESCE(?, fee_currency), reject_reason=?, updated=? WHERE client_order_id=?",
                 (
                     order.status.value,
                     order.broker_order_id,
                     str(max(f1, f0)),
                     _txt(order.avg_fill_price),
                     str(max(c1, c0)),
+                    currency,
                     order.reject_reason,
                     time.time(),
                     order.client_order_id,
@@ -355,21 +387,30 @@ class Journal:
         return pd.read_sql_query(q, self.db, params=(artifact,) if artifact else None)
 
     def ledger(self, artifact: str, capital: float) -> Ledger:
-        """Exact cash and positions of one artifact from its fills and starting capital."""
+        """Exact cash and positions of one artifact from its fills and starting capital.
+
+        A fee charged in the traded asset comes off the position (the quantity received net of
+        it); a fee in the quote (account) currency comes off cash.
+        """
         cash = dec(capital)
         pos: dict[str, Decimal] = {}
         entry: dict[str, Decimal] = {}
         rows = self.db.execute(
-            "SELECT symbol, side, qty, price, fee FROM fills WHERE artifact=? ORDER BY recorded, fill_id",
+            "SELECT symbol, side, qty, price, fee, fee_currency FROM fills WHERE artifact=? "
+            "ORDER BY recorded, fill_id",
             (artifact,),
         ).fetchall()
         with localcontext() as ctx:
             ctx.prec = 40
-            for symbol, side, qty, price, fee in rows:
+            for symbol, side, qty, price, fee, currency in rows:
                 q, p, f = Decimal(qty), Decimal(price), Decimal(fee)
                 signed = q if side == "buy" else -q
-                cash -= signed * p + f
+                cash -= signed * p
                 before = pos.get(symbol, Decimal(0))
+                if fee_in_asset(symbol, currency):
+                    signed -= f
+                else:
+                    cash -= f
                 after = before + signed
                 if after != 0 and (before == 0 or (after > 0) != (before > 0)):
                     entry[symbol] = p  # a position opened (or flipped) at this fill

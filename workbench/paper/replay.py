@@ -21,6 +21,7 @@ import pandas as pd
 
 from workbench.backtest.engine import BacktestResult, load_bars, simulate
 from workbench.errors import ConfigError, DataError
+from workbench.paper.broker import fee_in_asset
 from workbench.paper.feed import BarFeed
 from workbench.paper.journal import Journal
 from workbench.paper.risk import RiskLimits
@@ -66,7 +67,11 @@ class SimClock:
 
 
 def journal_trades(journal: Journal, artifact: str) -> pd.DataFrame:
-    """Round trips from the journal's fills, in the backtest's trade-table layout."""
+    """Round trips from the journal's fills, in the backtest's trade-table layout.
+
+    Fees are in the quote currency: a fee the venue took out of the asset is valued at its fill's
+    price in the fee columns, and the P&L counts it as asset not sold (at the exit price).
+    """
     orders = journal.orders_frame(artifact)
     fills = journal.fills_frame(artifact)
     if fills.empty:
@@ -74,10 +79,15 @@ def journal_trades(journal: Journal, artifact: str) -> pd.DataFrame:
     per = {}
     for cid, g in fills.groupby("client_order_id", sort=False):
         q = g["qty"].map(float)
+        price = float((q * g["price"].map(float)).sum() / q.sum())
+        in_asset = np.array([fee_in_asset(s, c) for s, c in zip(g["symbol"], g["fee_currency"], strict=True)],
+                            dtype=bool)
+        fee = g["fee"].map(float).to_numpy()
         per[cid] = {
             "qty": q.sum(),
-            "price": float((q * g["price"].map(float)).sum() / q.sum()),
-            "fee": g["fee"].map(float).sum(),
+            "price": price,
+            "fee": float(fee[~in_asset].sum() + fee[in_asset].sum() * price),
+            "fee_asset": float(fee[in_asset].sum()),
             "bar": pd.Timestamp(g["bar"].iloc[0]),
             "recorded": g["recorded"].min(),
         }
@@ -96,6 +106,7 @@ def journal_trades(journal: Journal, artifact: str) -> pd.DataFrame:
                 "entry_price": f["price"],
                 "size": f["qty"],
                 "entry_fees": f["fee"],
+                "fee_asset": f["fee_asset"],
             }
             continue
         t = open_.pop(sym, None)
@@ -103,7 +114,13 @@ def journal_trades(journal: Journal, artifact: str) -> pd.DataFrame:
             continue
         long = t["direction"] == "long"
         pnl = t["size"] * ((f["price"] - t["entry_price"]) if long else (t["entry_price"] - f["price"]))
-        pnl -= t["entry_fees"] + f["fee"]
+        entry_asset_fee = t.pop("fee_asset")
+        if entry_asset_fee or f["fee_asset"]:  # asset given up as fees is not there to sell at the exit
+            quote = t["entry_fees"] - entry_asset_fee * t["entry_price"]
+            quote += f["fee"] - f["fee_asset"] * f["price"]
+            pnl -= quote + (entry_asset_fee + f["fee_asset"]) * f["price"]
+        else:
+            pnl -= t["entry_fees"] + f["fee"]
         rows.append(
             {
                 **t,
@@ -117,6 +134,7 @@ def journal_trades(journal: Journal, artifact: str) -> pd.DataFrame:
             }
         )
     for t in open_.values():
+        t.pop("fee_asset", None)
         rows.append(
             {
                 **t,

@@ -556,6 +556,10 @@ class Runner:
             )
             if self.metrics is not None:
                 self.metrics.rejected(spec.name)
+            if leg in ("exit", "slx", "tpx", "tslx"):  # a position that stays open: someone must know
+                what = f"exit {req.client_order_id} ({req.side.value} {req.qty:g})"
+                self._alert(spec, bar, req.symbol, f"{what} refused: {exc}; it is re-sent only once its "
+                            "size or the venue's holding changes")
             return None
         except BrokerUnavailable as exc:
             j.mark_unknown(req.client_order_id, str(exc))
@@ -599,13 +603,85 @@ class Runner:
     ) -> None:
         self._cancel_protection(spec, sym)
         crashpoint("after_cancel")
+        self._close(spec, bar, sym, p, "exit", result)
+
+    def _close(
+        self, spec: StrategySpec, bar: pd.Timestamp, sym: str, p: float, leg: str, result: TickResult
+    ) -> Order | None:
+        """Exit a position at market, sized from what the venue holds for this strategy.
+
+        The journal's position is capped at the venue's holding (less the baseline and the other
+        strategies' positions), so an exit never asks for more than the account can deliver. An
+        exit the venue refused is not sent again under the next bar's id unless something that can
+        make it succeed changed (its quantity, the venue's holding or the orders resting on the
+        symbol, which lock quantity); until then each bar journals why it waits.
+        """
+        j = self.journal
+        held = self._held(spec, sym)
+        can = max(held if p > 0 else -held, 0.0)
+        qty = abs(p)
+        if can < qty * (1 - 1e-9):  # (a difference within float noise keeps the journal's quantity)
+            qty = self.broker.normalize_qty(sym, can) if can > 0 else 0.0
+            j.decide(
+                spec.name, bar, sym, "reconcile", "exit_resized",
+                f"the journal holds {p:g} {sym} but the venue holds {held:g} for this strategy; the exit "
+                f"{'sells' if p > 0 else 'buys'} {qty:g}, what the venue can fill",
+                journal=p, venue=held, qty=qty,
+            )
+        if qty <= 0:
+            self._alert(spec, bar, sym, f"cannot exit {p:g} {sym}: the venue holds none of it for this "
+                        "strategy; reconcile the account (workbench paper status) and resume")
+            return None
+        resting = sorted(o.client_order_id for o in self.broker.open_orders(sym))
+        state = {"held": repr(held), "resting": resting}
+        last = self._refused_exit(spec, sym)
+        if last is not None and dec(last["qty"]) == dec(qty) and last["state"] == state:
+            j.decide(
+                spec.name, bar, sym, "order", "exit_waiting",
+                f"exit of {qty:g} {sym} not re-sent: the venue refused the same exit "
+                f"({last['client_order_id']}: {last['reject_reason']}) and neither the quantity nor the "
+                "venue's holding and resting orders have changed since",
+                refused=last["client_order_id"],
+            )
+            return None
         req = OrderRequest(
-            client_order_id=client_order_id(spec.name, sym, bar, "exit"),
+            client_order_id=client_order_id(spec.name, sym, bar, leg),
             symbol=sym,
             side=Side.SELL if p > 0 else Side.BUY,
-            qty=abs(p),
+            qty=qty,
         )
-        self._send(spec, bar, "exit", req, None, result)
+        return self._send(spec, bar, leg, req, state, result)
+
+    def _held(self, spec: StrategySpec, sym: str) -> float:
+        """The venue's position in `sym` that is this strategy's: less the baseline and the others'."""
+        held = self.broker.positions()
+        have = held[sym].qty if sym in held else 0.0
+        base = json.loads(self.journal.meta("baseline_positions") or "{}")
+        others = sum(
+            (self.journal.ledger(o.name, o.capital).positions.get(sym, Decimal(0)) for o in self.specs
+             if o.name != spec.name),
+            Decimal(0),
+        )
+        return float(dec(have) - dec(base.get(sym, 0.0)) - others)
+
+    def _refused_exit(self, spec: StrategySpec, sym: str) -> dict[str, Any] | None:
+        """The latest refused exit of `sym` since its last fill (with the venue state it was sent in)."""
+        row = self.journal.db.execute(
+            "SELECT client_order_id, qty, note, reject_reason FROM orders WHERE artifact=? AND symbol=? "
+            "AND leg IN ('exit', 'slx', 'tpx', 'tslx') AND status='rejected' AND created > "
+            "COALESCE((SELECT MAX(recorded) FROM fills WHERE artifact=? AND symbol=?), 0) "
+            "ORDER BY created DESC LIMIT 1",
+            (spec.name, sym, spec.name, sym),
+        ).fetchone()
+        if row is None:
+            return None
+        state = json.loads(row[2]) if row[2] else None
+        return {"client_order_id": row[0], "qty": row[1], "state": state, "reject_reason": row[3]}
+
+    def _alert(self, spec: StrategySpec, bar: pd.Timestamp, sym: str, message: str) -> None:
+        """A problem someone must look at: journaled as an error (paper status shows it) and logged."""
+        self.journal.error(spec.name, f"{sym}: {message}")
+        log.error("%s: %s: %s", spec.name, sym, message)
 
     def _entry(
         self,
@@ -824,13 +900,7 @@ class Runner:
             )
             leg = {"stop_loss": "sl", "take_profit": "tp", "trailing_stop": "tsl"}[why]
             self._cancel_protection(spec, sym)
-            req = OrderRequest(
-                client_order_id=client_order_id(spec.name, sym, bar, leg + "x"),
-                symbol=sym,
-                side=Side.SELL if long else Side.BUY,
-                qty=abs(float(q)),
-            )
-            self._send(spec, bar, leg + "x", req, None, result)
+            self._close(spec, bar, sym, float(q), leg + "x", result)
             done.add(sym)
         return done
 

@@ -34,6 +34,7 @@ from workbench.paper.broker import (
     Side,
 )
 from workbench.paper.feed import BarFeed
+from workbench.paper.journal import open_sqlite
 
 _EPS = 1e-9  # relative tolerance on cash for a buy sized to spend all of it
 
@@ -89,19 +90,16 @@ class SimBroker(Broker):
         self.allow_short = allow_short
         self.fill_mode = "full"
         self._prices: dict[str, float] = {}
-        target = ":memory:" if path is None else str(path)
-        if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(target, timeout=30, isolation_level=None, check_same_thread=False)
-        if path is not None:
-            self.db.execute("PRAGMA journal_mode=WAL")
+        schema = ("CREATE TABLE IF NOT EXISTS orders (cid TEXT PRIMARY KEY, seq INTEGER, body TEXT);"
+                  "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT);")
+        if path is None:
+            self.db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            self.db.executescript(schema)
+        else:
             # NORMAL in WAL mode: a committed order survives the process being killed (the venue's
             # promise here); only a power cut could lose the last moments
-            self.db.execute(f"PRAGMA synchronous={'NORMAL' if durable else 'OFF'}")
-        self.db.executescript(
-            "CREATE TABLE IF NOT EXISTS orders (cid TEXT PRIMARY KEY, seq INTEGER, body TEXT);"
-            "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT);"
-        )
+            self.db = open_sqlite(Path(path), "sim broker database", schema,
+                                  synchronous="NORMAL" if durable else "OFF")
         self.orders: dict[str, Order] = {}
         for _cid, _seq, body in self.db.execute("SELECT cid, seq, body FROM orders ORDER BY seq"):
             self.orders[_cid] = _order_from(body)

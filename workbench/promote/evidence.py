@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from workbench.backtest.metrics import na_reason
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.strategies.base import Strategy
 
@@ -214,6 +215,9 @@ def gather_evidence(*, settings: Mapping[str, Any], diagnostics: Mapping[str, An
     "data_fingerprint"; None runs both); a check not run has no value."""
     values: dict[str, Any] = dict(run_values(diagnostics))
     details: dict[str, str] = {}
+    why = na_reason("sharpe", diagnostics.get("oos_metrics", {}))
+    if why and math.isnan(values["oos_sharpe"]):  # an undefined Sharpe fails, and says why
+        details["oos_sharpe"] = f"undefined out of sample: {why} (n/a)"
     checks = {"lookahead", "data_fingerprint"} if checks is None else set(checks)
     record: dict[str, Any] = {
         "values": {},

@@ -251,12 +251,11 @@ class ParamSpace:
                                   "choose values that satisfy it")
         return out
 
-    def grid(self, overrides: Mapping[str, Sequence[Any]] | None = None,
-             fixed: Mapping[str, Any] | None = None) -> list[dict[str, ParamValue]]:
-        """Every feasible combination: each parameter's own grid unless `overrides` lists values.
-
-        Parameters in `fixed` stay at one value. Combinations that break a constraint are skipped.
-        """
+    def axes(self, overrides: Mapping[str, Sequence[Any]] | None = None,
+             fixed: Mapping[str, Any] | None = None, *, walk_all: bool = True) -> list[list[ParamValue]]:
+        """The values each parameter takes in a grid: `overrides` lists some, `fixed` pins some, and
+        the rest walk their own grid (`walk_all`) or stay at their default (so a sweep grows only
+        along the parameters asked for)."""
         overrides = dict(overrides or {})
         fixed = dict(fixed or {})
         for key in [*overrides, *fixed]:
@@ -267,8 +266,25 @@ class ParamSpace:
                 axes.append([p.coerce(fixed[p.name])])
             elif p.name in overrides:
                 axes.append([p.coerce(v) for v in overrides[p.name]])
-            else:
+            elif walk_all:
                 axes.append(p.grid())
+            else:
+                axes.append([p.default])
+        return axes
+
+    def grid_size(self, overrides: Mapping[str, Sequence[Any]] | None = None,
+                  fixed: Mapping[str, Any] | None = None, *, walk_all: bool = True) -> int:
+        """How many combinations `grid` walks before constraints skip any, without building them."""
+        return math.prod(len(a) for a in self.axes(overrides, fixed, walk_all=walk_all))
+
+    def grid(self, overrides: Mapping[str, Sequence[Any]] | None = None,
+             fixed: Mapping[str, Any] | None = None, *, walk_all: bool = True) -> list[dict[str, ParamValue]]:
+        """Every feasible combination: each parameter's own grid unless `overrides` lists values.
+
+        Parameters in `fixed` stay at one value; with `walk_all=False` so do the ones not named in
+        `overrides` (at their default). Combinations that break a constraint are skipped.
+        """
+        axes = self.axes(overrides, fixed, walk_all=walk_all)
         combos = []
         for values in itertools.product(*axes):
             d = dict(zip(self.names, values, strict=True))

@@ -1,0 +1,161 @@
+"""The runner against venues that charge fees in the asset (issue 13, item 1): Alpaca's paper API fake
+with its crypto fees, through the unmodified alpaca-py client. The journal must hold what the account
+holds, exits must sell what is held, and an exit the venue refuses must not be re-sent blindly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from paper_helpers import BRACKETS, brackets_registered, build_lake, spec_for
+from servers.alpaca import API_KEY, SECRET_KEY
+from servers.alpaca_trading import ORDERS, AlpacaTradingFake
+from servers.loopback import guard_loopback
+
+from workbench.backtest.engine import Costs, load_bars
+from workbench.paper.alpaca import AlpacaBroker
+from workbench.paper.broker import OrderRequest, OrderType, Side
+from workbench.paper.feed import BarFeed
+from workbench.paper.journal import Journal
+from workbench.paper.risk import RiskLimits
+from workbench.paper.runner import Runner
+
+pytestmark = pytest.mark.network
+
+SYMBOL = "BTC/USD"
+EXITS = ("exit", "slx", "tpx", "tslx")
+
+
+@pytest.fixture(autouse=True)
+def _setup(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    guard_loopback(monkeypatch)
+    for name in ("ALPACA_API_KEY", "ALPACA_SECRET_KEY", "WORKBENCH_ALPACA_TRADING_URL",
+                 "WORKBENCH_ALPACA_BASE_URL", "WORKBENCH_ALPACA_CRYPTO_TAKER_FEE",
+                 "WORKBENCH_ALPACA_CRYPTO_MAKER_FEE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("APCA_API_KEY_ID", API_KEY)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET_KEY)
+    monkeypatch.chdir(tmp_path)
+    with brackets_registered():
+        yield
+
+
+@pytest.fixture(scope="module")
+def bars(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    lake = build_lake(tmp_path_factory.mktemp("fees_lake"), symbols=("BTC/USDT",))
+    return load_bars(lake, ["BTC/USDT"], "1h", "2025-02-20", "2025-03-10")["BTC/USDT"]
+
+
+class AlpacaRun:
+    """A long-only bracket strategy on BTC/USD traded by the runner through AlpacaBroker on the fake."""
+
+    def __init__(self, tmp: Path, bars: pd.DataFrame, fake: AlpacaTradingFake) -> None:
+        self.fake = fake
+        self.bars = bars
+        self.feed = BarFeed((SYMBOL,), "1h", frames={SYMBOL: bars})
+        spec = spec_for(BRACKETS.name, {"seed": 3}, symbols=(SYMBOL,), direction="long",
+                        costs=Costs(fees=0.0025, slippage=0.0, slippage_vol=0.0))
+        self.spec = replace(spec, anchor=bars.index[0])
+        self.broker = AlpacaBroker(base_url=fake.url, data_url=fake.url, timeout=2.0, retries=0,
+                                   retry_wait=0.0)
+        self.journal = Journal(tmp / "journal.sqlite")
+        self.runner = Runner([self.spec], broker=self.broker, journal=self.journal,
+                             feeds={self.spec.name: self.feed},
+                             risk=RiskLimits(max_bar_move=None, stale_bars=None),
+                             follow_timeout=2.0, poll=0.005)
+
+    def run(self, times: pd.DatetimeIndex) -> None:
+        for t in times:
+            self.fake.set_price(SYMBOL, float(self.bars["close"].asof(t)))
+            self.runner.tick_one(self.spec, t)
+
+    def exit_posts(self) -> list[str]:
+        import json
+
+        ids = [json.loads(r.body)["client_order_id"] for r in self.fake.requests("POST", ORDERS)]
+        return [i for i in ids if i.rsplit("-", 1)[-1] in EXITS]
+
+    def close(self) -> None:
+        self.journal.close()
+        self.broker.close()
+
+
+@pytest.fixture
+def fake() -> Iterator[AlpacaTradingFake]:
+    with AlpacaTradingFake(cash=100_000.0) as f:
+        yield f
+
+
+def test_runner_round_trips_with_fees_in_the_asset(tmp_path: Path, bars: pd.DataFrame,
+                                                    fake: AlpacaTradingFake) -> None:
+    """Every entry books its fee in BTC, the journal always equals the account, every exit fills."""
+    run = AlpacaRun(tmp_path, bars, fake)
+    try:
+        run.run(bars.index[10:210])
+        j, name = run.journal, run.spec.name
+        fills = j.fills_frame(name)
+        legs = j.orders_frame(name).set_index("client_order_id")["leg"]
+        entries = fills[fills["client_order_id"].map(legs) == "entry"]
+        exits = fills[fills["client_order_id"].map(legs).isin(EXITS)]
+        assert len(entries) >= 2 and len(exits) >= 2
+        assert set(entries["fee_currency"]) == {"BTC"} and set(exits["fee_currency"]) == {"USD"}
+        assert all(Decimal(f) == (Decimal(q) * Decimal("0.0025")).quantize(Decimal("1e-9"))
+                   for q, f in zip(entries["qty"], entries["fee"], strict=True))
+        assert j.active_halts() == []  # reconciliation never found a difference
+        refused = j.orders_frame(name).query("status == 'rejected'")
+        assert not refused["leg"].isin(EXITS).any(), refused[["leg", "reject_reason"]]
+        held = run.broker.positions()
+        book = j.ledger(name, run.spec.capital).positions
+        assert {s: Decimal(repr(p.qty)) for s, p in held.items()} == book
+        cash = float(j.ledger(name, run.spec.capital).cash)  # (Alpaca's average prices have 6 decimals)
+        assert run.broker.account().cash == pytest.approx(cash, abs=1e-3)
+    finally:
+        run.close()
+
+
+def test_refused_exit_is_journaled_alerted_and_not_resent_until_something_changes(
+        tmp_path: Path, bars: pd.DataFrame, fake: AlpacaTradingFake) -> None:
+    """A manual order locks the position: the runner's exit is refused once, journaled and alerted; later
+    bars wait instead of re-sending it under new ids; once the lock is gone the exit goes out and fills."""
+    run = AlpacaRun(tmp_path, bars, fake)
+    try:
+        times = bars.index[10:]
+        k = 0
+        while not run.journal.ledger(run.spec.name, run.spec.capital).positions:
+            run.run(times[k:k + 1])
+            k += 1
+        held = run.broker.positions()[SYMBOL].qty
+        lock = OrderRequest(client_order_id="manual-lock", symbol=SYMBOL, side=Side.SELL, qty=held,
+                            type=OrderType.LIMIT, limit_price=10_000_000.0)
+        run.broker.submit(lock)  # someone's order outside the runner holds the whole position
+        while True:
+            run.run(times[k:k + 1])
+            k += 1
+            if run.exit_posts():
+                break
+        for _ in range(40):  # later bars that want out keep waiting
+            run.run(times[k:k + 1])
+            k += 1
+        j, name = run.journal, run.spec.name
+        assert len(run.exit_posts()) == 1
+        d = j.decisions_frame(name)
+        refused = d[(d["action"] == "rejected") & d["reason"].str.contains("insufficient balance")]
+        assert len(refused) == 1  # (the other refusal: Alpaca takes no stop orders for crypto)
+        waiting = d[d["action"] == "exit_waiting"]
+        assert len(waiting) >= 1 and waiting["reason"].str.contains("not re-sent").all()
+        assert j.errors_frame()["message"].str.contains("refused").any()  # the alert
+        assert run.journal.ledger(name, run.spec.capital).positions  # still open
+
+        run.broker.cancel("manual-lock")  # the lock is gone: the next exit can succeed and is sent
+        before = len(run.exit_posts())
+        while len(run.exit_posts()) == before:
+            run.run(times[k:k + 1])
+            k += 1
+        last = j.orders_frame(name).iloc[-1]
+        assert last["leg"] in EXITS and last["status"] == "filled"
+    finally:
+        run.close()
