@@ -267,3 +267,21 @@ def test_write_html_unwritable_destination(tmp_path: Path, bars: pd.DataFrame) -
         assert list(locked.iterdir()) == []
     finally:
         locked.chmod(0o700)
+
+
+def test_the_walk_forward_chart_keeps_its_legend_out_of_the_title() -> None:
+    from types import SimpleNamespace
+
+    from workbench.optimize.plots import oos_equity_figure
+
+    idx = pd.date_range("2025-01-01", periods=200, freq="h", tz="UTC")
+    equity = pd.Series(np.linspace(100.0, 120.0, len(idx)), index=idx)
+    folds = pd.DataFrame({"fold": [0, 1], "test_start": [idx[0], idx[100]], "test_end": [idx[100], idx[-1]],
+                          "param_fast": [5, 10], "is_objective": [1.0, 1.2], "oos_objective": [0.5, 0.7]})
+    run = SimpleNamespace(oos_equity=equity, oos_benchmark=equity * 0.9, folds=folds,
+                          settings={"strategy": "sma_cross"})
+    fig = oos_equity_figure(run)  # type: ignore[arg-type]
+    assert fig.layout.title.text.startswith("sma_cross: out-of-sample equity")
+    legend = fig.layout.legend
+    assert legend.yanchor == "top" and legend.y < 0  # under the plot: never in the title's band
+    assert fig.layout.margin.b >= 80  # room under the dates for a wrapped legend
