@@ -285,3 +285,20 @@ def test_the_walk_forward_chart_keeps_its_legend_out_of_the_title() -> None:
     legend = fig.layout.legend
     assert legend.yanchor == "top" and legend.y < 0  # under the plot: never in the title's band
     assert fig.layout.margin.b >= 80  # room under the dates for a wrapped legend
+
+
+def test_a_multi_symbol_result_charts_the_portfolio_and_each_symbols_price() -> None:
+    from workbench.backtest import backtest
+    from workbench.data.sources.synthetic import SyntheticSource
+
+    start = pd.Timestamp("2025-01-01", tz="UTC")
+    src = SyntheticSource(seed=2)
+    bars = {s: src.bars(s, "1h", start, start + pd.Timedelta(days=20)).set_index("ts")
+            for s in ("BTC/USDT", "ETH/USDT")}
+    result = backtest("sma_cross", bars, {"fast": 5, "slow": 20})
+    whole = result.figure()
+    assert "portfolio of BTC/USDT, ETH/USDT" in whole.layout.title.text
+    assert {t.type for t in whole.data} == {"scatter"} and "drawdown" in {t.name for t in whole.data}
+    eth = result.figure("ETH/USDT")
+    assert eth.layout.title.text.endswith("ETH/USDT in a portfolio of 2")
+    assert eth.data[0].type == "candlestick" and not {"strategy", "drawdown"} & {t.name for t in eth.data}
