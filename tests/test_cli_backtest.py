@@ -162,8 +162,14 @@ def test_backtest_of_two_symbols_is_one_portfolio_with_a_chart_each(setup: dict)
     assert "on BTC/USDT, ETH/USDT" in stdout
     assert re.search(r"│ all\s+│", stdout)  # the trades summary totals both symbols
     assert "volatility target 0.3" in stdout and "50,000" in stdout
+    slash = "\\u002f"  # how plotly's JSON writes "/" in the page
+    page = (setup["out"] / "two.html").read_text()  # the portfolio's page: its equity and drawdown
+    assert "rsi_mr" in page and f"portfolio of BTC{slash}USDT, ETH{slash}USDT" in page
+    assert "drawdown %" in page and "buy & hold" in page
     for sym in ("BTC-USDT", "ETH-USDT"):
-        assert (setup["out"] / f"two_{sym}.html").stat().st_size > 100_000
+        page = (setup["out"] / f"two_{sym}.html").read_text()  # each symbol: its price and trades only
+        assert len(page) > 100_000 and f"{sym.replace('-', slash)} in a portfolio of 2" in page
+        assert "drawdown %" not in page and "buy & hold" not in page
 
 
 def test_strategies_lists_every_builtin_with_its_parameters(setup: dict) -> None:

@@ -267,3 +267,38 @@ def test_write_html_unwritable_destination(tmp_path: Path, bars: pd.DataFrame) -
         assert list(locked.iterdir()) == []
     finally:
         locked.chmod(0o700)
+
+
+def test_the_walk_forward_chart_keeps_its_legend_out_of_the_title() -> None:
+    from types import SimpleNamespace
+
+    from workbench.optimize.plots import oos_equity_figure
+
+    idx = pd.date_range("2025-01-01", periods=200, freq="h", tz="UTC")
+    equity = pd.Series(np.linspace(100.0, 120.0, len(idx)), index=idx)
+    folds = pd.DataFrame({"fold": [0, 1], "test_start": [idx[0], idx[100]], "test_end": [idx[100], idx[-1]],
+                          "param_fast": [5, 10], "is_objective": [1.0, 1.2], "oos_objective": [0.5, 0.7]})
+    run = SimpleNamespace(oos_equity=equity, oos_benchmark=equity * 0.9, folds=folds,
+                          settings={"strategy": "sma_cross"})
+    fig = oos_equity_figure(run)  # type: ignore[arg-type]
+    assert fig.layout.title.text.startswith("sma_cross: out-of-sample equity")
+    legend = fig.layout.legend
+    assert legend.yanchor == "top" and legend.y < 0  # under the plot: never in the title's band
+    assert fig.layout.margin.b >= 80  # room under the dates for a wrapped legend
+
+
+def test_a_multi_symbol_result_charts_the_portfolio_and_each_symbols_price() -> None:
+    from workbench.backtest import backtest
+    from workbench.data.sources.synthetic import SyntheticSource
+
+    start = pd.Timestamp("2025-01-01", tz="UTC")
+    src = SyntheticSource(seed=2)
+    bars = {s: src.bars(s, "1h", start, start + pd.Timedelta(days=20)).set_index("ts")
+            for s in ("BTC/USDT", "ETH/USDT")}
+    result = backtest("sma_cross", bars, {"fast": 5, "slow": 20})
+    whole = result.figure()
+    assert "portfolio of BTC/USDT, ETH/USDT" in whole.layout.title.text
+    assert {t.type for t in whole.data} == {"scatter"} and "drawdown" in {t.name for t in whole.data}
+    eth = result.figure("ETH/USDT")
+    assert eth.layout.title.text.endswith("ETH/USDT in a portfolio of 2")
+    assert eth.data[0].type == "candlestick" and not {"strategy", "drawdown"} & {t.name for t in eth.data}

@@ -141,3 +141,24 @@ def test_a_report_folder_follows_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert oct(res.folder.stat().st_mode & 0o777) == oct(0o755)  # mkdtemp made it 0700
     assert {oct(f.stat().st_mode & 0o777) for f in res.folder.iterdir() if f.is_file()} == {oct(0o644)}
+
+
+@pytest.mark.parametrize("strategy", ["rsi_mr", "bollinger_mr", "breakout_momentum"])
+def test_strategy_research_works_for_any_strategy_with_tables_that_fit(
+    tmp_path: Path, lake_root: Path, monkeypatch: pytest.MonkeyPatch, strategy: str
+) -> None:
+    """Defaults and heatmap axes come from the strategy's parameter space (breakout_momentum is the
+    user strategy shipped in research/); tables are formatted, without the pandas index."""
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(lake_root))
+    monkeypatch.setenv("WORKBENCH_RESEARCH_DIR", str(repo / "research"))
+    res = run_report("strategy_research", {"strategy": strategy, "end": "2025-04-01"}, out=tmp_path / "r")
+    assert res.ok, res.manifest.get("error")
+    nb = nbformat.read(res.notebook, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    metrics = next(c for c in code if "metrics_frame" in c.source).outputs[0]["data"]
+    assert "row_heading" not in metrics["text/html"] and "overflow-x:auto" in metrics["text/html"]
+    assert "%" in metrics["text/plain"] and "0  total_return" not in metrics["text/plain"]
+    heat = next(c for c in code if "heatmap" in c.source).outputs[0]["data"]
+    axes = [p.name for p in __import__("workbench").get_strategy(strategy).space.params][:2]
+    assert f"by {axes[0]} and {axes[1]}" in json.dumps(heat)

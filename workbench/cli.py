@@ -699,9 +699,11 @@ def backtest_cmd(
     if trades is not None:
         _write_table(result.trades, trades)
         out.print(f"wrote {len(result.trades):,} trades to {trades}", markup=False)
-    if html is not None:
-        for sym in result.symbols:
-            written = write_html(result.figure(sym), _per_symbol(html, sym, result.symbols))
+    if html is not None:  # several symbols: the portfolio's page, then a price page per symbol
+        pages = [(None, html)] if len(result.symbols) > 1 else []
+        pages += [(sym, _per_symbol(html, sym, result.symbols)) for sym in result.symbols]
+        for sym, path in pages:
+            written = write_html(result.figure(sym), path)
             out.print(f"wrote chart {written}", markup=False)
 
 

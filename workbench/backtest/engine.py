@@ -245,15 +245,23 @@ class BacktestResult:
         return metrics_frame(self.metrics, formatted)
 
     def figure(self, symbol: str | None = None) -> Any:
-        """Price with trades, equity vs buy-and-hold and drawdown for one symbol (plotly)."""
-        from workbench.backtest.plots import backtest_figure
+        """The chart of a result (plotly). One symbol: price with trades, equity vs buy-and-hold and
+        drawdown. Several: the portfolio's equity and drawdown, or with `symbol` that symbol's price
+        and trades (the equity is the portfolio's, so it is not drawn under one symbol's name)."""
+        from workbench.backtest.plots import backtest_figure, portfolio_figure, price_figure
 
+        head = f"{self.strategy} {_fmt_params(self.params)}"
+        if symbol is None and len(self.symbols) > 1:
+            return portfolio_figure(self.equity, self.benchmark,
+                                    title=f"{head}: portfolio of {', '.join(self.symbols)}")
         sym = symbol or self.symbols[0]
         if sym not in self.bars:
             raise ConfigError(f"symbol {sym!r} is not in this result; it has {self.symbols}")
         trades = self.trades[self.trades["symbol"] == sym]
-        title = f"{self.strategy} {_fmt_params(self.params)} on {sym}"
-        return backtest_figure(self.bars[sym], trades, self.equity, self.benchmark, title=title)
+        if len(self.symbols) > 1:
+            return price_figure(self.bars[sym], trades,
+                                title=f"{head}: {sym} in a portfolio of {len(self.symbols)}")
+        return backtest_figure(self.bars[sym], trades, self.equity, self.benchmark, title=f"{head} on {sym}")
 
 
 def _fmt_params(params: Mapping[str, Any]) -> str:

@@ -412,6 +412,24 @@ def backtest_figure(
     return fig
 
 
+def portfolio_figure(
+    equity: pd.Series,
+    benchmark: pd.Series | None = None,
+    title: str = "",
+    max_points: int = MAX_POINTS,
+) -> go.Figure:
+    """A portfolio's equity against buy-and-hold over its drawdown, on one shared time axis (the
+    page of a multi-symbol backtest; each symbol's price and trades get a `price_figure`)."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.04, row_heights=[0.65, 0.35])
+    for trace in _equity_traces(equity, benchmark, max_points):
+        fig.add_trace(trace, row=1, col=1)
+    fig.add_trace(_drawdown_trace(equity, max_points), row=2, col=1)
+    _style(fig, title, height=700)
+    fig.update_yaxes(title_text="equity", row=1, col=1)
+    fig.update_yaxes(title_text="drawdown %", ticksuffix="%", row=2, col=1)
+    return fig
+
+
 def _trades_for(trades: pd.DataFrame | None, symbol: str | None) -> pd.DataFrame | None:
     """The trades of one symbol when asked (and the frame has a symbol column), else all of them."""
     if trades is None:

@@ -41,6 +41,9 @@ def oos_equity_figure(result: WalkForwardResult, max_points: int = MAX_POINTS) -
               f"OOS {r['oos_objective']:.3g}" for _, r in folds.iterrows()],
         hovertemplate="%{text}<extra></extra>"))
     _style(fig, f"{result.settings['strategy']}: out-of-sample equity over {len(folds)} folds")
+    # the legend goes under the dates: above the plot it overprinted the title once it wrapped
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.12, "xanchor": "left", "x": 0.0},
+                      margin={"t": 60, "b": 90})
     fig.update_yaxes(title_text="equity")
     return fig
 

@@ -10,6 +10,7 @@ from workbench.reports.runner import (
     record,
     run_report,
     setup_notebook,
+    show_table,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "record",
     "run_report",
     "setup_notebook",
+    "show_table",
 ]

@@ -161,6 +161,51 @@ def setup_notebook() -> None:
     pio.renderers.default = f"plotly_mimetype+{_OFFLINE_RENDERER}"
 
 
+def show_table(frame: Any, max_rows: int | None = 50) -> Any:
+    """A table for a report page: values formatted as people read them (metrics as percentages or
+    ratios, prices to 6 significant digits, times to the minute), no pandas index, and a page-wide
+    box that scrolls sideways instead of running off the page."""
+    import numpy as np
+    import pandas as pd
+
+    from workbench.backtest.metrics import METRIC_KEYS, format_metric
+
+    df = frame.reset_index() if not isinstance(frame.index, pd.RangeIndex) else frame
+    df = df.head(max_rows) if max_rows is not None else df
+
+    def cell(col: str, v: Any) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return ""
+        if col in METRIC_KEYS:
+            return format_metric(col, v)
+        if isinstance(v, pd.Timestamp):
+            return f"{v:%Y-%m-%d %H:%M}"
+        if isinstance(v, float | np.floating):
+            return f"{v:,.6g}"
+        return str(v)
+
+    return ReportTable(pd.DataFrame({c: [cell(str(c), v) for v in df[c]] for c in df.columns},
+                                    columns=df.columns))
+
+
+@dataclass(frozen=True)
+class ReportTable:
+    """A formatted table as a notebook shows it: HTML without the index, text the same way."""
+
+    frame: Any
+
+    def _repr_html_(self) -> str:
+        return str(
+            self.frame.style.hide(axis="index")
+            .set_table_attributes('style="display:block; max-width:100%; overflow-x:auto; font-size:0.85em"')
+            .set_properties(**{"text-align": "right", "white-space": "nowrap"})
+            .to_html()
+        )
+
+    def __repr__(self) -> str:
+        return str(self.frame.to_string(index=False))
+
+
 def _writable(root: Path) -> None:
     probe = root
     while not probe.exists() and probe != probe.parent:

@@ -292,6 +292,21 @@ class ParamSpace:
                 combos.append(d)
         return combos
 
+    def first_look(self, axes: int = 2, values: int = 5) -> dict[str, list[ParamValue]]:
+        """A small sweep grid for a first look (a report's heatmap): the first `axes` numeric
+        parameters with a grid, each at up to `values` points spread over it; the rest at defaults."""
+        out: dict[str, list[ParamValue]] = {}
+        varying = 0
+        for p in self.params:
+            own = p.grid() if p.kind == "int" or (p.kind == "float" and p.step is not None) else []
+            if varying < axes and len(own) > 1:
+                n = min(values, len(own))
+                out[p.name] = list(dict.fromkeys(own[round(i * (len(own) - 1) / (n - 1))] for i in range(n)))
+                varying += 1
+            else:
+                out[p.name] = [p.default]
+        return out
+
     def suggest(self, trial: Any) -> dict[str, ParamValue]:
         """Draw a parameter dict from an Optuna trial; infeasible draws raise ``optuna.TrialPruned``."""
         values = {p.name: p.suggest(trial) for p in self.params}
