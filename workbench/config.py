@@ -22,8 +22,8 @@ def read_yaml(path: Path, hints: Mapping[str, str] | None = None) -> Any:
 
     from workbench.errors import ConfigError
 
-    text = path.read_text()
     try:
+        text = path.read_text()
         return yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
