@@ -62,6 +62,15 @@ steps:
 
 
 # ---------------------------------------------------------------------- reading a pipeline
+def _refused_in_one_line(tmp_path: Path, text: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a pipeline file with `text` fails with one line matching `message` and naming the file."""
+    monkeypatch.setenv("WORKBENCH_NOTEBOOKS_DIR", str(REPO / "notebooks"))
+    p = _write(tmp_path, "bad", text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_pipeline(p)
+    assert "\n" not in str(info.value) and str(p) in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -122,11 +131,7 @@ steps:
 def test_a_bad_pipeline_file_fails_before_any_work_with_one_line(
     tmp_path: Path, text: str, message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("WORKBENCH_NOTEBOOKS_DIR", str(REPO / "notebooks"))
-    p = _write(tmp_path, "bad", text)
-    with pytest.raises(ConfigError, match=message) as info:
-        load_pipeline(p)
-    assert "\n" not in str(info.value) and str(p) in str(info.value)
+    _refused_in_one_line(tmp_path, text, message, monkeypatch)
 
 
 def test_unknown_pipeline_and_undeclared_parameter(tmp_path: Path) -> None:
@@ -478,11 +483,7 @@ steps:
 def test_pipeline_check_finds_unknown_strategies_parameters_and_timeframes(
     tmp_path: Path, text: str, message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("WORKBENCH_NOTEBOOKS_DIR", str(REPO / "notebooks"))
-    p = _write(tmp_path, "bad", text)
-    with pytest.raises(ConfigError, match=message) as info:
-        load_pipeline(p)
-    assert "\n" not in str(info.value) and str(p) in str(info.value)
+    _refused_in_one_line(tmp_path, text, message, monkeypatch)
 
 
 def test_pipeline_check_finds_symbols_the_lake_does_not_hold(tmp_path: Path) -> None:
