@@ -1,4 +1,4 @@
-"""The runner's bar feed: what it sees at a clock time, incremental reads from the lake, alignment."""
+"""The runner's bar feed: what it sees at a clock time, incremental reads from the lake, own bars."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_read_recent_equals_read_bars_for_stored_and_resampled_series(tmp_path: 
     np.testing.assert_array_equal(hourly["BTC/USDT"]["close"], want["close"].to_numpy())
 
 
-def test_feed_sees_only_closed_bars_refreshes_and_aligns(tmp_path: Path) -> None:
+def test_feed_sees_only_closed_bars_refreshes_and_keeps_each_symbol_s_bars(tmp_path: Path) -> None:
     lake = _lake(tmp_path)
     feed = BarFeed(
         ["BTC/USDT", "ETH/USDT"],
@@ -53,11 +53,15 @@ def test_feed_sees_only_closed_bars_refreshes_and_aligns(tmp_path: Path) -> None
     now = t0 + pd.Timedelta(minutes=150)
     w = feed.window(now, bars=60)
     btc, eth = w["BTC/USDT"], w["ETH/USDT"]
-    assert btc.index.equals(eth.index) and len(btc) == 60
-    assert btc.index[-1] == now - pd.Timedelta(minutes=1)  # the bar that closed at `now`, not later
+    assert len(btc) == len(eth) == 60
+    assert btc.index[-1] == eth.index[-1] == now - pd.Timedelta(minutes=1)  # closed at `now`, not later
+    # each symbol keeps its own bars, as the backtest's union timeline does: ETH's gap is ETH's alone
     missing = t0 + pd.Timedelta(minutes=100)
     full = feed.window(now, anchor=t0)
-    assert missing not in full["BTC/USDT"].index and len(full["BTC/USDT"]) == 149
+    assert missing in full["BTC/USDT"].index and len(full["BTC/USDT"]) == 150
+    assert missing not in full["ETH/USDT"].index and len(full["ETH/USDT"]) == 149
+    assert feed.trades_at("ETH/USDT", missing) is False and feed.trades_at("BTC/USDT", missing) is True
+    assert feed.trades_at("BTC/USDT", pd.Timestamp("2025-01-02", tz="UTC")) is None  # not known yet
     assert feed.n_closed("BTC/USDT", now) == 150
     more = minute_bars("2025-01-01 02:00", 30, seed=5)
     lake.write_bars("test", "BTC/USDT", "1m", more)

@@ -4,6 +4,7 @@ holds, exits must sell what is held, and an exit the venue refuses must not be r
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from decimal import Decimal
@@ -53,12 +54,15 @@ def bars(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
 class AlpacaRun:
     """A long-only bracket strategy on BTC/USD traded by the runner through AlpacaBroker on the fake."""
 
-    def __init__(self, tmp: Path, bars: pd.DataFrame, fake: AlpacaTradingFake) -> None:
+    def __init__(self, tmp: Path, bars: pd.DataFrame, fake: AlpacaTradingFake, symbol: str = SYMBOL,
+                 **spec_kw: object) -> None:
         self.fake = fake
         self.bars = bars
-        self.feed = BarFeed((SYMBOL,), "1h", frames={SYMBOL: bars})
-        spec = spec_for(BRACKETS.name, {"seed": 3}, symbols=(SYMBOL,), direction="long",
-                        costs=Costs(fees=0.0025, slippage=0.0, slippage_vol=0.0))
+        self.symbol = symbol
+        self.feed = BarFeed((symbol,), "1h", frames={symbol: bars})
+        costs = Costs(fees=0.0025, slippage=0.0, slippage_vol=0.0)
+        spec_kw = {"direction": "long", "costs": costs, **spec_kw}
+        spec = spec_for(BRACKETS.name, {"seed": 3}, symbols=(symbol,), **spec_kw)  # type: ignore[arg-type]
         self.spec = replace(spec, anchor=bars.index[0])
         self.broker = AlpacaBroker(base_url=fake.url, data_url=fake.url, timeout=2.0, retries=0,
                                    retry_wait=0.0)
@@ -70,7 +74,7 @@ class AlpacaRun:
 
     def run(self, times: pd.DatetimeIndex) -> None:
         for t in times:
-            self.fake.set_price(SYMBOL, float(self.bars["close"].asof(t)))
+            self.fake.set_price(self.symbol, float(self.bars["close"].asof(t)))
             self.runner.tick_one(self.spec, t)
 
     def exit_posts(self) -> list[str]:
@@ -159,3 +163,61 @@ def test_refused_exit_is_journaled_alerted_and_not_resent_until_something_change
         assert last["leg"] in EXITS and last["status"] == "filled"
     finally:
         run.close()
+
+
+def test_runner_takes_whole_shares_from_the_venue_s_asset_record(tmp_path: Path, bars: pd.DataFrame,
+                                                                  fake: AlpacaTradingFake) -> None:
+    """Issue 13 item 2: MSFT is not fractionable at the venue, so every entry is a whole number of
+    shares, though the artifact names no lot; sizing reserves no fee (equities trade without one)."""
+    fake.assets["MSFT"] = {"fractionable": False}
+    px = bars * (400.0 / float(bars["close"].iloc[0]))
+    px["volume"] = bars["volume"]
+    run = AlpacaRun(tmp_path, px, fake, symbol="MSFT", costs=Costs(fees=0.0, slippage=0.0, slippage_vol=0.0),
+                    capital=10_000.0)
+    try:
+        run.run(px.index[10:210])
+        j, name = run.journal, run.spec.name
+        fills = j.fills_frame(name)
+        legs = j.orders_frame(name).set_index("client_order_id")["leg"]
+        entries = fills[fills["client_order_id"].map(legs) == "entry"]
+        assert len(entries) >= 2
+        qty = entries["qty"].map(Decimal)
+        assert all(q == q.to_integral_value() and q > 0 for q in qty), list(qty)
+        # whole shares of what fraction x equity buys at the fill price: never more, less than one share short
+        decisions = j.decisions_frame(name).query("kind == 'signal' and action == 'long'")
+        assert len(decisions) == len(entries)
+        for d, price in zip(decisions["detail"].map(json.loads), entries["price"].map(float), strict=True):
+            target = d["fraction"] * d["equity"]
+            assert d["qty"] * price <= target < (d["qty"] + 1) * price
+        held = run.broker.positions()
+        book = j.ledger(name, run.spec.capital).positions
+        assert {s: Decimal(repr(p.qty)) for s, p in held.items()} == book
+    finally:
+        run.close()
+
+
+def test_a_schema_1_journal_is_migrated_with_its_fees_in_cash(tmp_path: Path) -> None:
+    """A journal written before fees had a currency (schema 1) opens, gains the column, and its
+    fills' fees stay where they were booked: in cash."""
+    import sqlite3
+
+    from workbench.paper import journal as jmod
+
+    v1 = jmod._SCHEMA.replace(", fee_currency TEXT)", ")")
+    assert "fee_currency" not in v1
+    path = tmp_path / "journal.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(v1)
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    db.execute("INSERT INTO fills (fill_id, client_order_id, artifact, symbol, side, qty, price, fee, bar, "
+               "reason, recorded) VALUES ('f1', 'c1', 'a', 'BTC/USD', 'buy', '2', '100', '0.5', "
+               "'2025-01-01T00:00:00+00:00', 'signal', 1.0)")
+    db.commit()
+    db.close()
+    with Journal(path) as j:
+        assert j.meta("schema_version") == str(jmod.SCHEMA_VERSION)
+        ledger = j.ledger("a", 1000.0)
+        assert ledger.positions == {"BTC/USD": Decimal("2")} and ledger.cash == Decimal("799.5")
+        assert j.fills_frame("a")["fee_currency"].isna().all()
+    with Journal(path) as j:  # opening again changes nothing
+        assert j.ledger("a", 1000.0).cash == Decimal("799.5")

@@ -221,3 +221,34 @@ def test_equity_sessions_replay_trade_for_trade(tmp_path: Path) -> None:
     assert len(res.trades) >= 3
     overnight = res.trades["entry_time"].dt.tz_convert("America/New_York").dt.hour.min()
     assert overnight >= 9
+
+
+@pytest.fixture(scope="module")
+def mixed_lake(tmp_path_factory: pytest.TempPathFactory):
+    """BTC/USDT every hour and SPY in NYSE sessions: two calendars in one portfolio."""
+    return build_lake(tmp_path_factory.mktemp("mixed_lake"), symbols=("BTC/USDT", "SPY"),
+                      start=pd.Timestamp("2025-02-01", tz="UTC"), end=pd.Timestamp("2025-04-01", tz="UTC"))
+
+
+@pytest.mark.parametrize("fill", ["next_open", "close"])
+def test_btc_and_spy_replay_on_the_union_timeline_trade_for_trade(mixed_lake, tmp_path: Path,
+                                                                  fill: str) -> None:
+    """Issue 13 item 4: the runner trades each symbol on its own bars of the union timeline, as the
+    backtest does; SPY's signals of a session's last bar wait for the next session's open."""
+    spec = spec_for(BRACKETS.name, {"seed": 5}, symbols=("BTC/USDT", "SPY"), fill=fill,
+                    costs=Costs(fees=0.0007, slippage=0.0003, slippage_vol=0.3), max_exposure=0.8)
+    res = replay(spec, "2025-03-01", "2025-03-29", lake=mixed_lake, workdir=tmp_path)
+    _check(res)
+    t = res.trades
+    assert set(t["symbol"]) == {"BTC/USDT", "SPY"}
+    spy = t[t["symbol"] == "SPY"]
+    assert len(spy) >= 5 and len(t[t["symbol"] == "BTC/USDT"]) > len(spy)
+    # the union timeline: every hour, SPY's fills only on its session bars
+    bars = mixed_lake.read_bars("synthetic", "SPY", "1h")
+    own = set(pd.DatetimeIndex(bars["ts"]))
+    assert set(spy["entry_time"]) <= own and set(spy["exit_time"].dropna()) <= own
+    assert res.backtest.inputs["bars"] == len(res.backtest.equity)
+    if fill == "next_open":  # some SPY entry waited over a night or a weekend for its market to open
+        ts = pd.DatetimeIndex(sorted(own))
+        prev = ts[ts.searchsorted(pd.DatetimeIndex(spy["entry_time"])) - 1]
+        assert ((pd.DatetimeIndex(spy["entry_time"]) - prev) > pd.Timedelta(hours=1)).any()

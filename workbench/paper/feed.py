@@ -130,40 +130,37 @@ class BarFeed:
         anchor: pd.Timestamp | None = None,
         symbols: Sequence[str] | None = None,
     ) -> dict[str, pd.DataFrame]:
-        """Closed bars of `symbols` (default all), aligned on their common times, up to the last closed bar.
+        """Closed bars of `symbols` (default all), each symbol's own bars, up to its last closed bar.
 
-        Either the last `bars` bars (a trailing window) or every bar from `anchor` on.
+        Either the last `bars` bars of each symbol (a trailing window) or every bar from `anchor` on.
+        Symbols of different calendars keep different bars, as in the backtest (SEMANTICS.md, "Timeline").
         """
         syms = list(symbols) if symbols is not None else self.symbols
         end = _ns(now) - self.step
-        parts = []
-        for s in syms:
-            ts = self._series[s].ts
-            hi = int(np.searchsorted(ts, end, side="right"))
-            if anchor is not None:
-                lo = int(np.searchsorted(ts, _ns(anchor), side="left"))
-            else:  # a trailing window never needs more than its length (twice, for gaps between symbols)
-                lo = 0 if bars is None else max(hi - 2 * bars, 0)
-            parts.append(ts[lo:hi])
-        common = parts[0]
-        if not all(len(p) == len(common) and np.array_equal(p, common) for p in parts[1:]):
-            for p in parts[1:]:  # symbols with different bars: keep the times they share
-                common = np.intersect1d(common, p, assume_unique=True)
-        if bars is not None and len(common) > bars:
-            common = common[-bars:]
         out = {}
-        index = pd.DatetimeIndex(pd.to_datetime(common, utc=True), name="ts")
         for s in syms:
             ser = self._series[s]
-            lo = int(np.searchsorted(ser.ts, common[0])) if len(common) else 0
-            if lo + len(common) <= len(ser.ts) and np.array_equal(ser.ts[lo:lo + len(common)], common):
-                take: slice | np.ndarray = slice(lo, lo + len(common))  # contiguous: no gather
+            hi = int(np.searchsorted(ser.ts, end, side="right"))
+            if anchor is not None:
+                lo = int(np.searchsorted(ser.ts, _ns(anchor), side="left"))
             else:
-                take = np.searchsorted(ser.ts, common)
+                lo = 0 if bars is None else max(hi - bars, 0)
+            take = slice(lo, hi)  # contiguous: no gather
+            index = pd.DatetimeIndex(pd.to_datetime(ser.ts[take], utc=True), name="ts")
             df = pd.DataFrame({c: v[take] for c, v in ser.cols.items()}, index=index)
             df.attrs.update(symbol=s, timeframe=self.tf.name, source=self.source)
             out[s] = df
         return out
+
+    def trades_at(self, symbol: str, t: pd.Timestamp) -> bool | None:
+        """Whether `symbol` has a bar in progress at `t` (its market trades then): known from the bars
+        held when they reach `t` (a replay), None when they end before it (live: not closed yet)."""
+        ts = self._series[symbol].ts
+        t_ns = _ns(t)
+        k = int(np.searchsorted(ts, t_ns, side="right")) - 1
+        if k >= 0 and t_ns < ts[k] + self.step:
+            return True
+        return False if k + 1 < len(ts) else None
 
     # ------------------------------------------------------------------ what the simulated broker reads
     def bars_between(

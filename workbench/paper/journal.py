@@ -190,6 +190,11 @@ class Journal:
         ).fetchone()
         return None if row is None else row[0]
 
+    def first_tick(self, artifact: str) -> pd.Timestamp | None:
+        """Signal bar of the first tick of `artifact` (signals of earlier bars are never traded)."""
+        row = self.db.execute("SELECT MIN(bar) FROM ticks WHERE artifact=?", (artifact,)).fetchone()
+        return None if row is None or row[0] is None else pd.Timestamp(row[0])
+
     def start_tick(self, artifact: str, bar: pd.Timestamp, now: pd.Timestamp) -> None:
         """Mark a tick as started (a restart finds it unfinished and redoes it)."""
         self.db.execute(

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench.backtest.engine import BacktestResult, load_bars, simulate
+from workbench.backtest.engine import BacktestResult, Timeline, as_bar_dict, load_bars, simulate
 from workbench.errors import ConfigError, DataError
 from workbench.paper.broker import fee_in_asset
 from workbench.paper.feed import BarFeed
@@ -256,7 +256,9 @@ class ReplayResult:
 def replay_frames(lake: Any, spec: StrategySpec, start: Any, end: Any) -> tuple[dict[str, pd.DataFrame], int]:
     """The bars a replay of [start, end) needs: `lookback` bars of warm-up before start, then the period.
 
-    Returns the frames (aligned like the backtest's) and the position of the first bar at or after start.
+    Returns the frames (each symbol's own bars, as the backtest takes them) and the position of the
+    first bar at or after start on their union timeline. Every symbol gets at least `lookback` of its
+    own bars of warm-up (a symbol of exchange sessions reaches further back than a 24/7 one).
     """
     t0, t1 = pd.Timestamp(start), pd.Timestamp(end)
     if t0.tzinfo is None:
@@ -265,20 +267,24 @@ def replay_frames(lake: Any, spec: StrategySpec, start: Any, end: Any) -> tuple[
         t1 = t1.tz_localize("UTC")
     if t1 <= t0:
         raise ConfigError(f"replay end {t1} must be after start {t0}")
-    from workbench.backtest.engine import as_bar_dict
-
     frames = as_bar_dict(load_bars(lake, list(spec.symbols), spec.timeframe, None, t1, source=spec.source))
-    index = next(iter(frames.values())).index
+    index = Timeline(frames).index
     i0 = int(index.searchsorted(t0))
     if i0 >= len(index) - 1:
         raise DataError(
             f"no {spec.timeframe} bars of {list(spec.symbols)} between {t0} and {t1}; "
             "check `workbench data ls` or choose another period"
         )
-    lo = max(i0 - spec.lookback, 0)
-    if i0 - lo < spec.lookback:
-        log.warning("only %d bars of warm-up before %s (the strategy wants %d)", i0 - lo, t0, spec.lookback)
-    return {s: df.iloc[lo:] for s, df in frames.items()}, i0 - lo
+    cut = index[i0]
+    for df in frames.values():
+        k = int(df.index.searchsorted(index[i0]))
+        if k < spec.lookback:
+            log.warning("only %d bars of warm-up of %s before %s (the strategy wants %d)",
+                        k, df.attrs.get("symbol", "?"), index[i0], spec.lookback)
+        if len(df):
+            cut = min(cut, df.index[max(k - spec.lookback, 0)])
+    frames = {s: df[df.index >= cut] for s, df in frames.items()}
+    return frames, int(Timeline(frames).index.searchsorted(index[i0]))
 
 
 def replay(
@@ -302,7 +308,7 @@ def replay(
     if window not in ("anchored", "trailing"):
         raise ConfigError(f"window {window!r} is unknown; use anchored (parity) or trailing (as live)")
     frames, i0 = replay_frames(lake, spec, start, end)
-    index = next(iter(frames.values())).index
+    index = Timeline(frames).index  # the union of the symbols' bars: one tick per union bar
     tf = spec.tf
     spec = replace(
         spec,
@@ -370,14 +376,16 @@ def parity_backtest(spec: StrategySpec, frames: dict[str, pd.DataFrame], i0: int
     """The backtest a replay must equal: same bars and warm-up, no signal acted on before the start."""
     strat = spec.strategy_obj()
     params = strat.params(spec.params)
+    t0 = Timeline(frames).index[i0]
     signals = {}
     for s, df in frames.items():
         sig = strat.signals(df, params)
         n = len(df)
         arrs = sig.arrays(n, strat.name)
+        k0 = int(df.index.searchsorted(t0))  # this symbol's own bars before the start act on nothing
         for key in ("long_entries", "long_exits", "short_entries", "short_exits"):
             arrs[key] = arrs[key].copy()
-            arrs[key][:i0] = False
+            arrs[key][:k0] = False
         signals[s] = replace(
             sig, **{k: arrs[k] for k in ("long_entries", "long_exits", "short_entries", "short_exits")}
         )

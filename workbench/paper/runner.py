@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.backtest.engine import Costs, Direction, Fill, Lot, Sizing, sizing_array
-from workbench.data.calendar import Calendar
+from workbench.data.calendar import Calendar, calendar_for_symbol
 from workbench.data.timeframe import Timeframe
 from workbench.errors import BrokerUnavailable, ConfigError, OrderRejected, WorkbenchError
 from workbench.paper.broker import Broker, Order, OrderRequest, OrderStatus, OrderType, Side, client_order_id
@@ -262,10 +262,10 @@ class Runner:
         now = pd.Timestamp(now)
         feed = self.feeds[spec.name]
         frames = feed.window(now, bars=self._window_bars(spec), anchor=spec.anchor, symbols=spec.symbols)
-        index = next(iter(frames.values())).index
-        if len(index) == 0:
+        lasts = [df.index[-1] for df in frames.values() if len(df)]
+        if not lasts:
             return TickResult(spec.name, None, "skipped", message="no closed bar yet")
-        bar = index[-1]
+        bar = max(lasts)  # the union timeline's last closed bar (SEMANTICS.md, "Timeline")
         status = self.journal.tick_status(spec.name, bar)
         if status == "done":
             stale = self._stale(spec, bar, now)
@@ -297,6 +297,32 @@ class Runner:
         if spec.anchor is not None:
             return None
         return spec.window or max(spec.lookback, 500)
+
+    def _acts(self, spec: StrategySpec, sym: str, df: pd.DataFrame, bar: pd.Timestamp, now: pd.Timestamp,
+              first: pd.Timestamp | None) -> bool:
+        """Whether `sym`'s last closed bar gives a signal order in this tick (SEMANTICS.md, "Timeline").
+
+        With `close` fills a symbol acts on the tick of its own new bar. With `next_open` its last bar's
+        signals act when its market has a bar opening now (its next own bar, however many union bars
+        lie between): known from the bars themselves in a replay; live, every symbol acts on its new
+        bar when all share one calendar, and by the symbol's calendar when they do not. A signal bar
+        older than the strategy's first tick is not traded (it closed before the runner started).
+        """
+        if not len(df):
+            return False
+        last = df.index[-1]
+        if first is not None and last < first:
+            return False
+        if spec.fill is Fill.CLOSE:
+            return bool(last == bar)
+        known = self.feeds[spec.name].trades_at(sym, now)
+        if known is not None:
+            return known
+        calendars = {calendar_for_symbol(s).code for s in spec.symbols}
+        if len(calendars) == 1:
+            return bool(last == bar)
+        tf = spec.tf
+        return calendar_for_symbol(sym).next_expected(last, tf) == tf.floor(now)
 
     def _fill_label(self, spec: StrategySpec, bar: pd.Timestamp) -> pd.Timestamp:
         """The bar a signal order of signal bar `bar` fills in (the backtest's label)."""
@@ -357,20 +383,20 @@ class Runner:
         # signals of the strategy on the window, exactly as the backtest computes them
         t_sig = time.perf_counter()
         strat, params = self._strategies[spec.name], self._params[spec.name]
-        n = len(next(iter(frames.values())))
+        first = self.journal.first_tick(spec.name)
         rows: dict[str, dict[str, float]] = {}
-        per_symbol = []
-        for sym in spec.symbols:
-            arrs = strat.signals(frames[sym], params).arrays(n, f"{strat.name}[{sym}]")
-            per_symbol.append(arrs)
+        frac_last: dict[str, float] = {}
+        for sym in spec.symbols:  # each symbol's signals and sizing from its own bars
+            df = frames[sym]
+            if not self._acts(spec, sym, df, bar, now, first):
+                continue
+            n = len(df)
+            arrs = strat.signals(df, params).arrays(n, f"{strat.name}[{sym}]")
             rows[sym] = {k: v[-1] for k, v in arrs.items()}
-        high = np.column_stack([frames[s]["high"].to_numpy() for s in spec.symbols])
-        low = np.column_stack([frames[s]["low"].to_numpy() for s in spec.symbols])
-        close = np.column_stack([frames[s]["close"].to_numpy() for s in spec.symbols])
-        sl = np.column_stack([a["stop_loss"] for a in per_symbol])
-        tsl = np.column_stack([a["trailing_stop"] for a in per_symbol])
-        frac = sizing_array(spec.sizing, len(spec.symbols), sl, tsl, high, low, close, spec.periods_per_year)
-        frac_last = np.broadcast_to(frac, close.shape)[-1]
+            cols = [df[c].to_numpy()[:, None] for c in ("high", "low", "close")]
+            frac = sizing_array(spec.sizing, len(spec.symbols), arrs["stop_loss"][:, None],
+                                arrs["trailing_stop"][:, None], *cols, spec.periods_per_year)
+            frac_last[sym] = float(np.broadcast_to(frac, (n, 1))[-1, 0])
         result.signal_ms = (time.perf_counter() - t_sig) * 1000
         ledger = j.ledger(spec.name, spec.capital)
         pos = {s: float(ledger.positions.get(s, Decimal(0))) for s in spec.symbols}
@@ -381,7 +407,7 @@ class Runner:
         stopped = self._stopped(spec, label)
         # the backtest's signal -> action table
         actions: dict[str, str] = {}
-        for sym in spec.symbols:
+        for sym in rows:
             r = rows[sym]
             le, lx = bool(r["long_entries"]), bool(r["long_exits"])
             se, sx = bool(r["short_entries"]), bool(r["short_exits"])
@@ -441,9 +467,7 @@ class Runner:
             if why:
                 j.decide(spec.name, bar, sym, "risk", "refused", why, entry="long" if long else "short")
                 continue
-            self._entry(
-                spec, bar, label, sym, long, float(frac_last[spec.symbols.index(sym)]), rows[sym], result
-            )
+            self._entry(spec, bar, label, sym, long, frac_last[sym], rows[sym], result)
         crashpoint("before_snapshot")
         self._snapshot(spec, bar)
 
@@ -940,6 +964,8 @@ class Runner:
             elif scope.startswith(spec.name + ":"):
                 out[scope.split(":", 1)[1]] = f"halted ({h['source']}): {h['reason']}"
         for sym in spec.symbols:
+            if not len(frames[sym]) or frames[sym].index[-1] != bar:
+                continue  # no new bar of this symbol (its market is closed): nothing moved
             c = frames[sym]["close"].to_numpy()
             if len(c) >= 2:
                 why = bar_move(self.risk, float(c[-2]), float(c[-1]))
