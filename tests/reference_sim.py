@@ -39,6 +39,8 @@ class Settings:
     target_vol: float = 0.2
     atr_window: int = 14
     periods_per_year: float = 252.0
+    # bars per year of each symbol's own market (annualises its ATR in volatility sizing); None: the above
+    own_periods_per_year: dict[str, float] | None = None
     direction: str = "both"  # "long" | "short" | "both"
     init_cash: float = 100_000.0
     max_exposure: float = 1.0
@@ -284,7 +286,8 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
             a = atrs[k][sbar]
             if math.isnan(a):
                 return  # ATR still undefined
-            f = s.target_vol / (a / c[k][sbar] * math.sqrt(s.periods_per_year))
+            ppy = (s.own_periods_per_year or {}).get(k, s.periods_per_year)
+            f = s.target_vol / (a / c[k][sbar] * math.sqrt(ppy))
         else:
             raise ValueError(s.sizing)
         f = min(f, s.max_exposure)

@@ -150,3 +150,28 @@ def test_walk_forward_folds_split_the_union_timeline(bars, tmp_path) -> None:
     spy = res.oos_trades[res.oos_trades["symbol"] == "SPY"]
     assert spy["entry_time"].isin(bars["SPY"].index).all()
     assert len(res.oos_benchmark) == len(oos) and res.oos_benchmark.notna().all()
+
+
+def test_volatility_sizing_annualises_each_symbol_with_its_own_market(bars) -> None:
+    """SPY's hourly ATR is annualised with NYSE hours (about 1,764 bars a year), BTC's with 8,760: the
+    union's 24/7 factor would make SPY look 2.2x as volatile and size it 2.2x too small."""
+    from workbench.backtest import Sizing
+    from workbench.backtest.metrics import periods_per_year
+
+    sizing = Sizing(kind="volatility", target_vol=0.02, atr_window=10)  # small: no entry is capped by cash
+    costs = Costs(fees=0.001, slippage=0.0)
+    res = backtest("sma_cross", bars, {"fast": 5, "slow": 12}, costs=costs, sizing=sizing)
+    strat = get_strategy("sma_cross")
+    sig = {s: strat.signals(f, res.params).arrays(len(f)) for s, f in bars.items()}
+    own = {"BTC/USDT": 8760.0, "SPY": periods_per_year("1h", "XNYS")}
+    assert 1700 < own["SPY"] < 1800
+    settings = ref.Settings(fees=costs.fees, sizing="volatility", target_vol=0.02, atr_window=10,
+                            periods_per_year=8760.0, own_periods_per_year=own)
+    want = ref.simulate(bars, sig, settings)
+    np.testing.assert_allclose(res.equity.to_numpy(), want.value, rtol=1e-9)
+    spy = res.orders[(res.orders["symbol"] == "SPY") & (res.orders["side"] == "buy")]
+    union = ref.simulate(bars, sig, ref.Settings(**{**settings.__dict__, "own_periods_per_year": None}))
+    spy_union = [o for o in union.orders if o.symbol == "SPY" and o.side == "buy"]
+    assert len(spy) and spy_union
+    ratio = spy["size"].iloc[0] * spy["price"].iloc[0] / (spy_union[0].size * spy_union[0].price)
+    assert ratio == pytest.approx(math.sqrt(8760.0 / own["SPY"]), rel=1e-9)

@@ -252,3 +252,12 @@ def test_btc_and_spy_replay_on_the_union_timeline_trade_for_trade(mixed_lake, tm
         ts = pd.DatetimeIndex(sorted(own))
         prev = ts[ts.searchsorted(pd.DatetimeIndex(spy["entry_time"])) - 1]
         assert ((pd.DatetimeIndex(spy["entry_time"]) - prev) > pd.Timedelta(hours=1)).any()
+
+
+def test_btc_and_spy_volatility_sizing_replays_trade_for_trade(mixed_lake, tmp_path: Path) -> None:
+    """Each symbol's ATR annualised with its own market's bars per year, in the runner as in the backtest."""
+    spec = spec_for("sma_cross", {"fast": 5, "slow": 12}, symbols=("BTC/USDT", "SPY"),
+                    sizing=Sizing(kind="volatility", target_vol=0.05, atr_window=10))
+    res = replay(spec, "2025-03-01", "2025-03-29", lake=mixed_lake, workdir=tmp_path)
+    _check(res)
+    assert set(res.trades["symbol"]) == {"BTC/USDT", "SPY"}

@@ -390,20 +390,34 @@ class Timeline:
         return out
 
     def sizing(self, sizing: Sizing, sl: np.ndarray, tsl: np.ndarray, ppy: float, lag: int) -> np.ndarray:
-        """Target fractions by signal row (`sizing_array`), volatility sizing from each symbol's own bars."""
+        """Target fractions by signal row (`sizing_array`); volatility sizing from each symbol's own bars,
+        annualised with its own market's bars per year (`own_periods_per_year`)."""
         m = len(self.symbols)
-        if not self.mixed or sizing.kind is not SizingKind.VOLATILITY:
-            if sizing.kind is SizingKind.VOLATILITY:
-                _, high, low, close = price_matrices(self.frames, self.symbols)
-            else:
-                high = low = close = np.empty((0, m))
-            return sizing_array(sizing, m, sl, tsl, high, low, close, ppy)
+        if sizing.kind is not SizingKind.VOLATILITY:
+            empty = np.empty((0, m))
+            return sizing_array(sizing, m, sl, tsl, empty, empty, empty, ppy)
+        first = self.frames[self.symbols[0]]
+        timeframe = first.attrs.get("timeframe") or infer_timeframe(self.index)
+        ppys = own_periods_per_year(self.symbols, timeframe, ppy)
         cols = []
         own_bars = zip(self.symbols, self._own("high"), self._own("low"), self._own("close"), strict=True)
         for s, h, lo, c in own_bars:
-            own = sizing_array(sizing, m, sl, tsl, h[:, None], lo[:, None], c[:, None], ppy)[:, 0]
+            own = sizing_array(sizing, m, sl, tsl, h[:, None], lo[:, None], c[:, None], ppys[s])[:, 0]
             cols.append(self.place(s, own, lag, np.nan))
         return np.ascontiguousarray(np.column_stack(cols))
+
+
+def own_periods_per_year(symbols: list[str], timeframe: str | None, ppy: float) -> dict[str, float]:
+    """Bars per year that annualise each symbol's own volatility: the portfolio's `ppy`, unless its
+    symbols trade on different calendars (a crypto pair with equities), when each takes its own
+    market's (SPY's hourly ATR is scaled by NYSE hours, not by the 24/7 union's)."""
+    from workbench.backtest.metrics import periods_per_year
+    from workbench.data.calendar import calendar_for_symbol
+
+    codes = {s: calendar_for_symbol(s).code for s in symbols}
+    if len(set(codes.values())) <= 1 or timeframe is None:
+        return {s: float(ppy) for s in symbols}
+    return {s: periods_per_year(timeframe, c) for s, c in codes.items()}
 
 
 def infer_timeframe(index: pd.DatetimeIndex) -> str | None:

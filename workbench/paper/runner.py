@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench.backtest.engine import Costs, Direction, Fill, Lot, Sizing, sizing_array
+from workbench.backtest.engine import Costs, Direction, Fill, Lot, Sizing, own_periods_per_year, sizing_array
 from workbench.data.calendar import Calendar, calendar_for_symbol
 from workbench.data.timeframe import Timeframe
 from workbench.errors import BrokerUnavailable, ConfigError, OrderRejected, WorkbenchError
@@ -384,6 +384,7 @@ class Runner:
         t_sig = time.perf_counter()
         strat, params = self._strategies[spec.name], self._params[spec.name]
         first = self.journal.first_tick(spec.name)
+        ppys = own_periods_per_year(list(spec.symbols), spec.timeframe, spec.periods_per_year)
         rows: dict[str, dict[str, float]] = {}
         frac_last: dict[str, float] = {}
         for sym in spec.symbols:  # each symbol's signals and sizing from its own bars
@@ -395,7 +396,7 @@ class Runner:
             rows[sym] = {k: v[-1] for k, v in arrs.items()}
             cols = [df[c].to_numpy()[:, None] for c in ("high", "low", "close")]
             frac = sizing_array(spec.sizing, len(spec.symbols), arrs["stop_loss"][:, None],
-                                arrs["trailing_stop"][:, None], *cols, spec.periods_per_year)
+                                arrs["trailing_stop"][:, None], *cols, ppys[sym])
             frac_last[sym] = float(np.broadcast_to(frac, (n, 1))[-1, 0])
         result.signal_ms = (time.perf_counter() - t_sig) * 1000
         ledger = j.ledger(spec.name, spec.capital)
