@@ -175,3 +175,16 @@ def test_volatility_sizing_annualises_each_symbol_with_its_own_market(bars) -> N
     assert len(spy) and spy_union
     ratio = spy["size"].iloc[0] * spy["price"].iloc[0] / (spy_union[0].size * spy_union[0].price)
     assert ratio == pytest.approx(math.sqrt(8760.0 / own["SPY"]), rel=1e-9)
+
+
+def test_a_calendar_the_bars_contradict_is_refused(bars) -> None:
+    """A given calendar decides the annualisation of every metric: one the bars contradict is an error."""
+    from workbench.errors import ConfigError
+
+    sig = {s: Signals(long_entries=np.zeros(len(f), dtype=bool)) for s, f in bars.items()}
+    with pytest.raises(ConfigError, match="around the clock"):
+        simulate(bars, sig, timeframe="1h", calendar="XNYS")
+    spy = {"SPY": bars["SPY"]}
+    with pytest.raises(ConfigError, match="no weekend bar"):
+        simulate(spy, {"SPY": sig["SPY"]}, timeframe="1h", calendar="24/7")
+    assert simulate(spy, {"SPY": sig["SPY"]}, timeframe="1h", calendar="XNYS").inputs["calendar"] == "XNYS"

@@ -438,6 +438,20 @@ def infer_calendar(symbols: list[str], index: pd.DatetimeIndex) -> str:
     return "XNYS"
 
 
+def check_calendar(calendar: str, symbols: list[str], index: pd.DatetimeIndex) -> None:
+    """Refuse a given calendar the bars contradict (it would annualise every metric wrongly)."""
+    weekend = bool((index.day_of_week >= 5).any())
+    crypto = any("/" in s for s in symbols)
+    if calendar != "24/7" and (weekend or crypto):
+        why = "weekend bars" if weekend else "crypto pairs"
+        raise ConfigError(f"calendar {calendar!r} is an exchange's, but the bars trade around the clock "
+                          f"({why}); use calendar='24/7' or leave it out")
+    long_enough = len(index) > 0 and index[-1] - index[0] >= pd.Timedelta(days=14)
+    if calendar == "24/7" and not weekend and not crypto and long_enough:
+        raise ConfigError("calendar '24/7' does not fit these bars (no weekend bar in two weeks or more): "
+                          "give the exchange's calendar, e.g. calendar='XNYS', or leave it out")
+
+
 def fingerprint(bars: Mapping[str, pd.DataFrame]) -> str:
     """sha256 over the aligned timestamps and OHLCV of every symbol: the data a result used."""
     h = hashlib.sha256()
@@ -524,6 +538,8 @@ def resolve_annualisation(frames: Mapping[str, pd.DataFrame], timeframe: str | N
     first = next(iter(frames.values()))
     union = Timeline(frames).index
     timeframe = timeframe or first.attrs.get("timeframe") or infer_timeframe(union)
+    if calendar is not None:
+        check_calendar(calendar, list(frames), union)
     calendar = calendar or infer_calendar(list(frames), union)
     if periods_per_year is None:
         from workbench.backtest.metrics import periods_per_year as ppy_of
