@@ -651,3 +651,20 @@ def test_backtest_by_name_matches_simulate_on_the_strategys_signals() -> None:
     expected = ref.simulate({"X": bars}, {"X": sig.arrays(len(bars))},
                             ref.Settings(fees=0.001, slippage=0.0005))
     np.testing.assert_allclose(res.equity.to_numpy(dtype=float), expected.value, rtol=1e-9)
+
+
+def test_lots_parse_from_their_cli_form() -> None:
+    """`--lots step=1` for every symbol, or per symbol; every mistake is one clear line."""
+    from workbench.backtest import Lot, parse_lots
+    from workbench.errors import ConfigError
+
+    assert parse_lots("step=1", ["SPY"]) == Lot(step=1)
+    assert parse_lots("SPY:step=1; BTC/USDT:step=0.00001,min_notional=5", ["SPY", "BTC/USDT"]) == {
+        "SPY": Lot(step=1), "BTC/USDT": Lot(step=1e-5, min_notional=5)}
+    perp = "BTC/USDT:USDT"  # a ccxt perpetual's symbol holds a colon too
+    assert parse_lots(f"{perp}:min_qty=0.001", [perp]) == {perp: Lot(min_qty=0.001)}
+    for bad, why in (("stp=1", "did you mean 'step'"), ("SPY:step=x", "not a number"),
+                     ("QQQ:step=1", "not among the symbols"), ("", "nothing given"),
+                     ("step=1,step=2", "given twice"), ("step=-1", ">= 0")):
+        with pytest.raises(ConfigError, match=why):
+            parse_lots(bad, ["SPY"])

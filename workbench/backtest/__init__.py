@@ -10,6 +10,7 @@ from workbench.backtest.engine import (
     SizingKind,
     backtest,
     load_bars,
+    parse_lots,
     simulate,
 )
 from workbench.backtest.sweep import SweepResult, sweep
@@ -25,6 +26,7 @@ __all__ = [
     "SweepResult",
     "backtest",
     "load_bars",
+    "parse_lots",
     "simulate",
     "sweep",
 ]

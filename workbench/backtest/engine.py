@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.backtest import kernels
-from workbench.errors import ConfigError, DataError
+from workbench.errors import ConfigError, DataError, did_you_mean
 from workbench.strategies.base import Signals, Strategy, check_signal_bars
 from workbench.strategies.registry import get_strategy
 from workbench.version import code_version
@@ -157,6 +157,47 @@ class Lot:
         """The stricter of two rules (coarser step, higher minimums): a backtest's and a venue's."""
         return Lot(step=max(self.step, other.step), min_qty=max(self.min_qty, other.min_qty),
                    min_notional=max(self.min_notional, other.min_notional))
+
+
+def parse_lots(text: str, symbols: list[str]) -> Lot | dict[str, Lot]:
+    """Parse the CLI form: ``step=1`` (one rule for every symbol) or per symbol
+    ``SPY:step=1;BTC/USDT:step=0.00001,min_notional=5`` (keys: step, min_qty, min_notional)."""
+    example = "step=1 or SPY:step=1;BTC/USDT:step=0.00001,min_notional=5"
+
+    def one(body: str, where: str) -> Lot:
+        values: dict[str, float] = {}
+        for part in filter(None, (p.strip() for p in body.split(","))):
+            key, sep, value = (x.strip() for x in part.partition("="))
+            if not sep or key not in Lot.__dataclass_fields__:
+                hint = did_you_mean(key, list(Lot.__dataclass_fields__))
+                raise ConfigError(f"lots{where}: cannot parse {part!r}{hint}; write {example} "
+                                  "(keys: step, min_qty, min_notional)")
+            if key in values:
+                raise ConfigError(f"lots{where}: {key} is given twice; give it once")
+            try:
+                values[key] = float(value)
+            except ValueError:
+                raise ConfigError(f"lots{where}: {key}={value!r} is not a number; e.g. {key}=1") from None
+        if not values:
+            raise ConfigError(f"lots{where}: nothing given; write {example}")
+        return Lot(**values)
+
+    text = text.strip()
+    head = text.split("=", 1)[0]
+    if ":" not in head:  # no symbol before the first key: one rule for all
+        return one(text, "")
+    out: dict[str, Lot] = {}
+    for chunk in filter(None, (c.strip() for c in text.split(";"))):
+        head = chunk.split("=", 1)[0]
+        sym, sep, _ = head.rpartition(":")
+        if not sep or not sym:
+            raise ConfigError(f"lots: {chunk!r} names no symbol; write {example}")
+        if sym not in symbols:
+            raise ConfigError(f"lots: {sym!r} is not among the symbols {symbols}{did_you_mean(sym, symbols)}")
+        if sym in out:
+            raise ConfigError(f"lots: {sym} is given twice; give each symbol once")
+        out[sym] = one(chunk[len(sym) + 1:], f" of {sym}")
+    return out
 
 
 def resolve_lots(lots: Lot | Mapping[str, Lot] | None, symbols: list[str]) -> dict[str, Lot]:
