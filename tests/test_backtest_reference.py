@@ -359,3 +359,24 @@ def test_mixed_cases_trade_on_every_calendar() -> None:
                 waited += s.fill == "next_open" and o.reason in ("entry", "exit") and \
                     index[o.bar].day_of_week == 0
     assert waited >= 5
+
+
+def test_the_one_signal_rule_equals_the_reference_table_for_every_case() -> None:
+    """`signal_action` (the kernel's rule, which the paper runner calls too) against the reference
+    simulator's direction filter, conflict rules and position logic: all 16 x 3 x 3 cases."""
+    import itertools
+
+    from workbench.backtest.engine import Action, Direction, signal_action
+
+    keys = ("long_entries", "long_exits", "short_entries", "short_exits")
+    for flags in itertools.product((False, True), repeat=4):
+        for direction in Direction:
+            for p in (-1.5, 0.0, 2.0):
+                le, lx, se, sx = ref._effective_signals({k: [f] for k, f in zip(keys, flags, strict=True)},
+                                                        0, direction.value)
+                want = (Action.EXIT_SHORT if se else Action.EXIT if lx else Action.NONE) if p > 0 else \
+                    (Action.EXIT_LONG if le else Action.EXIT if sx else Action.NONE) if p < 0 else \
+                    (Action.LONG if le else Action.SHORT if se else Action.NONE)
+                got = signal_action(direction, *flags, p)
+                assert got is want, (flags, direction, p, got, want)
+    assert Action.EXIT_SHORT.label == "exit+short" and Action.NONE.label == ""

@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from functools import cached_property
 from typing import Any
 
@@ -42,6 +42,52 @@ class Direction(StrEnum):
     LONG = "long"
     SHORT = "short"
     BOTH = "both"
+
+
+class Action(IntEnum):
+    """What a bar's signals do to one symbol (`kernels.signal_action`, the one rule the kernel and the
+    paper runner share; SEMANTICS.md "Signals -> orders")."""
+
+    NONE = kernels.A_NONE
+    EXIT = kernels.A_EXIT
+    LONG = kernels.A_LONG
+    SHORT = kernels.A_SHORT
+    EXIT_LONG = kernels.A_EXIT_LONG
+    EXIT_SHORT = kernels.A_EXIT_SHORT
+
+    @property
+    def label(self) -> str:
+        """How decisions name it: '', exit, long, short, exit+long, exit+short."""
+        return "" if self is Action.NONE else self.name.lower().replace("_", "+")
+
+    @property
+    def exits(self) -> bool:
+        return self in (Action.EXIT, Action.EXIT_LONG, Action.EXIT_SHORT)
+
+    @property
+    def enters(self) -> Direction | None:
+        """The side entered, if any."""
+        if self in (Action.LONG, Action.EXIT_LONG):
+            return Direction.LONG
+        if self in (Action.SHORT, Action.EXIT_SHORT):
+            return Direction.SHORT
+        return None
+
+
+def drop_sides(direction: Direction, le: Any, lx: Any, se: Any, sx: Any) -> tuple[Any, Any, Any, Any]:
+    """The signals `direction` trades (arrays or one bar's flags): long drops the short side, short
+    the long one."""
+    if direction is Direction.LONG:
+        return le, lx, np.zeros_like(se), np.zeros_like(sx)
+    if direction is Direction.SHORT:
+        return np.zeros_like(le), np.zeros_like(lx), se, sx
+    return le, lx, se, sx
+
+
+def signal_action(direction: Direction, le: bool, lx: bool, se: bool, sx: bool, position: float) -> Action:
+    """One bar's signals and the position before them -> the action (the kernel's rule, from Python)."""
+    le, lx, se, sx = drop_sides(direction, bool(le), bool(lx), bool(se), bool(sx))
+    return Action(kernels.signal_action(bool(le), bool(lx), bool(se), bool(sx), float(position)))
 
 
 class SizingKind(StrEnum):
@@ -604,13 +650,8 @@ def signal_matrices(per_symbol: list[dict[str, np.ndarray]], n: int, direction: 
     def col(key: str) -> np.ndarray:
         return flex_columns([a[key] for a in per_symbol], n)
 
-    le, lx, se, sx = col("long_entries"), col("long_exits"), col("short_entries"), col("short_exits")
-    if direction is Direction.LONG:
-        se = np.zeros_like(se)
-        sx = np.zeros_like(sx)
-    elif direction is Direction.SHORT:
-        le = np.zeros_like(le)
-        lx = np.zeros_like(lx)
+    le, lx, se, sx = drop_sides(direction, col("long_entries"), col("long_exits"), col("short_entries"),
+                                col("short_exits"))
     return le, lx, se, sx, col("stop_loss"), col("take_profit"), col("trailing_stop")
 
 

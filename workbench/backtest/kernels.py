@@ -40,6 +40,41 @@ def _at(a: np.ndarray, i: int, j: int) -> float:
     return a[i if a.shape[0] > 1 else 0, j if a.shape[1] > 1 else 0]
 
 
+# what a bar's signals do to a symbol (SEMANTICS.md "Signals -> orders"; `Action` names them)
+A_NONE, A_EXIT, A_LONG, A_SHORT, A_EXIT_LONG, A_EXIT_SHORT = 0, 1, 2, 3, 4, 5
+
+
+@numba.njit(**_NJ)
+def signal_action(le: bool, lx: bool, se: bool, sx: bool, position: float) -> int:
+    """The one rule from a bar's signals (sides `direction` drops already removed) and the position
+    before them to an action: conflicting pairs cancel, reversals exit then enter, no pyramiding.
+    The kernel calls it for every column with a signal; the paper runner calls it from Python."""
+    if le and lx:
+        le = False
+        lx = False
+    if se and sx:
+        se = False
+        sx = False
+    if le and se:
+        le = False
+        se = False
+    if position > 0:
+        if se:
+            return A_EXIT_SHORT
+        if lx:
+            return A_EXIT
+    elif position < 0:
+        if le:
+            return A_EXIT_LONG
+        if sx:
+            return A_EXIT
+    elif le:
+        return A_LONG
+    elif se:
+        return A_SHORT
+    return A_NONE
+
+
 @numba.njit(inline="always", **_NJ)
 def _any_signal(le, lx, se, sx, s):
     """Whether bar s carries any signal for any column (most bars do not: skip the order logic)."""
@@ -281,43 +316,17 @@ def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_
                    stopped, action, orders, trades, stats):
     """Resolve bar s's signals into exits (all symbols first) and then entries, filled at `px`."""
     m = px.shape[0]
-    # action: 0 none, 1 exit, 2 long, 3 short, 4 exit+long, 5 exit+short
     for j in range(m):
-        action[j] = 0
-        if stopped[j]:
-            continue
-        a_le, a_lx, a_se, a_sx = le[s, j], lx[s, j], se[s, j], sx[s, j]
-        if a_le and a_lx:
-            a_le = False
-            a_lx = False
-        if a_se and a_sx:
-            a_se = False
-            a_sx = False
-        if a_le and a_se:
-            a_le = False
-            a_se = False
-        p = st[j, POS]
-        if p > 0:
-            if a_se:
-                action[j] = 5
-            elif a_lx:
-                action[j] = 1
-        elif p < 0:
-            if a_le:
-                action[j] = 4
-            elif a_sx:
-                action[j] = 1
-        elif a_le:
-            action[j] = 2
-        elif a_se:
-            action[j] = 3
+        action[j] = A_NONE
+        if not stopped[j]:
+            action[j] = signal_action(le[s, j], lx[s, j], se[s, j], sx[s, j], st[j, POS])
     for j in range(m):
-        if action[j] == 1 or action[j] >= 4:
+        if action[j] == A_EXIT or action[j] >= A_EXIT_LONG:
             _close(i, j, px[j], _at(slip, i, j), fees, EXIT, st, orders, trades, stats)
     for j in range(m):
-        if action[j] < 2:
+        if action[j] < A_LONG:
             continue
-        long = action[j] == 2 or action[j] == 4
+        long = action[j] == A_LONG or action[j] == A_EXIT_LONG
         f = _at(frac, s, j)
         if np.isnan(f):
             continue

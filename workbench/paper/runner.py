@@ -27,7 +27,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench.backtest.engine import Costs, Direction, Fill, Lot, Sizing, own_periods_per_year, sizing_array
+from workbench.backtest.engine import (
+    Costs,
+    Direction,
+    Fill,
+    Lot,
+    Sizing,
+    own_periods_per_year,
+    signal_action,
+    sizing_array,
+)
 from workbench.data.calendar import Calendar, calendar_for_symbol
 from workbench.data.timeframe import Timeframe
 from workbench.errors import BrokerUnavailable, ConfigError, OrderRejected, WorkbenchError
@@ -406,30 +415,12 @@ class Runner:
                 log.debug("%s: %s position %g is below the venue's lot: treated as flat", spec.name, s, q)
                 pos[s] = 0.0
         stopped = self._stopped(spec, label)
-        # the backtest's signal -> action table
+        # the backtest's signal -> action rule (one implementation: kernels.signal_action)
         actions: dict[str, str] = {}
         for sym in rows:
             r = rows[sym]
-            le, lx = bool(r["long_entries"]), bool(r["long_exits"])
-            se, sx = bool(r["short_entries"]), bool(r["short_exits"])
-            if spec.direction is Direction.LONG:
-                se = sx = False
-            elif spec.direction is Direction.SHORT:
-                le = lx = False
-            if le and lx:
-                le = lx = False
-            if se and sx:
-                se = sx = False
-            if le and se:
-                le = se = False
-            p = pos[sym]
-            act = ""
-            if p > 0:
-                act = "exit+short" if se else "exit" if lx else ""
-            elif p < 0:
-                act = "exit+long" if le else "exit" if sx else ""
-            else:
-                act = "long" if le else "short" if se else ""
+            act = signal_action(spec.direction, r["long_entries"], r["long_exits"], r["short_entries"],
+                                r["short_exits"], pos[sym]).label
             if act and sym in stopped:
                 j.decide(
                     spec.name,
