@@ -65,8 +65,11 @@ class OrderType(StrEnum):
 
 
 class OrderStatus(StrEnum):
-    """Lifecycle of an order at the broker."""
+    """Lifecycle of an order, at the broker and in the journal (which adds the two states before the
+    broker's answer is known)."""
 
+    INTENT = "intent"  # journaled (fsynced) before it is sent: a crash after this never sends it twice
+    UNKNOWN = "unknown"  # sent, but the answer was lost (timeout, dropped connection): looked up by id
     NEW = "new"
     PARTIALLY_FILLED = "partially_filled"
     FILLED = "filled"

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,17 @@ CREATE TABLE IF NOT EXISTS errors (
     id INTEGER PRIMARY KEY AUTOINCREMENT, artifact TEXT, message TEXT NOT NULL, time REAL NOT NULL);
 """
 
-_LIVE = ("intent", "unknown", OrderStatus.NEW.value, OrderStatus.PARTIALLY_FILLED.value)
+_LIVE = tuple(s.value for s in OrderStatus if not s.done)  # intent, unknown, new, partially filled
+
+
+class TickStatus(StrEnum):
+    """Where a strategy's tick for one signal bar stands in the journal."""
+
+    STARTED = "started"  # begun and not finished: a restart redoes it
+    DONE = "done"
+    SKIPPED = "skipped"
+    STALE = "stale"
+    ERROR = "error"
 FILL_REASONS = {
     OrderType.STOP: "stop_loss",
     OrderType.TRAILING_STOP: "trailing_stop",
@@ -195,12 +206,28 @@ class Journal:
         row = self.db.execute("SELECT MIN(bar) FROM ticks WHERE artifact=?", (artifact,)).fetchone()
         return None if row is None or row[0] is None else pd.Timestamp(row[0])
 
+    def last_handled_bar(self, artifact: str) -> pd.Timestamp | None:
+        """Signal bar of the latest tick of `artifact` that got past its start (the missed-bars check)."""
+        row = self.db.execute(
+            "SELECT MAX(bar) FROM ticks WHERE artifact=? AND status != ?",
+            (artifact, TickStatus.STARTED.value),
+        ).fetchone()
+        return None if row is None or row[0] is None else pd.Timestamp(row[0])
+
+    def done_ticks_range(self, artifact: str) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """First and last signal bar `artifact` finished a tick for (the span drift compares)."""
+        row = self.db.execute(
+            "SELECT MIN(bar), MAX(bar) FROM ticks WHERE artifact=? AND status=?",
+            (artifact, TickStatus.DONE.value),
+        ).fetchone()
+        return None if row is None or row[0] is None else (pd.Timestamp(row[0]), pd.Timestamp(row[1]))
+
     def start_tick(self, artifact: str, bar: pd.Timestamp, now: pd.Timestamp) -> None:
         """Mark a tick as started (a restart finds it unfinished and redoes it)."""
         self.db.execute(
-            "INSERT INTO ticks (artifact, bar, now, status, started) VALUES (?, ?, ?, 'started', ?) "
-            "ON CONFLICT(artifact, bar) DO UPDATE SET status='started', now=excluded.now",
-            (artifact, bar.isoformat(), now.isoformat(), time.time()),
+            "INSERT INTO ticks (artifact, bar, now, status, started) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(artifact, bar) DO UPDATE SET status=excluded.status, now=excluded.now",
+            (artifact, bar.isoformat(), now.isoformat(), TickStatus.STARTED.value, time.time()),
         )
 
     def finish_tick(
@@ -255,7 +282,7 @@ class Journal:
         return self.db.execute(
             "INSERT OR IGNORE INTO orders (client_order_id, artifact, symbol, bar, leg, side, type, qty, "
             "limit_price, stop_price, trail_percent, ref_price, oco_group, status, note, created, updated) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'intent', ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 req.client_order_id,
                 artifact,
@@ -270,6 +297,7 @@ class Journal:
                 _txt(req.trail_percent),
                 _txt(req.ref_price),
                 req.oco_group,
+                OrderStatus.INTENT.value,
                 json.dumps(note) if note else None,
                 now,
                 now,
@@ -281,6 +309,56 @@ class Journal:
         cur = self.db.execute("SELECT * FROM orders WHERE client_order_id=?", (client_order_id,))
         row = cur.fetchone()
         return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
+
+    def last_filled_entry(self, artifact: str, symbol: str) -> dict[str, Any] | None:
+        """The latest filled entry order of `symbol` (its note holds the protective levels)."""
+        cur = self.db.execute(
+            "SELECT * FROM orders WHERE artifact=? AND symbol=? AND leg='entry' AND status=? "
+            "ORDER BY created DESC LIMIT 1",
+            (artifact, symbol, OrderStatus.FILLED.value),
+        )
+        row = cur.fetchone()
+        return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
+
+    def group_legs(self, oco_group: str, *, working: bool = False) -> list[str]:
+        """Legs of the orders placed for one entry (`working`: not rejected, canceled or expired)."""
+        q = "SELECT leg FROM orders WHERE oco_group=?"
+        args: list[Any] = [oco_group]
+        if working:
+            q += " AND status NOT IN (?, ?, ?)"
+            args += [OrderStatus.REJECTED.value, OrderStatus.CANCELED.value, OrderStatus.EXPIRED.value]
+        return [r[0] for r in self.db.execute(q, args).fetchall()]
+
+    def stopped_symbols(self, artifact: str, bar: pd.Timestamp) -> set[str]:
+        """Symbols a stop, target or trailing stop filled for in bar `bar`."""
+        cur = self.db.execute(
+            "SELECT DISTINCT f.symbol FROM fills f JOIN orders o ON o.client_order_id = f.client_order_id "
+            "WHERE f.artifact=? AND f.bar=? AND o.leg IN ('sl', 'tp', 'tsl')",
+            (artifact, bar.isoformat()),
+        )
+        return {r[0] for r in cur.fetchall()}
+
+    def refused_exit(self, artifact: str, symbol: str) -> dict[str, Any] | None:
+        """The latest refused exit of `symbol` since its last fill (with the venue state it was sent in)."""
+        row = self.db.execute(
+            "SELECT client_order_id, qty, note, reject_reason FROM orders WHERE artifact=? AND symbol=? "
+            "AND leg IN ('exit', 'slx', 'tpx', 'tslx') AND status=? AND created > "
+            "COALESCE((SELECT MAX(recorded) FROM fills WHERE artifact=? AND symbol=?), 0) "
+            "ORDER BY created DESC LIMIT 1",
+            (artifact, symbol, OrderStatus.REJECTED.value, artifact, symbol),
+        ).fetchone()
+        if row is None:
+            return None
+        state = json.loads(row[2]) if row[2] else None
+        return {"client_order_id": row[0], "qty": row[1], "state": state, "reject_reason": row[3]}
+
+    def order_counts(self) -> dict[str, int]:
+        """How many orders are in each status, every strategy together."""
+        return dict(self.db.execute("SELECT status, COUNT(*) FROM orders GROUP BY status").fetchall())
+
+    def fill_count(self) -> int:
+        """How many fills are booked, every strategy together."""
+        return int(self.db.execute("SELECT COUNT(*) FROM fills").fetchone()[0])
 
     def live_orders(self, artifact: str | None = None) -> list[dict[str, Any]]:
         """Orders that are not finished: intents, unknown outcomes, new and partially filled ones."""
@@ -296,8 +374,8 @@ class Journal:
     def mark_unknown(self, client_order_id: str, why: str) -> None:
         """The broker could not be reached: the order's outcome is unknown until looked up."""
         self.db.execute(
-            "UPDATE orders SET status='unknown', reject_reason=?, updated=? WHERE client_order_id=?",
-            (why, time.time(), client_order_id),
+            "UPDATE orders SET status=?, reject_reason=?, updated=? WHERE client_order_id=?",
+            (OrderStatus.UNKNOWN.value, why, time.time(), client_order_id),
         )
 
     def mark_rejected(self, client_order_id: str, why: str) -> None:
@@ -471,6 +549,33 @@ class Journal:
                 time.time(),
             ),
         )
+
+    def equity_marks(self, artifact: str, day: pd.Timestamp) -> tuple[float, float, float | None] | None:
+        """(last equity, peak equity, first equity at or after `day`) from the snapshots, for the
+        drawdown and daily-loss limits; None before the first snapshot."""
+        last = self.last_equity(artifact)
+        if last is None:
+            return None
+        peak = self.db.execute(
+            "SELECT MAX(CAST(equity AS REAL)) FROM snapshots WHERE artifact=?", (artifact,)
+        ).fetchone()[0]
+        first = self.db.execute(
+            "SELECT equity FROM snapshots WHERE artifact=? AND bar >= ? ORDER BY bar LIMIT 1",
+            (artifact, day.isoformat()),
+        ).fetchone()
+        return last, float(peak), float(first[0]) if first else None
+
+    def last_equity(self, artifact: str) -> float | None:
+        """Equity of `artifact`'s latest snapshot (None before its first tick)."""
+        row = self.db.execute(
+            "SELECT equity FROM snapshots WHERE artifact=? ORDER BY bar DESC LIMIT 1", (artifact,)
+        ).fetchone()
+        return None if row is None else float(row[0])
+
+    def specs(self) -> list[dict[str, Any]]:
+        """The strategy specs the runner recorded (`spec:<name>` in meta), in name order."""
+        rows = self.db.execute("SELECT value FROM meta WHERE key LIKE 'spec:%' ORDER BY key").fetchall()
+        return [json.loads(v) for (v,) in rows]
 
     def snapshots_frame(self, artifact: str | None = None) -> pd.DataFrame:
         """Equity and cash per tick."""

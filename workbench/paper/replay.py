@@ -23,7 +23,7 @@ from workbench.backtest.engine import BacktestResult, Timeline, as_bar_dict, loa
 from workbench.errors import ConfigError, DataError
 from workbench.paper.broker import fee_in_asset
 from workbench.paper.feed import BarFeed
-from workbench.paper.journal import Journal
+from workbench.paper.journal import Journal, TickStatus
 from workbench.paper.risk import RiskLimits
 from workbench.paper.runner import Runner, StrategySpec
 from workbench.paper.sim import SimBroker
@@ -344,7 +344,7 @@ def replay(
         for k, now in enumerate(times):
             clock.now = now
             res = runner.tick_one(spec, now)
-            if res.status == "done":
+            if res.status == TickStatus.DONE:
                 lat.append(res.latency_ms)
             if progress is not None:
                 progress(k + 1, len(times))
@@ -423,12 +423,10 @@ def drift(journal: Journal, spec: StrategySpec, lake: Any, rtol: float = 1e-6) -
     model's, missed ticks, risk refusals and halts: each is a reason to look before trusting the
     research numbers for this strategy.
     """
-    rows = journal.db.execute(
-        "SELECT MIN(bar), MAX(bar) FROM ticks WHERE artifact=? AND status='done'", (spec.name,)
-    ).fetchone()
-    if rows is None or rows[0] is None:
+    span = journal.done_ticks_range(spec.name)
+    if span is None:
         raise DataError(f"{spec.name} has no finished tick in {journal.path}; run the paper runner first")
-    first, last = pd.Timestamp(rows[0]), pd.Timestamp(rows[1])
+    first, last = span
     end = last + spec.tf.delta * (2 if spec.fill.value == "next_open" else 1)
     frames, i0 = replay_frames(lake, spec, first, end)
     bt = parity_backtest(spec, frames, i0)

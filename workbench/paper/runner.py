@@ -42,7 +42,7 @@ from workbench.data.timeframe import Timeframe
 from workbench.errors import BrokerUnavailable, ConfigError, OrderRejected, WorkbenchError
 from workbench.paper.broker import Broker, Order, OrderRequest, OrderStatus, OrderType, Side, client_order_id
 from workbench.paper.feed import BarFeed
-from workbench.paper.journal import Journal, dec
+from workbench.paper.journal import Journal, TickStatus, dec
 from workbench.paper.risk import RiskLimits, bar_move, check_entry, loss_halts
 from workbench.strategies.base import Strategy
 from workbench.strategies.registry import get_strategy
@@ -184,8 +184,7 @@ class StrategySpec:
 
 def specs_in(journal: Journal) -> list[StrategySpec]:
     """The strategies a journal's runner traded, as it recorded them (for status, monitors, drift)."""
-    rows = journal.db.execute("SELECT value FROM meta WHERE key LIKE 'spec:%' ORDER BY key").fetchall()
-    return [StrategySpec.from_dict(json.loads(v)) for (v,) in rows]
+    return [StrategySpec.from_dict(d) for d in journal.specs()]
 
 
 @dataclass
@@ -194,7 +193,7 @@ class TickResult:
 
     artifact: str
     bar: pd.Timestamp | None
-    status: str  # done | skipped | stale | error
+    status: TickStatus
     orders: list[str] = field(default_factory=list)
     fills: int = 0
     latency_ms: float = 0.0
@@ -202,6 +201,7 @@ class TickResult:
     message: str = ""
 
 
+_UNSENT = (OrderStatus.INTENT, OrderStatus.UNKNOWN)  # journaled, the broker's answer not known
 _PROTECT = (("sl", OrderType.STOP), ("tp", OrderType.LIMIT), ("tsl", OrderType.TRAILING_STOP))
 _LEVEL = {"sl": "stop_loss", "tp": "take_profit", "tsl": "trailing_stop"}
 
@@ -262,7 +262,7 @@ class Runner:
             except WorkbenchError as exc:
                 self.journal.error(spec.name, str(exc))
                 log.error("%s: tick failed: %s", spec.name, exc)
-                out.append(TickResult(spec.name, None, "error", message=str(exc)))
+                out.append(TickResult(spec.name, None, TickStatus.ERROR, message=str(exc)))
         return out
 
     def tick_one(self, spec: StrategySpec, now: pd.Timestamp) -> TickResult:
@@ -273,25 +273,25 @@ class Runner:
         frames = feed.window(now, bars=self._window_bars(spec), anchor=spec.anchor, symbols=spec.symbols)
         lasts = [df.index[-1] for df in frames.values() if len(df)]
         if not lasts:
-            return TickResult(spec.name, None, "skipped", message="no closed bar yet")
+            return TickResult(spec.name, None, TickStatus.SKIPPED, message="no closed bar yet")
         bar = max(lasts)  # the union timeline's last closed bar (SEMANTICS.md, "Timeline")
         status = self.journal.tick_status(spec.name, bar)
-        if status == "done":
+        if status == TickStatus.DONE:
             stale = self._stale(spec, bar, now)
             if stale:
                 self.journal.decide(spec.name, bar, None, "data", "stale", stale)
                 if self.metrics is not None:
                     self.metrics.staleness(spec.name, (now - (bar + spec.tf.delta)).total_seconds())
-                return TickResult(spec.name, bar, "stale", message=stale)
-            return TickResult(spec.name, bar, "skipped", message="bar already handled")
+                return TickResult(spec.name, bar, TickStatus.STALE, message=stale)
+            return TickResult(spec.name, bar, TickStatus.SKIPPED, message="bar already handled")
         self._missed(spec, bar)
         self.journal.start_tick(spec.name, bar, now)
         crashpoint("tick_started")
-        result = TickResult(spec.name, bar, "done")
+        result = TickResult(spec.name, bar, TickStatus.DONE)
         try:
             self._tick(spec, now, bar, frames, result)
         except BrokerUnavailable as exc:
-            result.status, result.message = "error", str(exc)
+            result.status, result.message = TickStatus.ERROR, str(exc)
             self.journal.error(spec.name, str(exc))
             log.error("%s: %s", spec.name, exc)
         result.latency_ms = (time.perf_counter() - t0) * 1000
@@ -339,12 +339,10 @@ class Runner:
 
     def _missed(self, spec: StrategySpec, bar: pd.Timestamp) -> None:
         """Journal the bars that closed while nothing ticked (their signals are not traded late)."""
-        row = self.journal.db.execute(
-            "SELECT MAX(bar) FROM ticks WHERE artifact=? AND status != 'started'", (spec.name,)
-        ).fetchone()
-        if row is None or row[0] is None:
+        prev = self.journal.last_handled_bar(spec.name)
+        if prev is None:
             return
-        prev, tf = pd.Timestamp(row[0]), spec.tf
+        tf = spec.tf
         if bar - prev <= tf.delta:
             return
         gap = len(Calendar(spec.calendar).expected(prev + tf.delta, bar - tf.delta, tf))
@@ -470,7 +468,7 @@ class Runner:
         for row in j.live_orders(spec.name):
             order = self.broker.get_order(row["client_order_id"])
             if order is None:
-                if row["status"] in ("intent", "unknown") and row["bar"] != bar.isoformat():
+                if row["status"] in _UNSENT and row["bar"] != bar.isoformat():
                     j.mark_rejected(
                         row["client_order_id"],
                         "never reached the broker (the runner stopped "
@@ -549,12 +547,7 @@ class Runner:
                     )
 
     def _stopped(self, spec: StrategySpec, label: pd.Timestamp) -> set[str]:
-        cur = self.journal.db.execute(
-            "SELECT DISTINCT f.symbol FROM fills f JOIN orders o ON o.client_order_id = f.client_order_id "
-            "WHERE f.artifact=? AND f.bar=? AND o.leg IN ('sl', 'tp', 'tsl')",
-            (spec.name, label.isoformat()),
-        )
-        return {r[0] for r in cur.fetchall()}
+        return self.journal.stopped_symbols(spec.name, label)
 
     # ------------------------------------------------------------------ orders
     def _send(
@@ -571,7 +564,7 @@ class Runner:
         fresh = j.record_intent(spec.name, bar, leg, req, note)
         row = j.order(req.client_order_id)
         assert row is not None
-        if not fresh and row["status"] not in ("intent", "unknown"):
+        if not fresh and row["status"] not in _UNSENT:
             return self.broker.get_order(req.client_order_id)  # handled by an earlier run of this tick
         crashpoint("after_intent")
         if not fresh:
@@ -698,17 +691,7 @@ class Runner:
 
     def _refused_exit(self, spec: StrategySpec, sym: str) -> dict[str, Any] | None:
         """The latest refused exit of `sym` since its last fill (with the venue state it was sent in)."""
-        row = self.journal.db.execute(
-            "SELECT client_order_id, qty, note, reject_reason FROM orders WHERE artifact=? AND symbol=? "
-            "AND leg IN ('exit', 'slx', 'tpx', 'tslx') AND status='rejected' AND created > "
-            "COALESCE((SELECT MAX(recorded) FROM fills WHERE artifact=? AND symbol=?), 0) "
-            "ORDER BY created DESC LIMIT 1",
-            (spec.name, sym, spec.name, sym),
-        ).fetchone()
-        if row is None:
-            return None
-        state = json.loads(row[2]) if row[2] else None
-        return {"client_order_id": row[0], "qty": row[1], "state": state, "reject_reason": row[3]}
+        return self.journal.refused_exit(spec.name, sym)
 
     def _alert(self, spec: StrategySpec, bar: pd.Timestamp, sym: str, message: str) -> None:
         """A problem someone must look at: journaled as an error (paper status shows it) and logged."""
@@ -851,20 +834,14 @@ class Runner:
         """After a restart: a filled entry whose protective orders were never placed gets them now."""
         ledger = self.journal.ledger(spec.name, spec.capital)
         for sym in ledger.positions:
-            row = self.journal.db.execute(
-                "SELECT client_order_id FROM orders WHERE artifact=? AND symbol=? AND leg='entry' AND "
-                "status='filled' ORDER BY created DESC LIMIT 1",
-                (spec.name, sym),
-            ).fetchone()
-            if row is None:
+            entry = self.journal.last_filled_entry(spec.name, sym)
+            if entry is None:
                 continue
-            have = self.journal.db.execute(
-                "SELECT COUNT(*) FROM orders WHERE oco_group=?", (row[0],)
-            ).fetchone()[0]
-            note = self.journal.order(row[0])["note"]
+            have = len(self.journal.group_legs(entry["client_order_id"]))
+            note = entry["note"]
             native = getattr(self.broker, "native_oco", False)
             if note and have < len(resting_legs(json.loads(note), native)):
-                self._protect(spec, row[0], TickResult(spec.name, bar, "done"))
+                self._protect(spec, entry["client_order_id"], TickResult(spec.name, bar, TickStatus.DONE))
 
     def _watched_exits(
         self, spec: StrategySpec, bar: pd.Timestamp, frames: dict[str, pd.DataFrame], result: TickResult
@@ -880,28 +857,17 @@ class Runner:
         for sym, q in ledger.positions.items():
             if sym not in frames:
                 continue
-            row = self.journal.db.execute(
-                "SELECT client_order_id, note, avg_fill_price, bar FROM orders WHERE artifact=? AND symbol=? "
-                "AND leg='entry' AND status='filled' ORDER BY created DESC LIMIT 1",
-                (spec.name, sym),
-            ).fetchone()
-            if row is None or not row[1]:
+            entry = self.journal.last_filled_entry(spec.name, sym)
+            if entry is None or not entry["note"]:
                 continue
-            levels = json.loads(row[1])
-            placed = {
-                leg
-                for (leg,) in self.journal.db.execute(
-                    "SELECT leg FROM orders WHERE oco_group=? "
-                    "AND status NOT IN ('rejected', 'canceled', 'expired')",
-                    (row[0],),
-                )
-            }
+            levels = json.loads(entry["note"])
+            placed = set(self.journal.group_legs(entry["client_order_id"], working=True))
             watched = [leg for leg, _t in _PROTECT if _LEVEL[leg] in levels and leg not in placed]
             if not watched:
                 continue
-            e, long = float(dec(row[2])), q > 0
+            e, long = float(dec(entry["avg_fill_price"])), q > 0
             df = frames[sym]
-            since = df[df.index > pd.Timestamp(row[3])]
+            since = df[df.index > pd.Timestamp(entry["bar"])]
             if since.empty:
                 continue
             hi, lo, last = float(since["high"].max()), float(since["low"].min()), since.iloc[-1]
@@ -967,23 +933,13 @@ class Runner:
                     j.decide(spec.name, bar, sym, "risk", "breaker", reason)
                     out[sym] = reason
         if "*" not in out and (self.risk.max_drawdown is not None or self.risk.daily_loss_limit is not None):
-            db = j.db
-            last = db.execute(
-                "SELECT equity FROM snapshots WHERE artifact=? ORDER BY bar DESC LIMIT 1", (spec.name,)
-            ).fetchone()
-            if last is not None:
-                equity = float(last[0])
-                peak = db.execute(
-                    "SELECT MAX(CAST(equity AS REAL)) FROM snapshots WHERE artifact=?", (spec.name,)
-                ).fetchone()[0]
-                first = db.execute(
-                    "SELECT equity FROM snapshots WHERE artifact=? AND bar >= ? ORDER BY bar LIMIT 1",
-                    (spec.name, bar.normalize().isoformat()),
-                ).fetchone()
+            marks = j.equity_marks(spec.name, bar.normalize())
+            if marks is not None:
+                equity, peak, first = marks
                 dd = loss_halts(
                     replace(self.risk, daily_loss_limit=None),
                     equity=equity,
-                    peak=max(float(peak), spec.capital),
+                    peak=max(peak, spec.capital),
                     day_start=None,
                 )
                 if dd:  # the kill switch: halted until someone resumes
@@ -995,7 +951,7 @@ class Runner:
                         replace(self.risk, max_drawdown=None),
                         equity=equity,
                         peak=0.0,
-                        day_start=float(first[0]) if first else None,
+                        day_start=first,
                     )
                     if day:
                         out["*"] = f"{day}: no new entries until the next UTC day"

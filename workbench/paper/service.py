@@ -25,7 +25,7 @@ from workbench.config import data_dir, read_yaml
 from workbench.data.calendar import Calendar
 from workbench.data.timeframe import Timeframe
 from workbench.errors import ConfigError, WorkbenchError, did_you_mean
-from workbench.paper.broker import Broker
+from workbench.paper.broker import Broker, OrderStatus
 from workbench.paper.feed import BarFeed
 from workbench.paper.journal import Journal
 from workbench.paper.risk import RiskLimits
@@ -444,10 +444,8 @@ def status(journal: Journal) -> dict[str, Any]:
     out: dict[str, Any] = {"strategies": []}
     for spec in specs_in(journal):
         ledger = journal.ledger(spec.name, spec.capital)
-        snap = journal.db.execute(
-            "SELECT equity FROM snapshots WHERE artifact=? ORDER BY bar DESC LIMIT 1", (spec.name,)
-        ).fetchone()
-        equity = float(snap[0]) if snap else spec.capital
+        last_equity = journal.last_equity(spec.name)
+        equity = last_equity if last_equity is not None else spec.capital
         last = journal.last_tick(spec.name) or {}
         out["strategies"].append(
             {
@@ -462,11 +460,11 @@ def status(journal: Journal) -> dict[str, Any]:
                 "latency_ms": last.get("latency_ms"),
             }
         )
-    counts = dict(journal.db.execute("SELECT status, COUNT(*) FROM orders GROUP BY status").fetchall())
+    counts = journal.order_counts()
     out["orders"] = sum(counts.values())
-    out["open_orders"] = sum(counts.get(s, 0) for s in ("new", "partially_filled", "intent", "unknown"))
-    out["rejected"] = counts.get("rejected", 0)
-    out["fills"] = journal.db.execute("SELECT COUNT(*) FROM fills").fetchone()[0]
+    out["open_orders"] = sum(counts.get(s.value, 0) for s in OrderStatus if not s.done)
+    out["rejected"] = counts.get(OrderStatus.REJECTED.value, 0)
+    out["fills"] = journal.fill_count()
     out["halts"] = journal.active_halts()
     errs = journal.errors_frame(5)
     out["errors"] = [
