@@ -301,3 +301,27 @@ def test_order_records_have_vectorbts_layout() -> None:
     from workbench.backtest.engine import ORDER_DT
 
     assert order_dt == ORDER_DT
+
+
+def test_one_execution_object_carries_the_settings_everywhere(bars, tmp_path: Path) -> None:
+    """Issue 14 item 4: `Execution` round-trips through `to_dict`, reproduces a result from its
+    inputs, equals the loose arguments, and refuses being given twice."""
+    from workbench import Execution, Lot
+    from workbench.backtest import sweep
+
+    ex = Execution(costs=Costs(fees=0.002, slippage=0.0), sizing=Sizing(fraction=0.4), direction="long",
+                   init_cash=50_000, max_exposure=0.5, lots={"BTC/USDT": Lot(step=0.01)})
+    assert Execution.from_dict(ex.to_dict()) == ex
+    assert Execution.from_dict(ex.to_dict(list(bars))).lot_map(list(bars)) == ex.lot_map(list(bars))
+    a = backtest("sma_cross", bars, {"fast": 5, "slow": 20}, execution=ex)
+    b = backtest("sma_cross", bars, {"fast": 5, "slow": 20}, costs=ex.costs, sizing=ex.sizing,
+                 direction="long", init_cash=50_000, max_exposure=0.5, lots={"BTC/USDT": Lot(step=0.01)})
+    assert a.metrics == b.metrics and a.inputs == b.inputs
+    again = backtest("sma_cross", bars, {"fast": 5, "slow": 20}, execution=a.execution)
+    assert again.metrics == a.metrics
+    s = sweep("sma_cross", bars, {"fast": [5], "slow": [20]}, execution=ex, portfolio=True)
+    assert s.table["total_return"].iloc[0] == pytest.approx(a.metrics["total_return"], rel=1e-12)
+    with pytest.raises(ConfigError, match="not both"):
+        backtest("sma_cross", bars, execution=ex, fill="close")
+    with pytest.raises(ConfigError, match="fill 'tomorrow' is unknown"):
+        Execution(fill="tomorrow")

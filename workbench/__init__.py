@@ -1,11 +1,15 @@
 """workbench: a Jupyter-centric quant research workbench for crypto and US equities.
 
 The names a notebook needs: `Lake` for data, `get_strategy` / `list_strategies` for strategies,
-`backtest` and `sweep` with `Costs` and `Sizing`, `load_bars` to read bars for them, and `promote`
-to turn a walk-forward run that passes the gates into a versioned strategy artifact.
+`backtest` and `sweep` with their `Execution` settings (`Costs`, `Sizing`, `Lot`), `load_bars` to read
+bars for them, `walk_forward` to optimise out of sample, and `promote` to turn a walk-forward run that
+passes the gates into a versioned strategy artifact.
 """
 
-from workbench.backtest import Costs, Sizing, backtest, load_bars, simulate
+from typing import Any
+
+from workbench.backtest import Costs, Lot, Sizing, backtest, load_bars, simulate
+from workbench.backtest.engine import Execution
 from workbench.backtest.sweep import sweep
 from workbench.data.lake import Lake
 from workbench.data.quality import QualityPolicy, check_bars
@@ -18,7 +22,9 @@ from workbench.version import __version__
 
 __all__ = [
     "Costs",
+    "Execution",
     "Lake",
+    "Lot",
     "QualityPolicy",
     "Signals",
     "Sizing",
@@ -35,4 +41,14 @@ __all__ = [
     "promote",
     "simulate",
     "sweep",
+    "walk_forward",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`walk_forward` on first use: Optuna is a heavy import that most commands never need."""
+    if name == "walk_forward":
+        from workbench.optimize.walkforward import walk_forward
+
+        return walk_forward
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")

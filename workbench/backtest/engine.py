@@ -278,6 +278,115 @@ def check_leverage(sizing: Sizing, costs: Costs, direction: Direction, max_expos
                           "with max_exposure <= 1; raise max_exposure above 1 or drop the margin rate")
 
 
+_EXECUTION_KEYS = ("costs", "fill", "sizing", "direction", "init_cash", "max_exposure", "lots")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Execution:
+    """How a strategy's signals become fills: costs, fill convention, sizing, traded sides, starting
+    cash, the per-position exposure cap and lot rules. One object travels through `backtest`,
+    `sweep`, `walk_forward`, promotion artifacts and the paper runner, and is recorded with every
+    result (`to_dict`), so the same settings are never re-typed or re-serialised by hand.
+
+    `lots` is one `Lot` for every symbol or {symbol: Lot}; None means any size.
+    """
+
+    costs: Costs = field(default_factory=lambda: Costs())
+    fill: Fill = Fill.NEXT_OPEN
+    sizing: Sizing = field(default_factory=lambda: Sizing())
+    direction: Direction = Direction.BOTH
+    init_cash: float = 100_000.0
+    max_exposure: float = 1.0
+    lots: Lot | Mapping[str, Lot] | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        try:
+            set_(self, "fill", Fill(self.fill))
+        except ValueError:
+            raise ConfigError(f"fill {self.fill!r} is unknown; use next_open (default) or close") from None
+        try:
+            set_(self, "direction", Direction(self.direction))
+        except ValueError:
+            raise ConfigError(f"direction {self.direction!r} is unknown; use long, short or both") from None
+        if not isinstance(self.costs, Costs):
+            raise ConfigError(f"costs must be a Costs, got {type(self.costs).__name__}: Costs(fees=...)")
+        if not isinstance(self.sizing, Sizing):
+            raise ConfigError(f"sizing must be a Sizing, got {type(self.sizing).__name__}; e.g. Sizing()")
+        if isinstance(self.lots, Mapping):
+            set_(self, "lots", {str(k): v if isinstance(v, Lot) else Lot(**v) for k, v in self.lots.items()})
+        elif self.lots is not None and not isinstance(self.lots, Lot):
+            raise ConfigError(f"lots must be a Lot or {{symbol: Lot}}, got {type(self.lots).__name__}")
+        cash = self.init_cash
+        if not (isinstance(cash, int | float) and math.isfinite(cash) and cash > 0):
+            raise ConfigError(f"init_cash={self.init_cash} must be a positive amount")
+        if not (isinstance(self.max_exposure, int | float) and 0 < self.max_exposure <= 10):
+            raise ConfigError(f"max_exposure={self.max_exposure} must be a fraction of equity in (0, 10]")
+        set_(self, "init_cash", float(self.init_cash))
+        set_(self, "max_exposure", float(self.max_exposure))
+        check_leverage(self.sizing, self.costs, self.direction, self.max_exposure)
+
+    @classmethod
+    def of(cls, execution: Execution | None = None, **loose: Any) -> Execution:
+        """`execution`, or one built from loose settings (None: the default); both at once is an error."""
+        given = {k: v for k, v in loose.items() if v is not None}
+        unknown = sorted(set(loose) - set(_EXECUTION_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown execution setting(s) {unknown}; use {', '.join(_EXECUTION_KEYS)}")
+        if execution is None:
+            return cls(**given)
+        if not isinstance(execution, Execution):
+            raise ConfigError(f"execution must be an Execution, got {type(execution).__name__}")
+        if given:
+            raise ConfigError(f"give the settings either in execution= or as {', '.join(sorted(given))}=, "
+                              "not both (the loose ones would be ignored)")
+        return execution
+
+    def lot_map(self, symbols: list[str]) -> dict[str, Lot]:
+        """One `Lot` per symbol (`resolve_lots`)."""
+        return resolve_lots(self.lots, symbols)
+
+    def to_dict(self, symbols: list[str] | None = None) -> dict[str, Any]:
+        """JSON-able settings (what results, run records, artifacts and journals store). With `symbols`
+        the lots are written per symbol (only those with a rule); without, one rule for all is `*`."""
+        if symbols is not None:
+            lots = {s: asdict(v) for s, v in self.lot_map(symbols).items() if v != Lot()}
+        elif isinstance(self.lots, Lot):
+            lots = {"*": asdict(self.lots)} if self.lots != Lot() else {}
+        else:
+            lots = {s: asdict(v) for s, v in (self.lots or {}).items() if v != Lot()}
+        return {
+            "costs": asdict(self.costs),
+            "fill": self.fill.value,
+            "sizing": {**asdict(self.sizing), "kind": self.sizing.kind.value},
+            "direction": self.direction.value,
+            "init_cash": self.init_cash,
+            "max_exposure": self.max_exposure,
+            "lots": lots,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Execution:
+        """Inverse of `to_dict`; reads the execution keys of a larger record (a run's settings, an
+        artifact, a journal's spec, where the cash is called `capital`)."""
+        lots = dict(d.get("lots") or {})
+        return cls(
+            costs=Costs(**d["costs"]) if "costs" in d else Costs(),
+            fill=d.get("fill", Fill.NEXT_OPEN),
+            sizing=Sizing(**d["sizing"]) if "sizing" in d else Sizing(),
+            direction=d.get("direction", Direction.BOTH),
+            init_cash=float(d.get("init_cash", d.get("capital", 100_000.0))),
+            max_exposure=float(d.get("max_exposure", 1.0)),
+            lots=Lot(**lots["*"]) if "*" in lots else {s: Lot(**v) for s, v in lots.items()} or None,
+        )
+
+    def replace(self, **changes: Any) -> Execution:
+        """A copy with some settings changed (validated again)."""
+        from dataclasses import replace as _replace
+
+        return _replace(self, **changes)
+
+
 @dataclass
 class BacktestResult:
     """Everything a backtest produced and everything needed to reproduce it.
@@ -304,6 +413,11 @@ class BacktestResult:
     _records: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
     # per-bar gross exposure (sum of |position value| / equity) at each close: walk-forward stitches it
     gross_exposure: pd.Series | None = field(repr=False, default=None)
+
+    @property
+    def execution(self) -> Execution:
+        """The execution settings this result was computed with (to re-run it, or run another alike)."""
+        return Execution.from_dict(self.inputs)
 
     @property
     def final_equity(self) -> float:
@@ -596,26 +710,6 @@ def _compact(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def resolve_run(fill: Fill | str, direction: Direction | str, init_cash: float,
-                max_exposure: float, sizing: Sizing | None = None, costs: Costs | None = None
-                ) -> tuple[Fill, Direction]:
-    """Check the run settings shared by `simulate` and `sweep`; one clear error each."""
-    try:
-        fill = Fill(fill)
-    except ValueError:
-        raise ConfigError(f"fill {fill!r} is unknown; use next_open (default) or close") from None
-    try:
-        direction = Direction(direction)
-    except ValueError:
-        raise ConfigError(f"direction {direction!r} is unknown; use long, short or both") from None
-    if not (math.isfinite(init_cash) and init_cash > 0):
-        raise ConfigError(f"init_cash={init_cash} must be a positive amount")
-    if not (0 < max_exposure <= 10):
-        raise ConfigError(f"max_exposure={max_exposure} must be a fraction of equity in (0, 10]")
-    check_leverage(sizing or Sizing(), costs or Costs(), direction, max_exposure)
-    return fill, direction
-
-
 def resolve_annualisation(frames: Mapping[str, pd.DataFrame], timeframe: str | None, calendar: str | None,
                           periods_per_year: float | None) -> tuple[str | None, str, float]:
     """Timeframe, calendar and bars per year of a portfolio (given values win over inferred ones).
@@ -664,9 +758,8 @@ def check_risk_stops(sizing: Sizing, le: np.ndarray, se: np.ndarray, frac: np.nd
 
 
 def run_inputs(*, strategy: str, params: Mapping[str, Any] | None, frames: Mapping[str, pd.DataFrame],
-               timeframe: str | None, calendar: str, periods_per_year: float, costs: Costs, fill: Fill,
-               sizing: Sizing, direction: Direction, init_cash: float, max_exposure: float,
-               lots: Mapping[str, Lot] | None = None, **extra: Any) -> dict[str, Any]:
+               timeframe: str | None, calendar: str, periods_per_year: float, execution: Execution,
+               **extra: Any) -> dict[str, Any]:
     """What a backtest or sweep used, recorded with its result so any figure can be reproduced.
 
     `params` is None for a sweep, whose `extra` holds the grid instead.
@@ -685,35 +778,31 @@ def run_inputs(*, strategy: str, params: Mapping[str, Any] | None, frames: Mappi
         "bars": len(index),
         "data_fingerprint": fingerprint(frames),
         "sources": sorted({str(df.attrs["source"]) for df in frames.values() if "source" in df.attrs}),
-        "costs": asdict(costs),
-        "fill": fill.value,
-        "sizing": {**asdict(sizing), "kind": sizing.kind.value},
-        "direction": direction.value,
-        "init_cash": init_cash,
-        "max_exposure": max_exposure,
-        "lots": {s: asdict(v) for s, v in (lots or {}).items() if v != Lot()},
+        **execution.to_dict(list(frames)),
         "code_version": code_version(),
     }
 
 
 def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals | Mapping[str, Signals], *,
-             costs: Costs | None = None, fill: Fill | str = Fill.NEXT_OPEN, sizing: Sizing | None = None,
-             direction: Direction | str = Direction.BOTH, init_cash: float = 100_000.0,
-             max_exposure: float = 1.0, periods_per_year: float | None = None,
-             timeframe: str | None = None, calendar: str | None = None, strategy: str = "signals",
-             params: Mapping[str, Any] | None = None, lots: Lot | Mapping[str, Lot] | None = None
-             ) -> BacktestResult:
+             execution: Execution | None = None, costs: Costs | None = None, fill: Fill | str | None = None,
+             sizing: Sizing | None = None, direction: Direction | str | None = None,
+             init_cash: float | None = None, max_exposure: float | None = None,
+             periods_per_year: float | None = None, timeframe: str | None = None, calendar: str | None = None,
+             strategy: str = "signals", params: Mapping[str, Any] | None = None,
+             lots: Lot | Mapping[str, Lot] | None = None) -> BacktestResult:
     """Backtest precomputed signals (one `Signals` per symbol) on aligned bars.
 
-    This is the engine under `backtest`; call it directly for hand-made or random signals.
-    `lots`: one `Lot` for every symbol or {symbol: Lot} (e.g. `Lot(step=1)` for whole shares).
+    This is the engine under `backtest`; call it directly for hand-made or random signals. The
+    execution settings come as one `Execution` or as its fields (`costs`, `fill`, `sizing`,
+    `direction`, `init_cash`, `max_exposure`, `lots`: one `Lot` for every symbol or {symbol: Lot}).
     """
-    costs = costs or Costs()
-    sizing = sizing or Sizing()
-    fill, direction = resolve_run(fill, direction, init_cash, max_exposure, sizing, costs)
+    ex = Execution.of(execution, costs=costs, fill=fill, sizing=sizing, direction=direction,
+                      init_cash=init_cash, max_exposure=max_exposure, lots=lots)
+    costs, fill, sizing, direction = ex.costs, ex.fill, ex.sizing, ex.direction
+    init_cash, max_exposure = ex.init_cash, ex.max_exposure
     frames = as_bar_dict(bars)
     symbols = list(frames)
-    lot_map = resolve_lots(lots, symbols)
+    lot_map = ex.lot_map(symbols)
     if isinstance(signals, Signals):
         if len(symbols) != 1:
             raise ConfigError("one Signals object given for several symbols; pass {symbol: Signals}")
@@ -762,9 +851,7 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
                               traded_value=float(stats[kernels.ST_TRADED_VALUE]), benchmark=benchmark,
                               index=index)
     inputs = run_inputs(strategy=strategy, params=params or {}, frames=frames, timeframe=timeframe,
-                        calendar=calendar, periods_per_year=periods_per_year, costs=costs, fill=fill,
-                        sizing=sizing, direction=direction, init_cash=init_cash,
-                        max_exposure=max_exposure, lots=lot_map)
+                        calendar=calendar, periods_per_year=periods_per_year, execution=ex)
     records = np.empty(k, dtype=_order_dt())
     order = np.lexsort((np.arange(k), o_idx, o_col))
     records["id"] = np.arange(k)
@@ -880,23 +967,25 @@ def buy_and_hold(open_: np.ndarray, close: np.ndarray, index: pd.DatetimeIndex, 
 
 
 def backtest(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFrame],
-             params: Mapping[str, Any] | None = None, *, costs: Costs | None = None,
-             fill: Fill | str = Fill.NEXT_OPEN, sizing: Sizing | None = None,
-             direction: Direction | str = Direction.BOTH, init_cash: float = 100_000.0,
-             max_exposure: float = 1.0, periods_per_year: float | None = None,
+             params: Mapping[str, Any] | None = None, *, execution: Execution | None = None,
+             costs: Costs | None = None, fill: Fill | str | None = None, sizing: Sizing | None = None,
+             direction: Direction | str | None = None, init_cash: float | None = None,
+             max_exposure: float | None = None, periods_per_year: float | None = None,
              timeframe: str | None = None, calendar: str | None = None,
              lots: Lot | Mapping[str, Lot] | None = None) -> BacktestResult:
     """Run a strategy on bars (one frame or {symbol: frame}) with honest fills and costs.
 
     >>> result = backtest("sma_cross", bars, {"fast": 10, "slow": 50}, costs=Costs(fees=0.001))
+    >>> same = backtest("sma_cross", bars, {"fast": 10, "slow": 50}, execution=result.execution)
     """
+    ex = Execution.of(execution, costs=costs, fill=fill, sizing=sizing, direction=direction,
+                      init_cash=init_cash, max_exposure=max_exposure, lots=lots)
     strat = get_strategy(strategy)
     p = strat.params(params)
     frames = as_bar_dict(bars)
     signals = {s: strat.signals(df, p) for s, df in frames.items()}
-    return simulate(frames, signals, costs=costs, fill=fill, sizing=sizing, direction=direction,
-                    init_cash=init_cash, max_exposure=max_exposure, periods_per_year=periods_per_year,
-                    timeframe=timeframe, calendar=calendar, strategy=strat.name, params=p, lots=lots)
+    return simulate(frames, signals, execution=ex, periods_per_year=periods_per_year,
+                    timeframe=timeframe, calendar=calendar, strategy=strat.name, params=p)
 
 
 def load_bars(lake: Any, symbols: str | list[str], timeframe: str, start: Any = None, end: Any = None, *,

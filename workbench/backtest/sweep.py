@@ -24,6 +24,7 @@ from workbench.backtest import kernels
 from workbench.backtest.engine import (
     Costs,
     Direction,
+    Execution,
     Fill,
     Lot,
     Sizing,
@@ -34,8 +35,6 @@ from workbench.backtest.engine import (
     check_risk_stops,
     lot_matrix,
     resolve_annualisation,
-    resolve_lots,
-    resolve_run,
     run_inputs,
     signal_matrices,
 )
@@ -192,16 +191,17 @@ class Evaluator:
     the same kernel and metrics as `backtest`. Symbols trade together with shared cash.
     """
 
-    def __init__(self, strat: Strategy, frames: Mapping[str, pd.DataFrame], *, costs: Costs, fill: Fill,
-                 sizing: Sizing, direction: Direction, init_cash: float, max_exposure: float,
-                 periods_per_year: float, lots: Lot | Mapping[str, Lot] | None = None) -> None:
+    def __init__(self, strat: Strategy, frames: Mapping[str, pd.DataFrame], *, execution: Execution,
+                 periods_per_year: float) -> None:
         self.strat = strat
         self.frames = dict(frames)
         self.symbols = list(frames)
-        self.lots = lot_matrix(resolve_lots(lots, self.symbols), self.symbols)
-        self.margin_bar = costs.margin_rate / float(periods_per_year)
-        self.costs, self.fill, self.sizing, self.direction = costs, fill, sizing, direction
-        self.init_cash, self.max_exposure = float(init_cash), float(max_exposure)
+        self.execution = ex = execution
+        self.lots = lot_matrix(ex.lot_map(self.symbols), self.symbols)
+        self.margin_bar = ex.costs.margin_rate / float(periods_per_year)
+        self.costs, self.fill, self.sizing, self.direction = ex.costs, ex.fill, ex.sizing, ex.direction
+        self.init_cash, self.max_exposure = ex.init_cash, ex.max_exposure
+        costs = ex.costs
         self.ppy = float(periods_per_year)
         # the symbols' union timeline (mixed calendars: SEMANTICS.md "Timeline")
         self.timeline = Timeline(self.frames, self.symbols)
@@ -281,9 +281,10 @@ def check_sweep_size(strat: Strategy, grid: Mapping[str, Sequence[Any]] | None,
 
 def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFrame],
           grid: Mapping[str, Sequence[Any]] | None = None, *, fixed: Mapping[str, Any] | None = None,
-          costs: Costs | None = None, fill: Fill | str = Fill.NEXT_OPEN, sizing: Sizing | None = None,
-          direction: Direction | str = Direction.BOTH, init_cash: float = 100_000.0,
-          max_exposure: float = 1.0, portfolio: bool = False, memory_mb: float = 512.0,
+          execution: Execution | None = None, costs: Costs | None = None, fill: Fill | str | None = None,
+          sizing: Sizing | None = None, direction: Direction | str | None = None,
+          init_cash: float | None = None, max_exposure: float | None = None,
+          portfolio: bool = False, memory_mb: float = 512.0,
           progress: Progress | None = None, periods_per_year: float | None = None,
           timeframe: str | None = None, calendar: str | None = None, grid_all: bool = False,
           confirm_large: bool = False, on_start: Callable[[SweepPlan], None] | None = None,
@@ -296,18 +297,19 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
     (one row per combination and symbol) unless `portfolio=True`, which trades them together with
     shared cash. `memory_mb` bounds the signal arrays held at once; `on_start(plan)` gets the count
     and a timed estimate before the work starts; `progress(done, total)` is called after each chunk.
-    `lots` as in `simulate`.
+    The execution settings as in `simulate` (one `Execution`, or its fields).
     """
     t_start = time.perf_counter()
     strat = get_strategy(strategy)
-    costs = costs or Costs()
-    sizing = sizing or Sizing()
-    fill, direction = resolve_run(fill, direction, init_cash, max_exposure, sizing, costs)
+    ex = Execution.of(execution, costs=costs, fill=fill, sizing=sizing, direction=direction,
+                      init_cash=init_cash, max_exposure=max_exposure, lots=lots)
+    costs, fill, sizing, direction, init_cash = ex.costs, ex.fill, ex.sizing, ex.direction, ex.init_cash
+    max_exposure = ex.max_exposure
     frames = as_bar_dict(bars)
     symbols = list(frames)
     check_sweep_size(strat, grid, fixed, grid_all=grid_all, units=1 if portfolio else len(symbols),
                      confirm_large=confirm_large)
-    lot_map = resolve_lots(lots, symbols)
+    lot_map = ex.lot_map(symbols)
     combos = strat.space.grid(grid, fixed, walk_all=grid_all)
     if not combos:
         raise ConfigError(f"the grid of {strat.name} has no feasible combination (constraints "
@@ -327,18 +329,15 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
     chunk = int(max(1, min(len(combos), 64, memory_mb * 1e6 // max(per_combo, 1))))
     total = len(combos) * len(units)
     if on_start is not None:
-        estimate = _pilot(strat, frames, units[0], combos, total, costs=costs, fill=fill, sizing=sizing,
-                          direction=direction, init_cash=init_cash, max_exposure=max_exposure,
-                          ppy=periods_per_year)
+        estimate = _pilot(strat, frames, units[0], combos, total, execution=ex, ppy=periods_per_year)
         on_start(SweepPlan(len(combos), len(units), estimate))
     done = 0
     rows: list[dict] = []
     t_signals = t_kernel = 0.0
     for unit in units:
         sub = {s: frames[s] for s in unit}
-        ev = Evaluator(strat, sub, costs=costs, fill=fill, sizing=sizing, direction=direction,
-                       init_cash=init_cash, max_exposure=max_exposure, periods_per_year=periods_per_year,
-                       lots={s: lot_map[s] for s in unit})
+        ev = Evaluator(strat, sub, execution=ex.replace(lots={s: lot_map[s] for s in unit}),
+                       periods_per_year=periods_per_year)
         open_, high, low, close, slip = ev.open_, ev.high, ev.low, ev.close, ev.slip
         n = ev.n
         bench = buy_and_hold(open_, close, ev.timeline.index, costs, fill, init_cash, slip)
@@ -388,9 +387,8 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
     metric_cols = [k for k in METRIC_KEYS if k in table.columns]
     table = table[[*strat.space.names, "symbol", *metric_cols]]
     inputs = run_inputs(strategy=strat.name, params=None, frames=frames, timeframe=timeframe,
-                        calendar=calendar, periods_per_year=periods_per_year, costs=costs, fill=fill,
-                        sizing=sizing, direction=direction, init_cash=init_cash, max_exposure=max_exposure,
-                        lots=lot_map, grid={k: list(v) for k, v in (grid or {}).items()},
+                        calendar=calendar, periods_per_year=periods_per_year, execution=ex,
+                        grid={k: list(v) for k, v in (grid or {}).items()},
                         fixed=dict(fixed or {}),
                         combinations=len(combos), portfolio=portfolio)
     timings = {"signals_s": t_signals, "kernel_s": t_kernel, "total_s": time.perf_counter() - t_start,
@@ -401,12 +399,11 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
 
 
 def _pilot(strat: Strategy, frames: Mapping[str, pd.DataFrame], unit: list[str], combos: list[dict],
-           total: int, *, costs: Costs, fill: Fill, sizing: Sizing, direction: Direction, init_cash: float,
-           max_exposure: float, ppy: float) -> float:
+           total: int, *, execution: Execution, ppy: float) -> float:
     """Seconds a sweep of `total` runs should take: a few combinations timed one by one (after one
     untimed run that loads the compiled kernels), spread over the threads the sweep uses."""
-    ev = Evaluator(strat, {s: frames[s] for s in unit}, costs=costs, fill=fill, sizing=sizing,
-                   direction=direction, init_cash=init_cash, max_exposure=max_exposure, periods_per_year=ppy)
+    ev = Evaluator(strat, {s: frames[s] for s in unit}, execution=execution.replace(lots=None),
+                   periods_per_year=ppy)
     sample = combos[:PILOT + 1]
     with indicator_cache():
         t0 = time.perf_counter()

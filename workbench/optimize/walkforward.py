@@ -35,6 +35,7 @@ from optuna.trial import TrialState
 from workbench.backtest.engine import (
     Costs,
     Direction,
+    Execution,
     Fill,
     Lot,
     Sizing,
@@ -43,8 +44,6 @@ from workbench.backtest.engine import (
     buy_and_hold,
     fingerprint,
     resolve_annualisation,
-    resolve_lots,
-    resolve_run,
     simulate,
 )
 from workbench.backtest.metrics import compute_metrics
@@ -172,10 +171,7 @@ class _Run:
     strat: Strategy
     folds: list[Fold]
     objective: Objective
-    costs: Costs
-    sizing: Sizing
-    fill: Fill
-    direction: Direction
+    execution: Execution
     storage_url: str
     stale_after: float = 600.0
     timings: dict[str, float] = field(default_factory=lambda: {"sample_s": 0.0, "backtest_s": 0.0,
@@ -198,17 +194,23 @@ class _Run:
         syms = list(self.frames)
         return [syms] if self.settings["portfolio"] else [[s] for s in syms]
 
-    def lots(self, unit: list[str]) -> dict[str, Lot]:
-        """The recorded lot rules of the unit's symbols (runs recorded before lots existed: none)."""
-        recorded = self.settings.get("lots") or {}
-        return {s: Lot(**recorded[s]) if s in recorded else Lot() for s in unit}
+    @property
+    def costs(self) -> Costs:
+        return self.execution.costs
+
+    @property
+    def fill(self) -> Fill:
+        return self.execution.fill
+
+    def unit_execution(self, unit: list[str], **changes: Any) -> Execution:
+        """The run's execution settings for some of its symbols (their recorded lot rules)."""
+        return self.execution.replace(lots=self.execution.lot_map(unit), **changes)
 
     def evaluators(self, fold: Fold) -> list[Evaluator]:
         sl = fold.train()
-        return [Evaluator(self.strat, self.window(sl.start, sl.stop, unit), costs=self.costs,
-                          fill=self.fill, sizing=self.sizing, direction=self.direction,
-                          init_cash=self.settings["init_cash"], max_exposure=self.settings["max_exposure"],
-                          periods_per_year=self.settings["periods_per_year"], lots=self.lots(unit))
+        ppy = self.settings["periods_per_year"]
+        return [Evaluator(self.strat, self.window(sl.start, sl.stop, unit),
+                          execution=self.unit_execution(unit), periods_per_year=ppy)
                 for unit in self.units()]
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
@@ -321,9 +323,10 @@ def walk_forward(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.
                  seed: int = 0, sampler: str = "tpe", sampler_options: Mapping[str, Any] | None = None,
                  pruner: str | None = None, pruner_options: Mapping[str, Any] | None = None,
                  fixed: Mapping[str, Any] | None = None, workers: int = 1, storage: str | None = None,
-                 name: str | None = None, costs: Costs | None = None, fill: Fill | str = Fill.NEXT_OPEN,
-                 sizing: Sizing | None = None, direction: Direction | str = Direction.BOTH,
-                 init_cash: float = 100_000.0, max_exposure: float = 1.0, portfolio: bool = False,
+                 name: str | None = None, execution: Execution | None = None, costs: Costs | None = None,
+                 fill: Fill | str | None = None, sizing: Sizing | None = None,
+                 direction: Direction | str | None = None, init_cash: float | None = None,
+                 max_exposure: float | None = None, portfolio: bool = False,
                  timeframe: str | None = None, calendar: str | None = None, stale_after: float = 600.0,
                  progress: FoldProgress | None = None, save: bool = True,
                  lots: Lot | Mapping[str, Lot] | None = None) -> WalkForwardResult:
@@ -332,7 +335,8 @@ def walk_forward(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.
     `workers` processes on this machine share each fold's study; more can join from anywhere with
     `join_run(run_id, storage)`. With several symbols each trades on its own and a trial scores the
     mean of their objectives (`portfolio=True` trades them together). Re-running the same call
-    resumes the run (or returns it, when finished); `name` fixes the run id. `lots` as in `simulate`.
+    resumes the run (or returns it, when finished); `name` fixes the run id. The execution settings
+    as in `simulate` (one `Execution`, or its fields).
     """
     t_start = time.perf_counter()
     strat = get_strategy(strategy)
@@ -341,10 +345,12 @@ def walk_forward(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.
                      objective=objective if isinstance(objective, Objective) else Objective(
                          metric=objective, min_trades=min_trades),
                      timeout=timeout, seed=seed, sampler=sampler, sampler_options=sampler_options,
-                     pruner=pruner, pruner_options=pruner_options, fixed=fixed, costs=costs or Costs(),
-                     fill=fill, sizing=sizing or Sizing(), direction=direction, init_cash=init_cash,
-                     max_exposure=max_exposure, portfolio=portfolio, timeframe=timeframe, calendar=calendar,
-                     name=name, storage=storage, stale_after=stale_after, lots=lots)
+                     pruner=pruner, pruner_options=pruner_options, fixed=fixed,
+                     execution=Execution.of(execution, costs=costs, fill=fill, sizing=sizing,
+                                            direction=direction, init_cash=init_cash,
+                                            max_exposure=max_exposure, lots=lots),
+                     portfolio=portfolio, timeframe=timeframe, calendar=calendar,
+                     name=name, storage=storage, stale_after=stale_after)
     if workers < 1:
         raise ConfigError(f"workers={workers} must be at least 1")
     store = st.open_storage(run.storage_url)
@@ -429,11 +435,9 @@ def join_run(run_id: str, storage: str, *, bars: Mapping[str, pd.DataFrame] | No
 def _build_run(strat: Strategy, frames: dict[str, pd.DataFrame], *, splitter: WalkForward, n_trials: int,
                objective: Objective, timeout: float | None, seed: int, sampler: str,
                sampler_options: Mapping[str, Any] | None, pruner: str | None,
-               pruner_options: Mapping[str, Any] | None, fixed: Mapping[str, Any] | None, costs: Costs,
-               fill: Fill | str, sizing: Sizing, direction: Direction | str, init_cash: float,
-               max_exposure: float, portfolio: bool, timeframe: str | None, calendar: str | None,
-               name: str | None, storage: str | None, stale_after: float,
-               lots: Lot | Mapping[str, Lot] | None = None) -> _Run:
+               pruner_options: Mapping[str, Any] | None, fixed: Mapping[str, Any] | None,
+               execution: Execution, portfolio: bool, timeframe: str | None, calendar: str | None,
+               name: str | None, storage: str | None, stale_after: float) -> _Run:
     if n_trials < 1:
         raise ConfigError(f"n_trials={n_trials} must be at least 1")
     if timeout is not None and not timeout > 0:
@@ -448,8 +452,6 @@ def _build_run(strat: Strategy, frames: dict[str, pd.DataFrame], *, splitter: Wa
                           "parameter is fixed; free at least one")
     make_sampler(sampler, seed, sampler_options)  # checks the name and options
     make_pruner(pruner, pruner_options)
-    fill, direction = resolve_run(fill, direction, init_cash, max_exposure, sizing, costs)
-    lot_map = resolve_lots(lots, list(frames))
     timeframe, calendar, ppy = resolve_annualisation(frames, timeframe, calendar, None)
     first = next(iter(frames.values()))
     worst_warmup = max(_warmup(strat, {**c, **fixed}) for c in _corners(strat))
@@ -479,13 +481,7 @@ def _build_run(strat: Strategy, frames: dict[str, pd.DataFrame], *, splitter: Wa
         "pruner": pruner or "none",
         "pruner_options": dict(pruner_options or {}),
         "fixed": fixed,
-        "costs": asdict(costs),
-        "fill": fill.value,
-        "sizing": {**asdict(sizing), "kind": sizing.kind.value},
-        "direction": direction.value,
-        "init_cash": float(init_cash),
-        "max_exposure": float(max_exposure),
-        "lots": {s: asdict(v) for s, v in lot_map.items() if v != Lot()},
+        **execution.to_dict(list(frames)),
         "portfolio": bool(portfolio),
     }
     run_id = name or run_id_for(settings)
@@ -493,8 +489,8 @@ def _build_run(strat: Strategy, frames: dict[str, pd.DataFrame], *, splitter: Wa
         raise ConfigError(f"run name {run_id!r} must be non-empty without / \\ : or a leading dot")
     url = storage or st.default_storage(run_id)
     return _Run(run_id=run_id, settings=settings, frames=frames, strat=strat, folds=folds,
-                objective=objective, costs=costs, sizing=sizing, fill=fill, direction=direction,
-                storage_url=url, stale_after=stale_after)
+                objective=objective, execution=Execution.from_dict(settings), storage_url=url,
+                stale_after=stale_after)
 
 
 def _corners(strat: Strategy) -> list[dict[str, Any]]:
@@ -514,12 +510,11 @@ def _warmup(strat: Strategy, params: dict[str, Any]) -> int:
 def _run_from_settings(run_id: str, settings: dict[str, Any], frames: dict[str, pd.DataFrame],
                        storage: str) -> _Run:
     strat = get_strategy(settings["strategy"])
-    sizing = Sizing(**settings["sizing"])
     splitter = WalkForward.from_describe(settings["splitter"])
     return _Run(run_id=run_id, settings=settings, frames=frames, strat=strat,
                 folds=splitter.split(Timeline(frames).index),
-                objective=Objective(**settings["objective"]), costs=Costs(**settings["costs"]), sizing=sizing,
-                fill=Fill(settings["fill"]), direction=Direction(settings["direction"]), storage_url=storage)
+                objective=Objective(**settings["objective"]), execution=Execution.from_dict(settings),
+                storage_url=storage)
 
 
 def _child(run: _Run, parent: int, queue: Any) -> None:
@@ -712,11 +707,10 @@ def _oos_window(run: _Run, fold: Fold, params: dict[str, Any] | None, cash: floa
     trade_parts = []
     for unit in units:
         share = cash / len(units)
-        res = simulate({sym: sub[sym] for sym in unit}, {sym: signals[sym] for sym in unit}, costs=run.costs,
-                       fill=run.fill, sizing=run.sizing, direction=run.direction, init_cash=share,
-                       max_exposure=s["max_exposure"], periods_per_year=s["periods_per_year"],
-                       timeframe=s["timeframe"], calendar=s["calendar"], strategy=run.strat.name,
-                       params=params, lots=run.lots(unit))
+        res = simulate({sym: sub[sym] for sym in unit}, {sym: signals[sym] for sym in unit},
+                       execution=run.unit_execution(unit, init_cash=share),
+                       periods_per_year=s["periods_per_year"], timeframe=s["timeframe"],
+                       calendar=s["calendar"], strategy=run.strat.name, params=params)
         # a unit's own timeline may be sparser than the run's: its value holds between its bars
         full = res.equity.index.union(test_index)
         value = res.equity.reindex(full).ffill().fillna(share).reindex(test_index).to_numpy()

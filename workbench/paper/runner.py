@@ -30,6 +30,7 @@ import pandas as pd
 from workbench.backtest.engine import (
     Costs,
     Direction,
+    Execution,
     Fill,
     Lot,
     Sizing,
@@ -110,8 +111,11 @@ class StrategySpec:
         anchor: pd.Timestamp | None = None,
     ) -> StrategySpec:
         """The spec of a promotion artifact (its name and version are the journal's key)."""
-        sizing = dict(artifact.sizing)
-        return cls(
+        ex = artifact.execution
+        if capital is not None:
+            ex = ex.replace(init_cash=capital)
+        return cls.of(
+            ex,
             name=f"{artifact.name}@v{artifact.version}",
             strategy=artifact.strategy,
             params=dict(artifact.params),
@@ -119,21 +123,31 @@ class StrategySpec:
             timeframe=artifact.timeframe,
             calendar=artifact.calendar,
             periods_per_year=float(artifact.periods_per_year),
-            costs=Costs(**artifact.costs),
-            fill=Fill(artifact.fill),
-            sizing=Sizing(**sizing),
-            direction=Direction(artifact.direction),
-            capital=float(capital if capital is not None else artifact.init_cash),
-            max_exposure=float(artifact.max_exposure),
             lookback=int(artifact.lookback),
             source=(artifact.data or {}).get("source"),
             window=window,
             anchor=anchor,
-            lots={s: Lot(**v) for s, v in (getattr(artifact, "lots", None) or {}).items()},
         )
+
+    @classmethod
+    def of(cls, execution: Execution, **fields: Any) -> StrategySpec:
+        """A spec trading with `execution`'s settings (its cash is the strategy's capital)."""
+        symbols = list(fields["symbols"])
+        return cls(costs=execution.costs, fill=execution.fill, sizing=execution.sizing,
+                   direction=execution.direction, capital=execution.init_cash,
+                   max_exposure=execution.max_exposure,
+                   lots={s: v for s, v in execution.lot_map(symbols).items() if v != Lot()}, **fields)
+
+    @property
+    def execution(self) -> Execution:
+        """The execution settings this strategy trades with (the backtest's)."""
+        return Execution(costs=self.costs, fill=self.fill, sizing=self.sizing, direction=self.direction,
+                         init_cash=self.capital, max_exposure=self.max_exposure, lots=dict(self.lots))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able description (stored in the journal)."""
+        ex = self.execution.to_dict(list(self.symbols))
+        ex["capital"] = ex.pop("init_cash")
         return {
             "name": self.name,
             "strategy": self.strategy,
@@ -142,34 +156,25 @@ class StrategySpec:
             "timeframe": self.timeframe,
             "calendar": self.calendar,
             "periods_per_year": self.periods_per_year,
-            "costs": asdict(self.costs),
-            "fill": self.fill.value,
-            "sizing": {**asdict(self.sizing), "kind": self.sizing.kind.value},
-            "direction": self.direction.value,
-            "capital": self.capital,
-            "max_exposure": self.max_exposure,
+            **ex,
             "lookback": self.lookback,
             "source": self.source,
             "window": self.window,
             "anchor": None if self.anchor is None else self.anchor.isoformat(),
-            "lots": {s: asdict(v) for s, v in self.lots.items()},
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StrategySpec:
         """Inverse of `to_dict`."""
-        d = dict(d)
-        return cls(
+        rest = {k: v for k, v in d.items()
+                if k not in ("costs", "fill", "sizing", "direction", "capital", "max_exposure", "lots")}
+        return cls.of(
+            Execution.from_dict(d),
             **{
-                **d,
+                **rest,
                 "symbols": tuple(d["symbols"]),
-                "costs": Costs(**d["costs"]),
-                "fill": Fill(d["fill"]),
-                "sizing": Sizing(**d["sizing"]),
-                "direction": Direction(d["direction"]),
                 "anchor": None if d.get("anchor") is None else pd.Timestamp(d["anchor"]),
-                "lots": {s: Lot(**v) for s, v in (d.get("lots") or {}).items()},
-            }
+            },
         )
 
     @property

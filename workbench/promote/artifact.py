@@ -157,17 +157,22 @@ class Artifact:
             raise DataError(f"artifact {p} is not a JSON object; restore it or promote the run again")
         return cls.from_dict(data, path=p.resolve())
 
+    @property
+    def execution(self) -> Any:
+        """The execution settings the evidence was computed with, as a `workbench.backtest.Execution`."""
+        from workbench.backtest.engine import Execution
+
+        return Execution.from_dict({"costs": self.costs, "fill": self.fill, "sizing": self.sizing,
+                                    "direction": self.direction, "init_cash": self.init_cash,
+                                    "max_exposure": self.max_exposure, "lots": self.lots})
+
     def costs_obj(self) -> Any:
         """The costs as a `workbench.backtest.Costs`."""
-        from workbench.backtest import Costs
-
-        return Costs(**self.costs)
+        return self.execution.costs
 
     def sizing_obj(self) -> Any:
         """The sizing as a `workbench.backtest.Sizing`."""
-        from workbench.backtest import Sizing
-
-        return Sizing(**self.sizing)
+        return self.execution.sizing
 
     def strategy_obj(self) -> Any:
         """The `Strategy` this artifact trades (built-in or from the research folder)."""

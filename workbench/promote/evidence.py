@@ -157,19 +157,16 @@ def promoted_backtest(run: WalkForwardResult, *, params: Mapping[str, Any] | Non
     Part of the period is in-sample for these parameters: it shows what the strategy does, the run's
     out-of-sample record is the evidence.
     """
-    from workbench.backtest.engine import Costs, Lot, Sizing, backtest
+    from workbench.backtest.engine import Execution, backtest
     from workbench.data.lake import Lake
     from workbench.strategies.registry import get_strategy
 
     s = run.settings
     strat = get_strategy(s["strategy"])
     chosen = dict(params) if params is not None else promoted_params(run.folds, s, strat)[0]
-    sizing = Sizing(**s["sizing"])
     return backtest(strat, run_bars(s, lake if lake is not None else Lake()), chosen,
-                    costs=Costs(**s["costs"]), fill=s["fill"], sizing=sizing, direction=s["direction"],
-                    init_cash=float(s["init_cash"]), max_exposure=float(s["max_exposure"]),
-                    periods_per_year=float(s["periods_per_year"]), timeframe=s["timeframe"],
-                    calendar=s["calendar"], lots={k: Lot(**v) for k, v in (s.get("lots") or {}).items()})
+                    execution=Execution.from_dict(s), periods_per_year=float(s["periods_per_year"]),
+                    timeframe=s["timeframe"], calendar=s["calendar"])
 
 
 def check_fingerprint(settings: Mapping[str, Any], frames: Mapping[str, pd.DataFrame] | None,

@@ -101,13 +101,14 @@ def promote(run_id: str, *, gates: str | Path | GateSet | None = None, name: str
         exc = PromotionRejected(rejection_message(run.run_id, failed))
         exc.verdicts = verdicts  # type: ignore[attr-defined]
         raise exc
+    from workbench.backtest.engine import Execution
+
+    execution = Execution.from_dict(s).to_dict(list(s["symbols"]))  # checked as the run's are
     artifact = Artifact(
         name=name or default_name(s), version=0, strategy=strat.name, params=dict(params),
         symbols=list(s["symbols"]), timeframe=s["timeframe"], calendar=s["calendar"],
-        periods_per_year=float(s["periods_per_year"]), costs=dict(s["costs"]), fill=s["fill"],
-        sizing=dict(s["sizing"]), direction=s["direction"], init_cash=float(s["init_cash"]),
-        max_exposure=float(s["max_exposure"]), portfolio=bool(s.get("portfolio", False)),
-        data=dict(s["data"]), lots={k: dict(v) for k, v in (s.get("lots") or {}).items()},
+        periods_per_year=float(s["periods_per_year"]), **execution,
+        portfolio=bool(s.get("portfolio", False)), data=dict(s["data"]),
         lookback=int(signal_lookback(strat, params)), run_id=run.run_id, code_version=code_version(),
         run_code_version=run.inputs.get("code_version"),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"), params_fold=params_fold,
