@@ -2,9 +2,10 @@
 
 from workbench.optimize.records import list_runs, load_run, save_run
 from workbench.optimize.splitter import Fold, WalkForward
-from workbench.optimize.walkforward import Objective, WalkForwardResult, join_run, walk_forward
+from workbench.optimize.walkforward import Diagnostics, Objective, WalkForwardResult, join_run, walk_forward
 
 __all__ = [
+    "Diagnostics",
     "Fold",
     "Objective",
     "WalkForward",

@@ -80,7 +80,8 @@ def save_run(result: WalkForwardResult, root: Any = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         record = {"run_id": result.run_id, "kind": "walk_forward", "status": "complete",
-                  "settings": result.settings, "inputs": result.inputs, "diagnostics": result.diagnostics,
+                  "settings": result.settings, "inputs": result.inputs,
+                  "diagnostics": result.diagnostics.to_dict(),
                   "summary": result.summary(), "timings": result.timings}
         (tmp / "record.json").write_text(json.dumps(_jsonable(record), indent=1, default=str))
         for name, df in (("folds", result.folds), ("trials", result.trials), ("trades", result.oos_trades),
@@ -118,7 +119,7 @@ def list_runs(root: Any = None) -> pd.DataFrame:
 
 def load_run(run_id: str, root: Any = None) -> WalkForwardResult:
     """Read a saved run record back into a `WalkForwardResult` (figures work, nothing recomputed)."""
-    from workbench.optimize.walkforward import WalkForwardResult
+    from workbench.optimize.walkforward import Diagnostics, WalkForwardResult
 
     base = runs_dir(root)
     folder = base / run_id
@@ -141,6 +142,6 @@ def load_run(run_id: str, root: Any = None) -> WalkForwardResult:
     return WalkForwardResult(run_id=rec["run_id"], settings=rec["settings"], inputs=rec["inputs"],
                              folds=tables["folds"], trials=tables["trials"], oos_equity=oos["equity"],
                              oos_benchmark=oos["benchmark"], oos_trades=tables["trades"],
-                             diagnostics=_restore(rec["diagnostics"]),
+                             diagnostics=Diagnostics.from_dict(_restore(rec["diagnostics"])),
                              importances=imp.set_index("fold") if "fold" in imp else imp,
                              stability=stability, timings=rec.get("timings", {}))

@@ -784,9 +784,93 @@ def _importances(run: _Run, complete: Sequence[optuna.trial.FrozenTrial]) -> dic
         return {}
 
 
+@dataclass(frozen=True)
+class Diagnostics:
+    """The out-of-sample record's overfitting diagnostics, typed: headline figures as properties,
+    each test's detail as its own block (what `to_dict` stores in the run record)."""
+
+    oos_metrics: dict[str, Any]
+    n_trials: int
+    trial_sharpe_variance: float
+    deflated_sharpe: dict[str, Any]
+    sharpe_test: dict[str, Any]
+    pbo: dict[str, Any]  # mean, per_fold
+    benchmark: dict[str, Any]
+    monte_carlo: dict[str, Any]  # bootstrap, shuffle (or a note without closed trades)
+    walk_forward_efficiency: float
+    sharpe_efficiency: float
+    sharpe_efficiency_folds: int
+
+    @property
+    def dsr(self) -> float:
+        """Deflated Sharpe ratio: the probability the OOS Sharpe beats the best of the trials by luck."""
+        return _num(self.deflated_sharpe.get("dsr"))
+
+    @property
+    def pbo_mean(self) -> float:
+        """Probability of backtest overfitting, averaged over the folds that have one."""
+        return _num(self.pbo.get("mean"))
+
+    @property
+    def sharpe_p_value(self) -> float:
+        return _num(self.sharpe_test.get("p_value"))
+
+    @property
+    def psr(self) -> float:
+        """Probabilistic Sharpe ratio against zero."""
+        return _num(self.sharpe_test.get("psr"))
+
+    @property
+    def excess_return(self) -> float:
+        """OOS return over buy-and-hold of the same symbols with the same costs."""
+        return _num(self.benchmark.get("excess_return", self.oos_metrics.get("excess_return")))
+
+    @property
+    def benchmark_return(self) -> float:
+        return _num(self.benchmark.get("benchmark_return"))
+
+    @property
+    def bootstrap_p_loss(self) -> float:
+        """Share of bootstrapped trade sequences that lose money (NaN without closed trades)."""
+        return _num((self.monte_carlo.get("bootstrap") or {}).get("total_return_p_loss"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able, as the run record stores it."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Diagnostics:
+        """Inverse of `to_dict` (records of older runs miss newer blocks: those read as NaN)."""
+        nan = float("nan")
+        return cls(oos_metrics=dict(d.get("oos_metrics", {})), n_trials=int(d.get("n_trials") or 0),
+                   trial_sharpe_variance=_num(d.get("trial_sharpe_variance")),
+                   deflated_sharpe=dict(d.get("deflated_sharpe", {"dsr": nan})),
+                   sharpe_test=dict(d.get("sharpe_test", {})), pbo=dict(d.get("pbo", {"mean": nan})),
+                   benchmark=dict(d.get("benchmark", {})), monte_carlo=dict(d.get("monte_carlo", {})),
+                   walk_forward_efficiency=_num(d.get("walk_forward_efficiency")),
+                   sharpe_efficiency=_num(d.get("sharpe_efficiency")),
+                   sharpe_efficiency_folds=int(d.get("sharpe_efficiency_folds") or 0))
+
+    def __getitem__(self, key: str) -> Any:
+        """Key access as in records of earlier versions (prefer the attributes)."""
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self.__dataclass_fields__ else default
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value) if value is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def _diagnostics(run: _Run, folds: pd.DataFrame, equity: pd.Series, bench: pd.Series, trades: pd.DataFrame,
                  n_trials: int, sr_variance: float, pbo_per_fold: list[dict[str, Any]], *,
-                 exposure: np.ndarray | None = None, traded_value: float = 0.0) -> dict[str, Any]:
+                 exposure: np.ndarray | None = None, traded_value: float = 0.0) -> Diagnostics:
     s = run.settings
     ppy = s["periods_per_year"]
     init = s["init_cash"]
@@ -825,7 +909,7 @@ def _diagnostics(run: _Run, folds: pd.DataFrame, equity: pd.Series, bench: pd.Se
     out["sharpe_efficiency"] = float(folds["oos_sharpe"][defined].mean() / is_sh) if is_sh > 0 \
         else float("nan")
     out["sharpe_efficiency_folds"] = int(defined.sum())
-    return out
+    return Diagnostics(**out)
 
 
 def param_stability(folds: pd.DataFrame, strat: Strategy, fixed: Mapping[str, Any]) -> pd.DataFrame:
@@ -864,7 +948,7 @@ class WalkForwardResult:
     oos_equity: pd.Series
     oos_benchmark: pd.Series
     oos_trades: pd.DataFrame
-    diagnostics: dict[str, Any]
+    diagnostics: Diagnostics
     importances: pd.DataFrame
     stability: pd.DataFrame
     timings: dict[str, Any] = field(default_factory=dict)
@@ -872,20 +956,18 @@ class WalkForwardResult:
     @property
     def oos_metrics(self) -> dict[str, float]:
         """Metrics of the stitched out-of-sample equity curve."""
-        return self.diagnostics["oos_metrics"]
+        return self.diagnostics.oos_metrics
 
     def summary(self) -> dict[str, Any]:
         """The headline figures, for a CLI table or a promotion gate."""
         d = self.diagnostics
-        m = d["oos_metrics"]
+        m = d.oos_metrics
         return {
             "run_id": self.run_id, "strategy": self.settings["strategy"], "folds": len(self.folds),
-            "trials": d["n_trials"], "oos_total_return": m["total_return"], "oos_sharpe": m["sharpe"],
+            "trials": d.n_trials, "oos_total_return": m["total_return"], "oos_sharpe": m["sharpe"],
             "oos_max_drawdown": m["max_drawdown"], "oos_trades": m["n_trades"],
-            "benchmark_return": d["benchmark"]["benchmark_return"],
-            "walk_forward_efficiency": d["walk_forward_efficiency"],
-            "deflated_sharpe": d["deflated_sharpe"]["dsr"], "pbo": d["pbo"]["mean"],
-            "sharpe_p_value": d["sharpe_test"]["p_value"],
+            "benchmark_return": d.benchmark_return, "walk_forward_efficiency": d.walk_forward_efficiency,
+            "deflated_sharpe": d.dsr, "pbo": d.pbo_mean, "sharpe_p_value": d.sharpe_p_value,
         }
 
     def figure(self) -> Any:

@@ -23,7 +23,7 @@ from workbench.strategies.base import Strategy
 if TYPE_CHECKING:
     from workbench.backtest.engine import BacktestResult
     from workbench.data.quality import QualityReport
-    from workbench.optimize.walkforward import WalkForwardResult
+    from workbench.optimize.walkforward import Diagnostics, WalkForwardResult
 
 log = logging.getLogger(__name__)
 
@@ -51,24 +51,24 @@ def _num(value: Any) -> float:
         return math.nan
 
 
-def run_values(diagnostics: Mapping[str, Any]) -> dict[str, float]:
+def run_values(diagnostics: Diagnostics | Mapping[str, Any]) -> dict[str, float]:
     """The numeric gate values of a run, from its diagnostics (NaN where the run has none)."""
-    d = diagnostics
-    m = d.get("oos_metrics", {})
-    mc = d.get("monte_carlo", {}).get("bootstrap") or {}
-    dd = _num(m.get("max_drawdown"))
+    from workbench.optimize.walkforward import Diagnostics
+
+    d = diagnostics if isinstance(diagnostics, Diagnostics) else Diagnostics.from_dict(diagnostics)
+    m = d.oos_metrics
     return {
         "oos_sharpe": _num(m.get("sharpe")),
-        "deflated_sharpe": _num(d.get("deflated_sharpe", {}).get("dsr")),
-        "sharpe_p_value": _num(d.get("sharpe_test", {}).get("p_value")),
-        "psr": _num(d.get("sharpe_test", {}).get("psr")),
-        "pbo": _num(d.get("pbo", {}).get("mean")),
+        "deflated_sharpe": d.dsr,
+        "sharpe_p_value": d.sharpe_p_value,
+        "psr": d.psr,
+        "pbo": d.pbo_mean,
         "oos_trades": _num(m.get("n_trades")),
-        "oos_max_drawdown": abs(dd),
+        "oos_max_drawdown": abs(_num(m.get("max_drawdown"))),
         "oos_total_return": _num(m.get("total_return")),
-        "excess_return": _num(d.get("benchmark", {}).get("excess_return", m.get("excess_return"))),
-        "walk_forward_efficiency": _num(d.get("walk_forward_efficiency")),
-        "bootstrap_p_loss": _num(mc.get("total_return_p_loss")),
+        "excess_return": d.excess_return,
+        "walk_forward_efficiency": d.walk_forward_efficiency,
+        "bootstrap_p_loss": d.bootstrap_p_loss,
     }
 
 
@@ -205,23 +205,26 @@ def check_run_lookahead(strat: Strategy, frames: Mapping[str, pd.DataFrame] | No
     return out
 
 
-def gather_evidence(*, settings: Mapping[str, Any], diagnostics: Mapping[str, Any], strat: Strategy,
-                    params: Mapping[str, Any], lake: Any = None, checks: Collection[str] | None = None,
-                    lookahead_cuts: int = LOOKAHEAD_CUTS) -> Evidence:
+def gather_evidence(*, settings: Mapping[str, Any], diagnostics: Diagnostics | Mapping[str, Any],
+                    strat: Strategy, params: Mapping[str, Any], lake: Any = None,
+                    checks: Collection[str] | None = None, lookahead_cuts: int = LOOKAHEAD_CUTS) -> Evidence:
     """Every gate's value for a run. `checks` limits the lake re-checks run ("lookahead",
     "data_fingerprint"; None runs both); a check not run has no value."""
-    values: dict[str, Any] = dict(run_values(diagnostics))
+    from workbench.optimize.walkforward import Diagnostics
+
+    d = diagnostics if isinstance(diagnostics, Diagnostics) else Diagnostics.from_dict(diagnostics)
+    values: dict[str, Any] = dict(run_values(d))
     details: dict[str, str] = {}
-    why = na_reason("sharpe", diagnostics.get("oos_metrics", {}))
+    why = na_reason("sharpe", d.oos_metrics)
     if why and math.isnan(values["oos_sharpe"]):  # an undefined Sharpe fails, and says why
         details["oos_sharpe"] = f"undefined out of sample: {why} (n/a)"
     checks = {"lookahead", "data_fingerprint"} if checks is None else set(checks)
     record: dict[str, Any] = {
         "values": {},
-        "oos_metrics": dict(diagnostics.get("oos_metrics", {})),
-        "benchmark": dict(diagnostics.get("benchmark", {})),
-        "n_trials": diagnostics.get("n_trials"),
-        "pbo_per_fold": [p.get("pbo") for p in diagnostics.get("pbo", {}).get("per_fold", [])],
+        "oos_metrics": dict(d.oos_metrics),
+        "benchmark": dict(d.benchmark),
+        "n_trials": d.n_trials,
+        "pbo_per_fold": [p.get("pbo") for p in d.pbo.get("per_fold", [])],
     }
     frames = None
     error = None
