@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum, StrEnum
@@ -318,9 +319,9 @@ class Execution:
         elif self.lots is not None and not isinstance(self.lots, Lot):
             raise ConfigError(f"lots must be a Lot or {{symbol: Lot}}, got {type(self.lots).__name__}")
         cash = self.init_cash
-        if not (isinstance(cash, int | float) and math.isfinite(cash) and cash > 0):
+        if not (isinstance(cash, numbers.Real) and math.isfinite(cash) and cash > 0):
             raise ConfigError(f"init_cash={self.init_cash} must be a positive amount")
-        if not (isinstance(self.max_exposure, int | float) and 0 < self.max_exposure <= 10):
+        if not (isinstance(self.max_exposure, numbers.Real) and 0 < self.max_exposure <= 10):
             raise ConfigError(f"max_exposure={self.max_exposure} must be a fraction of equity in (0, 10]")
         set_(self, "init_cash", float(self.init_cash))
         set_(self, "max_exposure", float(self.max_exposure))
