@@ -168,6 +168,9 @@ def _run_sync(o: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     from workbench.data.lake import Lake
 
     results = _call_command("sync", o, "sync").run(Lake(ctx.data_root)) or []
+    for r in results:  # what `workbench data sync` prints under its table
+        if r.report is not None and not r.report.ok:
+            log.warning("%s", r.report)
     return {"rows_added": int(sum(r.rows_added for r in results)), "symbols": [r.key.symbol for r in results]}
 
 
