@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check workbench tests bench notebooks
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 	$(BIN)/pytest -q -p no:cacheprovider --nbval-lax notebooks
 

@@ -134,7 +134,7 @@ def metric(stdout: str, name: str) -> str:
 
 def test_backtest_prints_metrics_trades_inputs_and_writes_chart_and_trades(setup: dict) -> None:
     from workbench.backtest import Costs, backtest, load_bars
-    from workbench.cli import fmt_metric
+    from workbench.backtest.metrics import format_metric as fmt_metric
 
     stdout = ok(setup, "bt_one")
     assert "sma_cross fast=10,slow=40,short=True on BTC/USDT" in stdout
@@ -189,7 +189,7 @@ def test_sweep_writes_parquet_and_heatmap_and_prints_the_top_rows(setup: dict) -
     assert "8 combinations" in stdout and "combos/s" in stdout
     assert "top 3 by sharpe" in stdout
     best = table[table["sharpe"].abs() < float("inf")].sort_values("sharpe", ascending=False).head(3)
-    from workbench.cli import fmt_metric
+    from workbench.backtest.metrics import format_metric as fmt_metric
 
     rows = [ln for ln in stdout.splitlines() if ln.startswith("│")]
     top_rows = rows[-3:]

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import typer
 
-from workbench import cli
+import workbench.cli.app as cli
 
 SECONDS_PER_RUN = 60
 

@@ -137,7 +137,7 @@ def test_a_refusal_prints_the_gate_table(setup: dict) -> None:
 def test_group_help_lists_the_commands_and_the_run_form() -> None:
     from typer.testing import CliRunner
 
-    from workbench.cli import app
+    from workbench.cli.app import app
 
     res = CliRunner().invoke(app, ["promote", "--help"], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "workbench promote RUN_ID" in res.output

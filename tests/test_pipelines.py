@@ -558,3 +558,34 @@ def test_a_yaml_syntax_error_gets_the_cron_hint_only_on_the_schedule_line(tmp_pa
     p = _write(tmp_path, "cron", "schedule: */5 * * * *\nsteps: [{sync: {source: synthetic, symbols: X}}]\n")
     with pytest.raises(ConfigError, match=r"line 1: not valid YAML .* \(quote a cron expression"):
         load_pipeline(p)
+
+
+@pytest.mark.parametrize(
+    ("kind", "path"),
+    [("sync", ("data", "sync")), ("sweep", ("sweep",)), ("walk_forward", ("optimize", "walk-forward"))],
+)
+def test_a_command_like_step_takes_exactly_the_options_of_its_command(
+    kind: str, path: tuple[str, ...]
+) -> None:
+    """The step's options come from the job the command builds (`from_options`), not from the CLI: this
+    keeps the two lists equal, with the same defaults, as options are added to either."""
+    import inspect
+
+    import typer
+
+    from workbench.cli.app import app
+    from workbench.pipelines.steps import COMMANDS, _command
+
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]  # type: ignore[attr-defined]
+    cli = {
+        max((o for o in p.opts if o.startswith("--")), key=len)[2:].replace("-", "_"): (p.required, p.default)
+        for p in command.params
+        if p.param_type_name == "option"
+    }
+    job = {
+        n: (p.default is inspect.Parameter.empty, None if p.default is inspect.Parameter.empty else p.default)
+        for n, p in inspect.signature(_command(COMMANDS[kind])).parameters.items()
+    }
+    assert job == cli

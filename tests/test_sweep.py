@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from workbench.backtest import Costs, Lot, Sizing, backtest
+from workbench.backtest.options import rank_rows
 from workbench.backtest.sweep import LARGE_SWEEP, SweepPlan, SweepResult, check_sweep_size, sweep
-from workbench.cli import rank_rows
 from workbench.data.sources.synthetic import SyntheticSource
 from workbench.errors import ConfigError, SweepTooLarge
 from workbench.strategies import get_strategy, list_strategies

@@ -123,7 +123,8 @@ def run_pipeline(
         "steps": [],
     }
     scope: dict[str, Any] = {**p.params, "scheduled_for": when.isoformat(), "date": when.strftime("%Y-%m-%d")}
-    ctx = RunContext(reports=Path(reports))  # steps see the cron time through ${scheduled_for}
+    # steps see the cron time through ${scheduled_for}
+    ctx = RunContext(reports=Path(reports), data_root=Path(data_root) if data_root is not None else None)
     failure: tuple[str, BaseException] | None = None
     t0 = time.perf_counter()
     log.info("pipeline %s: %d step(s), %s run for %s", p.name, len(p.steps), trigger, when.isoformat())

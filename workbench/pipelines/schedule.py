@@ -170,7 +170,7 @@ class Scheduler:
         cmd = [
             sys.executable,
             "-m",
-            "workbench.cli",
+            "workbench",
             "--data-dir",
             str(self.root),
             "pipeline",

@@ -2,14 +2,16 @@
 outputs that later steps can refer to.
 
 sync, sweep and walk_forward take exactly the options of their command (`workbench data sync`,
-`workbench sweep`, `workbench optimize walk-forward`) and run that same code, so a pipeline behaves
-like the command a researcher would type.
+`workbench sweep`, `workbench optimize walk-forward`) and build the same job from them (`SyncJob`,
+`SweepJob`, `WalkForwardJob`: the command line builds these too), so a pipeline behaves like the
+command a researcher would type.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,12 +20,15 @@ from typing import Any
 
 from workbench.errors import ConfigError, did_you_mean
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class RunContext:
     """What a step may need besides its options."""
 
     reports: Path
+    data_root: Path | None = None  # the lake's root (None: $WORKBENCH_DATA_DIR or ./data)
 
 
 @dataclass(frozen=True)
@@ -37,30 +42,16 @@ class Kind:
     help: str
 
 
-# ---------------------------------------------------------------------- options of a CLI command
+# ---------------------------------------------------------------------- options of a job
 @functools.cache
 def _command_options(func: Callable[..., Any]) -> dict[str, tuple[str, Any, bool]]:
-    """Option name (as on the command line, with _ for -) → (parameter name, type, required)."""
-    import typer.models
-
-    hints = typing.get_type_hints(func, include_extras=True)
-    out: dict[str, tuple[str, Any, bool]] = {}
-    for pname, param in inspect.signature(func).parameters.items():
-        hint = hints.get(pname)
-        key = pname
-        base = hint
-        if typing.get_origin(hint) is typing.Annotated:
-            base, *meta = typing.get_args(hint)
-            for m in meta:
-                if not isinstance(m, typer.models.ParameterInfo):
-                    continue
-                # in Annotated style typer takes a first positional "--name" (stored as default) as a decl
-                decls = [m.default, *(m.param_decls or ())]
-                longs = [d for d in decls if isinstance(d, str) and d.startswith("--")]
-                if longs:
-                    key = longs[0][2:].replace("-", "_")
-        out[key] = (pname, base, param.default is inspect.Parameter.empty)
-    return out
+    """Option name → (parameter name, type, required), read from a job's keyword-only `from_options`
+    (its parameters carry the command's option names, with _ for -)."""
+    hints = typing.get_type_hints(func)
+    return {
+        pname: (pname, hints.get(pname), param.default is inspect.Parameter.empty)
+        for pname, param in inspect.signature(func).parameters.items()
+    }
 
 
 def _types(tp: Any) -> tuple[Any, ...]:
@@ -97,12 +88,12 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
 
 
 def _check_command(
-    func_name: str, options: dict[str, Any], where: str, refs_ok: bool = True
+    kind: str, options: dict[str, Any], where: str, refs_ok: bool = True
 ) -> dict[str, Any]:
     """Check option names and required options against the command; return them coerced."""
     from workbench.pipelines.spec import REF
 
-    spec = _command_options(_command(func_name))
+    spec = _command_options(_command(COMMANDS[kind]))
     _check_keys(options, tuple(spec), tuple(k for k, (_, _, req) in spec.items() if req), where)
     out = {}
     for key, value in options.items():
@@ -113,19 +104,27 @@ def _check_command(
     return out
 
 
-COMMANDS = {"sync": "data_sync", "sweep": "sweep_cmd", "walk_forward": "walk_forward_cmd"}
+# kind → the job its options build (the command line builds the same one): module:class
+COMMANDS = {
+    "sync": "workbench.data.options:SyncJob",
+    "sweep": "workbench.backtest.options:SweepJob",
+    "walk_forward": "workbench.optimize.options:WalkForwardJob",
+}
 
 
-def _command(func_name: str) -> Callable[..., Any]:
-    import workbench.cli as cli
+def _command(job: str) -> Callable[..., Any]:
+    """The `from_options` of a job named module:class: its keyword parameters are the command's options."""
+    import importlib
 
-    return getattr(cli, func_name)
+    module, _, name = job.partition(":")
+    return getattr(importlib.import_module(module), name).from_options
 
 
-def _call_command(func_name: str, options: dict[str, Any], where: str) -> Any:
-    spec = _command_options(_command(func_name))
-    values = _check_command(func_name, options, where, refs_ok=False)
-    return _command(func_name)(**{spec[k][0]: v for k, v in values.items()})
+def _call_command(kind: str, options: dict[str, Any], where: str) -> Any:
+    """The job built from the step's options (references resolved by now), checked as the command does."""
+    spec = _command_options(_command(COMMANDS[kind]))
+    values = _check_command(kind, options, where, refs_ok=False)
+    return _command(COMMANDS[kind])(**{spec[k][0]: v for k, v in values.items()})
 
 
 def _static(o: Mapping[str, Any], key: str) -> str | None:
@@ -144,7 +143,7 @@ def _check_registry(o: Mapping[str, Any], where: str) -> None:
         if (tf := _static(o, "timeframe")) is not None:
             Timeframe.parse(tf)
         if (name := _static(o, "strategy")) is not None:
-            from workbench.cli import parse_fixed, parse_grid
+            from workbench.strategies.grid import parse_fixed, parse_grid
             from workbench.strategies.registry import get_strategy
 
             strategy = get_strategy(name)
@@ -162,29 +161,47 @@ def _check_registry(o: Mapping[str, Any], where: str) -> None:
 
 # ---------------------------------------------------------------------- kinds
 def _check_sync(o: dict[str, Any], where: str) -> None:
-    _check_registry(_check_command("data_sync", o, where), where)
+    _check_registry(_check_command("sync", o, where), where)
 
 
 def _run_sync(o: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    results = _call_command("data_sync", o, "sync") or []
+    from workbench.data.lake import Lake
+
+    results = _call_command("sync", o, "sync").run(Lake(ctx.data_root)) or []
+    for r in results:  # what `workbench data sync` prints under its table
+        if r.report is not None and not r.report.ok:
+            log.warning("%s", r.report)
     return {"rows_added": int(sum(r.rows_added for r in results)), "symbols": [r.key.symbol for r in results]}
 
 
 def _check_sweep(o: dict[str, Any], where: str) -> None:
-    _check_registry(_check_command("sweep_cmd", o, where), where)
+    _check_registry(_check_command("sweep", o, where), where)
 
 
 def _run_sweep(o: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    result = _call_command("sweep_cmd", o, "sweep")
+    from workbench.data.lake import Lake
+
+    job = _call_command("sweep", o, "sweep")
+    result = job.run(job.load(Lake(ctx.data_root)))
+    written = result.save(job.out)
+    log.info("sweep: %d runs, wrote %s", len(result.table), written)
+    if job.heatmap is not None:
+        log.info("sweep: wrote heatmap %s", job.write_heatmap(result))
     return {"table": str(o.get("out")), "runs": len(result.table)}
 
 
 def _check_walk_forward(o: dict[str, Any], where: str) -> None:
-    _check_registry(_check_command("walk_forward_cmd", o, where), where)
+    _check_registry(_check_command("walk_forward", o, where), where)
 
 
 def _run_walk_forward(o: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    result = _call_command("walk_forward_cmd", o, "walk_forward")
+    from workbench.data.lake import Lake
+
+    job = _call_command("walk_forward", o, "walk_forward")
+    result = job.run(job.load(Lake(ctx.data_root)))
+    log.info("walk-forward: run %s", result.run_id)
+    if job.html is not None:
+        log.info("walk-forward: wrote chart %s", job.write_chart(result))
     return {"run_id": result.run_id, "oos_sharpe": float(result.summary()["oos_sharpe"])}
 
 

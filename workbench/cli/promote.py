@@ -44,7 +44,7 @@ RefArg = Annotated[str, typer.Argument(help="name (current version), name@3, or 
 
 
 def _registry() -> Any:
-    from workbench.cli import _State
+    from workbench.cli.common import _State
     from workbench.config import data_dir
     from workbench.promote.registry import Registry
 
@@ -75,7 +75,7 @@ def promote_run_cmd(
     dry_run: Annotated[bool, typer.Option(help="Evaluate the gates only; exit 1 if any fails.")] = False,
 ) -> None:
     """Judge a walk-forward run against the gates; store it as the next version when it passes."""
-    from workbench.cli import _lake, out
+    from workbench.cli.common import _lake, out
     from workbench.promote.promotion import promote
 
     lake = _lake()
@@ -113,7 +113,7 @@ def _params(params: dict[str, Any]) -> str:
 @promote_app.command("ls")
 def promote_ls_cmd() -> None:
     """List every promoted version (current ones marked)."""
-    from workbench.cli import out, print_frame
+    from workbench.cli.common import out, print_frame
 
     reg = _registry()
     table = reg.list()
@@ -133,7 +133,7 @@ def promote_ls_cmd() -> None:
 @promote_app.command("show")
 def promote_show_cmd(ref: RefArg) -> None:
     """Print an artifact: parameters, market, costs, gates, evidence, history."""
-    from workbench.cli import _kv_table, out, print_frame
+    from workbench.cli.common import _kv_table, out, print_frame
     from workbench.promote.gates import format_value
 
     reg = _registry()
@@ -187,7 +187,7 @@ def promote_show_cmd(ref: RefArg) -> None:
 @promote_app.command("diff")
 def promote_diff_cmd(ref_a: RefArg, ref_b: RefArg) -> None:
     """Fields that differ between two artifacts (parameters, gates, evidence, data...)."""
-    from workbench.cli import out
+    from workbench.cli.common import out
 
     reg = _registry()
     a, b = reg.get(ref_a), reg.get(ref_b)
@@ -216,7 +216,7 @@ def promote_rollback_cmd(
                                            "below the current).")] = None,
 ) -> None:
     """Make an earlier (or any) version current again; the change and its reason are logged."""
-    from workbench.cli import out
+    from workbench.cli.common import out
 
     reg = _registry()
     before = reg.current(name) if reg.versions(name) else None

@@ -29,11 +29,11 @@ def report_run(
 
     Given a pipeline file, run the pipeline (its report steps and the jobs they build on); -p then
     overrides the pipeline's parameters."""
-    from workbench.cli import out as console
+    from workbench.cli.common import out as console
     from workbench.reports import parse_parameters, run_report
 
     if Path(notebook).suffix in (".yaml", ".yml"):
-        from workbench.pipelines.cli import run_and_print
+        from workbench.cli.pipeline import run_and_print
 
         if name is not None or show_code:
             from workbench.errors import ConfigError
@@ -57,7 +57,7 @@ def report_run(
 @report_app.command("ls")
 def report_ls() -> None:
     """The notebook templates and the parameters each one takes."""
-    from workbench.cli import out as console
+    from workbench.cli.common import out as console
     from workbench.reports.runner import declared_parameters, notebooks_dir
 
     for nb in sorted(notebooks_dir().glob("*.ipynb")):

@@ -26,14 +26,14 @@ DEFAULT_CONFIG = Path("pipelines/paper.yaml")
 
 def _use_data_dir() -> None:
     """Make --data-dir the data root of everything this command builds."""
-    from workbench.cli import _State
+    from workbench.cli.common import _State
 
     if _State.data_dir is not None:
         os.environ["WORKBENCH_DATA_DIR"] = str(Path(_State.data_dir).expanduser().resolve())
 
 
 def _consoles() -> tuple[Any, Any]:
-    from workbench.cli import err, out
+    from workbench.cli.common import err, out
 
     return out, err
 
@@ -118,14 +118,15 @@ def paper_replay(
     ] = None,
 ) -> list[Any]:
     """Drive the runner over past bars (simulated clock, sim broker) and compare with the backtest."""
-    from workbench.cli import _lake, _output, _progress
+    from workbench.backtest.options import check_output
+    from workbench.cli.common import _lake, _progress
     from workbench.paper.replay import replay
     from workbench.paper.service import specs_from_artifact
     from workbench.promote import load_artifact
 
     _use_data_dir()
     out, _err = _consoles()
-    report = _output(report, (".csv", ".html"), "--report")
+    report = check_output(report, (".csv", ".html"), "--report")
     art = load_artifact(artifact)
     specs = specs_from_artifact(art, capital=capital)
     failed = False
@@ -341,11 +342,12 @@ def paper_trades(
     fills: Annotated[bool, typer.Option(help="Export fills instead of round trips.")] = False,
 ) -> None:
     """The trade log (round trips from the journal's fills), printed or exported."""
-    from workbench.cli import _output, print_frame
+    from workbench.backtest.options import check_output
+    from workbench.cli.common import print_frame
     from workbench.paper.replay import journal_trades
 
     out, _err = _consoles()
-    out_path = _output(out_path, (".csv", ".parquet"), "--out")
+    out_path = check_output(out_path, (".csv", ".parquet"), "--out")
     with _journal(config) as j:
         if fills:
             table = j.fills_frame()
@@ -368,7 +370,7 @@ def paper_trades(
 @paper_app.command("drift")
 def paper_drift(config: ConfigArg = DEFAULT_CONFIG) -> None:
     """Compare the journal with a shadow backtest of the same bars (what live trading changed)."""
-    from workbench.cli import _lake, print_frame
+    from workbench.cli.common import _lake, print_frame
     from workbench.paper.replay import drift
 
     out, _err = _consoles()

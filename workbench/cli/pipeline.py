@@ -18,7 +18,7 @@ ReportsOpt = Annotated[Path, typer.Option("--reports", help="Where report steps 
 
 
 def _root() -> Path | None:
-    from workbench.cli import _State
+    from workbench.cli.common import _State
 
     return _State.data_dir
 
@@ -32,7 +32,7 @@ def run_and_print(
     scheduled_for: str | None = None,
 ) -> None:
     """Run a pipeline now, printing each step; a failed run exits 1 with the step and error named."""
-    from workbench.cli import out
+    from workbench.cli.common import out
     from workbench.pipelines.run import run_pipeline
     from workbench.pipelines.spec import load_pipeline
     from workbench.reports import parse_parameters
@@ -91,7 +91,7 @@ def pipeline_ls_cmd(
 
     from rich.table import Table
 
-    from workbench.cli import out
+    from workbench.cli.common import out
     from workbench.pipelines.spec import load_pipelines, parse_cron, pipeline_files, pipelines_dir
 
     if not pipeline_files(folder):
@@ -119,7 +119,7 @@ def pipeline_ls_cmd(
 
 def _report_bad(bad: dict[Path, str]) -> None:
     """One line per pipeline file that does not read, on stderr; the others go on."""
-    from workbench.cli import err
+    from workbench.cli.common import err
 
     for path, message in bad.items():
         err.print(f"error: skipped {path.name}: {message}", markup=False, highlight=False, soft_wrap=True)
@@ -129,7 +129,7 @@ def _report_bad(bad: dict[Path, str]) -> None:
 def pipeline_check_cmd(name: NameArg) -> None:
     """Check a pipeline without running it: schedule, parameters, steps, options, references, the
     strategies and timeframes against the registry and the symbols against the lake."""
-    from workbench.cli import _lake, out
+    from workbench.cli.common import _lake, out
     from workbench.pipelines.spec import check_data, load_pipeline
 
     p = load_pipeline(name)
@@ -145,7 +145,7 @@ def pipeline_history_cmd(
     """The recorded runs, newest last: trigger, cron time, status, duration, the failed step."""
     import pandas as pd
 
-    from workbench.cli import out, print_frame
+    from workbench.cli.common import out, print_frame
     from workbench.pipelines.run import read_history
 
     runs = read_history(_root(), name)[-last:]
@@ -187,7 +187,7 @@ def schedule_cmd(
     ] = None,
 ) -> None:
     """Run every scheduled pipeline on its cron (UTC) until SIGTERM/Ctrl-C; each run in its own process."""
-    from workbench.cli import out
+    from workbench.cli.common import out
     from workbench.errors import ConfigError
     from workbench.pipelines.schedule import Clock, Scheduler
     from workbench.pipelines.spec import load_pipeline, load_pipelines, pipelines_dir

@@ -1,0 +1,151 @@
+"""The `workbench` command line: the typer app that gathers the command groups, the root options, and
+the CLI-wide last resort that turns any error into one line and an exit code.
+
+A thin face over the Python API (all logic lives in the package); nothing outside `workbench.cli`
+imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from workbench import __version__
+from workbench.cli.backtest import backtest_cmd
+from workbench.cli.common import _State, err, out
+from workbench.cli.data import data_app
+from workbench.cli.demo import demo
+from workbench.cli.optimize import optimize_app
+from workbench.cli.paper import paper_app
+from workbench.cli.pipeline import pipeline_app, schedule_cmd
+from workbench.cli.promote import promote_app
+from workbench.cli.report import report_app
+from workbench.cli.strategies import strategies_cmd
+from workbench.cli.sweep import sweep_cmd
+from workbench.errors import WorkbenchError
+
+app = typer.Typer(help="Quant research workbench: data lake, backtests, walk-forward, paper "
+                  "trading.", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
+# commands list in this order in --help, then the groups
+app.command("strategies")(strategies_cmd)
+app.command("backtest")(backtest_cmd)
+app.command("sweep")(sweep_cmd)
+app.command("schedule")(schedule_cmd)
+app.command("demo")(demo)
+app.add_typer(data_app, name="data")
+app.add_typer(optimize_app, name="optimize")
+app.add_typer(promote_app, name="promote")
+app.add_typer(paper_app, name="paper")
+app.add_typer(report_app, name="report")
+app.add_typer(pipeline_app, name="pipeline")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from workbench.version import code_version
+
+        out.print(f"workbench {__version__} ({code_version()})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help="Data root (default: $WORKBENCH_DATA_DIR or ./data).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="Show the full traceback of an unexpected error.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.",
+                                          callback=_print_version, is_eager=True)] = False,
+) -> None:
+    _State.data_dir = data_dir
+    _State.debug = debug
+    if data_dir is not None:  # everything below (notebook kernels, child processes) sees the same lake
+        from workbench.config import DATA_DIR_ENV
+
+        os.environ[DATA_DIR_ENV] = str(data_dir.expanduser().resolve())
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def _crash_log(exc: BaseException) -> Path | None:
+    """Write the traceback of an unexpected error to a log file; returns it (None if nowhere is writable)."""
+    import time
+    import traceback
+
+    from workbench.config import data_dir
+
+    text = "".join(traceback.format_exception(exc))
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for folder in (data_dir(_State.data_dir) / "logs", Path(tempfile.gettempdir()) / "workbench-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            path.write_text(f"workbench {__version__}: {' '.join(sys.argv)}\n{text}")
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    """The line printed for an error that is not a WorkbenchError."""
+    if isinstance(exc, OSError) and exc.strerror:
+        # unwritable/missing paths (--data-dir, --out, export targets) and full disks
+        where = f" {exc.filename}" if exc.filename else ""
+        why = ("a file is in the way of a folder" if isinstance(exc, FileExistsError | NotADirectoryError)
+               else exc.strerror)
+        return f"cannot use{where}: {why}; choose a path you can write (or free space) and run again"
+    log = _crash_log(exc)
+    where = f"the traceback is in {log}" if log else "no log could be written"
+    return (f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]}; {where} "
+            "(run again with --debug to see it, and report it)")
+
+
+def _handle(exc: BaseException) -> int:
+    """Last resort of the CLI: one line on stderr and the exit code (KeyboardInterrupt: see item 11)."""
+    if isinstance(exc, WorkbenchError):
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 1
+    if _State.debug:
+        raise exc
+    err.print(f"[bold red]error:[/] {escape(_one_line(exc))}", highlight=False, soft_wrap=True)
+    return 1
+
+
+def main() -> None:
+    """Entry point: run the app; any error ends as one line and a non-zero exit (`--debug`: traceback)."""
+    _State.debug = "--debug" in sys.argv[1:]
+    try:
+        app()
+    except KeyboardInterrupt:  # outside a command (typer turns one inside into SystemExit(130))
+        _interrupted()
+    except SystemExit as exc:
+        if exc.code == 130 and isinstance(getattr(exc.__context__, "__cause__", None), KeyboardInterrupt):
+            _interrupted()
+        raise
+    except Exception as exc:  # the CLI's last resort: no traceback reaches a user
+        sys.exit(_handle(exc))
+
+
+def _interrupted() -> None:
+    """Ctrl-C: one line on what was kept, exit 130 (the shell's code for SIGINT)."""
+    err.print("interrupted: nothing is half-written (files are replaced whole); bars synced, walk-forward "
+              "trials and paper orders journalled so far are kept and the same command resumes from them "
+              "(a backtest or sweep starts over)", highlight=False, soft_wrap=True)
+    sys.exit(130)
+
+
+__all__ = ["app", "main"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""`workbench demo`: the main job on embedded SYNTHETIC data, from the lake to a paper replay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from workbench.cli.backtest import backtest_cmd
+from workbench.cli.common import _lake, out
+from workbench.cli.data import data_demo, data_ls
+from workbench.cli.optimize import walk_forward_cmd
+from workbench.cli.sweep import sweep_cmd
+
+DEMO_REPORTS = Path("reports") / "demo"
+
+
+def demo() -> None:
+    """The main job on embedded SYNTHETIC data: lake, backtest, sweep, walk-forward, promotion, paper replay.
+
+    Writes its charts, sweep table, heatmap and parity report under ./reports/demo.
+    """
+    data_demo(seed=7)
+    data_ls(None, None, None, False)
+    out.rule("backtest: sma_cross on BTC/USDT 1h, next-open fills, default costs")
+    backtest_cmd(strategy="sma_cross", symbols="BTC/USDT", timeframe="1h", fill="next_open",
+                 html=DEMO_REPORTS / "backtest_sma_cross.html")
+    out.rule("sweep: sma_cross on BTC/USDT, ETH/USDT, SOL/USDT 1h")
+    sweep_cmd(strategy="sma_cross", symbols="BTC/USDT,ETH/USDT,SOL/USDT", timeframe="1h",
+              grid="fast=5:50:5,slow=20:200:20", fixed="short=false",
+              out_path=DEMO_REPORTS / "sweep_sma_cross.parquet", top=5, by="sharpe",
+              heatmap=DEMO_REPORTS / "sweep_sma_cross_heatmap.html", x="fast", y="slow", metric="sharpe")
+    out.rule("walk-forward: sma_cross on BTC/USDT 1h, 6 rolling folds x 40 Optuna trials")
+    walk_forward_cmd(strategy="sma_cross", symbols="BTC/USDT", timeframe="1h", folds=6, trials=40, workers=1,
+                     min_trades=3, fixed="short=false", seed=7, purge="0",
+                     start="2025-01-01", end="2026-01-01",  # 2025 only: a paper run may have grown the lake
+                     html=DEMO_REPORTS / "walk_forward_sma_cross.html")
+    ref = _demo_promote()
+    out.rule(f"paper replay of {ref}: Jul-Dec 2025, simulated clock, sim broker, parity with the backtest")
+    from workbench.cli.paper import paper_replay
+
+    replays = _lake().root / "paper" / "replay"  # kept: the paper monitor notebook reads its journal
+    parity = DEMO_REPORTS / "paper_replay_parity.html"
+    [replayed] = paper_replay(artifact=ref, start="2025-07-01", end="2025-12-31", journal=replays,
+                              window="anchored", capital=None, report=parity)
+    out.print(f"parity report: {DEMO_REPORTS / 'paper_replay_parity.html'}")
+    from workbench.promote import load_artifact
+    from workbench.reports import run_report
+
+    artifact = load_artifact(ref)
+    out.rule(f"research report: notebooks/research_report.ipynb on {artifact.run_id} (papermill)")
+    res = run_report("research_report", {"run_id": artifact.run_id, "artifact": artifact.ref,
+                                         "journal": str(replayed.journal_path)}, out=Path("reports"))
+    m = res.manifest
+    out.print(f"research report {m['status']} in {m['duration_s']:.1f} s (data, strategy, walk-forward, "
+              f"promotion, paper): {res.html.resolve() if res.html else res.folder}", highlight=False)
+
+
+def _demo_promote() -> str:
+    """Promote the demo's walk-forward run through the shipped gates, or force it with a recorded reason."""
+    from workbench.cli.promote import _registry, _verdict_table
+    from workbench.errors import PromotionRejected
+    from workbench.optimize import list_runs
+    from workbench.promote.promotion import promote
+
+    lake = _lake()
+    runs = list_runs(lake.root / "runs")
+    run_id = str(runs[runs["strategy"] == "sma_cross"].sort_values("written")["run_id"].iloc[-1])
+    gates = Path("pipelines/promotion.yaml")
+    out.rule(f"promotion: {run_id} against {gates if gates.is_file() else 'the built-in gates'}")
+    kw = dict(gates=gates if gates.is_file() else None, lake=lake, registry=_registry(),
+              runs_root=lake.root / "runs")
+    try:
+        res = promote(run_id, **kw)
+        out.print(_verdict_table(res.verdicts, "promotion gates: all passed"))
+    except PromotionRejected as exc:
+        out.print(_verdict_table(getattr(exc, "verdicts", []), "promotion gates: refused"))
+        out.print(f"[bold red]refused:[/] {exc}", highlight=False)
+        reason = "demo: paper-trade the demo strategy despite its failed gates, to show the runner"
+        res = promote(run_id, force=True, reason=reason, **kw)
+        out.print(f"forced with a recorded reason: {reason!r}", highlight=False)
+    assert res.artifact is not None
+    out.print(f"artifact {res.artifact.ref}: {res.artifact.path}", highlight=False)
+    return res.artifact.ref
+

@@ -1,0 +1,129 @@
+"""The options of a walk-forward run as the command line and pipeline YAML write them: text → a
+checked `WalkForwardJob`.
+
+`workbench optimize walk-forward` and a pipeline's walk_forward step both build one from the same
+options, so a pipeline behaves like the command a researcher would type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from workbench.backtest.options import check_output, parse_costs, parse_sizing
+from workbench.errors import ConfigError
+from workbench.strategies.grid import parse_fixed, split_list
+
+if TYPE_CHECKING:
+    from workbench.backtest import Costs, Sizing
+    from workbench.optimize import Objective, WalkForward, WalkForwardResult
+    from workbench.optimize.walkforward import FoldProgress
+    from workbench.strategies.base import Strategy
+
+
+def parse_window(text: str | None, option: str) -> int | str | None:
+    """A train, test or purge window: a number of bars (2000) or a duration (90d)."""
+    if text is None:
+        return None
+    t = text.strip()
+    if t.isdigit():
+        return int(t)
+    if not t or not t[0].isdigit():
+        raise ConfigError(f"{option} {text!r} must be a number of bars (e.g. 2000) or a duration (e.g. 90d)")
+    return t
+
+
+@dataclass(frozen=True)
+class WalkForwardJob:
+    """A walk-forward run as `workbench optimize walk-forward` (or a pipeline step) asked for it.
+
+    `from_options` takes the command's options by their command-line names and fails before any
+    work on a bad one; `load` and `run` then do the work.
+    """
+
+    strategy: Strategy
+    fixed: dict[str, Any]
+    symbols: list[str]
+    splitter: WalkForward
+    objective: Objective
+    costs: Costs
+    sizing: Sizing
+    html: Path | None
+    timeframe: str
+    start: str | None
+    end: str | None
+    source: str | None
+    trials: int
+    workers: int
+    seed: int
+    sampler: str
+    pruner: str
+    timeout: float | None
+    storage: str | None
+    name: str | None
+    portfolio: bool
+    fill: str
+    direction: str
+    init_cash: float
+    max_exposure: float
+
+    @classmethod
+    def from_options(
+        cls, *, strategy: str, symbols: str, timeframe: str = "1h", folds: int = 8, trials: int = 100,
+        workers: int = 1, train: str | None = None, test: str | None = None, purge: str = "0",
+        anchored: bool = False, objective: str = "sharpe", min_trades: int = 1, dd_penalty: float = 1.0,
+        seed: int = 0, sampler: str = "tpe", pruner: str = "none", timeout: float | None = None,
+        storage: str | None = None, name: str | None = None, fixed: str | None = None,
+        portfolio: bool = False, start: str | None = None, end: str | None = None,
+        source: str | None = None, costs: str | None = None, fill: str = "next_open",
+        sizing: str = "fixed", fraction: float | None = None, risk: float | None = None,
+        target_vol: float | None = None, direction: str = "both", cash: float = 100_000.0,
+        max_exposure: float = 1.0, html: Path | None = None,
+    ) -> WalkForwardJob:
+        """Check every option of `workbench optimize walk-forward` (same names and defaults)."""
+        from workbench.optimize import Objective, WalkForward
+        from workbench.strategies.registry import get_strategy
+
+        strat = get_strategy(strategy)
+        pinned = parse_fixed(fixed, strat)
+        splitter = WalkForward(n_folds=folds, train=parse_window(train, "--train"),
+                               test=parse_window(test, "--test"), purge=parse_window(purge, "--purge") or 0,
+                               anchored=anchored)
+        cost = parse_costs(costs)
+        size = parse_sizing(sizing, fraction, risk, target_vol)
+        html_path = check_output(html, (".html", ".htm"), "--html")
+        obj = Objective(metric=objective, min_trades=min_trades, dd_penalty=dd_penalty)
+        return cls(strategy=strat, fixed=pinned, symbols=split_list(symbols), splitter=splitter,
+                   objective=obj, costs=cost, sizing=size, html=html_path, timeframe=timeframe, start=start,
+                   end=end, source=source, trials=trials, workers=workers, seed=seed, sampler=sampler,
+                   pruner=pruner, timeout=timeout, storage=storage, name=name, portfolio=portfolio,
+                   fill=fill, direction=direction, init_cash=cash, max_exposure=max_exposure)
+
+    def load(self, lake: Any) -> dict[str, pd.DataFrame]:
+        """The job's bars from the lake."""
+        from workbench.backtest import load_bars
+
+        return load_bars(lake, self.symbols, self.timeframe, self.start, self.end, source=self.source)
+
+    def run(self, bars: dict[str, pd.DataFrame], *, progress: FoldProgress | None = None
+            ) -> WalkForwardResult:
+        """Run (or resume) the walk-forward on `bars`."""
+        from workbench.optimize import walk_forward
+
+        return walk_forward(self.strategy, bars, splitter=self.splitter, n_trials=self.trials,
+                            objective=self.objective, seed=self.seed, sampler=self.sampler,
+                            pruner=self.pruner, timeout=self.timeout, fixed=self.fixed, workers=self.workers,
+                            storage=self.storage, name=self.name, costs=self.costs, fill=self.fill,
+                            sizing=self.sizing, direction=self.direction, init_cash=self.init_cash,
+                            max_exposure=self.max_exposure, portfolio=self.portfolio,
+                            timeframe=self.timeframe, progress=progress)
+
+    def write_chart(self, result: WalkForwardResult) -> Path:
+        """Write the OOS equity chart (only when --html was given)."""
+        from workbench.backtest.plots import write_html
+
+        assert self.html is not None
+        return write_html(result.figure(), self.html)
