@@ -54,15 +54,17 @@ _TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 # ---------------------------------------------------------------------- keys
 def read_keys() -> tuple[str | None, str | None]:
-    """The API key pair from settings: the first family with both set; else, for a message that
-    names what is missing, whichever of each is set (key, secret), None for the rest."""
-    for key_name, secret_name in KEY_PAIRS:
-        key, secret = setting(key_name), setting(secret_name)
+    """The API key pair from settings, from one family (never a key of one and a secret of the
+    other): the first family with both set, else the first with either set (the other None, for a
+    message that names what is missing), else (None, None)."""
+    pairs = [(setting(key_name), setting(secret_name)) for key_name, secret_name in KEY_PAIRS]
+    for key, secret in pairs:
         if key and secret:
             return key, secret
-    key = next((v for v in (setting(k) for k, _ in KEY_PAIRS) if v), None)
-    secret = next((v for v in (setting(s) for _, s in KEY_PAIRS) if v), None)
-    return key, secret
+    for key, secret in pairs:
+        if key or secret:
+            return key or None, secret or None
+    return None, None
 
 
 def keys_set() -> list[str]:
