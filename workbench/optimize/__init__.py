@@ -2,11 +2,22 @@
 
 from workbench.optimize.records import list_runs, load_run, save_run
 from workbench.optimize.splitter import Fold, WalkForward
-from workbench.optimize.walkforward import Objective, WalkForwardResult, join_run, walk_forward
+from workbench.optimize.walkforward import (
+    Objective,
+    ObjectiveMetric,
+    PrunerKind,
+    SamplerKind,
+    WalkForwardResult,
+    join_run,
+    walk_forward,
+)
 
 __all__ = [
     "Fold",
     "Objective",
+    "ObjectiveMetric",
+    "PrunerKind",
+    "SamplerKind",
     "WalkForward",
     "WalkForwardResult",
     "join_run",
