@@ -21,6 +21,7 @@ from workbench import Lake
 from workbench.backtest import Costs, Sizing, SizingKind, load_bars
 from workbench.data.sources.synthetic import SyntheticSource
 from workbench.errors import ConfigError, DataError, PromotionRejected
+from workbench.files import exclusive_write
 from workbench.optimize import load_run, save_run, walk_forward
 from workbench.optimize.walkforward import signal_lookback
 from workbench.promote import (
@@ -35,7 +36,6 @@ from workbench.promote import (
     promote,
 )
 from workbench.promote.evidence import promoted_params, run_values
-from workbench.promote.registry import _exclusive_write
 from workbench.strategies.registry import get_strategy
 from workbench.version import code_version
 
@@ -458,7 +458,7 @@ def test_a_version_file_is_never_overwritten(env: dict, reg: Registry, monkeypat
                                              ) -> None:
     first = go(env, "a", reg).artifact
     before = first.path.read_bytes()
-    assert not _exclusive_write(first.path, "{}")
+    assert not exclusive_write(first.path, "{}")
     assert first.path.read_bytes() == before
     # a writer with a stale view of the versions (as without the lock) skips to a free number
     monkeypatch.setattr(Registry, "versions", lambda self, name: [])

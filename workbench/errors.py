@@ -26,6 +26,22 @@ class LakeCorruptError(DataError):
     """A file inside the lake cannot be read."""
 
 
+class TemporaryError(WorkbenchError):
+    """A failure that may pass when the same request is tried again: rate limiting, a 5xx answer,
+    a timeout or a dropped connection.
+
+    Raised inside a retried call for `workbench.retry.RetryPolicy` to retry (and only this is
+    retried); `retry_after` is the wait in seconds the server asked for, if it asked. When the
+    retries run out the policy re-raises the last one with `attempts` set, and the caller turns
+    it into the error its user sees (`SourceError`, `BrokerUnavailable`).
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.attempts = 0  # set by the retry policy when it gives up
+
+
 class SourceError(WorkbenchError):
     """A data source failed in a way retries did not fix."""
 

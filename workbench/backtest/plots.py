@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.config import file_mode
 from workbench.errors import ConfigError, did_you_mean
+from workbench.files import atomic_path
 
 __all__ = [
     "backtest_figure",
@@ -536,22 +535,11 @@ def write_html(fig: go.Figure, path: str | os.PathLike[str]) -> Path:
             f"cannot create directory {parent} for {target.name}: {exc.strerror or exc}"
         ) from exc
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
-    except OSError as exc:
+        with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            fig.write_html(fh, include_plotlyjs=True, full_html=True)
+    except PermissionError as exc:
         raise ConfigError(f"cannot write {target}: directory {parent} is not writable "
                           f"({exc.strerror or exc})") from exc
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fig.write_html(fh, include_plotlyjs=True, full_html=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, target)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ConfigError(f"cannot write {target}: {exc.strerror or exc}") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return target

@@ -40,6 +40,7 @@ from workbench.backtest.engine import (
 )
 from workbench.backtest.metrics import EQUITY_KEYS, METRIC_KEYS, TRADE_KEYS, equity_stats_nb, trade_stats_nb
 from workbench.errors import ConfigError, SweepTooLarge
+from workbench.files import atomic_path
 from workbench.strategies.base import Strategy, check_signal_bars
 from workbench.strategies.indicators import indicator_cache
 from workbench.strategies.registry import get_strategy
@@ -95,7 +96,6 @@ class SweepResult:
     def save(self, path: str | Any) -> Any:
         """Write the table as Parquet (``.parquet``) or CSV (``.csv``), atomically; inputs go in metadata."""
         import json
-        import os
         from pathlib import Path
 
         import pyarrow as pa
@@ -110,18 +110,16 @@ class SweepResult:
         except OSError as exc:
             raise ConfigError(f"cannot create {path.parent}: {exc.strerror}; "
                               "choose a writable folder") from None
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
-            if suffix == ".parquet":
-                table = pa.Table.from_pandas(self.table, preserve_index=False)
-                meta = {**(table.schema.metadata or {}),
-                        b"workbench": json.dumps(self.inputs, default=str).encode()}
-                pq.write_table(table.replace_schema_metadata(meta), tmp)
-            else:
-                self.table.to_csv(tmp, index=False)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                if suffix == ".parquet":
+                    table = pa.Table.from_pandas(self.table, preserve_index=False)
+                    meta = {**(table.schema.metadata or {}),
+                            b"workbench": json.dumps(self.inputs, default=str).encode()}
+                    pq.write_table(table.replace_schema_metadata(meta), tmp)
+                else:
+                    self.table.to_csv(tmp, index=False)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise ConfigError(f"cannot write {path}: {exc.strerror}; choose a writable folder") from None
         return path
 

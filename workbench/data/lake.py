@@ -11,13 +11,10 @@ changed behind its back, so a crash between data and catalog cannot leave the ca
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 import time
 import warnings
@@ -34,12 +31,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workbench.config import data_dir, file_mode
+from workbench.config import data_dir
 from workbench.data.bars import BAR_COLUMNS, OPTIONAL_COLUMNS, bars_to_arrow, normalize_bars
 from workbench.data.calendar import Calendar, absent, calendar_for_symbol
 from workbench.data.quality import QualityPolicy, QualityReport, apply_policy, check_bars
 from workbench.data.timeframe import Timeframe
 from workbench.errors import ConfigError, DataError, LakeCorruptError, WorkbenchError, did_you_mean
+from workbench.files import atomic_path, atomic_write, file_lock, fsync_dir
 
 if TYPE_CHECKING:
     from workbench.data.sources.base import Source
@@ -159,29 +157,6 @@ def _us(ts: pd.Timestamp) -> int:
     return int(ts.value // 1000)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, file_mode())  # mkstemp makes 0600: give the lake file the umask's mode
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Lake:
     """A Parquet bar store queried with DuckDB. `Lake()` uses ./data or $WORKBENCH_DATA_DIR.
 
@@ -235,12 +210,8 @@ class Lake:
     def _lock(self, sdir: Path) -> Iterator[None]:
         """Serialise writers of one series across processes (readers never wait)."""
         sdir.mkdir(parents=True, exist_ok=True)
-        with open(sdir / ".lock", "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with file_lock(sdir / ".lock"):
+            yield
 
     def _con(self) -> duckdb.DuckDBPyConnection:
         con = getattr(self._local, "con", None)
@@ -375,7 +346,7 @@ class Lake:
                 except LakeCorruptError:
                     aside = f.with_name(f"{f.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
                     f.rename(aside)
-                    _fsync_dir(f.parent)
+                    fsync_dir(f.parent)
                     log.warning("moved the unreadable lake file %s aside to %s", f, aside.name)
                     moved.append(aside)
         return moved
@@ -444,7 +415,7 @@ class Lake:
             missing_bars=missing, gaps=gaps[:MAX_GAPS_KEPT],
             bytes=sum(f.stat().st_size for f in files), files=_signature(files),
         )
-        _atomic_write_bytes(sdir / COVERAGE_FILE, json.dumps(asdict(cov), indent=1).encode())
+        atomic_write(sdir / COVERAGE_FILE, json.dumps(asdict(cov), indent=1).encode())
         return cov
 
     # ------------------------------------------------------------------ reading
@@ -713,7 +684,7 @@ class Lake:
         else:
             out = frame.copy()
             out["ts"] = out["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-            _atomic_write_bytes(path, out.to_csv(index=False).encode())
+            atomic_write(path, out.to_csv(index=False).encode())
         return path
 
     def import_file(
@@ -971,31 +942,17 @@ def _align_schemas(new: pa.Table, old: pa.Table) -> tuple[pa.Table, pa.Table]:
 
 
 def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write zstd Parquet to a hidden temp file, fsync, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, file_mode())  # mkstemp makes 0600: give the lake file the umask's mode
-    finally:
-        os.close(fd)
-    try:
-        # delta-encoded timestamps and byte-stream-split floats: ~30 bytes per 1m bar, not ~45
-        encoding = {f.name: "BYTE_STREAM_SPLIT" for f in table.schema
-                    if pa.types.is_floating(f.type)}
-        if "ts" in table.column_names and pa.types.is_timestamp(table.schema.field("ts").type):
-            encoding["ts"] = "DELTA_BINARY_PACKED"
-        dictionary = [n for n in table.column_names if n not in encoding]
+    """Write zstd Parquet over `path` atomically (see `workbench.files.atomic_path`)."""
+    # delta-encoded timestamps and byte-stream-split floats: ~30 bytes per 1m bar, not ~45
+    encoding = {f.name: "BYTE_STREAM_SPLIT" for f in table.schema if pa.types.is_floating(f.type)}
+    if "ts" in table.column_names and pa.types.is_timestamp(table.schema.field("ts").type):
+        encoding["ts"] = "DELTA_BINARY_PACKED"
+    dictionary = [n for n in table.column_names if n not in encoding]
+    with atomic_path(path) as tmp:
         pq.write_table(
             table, tmp, compression="zstd", compression_level=3, row_group_size=ROW_GROUP_SIZE,
             use_dictionary=dictionary or False, column_encoding=encoding or None,
         )
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _gaps(ts: np.ndarray, tf: Timeframe, cal: Calendar) -> tuple[list[tuple[str, str, int]], int]:

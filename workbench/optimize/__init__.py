@@ -2,12 +2,24 @@
 
 from workbench.optimize.records import list_runs, load_run, save_run
 from workbench.optimize.splitter import Fold, WalkForward
-from workbench.optimize.walkforward import Diagnostics, Objective, WalkForwardResult, join_run, walk_forward
+from workbench.optimize.walkforward import (
+    Diagnostics,
+    Objective,
+    ObjectiveMetric,
+    PrunerKind,
+    SamplerKind,
+    WalkForwardResult,
+    join_run,
+    walk_forward,
+)
 
 __all__ = [
     "Diagnostics",
     "Fold",
     "Objective",
+    "ObjectiveMetric",
+    "PrunerKind",
+    "SamplerKind",
     "WalkForward",
     "WalkForwardResult",
     "join_run",

@@ -25,7 +25,8 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 import numpy as np
 import optuna
@@ -48,7 +49,7 @@ from workbench.backtest.engine import (
 )
 from workbench.backtest.metrics import compute_metrics
 from workbench.backtest.sweep import Evaluator
-from workbench.errors import ConfigError, DataError, WorkbenchError
+from workbench.errors import ConfigError, DataError, WorkbenchError, did_you_mean
 from workbench.optimize import storage as st
 from workbench.optimize.overfitting import (
     bootstrap_trades,
@@ -65,12 +66,42 @@ from workbench.version import code_version
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("sharpe", "sortino", "calmar", "return_dd")
-SAMPLERS = ("tpe", "random", "qmc")
-PRUNERS = ("none", "median", "percentile", "hyperband", "successive_halving")
+
+
+class ObjectiveMetric(StrEnum):
+    """What a trial maximises (see `Objective`)."""
+
+    SHARPE = "sharpe"
+    SORTINO = "sortino"
+    CALMAR = "calmar"
+    RETURN_DD = "return_dd"
+
+
+class SamplerKind(StrEnum):
+    """Optuna's samplers the walk-forward offers."""
+
+    TPE = "tpe"
+    RANDOM = "random"
+    QMC = "qmc"
+
+
+class PrunerKind(StrEnum):
+    """Optuna's pruners the walk-forward offers (`none` prunes nothing)."""
+
+    NONE = "none"
+    MEDIAN = "median"
+    PERCENTILE = "percentile"
+    HYPERBAND = "hyperband"
+    SUCCESSIVE_HALVING = "successive_halving"
+
+
+OBJECTIVES = tuple(m.value for m in ObjectiveMetric)
+SAMPLERS = tuple(m.value for m in SamplerKind)
+PRUNERS = tuple(m.value for m in PrunerKind)
 _OPEN = (TrialState.WAITING, TrialState.RUNNING)
 WORST = -1e9  # the score of a trial whose objective is undefined (NaN or infinite)
 FoldProgress = Callable[[int, int, int], None]  # (fold, finished trials, budget)
+_E = TypeVar("_E", bound=StrEnum)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,13 +113,12 @@ class Objective:
     to avoid them and they are never selected.
     """
 
-    metric: str = "sharpe"
+    metric: ObjectiveMetric = ObjectiveMetric.SHARPE  # a plain "sharpe" etc. is turned into one
     min_trades: int = 1
     dd_penalty: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.metric not in OBJECTIVES:
-            raise ConfigError(f"objective {self.metric!r} is unknown; use one of {', '.join(OBJECTIVES)}")
+        object.__setattr__(self, "metric", _member(ObjectiveMetric, self.metric, "objective"))
         if self.min_trades < 0:
             raise ConfigError(f"min_trades={self.min_trades} must be 0 or more")
         if not (math.isfinite(self.dd_penalty) and self.dd_penalty >= 0):
@@ -96,9 +126,9 @@ class Objective:
 
     def raw(self, m: Mapping[str, float]) -> float:
         """The objective of one backtest's metrics, NaN or infinite when undefined (e.g. no trades)."""
-        if self.metric == "return_dd":
+        if self.metric is ObjectiveMetric.RETURN_DD:
             return float(m["annual_return"] - self.dd_penalty * abs(m["max_drawdown"]))
-        return float(m[self.metric])
+        return float(m[self.metric.value])
 
     def value(self, m: Mapping[str, float]) -> float:
         """The score a trial reports: `raw`, or WORST when that is undefined."""
@@ -106,37 +136,45 @@ class Objective:
         return v if math.isfinite(v) else WORST
 
 
-def make_sampler(name: str, seed: int, options: Mapping[str, Any] | None = None
+def _member(kind: type[_E], value: Any, what: str) -> _E:
+    """`value` as a member of the StrEnum `kind`, or a ConfigError naming the choices."""
+    try:
+        return kind(value)
+    except ValueError:
+        names = [m.value for m in kind]
+        raise ConfigError(f"{what} {value!r} is unknown{did_you_mean(str(value), names)}; use one of "
+                          f"{', '.join(names)}") from None
+
+
+def make_sampler(name: str | SamplerKind, seed: int, options: Mapping[str, Any] | None = None
                  ) -> optuna.samplers.BaseSampler:
     """An Optuna sampler by name (tpe, random, qmc), seeded."""
     options = dict(options or {})
+    kind = _member(SamplerKind, name, "sampler")
+    samplers = {SamplerKind.TPE: optuna.samplers.TPESampler,
+                SamplerKind.RANDOM: optuna.samplers.RandomSampler,
+                SamplerKind.QMC: optuna.samplers.QMCSampler}
     try:
-        if name == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, **options)
-        if name == "random":
-            return optuna.samplers.RandomSampler(seed=seed, **options)
-        if name == "qmc":
-            return optuna.samplers.QMCSampler(seed=seed, **options)
+        return samplers[kind](seed=seed, **options)
     except TypeError as exc:
-        raise ConfigError(f"sampler {name} options {options}: {exc}") from None
-    raise ConfigError(f"sampler {name!r} is unknown; use one of {', '.join(SAMPLERS)}")
+        raise ConfigError(f"sampler {kind} options {options}: {exc}") from None
 
 
-def make_pruner(name: str | None, options: Mapping[str, Any] | None = None) -> optuna.pruners.BasePruner:
+def make_pruner(name: str | PrunerKind | None, options: Mapping[str, Any] | None = None
+                ) -> optuna.pruners.BasePruner:
     """An Optuna pruner by name; steps are the symbols of a run, so it needs several to prune."""
     options = dict(options or {})
-    kinds = {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
-             "percentile": optuna.pruners.PercentilePruner, "hyperband": optuna.pruners.HyperbandPruner,
-             "successive_halving": optuna.pruners.SuccessiveHalvingPruner}
-    name = name or "none"
-    if name not in kinds:
-        raise ConfigError(f"pruner {name!r} is unknown; use one of {', '.join(PRUNERS)}")
-    if name == "percentile":
+    kinds = {PrunerKind.NONE: optuna.pruners.NopPruner, PrunerKind.MEDIAN: optuna.pruners.MedianPruner,
+             PrunerKind.PERCENTILE: optuna.pruners.PercentilePruner,
+             PrunerKind.HYPERBAND: optuna.pruners.HyperbandPruner,
+             PrunerKind.SUCCESSIVE_HALVING: optuna.pruners.SuccessiveHalvingPruner}
+    kind = _member(PrunerKind, name or PrunerKind.NONE, "pruner")
+    if kind is PrunerKind.PERCENTILE:
         options.setdefault("percentile", 25.0)
     try:
-        return kinds[name](**options)
+        return kinds[kind](**options)
     except TypeError as exc:
-        raise ConfigError(f"pruner {name} options {options}: {exc}") from None
+        raise ConfigError(f"pruner {kind} options {options}: {exc}") from None
 
 
 def signal_lookback(strat: Strategy, params: Mapping[str, Any]) -> int:
@@ -319,9 +357,10 @@ def _metric(m: Mapping[str, Any] | None, key: str) -> float:
 
 def walk_forward(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFrame], *,
                  splitter: WalkForward | None = None, folds: int = 8, n_trials: int = 100,
-                 objective: str | Objective = "sharpe", min_trades: int = 1, timeout: float | None = None,
-                 seed: int = 0, sampler: str = "tpe", sampler_options: Mapping[str, Any] | None = None,
-                 pruner: str | None = None, pruner_options: Mapping[str, Any] | None = None,
+                 objective: str | ObjectiveMetric | Objective = ObjectiveMetric.SHARPE, min_trades: int = 1,
+                 timeout: float | None = None, seed: int = 0, sampler: str | SamplerKind = SamplerKind.TPE,
+                 sampler_options: Mapping[str, Any] | None = None,
+                 pruner: str | PrunerKind | None = None, pruner_options: Mapping[str, Any] | None = None,
                  fixed: Mapping[str, Any] | None = None, workers: int = 1, storage: str | None = None,
                  name: str | None = None, execution: Execution | None = None, costs: Costs | None = None,
                  fill: Fill | str | None = None, sizing: Sizing | None = None,
@@ -433,8 +472,8 @@ def join_run(run_id: str, storage: str, *, bars: Mapping[str, pd.DataFrame] | No
 
 
 def _build_run(strat: Strategy, frames: dict[str, pd.DataFrame], *, splitter: WalkForward, n_trials: int,
-               objective: Objective, timeout: float | None, seed: int, sampler: str,
-               sampler_options: Mapping[str, Any] | None, pruner: str | None,
+               objective: Objective, timeout: float | None, seed: int, sampler: str | SamplerKind,
+               sampler_options: Mapping[str, Any] | None, pruner: str | PrunerKind | None,
                pruner_options: Mapping[str, Any] | None, fixed: Mapping[str, Any] | None,
                execution: Execution, portfolio: bool, timeframe: str | None, calendar: str | None,
                name: str | None, storage: str | None, stale_after: float) -> _Run:
@@ -472,13 +511,13 @@ def _build_run(strat: Strategy, frames: dict[str, pd.DataFrame], *, splitter: Wa
                  "end": (union[-1] + pd.Timedelta(1, "us")).isoformat(), "bars": len(union),
                  "fingerprint": fingerprint(frames)},
         "splitter": splitter.describe(),
-        "objective": asdict(objective),
+        "objective": {**asdict(objective), "metric": objective.metric.value},
         "n_trials": int(n_trials),
         "timeout": timeout,
         "seed": int(seed),
-        "sampler": sampler,
+        "sampler": _member(SamplerKind, sampler, "sampler").value,
         "sampler_options": dict(sampler_options or {}),
-        "pruner": pruner or "none",
+        "pruner": _member(PrunerKind, pruner or PrunerKind.NONE, "pruner").value,
         "pruner_options": dict(pruner_options or {}),
         "fixed": fixed,
         **execution.to_dict(list(frames)),

@@ -11,6 +11,7 @@ res.parity.ok, res.trades
 from workbench.paper.broker import (
     Account,
     Broker,
+    BrokerKind,
     Order,
     OrderRequest,
     OrderStatus,
@@ -28,6 +29,7 @@ from workbench.paper.sim import SimBroker
 __all__ = [
     "Account",
     "Broker",
+    "BrokerKind",
     "Journal",
     "Order",
     "OrderRequest",

@@ -1,8 +1,9 @@
 """Alpaca paper trading through alpaca-py's unmodified `TradingClient` (and its data clients for prices).
 
 Settings (environment or a `.env` file in the working directory): the key pair from
-`APCA_API_KEY_ID` / `APCA_API_SECRET_KEY` (or `ALPACA_API_KEY` / `ALPACA_SECRET_KEY`, the names the
-data source also reads; a pair is taken from one family, never mixed), the trading endpoint from
+`ALPACA_API_KEY` / `ALPACA_SECRET_KEY`, else `APCA_API_KEY_ID` / `APCA_API_SECRET_KEY` (read as the
+data source reads them, `workbench.data.sources.alpaca_client`; a pair is taken from one family,
+never mixed), the trading endpoint from
 `WORKBENCH_ALPACA_TRADING_URL` (else Alpaca's paper endpoint; the live endpoint is refused), the
 data endpoint for `price()` from `WORKBENCH_ALPACA_BASE_URL` (else Alpaca's), the stock feed from
 `WORKBENCH_ALPACA_FEED` (else iex), and `WORKBENCH_ALPACA_TIMEOUT`, `WORKBENCH_ALPACA_RETRY_ATTEMPTS`,
@@ -21,6 +22,9 @@ Who retries what:
   outcome: `submit` looks the client order id up, returns the order when Alpaca has it and
   resubmits only when Alpaca says it does not, at most `retries` times. When a lookup fails too,
   or every attempt failed, `BrokerUnavailable` names the client order id: look it up later.
+  These resubmissions, and retries of 5xx answers the SDK does not retry itself, go through the
+  workbench's one retry policy (`workbench.retry`): `retry_wait` apart, longer when Alpaca sends
+  Retry-After (at most a minute).
 - Refusals (insufficient buying power, a bad quantity, an unknown symbol...) raise `OrderRejected`
   with Alpaca's message; refused keys raise `CredentialsError` naming the settings to fix.
 
@@ -45,10 +49,7 @@ Keys never appear in logs, messages or `repr`.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
-import time
 from collections.abc import Callable
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 from typing import Any, TypeVar
@@ -73,11 +74,28 @@ from alpaca.trading.requests import (
 from alpaca.trading.requests import OrderRequest as AlpacaOrderRequest
 
 from workbench.config import setting
-from workbench.data.sources.alpaca import (
-    _choice,
-    _number,
-    _server_message,
-    _TransportAdapter,
+from workbench.data.sources.alpaca_client import (
+    DATA_HOST,
+    DATA_RETRY_CODES,
+    DATA_URL_SETTING,
+    FEED_SETTING,
+    FEEDS,
+    RETRY_ATTEMPTS_SETTING,
+    RETRY_WAIT_SETTING,
+    TIMEOUT_SETTING,
+    api_retry_after,
+    check_url,
+    choice,
+    close,
+    configure,
+    host,
+    is_auth,
+    is_not_found,
+    keys_set,
+    message,
+    number,
+    read_keys,
+    transport_problem,
 )
 from workbench.errors import (
     BrokerError,
@@ -85,6 +103,7 @@ from workbench.errors import (
     ConfigError,
     CredentialsError,
     OrderRejected,
+    TemporaryError,
 )
 from workbench.paper.broker import (
     Account,
@@ -96,31 +115,25 @@ from workbench.paper.broker import (
     Position,
     Side,
 )
+from workbench.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
 TRADING_URL_SETTING = "WORKBENCH_ALPACA_TRADING_URL"
-DATA_URL_SETTING = "WORKBENCH_ALPACA_BASE_URL"  # the data source's setting
 PAPER_URL = "https://paper-api.alpaca.markets"
 LIVE_HOSTS = ("api.alpaca.markets",)
-KEY_PAIRS = (("APCA_API_KEY_ID", "APCA_API_SECRET_KEY"), ("ALPACA_API_KEY", "ALPACA_SECRET_KEY"))
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_RETRIES = 3
 DEFAULT_RETRY_WAIT = 1.0
 DEFAULT_CRYPTO_TAKER_FEE = 0.0025  # Alpaca's crypto fee tier 1 (30-day volume under $100k)
 DEFAULT_CRYPTO_MAKER_FEE = 0.0015
 SDK_RETRY_CODES = (429, 504)  # what alpaca-py retries by default; kept for the trading client
-DATA_RETRY_CODES = (429, 500, 502, 503, 504)  # GETs only: safe to retry
 CRYPTO_QUOTES = ("USDT", "USDC", "USD", "BTC")
-_NOT_FOUND = 40410000
-_UNAUTHORIZED = 40110000
 _DUPLICATE = "client_order_id must be unique"
 _KEY_HINT = ("set APCA_API_KEY_ID and APCA_API_SECRET_KEY (or ALPACA_API_KEY and ALPACA_SECRET_KEY) "
              "to a current paper-trading key pair, in the environment or in a .env file in the "
              "working directory (live keys do not work on the paper endpoint)")
 _NINE = Decimal("1e-9")
-_TAGS = re.compile(r"<[^>]*>")
-_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 # Alpaca order statuses that end an order; every other status (new, accepted, pending_new,
 # pending_cancel, held, done_for_day...) is still live: NEW or PARTIALLY_FILLED by the fill so far
@@ -162,26 +175,27 @@ class AlpacaBroker(Broker):
     ) -> None:
         self._keys = _keys()
         self._lots: dict[str, Any] = {}
-        self.base_url = _url(base_url or setting(TRADING_URL_SETTING) or PAPER_URL,
-                             "base_url", TRADING_URL_SETTING)
-        host = urlsplit(self.base_url).hostname or ""
-        if host in LIVE_HOSTS:
+        self.base_url = check_url(base_url or setting(TRADING_URL_SETTING) or PAPER_URL,
+                                  "base_url", TRADING_URL_SETTING, PAPER_URL)
+        if (urlsplit(self.base_url).hostname or "") in LIVE_HOSTS:
             raise ConfigError(
                 f"base URL {self.base_url!r} is Alpaca's live trading endpoint: AlpacaBroker trades "
                 f"paper accounts only; use {PAPER_URL} (base_url or {TRADING_URL_SETTING})")
         data = data_url or setting(DATA_URL_SETTING)
-        self.data_url = _url(data, "data_url", DATA_URL_SETTING) if data else None
-        self.feed = _choice(feed or setting("WORKBENCH_ALPACA_FEED") or "iex", ("iex", "sip"), "feed")
-        self.timeout = _number(timeout, "WORKBENCH_ALPACA_TIMEOUT", DEFAULT_TIMEOUT, float, "timeout",
+        self.data_url = check_url(data, "data_url", DATA_URL_SETTING, PAPER_URL) if data else None
+        self.feed = choice(feed or setting(FEED_SETTING) or "iex", FEEDS, "feed")
+        self.timeout = number(timeout, TIMEOUT_SETTING, DEFAULT_TIMEOUT, float, "timeout",
                                minimum=0.001)
-        self.retries = _number(retries, "WORKBENCH_ALPACA_RETRY_ATTEMPTS", DEFAULT_RETRIES, int,
+        self.retries = number(retries, RETRY_ATTEMPTS_SETTING, DEFAULT_RETRIES, int,
                                "retries", minimum=0)
-        self.retry_wait = _number(retry_wait, "WORKBENCH_ALPACA_RETRY_WAIT", DEFAULT_RETRY_WAIT, float,
+        self.retry_wait = number(retry_wait, RETRY_WAIT_SETTING, DEFAULT_RETRY_WAIT, float,
                                   "retry_wait", minimum=0)
-        self.crypto_taker_fee = _number(crypto_taker_fee, "WORKBENCH_ALPACA_CRYPTO_TAKER_FEE",
+        self.crypto_taker_fee = number(crypto_taker_fee, "WORKBENCH_ALPACA_CRYPTO_TAKER_FEE",
                                         DEFAULT_CRYPTO_TAKER_FEE, float, "crypto_taker_fee", minimum=0)
-        self.crypto_maker_fee = _number(crypto_maker_fee, "WORKBENCH_ALPACA_CRYPTO_MAKER_FEE",
+        self.crypto_maker_fee = number(crypto_maker_fee, "WORKBENCH_ALPACA_CRYPTO_MAKER_FEE",
                                         DEFAULT_CRYPTO_MAKER_FEE, float, "crypto_maker_fee", minimum=0)
+        # alpaca-py waits a fixed time between its retries: so does this broker
+        self._retry = RetryPolicy(retries=self.retries, wait=self.retry_wait, backoff=1.0, logger=log)
         for name in ("crypto_taker_fee", "crypto_maker_fee"):
             if getattr(self, name) >= 0.1:
                 raise ConfigError(f"{name} {getattr(self, name)!r} is a fraction (0.0025 = 0.25 %), not a "
@@ -204,11 +218,10 @@ class AlpacaBroker(Broker):
         if request.oco_group:
             self._oco[cid] = request.oco_group
         what = f"{request.side.value} {request.qty:g} {request.symbol}"
-        problem = ""
         attempts = self.retries + 1
-        for attempt in range(attempts):
-            if attempt:
-                time.sleep(self.retry_wait)
+        problems: list[str] = []
+
+        def attempt(n: int) -> Order:
             try:
                 raw = self._trading.submit_order(alpaca_request)
             except APIError as exc:
@@ -216,7 +229,7 @@ class AlpacaBroker(Broker):
                 if status == 422 and _DUPLICATE in message:
                     # Alpaca has this id: an earlier call (or the SDK's own retry of this one) placed it
                     return self._existing(request, message)
-                if _is_auth(exc):
+                if is_auth(exc):
                     raise CredentialsError(f"Alpaca refused the API keys (HTTP {status}) placing order "
                                            f"{cid}: {_KEY_HINT}") from None
                 if status is not None and status < 500 and status != 429:
@@ -224,16 +237,17 @@ class AlpacaBroker(Broker):
                             else "")
                     raise OrderRejected(f"Alpaca refused order {cid} ({what}): {message} (HTTP "
                                         f"{status}){hint}") from None
-                problem = f"HTTP {status}: {message}"
+                problem, after = f"HTTP {status}: {message}", api_retry_after(exc)
             except requests.RequestException as exc:
-                problem = _transport(exc)
+                problem, after = transport_problem(exc), None
             else:
                 order = self._order(raw)
                 log.info("alpaca order %s placed: %s (%s)", cid, what, order.status.value)
                 return order
             # the outcome is unknown: never resubmit before Alpaca says it has no such order
+            problems.append(problem)
             log.warning("alpaca order %s (%s): %s on attempt %d of %d; looking it up before any "
-                        "resubmission", cid, what, problem, attempt + 1, attempts)
+                        "resubmission", cid, what, problem, n, attempts)
             try:
                 found = self._lookup(cid)
             except BrokerUnavailable as exc:
@@ -244,10 +258,16 @@ class AlpacaBroker(Broker):
             if found is not None:
                 log.info("alpaca order %s was placed despite the failed reply", cid)
                 return found
-        raise BrokerUnavailable(
-            f"order {cid} ({what}): the outcome is unknown: Alpaca failed {attempts} submissions "
-            f"(last: {problem}) and the last lookup found no order with this client order id; look "
-            "it up with get_order before submitting it again, or raise retries")
+            raise TemporaryError(f"alpaca order {cid} ({what}): {problem}; not placed",
+                                 retry_after=after)
+
+        try:
+            return self._retry.call(attempt)
+        except TemporaryError as exc:
+            raise BrokerUnavailable(
+                f"order {cid} ({what}): the outcome is unknown: Alpaca failed {exc.attempts} submissions "
+                f"(last: {problems[-1]}) and the last lookup found no order with this client order id; look "
+                "it up with get_order before submitting it again, or raise retries") from None
 
     def get_order(self, client_order_id: str) -> Order | None:
         """The order with this client order id, or None when Alpaca has never seen it."""
@@ -269,31 +289,41 @@ class AlpacaBroker(Broker):
         order = self._lookup(cid)
         if order is None or order.status.done:
             return order
-        problem = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.retry_wait)
-            problem = ""
+        state: dict[str, Any] = {"order": order, "problem": ""}
+
+        def attempt(_: int) -> Order:
+            # Alpaca cancels asynchronously: the cancel is sent again until the order is done
+            problem, after = "", None
             try:
                 self._trading.cancel_order_by_id(order.broker_order_id)
             except APIError as exc:
                 status = exc.status_code
-                if _is_auth(exc):
+                if is_auth(exc):
                     raise CredentialsError(f"Alpaca refused the API keys (HTTP {status}) cancelling "
                                            f"order {cid}: {_KEY_HINT}") from None
                 if status is None or status >= 500 or status == 429:
-                    problem = f"HTTP {status}: {self._message(exc)}"
+                    problem, after = f"HTTP {status}: {self._message(exc)}", api_retry_after(exc)
                 elif status not in (404, 422):  # 422: not cancelable (finished); the lookup says how
                     raise BrokerError(f"Alpaca refused to cancel order {cid}: {self._message(exc)} "
                                       f"(HTTP {status})") from None
             except requests.RequestException as exc:
-                problem = _transport(exc)
-            order = self._lookup(cid) or order
-            if order.status.done:
-                return order
-        if problem:
-            raise BrokerUnavailable(f"could not cancel order {cid} ({problem}): it may still fill; "
+                problem = transport_problem(exc)
+            state["problem"] = problem
+            current = state["order"] = self._lookup(cid) or state["order"]
+            if current.status.done:
+                return current
+            still = (current.extra or {}).get("alpaca_status")
+            sent = f"failed ({problem})" if problem else "requested"
+            raise TemporaryError(f"alpaca order {cid}: cancel {sent}, still {still}", retry_after=after)
+
+        try:
+            return self._retry.call(attempt)
+        except TemporaryError:
+            pass
+        if state["problem"]:
+            raise BrokerUnavailable(f"could not cancel order {cid} ({state['problem']}): it may still fill; "
                                     "call cancel again later")
+        order = state["order"]
         log.info("alpaca order %s: cancel requested, still %s", cid,
                  (order.extra or {}).get("alpaca_status"))
         return order
@@ -365,9 +395,7 @@ class AlpacaBroker(Broker):
     def close(self) -> None:
         """Close the HTTP sessions."""
         for client in (self._trading, *self._data.values()):
-            session = getattr(client, "_session", None)
-            if isinstance(session, requests.Session):
-                session.close()
+            close(client)
 
     # ------------------------------------------------------------------ requests
     def _request(self, req: OrderRequest) -> AlpacaOrderRequest:
@@ -428,32 +456,37 @@ class AlpacaBroker(Broker):
         retry itself are retried here."""
         sdk_codes = DATA_RETRY_CODES if data else SDK_RETRY_CODES
         where = DATA_URL_SETTING if data else TRADING_URL_SETTING
-        host = self._host(data)
-        for attempt in range(self.retries + 1):
+        where_host = self._host(data)
+
+        def attempt(_: int) -> T:
             try:
                 return fn()
             except APIError as exc:
                 status, message = exc.status_code, self._message(exc)
-                if missing_ok and _not_found(exc):
+                if missing_ok and is_not_found(exc):
                     return None  # type: ignore[return-value]
-                if _is_auth(exc):
+                if is_auth(exc):
                     raise CredentialsError(f"Alpaca refused the API keys (HTTP {status}) {what}: "
                                            f"{_KEY_HINT}") from None
                 if status is not None and status < 500 and status != 429:
                     raise BrokerError(f"Alpaca refused {what}: {message} (HTTP {status}); check the "
                                       f"URL ({where})") from None
-                if attempt < self.retries and status not in sdk_codes:
-                    time.sleep(self.retry_wait)
-                    continue
-                raise BrokerUnavailable(f"Alpaca kept failing {what} (HTTP {status}: {message}); "
-                                        "try again later") from None
+                failed = f"Alpaca kept failing {what} (HTTP {status}: {message}); try again later"
+                if status in sdk_codes:  # alpaca-py has retried this one already
+                    raise BrokerUnavailable(failed) from None
+                raise TemporaryError(failed, retry_after=api_retry_after(exc)) from None
             except requests.exceptions.JSONDecodeError:
-                raise BrokerError(f"Alpaca at {host} sent a reply that is not JSON {what}: check the "
-                                  f"URL ({where})") from None
+                raise BrokerError(f"Alpaca at {where_host} sent a reply that is not JSON {what}: check "
+                                  f"the URL ({where})") from None
             except requests.RequestException as exc:
-                raise BrokerUnavailable(f"could not reach Alpaca at {host} {what} ({_transport(exc)}): "
-                                        f"check the network connection, or the URL ({where})") from None
-        raise AssertionError("unreachable")  # pragma: no cover
+                raise BrokerUnavailable(f"could not reach Alpaca at {where_host} {what} "
+                                        f"({transport_problem(exc)}): check the network connection, or "
+                                        f"the URL ({where})") from None
+
+        try:
+            return self._retry.call(attempt)
+        except TemporaryError as exc:
+            raise BrokerUnavailable(str(exc)) from None
 
     # ------------------------------------------------------------------ replies
     def _order(self, raw: dict[str, Any]) -> Order:
@@ -510,39 +543,17 @@ class AlpacaBroker(Broker):
         return float(crypto_fee(value, rate)), quote
 
     def _message(self, exc: APIError) -> str:
-        text = _server_message(exc)
-        if text.startswith("<"):  # an HTML error page from a proxy: its title, else its text
-            title = _TITLE.search(text)
-            text = " ".join(_TAGS.sub(" ", title.group(1) if title else text).split())[:120] or "no message"
-        return self._scrub(text)
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._keys:
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return message(exc, self._keys)
 
     def _host(self, data: bool = False) -> str:
         if data:
-            return urlsplit(self.data_url).hostname or "?" if self.data_url else "data.alpaca.markets"
-        return urlsplit(self.base_url).hostname or "the configured base URL"
+            return host(self.data_url, DATA_HOST)
+        return host(self.base_url, "the configured base URL")
 
     # ------------------------------------------------------------------ clients
     def _configure(self, client: RESTClient, codes: tuple[int, ...]) -> None:
         """Retry settings and a request timeout on an alpaca-py client (as the data source does)."""
-        # alpaca-py 0.44 keeps these in _retry / _retry_wait / _retry_codes: _retry + 1 attempts
-        if not all(hasattr(client, a) for a in ("_retry", "_retry_wait", "_retry_codes")):
-            log.warning("this alpaca-py version keeps its retry settings elsewhere: using its "
-                        "defaults instead of retries/retry_wait")
-        else:
-            client._retry = self.retries
-            client._retry_wait = self.retry_wait  # type: ignore[assignment]
-            client._retry_codes = list(codes)
-        session = getattr(client, "_session", None)
-        if isinstance(session, requests.Session):
-            adapter = _TransportAdapter(self.timeout, self.retries, self.retry_wait)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
+        configure(client, timeout=self.timeout, retries=self.retries, wait=self.retry_wait, codes=codes)
 
     def _data_client(self, crypto: bool) -> RESTClient:
         client = self._data.get(crypto)
@@ -572,61 +583,17 @@ def crypto_fee(amount: Decimal, rate: Decimal) -> Decimal:
 
 
 def _keys() -> tuple[str, str]:
-    for key_name, secret_name in KEY_PAIRS:
-        key, secret = setting(key_name), setting(secret_name)
-        if key and secret:
-            return key, secret
-    partial = [n for pair in KEY_PAIRS for n in pair if setting(n)]
+    key, secret = read_keys()
+    if key and secret:
+        return key, secret
+    partial = keys_set()
     extra = f" (only {', '.join(partial)} {'is' if len(partial) == 1 else 'are'} set)" if partial else ""
     raise CredentialsError(f"Alpaca paper trading needs an API key pair, but none is set{extra}: {_KEY_HINT}")
-
-
-def _url(value: str, what: str, setting_name: str) -> str:
-    url = str(value).strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{what} {value!r} is not an http(s) URL: set e.g. {PAPER_URL} "
-                          f"({what} or {setting_name})")
-    return url
-
-
-def _is_auth(exc: APIError) -> bool:
-    """Refused keys: a 401, or a 403 that is not one of Alpaca's refusals with a reason (40310000
-    insufficient buying power, ...): a bare "forbidden" page, or "request is not authorized"."""
-    if exc.status_code == 401:
-        return True
-    if exc.status_code != 403:
-        return False
-    code = _code(exc)
-    return code is None or code == _UNAUTHORIZED or _server_message(exc).lower() in (
-        "forbidden", "request is not authorized")
-
-
-def _not_found(exc: APIError) -> bool:
-    """Alpaca's own 404 (an unknown order), not a 404 page from a wrong base URL."""
-    if exc.status_code != 404:
-        return False
-    return _code(exc) == _NOT_FOUND or "not found" in _server_message(exc).lower()
-
-
-def _code(exc: APIError) -> int | None:
-    try:
-        body = json.loads(str(exc))
-    except ValueError:
-        return None
-    code = body.get("code") if isinstance(body, dict) else None
-    return code if isinstance(code, int) else None
 
 
 def _simple(raw: dict[str, Any]) -> bool:
     """Single-leg orders with a symbol and side (multi-leg option orders are not the workbench's)."""
     return bool(raw.get("symbol")) and raw.get("side") in ("buy", "sell")
-
-
-def _transport(exc: requests.RequestException) -> str:
-    if isinstance(exc, requests.Timeout):
-        return f"no reply within the timeout ({type(exc).__name__})"
-    return f"connection failed ({type(exc).__name__})"
 
 
 def _price(value: float | None, crypto: bool) -> float | None:

@@ -36,6 +36,7 @@ from workbench.errors import ConfigError
 __all__ = [
     "Account",
     "Broker",
+    "BrokerKind",
     "Order",
     "OrderRequest",
     "OrderStatus",
@@ -46,6 +47,15 @@ __all__ = [
     "fee_in_asset",
     "symbol_asset",
 ]
+
+
+class BrokerKind(StrEnum):
+    """Which broker a paper config trades through: the simulated venue, Alpaca's paper account or
+    a ccxt exchange's sandbox."""
+
+    SIM = "sim"
+    ALPACA = "alpaca"
+    CCXT = "ccxt"
 
 
 class Side(StrEnum):

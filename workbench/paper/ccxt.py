@@ -29,6 +29,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -43,6 +44,7 @@ from workbench.errors import (
     ConfigError,
     CredentialsError,
     OrderRejected,
+    TemporaryError,
     did_you_mean,
 )
 from workbench.paper.broker import (
@@ -55,12 +57,12 @@ from workbench.paper.broker import (
     Position,
     Side,
 )
+from workbench.retry import MAX_WAIT_SECONDS, RetryPolicy, retry_after
 
 log = logging.getLogger(__name__)
 
 API_KEY_SETTING = "WORKBENCH_CCXT_API_KEY"
 SECRET_SETTING = "WORKBENCH_CCXT_SECRET"
-MAX_WAIT_SECONDS = 60.0
 _REMEMBERED_ORDERS = 10_000  # client order ids whose symbol and request the broker keeps in memory
 _T = TypeVar("_T")
 
@@ -123,7 +125,8 @@ class CcxtBroker(Broker):
         self.retries = int(retries)
         self.retry_wait = float(retry_wait)
         self.recv_window = float(recv_window)
-        self._sleep = sleep
+        self._retry = RetryPolicy(retries=self.retries, wait=self.retry_wait, max_wait=MAX_WAIT_SECONDS,
+                                  sleep=sleep, logger=log)
         key, secret = _credentials(exchange_id)
         self._secrets = (key, secret)
         self.exchange: ccxt.Exchange = getattr(ccxt, exchange_id)({
@@ -173,8 +176,27 @@ class CcxtBroker(Broker):
         args = self._create_args(request, market)
         if request.side is Side.SELL:
             self._refuse_short(request, market)
-        attempt = 0
-        while True:
+        what = f"{request.side.value} {request.qty:g} {symbol}"
+        failed: list[TemporaryError] = []
+
+        def attempt(n: int) -> Order:
+            # every retry starts with a lookup: the failed send may have placed the order
+            if failed:
+                last = failed[-1]
+                cause = last.__cause__ or last
+                how = f"{type(cause).__name__} ({_reason(cause, self._secrets, 120)})"
+                found = self._lookup(cid, symbol, f"after {type(last.__cause__).__name__}")
+                if found is not None:
+                    log.info("%s: order %s was placed despite %s", self.name, cid,
+                             type(last.__cause__).__name__)
+                    return found
+                if n > self.retries + 1:
+                    raise BrokerUnavailable(
+                        f"{self.name}: order {cid} ({what}) failed {n - 1} times, last with {how}; the "
+                        "exchange does not show the order now, but its outcome is unknown: look the client "
+                        "order id up (get_order) before submitting it again")
+                log.warning("%s: order %s does not exist; sending it again (%d/%d)", self.name, cid, n - 1,
+                            self.retries)
             self.exchange.last_response_headers = None  # so a stale Retry-After is never read
             sent = time.monotonic()
             try:
@@ -183,27 +205,11 @@ class CcxtBroker(Broker):
                 raise self._credentials_error(f"placing order {cid}", exc) from None
             except ccxt.OperationFailed as exc:  # 429, 5xx, timeouts, dropped connections
                 refused = isinstance(exc, ccxt.DDoSProtection)  # rate limits refuse before acting
-                wait = self._delay(attempt)
-                if not refused:
-                    wait = max(wait, sent + self.recv_window - time.monotonic())
-                how = f"{type(exc).__name__} ({_reason(exc, self._secrets, 120)})"
-                log.warning("%s: order %s: %s; outcome %s, looking it up in %.2fs", self.name, cid, how,
-                            "refused" if refused else "unknown", wait)
-                self._sleep(wait)
-                found = self._lookup(cid, symbol, f"after {type(exc).__name__}")
-                if found is not None:
-                    log.info("%s: order %s was placed despite %s", self.name, cid, type(exc).__name__)
-                    return found
-                if attempt >= self.retries:
-                    raise BrokerUnavailable(
-                        f"{self.name}: order {cid} ({request.side.value} {request.qty:g} {symbol}) failed "
-                        f"{attempt + 1} times, last with {how}; the exchange does not show the order now, "
-                        "but its outcome is unknown: look the client order id up (get_order) before "
-                        "submitting it again"
-                    ) from None
-                attempt += 1
-                log.warning("%s: order %s does not exist; sending it again (%d/%d)", self.name, cid, attempt,
-                            self.retries)
+                # an unknown outcome is looked up only once the exchange can no longer execute it
+                window = 0.0 if refused else sent + self.recv_window - time.monotonic()
+                outcome = "refused" if refused else "unknown, looked up before any resend"
+                failed.append(self._temporary(f"order {cid}; outcome {outcome}", exc, not_before=window))
+                raise failed[-1] from exc
             except ccxt.BaseError as exc:
                 if _is_duplicate(exc):
                     found = self._lookup(cid, symbol, "after a duplicate-order answer")
@@ -215,14 +221,15 @@ class CcxtBroker(Broker):
                         "its outcome is unknown: look the client order id up (get_order) later"
                     ) from None
                 raise OrderRejected(
-                    f"{self.name} rejected order {cid} ({request.side.value} {request.qty:g} {symbol}, "
-                    f"{request.type.value}): {_reason(exc, self._secrets)}"
+                    f"{self.name} rejected order {cid} ({what}, {request.type.value}): "
+                    f"{_reason(exc, self._secrets)}"
                 ) from None
-            else:
-                order = self._order(raw, cid)
-                log.info("%s: order %s placed: %s %g %s, %s", self.name, cid, request.side.value,
-                         request.qty, symbol, order.status.value)
-                return order
+            order = self._order(raw, cid)
+            log.info("%s: order %s placed: %s, %s", self.name, cid, what, order.status.value)
+            return order
+
+        # one attempt more than `retries`: the last one only looks the order up
+        return replace(self._retry, retries=self.retries + 1).call(attempt)
 
     def get_order(self, client_order_id: str) -> Order | None:
         """The order with this client id, or None when the exchange has no such order."""
@@ -528,9 +535,9 @@ class CcxtBroker(Broker):
         `not_found` turns "no such order" into `_NotFound`; `refusals` turns any other exchange
         refusal into `_Refused` (for the caller to resolve).
         """
-        attempt = 0
-        while True:
-            self.exchange.last_response_headers = None
+
+        def attempt(_: int) -> _T:
+            self.exchange.last_response_headers = None  # so a stale Retry-After is never read
             try:
                 return fn(*args)
             except ccxt.OrderNotFound as exc:
@@ -542,18 +549,7 @@ class CcxtBroker(Broker):
             except ccxt.AuthenticationError as exc:
                 raise self._credentials_error(what, exc) from None
             except ccxt.OperationFailed as exc:
-                if attempt >= self.retries:
-                    unknown = (f"; the outcome of order {cid} is unknown: look it up by client order id "
-                               "(get_order) before submitting it again") if cid else ""
-                    raise BrokerUnavailable(
-                        f"{self.name}: {what} failed {attempt + 1} times, last with {type(exc).__name__} "
-                        f"({_reason(exc, self._secrets, 120)}){unknown}"
-                    ) from None
-                delay = self._delay(attempt)
-                attempt += 1
-                log.warning("%s: %s: %s (%s); retry %d/%d in %.2fs", self.name, what, type(exc).__name__,
-                            _reason(exc, self._secrets, 120), attempt, self.retries, delay)
-                self._sleep(delay)
+                raise self._temporary(what, exc) from exc
             except ccxt.BaseError as exc:
                 if refusals:
                     raise _Refused(_reason(exc, self._secrets)) from None
@@ -562,16 +558,24 @@ class CcxtBroker(Broker):
                                       f"{_reason(exc, self._secrets)}") from None
                 raise BrokerError(f"{self.name}: {what} failed: {_reason(exc, self._secrets)}") from None
 
-    def _delay(self, attempt: int) -> float:
-        """Exponential backoff, stretched to the exchange's Retry-After when it sent one."""
-        delay = min(self.retry_wait * 2**attempt, MAX_WAIT_SECONDS)
-        headers = self.exchange.last_response_headers or {}
-        retry_after = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
         try:
-            wanted = float(retry_after) if retry_after is not None else 0.0
-        except ValueError:
-            wanted = 0.0
-        return max(delay, min(wanted, MAX_WAIT_SECONDS))
+            return self._retry.call(attempt)
+        except TemporaryError as exc:
+            unknown = (f"; the outcome of order {cid} is unknown: look it up by client order id "
+                       "(get_order) before submitting it again") if cid else ""
+            raise BrokerUnavailable(
+                f"{self.name}: {what} failed {exc.attempts} times, last with "
+                f"{type(exc.__cause__).__name__} ({_reason(exc.__cause__ or exc, self._secrets, 120)})"
+                f"{unknown}"
+            ) from None
+
+    def _temporary(self, what: str, exc: BaseException, not_before: float = 0.0) -> TemporaryError:
+        """A retryable failure, with the exchange's Retry-After (or `not_before`, if longer)."""
+        after = retry_after(self.exchange.last_response_headers)
+        if not_before > 0:
+            after = max(after or 0.0, not_before)
+        return TemporaryError(f"{self.name}: {what}: {type(exc).__name__} "
+                              f"({_reason(exc, self._secrets, 120)})", retry_after=after)
 
     def _credentials_error(self, what: str, exc: BaseException) -> CredentialsError:
         return CredentialsError(

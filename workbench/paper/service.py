@@ -25,7 +25,7 @@ from workbench.config import data_dir, read_yaml
 from workbench.data.calendar import Calendar
 from workbench.data.timeframe import Timeframe
 from workbench.errors import ConfigError, WorkbenchError, did_you_mean
-from workbench.paper.broker import Broker, OrderStatus
+from workbench.paper.broker import Broker, BrokerKind, OrderStatus
 from workbench.paper.feed import BarFeed
 from workbench.paper.journal import Journal
 from workbench.paper.risk import RiskLimits
@@ -33,7 +33,7 @@ from workbench.paper.runner import Runner, StrategySpec, TickResult
 
 log = logging.getLogger(__name__)
 
-BROKERS = ("sim", "alpaca", "ccxt")
+BROKERS = tuple(k.value for k in BrokerKind)
 _TOP = ("name", "broker", "strategies", "risk", "schedule", "data", "metrics", "follow_timeout")
 
 
@@ -224,7 +224,7 @@ class PaperSession:
                 "run one config per timeframe"
             )
         self.tf = Timeframe.parse(tfs.pop())
-        if config.broker == "sim":
+        if config.broker == BrokerKind.SIM:
             fills = {s.fill for s in self.specs}
             costs = {s.costs for s in self.specs}
             if len(fills) > 1 or len(costs) > 1:
@@ -290,7 +290,8 @@ class PaperSession:
     # ------------------------------------------------------------------ parts
     def _broker(self) -> Broker:
         c = self.config
-        if c.broker == "sim":
+        kind = BrokerKind(c.broker)
+        if kind is BrokerKind.SIM:
             from workbench.paper.sim import SimBroker
 
             spec = self.specs[0]
@@ -303,7 +304,7 @@ class PaperSession:
                 cash=float(cash),
                 clock=self.now,
             )
-        if c.broker == "alpaca":
+        if kind is BrokerKind.ALPACA:
             from workbench.paper.alpaca import AlpacaBroker
 
             return AlpacaBroker(**c.broker_options)

@@ -15,13 +15,11 @@ fails if the name exists), so two promotions can never write the same version, e
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
 import json
 import logging
 import os
 import re
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -32,6 +30,7 @@ import pandas as pd
 
 from workbench.config import data_dir
 from workbench.errors import ConfigError, DataError, WorkbenchError, did_you_mean
+from workbench.files import atomic_write, exclusive_write, file_lock
 from workbench.promote.artifact import Artifact, jsonable
 
 log = logging.getLogger(__name__)
@@ -51,57 +50,6 @@ def check_name(name: str) -> str:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_tmp(folder: Path, stem: str, text: str) -> Path:
-    tmp = folder / f".{stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "x", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return tmp
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = _write_tmp(path.parent, path.name, text)
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _exclusive_write(path: Path, text: str) -> bool:
-    """Create `path` with `text` only if it does not exist yet; False when it does. Atomic: the file
-    appears whole (hard link of a synced temporary file) or, where links are unsupported, by O_EXCL."""
-    tmp = _write_tmp(path.parent, path.name, text)
-    try:
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        except OSError:  # no hard links on this file system: exclusive create, then fill
-            try:
-                with open(path, "x", encoding="utf-8") as fh:
-                    fh.write(text)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except FileExistsError:
-                return False
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-    return True
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -278,16 +226,15 @@ class Registry:
         folder = self.root / check_name(name)
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fh = open(folder / ".lock", "a+")  # noqa: SIM115 - held for the block
+            lock = file_lock(folder / ".lock")
+            lock.acquire()
         except OSError as exc:
             raise ConfigError(f"cannot write the registry at {self.root}: {exc.strerror or exc}; check "
                               "that the data folder is writable") from None
-        with fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield folder
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        try:
+            yield folder
+        finally:
+            lock.release()
 
     def _log(self, folder: Path, entry: dict[str, Any]) -> None:
         try:
@@ -319,13 +266,13 @@ class Registry:
                 stored = replace(artifact, version=n)
                 path = self.path(artifact.name, n)
                 try:
-                    if _exclusive_write(path, stored.to_json()):
+                    if exclusive_write(path, stored.to_json()):
                         break
                 except OSError as exc:
                     raise ConfigError(f"cannot write {path}: {exc.strerror or exc}; check that the data "
                                       "folder is writable") from None
                 n += 1  # taken by a writer that did not hold the lock
-            _atomic_write(folder / "CURRENT", f"{n}\n")
+            atomic_write(folder / "CURRENT", f"{n}\n")
             self._log(folder, {"action": "promote", "version": n, "previous": cur, "run_id": stored.run_id,
                                "forced": stored.forced, "reason": reason})
             log.info("promoted %s (run %s)", stored.ref, stored.run_id)
@@ -352,7 +299,7 @@ class Registry:
                 raise ConfigError(f"v{version} is already the current version of {name}; pick another "
                                   f"with --to N ({self._show(versions)})")
             target = Artifact.read(self.path(name, version))
-            _atomic_write(folder / "CURRENT", f"{version}\n")
+            atomic_write(folder / "CURRENT", f"{version}\n")
             self._log(folder, {"action": "rollback", "version": version, "previous": cur,
                                "run_id": target.run_id, "reason": str(reason).strip()})
             log.info("rolled %s back from v%s to v%d", name, cur, version)

@@ -3,6 +3,7 @@
 from workbench.strategies.base import (
     Constraint,
     Param,
+    ParamKind,
     ParamSpace,
     Signals,
     Strategy,
@@ -16,6 +17,7 @@ from workbench.strategies.registry import discover, get_strategy, list_strategie
 __all__ = [
     "Constraint",
     "Param",
+    "ParamKind",
     "ParamSpace",
     "Signals",
     "Strategy",

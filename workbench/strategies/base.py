@@ -13,6 +13,7 @@ import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,15 @@ import pandas as pd
 from workbench.errors import ConfigError, DataError, did_you_mean
 
 ParamValue = int | float | str | bool
+
+
+class ParamKind(StrEnum):
+    """What values a `Param` takes (a StrEnum: `ParamKind.INT == "int"`, as strategy files write it)."""
+
+    INT = "int"
+    FLOAT = "float"
+    CHOICE = "choice"
+    BOOL = "bool"
 
 
 @dataclass(frozen=True)
@@ -33,7 +43,7 @@ class Param:
     """
 
     name: str
-    kind: str  # "int" | "float" | "choice" | "bool"
+    kind: ParamKind  # a plain "int", "float", "choice" or "bool" is turned into its ParamKind
     default: ParamValue
     low: float | None = None
     high: float | None = None
@@ -43,29 +53,32 @@ class Param:
     doc: str = ""
 
     def __post_init__(self) -> None:
-        if self.kind not in ("int", "float", "choice", "bool"):
-            raise ConfigError(f"parameter {self.name!r}: unknown kind {self.kind!r}; use int, float, "
-                              "choice or bool")
-        if self.kind in ("int", "float") and (self.low is None or self.high is None
+        try:
+            object.__setattr__(self, "kind", ParamKind(self.kind))
+        except ValueError:
+            hint = did_you_mean(str(self.kind), [k.value for k in ParamKind])
+            raise ConfigError(f"parameter {self.name!r}: unknown kind {self.kind!r}{hint}; use int, "
+                              "float, choice or bool") from None
+        if self.kind in (ParamKind.INT, ParamKind.FLOAT) and (self.low is None or self.high is None
                                               or self.low > self.high):
             raise ConfigError(f"parameter {self.name!r}: give low <= high")
-        if self.kind == "choice" and not self.choices:
+        if self.kind is ParamKind.CHOICE and not self.choices:
             raise ConfigError(f"parameter {self.name!r}: a choice parameter needs choices")
 
     def coerce(self, value: Any) -> ParamValue:
         """Convert a value (possibly a CLI string) to this parameter's type and check its range."""
         try:
-            if self.kind == "int":
+            if self.kind is ParamKind.INT:
                 if isinstance(value, str):
                     value = float(value)
                 if isinstance(value, float) and not value.is_integer():
                     raise ValueError
                 out: ParamValue = int(value)
-            elif self.kind == "float":
+            elif self.kind is ParamKind.FLOAT:
                 out = float(value)
                 if not math.isfinite(out):
                     raise ValueError
-            elif self.kind == "bool":
+            elif self.kind is ParamKind.BOOL:
                 if isinstance(value, str):
                     if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                         raise ValueError
@@ -82,18 +95,18 @@ class Param:
         except (TypeError, ValueError):
             raise ConfigError(f"parameter {self.name}={value!r} is not a valid {self.kind}; "
                               f"give a {self.kind} like {self.default!r}") from None
-        if self.kind in ("int", "float") and not (self.low <= out <= self.high):  # type: ignore[operator]
+        if self.kind in (ParamKind.INT, ParamKind.FLOAT) and not (self.low <= out <= self.high):  # type: ignore[operator]
             raise ConfigError(f"parameter {self.name}={out} is outside its range "
                               f"[{_fmt(self.low)}, {_fmt(self.high)}]; pick a value inside it")
         return out
 
     def grid(self) -> list[ParamValue]:
         """The values a grid sweep walks by default."""
-        if self.kind == "bool":
+        if self.kind is ParamKind.BOOL:
             return [False, True]
-        if self.kind == "choice":
+        if self.kind is ParamKind.CHOICE:
             return list(self.choices)
-        if self.kind == "int":
+        if self.kind is ParamKind.INT:
             step = int(self.step or 1)
             return list(range(int(self.low), int(self.high) + 1, step))  # type: ignore[arg-type]
         if self.step is None:
@@ -104,17 +117,17 @@ class Param:
 
     def suggest(self, trial: Any) -> ParamValue:
         """Draw this parameter from an Optuna trial."""
-        if self.kind == "int":
+        if self.kind is ParamKind.INT:
             step = int(self.step or 1) if not self.log else 1
             top = int(self.low) + (int(self.high) - int(self.low)) // step * step  # type: ignore[arg-type]
             return trial.suggest_int(self.name, int(self.low), top,  # type: ignore[arg-type]
                                      step=step, log=self.log)
-        if self.kind == "float":
+        if self.kind is ParamKind.FLOAT:
             if self.step is None or self.log:
                 return trial.suggest_float(self.name, self.low, self.high, log=self.log)
             top = self.grid()[-1]  # the last step inside the range: Optuna warns if high is off the grid
             return round(trial.suggest_float(self.name, self.low, top, step=self.step), 12)
-        if self.kind == "bool":
+        if self.kind is ParamKind.BOOL:
             return trial.suggest_categorical(self.name, [False, True])
         return trial.suggest_categorical(self.name, list(self.choices))
 
@@ -126,23 +139,23 @@ def _fmt(v: float | None) -> str:
 def int_param(name: str, default: int, low: int, high: int, step: int = 1, doc: str = "",
               log: bool = False) -> Param:
     """An integer parameter (window lengths and the like)."""
-    return Param(name, "int", default, low, high, step, log=log, doc=doc)
+    return Param(name, ParamKind.INT, default, low, high, step, log=log, doc=doc)
 
 
 def float_param(name: str, default: float, low: float, high: float, step: float | None = None,
                 doc: str = "", log: bool = False) -> Param:
     """A float parameter; `step` gives its grid for sweeps."""
-    return Param(name, "float", default, low, high, step, log=log, doc=doc)
+    return Param(name, ParamKind.FLOAT, default, low, high, step, log=log, doc=doc)
 
 
 def choice_param(name: str, default: ParamValue, choices: Sequence[ParamValue], doc: str = "") -> Param:
     """A categorical parameter."""
-    return Param(name, "choice", default, choices=tuple(choices), doc=doc)
+    return Param(name, ParamKind.CHOICE, default, choices=tuple(choices), doc=doc)
 
 
 def bool_param(name: str, default: bool, doc: str = "") -> Param:
     """A boolean switch."""
-    return Param(name, "bool", default, doc=doc)
+    return Param(name, ParamKind.BOOL, default, doc=doc)
 
 
 _OPS = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
@@ -298,7 +311,8 @@ class ParamSpace:
         out: dict[str, list[ParamValue]] = {}
         varying = 0
         for p in self.params:
-            own = p.grid() if p.kind == "int" or (p.kind == "float" and p.step is not None) else []
+            on_grid = p.kind is ParamKind.INT or (p.kind is ParamKind.FLOAT and p.step is not None)
+            own = p.grid() if on_grid else []
             if varying < axes and len(own) > 1:
                 n = min(values, len(own))
                 out[p.name] = list(dict.fromkeys(own[round(i * (len(own) - 1) / (n - 1))] for i in range(n)))

@@ -19,49 +19,54 @@ the attempts, wait and status codes on each client it builds (options `retry_att
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
 import requests
 from alpaca.common.exceptions import APIError
-from alpaca.common.rest import RESTClient
 from alpaca.data.enums import Adjustment, DataFeed
 from alpaca.data.historical import CryptoHistoricalDataClient, StockHistoricalDataClient
 from alpaca.data.requests import CryptoBarsRequest, StockBarsRequest
 from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from workbench.config import setting
 from workbench.data.bars import aggregate_bars
 from workbench.data.calendar import Calendar
+from workbench.data.sources.alpaca_client import (
+    DATA_HOST,
+    DATA_RETRY_CODES,
+    DATA_URL_SETTING,
+    FEED_SETTING,
+    FEEDS,
+    KEY_PAIRS,
+    RETRY_ATTEMPTS_SETTING,
+    RETRY_WAIT_SETTING,
+    TIMEOUT_SETTING,
+    check_url,
+    choice,
+    configure,
+    host,
+    number,
+    read_keys,
+    scrub,
+    server_message,
+)
 from workbench.data.sources.base import Source
 from workbench.data.timeframe import Timeframe
-from workbench.errors import (
-    ConfigError,
-    CredentialsError,
-    SourceError,
-    WorkbenchError,
-    did_you_mean,
-)
+from workbench.errors import ConfigError, CredentialsError, SourceError, WorkbenchError
 
 log = logging.getLogger(__name__)
 
-BASE_URL_SETTING = "WORKBENCH_ALPACA_BASE_URL"
-KEY_SETTINGS = ("ALPACA_API_KEY", "APCA_API_KEY_ID")
-SECRET_SETTINGS = ("ALPACA_SECRET_KEY", "APCA_API_SECRET_KEY")
-FEEDS = ("iex", "sip")
+BASE_URL_SETTING = DATA_URL_SETTING
 ADJUSTMENTS = ("raw", "split", "dividend", "all")
 DEFAULT_RETRY_ATTEMPTS = 3
 DEFAULT_RETRY_WAIT = 3.0
-DEFAULT_RETRY_CODES = (429, 500, 502, 503, 504)
+DEFAULT_RETRY_CODES = DATA_RETRY_CODES
 DEFAULT_TIMEOUT = 30.0
 WINDOW_BARS = 10_000  # default request window, in bars: about one full SDK page per request
 
@@ -81,23 +86,6 @@ _TIMEFRAMES = {
     "4h": TimeFrame(4, TimeFrameUnit.Hour),
     "1d": TimeFrame(1, TimeFrameUnit.Day),
 }
-
-
-class _TransportAdapter(HTTPAdapter):
-    """Give every request a timeout (alpaca-py sets none, so a stalled connection would hang)
-    and retry GETs whose connection failed or dropped (alpaca-py retries HTTP statuses only)."""
-
-    def __init__(self, timeout: float, attempts: int, wait: float) -> None:
-        retry = Retry(total=attempts, connect=attempts, read=attempts, status=0, other=0,
-                      allowed_methods=frozenset({"GET"}), backoff_factor=wait / 2,
-                      raise_on_status=False)
-        super().__init__(max_retries=retry)
-        self._timeout = timeout
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self._timeout
-        return super().send(request, **kwargs)
 
 
 class AlpacaSource(Source):
@@ -129,22 +117,23 @@ class AlpacaSource(Source):
         timeout: float | str | None = None,
         extended_hours: bool = False,
     ) -> None:
-        self._api_key = api_key or _first_setting(KEY_SETTINGS)
-        self._secret_key = secret_key or _first_setting(SECRET_SETTINGS)
-        self.feed = _choice(feed or setting("WORKBENCH_ALPACA_FEED") or "iex", FEEDS, "feed")
-        self.adjustment = _choice(adjustment or setting("WORKBENCH_ALPACA_ADJUSTMENT") or "raw",
+        key, secret = read_keys()
+        self._api_key = api_key or key
+        self._secret_key = secret_key or secret
+        self.feed = choice(feed or setting(FEED_SETTING) or "iex", FEEDS, "feed")
+        self.adjustment = choice(adjustment or setting("WORKBENCH_ALPACA_ADJUSTMENT") or "raw",
                                   ADJUSTMENTS, "adjustment")
         url = base_url or setting(BASE_URL_SETTING)
-        self.base_url = url.rstrip("/") if url else None
+        self.base_url = check_url(url, "base_url", BASE_URL_SETTING, f"https://{DATA_HOST}") if url else None
         self.window = _window(window)
-        self.retry_attempts = _number(
-            retry_attempts, "WORKBENCH_ALPACA_RETRY_ATTEMPTS", DEFAULT_RETRY_ATTEMPTS, int,
+        self.retry_attempts = number(
+            retry_attempts, RETRY_ATTEMPTS_SETTING, DEFAULT_RETRY_ATTEMPTS, int,
             "retry_attempts", minimum=0)
-        self.retry_wait = _number(
-            retry_wait, "WORKBENCH_ALPACA_RETRY_WAIT", DEFAULT_RETRY_WAIT, float, "retry_wait",
+        self.retry_wait = number(
+            retry_wait, RETRY_WAIT_SETTING, DEFAULT_RETRY_WAIT, float, "retry_wait",
             minimum=0)
         self.retry_codes = _codes(retry_codes)
-        self.timeout = _number(timeout, "WORKBENCH_ALPACA_TIMEOUT", DEFAULT_TIMEOUT, float,
+        self.timeout = number(timeout, TIMEOUT_SETTING, DEFAULT_TIMEOUT, float,
                                "timeout", minimum=0.001)
         self.extended_hours = bool(extended_hours)
         self._clients: dict[bool, Any] = {}  # crypto? -> alpaca-py client
@@ -206,9 +195,8 @@ class AlpacaSource(Source):
 
     # ------------------------------------------------------------------ clients
     def _check_keys(self) -> None:
-        missing = [names[0] for names, value in
-                   ((KEY_SETTINGS, self._api_key), (SECRET_SETTINGS, self._secret_key))
-                   if not value]
+        missing = [name for name, value in zip(KEY_PAIRS[0], (self._api_key, self._secret_key),
+                                               strict=True) if not value]
         if missing:
             raise CredentialsError(
                 f"Alpaca stock data needs API keys, but {' and '.join(missing)} "
@@ -233,26 +221,10 @@ class AlpacaSource(Source):
             client = StockHistoricalDataClient(
                 api_key=self._api_key, secret_key=self._secret_key, raw_data=True,
                 url_override=self.base_url)
-        self._configure(client)
+        configure(client, timeout=self.timeout, retries=self.retry_attempts, wait=self.retry_wait,
+                  codes=self.retry_codes)
         self._clients[crypto] = client
         return client
-
-    def _configure(self, client: RESTClient) -> None:
-        """Apply retry settings and a request timeout to an alpaca-py client."""
-        # alpaca-py 0.44: RESTClient keeps these in _retry / _retry_wait / _retry_codes and
-        # its _request loop makes _retry + 1 attempts, sleeping _retry_wait between them
-        if not all(hasattr(client, a) for a in ("_retry", "_retry_wait", "_retry_codes")):
-            log.warning("this alpaca-py version keeps its retry settings elsewhere: using its "
-                        "defaults instead of retry_attempts/retry_wait/retry_codes")
-        else:
-            client._retry = self.retry_attempts
-            client._retry_wait = self.retry_wait
-            client._retry_codes = list(self.retry_codes)
-        session = getattr(client, "_session", None)
-        if isinstance(session, requests.Session):
-            adapter = _TransportAdapter(self.timeout, self.retry_attempts, self.retry_wait)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
 
     # ------------------------------------------------------------------ one window
     def _request(self, client: Any, crypto: bool, symbol: str, tf: Timeframe,
@@ -312,7 +284,7 @@ class AlpacaSource(Source):
     # ------------------------------------------------------------------ errors
     def _api_error(self, exc: APIError, symbol: str, tf: Timeframe) -> WorkbenchError:
         status = exc.status_code
-        message = self._scrub(_server_message(exc))
+        message = scrub(server_message(exc), (self._secret_key, self._api_key))
         if status in (401, 403) and "subscription" in message.lower():
             return ConfigError(
                 f"Alpaca refused {self.feed} data for {symbol} (HTTP {status}: {message}): use "
@@ -347,17 +319,8 @@ class AlpacaSource(Source):
             f"base URL ({BASE_URL_SETTING}) and the source options"
         )
 
-    def _scrub(self, text: str) -> str:
-        for secret in (self._secret_key, self._api_key):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
-
     def _host(self) -> str:
-        if not self.base_url:
-            return "data.alpaca.markets"
-        parts = urlsplit(self.base_url)
-        return parts.hostname or "the configured base URL"
+        return host(self.base_url, DATA_HOST)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -368,22 +331,6 @@ def _is_crypto(symbol: str) -> bool:
 def _utc(ts: pd.Timestamp) -> pd.Timestamp:
     ts = pd.Timestamp(ts)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def _first_setting(names: tuple[str, ...]) -> str | None:
-    for name in names:
-        value = setting(name)
-        if value:
-            return value
-    return None
-
-
-def _choice(value: str, choices: tuple[str, ...], what: str) -> str:
-    v = str(value).strip().lower()
-    if v not in choices:
-        raise ConfigError(f"unknown Alpaca {what} {value!r}{did_you_mean(v, choices)}: use one of "
-                          f"{', '.join(choices)}")
-    return v
 
 
 def _window(value: str | timedelta | None) -> pd.Timedelta | None:
@@ -401,22 +348,6 @@ def _window(value: str | timedelta | None) -> pd.Timedelta | None:
     return window
 
 
-def _number(value: Any, name: str, default: float, kind: type, what: str,
-            minimum: float) -> Any:
-    raw = value if value is not None and value != "" else setting(name)
-    if raw is None or raw == "":
-        return kind(default)
-    try:
-        number = kind(raw)
-    except (ValueError, TypeError):
-        raise ConfigError(f"{what} {raw!r} is not a number: set e.g. {kind(default)} "
-                          f"(option {what} or {name})") from None
-    if number < minimum:
-        raise ConfigError(f"{what} {raw!r} is below {minimum}: set e.g. {kind(default)} "
-                          f"(option {what} or {name})")
-    return number
-
-
 def _codes(value: Iterable[int] | str | None) -> tuple[int, ...]:
     raw: Any = value if value is not None else setting("WORKBENCH_ALPACA_RETRY_CODES")
     if raw is None or raw == "":
@@ -430,19 +361,6 @@ def _codes(value: Iterable[int] | str | None) -> tuple[int, ...]:
     if not all(400 <= c <= 599 for c in codes):
         raise ConfigError(f"retry_codes {raw!r} must be HTTP error statuses (400-599)")
     return codes
-
-
-def _server_message(exc: APIError) -> str:
-    """The `message` of an Alpaca error body, or a short single-line excerpt of the body."""
-    text = str(exc)
-    try:
-        body = json.loads(text)
-        if isinstance(body, dict) and body.get("message"):
-            text = str(body["message"])
-    except ValueError:
-        pass
-    text = " ".join(text.split())
-    return text[:200] or "no message"
 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -24,12 +24,19 @@ import pandas as pd
 from workbench.config import setting
 from workbench.data.sources.base import Source
 from workbench.data.timeframe import STORED, Timeframe
-from workbench.errors import ConfigError, CredentialsError, SourceError, did_you_mean
+from workbench.errors import (
+    ConfigError,
+    CredentialsError,
+    SourceError,
+    TemporaryError,
+    did_you_mean,
+)
+from workbench.retry import MAX_WAIT_SECONDS, RetryPolicy, retry_after
 
 log = logging.getLogger(__name__)
 
 BASE_URL_SETTING = "WORKBENCH_CCXT_BASE_URL"
-MAX_BACKOFF_SECONDS = 60.0
+MAX_BACKOFF_SECONDS = MAX_WAIT_SECONDS
 _T = TypeVar("_T")
 
 
@@ -71,7 +78,8 @@ class CcxtSource(Source):
         self.max_retries = max_retries
         self.backoff = backoff
         self.page_limit = page_limit
-        self._sleep = sleep
+        self._retry = RetryPolicy(retries=max_retries, wait=backoff, max_wait=MAX_BACKOFF_SECONDS,
+                                  sleep=sleep, logger=log)
         self.exchange: ccxt.Exchange = getattr(ccxt, exchange_id)({"enableRateLimit": True})
         self.exchange.options.update(_market_options(self.exchange.options))
         self.base_url = base_url or setting(BASE_URL_SETTING)
@@ -171,8 +179,8 @@ class CcxtSource(Source):
     # ------------------------------------------------------------------ errors and retries
     def _call(self, what: str, symbol: str | None, fn: Callable[..., _T], *args: Any) -> _T:
         """Run one ccxt call, retrying transient failures and mapping ccxt errors to ours."""
-        attempt = 0
-        while True:
+
+        def attempt(_: int) -> _T:
             self.exchange.last_response_headers = None  # so a stale Retry-After is never read
             try:
                 return fn(*args)
@@ -190,19 +198,9 @@ class CcxtSource(Source):
                     "check the API key and its permissions, or use a public endpoint"
                 ) from None
             except ccxt.OperationFailed as exc:  # NetworkError, DDoSProtection, timeouts, 5xx
-                if attempt >= self.max_retries:
-                    log.debug("%s: %s: giving up: %s", self.name, what, exc)
-                    raise SourceError(
-                        f"{self.name}: {what} failed {attempt + 1} times, last with "
-                        f"{type(exc).__name__} ({_short(exc)}): check the network and the "
-                        "exchange's status, then re-run; a sync resumes from what is stored"
-                    ) from None
-                delay = self._delay(attempt)
-                attempt += 1
-                log.warning("%s: %s: %s (%s); retry %d/%d in %.1fs", self.name, what,
-                            type(exc).__name__, _short(exc, 120), attempt, self.max_retries,
-                            delay)
-                self._sleep(delay)
+                raise TemporaryError(
+                    f"{self.name}: {what}: {type(exc).__name__} ({_short(exc, 120)})",
+                    retry_after=retry_after(self.exchange.last_response_headers)) from exc
             except ccxt.BaseError as exc:  # ExchangeError and anything else ccxt raises
                 log.debug("%s: %s: %s", self.name, what, exc)
                 raise SourceError(
@@ -211,16 +209,16 @@ class CcxtSource(Source):
                     "not help"
                 ) from None
 
-    def _delay(self, attempt: int) -> float:
-        """Exponential backoff, stretched to the server's Retry-After when it sent one."""
-        delay = min(self.backoff * 2**attempt, MAX_BACKOFF_SECONDS)
-        headers = self.exchange.last_response_headers or {}
-        retry_after = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
         try:
-            wanted = float(retry_after) if retry_after is not None else 0.0
-        except ValueError:  # an HTTP date: not worth parsing, the backoff covers it
-            wanted = 0.0
-        return max(delay, min(wanted, MAX_BACKOFF_SECONDS))
+            return self._retry.call(attempt)
+        except TemporaryError as exc:
+            cause = exc.__cause__
+            log.debug("%s: %s: giving up: %s", self.name, what, cause)
+            raise SourceError(
+                f"{self.name}: {what} failed {exc.attempts} times, last with "
+                f"{type(cause).__name__} ({_short(cause or exc)}): check the network and the "
+                "exchange's status, then re-run; a sync resumes from what is stored"
+            ) from None
 
 
 def rebase_urls(urls: Any, base_url: str) -> Any:
