@@ -55,7 +55,7 @@ class PaperConfig:
     name: str
     broker: str = "sim"
     broker_options: dict[str, Any] = field(default_factory=dict)
-    cash: float | None = None
+    cash: Amount | None = None
     strategies: tuple[StrategyEntry, ...] = ()
     risk: RiskLimits = field(default_factory=RiskLimits)
     delay: float = 2.0
@@ -82,20 +82,20 @@ def _seconds(text: Any) -> float:
     return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
 
 
+def _positive(v: float) -> float:
+    if not v > 0:
+        raise ConfigProblem(f"{{key}}={v!r} must be a positive amount")
+    return v
+
+
 Duration = Annotated[Any, AfterValidator(_seconds)]
+Amount = Annotated[float, AfterValidator(_positive)]
 
 
 class _Broker(ConfigModel):
     kind: BrokerKind = "sim"
-    cash: float | None = None
+    cash: Amount | None = None
     options: dict[str, Any] | None = None
-
-    @field_validator("cash")
-    @classmethod
-    def _positive(cls, v: float | None) -> float | None:
-        if v is not None and not v > 0:
-            raise ConfigProblem(f"{{key}}={v!r} must be a positive amount")
-        return v
 
     @field_validator("options")
     @classmethod
@@ -107,20 +107,13 @@ class _Broker(ConfigModel):
 
 class _Strategy(ConfigModel):
     artifact: str
-    capital: float | None = None
+    capital: Amount | None = None
     window: int | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _a_ref(cls, data: Any) -> Any:
         return {"artifact": data} if isinstance(data, str) else data
-
-    @field_validator("capital")
-    @classmethod
-    def _positive(cls, v: float | None) -> float | None:
-        if v is not None and not v > 0:
-            raise ConfigProblem(f"{{key}}={v!r} must be a positive amount")
-        return v
 
     @field_validator("window")
     @classmethod
