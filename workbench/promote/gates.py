@@ -238,7 +238,7 @@ class GateSet:
     def from_yaml(cls, path: str | Path) -> GateSet:
         """Read and strictly validate a gates file; any problem is one ConfigError line with its line."""
         p = Path(path).expanduser()
-        if not p.is_file():
+        if not p.exists():
             raise ConfigError(f"gates file {p} does not exist; pass an existing YAML file "
                               "(e.g. pipelines/promotion.yaml)")
         doc = load_yaml(p)
