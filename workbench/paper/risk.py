@@ -7,11 +7,14 @@ the runner journals. Exits are never blocked (halts stop new risk, not its remov
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import typing
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
-from workbench.errors import ConfigError, did_you_mean
+from pydantic import ValidationInfo, create_model, field_validator
+
+from workbench.config import ConfigModel, ConfigProblem
+from workbench.errors import ConfigError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,29 +39,46 @@ class RiskLimits:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            v = getattr(self, f.name)
-            if v is None:
-                continue
-            if f.name == "stale_bars":
-                if int(v) != v or v < 1:
-                    raise ConfigError(f"risk.stale_bars={v!r} must be a whole number of bars >= 1")
-                continue
-            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
-                raise ConfigError(f"risk.{f.name}={v!r} must be a positive fraction, e.g. 0.05 for 5 %")
-            if f.name not in ("max_position", "max_gross") and v >= 1:
-                raise ConfigError(f"risk.{f.name}={v!r} must be below 1 (a fraction of equity)")
+            problem = self.problem(f.name, getattr(self, f.name))
+            if problem:
+                raise ConfigError(problem.replace("{key}", f"risk.{f.name}"))
 
+    @staticmethod
+    def problem(name: str, v: Any) -> str | None:
+        """What is wrong with limit `name` set to `v` (``{key}`` stands for the limit's key), or None."""
+        if v is None:
+            return None
+        if name == "stale_bars":
+            if isinstance(v, bool) or not isinstance(v, int | float) or int(v) != v or v < 1:
+                return f"{{key}}={v!r} must be a whole number of bars >= 1"
+            return None
+        if isinstance(v, bool) or not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+            return f"{{key}}={v!r} must be a positive fraction, e.g. 0.05 for 5 %"
+        if name not in ("max_position", "max_gross") and v >= 1:
+            return f"{{key}}={v!r} must be below 1 (a fraction of equity)"
+        return None
+
+
+class _RiskSection(ConfigModel):
+    key_noun: ClassVar[str] = "risk limit"
+
+    @field_validator("*", mode="after")
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> RiskLimits:
-        """Build from a config section; unknown keys are errors with a suggestion."""
-        values = dict(values or {})
-        names = [f.name for f in fields(cls)]
-        for key in values:
-            if key not in names:
-                raise ConfigError(
-                    f"unknown risk limit {key!r}{did_you_mean(key, names)}; use one of {', '.join(names)}"
-                )
-        return cls(**values)
+    def _in_range(cls, v: Any, info: ValidationInfo) -> Any:
+        problem = RiskLimits.problem(str(info.field_name), v)
+        if problem:
+            raise ConfigProblem(problem)
+        return v
+
+    def limits(self) -> RiskLimits:
+        """The validated section as the runner's limits."""
+        return RiskLimits(**self.model_dump())
+
+
+_hints = typing.get_type_hints(RiskLimits)
+RiskSection = create_model(  # the ``risk:`` section of a paper config: RiskLimits' fields, checked
+    "RiskSection", __base__=_RiskSection, **{f.name: (_hints[f.name], f.default) for f in fields(RiskLimits)}
+)
 
 
 @dataclass(frozen=True)

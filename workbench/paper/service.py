@@ -17,24 +17,25 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pandas as pd
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from workbench.config import data_dir, read_yaml
+from workbench.config import ConfigModel, ConfigProblem, data_dir, load_yaml, validate
 from workbench.data.calendar import Calendar
 from workbench.data.timeframe import Timeframe
-from workbench.errors import ConfigError, WorkbenchError, did_you_mean
+from workbench.errors import ConfigError, WorkbenchError
 from workbench.paper.broker import Broker, BrokerKind, OrderStatus
 from workbench.paper.feed import BarFeed
 from workbench.paper.journal import Journal
-from workbench.paper.risk import RiskLimits
+from workbench.paper.risk import RiskLimits, RiskSection
 from workbench.paper.runner import Runner, StrategySpec, TickResult
 
 log = logging.getLogger(__name__)
 
-BROKERS = tuple(k.value for k in BrokerKind)
-_TOP = ("name", "broker", "strategies", "risk", "schedule", "data", "metrics", "follow_timeout")
+BROKERS: tuple[str, ...] = tuple(k.value for k in BrokerKind)
+_BrokerName = Literal["sim", "alpaca", "ccxt"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,7 +54,7 @@ class PaperConfig:
     name: str
     broker: str = "sim"
     broker_options: dict[str, Any] = field(default_factory=dict)
-    cash: float | None = None
+    cash: Amount | None = None
     strategies: tuple[StrategyEntry, ...] = ()
     risk: RiskLimits = field(default_factory=RiskLimits)
     delay: float = 2.0
@@ -70,115 +71,166 @@ class PaperConfig:
         return data_dir() / "paper" / self.name
 
 
-def _section(raw: Mapping[str, Any], key: str, allowed: tuple[str, ...], where: str) -> dict[str, Any]:
-    value = raw.get(key) or {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: '{key}' must be a mapping of settings")
-    for k in value:
-        if k not in allowed:
-            raise ConfigError(
-                f"{where}: unknown setting {key}.{k}{did_you_mean(str(k), allowed)}; use {', '.join(allowed)}"
-            )
-    return dict(value)
-
-
-def _seconds(text: Any, what: str) -> float:
-    if isinstance(text, int | float):
+def _seconds(text: Any) -> float:
+    """A duration (2s, 500ms, 1m, or a number of seconds) in seconds; a ConfigProblem otherwise."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
         return float(text)
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(text))
-    if not m:
-        raise ConfigError(f"{what}={text!r} is not a duration; write e.g. 2s, 500ms or 1m")
+    if not m or isinstance(text, bool):
+        raise ConfigProblem(f"{{key}}={text!r} is not a duration; write e.g. 2s, 500ms or 1m")
     return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
 
 
+def _positive(v: float) -> float:
+    if not v > 0:
+        raise ConfigProblem(f"{{key}}={v!r} must be a positive amount")
+    return v
+
+
+Duration = Annotated[Any, AfterValidator(_seconds)]
+Amount = Annotated[float, AfterValidator(_positive)]
+
+
+class _Broker(ConfigModel):
+    kind: _BrokerName = "sim"
+    cash: Amount | None = None
+    options: dict[str, Any] | None = None
+
+    @field_validator("options")
+    @classmethod
+    def _no_credentials(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if any(re.search(r"key|secret|token|password", str(k), re.I) for k in v or {}):
+            raise ConfigProblem("must not hold credentials; put API keys in the environment or a .env file")
+        return v
+
+
+class _Strategy(ConfigModel):
+    artifact: str
+    capital: Amount | None = None
+    window: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_ref(cls, data: Any) -> Any:
+        return {"artifact": data} if isinstance(data, str) else data
+
+    @field_validator("window")
+    @classmethod
+    def _bars(cls, v: int | None) -> int | None:
+        if v is not None and v < 10:
+            raise ConfigProblem(f"{{key}}={v!r} must be a whole number of bars >= 10")
+        return v
+
+
+class _Clock(ConfigModel):
+    start: Any = None
+    speed: Any = None
+
+    @model_validator(mode="after")
+    def _both(self) -> _Clock:
+        if self.start is None and self.speed is None:
+            return self  # an empty clock: real time
+        speed = self.speed
+        positive = isinstance(speed, int | float) and not isinstance(speed, bool) and speed > 0
+        if self.start is None or not positive:
+            raise ConfigProblem("{key} needs a start time and a positive speed (market seconds per "
+                                "wall second), e.g. {start: 2025-06-01, speed: 3600}")
+        try:
+            pd.Timestamp(self.start)
+        except (ValueError, TypeError):
+            raise ConfigProblem(f"{{key}}={self.start!r} is not a time", "start") from None
+        return self
+
+    def start_time(self) -> pd.Timestamp | None:
+        """The clock's start in UTC (a time without a zone is UTC), None for real time."""
+        if self.start is None:
+            return None
+        start = pd.Timestamp(self.start)
+        return start.tz_localize("UTC") if start.tzinfo is None else start
+
+
+class _Schedule(ConfigModel):
+    delay: Duration = 2.0
+    clock: _Clock | None = None
+
+
+class _Data(ConfigModel):
+    sync: bool = True
+    source: str | None = None
+
+
+class _Metrics(ConfigModel):
+    port: int | None = None
+
+    @field_validator("port")
+    @classmethod
+    def _tcp(cls, v: int | None) -> int | None:
+        if v is not None and not 0 <= v < 65536:
+            raise ConfigProblem(f"{{key}}={v!r} must be a TCP port number")
+        return v
+
+
+class _PaperFile(ConfigModel):
+    """A paper config file as written (``pipelines/paper.yaml``); `load_config` makes it a PaperConfig."""
+
+    name: Any = None
+    broker: _Broker = _Broker()
+    strategies: list[_Strategy] = Field(default=None, validate_default=True)
+    risk: RiskSection | None = None  # type: ignore[valid-type]
+    schedule: _Schedule = _Schedule()
+    data: _Data = _Data()
+    metrics: _Metrics = _Metrics()
+    follow_timeout: Duration = 30.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_mapping(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise ConfigProblem("expected a mapping of settings at the top level")
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _a_name(cls, v: Any) -> Any:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", str(v)):
+            raise ConfigProblem(f"{{key}} {str(v)!r} may hold only letters, digits, '.', '_' and '-'")
+        return v
+
+    @field_validator("strategies", mode="before")
+    @classmethod
+    def _some(cls, v: Any) -> Any:
+        if not isinstance(v, list) or not v:
+            raise ConfigProblem("list at least one strategy, e.g. strategies: [{artifact: sma_cross}]")
+        return v
+
+    @field_validator("broker", "schedule", "data", "metrics", mode="before")
+    @classmethod
+    def _empty(cls, v: Any) -> Any:
+        return {} if v is None else v  # `metrics:` with nothing under it: the defaults
+
+
 def load_config(path: str | Path) -> PaperConfig:
-    """Read and validate a paper config; one clear error per problem."""
+    """Read and validate a paper config; one clear error per problem, naming the file and line."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"paper config {p} does not exist; see pipelines/paper.yaml for an example")
-    raw = read_yaml(p)
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{p}: expected a mapping of settings at the top level")
-    for k in raw:
-        if k not in _TOP:
-            raise ConfigError(
-                f"{p}: unknown setting {k!r}{did_you_mean(str(k), _TOP)}; use {', '.join(_TOP)}"
-            )
-    name = str(raw.get("name") or p.stem)
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ConfigError(f"{p}: name {name!r} may hold only letters, digits, '.', '_' and '-'")
-    broker = _section(raw, "broker", ("kind", "cash", "options"), str(p))
-    kind = str(broker.get("kind", "sim"))
-    if kind not in BROKERS:
-        raise ConfigError(
-            f"{p}: broker kind {kind!r}{did_you_mean(kind, BROKERS)} is unknown; use {', '.join(BROKERS)}"
-        )
-    options = broker.get("options") or {}
-    if not isinstance(options, Mapping):
-        raise ConfigError(f"{p}: broker.options must be a mapping")
-    if any(re.search(r"key|secret|token|password", str(k), re.I) for k in options):
-        raise ConfigError(
-            f"{p}: broker.options must not hold credentials; put API keys in the environment or a .env file"
-        )
-    entries = raw.get("strategies") or []
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{p}: list at least one strategy, e.g. strategies: [{{artifact: sma_cross}}]")
-    strategies = []
-    for e in entries:
-        if isinstance(e, str):
-            e = {"artifact": e}
-        if not isinstance(e, Mapping) or "artifact" not in e:
-            raise ConfigError(f"{p}: each strategy needs an artifact, e.g. - artifact: sma_cross")
-        bad = [k for k in e if k not in ("artifact", "capital", "window")]
-        if bad:
-            raise ConfigError(f"{p}: unknown strategy setting(s) {bad}; use artifact, capital, window")
-        cap = e.get("capital")
-        if cap is not None and not (isinstance(cap, int | float) and cap > 0):
-            raise ConfigError(f"{p}: capital={cap!r} must be a positive amount")
-        win = e.get("window")
-        if win is not None and not (isinstance(win, int) and win >= 10):
-            raise ConfigError(f"{p}: window={win!r} must be a whole number of bars >= 10")
-        strategies.append(StrategyEntry(artifact=str(e["artifact"]), capital=cap, window=win))
-    sched = _section(raw, "schedule", ("delay", "clock"), str(p))
-    clock = sched.get("clock") or {}
-    if not isinstance(clock, Mapping) or any(k not in ("start", "speed") for k in clock):
-        raise ConfigError(
-            f"{p}: schedule.clock takes start and speed, e.g. {{start: 2025-06-01, speed: 3600}}"
-        )
-    speed = clock.get("speed")
-    if clock and not (isinstance(speed, int | float) and speed > 0 and "start" in clock):
-        raise ConfigError(
-            f"{p}: schedule.clock needs a start time and a positive speed (market seconds per "
-            "wall second), e.g. {start: 2025-06-01, speed: 3600}"
-        )
-    try:
-        start = pd.Timestamp(clock["start"]) if clock else None
-    except (ValueError, TypeError):
-        raise ConfigError(f"{p}: schedule.clock.start={clock.get('start')!r} is not a time") from None
-    if start is not None and start.tzinfo is None:
-        start = start.tz_localize("UTC")
-    data = _section(raw, "data", ("sync", "source"), str(p))
-    metrics = _section(raw, "metrics", ("port",), str(p))
-    port = metrics.get("port")
-    if port is not None and not (isinstance(port, int) and 0 <= port < 65536):
-        raise ConfigError(f"{p}: metrics.port={port!r} must be a TCP port number")
-    cash = broker.get("cash")
-    if cash is not None and not (isinstance(cash, int | float) and cash > 0):
-        raise ConfigError(f"{p}: broker.cash={cash!r} must be a positive amount")
+    f = validate(_PaperFile, load_yaml(p))
+    clock = f.schedule.clock or _Clock()
     return PaperConfig(
-        name=name,
-        broker=kind,
-        broker_options=dict(options),
-        cash=cash,
-        strategies=tuple(strategies),
-        risk=RiskLimits.from_mapping(raw.get("risk")),
-        delay=_seconds(sched.get("delay", 2.0), "schedule.delay"),
-        clock_start=start,
-        clock_speed=float(speed) if speed else None,
-        sync=bool(data.get("sync", True)),
-        source=data.get("source"),
-        metrics_port=port,
-        follow_timeout=_seconds(raw.get("follow_timeout", 30.0), "follow_timeout"),
+        name=str(f.name or p.stem),
+        broker=f.broker.kind,
+        broker_options=dict(f.broker.options or {}),
+        cash=f.broker.cash,
+        strategies=tuple(StrategyEntry(artifact=e.artifact, capital=e.capital, window=e.window)
+                         for e in f.strategies),
+        risk=f.risk.limits() if f.risk is not None else RiskLimits(),
+        delay=f.schedule.delay,
+        clock_start=clock.start_time(),
+        clock_speed=float(clock.speed) if clock.speed else None,
+        sync=f.data.sync,
+        source=f.data.source,
+        metrics_port=f.metrics.port,
+        follow_timeout=f.follow_timeout,
         path=p,
     )
 

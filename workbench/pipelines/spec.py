@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.config import read_yaml
-from workbench.errors import ConfigError, did_you_mean
+from pydantic import Field, field_validator
 
-TOP_KEYS = ("description", "schedule", "timeout", "params", "steps")
+from workbench.config import ConfigModel, ConfigProblem, load_yaml, read_yaml, unknown_key, validate
+from workbench.errors import ConfigError, WorkbenchError, did_you_mean
+
 BUILTINS = ("scheduled_for", "date")
 REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -70,11 +71,9 @@ def pipelines_dir() -> Path:
 
 
 def _is_pipeline(path: Path) -> bool:
-    import yaml
-
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        raw = read_yaml(path)
+    except WorkbenchError:
         return True  # a broken file is reported when it is read, not hidden
     return isinstance(raw, Mapping) and "steps" in raw
 
@@ -162,13 +161,66 @@ def _weekdays(field: str) -> str:
     return ",".join(parts)
 
 
+class _PipelineFile(ConfigModel):
+    """A pipeline file as written; the steps' kinds and options are checked by `_step` (they depend on
+    the kind and on the steps before)."""
+
+    schedule: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout: float | None = None
+    steps: list[Any] = Field(default=None, validate_default=True)
+    description: str | None = None
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _cron(cls, v: Any) -> Any:
+        if v is not None:
+            try:
+                parse_cron(str(v), "{key}")
+            except ConfigError as exc:
+                raise ConfigProblem(str(exc)) from None
+            return str(v)
+        return v
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        from workbench.pipelines.steps import KINDS
+
+        v = {} if v is None else v
+        if not isinstance(v, Mapping) or not all(isinstance(k, str) for k in v):
+            raise ConfigProblem("must be a mapping of names to values")
+        for k in v:
+            if k in BUILTINS or k in KINDS:
+                raise ConfigProblem(f"parameter {k!r} shadows a built-in name; rename it", k)
+        return v
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _positive(cls, v: Any) -> Any:
+        if v is not None and (not isinstance(v, int | float) or isinstance(v, bool) or v <= 0):
+            raise ConfigProblem(f"{{key}} must be a positive number of seconds, got {v!r}")
+        return v
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _some(cls, v: Any) -> Any:
+        if not isinstance(v, list) or not v:
+            raise ConfigProblem("{key} must be a non-empty list, e.g. - report: {notebook: data_lake}")
+        return v
+
+    @field_validator("description", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        return v if v is None else str(v)
+
+
 def load_pipeline(source: str | Path, folder: str | Path | None = None) -> Pipeline:
     """Read and check a pipeline (by name or path): schedule, parameters, steps, options, references."""
-    from workbench.pipelines.steps import KINDS
-
     path = find_pipeline(source, folder)
     where = str(path)
-    raw = read_yaml(path, {"schedule": " (quote a cron expression: schedule: '0 2 * * *')"})
+    doc = load_yaml(path, {"schedule": " (quote a cron expression: schedule: '0 2 * * *')"})
+    raw = doc.data
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping (schedule, params, steps) at the top level")
     if "steps" not in raw:
@@ -176,49 +228,28 @@ def load_pipeline(source: str | Path, folder: str | Path | None = None) -> Pipel
             f"{where} is not a pipeline (it has no steps:); paper configs run with `workbench paper run`, "
             "gate files with `workbench promote --gates`"
         )
-    for k in raw:
-        if k not in TOP_KEYS:
-            raise ConfigError(
-                f"{where}: unknown key {k!r}{did_you_mean(str(k), TOP_KEYS)}; use {', '.join(TOP_KEYS)}"
-            )
     name = path.stem
     if not NAME.fullmatch(name):
         raise ConfigError(f"{where}: a pipeline's file name may hold only letters, digits, '.', '_' and '-'")
-    schedule = raw.get("schedule")
-    if schedule is not None:
-        parse_cron(str(schedule), f"{where}: schedule")
-    params = raw.get("params") or {}
-    if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
-        raise ConfigError(f"{where}: params must be a mapping of names to values")
-    for k in params:
-        if k in BUILTINS or k in KINDS:
-            raise ConfigError(f"{where}: parameter {k!r} shadows a built-in name; rename it")
-    timeout = raw.get("timeout")
-    if timeout is not None and (
-        not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
-    ):
-        raise ConfigError(f"{where}: timeout must be a positive number of seconds, got {timeout!r}")
-    steps_raw = raw.get("steps")
-    if not isinstance(steps_raw, list) or not steps_raw:
-        raise ConfigError(f"{where}: steps must be a non-empty list, e.g. - report: {{notebook: data_lake}}")
+    f = validate(_PipelineFile, doc)
     steps: list[Step] = []
-    for i, item in enumerate(steps_raw, 1):
-        steps.append(_step(item, i, where, params, steps))
+    for i, item in enumerate(f.steps, 1):
+        steps.append(_step(item, i, f"{doc.at('steps', i - 1)}: step {i}", f.params, steps))
     return Pipeline(
         name=name,
         path=path,
-        schedule=str(schedule) if schedule is not None else None,
+        schedule=f.schedule,
         steps=steps,
-        params=dict(params),
-        description=str(raw.get("description") or ""),
-        timeout=float(timeout) if timeout is not None else None,
+        params=dict(f.params),
+        description=f.description or "",
+        timeout=f.timeout,
     )
 
 
-def _step(item: Any, i: int, where: str, params: Mapping[str, Any], before: list[Step]) -> Step:
+def _step(item: Any, i: int, at: str, params: Mapping[str, Any], before: list[Step]) -> Step:
+    """Step `i` checked: one known kind, a unique id, options its kind takes, references that resolve."""
     from workbench.pipelines.steps import KINDS
 
-    at = f"{where}: step {i}"
     if not isinstance(item, Mapping):
         raise ConfigError(f"{at} must be a mapping like '- report: {{notebook: data_lake}}'")
     kinds = [k for k in item if k != "id"]
@@ -226,9 +257,7 @@ def _step(item: Any, i: int, where: str, params: Mapping[str, Any], before: list
         raise ConfigError(f"{at} must name exactly one job kind ({', '.join(KINDS)}), got {kinds or 'none'}")
     kind = str(kinds[0])
     if kind not in KINDS:
-        raise ConfigError(
-            f"{at}: unknown job kind {kind!r}{did_you_mean(kind, KINDS)}; use one of {', '.join(KINDS)}"
-        )
+        raise ConfigError(f"{at}: {unknown_key(kind, KINDS, 'job kind')}")
     sid = str(item.get("id") or kind)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", sid):
         raise ConfigError(f"{at}: id {sid!r} must be a name (letters, digits, _)")
@@ -284,8 +313,6 @@ def declared(value: Any, params: Mapping[str, Any]) -> Any:
 def load_pipelines(folder: str | Path | None = None) -> tuple[list[Pipeline], dict[Path, str]]:
     """Every pipeline of a folder that reads and checks, and the error of each one that does not:
     one malformed file must not stop the listing or the scheduling of the others."""
-    from workbench.errors import WorkbenchError
-
     good: list[Pipeline] = []
     bad: dict[Path, str] = {}
     for f in pipeline_files(folder):

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import ConfigError, did_you_mean
+from workbench.config import unknown_key
+from workbench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -213,9 +214,7 @@ def _check_keys(
 ) -> None:
     for key in o:
         if key not in allowed:
-            raise ConfigError(
-                f"{where}: unknown option {key!r}{did_you_mean(key, allowed)}; it takes {', '.join(allowed)}"
-            )
+            raise ConfigError(f"{where}: {unknown_key(key, allowed, 'option')}")
     missing = [k for k in required if o.get(k) in (None, "")]
     if missing:
         raise ConfigError(f"{where}: missing option(s) {', '.join(missing)}")

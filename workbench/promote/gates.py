@@ -24,10 +24,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import yaml
+from pydantic import field_validator, model_validator
 
+from workbench.config import ConfigModel, ConfigProblem, load_yaml, validate
 from workbench.errors import ConfigError, did_you_mean
 
 
@@ -235,43 +236,22 @@ class GateSet:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> GateSet:
-        """Read and strictly validate a gates file; any problem is one ConfigError line."""
+        """Read and strictly validate a gates file; any problem is one ConfigError line with its line."""
         p = Path(path).expanduser()
-        try:
-            text = p.read_text()
-        except FileNotFoundError:
+        if not p.exists():
             raise ConfigError(f"gates file {p} does not exist; pass an existing YAML file "
-                              "(e.g. pipelines/promotion.yaml)") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read gates file {p}: {exc}; pass a readable UTF-8 YAML file") from None
-        try:
-            data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p} is not valid YAML ({_yaml_problem(exc)}); fix the syntax") from None
-        return cls.from_mapping(data, where=str(p), sha256=hashlib.sha256(text.encode()).hexdigest(),
+                              "(e.g. pipelines/promotion.yaml)")
+        doc = load_yaml(p)
+        return cls.from_mapping(doc, where=str(p), sha256=hashlib.sha256(doc.text.encode()).hexdigest(),
                                 path=str(p.resolve()))
 
     @classmethod
     def from_mapping(cls, data: Any, *, where: str = "gates", sha256: str | None = None,
                      path: str | None = None) -> GateSet:
-        """Build from the parsed YAML structure ``{"gates": {name: {op: threshold}}}``."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{where}: expected a top-level 'gates:' mapping, e.g. "
-                              "'gates: {oos_sharpe: {min: 0.5}}'")
-        extra = [str(k) for k in data if k != "gates"]
-        if extra:
-            hint = did_you_mean(extra[0], ["gates"])
-            raise ConfigError(f"{where}: unknown top-level key {extra[0]!r}{hint}; "
-                              "the file holds only 'gates:'")
-        if "gates" not in data:
-            raise ConfigError(f"{where}: expected a top-level 'gates:' mapping, e.g. "
-                              "'gates: {oos_sharpe: {min: 0.5}}'")
-        entries = data["gates"]
-        if not isinstance(entries, Mapping) or not entries:
-            raise ConfigError(f"{where}: 'gates' must map gate names to thresholds, e.g. "
-                              "'oos_sharpe: {min: 0.5}'; list at least one gate")
-        gates = [_parse_gate(str(name), spec, where) for name, spec in entries.items()]
-        return cls(gates=tuple(gates), path=path, sha256=sha256)
+        """Build from the parsed YAML structure ``{"gates": {name: {op: threshold}}}`` (or a `load_yaml`
+        file, whose lines the messages then name)."""
+        gates = validate(_GatesFile, data, where=where).to_gates()
+        return cls(gates=gates, path=path, sha256=sha256)
 
     @property
     def names(self) -> list[str]:
@@ -313,40 +293,98 @@ def load_gates(source: str | Path | GateSet | None = None) -> GateSet:
     return GateSet.from_yaml(source)
 
 
-def _parse_gate(name: str, spec: Any, where: str) -> Gate:
-    key = f"gates.{name}"
-    if name not in KNOWN_GATES:
-        raise ConfigError(f"{where}: {key} is not a known gate{did_you_mean(name, KNOWN_GATES)}; "
-                          f"use one of {', '.join(KNOWN_GATES)}")
-    info = KNOWN_GATES[name]
-    example = f"{name}: {{required: true}}" if info.kind is GateKind.CHECK else f"{name}: {{min: 0.5}}"
-    if not isinstance(spec, Mapping):
-        raise ConfigError(f"{where}: {key} must be a mapping like '{example}', got {spec!r}")
-    for k in spec:
-        if k not in _GATE_KEYS:
-            raise ConfigError(f"{where}: {key}: unknown op {str(k)!r}{did_you_mean(str(k), _GATE_KEYS)}; "
-                              "use min, max or required")
-    ops = [k for k in spec if k != "description"]
+class _GateSpec(ConfigModel):
+    """One gate's entry: exactly one op (min, max or required) and an optional description."""
+
+    key_noun: ClassVar[str] = "op"
+    min: Any = None
+    max: Any = None
+    required: Any = None
+    description: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_mapping(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise ConfigProblem(f"{{key}} must be a mapping like 'min: 0.5' or 'required: true', "
+                                f"got {data!r}")
+        return data
+
+
+class _GatesFile(ConfigModel):
+    """A gates file: only ``gates:``, mapping known gate names to their op and threshold."""
+
+    key_noun: ClassVar[str] = "top-level key"
+    gates: dict[str, _GateSpec] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_mapping(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise ConfigProblem(_TOP)
+        if "gates" in data and not isinstance(data["gates"], Mapping):
+            raise ConfigProblem(_EMPTY, "gates")
+        return data
+
+    @field_validator("gates", mode="before")
+    @classmethod
+    def _names(cls, entries: Any) -> Any:
+        if not entries:
+            raise ConfigProblem(_EMPTY)
+        for name in entries:
+            if str(name) not in KNOWN_GATES:
+                raise ConfigProblem(f"{{key}} is not a known gate{did_you_mean(str(name), KNOWN_GATES)}; "
+                                    f"use one of {', '.join(KNOWN_GATES)}", str(name))
+            if not isinstance(entries[name], Mapping):
+                raise ConfigProblem(f"{{key}} must be a mapping like '{_example(str(name))}', "
+                                    f"got {entries[name]!r}", str(name))
+        return entries
+
+    @model_validator(mode="after")
+    def _ops(self) -> _GatesFile:
+        if self.gates is None:
+            raise ConfigProblem(_TOP)
+        for name, spec in self.gates.items():
+            _gate(name, spec)
+        return self
+
+    def to_gates(self) -> tuple[Gate, ...]:
+        """The validated entries as Gates, in file order."""
+        return tuple(_gate(name, spec) for name, spec in (self.gates or {}).items())
+
+
+_TOP = "expected a top-level 'gates:' mapping, e.g. 'gates: {oos_sharpe: {min: 0.5}}'"
+_EMPTY = "must map gate names to thresholds, e.g. 'oos_sharpe: {min: 0.5}'; list at least one gate"
+
+
+def _example(name: str) -> str:
+    check = KNOWN_GATES[name].kind is GateKind.CHECK
+    return f"{name}: {{required: true}}" if check else f"{name}: {{min: 0.5}}"
+
+
+def _gate(name: str, spec: _GateSpec) -> Gate:
+    """A Gate from its validated entry; an op that does not suit the gate's kind is a ConfigProblem."""
+    info, example = KNOWN_GATES[name], _example(name)
+    ops = [op for op in GateOp if getattr(spec, op.value) is not None]
     if len(ops) != 1:
-        raise ConfigError(f"{where}: {key} needs exactly one of min, max or required, got "
-                          f"{ops or 'none'}; write '{example}'")
-    op = GateOp(ops[0])
-    raw = spec[op.value]
-    description = spec.get("description") or ""
-    if not isinstance(description, str):
-        raise ConfigError(f"{where}: {key}.description must be text")
+        raise ConfigProblem(f"{{key}} needs exactly one of min, max or required, got "
+                            f"{[o.value for o in ops] or 'none'}; write '{example}'", "gates", name)
+    op = ops[0]
+    raw = getattr(spec, op.value)
+    at = ("gates", name, op.value)
+    description = spec.description or ""
     if info.kind is GateKind.CHECK:
         if op is not GateOp.REQUIRED:
-            raise ConfigError(f"{where}: {key} is a pass/fail check, not a number; write '{example}'")
+            raise ConfigProblem(f"{{key}} is a pass/fail check, not a number; write '{example}'", *at[:2])
         if not isinstance(raw, bool):
-            raise ConfigError(f"{where}: {key}.required={raw!r} must be true or false")
+            raise ConfigProblem(f"{{key}}={raw!r} must be true or false", *at)
         return Gate(name=name, op=op, threshold=raw, description=description)
     if op is GateOp.REQUIRED:
-        raise ConfigError(f"{where}: {key} is a number; give it a min or a max, e.g. '{name}: {{min: 0.5}}'")
+        raise ConfigProblem(f"{{key}} is a number; give it a min or a max, e.g. '{example}'", *at[:2])
     threshold = _number(raw)
     if threshold is None:
-        raise ConfigError(f"{where}: {key}.{op.value}={raw!r} is not a finite number; write e.g. "
-                          f"'{name}: {{{op.value}: 0.5}}'")
+        raise ConfigProblem(f"{{key}}={raw!r} is not a finite number; write e.g. "
+                            f"'{name}: {{{op.value}: 0.5}}'", *at)
     return Gate(name=name, op=op, threshold=threshold, description=description)
 
 
@@ -359,28 +397,3 @@ def _number(raw: Any) -> float | int | None:
     if isinstance(raw, int | float) and math.isfinite(raw):
         return raw
     return None
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    return " ".join(f"{where}{problem}".split())
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
-
-
-def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} is given twice", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
