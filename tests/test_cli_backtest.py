@@ -41,6 +41,11 @@ def _ok_commands(out: Path) -> dict[str, list[str]]:
                    "--grid", "fast=5|10,slow=40", "--out", str(out / "sweep.csv"), "--by", "total_return",
                    "--fill", "close"],
         "sw_defaults": [*SW, "--grid", "fast=5|10", "--out", str(out / "defaults.csv")],
+        "bt_lots": ["backtest", "--strategy", "sma_cross", "--symbols", "BTC/USDT,ETH/USDT", "--params",
+                    "fast=10,slow=40", "--lots", "BTC/USDT:step=0.01;ETH/USDT:step=0.1,min_notional=100",
+                    "--trades", str(out / "lots.csv")],
+        "sw_lots": [*SW, "--grid", "fast=10|15", "--fixed", "slow=40", "--lots", "step=0.01", "--out",
+                    str(out / "lots.parquet")],
         "strategies": ["strategies"],
         "strategy_one": ["strategies", "regime(macd)"],
     }
@@ -88,6 +93,9 @@ def _bad_commands(out: Path, blocker: Path) -> dict[str, tuple[list[str], list[s
         "sweep_names_nothing": ([*SW, "--out", str(out / "x.parquet")],
                                 ["nothing to sweep in sma_cross: give values for fast, slow, short",
                                  "--grid-all"]),
+        "lots_symbol": ([*BT, "--lots", "ETH/USDT:step=1"],
+                        ["lots: 'ETH/USDT' is not among the symbols", "BTC/USDT"]),
+        "lots_key": ([*BT, "--lots", "stp=1"], ["lots: cannot parse 'stp=1'", "did you mean 'step'"]),
         "bad_metric": ([*SW, "--grid", "fast=5|10", "--by", "sharp", "--out", str(out / "x.parquet")],
                        ["--by 'sharp' is not a metric", "did you mean 'sharpe'"]),
     }
@@ -170,6 +178,33 @@ def test_backtest_of_two_symbols_is_one_portfolio_with_a_chart_each(setup: dict)
         page = (setup["out"] / f"two_{sym}.html").read_text()  # each symbol: its price and trades only
         assert len(page) > 100_000 and f"{sym.replace('-', slash)} in a portfolio of 2" in page
         assert "drawdown %" not in page and "buy & hold" not in page
+
+
+def test_lots_apply_to_backtest_and_sweep_as_in_the_api(setup: dict) -> None:
+    """--lots is the API's Execution(lots=...): whole steps traded, the rule shown in the inputs."""
+    from workbench.backtest import Execution, Lot, backtest, load_bars, sweep
+
+    stdout = ok(setup, "bt_lots")
+    assert "BTC/USDT: step 0.01; ETH/USDT: step 0.1, min_notional 100" in stdout
+    trades = pd.read_csv(setup["out"] / "lots.csv")
+    lake = Lake(setup["data"])
+    bars = load_bars(lake, ["BTC/USDT", "ETH/USDT"], "1h")
+    lots = {"BTC/USDT": Lot(step=0.01), "ETH/USDT": Lot(step=0.1, min_notional=100)}
+    want = backtest("sma_cross", bars, {"fast": 10, "slow": 40}, execution=Execution(lots=lots))
+    assert len(trades) == len(want.trades) > 0
+    assert trades["size"].round(10).tolist() == want.trades["size"].round(10).tolist()
+    for sym, step in (("BTC/USDT", 0.01), ("ETH/USDT", 0.1)):
+        units = trades.loc[trades["symbol"] == sym, "size"] / step
+        assert ((units - units.round()).abs() < 1e-6).all(), sym
+    free = backtest("sma_cross", bars, {"fast": 10, "slow": 40})
+    assert free.trades["size"].tolist() != want.trades["size"].tolist()  # the rule changed the sizes
+
+    ok(setup, "sw_lots")
+    table = pd.read_parquet(setup["out"] / "lots.parquet")
+    one = load_bars(lake, ["BTC/USDT"], "1h")
+    api = sweep("sma_cross", one, {"fast": [10, 15]}, fixed={"slow": 40},
+                execution=Execution(lots=Lot(step=0.01))).table
+    assert table["total_return"].tolist() == pytest.approx(api["total_return"].tolist(), rel=1e-12)
 
 
 def test_strategies_lists_every_builtin_with_its_parameters(setup: dict) -> None:

@@ -29,6 +29,7 @@ def _bad_commands() -> dict[str, tuple[list[str], list[str]]]:
                            ["fold 0 has", "train bars", "needs at least 502"]),
         "unreachable_storage": ([*OK, "--storage", "postgresql://u@127.0.0.1:1/db"],
                                 ["cannot reach study storage", "127.0.0.1:1"]),
+        "lots_symbol": ([*OK, "--lots", "SPY:step=1"], ["lots: 'SPY' is not among the symbols"]),
         "bad_train": ([*OK, "--train", "abc"], ["--train 'abc'", "number of bars", "duration"]),
         "unknown_run": (["optimize", "show", "nope"], ["no walk-forward run 'nope'", "optimize runs"]),
     }
@@ -44,7 +45,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     start, end = pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-04-01", tz="UTC")
     lake.write_bars("synthetic", "BTC/USDT", "1h", src.bars("BTC/USDT", "1h", start, end))
     bad = _bad_commands()
-    jobs = {"wf": [*OK, "--html", str(out / "wf.html")],
+    jobs = {"wf": [*OK, "--html", str(out / "wf.html"), "--lots", "step=0.001"],
             **{k: args for k, (args, _) in bad.items()}}
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         futures = {k: pool.submit(_run, data, root, args) for k, args in jobs.items()}
@@ -104,6 +105,7 @@ def test_walk_forward_prints_the_fold_table_and_diagnostics(setup: dict) -> None
         if pd.notna(f["best_trial"]):
             assert r[2] == f"fast={int(f['param_fast'])}, slow={int(f['param_slow'])}, short=False"
     assert rec.settings["fixed"] == {"short": False} and rec.settings["symbols"] == ["BTC/USDT"]
+    assert rec.settings["lots"] == {"BTC/USDT": {"step": 0.001, "min_qty": 0.0, "min_notional": 0.0}}
     n = rec.diagnostics["n_trials"]
     assert re.search(rf"deflated Sharpe ratio\s+│ \d\.\d{{3}} \({n} trials\)", stdout)
 

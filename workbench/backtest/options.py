@@ -22,7 +22,7 @@ from workbench.strategies.grid import parse_fixed, parse_grid, split_list
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from workbench.backtest import Costs, Sizing
+    from workbench.backtest import Costs, Execution, Sizing
     from workbench.backtest.sweep import SweepPlan, SweepResult
     from workbench.strategies.base import Strategy
 
@@ -113,6 +113,21 @@ def parse_costs(text: str | None) -> Costs:
     return Costs.parse(text) if text else Costs()
 
 
+def parse_execution(*, symbols: list[str], costs: str | None = None, fill: str = "next_open",
+                    sizing: str = "fixed", fraction: float | None = None, risk: float | None = None,
+                    target_vol: float | None = None, direction: str = "both", cash: float = 100_000.0,
+                    max_exposure: float = 1.0, lots: str | None = None) -> Execution:
+    """The execution settings of backtest, sweep and walk-forward from their command-line text (one
+    `Execution`, checked: an unknown key, a setting for another sizing or a lot for a symbol not traded
+    fails here, before any work)."""
+    from workbench.backtest import Execution
+    from workbench.backtest.engine import parse_lots
+
+    size = parse_sizing(sizing, fraction, risk, target_vol)
+    return Execution(costs=parse_costs(costs), fill=fill, sizing=size, direction=direction, init_cash=cash,
+                     max_exposure=max_exposure, lots=parse_lots(lots, symbols) if lots is not None else None)
+
+
 
 def heatmap_axes(strategy: Strategy, combos: list[dict[str, Any]], x: str | None, y: str | None
                   ) -> tuple[str, str]:
@@ -150,12 +165,7 @@ class SweepJob:
     start: str | None
     end: str | None
     source: str | None
-    costs: Costs
-    sizing: Sizing
-    fill: str
-    direction: str
-    init_cash: float
-    max_exposure: float
+    execution: Execution
     portfolio: bool
     grid_all: bool
     confirm_large: bool
@@ -174,9 +184,9 @@ class SweepJob:
         start: str | None = None, end: str | None = None, source: str | None = None,
         costs: str | None = None, fill: str = "next_open", sizing: str = "fixed",
         fraction: float | None = None, risk: float | None = None, target_vol: float | None = None,
-        direction: str = "both", cash: float = 100_000.0, max_exposure: float = 1.0, top: int = 10,
-        by: str = "sharpe", heatmap: Path | None = None, x: str | None = None, y: str | None = None,
-        metric: str | None = None, agg: str = "mean",
+        direction: str = "both", cash: float = 100_000.0, max_exposure: float = 1.0,
+        lots: str | None = None, top: int = 10, by: str = "sharpe", heatmap: Path | None = None,
+        x: str | None = None, y: str | None = None, metric: str | None = None, agg: str = "mean",
     ) -> SweepJob:
         """Check every option of `workbench sweep` (same names and defaults) and build the job."""
         from workbench.backtest.sweep import check_sweep_size
@@ -207,14 +217,14 @@ class SweepJob:
             if agg not in HEATMAP_AGGS:
                 raise ConfigError(f"--agg {agg!r} is unknown{did_you_mean(agg, HEATMAP_AGGS)}; "
                                   f"use one of {', '.join(HEATMAP_AGGS)}")
-        cost = parse_costs(costs)
-        size = parse_sizing(sizing, fraction, risk, target_vol)
+        execution = parse_execution(symbols=syms, costs=costs, fill=fill, sizing=sizing, fraction=fraction,
+                                    risk=risk, target_vol=target_vol, direction=direction, cash=cash,
+                                    max_exposure=max_exposure, lots=lots)
         target = check_output(out, (".parquet", ".csv"), "--out")
         heat_path = check_output(heatmap, (".html", ".htm"), "--heatmap")
         assert target is not None
         return cls(strategy=strat, values=values, fixed=pinned, symbols=syms, combos=combos, out=target,
-                   timeframe=timeframe, start=start, end=end, source=source, costs=cost, sizing=size,
-                   fill=fill, direction=direction, init_cash=cash, max_exposure=max_exposure,
+                   timeframe=timeframe, start=start, end=end, source=source, execution=execution,
                    portfolio=portfolio, grid_all=grid_all, confirm_large=yes, top=top, by=by,
                    metric=metric, heatmap=heat_path, x=x, y=y, agg=agg)
 
@@ -229,9 +239,8 @@ class SweepJob:
         """Sweep the grid on `bars`; the result's inputs name the lake sources the bars came from."""
         from workbench.backtest.sweep import sweep
 
-        result = sweep(self.strategy, bars, self.values, fixed=self.fixed, costs=self.costs, fill=self.fill,
-                       sizing=self.sizing, direction=self.direction, init_cash=self.init_cash,
-                       max_exposure=self.max_exposure, portfolio=self.portfolio, progress=progress,
+        result = sweep(self.strategy, bars, self.values, fixed=self.fixed, execution=self.execution,
+                       portfolio=self.portfolio, progress=progress,
                        timeframe=self.timeframe, grid_all=self.grid_all, confirm_large=self.confirm_large,
                        on_start=on_start)
         result.inputs["sources"] = sorted({str(df.attrs["source"]) for df in bars.values()

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from workbench.backtest.metrics import format_metric as fmt_metric
 from workbench.backtest.metrics import na_reason
-from workbench.backtest.options import check_output, parse_costs, parse_sizing
+from workbench.backtest.options import check_output, parse_execution
 from workbench.cli.common import _fmt_params, _kv_table, _lake, _span, err, out
 from workbench.cli.options import (
     CashOpt,
@@ -24,6 +24,7 @@ from workbench.cli.options import (
     ExposureOpt,
     FillOpt,
     FractionOpt,
+    LotsOpt,
     RiskOpt,
     SizingOpt,
     SourceOpt,
@@ -44,7 +45,16 @@ def _costs_text(costs: Mapping[str, Any]) -> str:
     text = f"fees {costs['fees']:g}, slippage {costs['slippage']:g}"
     if costs.get("slippage_vol"):
         text += f" + {costs['slippage_vol']:g} x volatility({costs['vol_window']})"
+    if costs.get("margin_rate"):
+        text += f", margin interest {costs['margin_rate']:g} a year"
     return text
+
+
+def _lots_text(lots: Mapping[str, Mapping[str, float]]) -> str:
+    if not lots:
+        return "any size"
+    return "; ".join(f"{sym}: " + ", ".join(f"{k} {v:g}" for k, v in rule.items() if v)
+                     for sym, rule in lots.items())
 
 
 def _sizing_text(sizing: Mapping[str, Any], n_symbols: int) -> str:
@@ -66,6 +76,7 @@ def _inputs_table(inputs: Mapping[str, Any]) -> Table:
         ("sizing", _sizing_text(inputs["sizing"], len(inputs["symbols"]))),
         ("direction", str(inputs["direction"])),
         ("cash / max exposure", f"{inputs['init_cash']:,.0f} / {inputs['max_exposure']:g}"),
+        ("lots", _lots_text(inputs.get("lots") or {})),
         ("annualisation", f"{inputs['periods_per_year']:,.1f} bars a year ({inputs['calendar']})"),
     ]
     return _kv_table(rows, title="inputs")
@@ -138,6 +149,7 @@ def backtest_cmd(
     direction: DirectionOpt = "both",
     cash: CashOpt = 100_000.0,
     max_exposure: ExposureOpt = 1.0,
+    lots: LotsOpt = None,
     html: Annotated[Path | None, typer.Option(
         help="Write the chart (price, trades, equity, drawdown) here; one file per symbol if several.")
     ] = None,
@@ -151,14 +163,15 @@ def backtest_cmd(
 
     strat = get_strategy(strategy)
     p = strat.params(parse_pairs(params, "--params", "fast=10,slow=50"))
-    cost = parse_costs(costs)
-    size = parse_sizing(sizing, fraction, risk, target_vol)
+    syms = split_list(symbols)
+    execution = parse_execution(symbols=syms, costs=costs, fill=fill, sizing=sizing, fraction=fraction,
+                                risk=risk, target_vol=target_vol, direction=direction, cash=cash,
+                                max_exposure=max_exposure, lots=lots)
     html = check_output(html, (".html", ".htm"), "--html")
     trades = check_output(trades, (".csv", ".parquet"), "--trades")
-    bars = load_bars(_lake(), split_list(symbols), timeframe, start, end, source=source)
+    bars = load_bars(_lake(), syms, timeframe, start, end, source=source)
     with err.status(f"backtesting {strat.name}"):
-        result = backtest(strat, bars, p, costs=cost, fill=fill, sizing=size, direction=direction,
-                          init_cash=cash, max_exposure=max_exposure, timeframe=timeframe)
+        result = backtest(strat, bars, p, execution=execution, timeframe=timeframe)
     inputs = result.inputs
     what = f"{_fmt_params(p)} on {', '.join(result.symbols)}"
     out.print(f"[bold]{escape(strat.name)}[/] {escape(what)}: {_span(inputs)}", highlight=False)

@@ -24,6 +24,7 @@ from workbench.cli.options import (
     ExposureOpt,
     FillOpt,
     FractionOpt,
+    LotsOpt,
     RiskOpt,
     SizingOpt,
     SourceOpt,
@@ -84,6 +85,7 @@ def walk_forward_cmd(
     direction: DirectionOpt = "both",
     cash: CashOpt = 100_000.0,
     max_exposure: ExposureOpt = 1.0,
+    lots: LotsOpt = None,
     html: Annotated[Path | None, typer.Option(help="Write the OOS equity chart here (.html).")] = None,
 ) -> Any:
     """Walk-forward optimise a strategy on lake bars; resumable, shareable with other workers."""
@@ -95,7 +97,7 @@ def walk_forward_cmd(
         dd_penalty=dd_penalty, seed=seed, sampler=sampler, pruner=pruner, timeout=timeout, storage=storage,
         name=name, fixed=fixed, portfolio=portfolio, start=start, end=end, source=source, costs=costs,
         fill=fill, sizing=sizing, fraction=fraction, risk=risk, target_vol=target_vol, direction=direction,
-        cash=cash, max_exposure=max_exposure, html=html)
+        cash=cash, max_exposure=max_exposure, lots=lots, html=html)
     bars = job.load(_lake())
     with _progress("fold", hide_on_error=True) as prog:
         seen: dict[int, int] = {}

@@ -16,7 +16,8 @@ EndOpt = Annotated[str | None, typer.Option(help="End, exclusive (UTC).")]
 SourceOpt = Annotated[str | None, typer.Option(
     help="Source label in the lake (default: the one source holding the symbols).")]
 CostsOpt = Annotated[str | None, typer.Option(
-    help="Costs, e.g. fees=0.001,slippage=0.0005 (keys: fees, slippage, slippage_vol, vol_window; "
+    help="Costs, e.g. fees=0.001,slippage=0.0005 (keys: fees, slippage, slippage_vol, vol_window, "
+    "margin_rate: annual interest on borrowed cash, with --max-exposure above 1; "
     "default fees=0.001,slippage=0.0005).")]
 FillOpt = Annotated[str, typer.Option(
     help="next_open: a signal on a bar's close trades at the next open; close: at that close.")]
@@ -31,3 +32,7 @@ DirectionOpt = Annotated[str, typer.Option(help="long, short or both (sides of t
 CashOpt = Annotated[float, typer.Option(help="Initial cash.")]
 ExposureOpt = Annotated[float, typer.Option(
     "--max-exposure", help="Cap of each position as a fraction of equity.")]
+LotsOpt = Annotated[str | None, typer.Option(
+    help="Lot rules: step=1 (whole units for every symbol) or per symbol "
+    "SPY:step=1;BTC/USDT:step=0.00001,min_notional=5 (keys: step, min_qty, min_notional). "
+    "Default: any size.")]

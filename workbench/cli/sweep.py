@@ -20,6 +20,7 @@ from workbench.cli.options import (
     ExposureOpt,
     FillOpt,
     FractionOpt,
+    LotsOpt,
     RiskOpt,
     SizingOpt,
     SourceOpt,
@@ -66,6 +67,7 @@ def sweep_cmd(
     direction: DirectionOpt = "both",
     cash: CashOpt = 100_000.0,
     max_exposure: ExposureOpt = 1.0,
+    lots: LotsOpt = None,
     top: Annotated[int, typer.Option(help="Show this many best rows.")] = 10,
     by: Annotated[str, typer.Option(
         help="Rank by this metric, best first (lowest first for annual_volatility, max_drawdown_duration "
@@ -87,8 +89,8 @@ def sweep_cmd(
         strategy=strategy, symbols=symbols, out=out_path, timeframe=timeframe, grid=grid, grid_all=grid_all,
         yes=yes, fixed=fixed, portfolio=portfolio, start=start, end=end, source=source, costs=costs,
         fill=fill, sizing=sizing, fraction=fraction, risk=risk, target_vol=target_vol, direction=direction,
-        cash=cash, max_exposure=max_exposure, top=top, by=by, heatmap=heatmap, x=x, y=y, metric=metric,
-        agg=agg)
+        cash=cash, max_exposure=max_exposure, lots=lots, top=top, by=by, heatmap=heatmap, x=x, y=y,
+        metric=metric, agg=agg)
     strat, values, pinned, syms, combos = job.strategy, job.values, job.fixed, job.symbols, job.combos
     bars = job.load(_lake())
     units = 1 if portfolio else len(syms)

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from workbench.backtest.options import check_output, parse_costs, parse_sizing
+from workbench.backtest.options import check_output, parse_execution
 from workbench.errors import ConfigError
 from workbench.strategies.grid import parse_fixed, split_list
 
 if TYPE_CHECKING:
-    from workbench.backtest import Costs, Sizing
+    from workbench.backtest import Execution
     from workbench.optimize import Objective, WalkForward, WalkForwardResult
     from workbench.optimize.walkforward import FoldProgress
     from workbench.strategies.base import Strategy
@@ -49,8 +49,7 @@ class WalkForwardJob:
     symbols: list[str]
     splitter: WalkForward
     objective: Objective
-    costs: Costs
-    sizing: Sizing
+    execution: Execution
     html: Path | None
     timeframe: str
     start: str | None
@@ -65,10 +64,6 @@ class WalkForwardJob:
     storage: str | None
     name: str | None
     portfolio: bool
-    fill: str
-    direction: str
-    init_cash: float
-    max_exposure: float
 
     @classmethod
     def from_options(
@@ -81,7 +76,7 @@ class WalkForwardJob:
         source: str | None = None, costs: str | None = None, fill: str = "next_open",
         sizing: str = "fixed", fraction: float | None = None, risk: float | None = None,
         target_vol: float | None = None, direction: str = "both", cash: float = 100_000.0,
-        max_exposure: float = 1.0, html: Path | None = None,
+        max_exposure: float = 1.0, lots: str | None = None, html: Path | None = None,
     ) -> WalkForwardJob:
         """Check every option of `workbench optimize walk-forward` (same names and defaults)."""
         from workbench.optimize import Objective, WalkForward
@@ -89,18 +84,19 @@ class WalkForwardJob:
 
         strat = get_strategy(strategy)
         pinned = parse_fixed(fixed, strat)
+        syms = split_list(symbols)
         splitter = WalkForward(n_folds=folds, train=parse_window(train, "--train"),
                                test=parse_window(test, "--test"), purge=parse_window(purge, "--purge") or 0,
                                anchored=anchored)
-        cost = parse_costs(costs)
-        size = parse_sizing(sizing, fraction, risk, target_vol)
+        execution = parse_execution(symbols=syms, costs=costs, fill=fill, sizing=sizing, fraction=fraction,
+                                    risk=risk, target_vol=target_vol, direction=direction, cash=cash,
+                                    max_exposure=max_exposure, lots=lots)
         html_path = check_output(html, (".html", ".htm"), "--html")
         obj = Objective(metric=objective, min_trades=min_trades, dd_penalty=dd_penalty)
-        return cls(strategy=strat, fixed=pinned, symbols=split_list(symbols), splitter=splitter,
-                   objective=obj, costs=cost, sizing=size, html=html_path, timeframe=timeframe, start=start,
+        return cls(strategy=strat, fixed=pinned, symbols=syms, splitter=splitter,
+                   objective=obj, execution=execution, html=html_path, timeframe=timeframe, start=start,
                    end=end, source=source, trials=trials, workers=workers, seed=seed, sampler=sampler,
-                   pruner=pruner, timeout=timeout, storage=storage, name=name, portfolio=portfolio,
-                   fill=fill, direction=direction, init_cash=cash, max_exposure=max_exposure)
+                   pruner=pruner, timeout=timeout, storage=storage, name=name, portfolio=portfolio)
 
     def load(self, lake: Any) -> dict[str, pd.DataFrame]:
         """The job's bars from the lake."""
@@ -116,9 +112,8 @@ class WalkForwardJob:
         return walk_forward(self.strategy, bars, splitter=self.splitter, n_trials=self.trials,
                             objective=self.objective, seed=self.seed, sampler=self.sampler,
                             pruner=self.pruner, timeout=self.timeout, fixed=self.fixed, workers=self.workers,
-                            storage=self.storage, name=self.name, costs=self.costs, fill=self.fill,
-                            sizing=self.sizing, direction=self.direction, init_cash=self.init_cash,
-                            max_exposure=self.max_exposure, portfolio=self.portfolio,
+                            storage=self.storage, name=self.name, execution=self.execution,
+                            portfolio=self.portfolio,
                             timeframe=self.timeframe, progress=progress)
 
     def write_chart(self, result: WalkForwardResult) -> Path:
