@@ -89,7 +89,7 @@ def _crash_log(exc: BaseException) -> Path | None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / name
-            path.write_text(f"workbench {__version__}: {' '.join(sys.argv)}\n{text}")
+            path.write_text(f"workbench {__version__}: workbench {' '.join(_State.argv)}\n{text}")
             return path
         except OSError:
             continue
@@ -121,30 +121,41 @@ def _handle(exc: BaseException) -> int:
     return 1
 
 
-def main() -> None:
-    """Entry point: run the app; any error ends as one line and a non-zero exit (`--debug`: traceback)."""
-    _State.debug = "--debug" in sys.argv[1:]
+def run(argv: list[str]) -> int:
+    """Run the command line on `argv` in this process and return its exit code; what `main` (and the
+    tests, through typer's CliRunner) call, so both go through the same last resort."""
+    _State.debug = "--debug" in argv
+    _State.argv = list(argv)
     try:
-        app()
+        app(args=argv, prog_name="workbench")
     except KeyboardInterrupt:  # outside a command (typer turns one inside into SystemExit(130))
-        _interrupted()
+        return _interrupted()
     except SystemExit as exc:
         if exc.code == 130 and isinstance(getattr(exc.__context__, "__cause__", None), KeyboardInterrupt):
-            _interrupted()
-        raise
+            return _interrupted()
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        err.print(str(exc.code), markup=False, highlight=False)
+        return 1
     except Exception as exc:  # the CLI's last resort: no traceback reaches a user
-        sys.exit(_handle(exc))
+        return _handle(exc)
+    return 0
 
 
-def _interrupted() -> None:
+def main() -> None:
+    """Entry point: run the app; any error ends as one line and a non-zero exit (`--debug`: traceback)."""
+    sys.exit(run(sys.argv[1:]))
+
+
+def _interrupted() -> int:
     """Ctrl-C: one line on what was kept, exit 130 (the shell's code for SIGINT)."""
     err.print("interrupted: nothing is half-written (files are replaced whole); bars synced, walk-forward "
               "trials and paper orders journalled so far are kept and the same command resumes from them "
               "(a backtest or sweep starts over)", highlight=False, soft_wrap=True)
-    sys.exit(130)
+    return 130
 
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "run"]
 
 
 if __name__ == "__main__":

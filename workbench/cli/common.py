@@ -34,6 +34,7 @@ class _State:
 
     data_dir: Path | None = None
     debug: bool = False
+    argv: list[str] = []  # noqa: RUF012 - the command line being run (named in crash logs)
 
 
 def _lake() -> Lake:

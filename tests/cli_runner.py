@@ -1,0 +1,55 @@
+"""The `workbench` command line run in this process, through typer's CliRunner.
+
+`invoke` calls `workbench.cli.app.run`, the function the console script runs, so a test sees exactly
+what a user sees (the one-line errors, the last resort, the exit code) without paying a subprocess and
+its imports. What a command changes in the process (environment, working folder, the root options'
+state) is put back afterwards. Tests that need a real process (signals, the console script, crash
+recovery) keep one subprocess smoke test per command group.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+NO_RESEARCH = Path(__file__).with_name("_no_research_here_")
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What a command printed and returned (the fields of `subprocess.CompletedProcess` tests read)."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def invoke(args: Sequence[str], *, data: Path | None = None, env: Mapping[str, str | None] | None = None,
+           cwd: Path | None = None, input: str | None = None) -> CliResult:
+    """Run `workbench <args>` in this process; `data` is the data folder (WORKBENCH_DATA_DIR),
+    `env` more environment (None unsets), `cwd` the working folder for the command."""
+    from workbench.cli.app import run
+    from workbench.cli.common import _State
+
+    settings: dict[str, str | None] = {"WORKBENCH_RESEARCH_DIR": str(NO_RESEARCH), "COLUMNS": "200"}
+    if data is not None:
+        settings["WORKBENCH_DATA_DIR"] = str(data)
+    settings.update(env or {})
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    try:
+        with CliRunner().isolation(input=input, env=settings) as (stdout, stderr, _):
+            if cwd is not None:
+                os.chdir(cwd)
+            code = run([str(a) for a in args])
+            return CliResult(list(map(str, args)), code, stdout.getvalue().decode(errors="replace"),
+                             stderr.getvalue().decode(errors="replace"))
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        _State.data_dir, _State.debug, _State.argv = None, False, []
