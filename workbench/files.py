@@ -39,7 +39,8 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
             os.close(fd)
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Flush a written file's content to disk (before a rename makes it visible)."""
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
 
@@ -63,7 +64,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = _temp_beside(target)
     try:
         yield tmp
-        _fsync_file(tmp)
+        fsync_file(tmp)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -94,7 +95,7 @@ def exclusive_write(path: str | os.PathLike[str], data: str | bytes, *, encoding
     tmp = _temp_beside(target)
     try:
         tmp.write_bytes(raw)
-        _fsync_file(tmp)
+        fsync_file(tmp)
         try:
             os.link(tmp, target)
         except FileExistsError:

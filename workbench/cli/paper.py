@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from workbench.errors import ConfigError, DataError
+from workbench.files import atomic_path
 
 paper_app = typer.Typer(
     help="Paper trading of promoted artifacts: run on a schedule, replay with parity, "
@@ -230,17 +231,16 @@ def _write_report(res: Any, path: Path) -> None:
     else:
         table = r
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix.lower() == ".csv":
-        table.to_csv(tmp, index=False)
-    else:
-        diff_html = res.parity.differences.to_html(index=False) if not res.parity.ok else "<p>none</p>"
-        tmp.write_text(
-            f"<html><head><meta charset='utf-8'><title>parity {escape(res.spec.name)}</title></head>"
-            f"<body><h1>Parity of {res.spec.name}</h1><p>{res.parity.summary()}</p>"
-            f"<h2>Differences</h2>{diff_html}<h2>Trades</h2>{table.to_html(index=False)}</body></html>"
-        )
-    tmp.replace(path)
+    with atomic_path(path) as tmp:  # a reader (or a crash) never sees half a file
+        if path.suffix.lower() == ".csv":
+            table.to_csv(tmp, index=False)
+        else:
+            diff_html = res.parity.differences.to_html(index=False) if not res.parity.ok else "<p>none</p>"
+            tmp.write_text(
+                f"<html><head><meta charset='utf-8'><title>parity {escape(res.spec.name)}</title></head>"
+                f"<body><h1>Parity of {res.spec.name}</h1><p>{res.parity.summary()}</p>"
+                f"<h2>Differences</h2>{diff_html}<h2>Trades</h2>{table.to_html(index=False)}</body></html>"
+            )
 
 
 @paper_app.command("status")
@@ -358,12 +358,11 @@ def paper_trades(
         print_frame(table.tail(30), title=f"{'fills' if fills else 'trades'} (last 30 of {len(table)})")
         return
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    if out_path.suffix.lower() == ".csv":
-        table.to_csv(tmp, index=False)
-    else:
-        table.to_parquet(tmp, index=False)
-    tmp.replace(out_path)
+    with atomic_path(out_path) as tmp:
+        if out_path.suffix.lower() == ".csv":
+            table.to_csv(tmp, index=False)
+        else:
+            table.to_parquet(tmp, index=False)
     out.print(f"wrote {len(table)} {'fills' if fills else 'trades'} to {out_path}")
 
 

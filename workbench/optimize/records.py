@@ -20,6 +20,7 @@ import pandas as pd
 
 from workbench.config import data_dir
 from workbench.errors import ConfigError, DataError, did_you_mean
+from workbench.files import fsync_dir, fsync_file
 
 if TYPE_CHECKING:
     from workbench.optimize.walkforward import WalkForwardResult
@@ -89,11 +90,15 @@ def save_run(result: WalkForwardResult, root: Any = None) -> Path:
             _table(df).to_parquet(tmp / f"{name}.parquet", index=False)
         pd.DataFrame({"equity": result.oos_equity, "benchmark": result.oos_benchmark}).rename_axis(
             "ts").to_parquet(tmp / "oos.parquet")
+        for written in tmp.iterdir():  # durable before the rename makes the record visible
+            fsync_file(written)
+        fsync_dir(tmp)
         old = None
         if final.exists():
             old = base / f".{result.run_id}.old-{os.getpid()}"
             os.replace(final, old)
         os.replace(tmp, final)
+        fsync_dir(base)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
