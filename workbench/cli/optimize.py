@@ -140,18 +140,17 @@ def _show_run(result: Any) -> None:
                       str(int(r["oos_n_trades"])), f"{r['pbo']:.2f}")
     out.print(table)
     d = result.diagnostics
-    m = d["oos_metrics"]
-    b = d["benchmark"]
+    m = d.oos_metrics
     rows = [("OOS total return", f"{fmt_metric('total_return', m['total_return'])} (buy & hold "
-             f"{fmt_metric('total_return', b['benchmark_return'])})"),
-            ("OOS Sharpe", f"{m['sharpe']:.3f} (p = {d['sharpe_test']['p_value']:.3f} that it is <= 0)"
+             f"{fmt_metric('total_return', d.benchmark_return)})"),
+            ("OOS Sharpe", f"{m['sharpe']:.3f} (p = {d.sharpe_p_value:.3f} that it is <= 0)"
              if math.isfinite(m["sharpe"]) else fmt_metric("sharpe", m["sharpe"], na_reason("sharpe", m))),
             ("OOS max drawdown", fmt_metric("max_drawdown", m["max_drawdown"])),
             ("OOS trades", str(int(m["n_trades"]))),
-            ("walk-forward efficiency", f"{d['walk_forward_efficiency']:.2f}"),
-            ("deflated Sharpe ratio", f"{d['deflated_sharpe']['dsr']:.3f} ({d['n_trials']} trials)"),
-            ("PBO (CSCV, mean of folds)", f"{d['pbo']['mean']:.2f}")]
-    mc = d["monte_carlo"].get("bootstrap")
+            ("walk-forward efficiency", f"{d.walk_forward_efficiency:.2f}"),
+            ("deflated Sharpe ratio", f"{d.dsr:.3f} ({d.n_trials} trials)"),
+            ("PBO (CSCV, mean of folds)", f"{d.pbo_mean:.2f}")]
+    mc = d.monte_carlo.get("bootstrap")
     if mc:
         rows.append(("bootstrap 95% return", f"{mc['total_return_low']:+.2%} .. "
                      f"{mc['total_return_high']:+.2%} (P(loss) {mc['total_return_p_loss']:.2f})"))
