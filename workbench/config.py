@@ -261,6 +261,14 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Key, ...]:
 
 
 # ---------------------------------------------------------------------- environment
+def split_list(values: str) -> list[str]:
+    """``"a, b,,c"`` → ``["a", "b", "c"]``: a comma-separated option (symbols, names), blanks dropped.
+
+    Here rather than with the strategy grids because every part reads such lists (the data sync too).
+    """
+    return [v.strip() for v in values.split(",") if v.strip()]
+
+
 def _umask() -> int:
     """The process umask, read without changing it where /proc tells it (os.umask sets it to read it)."""
     try:

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from workbench.config import split_list
 from workbench.errors import ConfigError, did_you_mean
-from workbench.strategies.grid import parse_fixed, parse_grid, split_list
+from workbench.strategies.grid import parse_fixed, parse_grid
 
 if TYPE_CHECKING:
     from collections.abc import Callable

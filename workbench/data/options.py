@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from workbench.strategies.grid import split_list
+from workbench.config import split_list
 
 if TYPE_CHECKING:
     from workbench.data.lake import Lake

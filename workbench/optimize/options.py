@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from workbench.backtest.options import check_output, parse_execution
+from workbench.config import split_list
 from workbench.errors import ConfigError
-from workbench.strategies.grid import parse_fixed, split_list
+from workbench.strategies.grid import parse_fixed
 
 if TYPE_CHECKING:
     from workbench.backtest import Execution

@@ -258,7 +258,7 @@ class PaperSession:
         broker: Broker | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        from workbench.promote import load_artifact
+        from workbench.promote.registry import load_artifact
 
         self.config = config
         self.root = config.root()

@@ -11,8 +11,8 @@ Registry().list(); Registry().rollback("sma_cross-btc_usdt-1h", reason="...")
 
 from workbench.promote.artifact import Artifact
 from workbench.promote.gates import DEFAULT_GATES, Gate, GateOp, GateSet, Verdict, load_gates
-from workbench.promote.promotion import PromotionResult, load_artifact, promote
-from workbench.promote.registry import Registry
+from workbench.promote.promotion import PromotionResult, promote
+from workbench.promote.registry import Registry, load_artifact
 
 __all__ = [
     "DEFAULT_GATES",

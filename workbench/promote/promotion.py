@@ -118,9 +118,3 @@ def promote(run_id: str, *, gates: str | Path | GateSet | None = None, name: str
         log.info("forcing %s past failed gate(s) %s: %s", run.run_id, [v.name for v in failed], reason)
     stored, created = reg.promote(artifact, reason=reason)
     return PromotionResult(artifact=stored, verdicts=verdicts, promoted=created, already_current=not created)
-
-
-def load_artifact(ref: str | Path, registry: Registry | str | Path | None = None) -> Artifact:
-    """An artifact by ``name`` (current), ``name@3`` / ``name@v3``, or a path to its .json file."""
-    reg = registry if isinstance(registry, Registry) else Registry(registry)
-    return reg.get(ref)

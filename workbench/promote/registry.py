@@ -304,3 +304,13 @@ class Registry:
                                "run_id": target.run_id, "reason": str(reason).strip()})
             log.info("rolled %s back from v%s to v%d", name, cur, version)
         return target
+
+
+def load_artifact(ref: str | Path, registry: Registry | str | Path | None = None) -> Artifact:
+    """An artifact by ``name`` (current), ``name@3`` / ``name@v3``, or a path to its .json file.
+
+    It lives with the registry, not with `promote`, so the paper runner can read artifacts without
+    importing the promotion machinery (which reads walk-forward runs from `workbench.optimize`).
+    """
+    reg = registry if isinstance(registry, Registry) else Registry(registry)
+    return reg.get(ref)

@@ -10,15 +10,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from workbench.config import split_list
 from workbench.errors import ConfigError
 
 if TYPE_CHECKING:
     from workbench.strategies.base import Param, Strategy
-
-
-def split_list(values: str) -> list[str]:
-    """``"a, b,,c"`` → ``["a", "b", "c"]``: a comma-separated list, blanks dropped."""
-    return [v.strip() for v in values.split(",") if v.strip()]
 
 
 def parse_pairs(text: str | None, option: str, example: str) -> dict[str, str]:
