@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.data.bars import BAR_COLUMNS, OPTIONAL_COLUMNS
+from workbench.data.bars import BAR_COLUMNS, OPTIONAL_COLUMNS, normalize_bars
 from workbench.data.sources.base import Source
 from workbench.data.timeframe import Timeframe
 from workbench.errors import ConfigError, DataError
@@ -91,7 +91,9 @@ class CsvSource(Source):
         raise ConfigError(f"no CSV for {symbol!r} in {self.path}: name it {stem}.csv")
 
     def read(self, symbol: str, timeframe: str | Timeframe) -> pd.DataFrame:
-        """Read the whole file for `symbol` as a bar frame (not yet validated)."""
+        """Read the whole file for `symbol` as a bar frame: UTC `ts`, float64 values (a file's
+        integer volumes or counts become floats here, as the Source contract promises). Order,
+        duplicates and gaps are left as the file has them, for the quality policy to report."""
         tf = Timeframe.parse(timeframe)
         path = self.file_for(symbol)
         try:
@@ -118,7 +120,7 @@ class CsvSource(Source):
                 continue
             frame[col] = raw[src]
         frame["ts"] = self._timestamps(frame["ts"], tf, path.name)
-        return frame
+        return normalize_bars(frame, what=path.name)
 
     def _timestamps(self, col: pd.Series, tf: Timeframe, fname: str) -> pd.Series:
         try:
