@@ -140,10 +140,9 @@ class SourceContract:
         assert frames, "no frames for a range with data"
         firsts = []
         for f in frames:
-            assert list(f.columns[:6]) == list(BAR_COLUMNS), list(f.columns)
-            assert set(f.columns) <= {*BAR_COLUMNS, *OPTIONAL_COLUMNS}, list(f.columns)
+            assert set(BAR_COLUMNS) <= set(f.columns) <= {*BAR_COLUMNS, *OPTIONAL_COLUMNS}, list(f.columns)
             assert isinstance(f["ts"].dtype, pd.DatetimeTZDtype) and str(f["ts"].dt.tz) == "UTC"
-            for col in f.columns[1:]:
+            for col in f.columns.drop("ts"):
                 assert f[col].dtype == np.float64, (col, f[col].dtype)
             us = _us(f)
             assert (np.diff(us) > 0).all(), "a frame's ts must be sorted and unique"
