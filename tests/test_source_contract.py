@@ -103,6 +103,7 @@ CCXT = {
 }
 
 
+@pytest.mark.network
 class TestCcxtContract(SourceContract):
     @pytest.fixture(params=list(CCXT))
     def case(self, request: pytest.FixtureRequest, binance: BinanceServer) -> SourceCase:
@@ -128,6 +129,7 @@ ALPACA = {
 }
 
 
+@pytest.mark.network
 class TestAlpacaContract(SourceContract):
     @pytest.fixture(params=list(ALPACA))
     def case(self, request: pytest.FixtureRequest, alpaca: AlpacaFake) -> SourceCase:
