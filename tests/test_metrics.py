@@ -305,7 +305,6 @@ def test_trade_stats_nb_callable_from_numba() -> None:
     assert win_rate_of(np.array([1.0, -1.0, 2.0, 3.0]), np.array([0.1, -0.1, 0.2, 0.3])) == 0.75
 
 
-@pytest.mark.slow
 def test_trade_stats_against_vectorbt_trades(vbt) -> None:
     from vectorbt.base.array_wrapper import ArrayWrapper
     from vectorbt.portfolio.enums import trade_dt
