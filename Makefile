@@ -22,6 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check workbench tests bench notebooks
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 	$(BIN)/pytest -q -p no:cacheprovider --nbval-lax notebooks
 

@@ -65,7 +65,7 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) 
     for key_node, _ in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":
             continue
-        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=True)
         if isinstance(key, list | dict):
             continue  # unhashable; PyYAML refuses it itself
         if key in seen:
@@ -84,7 +84,7 @@ def _key_lines(loader: _StrictLoader, node: yaml.Node, at: tuple[Key, ...],
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
                 continue
-            key = str(loader.construct_object(key_node))  # type: ignore[no-untyped-call]
+            key = str(loader.construct_object(key_node))
             if (*at, key) not in out:
                 out[(*at, key)] = key_node.start_mark.line + 1
                 _key_lines(loader, value_node, (*at, key), out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 
 class WorkbenchError(Exception):
@@ -58,6 +59,8 @@ def did_you_mean(value: str, choices: Iterable[str]) -> str:
 
 class PromotionRejected(WorkbenchError):
     """A run failed one or more promotion gates (the message lists them)."""
+
+    verdicts: list[Any]  # every gate's Verdict (workbench.promote.gates), set where it is raised
 
 
 class BrokerError(WorkbenchError):

@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum, StrEnum
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from workbench.backtest import kernels
@@ -534,10 +535,11 @@ class Timeline:
         index = None
         for s in self.symbols:
             index = frames[s].index if index is None else index.union(frames[s].index)
-        self.index: pd.DatetimeIndex = index
-        self.n = len(index)
+        # bar frames are indexed by time, so their union is a DatetimeIndex
+        self.index = cast(pd.DatetimeIndex, index)
+        self.n = len(self.index)
         # the union row of each own bar, per symbol
-        self.rows = {s: index.get_indexer(frames[s].index) for s in self.symbols}
+        self.rows = {s: self.index.get_indexer(frames[s].index) for s in self.symbols}
         self.mixed = any(len(r) != self.n for r in self.rows.values())
 
     def prices(self) -> tuple[np.ndarray, ...]:
@@ -660,7 +662,7 @@ def fingerprint(bars: Mapping[str, pd.DataFrame]) -> str:
     for sym in sorted(bars):
         df = bars[sym]
         h.update(sym.encode())
-        h.update(df.index.as_unit("us").asi8.tobytes())
+        h.update(cast(pd.DatetimeIndex, df.index).as_unit("us").asi8.tobytes())  # a bar frame's index
         for col in ("open", "high", "low", "close", "volume"):
             if col in df.columns:
                 h.update(np.ascontiguousarray(df[col].to_numpy(dtype=np.float64)).tobytes())
@@ -878,12 +880,12 @@ def _order_dt() -> np.dtype:
     return ORDER_DT
 
 
-def _orders_frame(index: pd.DatetimeIndex, symbols: list[str], idx: np.ndarray, col: np.ndarray,
+def _orders_frame(index: pd.DatetimeIndex, symbols: list[str], idx: np.ndarray, col: npt.NDArray[np.int64],
                   side: np.ndarray, size: np.ndarray, price: np.ndarray, fees: np.ndarray,
                   reason: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({
         "time": index[idx],
-        "symbol": pd.Categorical.from_codes(col, categories=symbols) if len(col) else
+        "symbol": pd.Categorical.from_codes(col, categories=pd.Index(symbols)) if len(col) else
         pd.Categorical([], categories=symbols),
         "side": np.where(side == kernels.BUY, "buy", "sell"),
         "size": size,

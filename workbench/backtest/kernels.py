@@ -7,6 +7,8 @@ The rules it implements are written out in SEMANTICS.md next to this file.
 
 from __future__ import annotations
 
+from typing import Literal, TypedDict
+
 import numba
 import numpy as np
 
@@ -31,7 +33,12 @@ N_ORDER_FIELDS = 7
 
 
 
-_NJ = {"cache": True, "error_model": "numpy"}
+class _JitOptions(TypedDict):
+    cache: bool
+    error_model: Literal["python", "numpy"]
+
+
+_NJ: _JitOptions = {"cache": True, "error_model": "numpy"}
 
 
 @numba.njit(inline="always", **_NJ)

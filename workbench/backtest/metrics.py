@@ -443,14 +443,15 @@ def na_reason(key: str, metrics: Mapping[str, Any]) -> str:
     or no reason is known. Tables show it as ``n/a (reason)`` so an undefined figure explains itself."""
     if not _nan(metrics.get(key)):
         return ""
-    n_trades = metrics.get("n_trades")
-    n_open = metrics.get("n_open_trades")
+    # an absent figure reads as NaN, like one that could not be computed
+    n_trades = metrics.get("n_trades", math.nan)
+    n_open = metrics.get("n_open_trades", math.nan)
     no_closed = not _nan(n_trades) and float(n_trades) == 0
     no_trades = no_closed and (_nan(n_open) or float(n_open) == 0)
     if key in ("sharpe", "sortino", "calmar", "annual_volatility"):
         if no_trades:
             return "no trades"
-        vol, dd = metrics.get("annual_volatility"), metrics.get("max_drawdown")
+        vol, dd = metrics.get("annual_volatility", math.nan), metrics.get("max_drawdown", math.nan)
         if key == "calmar":
             return "no drawdown" if not _nan(dd) and float(dd) == 0.0 else ""
         if _nan(vol):

@@ -96,15 +96,16 @@ def check_output(path: Path | None, suffixes: tuple[str, ...], option: str) -> P
 def parse_sizing(kind: str, fraction: float | None, risk: float | None, target_vol: float | None) -> Sizing:
     from workbench.backtest import Sizing
 
-    base = Sizing(kind=kind)  # an unknown kind fails here, naming the choices
+    # an unknown kind fails here, naming the choices (Sizing turns the str into a SizingKind)
+    base = Sizing(kind=kind)  # type: ignore[arg-type]
     given = {"--fraction": (fraction, "fixed"), "--risk": (risk, "risk"),
              "--target-vol": (target_vol, "volatility")}
     for option, (value, needs) in given.items():
         if value is not None and base.kind.value != needs:
             raise ConfigError(f"{option} applies to --sizing {needs}, not {base.kind.value}; "
                               f"add --sizing {needs} or drop {option}")
-    extra = {k: v for k, v in (("fraction", fraction), ("risk", risk), ("target_vol", target_vol))
-             if v is not None}
+    extra: dict[str, Any] = {k: v for k, v in (("fraction", fraction), ("risk", risk),
+                                               ("target_vol", target_vol)) if v is not None}
     return Sizing(kind=base.kind, **extra)
 
 
@@ -125,8 +126,10 @@ def parse_execution(*, symbols: list[str], costs: str | None = None, fill: str =
     from workbench.backtest.engine import parse_lots
 
     size = parse_sizing(sizing, fraction, risk, target_vol)
-    return Execution(costs=parse_costs(costs), fill=fill, sizing=size, direction=direction, init_cash=cash,
-                     max_exposure=max_exposure, lots=parse_lots(lots, symbols) if lots is not None else None)
+    # Execution turns the fill and direction strings into their enums (a ConfigError naming the choices)
+    return Execution(costs=parse_costs(costs), fill=fill, sizing=size, direction=direction,  # type: ignore[arg-type]
+                     init_cash=cash, max_exposure=max_exposure,
+                     lots=parse_lots(lots, symbols) if lots is not None else None)
 
 
 

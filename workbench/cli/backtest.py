@@ -184,7 +184,7 @@ def backtest_cmd(
         _write_table(result.trades, trades)
         out.print(f"wrote {len(result.trades):,} trades to {trades}", markup=False)
     if html is not None:  # several symbols: the portfolio's page, then a price page per symbol
-        pages = [(None, html)] if len(result.symbols) > 1 else []
+        pages: list[tuple[str | None, Path]] = [(None, html)] if len(result.symbols) > 1 else []
         pages += [(sym, _per_symbol(html, sym, result.symbols)) for sym in result.symbols]
         for sym, path in pages:
             written = write_html(result.figure(sym), path)

@@ -16,6 +16,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -67,7 +68,7 @@ def _progress(description: str, *, hide_on_error: bool = False
               ) -> Iterator[Callable[[str, int, int], None]]:
     """Progress bars on stderr with elapsed time and ETA; `update(label, n, total)` advances the bar
     of `label` by n."""
-    bars: dict[str, int] = {}
+    bars: dict[str, TaskID] = {}
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err,
                   transient=False) as prog:

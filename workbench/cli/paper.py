@@ -135,6 +135,9 @@ def paper_replay(
     for spec in specs:
         workdir = None if journal is None else journal / spec.name.replace("/", "_").replace("@", "_")
         with _progress("replay") as prog:
+            def tick(k: int, n: int, _s: str = spec.name) -> None:
+                prog(_s, 1, n)
+
             res = replay(
                 spec,
                 start,
@@ -142,7 +145,7 @@ def paper_replay(
                 lake=_lake(),
                 workdir=workdir,
                 window=window,
-                progress=lambda k, n, _s=spec.name: prog(_s, 1, n),
+                progress=tick,
             )
         s = res.summary()
         ran = len(res.latency_ms)

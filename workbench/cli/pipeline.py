@@ -217,7 +217,8 @@ def schedule_cmd(
         raise ConfigError("a compressed clock needs both --clock-start and --clock-speed")
     if max_runs is not None and max_runs < 1:
         raise ConfigError(f"--max-runs {max_runs} must be at least 1")
-    clock = Clock.compressed(clock_start, clock_speed) if clock_start is not None else None
+    clock = (Clock.compressed(clock_start, clock_speed)
+             if clock_start is not None and clock_speed is not None else None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
     logging.getLogger("workbench.pipelines").setLevel(logging.INFO)
     sched = Scheduler(pipes, data_root=_root(), reports=reports, clock=clock, max_runs=max_runs)

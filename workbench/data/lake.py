@@ -182,7 +182,7 @@ class Lake:
 
     def series(self) -> list[SeriesKey]:
         """Every series that has at least one data file."""
-        out = []
+        out: list[SeriesKey] = []
         if not self.bars_dir.is_dir():
             return out
         for d in sorted(self.bars_dir.glob("source=*/timeframe=*/symbol=*")):
@@ -319,7 +319,8 @@ class Lake:
 
     def _scan(self, source: str | None, symbol: str | None, timeframe: str | None
               ) -> tuple[list[Coverage], dict[SeriesKey, LakeCorruptError]]:
-        out, bad = [], {}
+        out: list[Coverage] = []
+        bad: dict[SeriesKey, LakeCorruptError] = {}
         tf = Timeframe.parse(timeframe).name if timeframe else None
         for key in self.series():
             if (source and key.source != source) or (symbol and key.symbol != symbol) or (
@@ -327,9 +328,12 @@ class Lake:
             ):
                 continue
             try:
-                out.append(self.series_coverage(key.source, key.symbol, key.timeframe))
+                cov = self.series_coverage(key.source, key.symbol, key.timeframe)
             except LakeCorruptError as exc:
                 bad[key] = exc
+                continue
+            if cov is not None:  # None: its files went away since `series()` listed it
+                out.append(cov)
         return out, bad
 
     def quarantine(self, source: str, symbol: str, timeframe: str | Timeframe) -> list[Path]:
@@ -440,7 +444,7 @@ class Lake:
         check_range(t0, t1)
         layout = Layout(layout)
         single = isinstance(symbols, str)
-        syms = [symbols] if single else list(dict.fromkeys(symbols))
+        syms = [symbols] if isinstance(symbols, str) else list(dict.fromkeys(symbols))
         if not syms:
             raise ConfigError("no symbols given: name at least one symbol")
         parts = []
@@ -577,7 +581,7 @@ class Lake:
             if out.empty:
                 return _trim(out, t0, t1)
         cov = self.series_coverage(source, symbol, base_tf)
-        assert cov is not None
+        assert cov is not None and cov.first is not None and cov.last is not None  # `out` has rows
         cal = Calendar(cov.calendar)
         last_bucket = out["ts"].iloc[-1]
         nxt = cal.next_expected(cov.last, base_tf)
@@ -784,8 +788,10 @@ class Lake:
             )
         ranges: list[tuple[pd.Timestamp, pd.Timestamp]] = []
         if full or cov is None or cov.first is None or cov.last is None:
-            lo = t0 if t0 is not None else cov.first  # type: ignore[union-attr]
-            ranges.append((lo, t1))
+            if t0 is None:  # without a start, the check above made sure there are stored bars
+                assert cov is not None and cov.first is not None
+                t0 = cov.first
+            ranges.append((t0, t1))
         else:
             if t0 is not None and t0 < cov.first:
                 ranges.append((t0, min(cov.first, t1)))
@@ -794,8 +800,8 @@ class Lake:
                 ranges.append((max(resume, t0) if t0 is not None else resume, t1))
             if fill_gaps:
                 lo = t0 if t0 is not None else cov.first
-                for a, b, _ in cov.gaps:
-                    ga, gb = max(pd.Timestamp(a), lo), min(pd.Timestamp(b) + tf.delta, t1)
+                for gap_a, gap_b, _ in cov.gaps:
+                    ga, gb = max(pd.Timestamp(gap_a), lo), min(pd.Timestamp(gap_b) + tf.delta, t1)
                     if ga < gb:
                         ranges.append((ga, gb))
                 ranges.sort()

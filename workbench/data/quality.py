@@ -189,8 +189,8 @@ def _robust_z(ts: np.ndarray, close: np.ndarray, timeframe: Timeframe) -> np.nda
     comparable = (np.diff(ts) <= timeframe.micros) if timeframe.seconds < 86400 else (
         np.ones(len(r), dtype=bool))
     absr = np.where(comparable, np.abs(r), np.nan)
-    scale = pd.Series(absr).ewm(span=500, min_periods=30, ignore_na=True).mean().shift(1)
-    scale = scale.to_numpy() * 1.2533  # E|r| = sigma * sqrt(2/pi) for normal returns
+    local = pd.Series(absr).ewm(span=500, min_periods=30, ignore_na=True).mean().shift(1)
+    scale = local.to_numpy() * 1.2533  # E|r| = sigma * sqrt(2/pi) for normal returns
     rc = r[comparable]
     fallback = 1.4826 * np.median(np.abs(rc - np.median(rc))) if len(rc) else 0.0
     scale = np.where(np.isnan(scale), fallback, scale)
@@ -211,7 +211,7 @@ def _find(
     masks: dict[IssueKind, np.ndarray] = {}
     masks[IssueKind.MISSING_VALUE] = np.isnan(prices).any(axis=1) | np.isnan(vol)
     with np.errstate(invalid="ignore"):
-        masks[IssueKind.NON_POSITIVE_PRICE] = (prices <= 0).any(axis=1)
+        masks[IssueKind.NON_POSITIVE_PRICE] = np.any(prices <= 0, axis=1)
         masks[IssueKind.NEGATIVE_VOLUME] = vol < 0
         masks[IssueKind.OHLC_INCONSISTENT] = (h < np.maximum(o, c)) | (lo > np.minimum(o, c)) | (
             h < lo
@@ -250,7 +250,7 @@ def _find(
         spike[vidx[1:][flagged]] = True
     masks[IssueKind.SPIKE] = spike
     # gaps: expected bars between first and last that are absent
-    missing, gap_examples = 0, ()
+    missing, gap_examples = 0, tuple[str, ...]()
     if n > 1 and aligned.any():
         uniq = sorted_unique(ts[aligned])
         expected = calendar.expected(

@@ -93,7 +93,8 @@ class WalkForwardJob:
                                     risk=risk, target_vol=target_vol, direction=direction, cash=cash,
                                     max_exposure=max_exposure, lots=lots)
         html_path = check_output(html, (".html", ".htm"), "--html")
-        obj = Objective(metric=objective, min_trades=min_trades, dd_penalty=dd_penalty)
+        # Objective turns the str into an ObjectiveMetric (a ConfigError naming the choices)
+        obj = Objective(metric=objective, min_trades=min_trades, dd_penalty=dd_penalty)  # type: ignore[arg-type]
         return cls(strategy=strat, fixed=pinned, symbols=syms, splitter=splitter,
                    objective=obj, execution=execution, html=html_path, timeframe=timeframe, start=start,
                    end=end, source=source, trials=trials, workers=workers, seed=seed, sampler=sampler,

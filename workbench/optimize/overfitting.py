@@ -358,8 +358,8 @@ def pbo_cscv(
                     )
                 perf.append(np.where(np.isnan(out), -np.inf, out))
             best = int(np.argmax(perf[0]))
-            omega = float(_relative_rank(perf[1][None, :], np.array([best]))[0])
-            logits[i] = math.log(omega / (1.0 - omega))
+            rank = float(_relative_rank(perf[1][None, :], np.array([best]))[0])
+            logits[i] = math.log(rank / (1.0 - rank))
             is_best[i] = perf[0][best]
             oos_best[i] = perf[1][best]
     return PBOResult(

@@ -27,9 +27,9 @@ def oos_equity_figure(result: WalkForwardResult, max_points: int = MAX_POINTS) -
     """Stitched out-of-sample equity and buy-and-hold; every other fold shaded, its params on hover."""
     fig = go.Figure(_equity_traces(result.oos_equity, result.oos_benchmark, max_points))
     folds = result.folds
-    for i, row in folds.iterrows():
+    for i, (_, row) in enumerate(folds.iterrows()):
         x0, x1 = _naive_utc([row["test_start"], row["test_end"]])
-        if int(i) % 2 == 0:
+        if i % 2 == 0:
             fig.add_vrect(x0=x0, x1=x1, fillcolor=FOLD_SHADE, line_width=0, layer="below")
         fig.add_vline(x=x0, line={"color": "#bbbbbb", "width": 1, "dash": "dot"})
     eq = result.oos_equity

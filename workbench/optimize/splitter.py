@@ -103,7 +103,8 @@ def _length(name: str, value: object, *, allow_zero: bool = False) -> Length:
             if count < low:
                 raise ConfigError(f"{name} must be a positive duration, got {value!r}; use {_FORMS}")
             try:
-                return pd.Timedelta(**{_UNITS[m.group(2)]: count})
+                span: dict[str, Any] = {_UNITS[m.group(2)]: count}  # Timedelta(days=30) and the like
+                return pd.Timedelta(**span)
             except (OverflowError, ValueError):
                 raise ConfigError(f"{name}={value!r} is too long to be a duration; use {_FORMS}") from None
     raise ConfigError(f"{name}={value!r} is neither a bar count nor a duration; use {_FORMS}")
@@ -128,7 +129,8 @@ def _as_index(index: object) -> pd.DatetimeIndex:
     if len(index) == 0:
         raise DataError("walk-forward got an empty index; load some bars first")
     if index.hasnans:
-        raise DataError(f"the index has {int(index.isna().sum()):,} NaT timestamps; drop those bars first")
+        n_nat = int(np.count_nonzero(index.isna()))
+        raise DataError(f"the index has {n_nat:,} NaT timestamps; drop those bars first")
     if not index.is_monotonic_increasing:
         raise DataError("the index is not sorted by time; sort the bars first (bars.sort_index())")
     if not index.is_unique:
@@ -211,8 +213,8 @@ class WalkForward:
                     train = self._floor_ratio(test) if isinstance(test, int) else test * self.train_ratio
                 except (OverflowError, ValueError):
                     raise self._misfit(idx, shown, self.purge, self.test) from None
-            folds = self._place(idx, self._test_bounds(idx, test), train, purge)
-            if folds is None:
+            placed = self._place(idx, self._test_bounds(idx, test), train, purge)
+            if placed is None:
                 raise self._misfit(
                     idx,
                     None if train is None else shown,
@@ -220,6 +222,7 @@ class WalkForward:
                     self.test,
                     time_needed=self._time_needed(train, purge, test),
                 )
+            folds = placed
         self._check_sizes(folds)
         return folds
 
@@ -250,7 +253,8 @@ class WalkForward:
         times = _naive_utc(idx)
         gaps = times[1:] - times[:-1]
         step = gaps.min() if len(gaps) else pd.Timedelta(0)  # the bar length (sorted unique: gaps > 0)
-        edges = times.append(pd.DatetimeIndex([times[-1] + step]))  # bar starts, then the end of the last bar
+        # bar starts, then the end of the last bar
+        edges = pd.DatetimeIndex(times.append(pd.DatetimeIndex([times[-1] + step])))
         rows = [f"fold {f.fold}" for f in folds]
         fig = go.Figure()
         for name, lo, hi in (
@@ -424,8 +428,9 @@ class WalkForward:
         parts += [f"purge {_show(purge)}", f"{k} folds x {_show(test)} test"]
         detail = " + ".join(parts)
         fix = "use fewer or shorter folds" if self.test is not None else "use fewer folds or a shorter train"
-        if need is None and all(isinstance(v, int) for v in (train or 0, purge, test)):
-            need = (train or 0) + purge + k * test  # type: ignore[operator]
+        train_bars = train or 0
+        if need is None and isinstance(train_bars, int) and isinstance(purge, int) and isinstance(test, int):
+            need = train_bars + purge + k * test
         if need is not None:
             return DataError(f"walk-forward needs {need:,} bars ({detail}) but the data has {n:,}; {fix}")
         have = f"the {n:,} bars span {idx[-1] - idx[0]} ({idx[0]:%Y-%m-%d %H:%M} to {idx[-1]:%Y-%m-%d %H:%M})"
@@ -436,10 +441,11 @@ class WalkForward:
     def _time_needed(self, train: Length | None, purge: Length, test: Length) -> pd.Timedelta | None:
         """train + purge + n_folds x test as a duration, when every part is one (a zero purge counts)."""
         parts = [p for p in (train, purge) if p is not None and not (isinstance(p, int) and p == 0)]
-        if not all(isinstance(p, pd.Timedelta) for p in [*parts, test]):
+        durations = [p for p in parts if isinstance(p, pd.Timedelta)]
+        if len(durations) < len(parts) or not isinstance(test, pd.Timedelta):
             return None
         try:
-            return sum(parts, pd.Timedelta(0)) + test * self.n_folds
+            return sum(durations, pd.Timedelta(0)) + test * self.n_folds
         except (OverflowError, ValueError):
             return None
 

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import optuna
@@ -334,11 +334,11 @@ class _Run:
             st.release(tid)
 
 
-def _aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
-    """One metrics dict for a trial: the mean over symbols, trade counts summed."""
+def _aggregate(rows: list[dict[str, float]]) -> dict[str, float | None]:
+    """One metrics dict for a trial: the mean over symbols, trade counts summed (None where undefined)."""
     if len(rows) == 1:
-        return {k: (v if math.isfinite(v) else None) for k, v in rows[0].items()}  # type: ignore[misc]
-    out: dict[str, Any] = {}
+        return {k: (v if math.isfinite(v) else None) for k, v in rows[0].items()}
+    out: dict[str, float | None] = {}
     for key in rows[0]:
         vals = np.array([r[key] for r in rows], dtype=float)
         v = float(vals.sum()) if key in ("n_trades", "n_open_trades") else float(np.nanmean(vals)) \
@@ -382,7 +382,7 @@ def walk_forward(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.
     frames = as_bar_dict(bars)
     run = _build_run(strat, frames, splitter=splitter or WalkForward(n_folds=folds), n_trials=n_trials,
                      objective=objective if isinstance(objective, Objective) else Objective(
-                         metric=objective, min_trades=min_trades),
+                         metric=_member(ObjectiveMetric, objective, "objective"), min_trades=min_trades),
                      timeout=timeout, seed=seed, sampler=sampler, sampler_options=sampler_options,
                      pruner=pruner, pruner_options=pruner_options, fixed=fixed,
                      execution=Execution.of(execution, costs=costs, fill=fill, sizing=sizing,
@@ -729,9 +729,9 @@ def _oos_window(run: _Run, fold: Fold, params: dict[str, Any] | None, cash: floa
         n = len(sub[sym])
         off = int(sub[sym].index.searchsorted(test_index[0]))
         last = n - 1 - lag  # the bar whose exit signal fills inside the window
-        a = run.strat.signals(sub[sym], params, validate=False).arrays(n, run.strat.name)
+        arrays = run.strat.signals(sub[sym], params, validate=False).arrays(n, run.strat.name)
         # copies: the arrays may be the strategy's own (or read-only views of pandas data)
-        a = {k: v.copy() for k, v in a.items()}
+        a: dict[str, Any] = {k: v.copy() for k, v in arrays.items()}
         for key in ("long_entries", "short_entries"):
             a[key][:off] = False
             a[key][max(off, last, 0):] = False
@@ -918,7 +918,8 @@ def _diagnostics(run: _Run, folds: pd.DataFrame, equity: pd.Series, bench: pd.Se
     bvals = bench.to_numpy(dtype=float)
     brets = bvals / np.concatenate([[init], bvals[:-1]]) - 1.0
     oos = compute_metrics(equity, init, ppy, trades=trades if len(trades) else None, benchmark=bench,
-                          index=equity.index, exposure=exposure, traded_value=traded_value)
+                          index=cast(pd.DatetimeIndex, equity.index),  # the test bars' times
+                          exposure=exposure, traded_value=traded_value)
     if not len(trades):
         oos["n_trades"] = 0
         oos["n_open_trades"] = 0
@@ -966,8 +967,9 @@ def param_stability(folds: pd.DataFrame, strat: Strategy, fixed: Mapping[str, An
             row["mode_share"] = float(counts.iloc[0] / len(vals))
         if p.kind in ("int", "float") and len(vals):
             num = vals.astype(float)
+            low, high = p.bounds
             row.update(mean=float(num.mean()), std=float(num.std(ddof=0)),
-                       range_share=float(num.std(ddof=0) / (p.high - p.low)) if p.high != p.low else 0.0)
+                       range_share=float(num.std(ddof=0) / (high - low)) if high != low else 0.0)
         rows.append(row)
     return pd.DataFrame(rows)
 

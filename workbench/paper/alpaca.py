@@ -52,7 +52,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, cast, overload
 from urllib.parse import urlsplit
 
 import pandas as pd
@@ -147,6 +147,8 @@ _TYPES = {"market": OrderType.MARKET, "limit": OrderType.LIMIT, "stop": OrderTyp
           "stop_limit": OrderType.STOP, "trailing_stop": OrderType.TRAILING_STOP}
 
 T = TypeVar("T")
+#: a reply of alpaca-py with ``raw_data=True``: the JSON object (its annotations also allow its models)
+_Raw = dict[str, Any]
 
 
 class AlpacaBroker(Broker):
@@ -223,7 +225,7 @@ class AlpacaBroker(Broker):
 
         def attempt(n: int) -> Order:
             try:
-                raw = self._trading.submit_order(alpaca_request)
+                raw = cast(_Raw, self._trading.submit_order(alpaca_request))
             except APIError as exc:
                 status, message = exc.status_code, self._message(exc)
                 if status == 422 and _DUPLICATE in message:
@@ -277,7 +279,7 @@ class AlpacaBroker(Broker):
         """Open orders in the account (all of them, not only the workbench's), newest first."""
         query = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500,
                                  symbols=[symbol] if symbol else None)
-        rows = self._call(lambda: self._trading.get_orders(query), "listing open orders")
+        rows = cast(list[_Raw], self._call(lambda: self._trading.get_orders(query), "listing open orders"))
         if len(rows) >= 500:
             log.warning("Alpaca returned 500 open orders, its page limit: older ones are not listed")
         orders = [self._order(r) for r in rows if _simple(r)]
@@ -290,12 +292,13 @@ class AlpacaBroker(Broker):
         if order is None or order.status.done:
             return order
         state: dict[str, Any] = {"order": order, "problem": ""}
+        broker_id = order.broker_order_id
 
         def attempt(_: int) -> Order:
             # Alpaca cancels asynchronously: the cancel is sent again until the order is done
             problem, after = "", None
             try:
-                self._trading.cancel_order_by_id(order.broker_order_id)
+                self._trading.cancel_order_by_id(broker_id)
             except APIError as exc:
                 status = exc.status_code
                 if is_auth(exc):
@@ -330,7 +333,7 @@ class AlpacaBroker(Broker):
 
     def positions(self) -> dict[str, Position]:
         """Non-zero positions by workbench symbol, signed (short < 0)."""
-        rows = self._call(self._trading.get_all_positions, "reading positions")
+        rows = cast(list[_Raw], self._call(self._trading.get_all_positions, "reading positions"))
         out: dict[str, Position] = {}
         try:
             for row in rows:
@@ -345,7 +348,7 @@ class AlpacaBroker(Broker):
 
     def account(self) -> Account:
         """Cash and equity of the paper account."""
-        raw = self._call(self._trading.get_account, "reading the account")
+        raw = cast(_Raw, self._call(self._trading.get_account, "reading the account"))
         try:
             return Account(cash=float(raw["cash"]), equity=float(raw["equity"]),
                            currency=str(raw.get("currency") or "USD"))
@@ -364,9 +367,9 @@ class AlpacaBroker(Broker):
             query = StockLatestTradeRequest(symbol_or_symbols=symbol, feed=DataFeed(self.feed))
             fetch = lambda: client.get_stock_latest_trade(query)  # noqa: E731
         reply = self._call(fetch, f"reading the {symbol} price", data=True)
-        trade = (reply or {}).get(symbol) if isinstance(reply, dict) else None
+        trade: Any = (reply or {}).get(symbol) if isinstance(reply, dict) else None
         try:
-            value = float(trade["p"])  # type: ignore[index]
+            value = float(trade["p"])  # no trade (None) or no price: TypeError/KeyError, caught below
         except (KeyError, TypeError, ValueError):
             raise BrokerError(f"Alpaca has no latest trade for {symbol!r}: check the symbol (a ticker "
                               "such as AAPL, or a pair such as BTC/USD) and the data URL "
@@ -447,24 +450,33 @@ class AlpacaBroker(Broker):
         return found
 
     def _lookup(self, cid: str) -> Order | None:
-        raw = self._call(lambda: self._trading.get_order_by_client_id(cid), f"looking up order {cid}",
-                         missing_ok=True)
+        raw = self._call(lambda: cast(_Raw, self._trading.get_order_by_client_id(cid)),
+                         f"looking up order {cid}", missing_ok=True)
         return None if raw is None else self._order(raw)
 
-    def _call(self, fn: Callable[[], T], what: str, missing_ok: bool = False, data: bool = False) -> T:
+    @overload
+    def _call(self, fn: Callable[[], T], what: str, missing_ok: Literal[False] = False,
+              data: bool = False) -> T: ...
+
+    @overload
+    def _call(self, fn: Callable[[], T], what: str, missing_ok: Literal[True],
+              data: bool = False) -> T | None: ...
+
+    def _call(self, fn: Callable[[], T], what: str, missing_ok: bool = False,
+              data: bool = False) -> T | None:
         """Run a read-only SDK call (`data`: on a market data client); 5xx answers the SDK did not
         retry itself are retried here."""
         sdk_codes = DATA_RETRY_CODES if data else SDK_RETRY_CODES
         where = DATA_URL_SETTING if data else TRADING_URL_SETTING
         where_host = self._host(data)
 
-        def attempt(_: int) -> T:
+        def attempt(_: int) -> T | None:
             try:
                 return fn()
             except APIError as exc:
                 status, message = exc.status_code, self._message(exc)
                 if missing_ok and is_not_found(exc):
-                    return None  # type: ignore[return-value]
+                    return None
                 if is_auth(exc):
                     raise CredentialsError(f"Alpaca refused the API keys (HTTP {status}) {what}: "
                                            f"{_KEY_HINT}") from None

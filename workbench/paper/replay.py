@@ -97,7 +97,7 @@ def journal_trades(journal: Journal, artifact: str) -> pd.DataFrame:
     open_: dict[str, dict[str, Any]] = {}
     for cid in seq:
         o, f = info.loc[cid], per[cid]
-        sym, leg = o["symbol"], o["leg"]
+        sym, leg = str(o["symbol"]), str(o["leg"])  # client order ids are unique: `o` is one row
         if leg == "entry":
             open_[sym] = {
                 "symbol": sym,
@@ -386,9 +386,9 @@ def parity_backtest(spec: StrategySpec, frames: dict[str, pd.DataFrame], i0: int
         for key in ("long_entries", "long_exits", "short_entries", "short_exits"):
             arrs[key] = arrs[key].copy()
             arrs[key][:k0] = False
-        signals[s] = replace(
-            sig, **{k: arrs[k] for k in ("long_entries", "long_exits", "short_entries", "short_exits")}
-        )
+        sides: dict[str, Any] = {
+            k: arrs[k] for k in ("long_entries", "long_exits", "short_entries", "short_exits")}
+        signals[s] = replace(sig, **sides)
     return simulate(
         frames,
         signals,

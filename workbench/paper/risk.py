@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import typing
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import ValidationInfo, create_model, field_validator
 
@@ -75,10 +75,15 @@ class _RiskSection(ConfigModel):
         return RiskLimits(**self.model_dump())
 
 
-_hints = typing.get_type_hints(RiskLimits)
-RiskSection = create_model(  # the ``risk:`` section of a paper config: RiskLimits' fields, checked
-    "RiskSection", __base__=_RiskSection, **{f.name: (_hints[f.name], f.default) for f in fields(RiskLimits)}
-)
+if TYPE_CHECKING:
+    # The checker cannot see fields made at run time; it sees the model through its base class.
+    RiskSection = _RiskSection
+else:
+    _hints = typing.get_type_hints(RiskLimits)
+    RiskSection = create_model(  # the ``risk:`` section of a paper config: RiskLimits' fields, checked
+        "RiskSection", __base__=_RiskSection,
+        **{f.name: (_hints[f.name], f.default) for f in fields(RiskLimits)},
+    )
 
 
 @dataclass(frozen=True)

@@ -406,9 +406,9 @@ class Runner:
             n = len(df)
             arrs = strat.signals(df, params).arrays(n, f"{strat.name}[{sym}]")
             rows[sym] = {k: v[-1] for k, v in arrs.items()}
-            cols = [df[c].to_numpy()[:, None] for c in ("high", "low", "close")]
+            high, low, close = (df[c].to_numpy()[:, None] for c in ("high", "low", "close"))
             frac = sizing_array(spec.sizing, len(spec.symbols), arrs["stop_loss"][:, None],
-                                arrs["trailing_stop"][:, None], *cols, ppys[sym])
+                                arrs["trailing_stop"][:, None], high, low, close, ppys[sym])
             frac_last[sym] = float(np.broadcast_to(frac, (n, 1))[-1, 0])
         result.signal_ms = (time.perf_counter() - t_sig) * 1000
         ledger = j.ledger(spec.name, spec.capital)
@@ -422,8 +422,8 @@ class Runner:
         actions: dict[str, str] = {}
         for sym in rows:
             r = rows[sym]
-            act = signal_action(spec.direction, r["long_entries"], r["long_exits"], r["short_entries"],
-                                r["short_exits"], pos[sym]).label
+            act = signal_action(spec.direction, bool(r["long_entries"]), bool(r["long_exits"]),
+                                bool(r["short_entries"]), bool(r["short_exits"]), pos[sym]).label
             if act and sym in stopped:
                 j.decide(
                     spec.name,

@@ -176,7 +176,7 @@ class _PaperFile(ConfigModel):
     name: Any = None
     broker: _Broker = _Broker()
     strategies: list[_Strategy] = Field(default=None, validate_default=True)
-    risk: RiskSection | None = None  # type: ignore[valid-type]
+    risk: RiskSection | None = None
     schedule: _Schedule = _Schedule()
     data: _Data = _Data()
     metrics: _Metrics = _Metrics()
@@ -320,6 +320,7 @@ class PaperSession:
         if c.clock_speed is None:
             return
         stored = self.journal.meta("clock")
+        assert c.clock_start is not None  # a simulated clock has both (as in `now`)
         mine = f"{c.clock_start.isoformat()}|{c.clock_speed!r}"
         if stored is None:
             self.journal.set_meta("clock", mine)

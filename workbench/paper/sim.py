@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,11 @@ STOP_REASON = {
     OrderType.TRAILING_STOP: "trailing_stop",
     OrderType.LIMIT: "take_profit",
 }
+
+
+def _level(value: float | None) -> float:
+    """An order's price field, NaN when unset (a request always sets the one its type needs)."""
+    return math.nan if value is None else value
 
 
 def _order_json(o: Order) -> str:
@@ -106,7 +112,8 @@ class SimBroker(Broker):
         kv = dict(self.db.execute("SELECT key, value FROM kv").fetchall())
         self.cash = float(kv["cash"]) if "cash" in kv else float(cash)
         self.pos: dict[str, list[float]] = json.loads(kv.get("positions", "{}"))  # symbol -> [qty, avg]
-        self.cursor: dict[str, int] = json.loads(kv.get("cursor", "{}"))  # symbol -> last event (ns, kind)
+        # symbol -> last event [ns, kind]
+        self.cursor: dict[str, list[int]] = json.loads(kv.get("cursor", "{}"))
         self.refs: dict[str, float] = json.loads(kv.get("refs", "{}"))
         self.stats: dict[str, int] = json.loads(kv.get("stats", '{"created": 0, "duplicates": 0}'))
         self._dirty: set[str] = set()
@@ -197,7 +204,7 @@ class SimBroker(Broker):
             self._save()
             return known
         now = self._now()
-        base = dict(
+        base: dict[str, Any] = dict(
             client_order_id=request.client_order_id,
             broker_order_id=f"sim-{self.stats['created'] + 1}",
             symbol=request.symbol,
@@ -455,10 +462,10 @@ class SimBroker(Broker):
         stop = next((o for o in orders if o.type is OrderType.STOP), None)
         trail = next((o for o in orders if o.type is OrderType.TRAILING_STOP), None)
         limit = next((o for o in orders if o.type is OrderType.LIMIT), None)
-        fixed = stop.stop_price if stop is not None else math.nan
+        fixed = _level(stop.stop_price) if stop is not None else math.nan
         if trail is not None:
             ref = self.refs[trail.client_order_id]
-            tsl = trail.trail_percent
+            tsl = _level(trail.trail_percent)
             trail_lvl = ref * (1.0 - tsl) if p > 0 else ref * (1.0 + tsl)
         else:
             trail_lvl = math.nan
@@ -468,7 +475,7 @@ class SimBroker(Broker):
         else:
             use_fixed = math.isnan(trail_lvl) or (not math.isnan(fixed) and fixed <= trail_lvl)
         lvl, binding = (fixed, stop) if use_fixed else (trail_lvl, trail)
-        tpl = limit.limit_price if limit is not None else math.nan
+        tpl = _level(limit.limit_price) if limit is not None else math.nan
         exit_px, hit = math.nan, None
         if kind == 0:
             o_ = float(cols["open"][i])

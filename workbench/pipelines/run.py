@@ -31,6 +31,8 @@ log = logging.getLogger("workbench.pipelines")
 class PipelineFailed(WorkbenchError):
     """A step of a pipeline raised; the run is recorded as failed with the step and the error."""
 
+    run: PipelineRun  # the failed run as recorded, set where it is raised
+
 
 @dataclass
 class PipelineRun:
@@ -181,11 +183,11 @@ def run_pipeline(
     append_history(record, data_root)
     run = PipelineRun(record)
     if failure is not None:
-        sid, exc = failure
+        sid, cause = failure
         error = PipelineFailed(
-            f"pipeline {p.name} failed at step {sid}: {type(exc).__name__}: {record['error']['message']}"
+            f"pipeline {p.name} failed at step {sid}: {type(cause).__name__}: {record['error']['message']}"
         )
-        error.run = run  # type: ignore[attr-defined]
-        raise error from exc
+        error.run = run
+        raise error from cause
     log.info("pipeline %s: ok in %.1f s", p.name, record["duration_s"])
     return run

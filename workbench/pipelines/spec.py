@@ -341,7 +341,7 @@ def check_data(pipeline: Pipeline, lake: Any) -> None:
     from workbench.data.timeframe import Timeframe
     from workbench.errors import DataError
 
-    synced: list[tuple[str, str, Any]] = []
+    synced: list[tuple[str | None, str, Any]] = []  # (source or None for the default, symbol, Timeframe)
     keys = lake.series()
     for step in pipeline.steps:
         o = declared(step.options, pipeline.params)

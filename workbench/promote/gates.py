@@ -102,7 +102,7 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (a NaN value becomes None)."""
-        value = self.value
+        value: float | bool | str | None = self.value
         if isinstance(value, float) and not math.isfinite(value):
             value = None if math.isnan(value) else ("inf" if value > 0 else "-inf")
         return {"name": self.name, "op": self.op.value, "threshold": self.threshold, "value": value,

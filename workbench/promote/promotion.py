@@ -99,7 +99,7 @@ def promote(run_id: str, *, gates: str | Path | GateSet | None = None, name: str
         return PromotionResult(artifact=None, verdicts=verdicts)
     if failed and not force:
         exc = PromotionRejected(rejection_message(run.run_id, failed))
-        exc.verdicts = verdicts  # type: ignore[attr-defined]
+        exc.verdicts = verdicts
         raise exc
     from workbench.backtest.engine import Execution
 

@@ -14,6 +14,7 @@ fails if the name exists), so two promotions can never write the same version, e
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import getpass
 import json
@@ -209,7 +210,8 @@ class Registry:
                 "forced", "gates", "oos_sharpe", "deflated_sharpe", "pbo"]
         return pd.DataFrame(rows, columns=cols)
 
-    def diff(self, ref_a: str | Path, ref_b: str | Path) -> list[tuple[str, Any, Any]]:
+    # builtins.list: `list` names the method above inside this class
+    def diff(self, ref_a: str | Path, ref_b: str | Path) -> builtins.list[tuple[str, Any, Any]]:
         """Every field that differs between two artifacts, as (dotted path, value in a, value in b)."""
         a, b = _flatten(self.get(ref_a).to_dict()), _flatten(self.get(ref_b).to_dict())
         missing = object()

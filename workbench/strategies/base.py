@@ -14,7 +14,8 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from functools import cached_property
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -65,6 +66,12 @@ class Param:
         if self.kind is ParamKind.CHOICE and not self.choices:
             raise ConfigError(f"parameter {self.name!r}: a choice parameter needs choices")
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """low and high of an int or float parameter (`__post_init__` made sure both are given)."""
+        assert self.low is not None and self.high is not None
+        return self.low, self.high
+
     def coerce(self, value: Any) -> ParamValue:
         """Convert a value (possibly a CLI string) to this parameter's type and check its range."""
         try:
@@ -95,7 +102,9 @@ class Param:
         except (TypeError, ValueError):
             raise ConfigError(f"parameter {self.name}={value!r} is not a valid {self.kind}; "
                               f"give a {self.kind} like {self.default!r}") from None
-        if self.kind in (ParamKind.INT, ParamKind.FLOAT) and not (self.low <= out <= self.high):  # type: ignore[operator]
+        numeric = cast(float, out)  # only read for an int or float parameter, where it is one
+        if self.kind in (ParamKind.INT, ParamKind.FLOAT) and not (
+                self.bounds[0] <= numeric <= self.bounds[1]):
             raise ConfigError(f"parameter {self.name}={out} is outside its range "
                               f"[{_fmt(self.low)}, {_fmt(self.high)}]; pick a value inside it")
         return out
@@ -108,25 +117,27 @@ class Param:
             return list(self.choices)
         if self.kind is ParamKind.INT:
             step = int(self.step or 1)
-            return list(range(int(self.low), int(self.high) + 1, step))  # type: ignore[arg-type]
+            low, high = self.bounds
+            return list(range(int(low), int(high) + 1, step))
         if self.step is None:
             raise ConfigError(f"parameter {self.name!r} is a float without a step; give its values "
                               f"explicitly, e.g. {self.name}={self.low}:{self.high}:<step>")
-        n = math.floor((self.high - self.low) / self.step + 1e-9) + 1  # type: ignore[operator]
-        return [round(self.low + k * self.step, 12) for k in range(n)]  # type: ignore[operator]
+        low, high = self.bounds
+        n = math.floor((high - low) / self.step + 1e-9) + 1
+        return [round(low + k * self.step, 12) for k in range(n)]
 
     def suggest(self, trial: Any) -> ParamValue:
         """Draw this parameter from an Optuna trial."""
         if self.kind is ParamKind.INT:
             step = int(self.step or 1) if not self.log else 1
-            top = int(self.low) + (int(self.high) - int(self.low)) // step * step  # type: ignore[arg-type]
-            return trial.suggest_int(self.name, int(self.low), top,  # type: ignore[arg-type]
-                                     step=step, log=self.log)
+            low, high = self.bounds
+            top = int(low) + (int(high) - int(low)) // step * step
+            return trial.suggest_int(self.name, int(low), top, step=step, log=self.log)
         if self.kind is ParamKind.FLOAT:
             if self.step is None or self.log:
                 return trial.suggest_float(self.name, self.low, self.high, log=self.log)
-            top = self.grid()[-1]  # the last step inside the range: Optuna warns if high is off the grid
-            return round(trial.suggest_float(self.name, self.low, top, step=self.step), 12)
+            last = self.grid()[-1]  # the last step inside the range: Optuna warns if high is off the grid
+            return round(trial.suggest_float(self.name, self.low, last, step=self.step), 12)
         if self.kind is ParamKind.BOOL:
             return trial.suggest_categorical(self.name, [False, True])
         return trial.suggest_categorical(self.name, list(self.choices))
@@ -174,20 +185,24 @@ class Constraint:
     expr: str
 
     def __post_init__(self) -> None:
+        # parsed now, so that a malformed expression fails where it is written
+        self._tree  # noqa: B018
+
+    @cached_property
+    def _tree(self) -> ast.expr:
         try:
-            tree = ast.parse(self.expr, mode="eval").body
+            return ast.parse(self.expr, mode="eval").body
         except SyntaxError:
             raise ConfigError(f"constraint {self.expr!r} is not an expression like 'fast < slow'") from None
-        object.__setattr__(self, "_tree", tree)
 
     @property
     def names(self) -> set[str]:
         """Parameter names the constraint mentions."""
-        return {n.id for n in ast.walk(self._tree) if isinstance(n, ast.Name)}  # type: ignore[attr-defined]
+        return {n.id for n in ast.walk(self._tree) if isinstance(n, ast.Name)}
 
     def holds(self, values: Mapping[str, Any]) -> bool:
         """Evaluate the constraint on a parameter dict."""
-        return bool(self._eval(self._tree, values))  # type: ignore[attr-defined]
+        return bool(self._eval(self._tree, values))
 
     def _eval(self, node: ast.AST, values: Mapping[str, Any]) -> Any:
         if isinstance(node, ast.Compare):
@@ -350,15 +365,20 @@ class _DottedConstraint(Constraint):
     prefix: str = ""
     inner: Constraint | None = None
 
-    def __post_init__(self) -> None:  # the dotted text is for display only
-        object.__setattr__(self, "_tree", None)
+    def __post_init__(self) -> None:  # the dotted text is for display only: never parsed
+        pass
+
+    @property
+    def _component(self) -> Constraint:
+        assert self.inner is not None  # `ParamSpace.prefixed` always gives the component's constraint
+        return self.inner
 
     @property
     def names(self) -> set[str]:
-        return {f"{self.prefix}.{n}" for n in self.inner.names}  # type: ignore[union-attr]
+        return {f"{self.prefix}.{n}" for n in self._component.names}
 
     def holds(self, values: Mapping[str, Any]) -> bool:
-        return self.inner.holds(unprefix(values, self.prefix))  # type: ignore[union-attr]
+        return self._component.holds(unprefix(values, self.prefix))
 
 
 def unprefix(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import ConfigError
-from workbench.strategies.base import ParamSpace, Signals, Strategy, int_param, unprefix
+from workbench.strategies.base import Constraint, Param, ParamSpace, Signals, Strategy, int_param, unprefix
 from workbench.strategies.donchian_breakout import STRATEGY as _DONCHIAN
 from workbench.strategies.macd import STRATEGY as _MACD
 from workbench.strategies.sma_cross import STRATEGIES as _MA_CROSSES
@@ -51,7 +51,8 @@ def vote(strategies: Sequence[Strategy], *, min_votes: int | None = None,
                           "write e.g. vote(sma_cross,macd,rsi_mr)")
     prefixes = _prefixes(comps)
     default = min_votes if min_votes is not None else len(comps) // 2 + 1
-    params, constraints = [], []
+    params: list[Param] = []
+    constraints: list[Constraint] = []
     for s, prefix in zip(comps, prefixes, strict=True):
         sub = s.space.prefixed(prefix)
         params.extend(sub.params)

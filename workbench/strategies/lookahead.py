@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -141,9 +141,9 @@ def _randomized(bars: pd.DataFrame, t: int, rng: np.random.Generator) -> pd.Data
     high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0.0, sigma, m)))
     low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0.0, sigma, m)))
     for col, values in (("open", open_), ("high", high), ("low", low), ("close", close)):
-        out.iloc[t + 1:, out.columns.get_loc(col)] = values
+        out.iloc[t + 1:, cast(int, out.columns.get_loc(col))] = values  # bar columns are unique
     if "volume" in out.columns:
         past = bars["volume"].to_numpy(dtype=float)[: t + 1]
         level = float(np.nanmedian(past)) if np.isfinite(past).any() else 1.0
-        out.iloc[t + 1:, out.columns.get_loc("volume")] = level * rng.uniform(0.2, 3.0, m)
+        out.iloc[t + 1:, cast(int, out.columns.get_loc("volume"))] = level * rng.uniform(0.2, 3.0, m)
     return out

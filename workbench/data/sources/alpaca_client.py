@@ -111,10 +111,12 @@ class TransportAdapter(HTTPAdapter):
         super().__init__(max_retries=retry)
         self._timeout = timeout
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self._timeout
-        return super().send(request, **kwargs)
+    def send(self, request: requests.PreparedRequest, stream: bool = False,
+             timeout: float | tuple[float | None, float | None] | None = None,
+             verify: bool | str = True, cert: str | tuple[str, str] | None = None,
+             proxies: dict[str, str] | None = None) -> requests.Response:
+        return super().send(request, stream=stream, timeout=self._timeout if timeout is None else timeout,
+                            verify=verify, cert=cert, proxies=proxies)
 
 
 def configure(client: RESTClient, *, timeout: float, retries: int, wait: float,
@@ -128,7 +130,7 @@ def configure(client: RESTClient, *, timeout: float, retries: int, wait: float,
                     "defaults instead of the workbench's retry settings")
     else:
         client._retry = retries
-        client._retry_wait = wait  # type: ignore[assignment]
+        client._retry_wait = wait  # type: ignore[assignment]  # alpaca-py annotates int; it only sleeps it
         client._retry_codes = list(codes)
     session = getattr(client, "_session", None)
     if isinstance(session, requests.Session):

@@ -128,7 +128,8 @@ class CsvSource(Source):
                 values = col.to_numpy(dtype=np.float64)
                 unit = self.ts_unit or next(u for lim, u in _EPOCH_UNITS
                                             if np.nanmax(np.abs(values)) < lim)
-                ts = pd.to_datetime(col.astype("int64"), unit=unit, utc=True)
+                # a user's --ts-unit is a plain str: pandas checks it (a ValueError, caught below)
+                ts = pd.to_datetime(col.astype("int64"), unit=unit, utc=True)  # type: ignore[call-overload]
             else:
                 ts = pd.to_datetime(col, format=self.ts_format)
                 if ts.dt.tz is None:
