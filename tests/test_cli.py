@@ -1,4 +1,9 @@
-"""The CLI end to end, as a user runs it: real subprocesses, exit codes, one-line errors."""
+"""The CLI's `data` group end to end, as a user runs it: exit codes, one-line errors, the lake it leaves.
+
+Commands run in this process through `cli_runner.invoke` (the console script's own `run`, so the same
+last resort and exit codes) to pay the imports once; real processes remain where only a process shows
+the behaviour: one smoke test of the group, `python -m workbench`, and Ctrl-C.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,20 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_runner import CliResult, invoke
 
 from workbench import Lake
 
 WB = [sys.executable, "-m", "workbench.cli"]
 
 
-def run(data: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "WORKBENCH_DATA_DIR": str(data), "COLUMNS": "200"}
-    return subprocess.run([*WB, *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=300)
+def run(data: Path, *args: str, cwd: Path | None = None) -> CliResult:
+    return invoke(args, data=data, cwd=cwd)
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -29,7 +34,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
             if p.is_file() and p.name != ".lock"}
 
 
-def one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+def one_line_error(proc: CliResult, *needles: str) -> None:
     assert proc.returncode != 0, proc.stdout
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
@@ -48,7 +53,8 @@ def synced(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_help_lists_the_data_commands() -> None:
-    proc = subprocess.run([*WB, "data", "--help"], capture_output=True, text=True, check=True)
+    proc = invoke(["data", "--help"])
+    assert proc.returncode == 0, proc.stderr
     for cmd in ("demo", "sync", "import-csv", "ls", "check", "export"):
         assert cmd in proc.stdout
 
@@ -90,8 +96,11 @@ def test_import_user_csv_with_mapping_and_zone(tmp_path: Path) -> None:
                    "2024-07-01 09:30;10;11;9;10.5;100\n"
                    "2024-07-01 09:31;10.5;11;10;10.8;120\n")
     data = tmp_path / "data"
-    proc = run(data, "data", "import-csv", str(csv), "--symbol", "AAPL", "--timeframe", "1m",
-               "--map", "ts=Date,volume=Vol", "--tz", "America/New_York", "--delimiter", ";")
+    # the data group's smoke test in a real process, as a user's shell runs it
+    env = {**os.environ, "WORKBENCH_DATA_DIR": str(data), "COLUMNS": "200"}
+    proc = subprocess.run([*WB, "data", "import-csv", str(csv), "--symbol", "AAPL", "--timeframe", "1m",
+                           "--map", "ts=Date,volume=Vol", "--tz", "America/New_York", "--delimiter", ";"],
+                          capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     bars = Lake(data).read_bars("csv", "AAPL", "1m")
     assert list(bars["ts"].astype(str)) == ["2024-07-01 13:30:00+00:00",
@@ -128,11 +137,8 @@ def test_bad_input_is_one_line_and_changes_nothing(
     data = tmp_path / "data"
     shutil.copytree(synced, data)
     before = snapshot(data)
-    env_clean = {k: v for k, v in os.environ.items() if not k.startswith(("ALPACA", "APCA"))}
-    proc = subprocess.run(
-        [*WB, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120,
-        env={**env_clean, "WORKBENCH_DATA_DIR": str(data)},
-    )
+    no_keys: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("ALPACA", "APCA"))}
+    proc = invoke(args, data=data, env=no_keys, cwd=tmp_path)
     one_line_error(proc, *needles)
     assert snapshot(data) == before
 
@@ -191,15 +197,18 @@ def test_python_dash_m_workbench_runs_the_command_line() -> None:
 
 def test_ctrl_c_says_what_was_kept_and_exits_130(tmp_path: Path) -> None:
     import signal
-    import time
 
+    journal = tmp_path / "x.journal"
     env = {**os.environ, "WORKBENCH_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([*WB, "optimize", "worker", "nope", "--storage", str(tmp_path / "x.journal"),
+    proc = subprocess.Popen([*WB, "optimize", "worker", "nope", "--storage", str(journal),
                              "--wait", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
     assert proc.stdout is not None
-    assert "joining nope" in proc.stdout.readline()  # the command is under way (waiting for the run)
-    time.sleep(0.5)
+    assert "joining nope" in proc.stdout.readline()  # the command is under way
+    deadline = time.monotonic() + 60
+    while not journal.exists():  # the worker opened the study storage: it is waiting for the run
+        assert proc.poll() is None and time.monotonic() < deadline, "the worker never opened its storage"
+        time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130

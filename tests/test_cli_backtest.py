@@ -1,7 +1,10 @@
-"""`workbench backtest`, `sweep` and `strategies` end to end: real subprocesses on a small lake.
+"""`workbench backtest`, `sweep` and `strategies` end to end on a small lake.
 
-Every command of the module runs once, concurrently, in a module fixture (each subprocess pays the
-imports); the tests then read their own command's output.
+Every command of the module runs once in a module fixture, in this process through `cli_runner.invoke`
+(the console script's own `run`: same output, errors and exit codes; the imports and numba compilation
+are paid once), one after another since commands share the process. One command, the group's smoke
+test, runs in a real process, started first so it overlaps the rest. The tests then read their own
+command's output.
 """
 
 from __future__ import annotations
@@ -10,18 +13,19 @@ import os
 import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_runner import NO_RESEARCH, CliResult, invoke
 
 from workbench import Lake
 from workbench.data.sources.synthetic import SyntheticSource
 from workbench.strategies import list_strategies
 
 WB = [sys.executable, "-m", "workbench.cli"]
-NO_RESEARCH = Path(__file__).with_name("_no_research_here_")
+SMOKE = "bt_one"  # the command run in a real process
 BT = ["backtest", "--strategy", "sma_cross", "--symbols", "BTC/USDT"]
 SW = ["sweep", "--strategy", "sma_cross", "--symbols", "BTC/USDT"]
 
@@ -101,10 +105,26 @@ def _bad_commands(out: Path, blocker: Path) -> dict[str, tuple[list[str], list[s
     }
 
 
-def _run(data: Path, cwd: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
+def _run(data: Path, cwd: Path, args: list[str]) -> CliResult:
+    """`workbench <args>` in this process."""
+    return invoke(args, data=data, cwd=cwd)
+
+
+def _spawn(data: Path, cwd: Path, args: list[str]) -> Callable[[], CliResult]:
+    """Start `workbench <args>` in a real process, as a user's shell does (a command group's smoke
+    test); returns the function that waits for it."""
     env = {**os.environ, "WORKBENCH_DATA_DIR": str(data), "WORKBENCH_RESEARCH_DIR": str(NO_RESEARCH),
            "COLUMNS": "200"}
-    return subprocess.run([*WB, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    proc = subprocess.Popen([*WB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=cwd)
+
+    def wait() -> CliResult:
+        try:
+            stdout, stderr = proc.communicate(timeout=300)
+        finally:
+            proc.kill()
+        return CliResult(args, proc.returncode, stdout, stderr)
+    return wait
 
 
 @pytest.fixture(scope="module")
@@ -121,9 +141,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     blocker.write_text("not a folder")
     ok, bad = _ok_commands(out), _bad_commands(out, blocker)
     jobs = {**ok, **{k: args for k, (args, _) in bad.items()}}
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        futures = {k: pool.submit(_run, data, root, args) for k, args in jobs.items()}
-        results = {k: f.result() for k, f in futures.items()}
+    smoke = _spawn(data, root, jobs.pop(SMOKE))
+    results = {k: _run(data, root, args) for k, args in jobs.items()}
+    results[SMOKE] = smoke()
     return {"root": root, "data": data, "out": out, "results": results, "bad": bad}
 
 

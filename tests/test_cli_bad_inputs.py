@@ -1,20 +1,21 @@
 """Every command of the CLI, run with a table of bad inputs: one error line, never a traceback.
 
 The commands are read from the typer app itself, so a new command is covered without editing this file.
-Each run goes through `workbench.cli.main` (the console script's entry point, with its last-resort
-handler) in this process, which keeps the ~150 runs fast.
+Each run goes through `cli_runner.invoke` (`workbench.cli.app.run`, what the console script runs, with
+its last-resort handler) in this process, which keeps the ~150 runs fast; its warnings reach the
+command's stderr as a user sees them.
 """
 
 from __future__ import annotations
 
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
+from cli_runner import invoke
 
 import workbench.cli.app as cli
 
@@ -65,41 +66,29 @@ class _Hung(Exception):
     pass
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+def _run(argv: list[str], cwd: Path) -> tuple[int, str]:
     def hung(*_: object) -> None:
         raise _Hung(f"{' '.join(argv)} still ran after {SECONDS_PER_RUN} s")
 
     old = signal.signal(signal.SIGALRM, hung)
     signal.alarm(SECONDS_PER_RUN)
-    code: Any = 0
     try:
-        sys.argv = ["workbench", *argv]
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code
+        res = invoke(argv, data=cwd / "data", cwd=cwd)
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
-    cap = capsys.readouterr()
-    return (code if isinstance(code, int) else 1), cap.out + cap.err
+    return res.returncode, res.stdout + res.stderr
 
 
 @pytest.mark.parametrize(("path", "cmd"), COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
-def test_every_command_answers_bad_input_with_one_error_line(
-        path: list[str], cmd: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.chdir(tmp_path)  # no pipelines/, no ./data: defaults point at nothing
-    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
-    monkeypatch.setattr(cli._State, "data_dir", None)
-    monkeypatch.setattr(cli._State, "debug", False)
+def test_every_command_answers_bad_input_with_one_error_line(path: list[str], cmd: Any,
+                                                            tmp_path: Path) -> None:
     problems = []
     for case, (glob, value) in _bad_values(tmp_path).items():
         if not glob and not _args(cmd, value):
             continue  # nothing to give a bad value to (e.g. `demo`): only the bad data dir applies
         argv = [*glob, *path, *_args(cmd, value)]
-        code, text = _run(argv, capsys)
+        code, text = _run(argv, tmp_path)  # in tmp_path: no pipelines/, no ./data, defaults point at nothing
         if "Traceback (most recent call last)" in text or "unexpected " in text:
             problems.append(f"{case}: {' '.join(argv)}\n{text}")
         elif code == 0 and "error" in text.lower():
@@ -110,18 +99,15 @@ def test_every_command_answers_bad_input_with_one_error_line(
 
 
 def test_an_unexpected_error_is_one_line_naming_its_log_and_debug_shows_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The last resort: a bug (here a broken strategy listing) never shows a traceback by default."""
     def broken(*_: object, **__: object) -> None:
         raise RuntimeError("a bug deep inside")
 
     import workbench.strategies.registry as registry
 
-    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
-    monkeypatch.setattr(cli._State, "debug", False)
     monkeypatch.setattr(registry, "list_strategies", broken)
-    code, text = _run(["strategies"], capsys)
+    code, text = _run(["strategies"], tmp_path)
     lines = [ln for ln in text.splitlines() if ln.strip()]
     assert code == 1 and len(lines) == 1 and "Traceback" not in text, text
     assert "unexpected RuntimeError: a bug deep inside" in lines[0] and "--debug" in lines[0]
@@ -130,4 +116,4 @@ def test_an_unexpected_error_is_one_line_naming_its_log_and_debug_shows_it(
     assert "Traceback (most recent call last)" in log.read_text()
     assert "a bug deep inside" in log.read_text()
     with pytest.raises(RuntimeError, match="a bug deep inside"):
-        _run(["--debug", "strategies"], capsys)
+        _run(["--debug", "strategies"], tmp_path)

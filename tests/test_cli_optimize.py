@@ -1,18 +1,18 @@
-"""`workbench optimize` end to end: real subprocesses on a small synthetic lake.
+"""`workbench optimize` end to end on a small synthetic lake.
 
-The walk-forward and every bad-input command run concurrently in a module fixture (each subprocess pays
-the imports); `runs`, `show` and `worker` then read the record and study the walk-forward left behind.
+The walk-forward and every bad-input command run in a module fixture, in this process through
+`cli_runner.invoke` (imports and numba paid once), one after another since commands share the process;
+`runs`, `show` and `worker` then read the record and study the walk-forward left behind. `show` is the
+group's smoke test in a real process (`test_cli` interrupts a real worker).
 """
 
 from __future__ import annotations
 
-import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
-from test_cli_backtest import _run
+from test_cli_backtest import _run, _spawn
 
 from workbench import Lake
 from workbench.data.sources.synthetic import SyntheticSource
@@ -47,18 +47,15 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     bad = _bad_commands()
     jobs = {"wf": [*OK, "--html", str(out / "wf.html"), "--lots", "step=0.001"],
             **{k: args for k, (args, _) in bad.items()}}
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        futures = {k: pool.submit(_run, data, root, args) for k, args in jobs.items()}
-        results = {k: f.result() for k, f in futures.items()}
+    results = {k: _run(data, root, args) for k, args in jobs.items()}
     found = re.search(r"walk-forward (wf-sma_cross-[0-9a-f]{10}): 3 folds", results["wf"].stdout)
     run_id = found.group(1) if found else None
-    if run_id:  # then, concurrently, what reads the finished run
+    if run_id:  # then what reads the finished run; `show` in a real process, beside the others
         journal = data / "optimize" / f"{run_id}.journal"
-        jobs = {"runs": ["optimize", "runs"], "show": ["optimize", "show", run_id],
-                "worker": ["optimize", "worker", run_id, "--storage", str(journal)]}
-        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-            futures = {k: pool.submit(_run, data, root, args) for k, args in jobs.items()}
-            results.update({k: f.result() for k, f in futures.items()})
+        show = _spawn(data, root, ["optimize", "show", run_id])
+        results["runs"] = _run(data, root, ["optimize", "runs"])
+        results["worker"] = _run(data, root, ["optimize", "worker", run_id, "--storage", str(journal)])
+        results["show"] = show()
     return {"root": root, "data": data, "out": out, "results": results, "bad": bad, "run_id": run_id}
 
 

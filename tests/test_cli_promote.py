@@ -1,21 +1,20 @@
-"""`workbench promote` end to end: real subprocesses on a small lake with two finished walk-forward runs.
+"""`workbench promote` end to end on a small lake with two finished walk-forward runs.
 
-Commands that do not depend on each other run concurrently in phases of a module fixture (each
-subprocess pays the imports): refusals and bad input, then a forced v1, a gated v2, everything that
-reads them, a rollback, and what reads the registry after it.
+A module fixture runs the commands in this process through `cli_runner.invoke` (imports paid once), one
+after another since commands share the process: refusals and bad input, a forced v1, a gated v2,
+everything that reads them, then a rollback. `promote ls` is the group's smoke test in a real process,
+started beside the other readers.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_cli_backtest import _run
+from test_cli_backtest import _run, _spawn
 
 from workbench import Lake
 from workbench.backtest import load_bars
@@ -34,9 +33,7 @@ gates:
 
 
 def _phase(data: Path, root: Path, jobs: dict[str, list[str]]) -> dict:
-    with ThreadPoolExecutor(max_workers=max(2, min(len(jobs), os.cpu_count() or 2))) as pool:
-        futures = {k: pool.submit(_run, data, root, args) for k, args in jobs.items()}
-        return {k: f.result() for k, f in futures.items()}
+    return {k: _run(data, root, args) for k, args in jobs.items()}
 
 
 def _bad(run_a: str, files: dict[str, Path]) -> dict[str, tuple[list[str], list[str]]]:
@@ -74,17 +71,19 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     files["unknown"].write_text("gates:\n  oos_sharp: {min: 0.5}\n")
     a, b = runs
     bad = _bad(a, files)
-    # refusals write nothing, so the forced promotion (v1) runs beside them
+    # refusals write nothing, so the forced promotion (v1) comes after them
     results = _phase(data, root, {**{k: args for k, (args, _) in bad.items()},
                                   "forced": ["promote", a, "--force", "--reason", "paper-test it anyway"]})
     results["gated"] = _run(data, root, ["promote", b, "--gates", str(files["lenient"])])
     v1 = data / "registry" / NAME / "v1.json"
+    ls = _spawn(data, root, ["promote", "ls"])  # a real process, beside readers that write nothing
     results.update(_phase(data, root, {
-        "again": ["promote", b, "--gates", str(files["lenient"])], "ls": ["promote", "ls"],
+        "again": ["promote", b, "--gates", str(files["lenient"])],
         "show": ["promote", "show", NAME], "show_v1": ["promote", "show", str(v1)],
         "diff": ["promote", "diff", f"{NAME}@1", f"{NAME}@v2"],
         "unknown_version": ["promote", "show", f"{NAME}@9"], "unknown_name": ["promote", "show", "sma_cross"],
         "rollback_no_reason": ["promote", "rollback", NAME]}))
+    results["ls"] = ls()
     results["rollback"] = _run(data, root, ["promote", "rollback", NAME, "--reason", "v2 drifts live"])
     return {"root": root, "data": data, "runs": runs, "results": results, "bad": bad}
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from cli_runner import invoke
 
 from workbench.errors import ConfigError
 from workbench.reports import ReportFailed, parse_parameters, run_report
@@ -113,24 +114,24 @@ def test_credentials_in_the_environment_never_reach_a_report(
 
 
 def test_cli_runs_a_report_and_fails_with_one_line(tmp_path: Path, lake_root: Path) -> None:
+    """`report run` in this process (cli_runner.invoke); `report ls` is the group's smoke test in a real
+    process, started first so it overlaps the run."""
     env = {**os.environ, "WORKBENCH_DATA_DIR": str(lake_root)}
-    cmd = [sys.executable, "-m", "workbench.cli", "report"]
-    ok = subprocess.run(
-        [*cmd, "run", "data_lake", "-p", "end=2025-02-01", "--out", str(tmp_path / "r")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert ok.returncode == 0, ok.stderr
-    assert "report data_lake: ok" in ok.stdout and "html:" in ok.stdout
-    bad = subprocess.run(
-        [*cmd, "run", "data_lake", "-p", "symbl=X"], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert bad.returncode == 1 and "it takes source, symbol" in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1
-    ls = subprocess.run([*cmd, "ls"], capture_output=True, text=True, env=env, timeout=300)
-    assert "strategy_research:" in ls.stdout and "walk_forward_report:" in ls.stdout
+    ls_proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "report", "ls"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        ok = invoke(["report", "run", "data_lake", "-p", "end=2025-02-01", "--out", str(tmp_path / "r")],
+                    data=lake_root)
+        assert ok.returncode == 0, ok.stderr
+        assert "report data_lake: ok" in ok.stdout and "html:" in ok.stdout
+        bad = invoke(["report", "run", "data_lake", "-p", "symbl=X"], data=lake_root)
+        assert bad.returncode == 1 and "it takes source, symbol" in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+        ls_out, ls_err = ls_proc.communicate(timeout=300)
+    finally:
+        ls_proc.kill()
+    assert ls_proc.returncode == 0, ls_err
+    assert "strategy_research:" in ls_out and "walk_forward_report:" in ls_out
 
 
 def test_a_report_folder_follows_the_umask(tmp_path: Path) -> None:
