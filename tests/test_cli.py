@@ -211,9 +211,28 @@ def test_ctrl_c_says_what_was_kept_and_exits_130(tmp_path: Path) -> None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("interrupted:") and "resumes" in lines[0], err
+
+
+def test_an_error_raised_while_ctrl_c_unwinds_still_reads_as_interrupted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Optuna's journal lock, interrupted between its rename and unlink, raises FileNotFoundError
+    over the KeyboardInterrupt; the user pressed Ctrl-C, so that is what the command says."""
+    import optuna.storages
+
+    def interrupted_open(*_: object, **__: object) -> None:
+        try:
+            raise KeyboardInterrupt
+        except BaseException:
+            os.unlink(tmp_path / "already-gone.lock")  # the library's cleanup fails in turn
+
+    monkeypatch.setattr(optuna.storages, "JournalStorage", interrupted_open)
+    res = invoke(["optimize", "worker", "nope", "--storage", str(tmp_path / "x.journal")],
+                 data=tmp_path / "data")
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 130 and len(lines) == 1 and lines[0].startswith("interrupted:"), res.stderr
 
 
 def test_a_csv_timestamp_error_is_whole_and_names_the_value(tmp_path: Path) -> None:

@@ -138,8 +138,23 @@ def run(argv: list[str]) -> int:
         err.print(str(exc.code), markup=False, highlight=False)
         return 1
     except Exception as exc:  # the CLI's last resort: no traceback reaches a user
+        if _caused_by_interrupt(exc):
+            return _interrupted()
         return _handle(exc)
     return 0
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether Ctrl-C started this error: a library's cleanup can fail while a KeyboardInterrupt
+    unwinds (optuna's journal lock unlinks a file already gone), and the user pressed Ctrl-C."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 def main() -> None:

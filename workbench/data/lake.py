@@ -14,7 +14,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
+import tempfile
 import threading
 import time
 import warnings
@@ -171,6 +173,19 @@ class Lake:
 
     def __repr__(self) -> str:
         return f"Lake({str(self.root)!r})"
+
+    def check_writable(self) -> None:
+        """Fail at once, naming the fix, when the lake's folder cannot be created or written."""
+        try:
+            self.bars_dir.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.bars_dir, prefix=".probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            why = ("a file is in the way of a folder" if isinstance(exc, FileExistsError | NotADirectoryError)
+                   else exc.strerror or str(exc))
+            raise ConfigError(f"cannot write the lake at {self.root}: {why}; choose a writable --data-dir "
+                              "(or WORKBENCH_DATA_DIR)") from None
 
     # ------------------------------------------------------------------ paths and keys
     def series_dir(self, source: str, symbol: str, timeframe: str | Timeframe) -> Path:
@@ -758,6 +773,7 @@ class Lake:
         if t1 is None:
             t1 = tf.floor(pd.Timestamp.now(tz="UTC"))
         check_range(t0, t1)
+        self.check_writable()  # before any fetch, not after a year of bars
         results = []
         for sym in syms:
             results.append(self._sync_one(source, sym, tf, t0, t1, full, fill_gaps, policy,
