@@ -27,6 +27,7 @@ def pytest_configure(config: object) -> None:
     start, end = pd.Timestamp("2025-01-01", tz="UTC"), pd.Timestamp("2025-07-01", tz="UTC")
     lake.write_bars("synthetic", "BTC/USDT", "1h", src.bars("BTC/USDT", "1h", start, end))
     os.environ["WORKBENCH_DATA_DIR"] = str(root)
+    os.environ["WORKBENCH_NOTEBOOK_DATA"] = str(root)  # pytest-xdist's workers, started later, reuse it
     from workbench.backtest import load_bars
     from workbench.optimize import WalkForward, walk_forward
     from workbench.paper.replay import replay

@@ -103,7 +103,7 @@ def test_walk_forward_prints_the_fold_table_and_diagnostics(setup: dict) -> None
             assert r[2] == f"fast={int(f['param_fast'])}, slow={int(f['param_slow'])}, short=False"
     assert rec.settings["fixed"] == {"short": False} and rec.settings["symbols"] == ["BTC/USDT"]
     assert rec.settings["lots"] == {"BTC/USDT": {"step": 0.001, "min_qty": 0.0, "min_notional": 0.0}}
-    n = rec.diagnostics["n_trials"]
+    n = rec.diagnostics.n_trials
     assert re.search(rf"deflated Sharpe ratio\s+│ \d\.\d{{3}} \({n} trials\)", stdout)
 
 
