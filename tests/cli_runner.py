@@ -9,6 +9,7 @@ recovery) keep one subprocess smoke test per command group.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ def invoke(args: Sequence[str], *, data: Path | None = None, env: Mapping[str, s
         settings["WORKBENCH_DATA_DIR"] = str(data)
     settings.update(env or {})
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    root = logging.getLogger()  # `schedule` reconfigures logging (force=True): pytest's handlers come back
+    saved_logging = root.handlers[:], root.level
     try:
         with CliRunner().isolation(input=input, env=settings) as (stdout, stderr, _):
             if cwd is not None:
@@ -52,4 +55,6 @@ def invoke(args: Sequence[str], *, data: Path | None = None, env: Mapping[str, s
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
+        root.handlers[:] = saved_logging[0]
+        root.setLevel(saved_logging[1])
         _State.data_dir, _State.debug, _State.argv = None, False, []
