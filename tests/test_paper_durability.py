@@ -58,10 +58,17 @@ def _resume(data: Path, args: list[str]) -> CliResult:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("durability")
-    data = root / "data"
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The lake every test here trades on (apart from the crash replays, so the tests of a scheduled
+    run do not wait for them)."""
+    data = tmp_path_factory.mktemp("durability_data")
     build_lake(data)
+    return data
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, data: Path) -> dict:
+    root = tmp_path_factory.mktemp("durability")
     spec = spec_for("donchian_breakout", {"entry": 12, "exit": 6}, symbols=("BTC/USDT", "ETH/USDT"))
     art = write_artifact(root / "artifact.json", spec, name="donchian")
     clean = _resume(data, ["paper", "replay", str(art), *PERIOD, "--journal", str(root / "clean")])
@@ -161,14 +168,14 @@ data: {{sync: false}}
     return path
 
 
-def test_scheduled_run_survives_kill_9_restarts_without_duplicates(setup: dict, tmp_path: Path) -> None:
+def test_scheduled_run_survives_kill_9_restarts_without_duplicates(data: Path, tmp_path: Path) -> None:
     # 5/10 trades often, so the kills fall between orders
     spec = spec_for("sma_cross", {"fast": 5, "slow": 10}, symbols=("BTC/USDT", "ETH/USDT"))
     art = write_artifact(tmp_path / "fast.json", spec, name="fast")
     cfg = _config(tmp_path / "paper.yaml", art, "killtest", speed=3600 * 20)
-    env = {**os.environ, "WORKBENCH_DATA_DIR": str(setup["data"])}
+    env = {**os.environ, "WORKBENCH_DATA_DIR": str(data)}
     env.pop("WORKBENCH_PAPER_CRASH", None)
-    journal = setup["data"] / "paper" / "killtest" / "journal.sqlite"
+    journal = data / "paper" / "killtest" / "journal.sqlite"
 
     for extra in (0.13, 0.41, 0.27):  # kill mid-run, after some ticks, at moments unrelated to the ticks
         before = _ticks(journal)
@@ -187,9 +194,9 @@ def test_scheduled_run_survives_kill_9_restarts_without_duplicates(setup: dict, 
         proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
     # the restart after the last kill runs in-process: it reads only what the killed runs left on disk
-    done = _resume(setup["data"], ["paper", "run", str(cfg), "--ticks", "20"])
+    done = _resume(data, ["paper", "run", str(cfg), "--ticks", "20"])
     assert done.returncode == 0, done.stderr
-    root = setup["data"] / "paper" / "killtest"
+    root = data / "paper" / "killtest"
     with Journal(root / "journal.sqlite") as j:
         orders = j.orders_frame("fast@v1")
         fills = j.fills_frame("fast@v1")
@@ -209,13 +216,13 @@ def test_scheduled_run_survives_kill_9_restarts_without_duplicates(setup: dict, 
     assert not (ticks["status"] == "started").any() or ticks["status"].iloc[-1] != "started"
 
 
-def test_sigterm_finishes_the_tick_and_exits_cleanly(setup: dict, tmp_path: Path) -> None:
+def test_sigterm_finishes_the_tick_and_exits_cleanly(data: Path, tmp_path: Path) -> None:
     spec = spec_for("sma_cross", {"fast": 5, "slow": 12})
     art = write_artifact(tmp_path / "term.json", spec, name="term")
     cfg = _config(tmp_path / "paper.yaml", art, "termtest", speed=3600 * 10)
-    env = {**os.environ, "WORKBENCH_DATA_DIR": str(setup["data"])}
+    env = {**os.environ, "WORKBENCH_DATA_DIR": str(data)}
     env.pop("WORKBENCH_PAPER_CRASH", None)
-    journal = setup["data"] / "paper" / "termtest" / "journal.sqlite"
+    journal = data / "paper" / "termtest" / "journal.sqlite"
     proc = subprocess.Popen(
         [*WB, "paper", "run", str(cfg)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
