@@ -3,8 +3,10 @@
 `invoke` calls `workbench.cli.app.run`, the function the console script runs, so a test sees exactly
 what a user sees (the one-line errors, the last resort, the exit code) without paying a subprocess and
 its imports. What a command changes in the process (environment, working folder, the root options'
-state) is put back afterwards. Tests that need a real process (signals, the console script, crash
-recovery) keep one subprocess smoke test per command group.
+state, the root logger's handlers and level) is put back afterwards. During the command the root logger
+has no handlers, as in a fresh process, so the CLI's `logging.basicConfig` sends warnings to the
+command's stderr where a user sees them (not to pytest's log capture). Tests that need a real process
+(signals, the console script, crash recovery) keep one subprocess smoke test per command group.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ def invoke(args: Sequence[str], *, data: Path | None = None, env: Mapping[str, s
         settings["WORKBENCH_DATA_DIR"] = str(data)
     settings.update(env or {})
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
-    root = logging.getLogger()  # `schedule` reconfigures logging (force=True): pytest's handlers come back
-    saved_logging = root.handlers[:], root.level
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    root.handlers.clear()
     try:
         with CliRunner().isolation(input=input, env=settings) as (stdout, stderr, _):
             if cwd is not None:
@@ -52,9 +55,11 @@ def invoke(args: Sequence[str], *, data: Path | None = None, env: Mapping[str, s
             return CliResult(list(map(str, args)), code, stdout.getvalue().decode(errors="replace"),
                              stderr.getvalue().decode(errors="replace"))
     finally:
+        for handler in root.handlers:  # what basicConfig added, writing to the command's closed stderr
+            handler.close()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
-        root.handlers[:] = saved_logging[0]
-        root.setLevel(saved_logging[1])
         _State.data_dir, _State.debug, _State.argv = None, False, []
