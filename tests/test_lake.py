@@ -890,8 +890,12 @@ def test_resampled_sums_are_identical_across_processes(tmp_path: Path) -> None:
     code = ("import hashlib, sys; from workbench import Lake; "
             "b = Lake(sys.argv[1]).read_bars('synthetic', 'BTC/USDT', '1h'); "
             "print(hashlib.sha256(b[['volume']].to_numpy().tobytes()).hexdigest())")
-    digests = {subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
-                              check=True).stdout.strip() for _ in range(4)}
+    # four processes at once (none waits for the others to finish)
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    digests = {out.strip() for out, _ in outs}
     assert len(digests) == 1
 
 

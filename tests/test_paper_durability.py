@@ -20,13 +20,19 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_runner import CliResult, invoke
 from paper_helpers import build_lake, spec_for, write_artifact
 
 from workbench.paper.journal import Journal
 from workbench.paper.replay import journal_trades
 
 WB = [sys.executable, "-m", "workbench.cli"]
-PERIOD = ["--start", "2025-03-01", "--end", "2025-03-15"]
+# the environment of the child processes, taken once: in-process commands change os.environ while
+# they run, and the crashing children start from threads meanwhile
+BASE_ENV = {k: v for k, v in os.environ.items() if k != "WORKBENCH_PAPER_CRASH"}
+# a week of 1h bars: every point below has passed 3 times by its 136th tick (after_cancel, the last),
+# the rest of the week is what the resumed run must get right; each of the 17 replays ticks through it
+PERIOD = ["--start", "2025-03-01", "--end", "2025-03-08"]
 POINTS = [
     "tick_started",
     "after_intent",
@@ -39,43 +45,47 @@ POINTS = [
 ]
 
 
-def _run(
-    data: Path,
-    args: list[str],
-    env: dict[str, str] | None = None,
-    timeout: float = 300,
-    cwd: Path | None = None,
-) -> subprocess.CompletedProcess[str]:
-    e = {**os.environ, "WORKBENCH_DATA_DIR": str(data), "COLUMNS": "200"}
-    e.pop("WORKBENCH_PAPER_CRASH", None)
+def _run(data: Path, args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`workbench <args>` in a real process (one a crash point can SIGKILL)."""
+    e = {**BASE_ENV, "WORKBENCH_DATA_DIR": str(data), "COLUMNS": "200"}
     e.update(env or {})
-    return subprocess.run([*WB, *args], capture_output=True, text=True, env=e, timeout=timeout, cwd=cwd)
+    return subprocess.run([*WB, *args], capture_output=True, text=True, env=e, timeout=300)
+
+
+def _resume(data: Path, args: list[str]) -> CliResult:
+    """`workbench <args>` in this process: what runs after a crash reads only the files it left."""
+    return invoke(args, data=data, env={"WORKBENCH_PAPER_CRASH": None})
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("durability")
-    data = root / "data"
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The lake every test here trades on (apart from the crash replays, so the tests of a scheduled
+    run do not wait for them)."""
+    data = tmp_path_factory.mktemp("durability_data")
     build_lake(data)
+    return data
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, data: Path) -> dict:
+    root = tmp_path_factory.mktemp("durability")
     spec = spec_for("donchian_breakout", {"entry": 12, "exit": 6}, symbols=("BTC/USDT", "ETH/USDT"))
     art = write_artifact(root / "artifact.json", spec, name="donchian")
-    clean = _run(data, ["paper", "replay", str(art), *PERIOD, "--journal", str(root / "clean")])
+    clean = _resume(data, ["paper", "replay", str(art), *PERIOD, "--journal", str(root / "clean")])
     assert clean.returncode == 0, clean.stdout + clean.stderr
     crashed = {}
 
-    def crash_and_resume(point: str) -> tuple[int, str]:
-        folder = root / f"crash-{point}"
-        first = _run(
-            data,
-            ["paper", "replay", str(art), *PERIOD, "--journal", str(folder)],
-            env={"WORKBENCH_PAPER_CRASH": f"{point}:3"},
-        )
-        second = _run(data, ["paper", "replay", str(art), *PERIOD, "--journal", str(folder)])
-        return first.returncode, second.returncode, second.stdout + second.stderr
+    def crash(point: str) -> int:
+        args = ["paper", "replay", str(art), *PERIOD, "--journal", str(root / f"crash-{point}")]
+        return _run(data, args, env={"WORKBENCH_PAPER_CRASH": f"{point}:3"}).returncode
 
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        for point, res in zip(POINTS, pool.map(crash_and_resume, POINTS), strict=True):
-            crashed[point] = res
+    # the crashing replays run in real processes, two at a time; each one's resume runs here as soon
+    # as its crash is done (in-process commands share globals, so one at a time)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for point, first in zip(POINTS, pool.map(crash, POINTS), strict=True):
+            folder = root / f"crash-{point}"
+            second = _resume(data, ["paper", "replay", str(art), *PERIOD, "--journal", str(folder)])
+            crashed[point] = first, second.returncode, second.stdout + second.stderr
     return {"root": root, "data": data, "art": art, "spec": spec, "crashed": crashed}
 
 
@@ -131,6 +141,19 @@ def test_sigkill_at_each_point_of_a_tick_then_resume(setup: dict, point: str) ->
 
 
 # ---------------------------------------------------------------- a scheduled run killed at random moments
+def _ticks(journal: Path) -> int:
+    """Ticks journaled so far by a runner in another process (0 before its journal exists)."""
+    if not journal.exists():
+        return 0
+    db = sqlite3.connect(journal, timeout=30)
+    try:
+        return db.execute("SELECT COUNT(*) FROM ticks").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        db.close()
+
+
 def _config(path: Path, art: Path, name: str, speed: float, port: int | None = None) -> Path:
     path.write_text(
         f"""name: {name}
@@ -145,28 +168,17 @@ data: {{sync: false}}
     return path
 
 
-def test_scheduled_run_survives_kill_9_restarts_without_duplicates(setup: dict, tmp_path: Path) -> None:
+def test_scheduled_run_survives_kill_9_restarts_without_duplicates(data: Path, tmp_path: Path) -> None:
     # 5/10 trades often, so the kills fall between orders
     spec = spec_for("sma_cross", {"fast": 5, "slow": 10}, symbols=("BTC/USDT", "ETH/USDT"))
     art = write_artifact(tmp_path / "fast.json", spec, name="fast")
     cfg = _config(tmp_path / "paper.yaml", art, "killtest", speed=3600 * 20)
-    env = {**os.environ, "WORKBENCH_DATA_DIR": str(setup["data"])}
+    env = {**os.environ, "WORKBENCH_DATA_DIR": str(data)}
     env.pop("WORKBENCH_PAPER_CRASH", None)
-    journal = setup["data"] / "paper" / "killtest" / "journal.sqlite"
-
-    def ticks() -> int:
-        if not journal.exists():
-            return 0
-        db = sqlite3.connect(journal, timeout=30)
-        try:
-            return db.execute("SELECT COUNT(*) FROM ticks").fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
-        finally:
-            db.close()
+    journal = data / "paper" / "killtest" / "journal.sqlite"
 
     for extra in (0.13, 0.41, 0.27):  # kill mid-run, after some ticks, at moments unrelated to the ticks
-        before = ticks()
+        before = _ticks(journal)
         proc = subprocess.Popen(
             [*WB, "paper", "run", str(cfg)],
             env=env,
@@ -175,17 +187,16 @@ def test_scheduled_run_survives_kill_9_restarts_without_duplicates(setup: dict, 
             text=True,
         )
         deadline = time.monotonic() + 120
-        while ticks() < before + 8 and time.monotonic() < deadline and proc.poll() is None:
+        while _ticks(journal) < before + 8 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
         time.sleep(extra)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
-    done = subprocess.run(
-        [*WB, "paper", "run", str(cfg), "--ticks", "20"], env=env, capture_output=True, text=True, timeout=300
-    )
+    # the restart after the last kill runs in-process: it reads only what the killed runs left on disk
+    done = _resume(data, ["paper", "run", str(cfg), "--ticks", "20"])
     assert done.returncode == 0, done.stderr
-    root = setup["data"] / "paper" / "killtest"
+    root = data / "paper" / "killtest"
     with Journal(root / "journal.sqlite") as j:
         orders = j.orders_frame("fast@v1")
         fills = j.fills_frame("fast@v1")
@@ -205,20 +216,24 @@ def test_scheduled_run_survives_kill_9_restarts_without_duplicates(setup: dict, 
     assert not (ticks["status"] == "started").any() or ticks["status"].iloc[-1] != "started"
 
 
-def test_sigterm_finishes_the_tick_and_exits_cleanly(setup: dict, tmp_path: Path) -> None:
+def test_sigterm_finishes_the_tick_and_exits_cleanly(data: Path, tmp_path: Path) -> None:
     spec = spec_for("sma_cross", {"fast": 5, "slow": 12})
     art = write_artifact(tmp_path / "term.json", spec, name="term")
     cfg = _config(tmp_path / "paper.yaml", art, "termtest", speed=3600 * 10)
-    env = {**os.environ, "WORKBENCH_DATA_DIR": str(setup["data"])}
+    env = {**os.environ, "WORKBENCH_DATA_DIR": str(data)}
     env.pop("WORKBENCH_PAPER_CRASH", None)
+    journal = data / "paper" / "termtest" / "journal.sqlite"
     proc = subprocess.Popen(
         [*WB, "paper", "run", str(cfg)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    time.sleep(4)
+    # SIGTERM once three ticks are journaled (however long the start takes), so one is likely under way
+    deadline = time.monotonic() + 120
+    while _ticks(journal) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "stopped after" in out
-    with Journal(setup["data"] / "paper" / "termtest" / "journal.sqlite") as j:
+    with Journal(journal) as j:
         statuses = pd.read_sql_query("SELECT status FROM ticks", j.db)["status"]
     assert len(statuses) >= 3 and not (statuses == "started").any()

@@ -47,7 +47,9 @@ def _setup(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def bars(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
-    lake = build_lake(tmp_path_factory.mktemp("fees_lake"), symbols=("BTC/USDT",))
+    # only the bars read below (synthetic bars do not depend on the range asked for)
+    lake = build_lake(tmp_path_factory.mktemp("fees_lake"), symbols=("BTC/USDT",),
+                      start=pd.Timestamp("2025-02-20", tz="UTC"), end=pd.Timestamp("2025-03-11", tz="UTC"))
     return load_bars(lake, ["BTC/USDT"], "1h", "2025-02-20", "2025-03-10")["BTC/USDT"]
 
 

@@ -24,8 +24,8 @@ def test_a_journal_is_found_by_file_folder_or_paper_config(
     lake = build_lake(data, symbols=("BTC/USDT",))
     folder = data / "paper" / "demo"  # where pipelines/paper-style config named demo keeps its journal
     res = replay(
-        spec_for("sma_cross", {"fast": 10, "slow": 40}), "2025-02-01", "2025-04-01", lake=lake, workdir=folder
-    )
+        spec_for("sma_cross", {"fast": 10, "slow": 40}), "2025-03-01", "2025-03-15", lake=lake, workdir=folder
+    )  # two weeks hold several trades; the views are compared with all of them
     assert res.parity.ok and len(res.trades) > 0
     config = tmp_path / "paper.yaml"
     config.write_text("name: demo\nstrategies:\n  - artifact: x\n")

@@ -20,7 +20,9 @@ from workbench.paper.journal import Journal
 from workbench.paper.replay import compare_trades, journal_trades, replay
 from workbench.strategies.registry import list_strategies
 
-PERIOD = ("2025-03-01", "2025-03-22")
+# two weeks of 1h bars (336 ticks a replay): enough for the stops, targets, reversals and trade
+# counts asserted below; most tests here replay it once or more
+PERIOD = ("2025-03-01", "2025-03-15")
 
 
 @pytest.fixture(autouse=True)

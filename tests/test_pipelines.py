@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_runner import CliResult, invoke
 
 from workbench.data.lake import Lake
 from workbench.data.sources.synthetic import SyntheticSource
@@ -30,7 +31,14 @@ def _write(folder: Path, name: str, text: str) -> Path:
     return p
 
 
-def _cli(*args: str, cwd: Path, data: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, cwd: Path, data: Path) -> CliResult:
+    """`workbench <args>` in this process, with `cwd/pipes` as the pipelines folder."""
+    env = {"WORKBENCH_NOTEBOOKS_DIR": str(REPO / "notebooks"), "WORKBENCH_PIPELINES_DIR": str(cwd / "pipes")}
+    return invoke(args, data=data, cwd=cwd, env=env)
+
+
+def _subprocess(*args: str, cwd: Path, data: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """`workbench <args>` in a real process, as a user (or cron) starts it."""
     env = {
         **os.environ,
         "WORKBENCH_DATA_DIR": str(data),
@@ -45,6 +53,20 @@ def _cli(*args: str, cwd: Path, data: Path, timeout: float = 240) -> subprocess.
         capture_output=True,
         timeout=timeout,
     )
+
+
+def _child_cpu_seconds(parent: int) -> float:
+    """CPU seconds used so far by `parent`'s child processes running a pipeline (read from Linux /proc)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[1]) == parent and b"pipeline" in cmdline:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 SYNC = """
@@ -351,8 +373,14 @@ steps:
 """,
     )
     data = tmp_path / "data"
+    # another series in the lake, so `broken` fails on its unknown symbol even when it runs before the
+    # first hourly sync has written anything (it did on a loaded machine: "the lake is empty")
+    day = pd.Timestamp("2025-01-01", tz="UTC")
+    Lake(data).write_bars("synthetic", "SOL/USDT", "1h", SyntheticSource(seed=1).bars(
+        "SOL/USDT", "1h", day, day + pd.Timedelta(hours=2)))
+    # the group's real-process smoke test: `workbench schedule` started as cron or systemd would
     # simulated 00:59:30 onwards at 450x: an hour every 8 s; stop after six runs
-    res = _cli(
+    res = _subprocess(
         "schedule",
         "--clock-start",
         "2025-01-01T00:59:30Z",
@@ -427,11 +455,11 @@ steps:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    logs = data / "pipelines" / "logs" / "slow"
-    deadline = time.monotonic() + 60
-    while not (logs.is_dir() and any(logs.iterdir())) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)  # the child is importing or syncing
+    # SIGTERM while the run's child is under way: started, and still importing (0.2 s of CPU out of the
+    # ~2 s its imports take), so it has written nothing yet however loaded the machine is
+    deadline = time.monotonic() + 120
+    while _child_cpu_seconds(proc.pid) < 0.2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from bars_factory import minute_bars
 from optuna.trial import TrialState
-from pg_server import fresh_database
+from pg_server import _connect, fresh_database
 
 from workbench import Lake
 from workbench.backtest import load_bars
@@ -26,6 +26,14 @@ from workbench.optimize import load_run, walk_forward
 pytestmark = pytest.mark.network
 
 TRIALS, FOLDS = 40, 3
+
+
+def _clients(url: str, dbname: str) -> int:
+    """How many other connections database `dbname` has now."""
+    with _connect(url, dbname) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND pid <> pg_backend_pid()").fetchone()
+    return int(row[0]) if row else 0
 
 
 @pytest.fixture
@@ -42,10 +50,13 @@ def test_three_processes_share_each_fold_study_and_every_trial_runs_once(
         [sys.executable, "-m", "workbench.cli", "optimize", "worker", "pgrun", "--storage", url,
          "--wait", "120"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        # let the joiner finish importing before the run starts, so it really shares the folds
+        # start the run once the joiner polls the database for it (its connection is open), so it
+        # really shares the folds
         assert joiner.stdout is not None
         assert "joining pgrun" in joiner.stdout.readline()
-        time.sleep(2.0)
+        deadline = time.monotonic() + 120
+        while _clients(postgres_url, "wf_workers") < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
         bars = load_bars(pg_lake, ["BTC/USDT"], "1h")
         result = walk_forward("sma_cross", bars, folds=FOLDS, n_trials=TRIALS, fixed={"short": False},
                               workers=2, storage=url, name="pgrun", seed=5)
