@@ -23,8 +23,7 @@ test: $(STAMP)
 	$(BIN)/ruff check workbench tests bench notebooks
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	$(BIN)/pytest -q
-	$(BIN)/pytest -q -p no:cacheprovider --nbval-lax notebooks
+	$(BIN)/pytest -q -p no:cacheprovider -n auto --dist loadfile --nbval-lax tests notebooks
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'

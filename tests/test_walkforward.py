@@ -424,13 +424,13 @@ def test_two_local_workers_share_the_budget_exactly(bars: pd.DataFrame, tmp_path
     assert len(pids) == 2 and str(os.getpid()) in pids
     assert res.timings["workers"] == 2 and res.timings["trials"] + res.timings.get(
         "other_workers_trials", 0) == 12 * FOLDS
-    assert res.diagnostics["n_trials"] == int((t["state"] == "COMPLETE").sum())
+    assert res.diagnostics.n_trials == int((t["state"] == "COMPLETE").sum())
     assert len(res.folds) == FOLDS and res.folds["best_trial"].notna().all()
     pd.testing.assert_index_equal(res.oos_equity.index, bars.index[-len(res.oos_equity):])
     # the run record is complete
     folder = res.save(tmp_path / "runs")
     record = json.loads((folder / "record.json").read_text())
-    assert record["status"] == "complete" and record["summary"]["trials"] == res.diagnostics["n_trials"]
+    assert record["status"] == "complete" and record["summary"]["trials"] == res.diagnostics.n_trials
     assert record["settings"]["n_trials"] == 12 and record["timings"]["workers"] == 2
     back = load_run(res.run_id, tmp_path / "runs")
     pd.testing.assert_frame_equal(back.trials, res.trials)
@@ -488,7 +488,7 @@ def test_no_feasible_trial_means_a_flat_fold(bars: pd.DataFrame, tmp_path: Path)
     assert (f["oos_n_trades"] == 0).all() and (f["oos_total_return"] == 0).all()
     assert f["param_fast"].isna().all() and f["oos_objective"].isna().all()
     assert (res.oos_equity == INIT).all() and len(res.oos_trades) == 0
-    assert res.oos_metrics["n_trades"] == 0 and "note" in res.diagnostics["monte_carlo"]
+    assert res.oos_metrics["n_trades"] == 0 and "note" in res.diagnostics.monte_carlo
     assert res.summary()["oos_total_return"] == 0
 
 
