@@ -39,6 +39,22 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
             os.close(fd)
 
 
+def probe_write(folder: str | os.PathLike[str]) -> None:
+    """Create and remove a hidden file in `folder`: raises the OSError a real write there would,
+    so a command can refuse an unwritable path before any work."""
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe-")
+    os.close(fd)
+    os.unlink(probe)
+
+
+def os_reason(exc: OSError) -> str:
+    """Why a path could not be used, in words: a file standing where a folder must be, or the
+    system's reason (e.g. 'Permission denied')."""
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        return "a file is in the way of a folder"
+    return exc.strerror or str(exc)
+
+
 def fsync_file(path: str | os.PathLike[str]) -> None:
     """Flush a written file's content to disk (before a rename makes it visible)."""
     with open(path, "rb") as fh:

@@ -8,7 +8,6 @@ pipeline behaves like the command a researcher would type.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ import pandas as pd
 
 from workbench.config import split_list
 from workbench.errors import ConfigError, did_you_mean
+from workbench.files import probe_write
 from workbench.strategies.grid import parse_fixed, parse_grid
 
 if TYPE_CHECKING:
@@ -84,9 +84,7 @@ def check_output(path: Path | None, suffixes: tuple[str, ...], option: str) -> P
                               "choose a writable folder")
         return path
     try:
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
+        probe_write(parent)
     except OSError as exc:
         raise ConfigError(f"cannot write {option} {path}: {exc.strerror or exc}; choose a writable folder"
                           ) from None

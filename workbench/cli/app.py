@@ -30,6 +30,7 @@ from workbench.cli.report import report_app
 from workbench.cli.strategies import strategies_cmd
 from workbench.cli.sweep import sweep_cmd
 from workbench.errors import WorkbenchError
+from workbench.files import os_reason
 
 app = typer.Typer(help="Quant research workbench: data lake, backtests, walk-forward, paper "
                   "trading.", no_args_is_help=True, add_completion=False,
@@ -101,9 +102,8 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         # unwritable/missing paths (--data-dir, --out, export targets) and full disks
         where = f" {exc.filename}" if exc.filename else ""
-        why = ("a file is in the way of a folder" if isinstance(exc, FileExistsError | NotADirectoryError)
-               else exc.strerror)
-        return f"cannot use{where}: {why}; choose a path you can write (or free space) and run again"
+        return (f"cannot use{where}: {os_reason(exc)}; choose a path you can write (or free space) "
+                "and run again")
     log = _crash_log(exc)
     where = f"the traceback is in {log}" if log else "no log could be written"
     return (f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]}; {where} "
@@ -131,7 +131,7 @@ def run(argv: list[str]) -> int:
     except KeyboardInterrupt:  # outside a command (typer turns one inside into SystemExit(130))
         return _interrupted()
     except SystemExit as exc:
-        if exc.code == 130 and isinstance(getattr(exc.__context__, "__cause__", None), KeyboardInterrupt):
+        if exc.code == 130 and _caused_by_interrupt(exc):  # typer's Exit(130) from a KeyboardInterrupt
             return _interrupted()
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or 0

@@ -14,9 +14,7 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 import time
 import warnings
@@ -39,7 +37,7 @@ from workbench.data.calendar import Calendar, absent, calendar_for_symbol
 from workbench.data.quality import QualityPolicy, QualityReport, apply_policy, check_bars
 from workbench.data.timeframe import Timeframe
 from workbench.errors import ConfigError, DataError, LakeCorruptError, WorkbenchError, did_you_mean
-from workbench.files import atomic_path, atomic_write, file_lock, fsync_dir
+from workbench.files import atomic_path, atomic_write, file_lock, fsync_dir, os_reason, probe_write
 
 if TYPE_CHECKING:
     from workbench.data.sources.base import Source
@@ -178,14 +176,10 @@ class Lake:
         """Fail at once, naming the fix, when the lake's folder cannot be created or written."""
         try:
             self.bars_dir.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(dir=self.bars_dir, prefix=".probe-")
-            os.close(fd)
-            os.unlink(probe)
+            probe_write(self.bars_dir)
         except OSError as exc:
-            why = ("a file is in the way of a folder" if isinstance(exc, FileExistsError | NotADirectoryError)
-                   else exc.strerror or str(exc))
-            raise ConfigError(f"cannot write the lake at {self.root}: {why}; choose a writable --data-dir "
-                              "(or WORKBENCH_DATA_DIR)") from None
+            raise ConfigError(f"cannot write the lake at {self.root}: {os_reason(exc)}; choose a writable "
+                              "--data-dir (or WORKBENCH_DATA_DIR)") from None
 
     # ------------------------------------------------------------------ paths and keys
     def series_dir(self, source: str, symbol: str, timeframe: str | Timeframe) -> Path:
