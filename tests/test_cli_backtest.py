@@ -9,22 +9,17 @@ command's output.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_runner import NO_RESEARCH, CliResult, invoke
+from cli_runner import NO_RESEARCH, CliResult, invoke, spawn
 
 from workbench import Lake
 from workbench.data.sources.synthetic import SyntheticSource
 from workbench.strategies import list_strategies
 
-WB = [sys.executable, "-m", "workbench.cli"]
 SMOKE = "bt_one"  # the command run in a real process
 BT = ["backtest", "--strategy", "sma_cross", "--symbols", "BTC/USDT"]
 SW = ["sweep", "--strategy", "sma_cross", "--symbols", "BTC/USDT"]
@@ -110,23 +105,6 @@ def _run(data: Path, cwd: Path, args: list[str]) -> CliResult:
     return invoke(args, data=data, cwd=cwd)
 
 
-def _spawn(data: Path, cwd: Path, args: list[str]) -> Callable[[], CliResult]:
-    """Start `workbench <args>` in a real process, as a user's shell does (a command group's smoke
-    test); returns the function that waits for it."""
-    env = {**os.environ, "WORKBENCH_DATA_DIR": str(data), "WORKBENCH_RESEARCH_DIR": str(NO_RESEARCH),
-           "COLUMNS": "200"}
-    proc = subprocess.Popen([*WB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=cwd)
-
-    def wait() -> CliResult:
-        try:
-            stdout, stderr = proc.communicate(timeout=300)
-        finally:
-            proc.kill()
-        return CliResult(args, proc.returncode, stdout, stderr)
-    return wait
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A lake with three months of 1h BTC/USDT and ETH/USDT, and every command's result."""
@@ -141,7 +119,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     blocker.write_text("not a folder")
     ok, bad = _ok_commands(out), _bad_commands(out, blocker)
     jobs = {**ok, **{k: args for k, (args, _) in bad.items()}}
-    smoke = _spawn(data, root, jobs.pop(SMOKE))
+    smoke = spawn(jobs.pop(SMOKE), data=data, cwd=root)
     results = {k: _run(data, root, args) for k, args in jobs.items()}
     results[SMOKE] = smoke()
     return {"root": root, "data": data, "out": out, "results": results, "bad": bad}

@@ -12,7 +12,8 @@ import re
 
 import pandas as pd
 import pytest
-from test_cli_backtest import _run, _spawn
+from cli_runner import spawn
+from test_cli_backtest import _run
 
 from workbench import Lake
 from workbench.data.sources.synthetic import SyntheticSource
@@ -52,7 +53,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     run_id = found.group(1) if found else None
     if run_id:  # then what reads the finished run; `show` in a real process, beside the others
         journal = data / "optimize" / f"{run_id}.journal"
-        show = _spawn(data, root, ["optimize", "show", run_id])
+        show = spawn(["optimize", "show", run_id], data=data, cwd=root)
         results["runs"] = _run(data, root, ["optimize", "runs"])
         results["worker"] = _run(data, root, ["optimize", "worker", run_id, "--storage", str(journal)])
         results["show"] = show()

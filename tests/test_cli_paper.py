@@ -7,17 +7,14 @@ it checks everything that process prints (its -v log lines included) and writes.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_runner import CliResult, invoke
+from cli_runner import CliResult, invoke, run_process
 from paper_helpers import build_lake, spec_for, write_artifact
 
-WB = [sys.executable, "-m", "workbench.cli"]
 UNSET = ("WORKBENCH_PAPER_CRASH", "WORKBENCH_CCXT_API_KEY", "WORKBENCH_CCXT_SECRET",
          "WORKBENCH_CCXT_BASE_URL")
 
@@ -25,14 +22,6 @@ UNSET = ("WORKBENCH_PAPER_CRASH", "WORKBENCH_CCXT_API_KEY", "WORKBENCH_CCXT_SECR
 def _run(data: Path, args: list[str], cwd: Path) -> CliResult:
     """`workbench <args>` in this process, with no crash point or exchange keys from the environment."""
     return invoke(args, data=data, cwd=cwd, env=dict.fromkeys(UNSET))
-
-
-def _subprocess(data: Path, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """`workbench <args>` in a real process, as a user runs it."""
-    e = {**os.environ, "WORKBENCH_DATA_DIR": str(data), "COLUMNS": "200"}
-    for k in UNSET:
-        e.pop(k, None)
-    return subprocess.run([*WB, *args], capture_output=True, text=True, env=e, cwd=cwd, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +145,8 @@ def test_keys_never_reach_any_file_the_runner_writes(setup: dict, tmp_path: Path
             "schedule: {clock: {start: '2025-03-02T03:00:00Z', speed: 7200}}\ndata: {sync: false}\n"
         )  # a long entry signal closes at 07:00
         (tmp_path / ".env").write_text(f"WORKBENCH_CCXT_API_KEY={API_KEY}\nWORKBENCH_CCXT_SECRET={SECRET}\n")
-        r = _subprocess(data, ["-v", "paper", "run", str(cfg), "--ticks", "20"], tmp_path)
+        r = run_process(["-v", "paper", "run", str(cfg), "--ticks", "20"], data=data, cwd=tmp_path,
+                        env=dict.fromkeys(UNSET))  # a real process, as a user runs it
         assert r.returncode == 0, r.stderr
         assert fake.created >= 1, "the run should have traded on the fake exchange"
         st = _run(data, ["paper", "status", str(cfg)], tmp_path)

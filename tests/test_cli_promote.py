@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_cli_backtest import _run, _spawn
+from cli_runner import spawn
+from test_cli_backtest import _run
 
 from workbench import Lake
 from workbench.backtest import load_bars
@@ -76,7 +77,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
                                   "forced": ["promote", a, "--force", "--reason", "paper-test it anyway"]})
     results["gated"] = _run(data, root, ["promote", b, "--gates", str(files["lenient"])])
     v1 = data / "registry" / NAME / "v1.json"
-    ls = _spawn(data, root, ["promote", "ls"])  # a real process, beside readers that write nothing
+    ls = spawn(["promote", "ls"], data=data, cwd=root)  # a real process, beside readers that write nothing
     results.update(_phase(data, root, {
         "again": ["promote", b, "--gates", str(files["lenient"])],
         "show": ["promote", "show", NAME], "show_v1": ["promote", "show", str(v1)],

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_runner import CliResult, invoke
+from cli_runner import CliResult, invoke, run_process
 
 from workbench.data.lake import Lake
 from workbench.data.sources.synthetic import SyntheticSource
@@ -33,26 +33,12 @@ def _write(folder: Path, name: str, text: str) -> Path:
 
 def _cli(*args: str, cwd: Path, data: Path) -> CliResult:
     """`workbench <args>` in this process, with `cwd/pipes` as the pipelines folder."""
-    env = {"WORKBENCH_NOTEBOOKS_DIR": str(REPO / "notebooks"), "WORKBENCH_PIPELINES_DIR": str(cwd / "pipes")}
-    return invoke(args, data=data, cwd=cwd, env=env)
+    return invoke(args, data=data, cwd=cwd, env=_dirs(cwd))
 
 
-def _subprocess(*args: str, cwd: Path, data: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """`workbench <args>` in a real process, as a user (or cron) starts it."""
-    env = {
-        **os.environ,
-        "WORKBENCH_DATA_DIR": str(data),
-        "WORKBENCH_NOTEBOOKS_DIR": str(REPO / "notebooks"),
-        "WORKBENCH_PIPELINES_DIR": str(cwd / "pipes"),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "workbench.cli", *args],
-        cwd=cwd,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=timeout,
-    )
+def _dirs(cwd: Path) -> dict[str, str | None]:
+    """The repository's notebooks and `cwd/pipes` as the pipelines folder."""
+    return {"WORKBENCH_NOTEBOOKS_DIR": str(REPO / "notebooks"), "WORKBENCH_PIPELINES_DIR": str(cwd / "pipes")}
 
 
 def _child_cpu_seconds(parent: int) -> float:
@@ -380,18 +366,8 @@ steps:
         "SOL/USDT", "1h", day, day + pd.Timedelta(hours=2)))
     # the group's real-process smoke test: `workbench schedule` started as cron or systemd would
     # simulated 00:59:30 onwards at 450x: an hour every 8 s; stop after six runs
-    res = _subprocess(
-        "schedule",
-        "--clock-start",
-        "2025-01-01T00:59:30Z",
-        "--clock-speed",
-        "450",
-        "--max-runs",
-        "6",
-        cwd=tmp_path,
-        data=data,
-        timeout=180,
-    )
+    res = run_process(["schedule", "--clock-start", "2025-01-01T00:59:30Z", "--clock-speed", "450",
+                       "--max-runs", "6"], data=data, cwd=tmp_path, env=_dirs(tmp_path), timeout=180)
     assert res.returncode == 0, res.stderr
     assert re.search(r"scheduler stopped after ([6-9]) run\(s\)", res.stdout)  # runs under way finish
     runs = read_history(data)
