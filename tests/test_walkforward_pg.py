@@ -86,3 +86,14 @@ def test_three_processes_share_each_fold_study_and_every_trial_runs_once(
     assert a.keys() == b.keys()
     for key in a:  # NaN (e.g. an undefined efficiency) equals NaN here
         assert a[key] == b[key] or (a[key] != a[key] and b[key] != b[key]), key
+
+
+def test_processes_opening_a_fresh_database_at_once_all_get_the_storage(postgres_url: str) -> None:
+    """Optuna creates its tables on first use; racing creators must not fail on PostgreSQL's catalog."""
+    url = fresh_database(postgres_url, "wf_race")
+    code = ("import sys; from workbench.optimize.storage import open_storage; "
+            "open_storage(sys.argv[1]); print('ok')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [o for o, _ in outs] == ["ok\n"] * 6, [e for _, e in outs]

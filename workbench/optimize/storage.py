@@ -14,12 +14,14 @@ Storage URLs: a journal file (default, ``data/optimize/<run>.journal``), ``sqlit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +76,40 @@ def open_storage(url: str) -> BaseStorage:
         raise ConfigError(f"storage {redact(url)!r} is not supported; use a journal file path, "
                           "sqlite:///path.db or postgresql://user@host:port/db")
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        with _schema_lock(url):
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
     except Exception as exc:  # SQLAlchemy/driver errors: one line that names the URL and the cause
         cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
         raise ConfigError(f"cannot reach study storage {redact(given)}: {cause}; "
                           "start the database or fix --storage") from None
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """Serialise Optuna's first-use table creation between processes sharing one PostgreSQL database.
+
+    Two processes opening a fresh database at once both run ``CREATE TABLE`` and one fails with a
+    duplicate ``pg_type`` key; a session advisory lock makes the second wait and then find the tables.
+    SQLite and journal files need nothing: their writers are serialised by file locks.
+    """
+    if not url.startswith("postgresql"):
+        yield
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
+
+
+_SCHEMA_LOCK_KEY = 0x776F726B62656E63  # "workbenc": one key for every workbench process on a database
 
 
 class _JournalFile(JournalFileBackend):
