@@ -200,9 +200,14 @@ def test_ctrl_c_says_what_was_kept_and_exits_130(tmp_path: Path) -> None:
 
     journal = tmp_path / "x.journal"
     env = {**os.environ, "WORKBENCH_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([*WB, "optimize", "worker", "nope", "--storage", str(journal),
-                             "--wait", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+    # `python -m workbench.cli` with Python's own Ctrl-C handler: pytest-xdist workers ignore SIGINT
+    # and a child inherits an ignored signal (as a shell's background job does), so without this the
+    # signal never reaches the command when the suite runs in parallel
+    cli = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           "runpy.run_module('workbench.cli', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", cli, "optimize", "worker", "nope", "--storage",
+                             str(journal), "--wait", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
     assert proc.stdout is not None
     assert "joining nope" in proc.stdout.readline()  # the command is under way
     deadline = time.monotonic() + 60

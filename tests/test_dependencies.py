@@ -80,3 +80,17 @@ def test_dependencies_used_without_an_import_are_still_used() -> None:
         assert text in (ROOT / file).read_text(), f"{file} no longer shows {dist} in use ({text!r})"
         assert not modules.get(dist, set()) & imported, f"{dist} is imported now: drop it from NOT_IMPORTED"
 
+
+
+def test_a_workbench_process_skips_jsonschema_s_iri_grammar_and_still_validates_notebooks() -> None:
+    """The 3 s import of rfc3987-syntax is skipped once the workbench is imported; notebooks still
+    validate (nbformat runs jsonschema) and a chart still renders."""
+    import subprocess
+    import sys
+
+    code = ("import sys, workbench, nbformat, plotly.io, papermill; "
+            "nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('1')]); nbformat.validate(nb); "
+            "print(sys.modules['rfc3987_syntax'] is None, 'jsonschema' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"]
