@@ -34,7 +34,8 @@ import pyarrow.parquet as pq
 from workbench.config import data_dir
 from workbench.data.bars import BAR_COLUMNS, OPTIONAL_COLUMNS, bars_to_arrow, normalize_bars
 from workbench.data.calendar import Calendar, absent, calendar_for_symbol
-from workbench.data.quality import QualityPolicy, QualityReport, apply_policy, check_bars
+from workbench.data.quality import QualityPolicy, QualityReport, apply_policy, check_bars, check_ticks
+from workbench.data.ticks import TickKind, TickStore
 from workbench.data.timeframe import Timeframe
 from workbench.errors import ConfigError, DataError, LakeCorruptError, WorkbenchError, did_you_mean
 from workbench.files import atomic_path, atomic_write, file_lock, fsync_dir, os_reason, probe_write
@@ -167,6 +168,7 @@ class Lake:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = data_dir(root)
         self.bars_dir = self.root / "lake" / "bars"
+        self.ticks = TickStore(self.root / "lake" / "ticks")
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -656,6 +658,87 @@ class Lake:
             for c in [c for c in (*BAR_COLUMNS[1:], *OPTIONAL_COLUMNS) if c in bars.columns]:
                 h.update(c.encode() + np.ascontiguousarray(bars[c].to_numpy("float64")).tobytes())
         return "sha256:" + h.hexdigest()
+
+    # ------------------------------------------------------------------ ticks
+    def read_trades(self, source: str, symbols: str | Sequence[str], start: TimeLike = None,
+                    end: TimeLike = None) -> pd.DataFrame:
+        """Recorded trades in [start, end): ts (exchange), recv_ts, symbol, trade_id, price, size,
+        side (the taker's: buy/sell), each trade once, compacted and still-logged rows together."""
+        return self._read_ticks(TickKind.TRADES, source, symbols, start, end)
+
+    def read_quotes(self, source: str, symbols: str | Sequence[str], start: TimeLike = None,
+                    end: TimeLike = None) -> pd.DataFrame:
+        """Recorded best bid/ask in [start, end): ts, recv_ts, symbol, bid, bid_size, ask, ask_size."""
+        return self._read_ticks(TickKind.QUOTES, source, symbols, start, end)
+
+    def read_book(self, source: str, symbol: str, start: TimeLike = None, end: TimeLike = None, *,
+                  at: TimeLike = None) -> pd.DataFrame:
+        """Recorded top-N book snapshots in [start, end), one row per (snapshot, side, level); with
+        `at`, only the snapshot in force at that moment (the last at or before it)."""
+        if at is None:
+            return self._read_ticks(TickKind.BOOK, source, symbol, start, end)
+        if start is not None or end is not None:
+            raise ConfigError("read_book takes either `at` or a start/end range, not both")
+        t = _ts(at, "at")
+        assert t is not None
+        day = self._read_ticks(TickKind.BOOK, source, symbol, t - pd.Timedelta(days=1),
+                               t + pd.Timedelta(1, "ns"))
+        if day.empty:
+            return day
+        last = day["ts"].iloc[-1]
+        snap = day[day["ts"] == last]
+        return snap[snap["recv_ts"] == snap["recv_ts"].iloc[-1]].reset_index(drop=True)
+
+    def read_tick_gaps(self, source: str, symbols: str | Sequence[str], start: TimeLike = None,
+                       end: TimeLike = None) -> pd.DataFrame:
+        """What a collector could neither receive nor backfill: ts (first moment missing), end,
+        stream, reason."""
+        return self._read_ticks(TickKind.GAPS, source, symbols, start, end)
+
+    def read_tick_bars(self, source: str, symbol: str, timeframe: str | Timeframe,
+                       start: TimeLike = None, end: TimeLike = None) -> pd.DataFrame:
+        """Bars built in DuckDB from recorded trades (the venue's rule: a trade at t belongs to the
+        bar opening at floor(t)); a bucket with no trade has no bar. Columns as `read_bars`, plus
+        trades and vwap."""
+        tf = Timeframe.parse(timeframe)
+        t0, t1 = _ts(start, "start"), _ts(end, "end")
+        check_range(t0, t1)
+        q0 = tf.floor(t0) if t0 is not None else None
+        trades = self.ticks.read(TickKind.TRADES, source, symbol, q0, t1)
+        step = int(tf.delta / pd.Timedelta(1, "ns"))
+        frame = pd.DataFrame({"t": trades["ts"].to_numpy("datetime64[ns]").astype("int64"),
+                              "id": trades["trade_id"].to_numpy(), "p": trades["price"].to_numpy(),
+                              "q": trades["size"].to_numpy()})
+        con = self._con()
+        con.register("_trades", frame)
+        try:
+            out = con.execute(
+                "SELECT make_timestamp_ns(t // ? * ?) AS ts, first(p ORDER BY t, id) AS open, "
+                "max(p) AS high, min(p) AS low, last(p ORDER BY t, id) AS close, sum(q) AS volume, "
+                "count(*)::DOUBLE AS trades, sum(p * q) / nullif(sum(q), 0) AS vwap "
+                "FROM _trades GROUP BY 1 ORDER BY 1", [step, step]).df()
+        finally:
+            con.unregister("_trades")
+        out["ts"] = pd.to_datetime(out["ts"]).dt.tz_localize("UTC").dt.as_unit("us")
+        return _trim(out, t0, t1)
+
+    def check_ticks(self, source: str, symbol: str, kind: str, start: TimeLike = None,
+                    end: TimeLike = None) -> QualityReport:
+        """The tick quality checks over one stored symbol (nothing is changed)."""
+        k = TickKind(kind) if kind in TickKind.__members__.values() else None
+        if k is None or k is TickKind.GAPS:
+            raise ConfigError(f"unknown tick table {kind!r}: use trades, quotes or book")
+        frame = self._read_ticks(k, source, symbol, start, end)
+        gaps = self._read_ticks(TickKind.GAPS, source, symbol, start, end) if k is TickKind.BOOK else None
+        return check_ticks(frame, k.value, label=f"{source}:{symbol}:{k.value}", gaps=gaps)
+
+    def _read_ticks(self, kind: TickKind, source: str, symbols: str | Sequence[str], start: TimeLike,
+                    end: TimeLike) -> pd.DataFrame:
+        t0, t1 = _ts(start, "start"), _ts(end, "end")
+        check_range(t0, t1)
+        if not isinstance(symbols, str) and not list(symbols):
+            raise ConfigError("no symbols given: name at least one symbol")
+        return self.ticks.read(kind, source, symbols, t0, t1)
 
     # ------------------------------------------------------------------ quality of stored data
     def check(self, source: str | None = None, symbol: str | None = None,

@@ -34,6 +34,18 @@ class IssueKind(StrEnum):
     GAP = "gap"
 
 
+class TickIssue(StrEnum):
+    """What `check_ticks` looks for; flagged, never dropped: ticks are what the venue sent."""
+
+    OUT_OF_ORDER = "out_of_order"
+    DUPLICATE_TRADE = "duplicate_trade"
+    OUTLIER_PRINT = "outlier_print"
+    CROSSED_QUOTE = "crossed_quote"
+    LOCKED_QUOTE = "locked_quote"
+    CROSSED_BOOK = "crossed_book"
+    SEQUENCE_GAP = "sequence_gap"
+
+
 class Action(StrEnum):
     """What ingest does with an issue: refuse the batch, drop the offending rows, or keep and report."""
 
@@ -54,7 +66,7 @@ _DEFAULT_ACTIONS: dict[IssueKind, Action] = {
     IssueKind.SPIKE: Action.FLAG,
     IssueKind.GAP: Action.FLAG,
 }
-_DESCRIPTION = {
+_DESCRIPTION: dict[IssueKind | TickIssue, str] = {
     IssueKind.MISSING_VALUE: "bars with a missing (NaN) price or volume",
     IssueKind.NON_POSITIVE_PRICE: "bars with a price at or below zero",
     IssueKind.NEGATIVE_VOLUME: "bars with negative volume",
@@ -65,6 +77,13 @@ _DESCRIPTION = {
     IssueKind.OFF_CALENDAR: "bars outside the market's sessions",
     IssueKind.SPIKE: "price spikes (robust z-score of log return)",
     IssueKind.GAP: "missing bars against the market calendar",
+    TickIssue.OUT_OF_ORDER: "ticks whose exchange time is before the previous tick's, in arrival order",
+    TickIssue.DUPLICATE_TRADE: "trades repeating an earlier trade id",
+    TickIssue.OUTLIER_PRINT: "trades priced far from the rolling median (robust z-score)",
+    TickIssue.CROSSED_QUOTE: "quotes with the bid above the ask",
+    TickIssue.LOCKED_QUOTE: "quotes with the bid equal to the ask",
+    TickIssue.CROSSED_BOOK: "book snapshots whose best bid is at or above the best ask",
+    TickIssue.SEQUENCE_GAP: "book sequence breaks (the collector resynced; see the gaps table)",
 }
 _UNDROPPABLE = {IssueKind.GAP}
 
@@ -114,7 +133,7 @@ class QualityPolicy:
 class Issue:
     """One kind of problem found in a batch: how many rows, what was done, and a few examples."""
 
-    kind: IssueKind
+    kind: IssueKind | TickIssue
     count: int
     action: Action
     examples: tuple[str, ...] = ()
@@ -132,6 +151,7 @@ class QualityReport:
     rows: int
     issues: list[Issue] = field(default_factory=list)
     dropped: int = 0
+    unit: str = "bars"
 
     @property
     def ok(self) -> bool:
@@ -155,7 +175,7 @@ class QualityReport:
 
     def merge(self, other: QualityReport) -> QualityReport:
         """Combine reports of consecutive batches of one series."""
-        by_kind: dict[IssueKind, Issue] = {i.kind: i for i in self.issues}
+        by_kind: dict[IssueKind | TickIssue, Issue] = {i.kind: i for i in self.issues}
         for i in other.issues:
             if i.kind in by_kind:
                 prev = by_kind[i.kind]
@@ -163,13 +183,14 @@ class QualityReport:
             else:
                 by_kind[i.kind] = i
         return QualityReport(
-            self.label, self.rows + other.rows, list(by_kind.values()), self.dropped + other.dropped
+            self.label, self.rows + other.rows, list(by_kind.values()), self.dropped + other.dropped,
+            self.unit,
         )
 
     def __str__(self) -> str:
         if self.ok:
-            return f"{self.label}: {self.rows} bars, no issues"
-        lines = [f"{self.label}: {self.rows} bars"]
+            return f"{self.label}: {self.rows} {self.unit}, no issues"
+        lines = [f"{self.label}: {self.rows} {self.unit}"]
         lines += [f"  {i.action.value:>6}  {i.describe()}" for i in self.issues]
         return "\n".join(lines)
 
@@ -325,3 +346,47 @@ def apply_policy(
         kept = kept.sort_values("ts", kind="stable")
     report.dropped = int(drop.sum())
     return kept.reset_index(drop=True), report
+
+
+def check_ticks(frame: pd.DataFrame, kind: str, *, label: str = "ticks", outlier_z: float = 12.0,
+                window: int = 51, gaps: pd.DataFrame | None = None) -> QualityReport:
+    """Flag what is suspect in one symbol's ticks (as `Lake.read_trades/read_quotes/read_book`
+    return them): out-of-order exchange times in arrival order, repeated trade ids, outlier prints
+    (robust z of price against a centred rolling median), crossed or locked quotes, crossed book
+    snapshots, and the book's sequence breaks recorded in `gaps`. Nothing is dropped."""
+    issues: list[Issue] = []
+
+    def add(k: TickIssue, mask: np.ndarray, ts: pd.Series) -> None:
+        n = int(mask.sum())
+        if n:
+            issues.append(Issue(k, n, Action.FLAG, tuple(str(t) for t in ts[mask].iloc[:3])))
+
+    if kind not in ("trades", "quotes", "book"):
+        raise ValueError(f"unknown tick table {kind!r}: use trades, quotes or book")
+    if len(frame):
+        arrival = frame.sort_values("recv_ts", kind="stable")
+        ts_ns = arrival["ts"].to_numpy("datetime64[ns]").astype("int64")
+        ooo = np.zeros(len(arrival), dtype=bool)
+        ooo[1:] = ts_ns[1:] < np.maximum.accumulate(ts_ns)[:-1]
+        add(TickIssue.OUT_OF_ORDER, ooo, arrival["ts"])
+    if kind == "trades" and len(frame):
+        add(TickIssue.DUPLICATE_TRADE, frame["trade_id"].duplicated().to_numpy(), frame["ts"])
+        price = frame["price"].astype(float)
+        med = price.rolling(window, center=True, min_periods=1).median()
+        mad = (price - med).abs().rolling(window, center=True, min_periods=1).median()
+        scale = 1.4826 * mad.where(mad > 0, med.abs() * 1e-6)
+        add(TickIssue.OUTLIER_PRINT, ((price - med).abs() / scale > outlier_z).to_numpy(), frame["ts"])
+    if kind == "quotes" and len(frame):
+        add(TickIssue.CROSSED_QUOTE, (frame["bid"] > frame["ask"]).to_numpy(), frame["ts"])
+        add(TickIssue.LOCKED_QUOTE, (frame["bid"] == frame["ask"]).to_numpy(), frame["ts"])
+    if kind == "book" and len(frame):
+        top = frame[frame["level"] == 0]
+        bid = top[top["side"] == "bid"].set_index(["ts", "recv_ts"])["price"]
+        ask = top[top["side"] == "ask"].set_index(["ts", "recv_ts"])["price"]
+        both = pd.concat({"bid": bid, "ask": ask}, axis=1).dropna()
+        add(TickIssue.CROSSED_BOOK, (both["bid"] >= both["ask"]).to_numpy(),
+            both.index.get_level_values("ts").to_series())
+    if gaps is not None and len(gaps):
+        seq = gaps[gaps["reason"].str.contains("sequence", na=False)]
+        add(TickIssue.SEQUENCE_GAP, np.ones(len(seq), dtype=bool), seq["ts"])
+    return QualityReport(label, len(frame), issues, 0, kind)

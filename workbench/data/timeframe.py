@@ -1,4 +1,4 @@
-"""Bar timeframes (`1m 5m 15m 1h 4h 1d`, or any `N` + m/h/d/w for resampling) as a small value type."""
+"""Bar timeframes (`1m 5m 15m 1h 4h 1d`, or any `N` + s/m/h/d/w for resampling) as a small value type."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 
 from workbench.errors import ConfigError
 
-_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_PATTERN = re.compile(r"^(\d+)([mhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_PATTERN = re.compile(r"^(\d+)([smhdw])$")
 STORED = ("1m", "5m", "15m", "1h", "4h", "1d")
 
 
@@ -37,10 +37,10 @@ class Timeframe:
 
     @property
     def name(self) -> str:
-        for unit in ("w", "d", "h", "m"):
+        for unit in ("w", "d", "h", "m", "s"):
             if self.seconds % _UNIT_SECONDS[unit] == 0:
                 return f"{self.seconds // _UNIT_SECONDS[unit]}{unit}"
-        raise AssertionError(self.seconds)  # pragma: no cover - parse() only makes whole minutes
+        raise AssertionError(self.seconds)  # pragma: no cover - parse() only makes whole seconds
 
     @property
     def delta(self) -> pd.Timedelta:
