@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from workbench import __version__
 from workbench.cli.backtest import backtest_cmd
+from workbench.cli.collect import collect_app
 from workbench.cli.common import _State, err, out
 from workbench.cli.data import data_app
 from workbench.cli.demo import demo
@@ -42,6 +43,7 @@ app.command("sweep")(sweep_cmd)
 app.command("schedule")(schedule_cmd)
 app.command("demo")(demo)
 app.add_typer(data_app, name="data")
+app.add_typer(collect_app, name="collect")
 app.add_typer(optimize_app, name="optimize")
 app.add_typer(promote_app, name="promote")
 app.add_typer(paper_app, name="paper")

@@ -161,3 +161,18 @@ def data_export(
     fp = lake.fingerprint(source, split_list(symbols), timeframe, start, end)
     out.print(f"wrote {written} ({fp})")
 
+
+
+@data_app.command("prune")
+def data_prune(
+    kind: Annotated[str, typer.Option(help="Tick table: trades, quotes, book or gaps (bars are kept "
+                                      "forever).")],
+    older_than: Annotated[str, typer.Option(help="Age of the days to delete, e.g. 30d, 12w, 1y.")],
+    source: Annotated[str | None, typer.Option(help="Only this source (default: all).")] = None,
+) -> None:
+    """Delete whole days of a tick table older than an age (retention: e.g. books 30d, trades 1y)."""
+    from workbench.data.ticks import parse_age
+
+    res = _lake().ticks.prune(kind, parse_age(older_than), source=source)
+    out.print(f"pruned {res.partitions:,} symbol-days of {res.kind.value} ({res.rows:,} rows, "
+              f"{res.bytes / 1e6:,.1f} MB) older than {older_than}")

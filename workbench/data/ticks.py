@@ -259,6 +259,22 @@ class TickStore:
             return SCHEMAS[k].empty_table()
         return _dedup(k, pa.concat_tables(tables))[0]
 
+    def last(self, kind: TickKind | str, source: str, symbol: str) -> dict[str, object] | None:
+        """The newest stored row of `symbol` (trades: the highest trade id), or None: where a
+        restarted collector resumes. Reads only the last day on disk and the log."""
+        k = _kind(kind)
+        sdir = self.symbol_dir(k, source, symbol)
+        days = sorted(p.name.split("=", 1)[1] for p in sdir.glob("date=*")) if sdir.is_dir() else []
+        start = pd.Timestamp(days[-1], tz="UTC") if days else None
+        df = self.read(k, source, symbol, start)
+        if df.empty:
+            return None
+        at = int(df["trade_id"].to_numpy().argmax()) if k is TickKind.TRADES else len(df) - 1
+        out: dict[str, object] = {str(c): v for c, v in df.iloc[at].to_dict().items()}
+        for c in ("ts", "recv_ts"):
+            out[c] = pd.Timestamp(cast(pd.Timestamp, out[c])).value
+        return out
+
     # ------------------------------------------------------------------ compaction
     def writer_active(self, source: str) -> bool:
         """Whether a `TickWriter` (in any process) holds `source`'s log."""
@@ -349,6 +365,8 @@ class TickStore:
               now: pd.Timestamp | None = None) -> PruneResult:
         """Delete the days of `kind` older than `keep` (whole UTC days strictly before
         ``now - keep``); the log is never pruned (it is compacted first)."""
+        if str(kind) == "bars":
+            raise ConfigError("bars are kept forever: prune a tick table (trades, quotes, book or gaps)")
         k = _kind(kind)
         if keep < pd.Timedelta(0):
             raise ConfigError(f"cannot keep a negative age of {k.value} ({keep}): give a duration "
@@ -371,6 +389,19 @@ class TickStore:
                     pdir.rmdir()
             out.partitions += 1
         return out
+
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([hdwy])\s*$")
+_AGE_UNITS = {"h": pd.Timedelta(hours=1), "d": pd.Timedelta(days=1), "w": pd.Timedelta(weeks=1),
+              "y": pd.Timedelta(days=365)}
+
+
+def parse_age(text: str) -> pd.Timedelta:
+    """``30d``, ``12h``, ``8w`` or ``1y`` (365 days) as a Timedelta; one-line error otherwise."""
+    m = _AGE.match(str(text))
+    if not m:
+        raise ConfigError(f"bad age {text!r}: write a number and a unit h, d, w or y, e.g. 30d or 1y")
+    return float(m.group(1)) * _AGE_UNITS[m.group(2)]
 
 
 def read_segment(path: Path, schema: pa.Schema) -> pa.Table:
@@ -659,4 +690,4 @@ class TickWriter:
 
 
 __all__ = ["SCHEMAS", "CompactResult", "PruneResult", "TickKind", "TickStore", "TickWriter",
-           "WriterStats", "read_segment"]
+           "WriterStats", "parse_age", "read_segment"]

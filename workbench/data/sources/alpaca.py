@@ -31,7 +31,7 @@ import requests
 from alpaca.common.exceptions import APIError
 from alpaca.data.enums import Adjustment, DataFeed
 from alpaca.data.historical import CryptoHistoricalDataClient, StockHistoricalDataClient
-from alpaca.data.requests import CryptoBarsRequest, StockBarsRequest
+from alpaca.data.requests import CryptoBarsRequest, CryptoTradesRequest, StockBarsRequest, StockTradesRequest
 from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 
 from workbench.config import setting
@@ -143,6 +143,10 @@ class AlpacaSource(Source):
         return (f"AlpacaSource(feed={self.feed!r}, adjustment={self.adjustment!r}, "
                 f"base_url={self.base_url!r}, keys {keys})")
 
+    def credentials(self) -> tuple[str | None, str | None]:
+        """The key pair this source uses (the live feed opens its streams with it); never log it."""
+        return self._api_key, self._secret_key
+
     # ------------------------------------------------------------------ Source contract
     def canonical_symbol(self, symbol: str) -> str:
         """`AAPL`, `BRK.B` or a crypto pair `BTC/USD`; stocks also need keys (checked here,
@@ -243,7 +247,7 @@ class AlpacaSource(Source):
         try:
             reply = get(request)
         except APIError as exc:
-            raise self._api_error(exc, symbol, tf) from None
+            raise self._api_error(exc, symbol, f"{symbol} {tf} bars") from None
         except ValueError:  # JSON that is not a bar reply (requests' JSONDecodeError included)
             raise SourceError(not_bars) from None
         except requests.RequestException as exc:
@@ -270,6 +274,30 @@ class AlpacaSource(Source):
                   f" ({repeated} repeated rows dropped)" if repeated else "")
         return frame
 
+    def fetch_trades(self, symbol: str, start: pd.Timestamp, limit: int = 1000) -> list[dict[str, Any]]:
+        """Up to `limit` trades of `symbol` from `start` (inclusive) on, as Alpaca sends them
+        (``t`` RFC 3339, ``p``, ``s``, ``i``, crypto ``tks``): the collector's backfill."""
+        crypto = _is_crypto(symbol)
+        client = self._client(crypto)
+        first = _utc(start).floor("us").to_pydatetime()  # Alpaca's times are microseconds
+        common: dict[str, Any] = {"symbol_or_symbols": symbol, "start": first, "limit": limit}
+        request = (CryptoTradesRequest(**common) if crypto
+                   else StockTradesRequest(**common, feed=DataFeed(self.feed)))
+        get = client.get_crypto_trades if crypto else client.get_stock_trades
+        try:
+            reply = get(request)
+        except APIError as exc:
+            raise self._api_error(exc, symbol, f"{symbol} trades") from None
+        except ValueError:
+            raise SourceError(f"Alpaca at {self._host()} sent a reply that is not trade data for {symbol}: "
+                              f"check the base URL ({BASE_URL_SETTING})") from None
+        except requests.RequestException as exc:
+            raise SourceError(f"could not reach Alpaca at {self._host()} for {symbol} trades "
+                              f"({type(exc).__name__}): check the network connection, or the base URL "
+                              f"({BASE_URL_SETTING})") from None
+        rows = (reply or {}).get(symbol) or [] if isinstance(reply, dict) else []
+        return list(rows)
+
     def _shape(self, raw: pd.DataFrame, crypto: bool, fetch_tf: Timeframe, tf: Timeframe
                ) -> pd.DataFrame:
         """Drop off-session stock bars (unless extended_hours) and aggregate to `tf`."""
@@ -282,7 +310,8 @@ class AlpacaSource(Source):
         return bars.reset_index(drop=True)
 
     # ------------------------------------------------------------------ errors
-    def _api_error(self, exc: APIError, symbol: str, tf: Timeframe) -> WorkbenchError:
+    def _api_error(self, exc: APIError, symbol: str, what: str) -> WorkbenchError:
+        """`exc` as one line; `what` names the data asked for (e.g. ``BTC/USD 1m bars``)."""
         status = exc.status_code
         message = scrub(server_message(exc), (self._secret_key, self._api_key))
         if status in (401, 403) and "subscription" in message.lower():
@@ -304,18 +333,18 @@ class AlpacaSource(Source):
                    if status in self.retry_codes and self.retry_attempts else "")
         if status == 429:
             return SourceError(
-                f"Alpaca kept rate-limiting {symbol} {tf} bars (HTTP 429{retried}): wait a "
+                f"Alpaca kept rate-limiting {what} (HTTP 429{retried}): wait a "
                 "minute and re-run the sync (it resumes where it stopped), or raise retry_wait "
                 "(WORKBENCH_ALPACA_RETRY_WAIT)"
             )
         if status is not None and status >= 500:
             return SourceError(
-                f"Alpaca failed serving {symbol} {tf} bars (HTTP {status}{retried}): it is "
+                f"Alpaca failed serving {what} (HTTP {status}{retried}): it is "
                 "having trouble; re-run the sync later (it resumes where it stopped), or raise "
                 "retry_attempts (WORKBENCH_ALPACA_RETRY_ATTEMPTS)"
             )
         return SourceError(
-            f"Alpaca answered HTTP {status} for {symbol} {tf} bars ({message}): check the "
+            f"Alpaca answered HTTP {status} for {what} ({message}): check the "
             f"base URL ({BASE_URL_SETTING}) and the source options"
         )
 

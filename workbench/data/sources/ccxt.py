@@ -176,6 +176,15 @@ class CcxtSource(Source):
         page = _frame(rows)
         return page[page["ts_ms"] > (last if last is not None else since - 1)]
 
+    # ------------------------------------------------------------------ trades
+    def fetch_trades(self, symbol: str, *, since_ms: int | None = None, limit: int = 1000,
+                     params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """One page of the exchange's public trades as ccxt returns them (the collector's
+        backfill), with the retries and errors of every call of this source."""
+        symbol = self.canonical_symbol(symbol)
+        return self._call(f"fetching trades of {symbol}", symbol, self.exchange.fetch_trades, symbol,
+                          since_ms, limit, params or {})
+
     # ------------------------------------------------------------------ errors and retries
     def _call(self, what: str, symbol: str | None, fn: Callable[..., _T], *args: Any) -> _T:
         """Run one ccxt call, retrying transient failures and mapping ccxt errors to ours."""

@@ -1,0 +1,506 @@
+"""The streaming collector: a venue's live trades, quotes and books into the lake's tick tables.
+
+One `Collector` runs one `Feed` (one connection, every symbol multiplexed) and one `TickWriter`
+(rows durable within one flush). Its guarantees:
+
+- **Nothing lost.** A failed connection, an error from the venue, a full buffer, or a socket that
+  delivers nothing for `stale_after` seconds (the watchdog) ends the session; the collector waits a
+  capped, jittered backoff and reconnects. Once the new session delivers its first message, trades
+  of the outage are refilled over REST from the last trade stored (by id where the venue pages by
+  id), up to `backfill_max` seconds back. What cannot be refilled (quotes and books: venues keep no
+  history of them; trades older than `backfill_max`; a REST history that fails) is written to the
+  gaps table with its reason. A restart is an outage like any other: it resumes from the lake.
+- **Nothing doubled.** Trades are deduplicated on (source, symbol, trade id) as they arrive, and
+  again by the tick tables when they compact and read.
+- **The socket is never blocked by the disk.** Rows go to the writer's bounded buffer; if it is full,
+  the session ends (said in the log and the status), and reconnecting backfills what was refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import pandas as pd
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import Field
+
+from workbench.config import ConfigModel, load_yaml, validate
+from workbench.data.feeds.base import Feed, Row, Stream, as_int
+from workbench.data.ticks import TickKind, TickWriter
+from workbench.errors import ConfigError, TemporaryError, WorkbenchError
+from workbench.files import atomic_write
+
+if TYPE_CHECKING:
+    from workbench.data.lake import Lake
+
+log = logging.getLogger(__name__)
+E = TypeVar("E", bound=BaseException)
+
+STATUS_FILE = "status.json"
+HOLES_FILE = "holes.json"  # symbol -> where its trades must be refilled from (survives a crash)
+REFILL_OVERLAP_NS = 2_000_000_000
+SEEN_IDS = 200_000  # trade ids remembered per symbol for deduplication on arrival
+BACKFILL_PAGE = 1000
+
+
+class BufferOverflow(TemporaryError):
+    """The writer's buffer is full: the disk cannot keep up with the feed."""
+
+
+StreamName = Literal["trades", "quotes", "book"]
+
+
+class CollectSettings(ConfigModel):
+    """What to collect and how to recover (`pipelines/collect.yaml`, or the flags of `collect`)."""
+
+    source: str
+    symbols: list[str] = Field(min_length=1)
+    streams: list[StreamName] = Field(default_factory=lambda: list[StreamName](["trades"]), min_length=1)
+    book_depth: int = Field(10, ge=1, le=1000)
+    stale_after: float = Field(10.0, gt=0)  # seconds without any message: the connection is dead
+    reconnect_wait: float = Field(0.5, ge=0)  # first backoff, doubled per failed attempt
+    reconnect_max_wait: float = Field(30.0, gt=0)
+    backfill_max: float = Field(86_400.0, ge=0)  # seconds of outage refilled over REST at most
+    segment_seconds: float = Field(30.0, gt=0)
+    max_buffer: int = Field(1_000_000, ge=1)  # rows waiting for the disk before the session fails
+    metrics_port: int | None = Field(None, ge=0, le=65_535)
+
+    @classmethod
+    def from_options(cls, **options: Any) -> CollectSettings:
+        """Settings from the command line's flags (None: the default), errors naming the flag."""
+        data = {k: v for k, v in options.items() if v is not None}
+        return validate(cls, data, where="collect")
+
+
+def load_collect_config(path: str | Path) -> CollectSettings:
+    """A collect.yaml: the same keys as `CollectSettings`, errors with file and line."""
+    return validate(CollectSettings, load_yaml(Path(path)))
+
+
+@dataclass
+class CollectorStatus:
+    """What `collect status` shows; written to the source's log folder every second."""
+
+    source: str
+    symbols: list[str]
+    streams: list[str]
+    pid: int = field(default_factory=os.getpid)
+    started: float = field(default_factory=time.time)
+    connected: bool = False
+    sessions: int = 0
+    reconnects: int = 0
+    last_error: str = ""
+    messages: dict[str, int] = field(default_factory=dict)
+    last_message: float = 0.0
+    backfilled: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+    overflows: int = 0
+    refills_pending: int = 0
+    durable_p99_ms: float = 0.0
+    updated: float = 0.0
+
+
+class _Metrics:
+    """The collector's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.messages = Counter("workbench_collect_messages", "Rows received, by stream", ["stream"],
+                                registry=r)
+        self.durable = Histogram("workbench_collect_durable_seconds", "Receipt to fsync, per row",
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+                                 registry=r)
+        self.lag = Gauge("workbench_collect_lag_seconds", "Receive time minus exchange time of the last row",
+                         ["stream"], registry=r)
+        self.reconnects = Counter("workbench_collect_reconnects", "Sessions ended by a failure", registry=r)
+        self.gaps = Counter("workbench_collect_gaps", "Outages recorded in the gaps table", ["stream"],
+                            registry=r)
+        self.backfilled = Counter("workbench_collect_backfilled_rows", "Trades refilled over REST",
+                                  registry=r)
+        self.buffer = Gauge("workbench_collect_buffer_rows", "Rows waiting for the disk", registry=r)
+
+
+class Collector:
+    """Collect `settings.streams` of `settings.symbols` from `feed` into `lake` until stopped.
+
+    >>> asyncio.run(Collector(lake, CcxtFeed("binance"), settings).run())   # doctest: +SKIP
+    """
+
+    def __init__(self, lake: Lake, feed: Feed, settings: CollectSettings) -> None:
+        self.lake, self.feed, self.settings = lake, feed, settings
+        self.streams = [Stream(s) for s in dict.fromkeys(settings.streams)]
+        self.symbols: list[str] = list(settings.symbols)
+        self.status = CollectorStatus(feed.source, self.symbols, [s.value for s in self.streams])
+        self.metrics = _Metrics()
+        self._latency: deque[float] = deque(maxlen=20_000)
+        self._writer: TickWriter | None = None
+        self._seen: dict[str, set[int]] = {}
+        self._seen_order: dict[str, deque[int]] = {}
+        self._last_id: dict[str, int | None] = {}
+        self._last_ts: dict[str, int] = {}
+        self._hole: dict[str, int] = {}  # symbol -> exchange time (ns) from which to refill trades
+        self._outage_since: int | None = None  # ns: the last receipt before the connection went
+        self._session_live: dict[str, int] = {}  # symbol -> first live trade id of this session
+        self._last_msg = time.monotonic()
+        self._first = asyncio.Event()
+
+    # ------------------------------------------------------------------ the loop
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Open the feed and the writer (refusing bad input before anything is written), then
+        collect session after session until `stop` is set."""
+        stop = stop or asyncio.Event()
+        self.symbols = await self.feed.open(self.settings.symbols, self.streams)
+        self.status.symbols = self.symbols
+        writer = TickWriter(self.lake.ticks, self.feed.source, segment_seconds=self.settings.segment_seconds,
+                            max_pending=self.settings.max_buffer, observer=self._durable)
+        writer.open()
+        self._writer = writer
+        status_task = asyncio.create_task(self._status_loop(stop))
+        try:
+            self._resume()
+            failures = 0
+            while not stop.is_set():
+                delivered = await self._session(stop)
+                if stop.is_set():
+                    break
+                failures = 1 if delivered else failures + 1
+                wait = min(self.settings.reconnect_max_wait,
+                           self.settings.reconnect_wait * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+                log.info("%s: reconnecting in %.2f s", self.feed.source, wait)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=wait)
+        finally:
+            status_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await status_task
+            await self.feed.close()
+            self._writer = None
+            self.status.connected = False
+            try:
+                writer.close()
+            finally:
+                self._write_status()
+
+    async def _session(self, stop: asyncio.Event) -> bool:
+        """One connection: run the feed under the watchdog, refill the outage once it delivers.
+        Returns whether it delivered anything (a healthy session resets the backoff)."""
+        self.status.sessions += 1
+        self._first = asyncio.Event()
+        self._session_live = {}
+        self._last_msg = time.monotonic()
+        run = asyncio.create_task(self.feed.run(self.symbols, self.streams, self._emit,
+                                                self.settings.book_depth))
+        stopping = asyncio.create_task(stop.wait())
+        first = asyncio.create_task(self._first.wait())
+        backfill: asyncio.Task[None] | None = None
+        started = False
+        reason = ""
+        try:
+            while True:
+                idle = time.monotonic() - self._last_msg
+                waiting: set[asyncio.Future[Any]] = {run, stopping}
+                if not started:
+                    waiting.add(first)
+                if backfill is not None:
+                    waiting.add(backfill)
+                done, _ = await asyncio.wait(waiting, timeout=max(0.0, self.settings.stale_after - idle),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if stopping in done:
+                    return self._first.is_set()
+                if run in done:
+                    exc = run.exception()
+                    fatal = _leaf(exc, ConfigError) if exc else None
+                    if fatal is not None:  # refused keys, a busy key: reconnecting cannot help
+                        raise fatal
+                    reason = _describe(exc) if exc else "the venue ended the stream"
+                    break
+                if backfill is not None and backfill in done:
+                    exc = backfill.exception()
+                    if exc is not None:
+                        reason = _describe(exc)
+                        break
+                    backfill = None
+                if not started and first in done:  # live again: refill the outage behind it
+                    started = True
+                    self.status.connected = True
+                    backfill = asyncio.create_task(self._refill())
+                if time.monotonic() - self._last_msg >= self.settings.stale_after:
+                    reason = f"no message for {self.settings.stale_after:g} s (a silent connection)"
+                    break
+        finally:
+            for task in (run, stopping, first, backfill):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            self.status.connected = False
+            if self._outage_since is None:
+                self._outage_since = time.time_ns()
+            await self.feed.reset()
+        self.status.reconnects += 1
+        self.status.last_error = reason
+        self.metrics.reconnects.inc()
+        log.warning("%s: connection lost: %s", self.feed.source, reason)
+        if Stream.TRADES in self.streams:
+            for sym in self.symbols:  # the hole starts at the last trade stored before the outage
+                self._hole.setdefault(sym, self._last_ts.get(sym, self._outage_since or time.time_ns()))
+            self._save_holes()
+        return self._first.is_set()
+
+    # ------------------------------------------------------------------ rows in
+    def _emit(self, kind: TickKind, rows: list[Row]) -> None:
+        """Take rows from the feed (live) or the backfill: deduplicate trades, queue for the disk."""
+        if not rows:
+            return
+        self._last_msg = time.monotonic()
+        if kind is TickKind.TRADES:
+            rows = self._new_trades(rows, live=True)
+            if not rows:
+                return
+        writer = self._writer
+        if writer is None:
+            return
+        if not writer.extend(kind, rows):
+            self.status.overflows += 1
+            raise BufferOverflow(f"more than {self.settings.max_buffer} rows waiting for the disk: the "
+                                 "disk cannot keep up; reconnecting and refilling from REST")
+        self.status.messages[kind.value] = self.status.messages.get(kind.value, 0) + len(rows)
+        self.metrics.messages.labels(kind.value).inc(len(rows))
+        last = rows[-1]
+        self.metrics.lag.labels(kind.value).set((as_int(last[1]) - as_int(last[0])) / 1e9)
+        self.status.last_message = time.time()
+        if not self._first.is_set():
+            self._first.set()
+
+    def _new_trades(self, rows: list[Row], *, live: bool) -> list[Row]:
+        fresh = []
+        for row in rows:
+            sym, tid = str(row[2]), as_int(row[3])
+            seen = self._seen.setdefault(sym, set())
+            if tid in seen:
+                self.status.duplicates += 1
+                continue
+            order = self._seen_order.setdefault(sym, deque())
+            seen.add(tid)
+            order.append(tid)
+            if len(order) > SEEN_IDS:
+                seen.discard(order.popleft())
+            last = self._last_id.get(sym)
+            if last is None or tid > last:
+                self._last_id[sym] = tid
+                self._last_ts[sym] = as_int(row[0])
+            if live:
+                self._session_live.setdefault(sym, tid)
+            fresh.append(row)
+        return fresh
+
+    def _durable(self, kind: TickKind, recv: list[int], now: int) -> None:
+        for r in recv:
+            self._latency.append((now - r) / 1e6)
+        for r in recv[:: max(1, len(recv) // 100)]:  # a sample: the histogram is for the trend
+            self.metrics.durable.observe((now - r) / 1e9)
+
+    # ------------------------------------------------------------------ recovery
+    def _resume(self) -> None:
+        """Start from the lake: the holes an earlier run left unfilled, the last trade of each
+        symbol (the downtime is a hole too), and the outage since the last row received."""
+        holes = self._load_holes()
+        last_recv = 0
+        for sym in self.symbols:
+            last = self.lake.ticks.last(TickKind.TRADES, self.feed.source, sym)
+            if last is None:
+                continue
+            self._last_id[sym] = as_int(last["trade_id"])
+            self._last_ts[sym] = as_int(last["ts"])
+            last_recv = max(last_recv, as_int(last["recv_ts"]))
+            if Stream.TRADES in self.streams:
+                self._hole[sym] = min(holes.get(sym, self._last_ts[sym]), self._last_ts[sym])
+                # what is stored of the overlap the refill asks for again: not queued twice
+                recent = self.lake.ticks.read(TickKind.TRADES, self.feed.source, sym,
+                                              pd.Timestamp(self._hole[sym] - REFILL_OVERLAP_NS, tz="UTC"))
+                self._new_trades([(0, 0, sym, int(i)) for i in recent["trade_id"]], live=False)
+        self._outage_since = last_recv or None
+        self._save_holes()
+
+    def _holes_file(self) -> Path:
+        return self.lake.ticks.wal_dir(self.feed.source) / HOLES_FILE
+
+    def _load_holes(self) -> dict[str, int]:
+        try:
+            return {str(k): int(v) for k, v in json.loads(self._holes_file().read_text()).items()}
+        except (OSError, ValueError, AttributeError):
+            return {}
+
+    def _save_holes(self) -> None:
+        """Durable before any row after the outage is: a crash mid-refill leaves the hole known."""
+        holes = {**self._load_holes(), **self._hole}
+        for sym in self.symbols:
+            if sym not in self._hole:
+                holes.pop(sym, None)
+        atomic_write(self._holes_file(), json.dumps(holes))
+        self.status.refills_pending = len(self._hole)
+
+    async def _refill(self) -> None:
+        """Once live again: refill each symbol's trade hole over REST, record what cannot be."""
+        now = time.time_ns()
+        since = self._outage_since
+        self._outage_since = None
+        if since is not None:
+            for stream in self.streams:
+                if stream not in self.feed.backfills:
+                    self._gap(since, now, stream, "not received while disconnected; the venue keeps "
+                              "no history of it")
+        for sym, since_ns in list(self._hole.items()):
+            await self._refill_symbol(sym, since_ns, now)
+            self._hole.pop(sym, None)
+            self._save_holes()
+
+    async def _refill_symbol(self, sym: str, since_ns: int, now: int) -> None:
+        """Page the venue's trades from a little before `since_ns` (the live stream may have
+        reordered the last ones) until the first trade of the new session, or `now`."""
+        oldest = now - int(self.settings.backfill_max * 1e9)
+        if since_ns < oldest:
+            self._gap(since_ns, oldest, Stream.TRADES, f"older than backfill_max "
+                      f"({self.settings.backfill_max:g} s)", symbols=[sym])
+            since_ns = oldest
+        since_ns = max(oldest, since_ns - REFILL_OVERLAP_NS)
+        after_id: int | None = None
+        total = 0
+        while True:
+            try:
+                page = await self.feed.trades_after(sym, after_id, since_ns, BACKFILL_PAGE)
+            except BufferOverflow:
+                raise
+            except WorkbenchError as exc:  # the REST history failed after its retries
+                self._gap(since_ns, now, Stream.TRADES, f"backfill failed: {exc}", symbols=[sym])
+                return
+            if not page:
+                break
+            fresh = self._new_trades(page, live=False)
+            if fresh and self._writer is not None and not self._writer.extend(TickKind.TRADES, fresh):
+                self.status.overflows += 1
+                raise BufferOverflow("the disk cannot keep up with the backfill")
+            total += len(fresh)
+            after_id, since_ns = as_int(page[-1][3]), as_int(page[-1][0])
+            live = self._session_live.get(sym)
+            if (live is not None and after_id >= live) or since_ns >= now:
+                break
+        if total:
+            log.info("%s: refilled %d %s trades over REST", self.feed.source, total, sym)
+        self.status.backfilled += total
+        self.metrics.backfilled.inc(total)
+
+    def _gap(self, since: int, until: int, stream: Stream, reason: str,
+             symbols: Sequence[str] | None = None) -> None:
+        if until <= since or self._writer is None:
+            return
+        now = time.time_ns()
+        rows = [(since, now, sym, until, stream.value, reason) for sym in (symbols or self.symbols)]
+        self._writer.extend(TickKind.GAPS, rows)
+        self.status.gaps += len(rows)
+        self.metrics.gaps.labels(stream.value).inc(len(rows))
+        log.warning("%s: gap in %s of %s from %s s: %s", self.feed.source, stream.value,
+                    ",".join(symbols or self.symbols), (until - since) / 1e9, reason)
+
+    # ------------------------------------------------------------------ status
+    async def _status_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._write_status()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+    def _write_status(self) -> None:
+        if self._latency:
+            ordered = sorted(self._latency)
+            self.status.durable_p99_ms = ordered[int(0.99 * (len(ordered) - 1))]
+        if self._writer is not None:
+            self.metrics.buffer.set(self._writer.stats.pending)
+        self.status.updated = time.time()
+        with contextlib.suppress(OSError):
+            atomic_write(self.lake.ticks.wal_dir(self.feed.source) / STATUS_FILE,
+                         json.dumps(asdict(self.status), indent=1))
+
+
+def read_status(lake: Lake) -> list[dict[str, Any]]:
+    """The last status of every collector that wrote into `lake`, with whether it still runs."""
+    out = []
+    base = lake.ticks.root / "_wal"
+    for path in sorted(base.glob(f"source=*/{STATUS_FILE}")) if base.is_dir() else []:
+        try:
+            status = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        status["running"] = lake.ticks.writer_active(status.get("source", ""))
+        out.append(status)
+    return out
+
+
+def _leaf(exc: BaseException, kind: type[E]) -> E | None:
+    """The first `kind` in `exc` or, through task groups, in the errors it gathers."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _leaf(inner, kind)
+            if found is not None:
+                return found
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+
+
+def collect(lake: Lake, settings: CollectSettings, *, duration: float | None = None,
+            feed: Feed | None = None) -> CollectorStatus:
+    """Run a collector in this thread until `duration` seconds have passed (None: until SIGINT or
+    SIGTERM, which stop it cleanly: the buffer is flushed and compacted). Returns its last status."""
+    import signal
+
+    from workbench.data.feeds import get_feed
+
+    if duration is not None and duration <= 0:
+        raise ConfigError(f"duration must be positive, got {duration:g} s: leave it out to collect "
+                          "until stopped")
+    collector = Collector(lake, feed or get_feed(settings.source), settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        handled = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
+                handled.append(sig)
+        if duration is not None:
+            loop.call_later(duration, stop.set)
+        try:
+            await collector.run(stop)
+        finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+
+    asyncio.run(main())
+    return collector.status
+
+
+__all__ = ["BufferOverflow", "CollectSettings", "Collector", "CollectorStatus", "collect",
+           "load_collect_config", "read_status"]
