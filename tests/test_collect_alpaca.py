@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from servers.alpaca import API_KEY, SECRET_KEY
 from servers.alpaca_stream import AlpacaStreamFake
 from servers.binance_stream import wait_until
+
 from workbench.data.collector import Collector, CollectSettings, collect
 from workbench.data.feeds.alpaca import AlpacaFeed
 from workbench.data.lake import Lake
@@ -63,7 +63,8 @@ def test_collects_trades_quotes_and_books_equal_to_the_venue(tmp_path: Path, fak
     async def main() -> None:
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
-        threading.Thread(target=lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)), daemon=True).start()
+        threading.Thread(target=lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)),
+                         daemon=True).start()
         await collector.run(done)
 
     th = threading.Thread(target=lambda: asyncio.run(main()))
@@ -94,7 +95,8 @@ def test_a_drop_and_a_restart_are_refilled_from_rest(tmp_path: Path, fake: Alpac
     async def main() -> None:
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
-        threading.Thread(target=lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)), daemon=True).start()
+        threading.Thread(target=lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)),
+                         daemon=True).start()
         await collector.run(done)
 
     th = threading.Thread(target=lambda: asyncio.run(main()))
@@ -122,9 +124,8 @@ def test_refused_keys_and_a_busy_key_are_one_line_errors(tmp_path: Path, fake: A
     monkeypatch.setenv("ALPACA_SECRET_KEY", SECRET_KEY)
     with pytest.raises(ConfigError, match="Alpaca streams order books for crypto only, not for AAPL"):
         collect(lake, settings(symbols=["AAPL"], streams=["book"]), duration=1)
-    with _holder(fake):  # another client streams with the key
-        with pytest.raises(ConfigError, match="refused a second connection with this key"):
-            collect(lake, settings(), duration=2)
+    with _holder(fake), pytest.raises(ConfigError, match="refused a second connection with this key"):
+        collect(lake, settings(), duration=2)  # another client streams with the key
 
 
 class _holder:
