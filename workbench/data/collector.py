@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pandas as pd
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from pydantic import Field
 
 from workbench.config import ConfigModel, load_yaml, validate
@@ -67,14 +67,14 @@ class CollectSettings(ConfigModel):
     source: str
     symbols: list[str] = Field(min_length=1)
     streams: list[StreamName] = Field(default_factory=lambda: list[StreamName](["trades"]), min_length=1)
-    book_depth: int = Field(10, ge=1, le=1000)
-    stale_after: float = Field(10.0, gt=0)  # seconds without any message: the connection is dead
-    reconnect_wait: float = Field(0.5, ge=0)  # first backoff, doubled per failed attempt
-    reconnect_max_wait: float = Field(30.0, gt=0)
-    backfill_max: float = Field(86_400.0, ge=0)  # seconds of outage refilled over REST at most
-    segment_seconds: float = Field(30.0, gt=0)
-    max_buffer: int = Field(1_000_000, ge=1)  # rows waiting for the disk before the session fails
-    metrics_port: int | None = Field(None, ge=0, le=65_535)
+    book_depth: int = Field(default=10, ge=1, le=1000)
+    stale_after: float = Field(default=10.0, gt=0)  # seconds without any message: the connection is dead
+    reconnect_wait: float = Field(default=0.5, ge=0)  # first backoff, doubled per failed attempt
+    reconnect_max_wait: float = Field(default=30.0, gt=0)
+    backfill_max: float = Field(default=86_400.0, ge=0)  # seconds of outage refilled over REST at most
+    segment_seconds: float = Field(default=30.0, gt=0)
+    max_buffer: int = Field(default=1_000_000, ge=1)  # rows waiting for the disk before the session fails
+    metrics_port: int | None = Field(default=None, ge=0, le=65_535)
 
     @classmethod
     def from_options(cls, **options: Any) -> CollectSettings:
@@ -153,7 +153,7 @@ class Collector:
         self._last_ts: dict[str, int] = {}
         self._hole: dict[str, int] = {}  # symbol -> exchange time (ns) from which to refill trades
         self._outage_since: int | None = None  # ns: the last receipt before the connection went
-        self._session_live: dict[str, int] = {}  # symbol -> first live trade id of this session
+        self._refill_task: asyncio.Task[None] | None = None  # refilling trade holes over REST
         self._last_msg = time.monotonic()
         self._first = asyncio.Event()
 
@@ -166,7 +166,20 @@ class Collector:
         self.status.symbols = self.symbols
         writer = TickWriter(self.lake.ticks, self.feed.source, segment_seconds=self.settings.segment_seconds,
                             max_pending=self.settings.max_buffer, observer=self._durable)
-        writer.open()
+        server = None
+        if self.settings.metrics_port is not None:
+            try:
+                server, _thread = start_http_server(self.settings.metrics_port, addr="127.0.0.1",
+                                                    registry=self.metrics.registry)
+            except OSError as exc:
+                raise ConfigError(f"cannot serve metrics on port {self.settings.metrics_port}: "
+                                  f"{exc.strerror}; choose a free --metrics-port") from None
+        try:
+            writer.open()
+        except BaseException:
+            if server is not None:
+                server.shutdown()
+            raise
         self._writer = writer
         status_task = asyncio.create_task(self._status_loop(stop))
         try:
@@ -187,6 +200,8 @@ class Collector:
             with contextlib.suppress(asyncio.CancelledError):
                 await status_task
             await self.feed.close()
+            if server is not None:
+                server.shutdown()
             self._writer = None
             self.status.connected = False
             try:
@@ -199,13 +214,12 @@ class Collector:
         Returns whether it delivered anything (a healthy session resets the backoff)."""
         self.status.sessions += 1
         self._first = asyncio.Event()
-        self._session_live = {}
         self._last_msg = time.monotonic()
         run = asyncio.create_task(self.feed.run(self.symbols, self.streams, self._emit,
                                                 self.settings.book_depth))
         stopping = asyncio.create_task(stop.wait())
         first = asyncio.create_task(self._first.wait())
-        backfill: asyncio.Task[None] | None = None
+        self._refill_task = None
         started = False
         reason = ""
         try:
@@ -214,8 +228,8 @@ class Collector:
                 waiting: set[asyncio.Future[Any]] = {run, stopping}
                 if not started:
                     waiting.add(first)
-                if backfill is not None:
-                    waiting.add(backfill)
+                if self._refill_task is not None:
+                    waiting.add(self._refill_task)
                 done, _ = await asyncio.wait(waiting, timeout=max(0.0, self.settings.stale_after - idle),
                                              return_when=asyncio.FIRST_COMPLETED)
                 if stopping in done:
@@ -227,21 +241,23 @@ class Collector:
                         raise fatal
                     reason = _describe(exc) if exc else "the venue ended the stream"
                     break
-                if backfill is not None and backfill in done:
-                    exc = backfill.exception()
+                if self._refill_task is not None and self._refill_task in done:
+                    exc = self._refill_task.exception()
                     if exc is not None:
                         reason = _describe(exc)
                         break
-                    backfill = None
+                    self._refill_task = None
+                    if self._hole:  # a jump in ids while refilling: go again
+                        self._refill_task = asyncio.create_task(self._refill_trades())
                 if not started and first in done:  # live again: refill the outage behind it
                     started = True
                     self.status.connected = True
-                    backfill = asyncio.create_task(self._refill())
+                    self._refill_task = asyncio.create_task(self._refill())
                 if time.monotonic() - self._last_msg >= self.settings.stale_after:
                     reason = f"no message for {self.settings.stale_after:g} s (a silent connection)"
                     break
         finally:
-            for task in (run, stopping, first, backfill):
+            for task in (run, stopping, first, self._refill_task):
                 if task is not None and not task.done():
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -299,11 +315,17 @@ class Collector:
             if len(order) > SEEN_IDS:
                 seen.discard(order.popleft())
             last = self._last_id.get(sym)
+            if (live and self.feed.contiguous_ids and last is not None and tid > last + 1
+                    and sym not in self._hole):  # ids skipped: messages were lost on the way
+                log.warning("%s: %s trade ids jump from %d to %d: refilling them", self.feed.source, sym,
+                            last, tid)
+                self._hole[sym] = self._last_ts[sym]
+                self._save_holes()
+                if self._refill_task is None and self._first.is_set():
+                    self._refill_task = asyncio.get_running_loop().create_task(self._refill_trades())
             if last is None or tid > last:
                 self._last_id[sym] = tid
                 self._last_ts[sym] = as_int(row[0])
-            if live:
-                self._session_live.setdefault(sym, tid)
             fresh.append(row)
         return fresh
 
@@ -363,8 +385,13 @@ class Collector:
                 if stream not in self.feed.backfills:
                     self._gap(since, now, stream, "not received while disconnected; the venue keeps "
                               "no history of it")
-        for sym, since_ns in list(self._hole.items()):
-            await self._refill_symbol(sym, since_ns, now)
+        await self._refill_trades()
+
+    async def _refill_trades(self) -> None:
+        """Refill every trade hole (until none is left: a new one may open meanwhile)."""
+        while self._hole:
+            sym, since_ns = next(iter(self._hole.items()))
+            await self._refill_symbol(sym, since_ns, time.time_ns())
             self._hole.pop(sym, None)
             self._save_holes()
 
@@ -395,8 +422,8 @@ class Collector:
                 raise BufferOverflow("the disk cannot keep up with the backfill")
             total += len(fresh)
             after_id, since_ns = as_int(page[-1][3]), as_int(page[-1][0])
-            live = self._session_live.get(sym)
-            if (live is not None and after_id >= live) or since_ns >= now:
+            caught_up = self._last_id.get(sym)  # the live stream's newest id: the refill met it
+            if (caught_up is not None and after_id >= caught_up) or since_ns >= now:
                 break
         if total:
             log.info("%s: refilled %d %s trades over REST", self.feed.source, total, sym)

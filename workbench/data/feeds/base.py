@@ -40,6 +40,9 @@ class Feed(ABC):
     source: str
     streams: frozenset[Stream]  # what this venue can stream
     backfills: frozenset[Stream] = frozenset({Stream.TRADES})  # what its REST history can refill
+    # whether one symbol's live trade ids follow each other without holes (Binance's aggregate
+    # trades): then a jump is a loss (ccxt reconnects silently when no watch is pending) and refilled
+    contiguous_ids: bool = False
 
     @abstractmethod
     async def open(self, symbols: Sequence[str], streams: Sequence[Stream]) -> list[str]:

@@ -54,6 +54,7 @@ class CcxtFeed(Feed):
         if self.ws_url:
             rebase_ws_urls({}, self.ws_url)  # a bad URL is refused now, not at the first connection
         self.exchange: Any = self._client()  # replaced inside the collector's event loop by `open`
+        self.contiguous_ids = self.source in _BY_ID
         has = self.exchange.has
         self.streams = frozenset(s for s, m in _METHODS.items() if has.get(m))
         self._books: dict[str, list[Row]] = {}
