@@ -109,7 +109,7 @@ def assert_all_trades(lake: Lake, fake: FakeBinance, *, since_id: dict[str, int]
 
 def test_collects_trades_quotes_and_books_equal_to_the_venue(tmp_path: Path, fake: FakeBinance) -> None:
     lake = Lake(tmp_path)
-    status = collect(lake, settings(streams=["trades", "quotes", "book"], book_depth=5), duration=2.5)
+    status = collect(lake, settings(streams=["trades", "quotes", "book"], book_depth=5), duration=1.5)
     assert status.reconnects == 0 and status.gaps == 0 and status.messages["trades"] > 20
     assert_all_trades(lake, fake)
     book = lake.read_book("binance", "BTC/USDT")
@@ -170,10 +170,10 @@ def test_a_silent_connection_is_detected_and_replaced(tmp_path: Path, fake: Fake
 
 def test_a_restart_resumes_and_refills_the_downtime(tmp_path: Path, fake: FakeBinance) -> None:
     lake = Lake(tmp_path)
-    collect(lake, settings(), duration=1.5)
+    collect(lake, settings(), duration=1.0)
     first = {s: int(stored_ids(lake, s).max()) for s in SYMBOLS}
-    time.sleep(1.0)  # down: the venue trades on
-    status = collect(lake, settings(), duration=1.5)
+    time.sleep(0.5)  # down: the venue trades on
+    status = collect(lake, settings(), duration=1.0)
     assert status.backfilled > 0
     assert_all_trades(lake, fake, since_id={s: int(stored_ids(lake, s).min()) for s in SYMBOLS})
     for s in SYMBOLS:
@@ -198,7 +198,7 @@ def test_a_book_sequence_gap_is_recorded_and_the_book_resynced(tmp_path: Path, f
 
 def test_bars_built_from_collected_trades_equal_the_venue_klines(tmp_path: Path, fake: FakeBinance) -> None:
     lake = Lake(tmp_path)
-    collect(lake, settings(), duration=3.0)
+    collect(lake, settings(), duration=2.2)
     ids = stored_ids(lake, "BTC/USDT")
     first = pd.Timestamp(lake.read_trades("binance", "BTC/USDT")["ts"].min()).ceil("1s")
     last = pd.Timestamp(lake.read_trades("binance", "BTC/USDT")["ts"].max()).floor("1s")
