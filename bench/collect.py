@@ -76,7 +76,7 @@ def _generate(port_q: mp.Queue, sent: mp.Value, stop: mp.Event, n_symbols: int, 
             for j in range(n):
                 ws, stream = streams[(sent.value + j) % len(streams)]
                 sym, kind = stream.split("@", 1)
-                i = ids[sym] = ids.get(sym, 0) + 1
+                i = ids[stream] = ids.get(stream, 0) + 1  # each stream its own contiguous ids
                 if kind == "aggTrade":
                     body = {"e": "aggTrade", "E": now, "s": sym.upper(), "a": i, "p": "100.01", "q": "0.5",
                             "f": i, "l": i, "T": now, "m": bool(i % 2), "M": True}
