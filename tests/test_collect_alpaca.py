@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,6 +110,7 @@ def test_a_drop_and_a_restart_are_refilled_from_rest(tmp_path: Path, fake: Alpac
     th.join(20)
     assert collector.status.reconnects >= 1
     assert_all_trades(lake, fake)
+    time.sleep(0.5)  # down: the venue trades on
     status = collect(lake, settings(), duration=1.5)  # a restart refills its downtime
     assert status.backfilled > 0
     assert_all_trades(lake, fake)
