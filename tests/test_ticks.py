@@ -305,3 +305,36 @@ def test_tick_checks_flag_what_a_venue_can_send_wrong(tmp_path: Path) -> None:
     assert q.count(TickIssue.CROSSED_QUOTE) == 10 and q.count(TickIssue.LOCKED_QUOTE) == 10
     with pytest.raises(ConfigError, match="unknown tick table 'gaps'"):
         lake.check_ticks("binance", "BTC/USDT", "gaps")
+
+
+def test_bars_of_a_recorded_symbol_are_built_from_its_trades_for_research_and_the_runner(tmp_path: Path
+                                                                                         ) -> None:
+    """No bar series stored, trades recorded: `read_bars` (backtests, replays) and `read_recent` (the
+    paper runner) serve bars built from the trades, the bucket still forming left out."""
+    from workbench.backtest.engine import backtest, load_bars
+
+    lake = Lake(tmp_path)
+    rng = np.random.default_rng(5)
+    now = pd.Timestamp.now(tz="UTC").floor("1min")
+    t_start = (now - pd.Timedelta(hours=3)).value
+    n = 20_000
+    # trades up to 2.5 min ahead: the last two buckets are forming for a minute whatever the clock
+    ts = np.sort(rng.integers(t_start, now.value + 150 * 10**9, n))
+    price = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, n)))
+    with TickWriter(lake.ticks, "binance") as w:
+        w.extend(TickKind.TRADES, [(int(t), int(t), "BTC/USDT", i, float(p), 0.5, "buy")
+                                   for i, (t, p) in enumerate(zip(ts, price, strict=True))])
+    bars = lake.read_bars("binance", "BTC/USDT", "1m")
+    built = lake.read_tick_bars("binance", "BTC/USDT", "1m")
+    assert len(built) - 3 <= len(bars) <= len(built) - 2  # bucket `now` completes during the test or not
+    pd.testing.assert_frame_equal(bars, built.iloc[:len(bars)])
+    five = lake.read_bars("binance", "BTC/USDT", "5m", include_partial=True)
+    assert five["ts"].iloc[0] == built["ts"].iloc[0].floor("5min")
+    recent = lake.read_recent("binance", ["BTC/USDT"], "1m", now - pd.Timedelta(minutes=10))
+    assert len(recent["BTC/USDT"]["ts"]) in (10, 11)
+    # a backtest on the recorded trades equals one on the same bars stored as a bar series
+    lake.write_bars("copy", "BTC/USDT", "1m", bars)
+    a = backtest("sma_cross", load_bars(lake, "BTC/USDT", "1m", source="binance"), {"fast": 5, "slow": 20})
+    b = backtest("sma_cross", load_bars(lake, "BTC/USDT", "1m", source="copy"), {"fast": 5, "slow": 20})
+    assert len(a.trades) > 3
+    pd.testing.assert_series_equal(a.equity, b.equity)

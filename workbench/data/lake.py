@@ -495,8 +495,8 @@ class Lake:
             if found:
                 files.extend(found)
                 owner.extend([sym] * len(found))
-            elif self.stored_timeframe(source, sym, tf) is not None:
-                rest.append(sym)  # stored finer: a resampled read
+            elif self.stored_timeframe(source, sym, tf) is not None or self._from_ticks(source, sym, tf):
+                rest.append(sym)  # stored finer (a resampled read), or built from recorded trades
             else:
                 out[sym] = {}
         if files:
@@ -576,6 +576,8 @@ class Lake:
 
     def _read_one(self, source: str, symbol: str, tf: Timeframe, t0: pd.Timestamp | None,
                   t1: pd.Timestamp | None, include_partial: bool) -> pd.DataFrame:
+        if self._from_ticks(source, symbol, tf):
+            return self._tick_bars(source, symbol, tf, t0, t1, include_partial)
         base_tf = self._stored_timeframe(source, symbol, tf)
         sdir = self.series_dir(source, symbol, base_tf)
         if base_tf == tf:
@@ -721,6 +723,26 @@ class Lake:
             con.unregister("_trades")
         out["ts"] = pd.to_datetime(out["ts"]).dt.tz_localize("UTC").dt.as_unit("us")
         return _trim(out, t0, t1)
+
+    def _from_ticks(self, source: str, symbol: str, tf: Timeframe) -> bool:
+        """Whether bars of (source, symbol) are built from recorded trades: no bar series is
+        stored for it (at `tf` or finer) and a collector recorded its trades."""
+        if self.stored_timeframe(source, symbol, tf) is not None:
+            return False
+        if self.ticks.symbol_dir(TickKind.TRADES, source, symbol).is_dir():
+            return True
+        return bool(self.ticks.segments(source, TickKind.TRADES)) and (
+            self.ticks.last(TickKind.TRADES, source, symbol) is not None)
+
+    def _tick_bars(self, source: str, symbol: str, tf: Timeframe, t0: pd.Timestamp | None,
+                   t1: pd.Timestamp | None, include_partial: bool) -> pd.DataFrame:
+        """`read_tick_bars` with `read_bars`' columns; a bucket whose end has not passed on the
+        wall clock is still forming and left out unless `include_partial`."""
+        out = self.read_tick_bars(source, symbol, tf, t0, t1)
+        if not include_partial and len(out):
+            now = pd.Timestamp.now(tz="UTC")
+            out = out[out["ts"] + tf.delta <= now].reset_index(drop=True)
+        return out
 
     def check_ticks(self, source: str, symbol: str, kind: str, start: TimeLike = None,
                     end: TimeLike = None) -> QualityReport:
