@@ -42,6 +42,22 @@ def settings(**kw: object) -> CollectSettings:
     return CollectSettings(**{**base, **kw})  # type: ignore[arg-type]
 
 
+def start(collector: Collector) -> tuple[threading.Event, threading.Thread]:
+    """Run `collector` in a thread until the returned event is set (as SIGTERM would stop it)."""
+    stop = threading.Event()
+
+    async def main() -> None:
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)),
+                         daemon=True).start()
+        await collector.run(done)
+
+    th = threading.Thread(target=lambda: asyncio.run(main()))
+    th.start()
+    return stop, th
+
+
 def assert_all_trades(lake: Lake, fake: AlpacaStreamFake) -> None:
     for sym in SYMBOLS:
         df = lake.read_trades("alpaca", sym)
@@ -58,18 +74,8 @@ def assert_all_trades(lake: Lake, fake: AlpacaStreamFake) -> None:
 
 def test_collects_trades_quotes_and_books_equal_to_the_venue(tmp_path: Path, fake: AlpacaStreamFake) -> None:
     lake = Lake(tmp_path)
-    stop = threading.Event()
     collector = Collector(lake, AlpacaFeed(), settings(streams=["trades", "quotes", "book"], book_depth=5))
-
-    async def main() -> None:
-        done = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        threading.Thread(target=lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)),
-                         daemon=True).start()
-        await collector.run(done)
-
-    th = threading.Thread(target=lambda: asyncio.run(main()))
-    th.start()
+    stop, th = start(collector)
     wait_until(lambda: collector.status.messages.get("trades", 0) > 30, 10, "trades")
     fake.pause()  # the market stands still: the last stored book must be the venue's
     n = len(lake.read_book("alpaca", "BTC/USD"))
@@ -90,18 +96,8 @@ def test_collects_trades_quotes_and_books_equal_to_the_venue(tmp_path: Path, fak
 
 def test_a_drop_and_a_restart_are_refilled_from_rest(tmp_path: Path, fake: AlpacaStreamFake) -> None:
     lake = Lake(tmp_path)
-    stop = threading.Event()
     collector = Collector(lake, AlpacaFeed(), settings())
-
-    async def main() -> None:
-        done = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        threading.Thread(target=lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)),
-                         daemon=True).start()
-        await collector.run(done)
-
-    th = threading.Thread(target=lambda: asyncio.run(main()))
-    th.start()
+    stop, th = start(collector)
     wait_until(lambda: collector.status.messages.get("trades", 0) > 20, 10, "trades")
     fake.drop(linger=0.5)  # the old connection holds the key's slot a while: reconnects get 406 first
     wait_until(lambda: collector.status.backfilled > 0 and not collector.status.refills_pending

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import BinaryIO, cast
 from urllib.parse import quote, unquote
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -137,7 +136,6 @@ class TickStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self._local = threading.local()
 
     def __repr__(self) -> str:
         return f"TickStore({str(self.root)!r})"
@@ -187,14 +185,6 @@ class TickStore:
         return pd.DataFrame(rows, columns=["kind", "source", "symbol", "first_day", "last_day", "days"])
 
     # ------------------------------------------------------------------ reading
-    def _con(self) -> duckdb.DuckDBPyConnection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = duckdb.connect()
-            con.execute("SET TimeZone = 'UTC'")
-            self._local.con = con
-        return con
-
     def read(self, kind: TickKind | str, source: str, symbols: str | Sequence[str],
              start: pd.Timestamp | None = None, end: pd.Timestamp | None = None) -> pd.DataFrame:
         """Rows of `kind` for `symbols` with ``start <= ts < end``, compacted and logged together,

@@ -20,14 +20,14 @@ import logging
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import ccxt
 import ccxt.pro
 
 from workbench.config import setting
 from workbench.data.feeds.base import Emit, Feed, Row, Stream, as_int, book_rows
-from workbench.data.sources.ccxt import CcxtSource, rebase_urls
+from workbench.data.sources.ccxt import CcxtSource, rebase_nested, rebase_urls
 from workbench.data.ticks import TickKind
 from workbench.errors import ConfigError
 
@@ -196,18 +196,7 @@ def rebase_ws_urls(urls: Any, ws_url: str) -> Any:
         raise ConfigError(f"bad WebSocket URL {ws_url!r} ({WS_URL_SETTING}): write scheme and host, "
                           "e.g. ws://127.0.0.1:9443")
 
-    def rebase(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: rebase(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [rebase(v) for v in value]
-        if isinstance(value, str):
-            parts = urlsplit(value)
-            if parts.scheme in ("ws", "wss") and parts.netloc:
-                return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, parts.fragment))
-        return value
-
-    return rebase(urls)
+    return rebase_nested(urls, ws_url, ("ws", "wss"))
 
 
 __all__ = ["WS_URL_SETTING", "CcxtFeed", "rebase_ws_urls"]

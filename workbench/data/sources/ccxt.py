@@ -242,6 +242,13 @@ def rebase_urls(urls: Any, base_url: str) -> Any:
             f"bad base URL {base_url!r} ({BASE_URL_SETTING} or base_url=): "
             "write scheme and host, e.g. http://127.0.0.1:8080"
         )
+    return rebase_nested(urls, base_url, ("http", "https"))
+
+
+def rebase_nested(urls: Any, base_url: str, schemes: tuple[str, ...]) -> Any:
+    """Every URL with one of `schemes` in ccxt's nested `urls` moved to `base_url`'s scheme and
+    host, its path kept (a path in `base_url` becomes a prefix); other values as they were."""
+    base = urlsplit(base_url)
     prefix = base.path.rstrip("/")
 
     def rebase(value: Any) -> Any:
@@ -251,7 +258,7 @@ def rebase_urls(urls: Any, base_url: str) -> Any:
             return [rebase(v) for v in value]
         if isinstance(value, str):
             parts = urlsplit(value)
-            if parts.scheme in ("http", "https") and parts.netloc:
+            if parts.scheme in schemes and parts.netloc:
                 return urlunsplit((base.scheme, base.netloc, prefix + parts.path, parts.query,
                                    parts.fragment))
         return value
