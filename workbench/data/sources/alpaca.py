@@ -243,19 +243,8 @@ class AlpacaSource(Source):
             **common, feed=DataFeed(self.feed), adjustment=Adjustment(self.adjustment)))
         not_bars = (f"Alpaca at {self._host()} sent a reply that is not bar data for {symbol}: "
                     f"check the base URL ({BASE_URL_SETTING})")
-        get = client.get_crypto_bars if crypto else client.get_stock_bars
-        try:
-            reply = get(request)
-        except APIError as exc:
-            raise self._api_error(exc, symbol, f"{symbol} {tf} bars") from None
-        except ValueError:  # JSON that is not a bar reply (requests' JSONDecodeError included)
-            raise SourceError(not_bars) from None
-        except requests.RequestException as exc:
-            raise SourceError(
-                f"could not reach Alpaca at {self._host()} for {symbol} {tf} bars "
-                f"({type(exc).__name__}): check the network connection, or the base URL "
-                f"({BASE_URL_SETTING})"
-            ) from None
+        reply = self._get(client.get_crypto_bars if crypto else client.get_stock_bars, request, symbol,
+                          f"{symbol} {tf} bars", "bar data")
         try:
             frame = _frame((reply or {}).get(symbol) or [])
         except (AttributeError, KeyError, TypeError, ValueError):
@@ -283,20 +272,25 @@ class AlpacaSource(Source):
         common: dict[str, Any] = {"symbol_or_symbols": symbol, "start": first, "limit": limit}
         request = (CryptoTradesRequest(**common) if crypto
                    else StockTradesRequest(**common, feed=DataFeed(self.feed)))
-        get = client.get_crypto_trades if crypto else client.get_stock_trades
-        try:
-            reply = get(request)
-        except APIError as exc:
-            raise self._api_error(exc, symbol, f"{symbol} trades") from None
-        except ValueError:
-            raise SourceError(f"Alpaca at {self._host()} sent a reply that is not trade data for {symbol}: "
-                              f"check the base URL ({BASE_URL_SETTING})") from None
-        except requests.RequestException as exc:
-            raise SourceError(f"could not reach Alpaca at {self._host()} for {symbol} trades "
-                              f"({type(exc).__name__}): check the network connection, or the base URL "
-                              f"({BASE_URL_SETTING})") from None
+        reply = self._get(client.get_crypto_trades if crypto else client.get_stock_trades, request,
+                          symbol, f"{symbol} trades", "trade data")
         rows = (reply or {}).get(symbol) or [] if isinstance(reply, dict) else []
         return list(rows)
+
+    def _get(self, get: Any, request: Any, symbol: str, what: str, noun: str) -> Any:
+        """`get(request)` with Alpaca's failures as one line each; `what` names the data asked for
+        (``BTC/USD 1m bars``), `noun` the kind of reply expected (``bar data``)."""
+        try:
+            return get(request)
+        except APIError as exc:
+            raise self._api_error(exc, symbol, what) from None
+        except ValueError:  # JSON that is not such a reply (requests' JSONDecodeError included)
+            raise SourceError(f"Alpaca at {self._host()} sent a reply that is not {noun} for {symbol}: "
+                              f"check the base URL ({BASE_URL_SETTING})") from None
+        except requests.RequestException as exc:
+            raise SourceError(
+                f"could not reach Alpaca at {self._host()} for {what} ({type(exc).__name__}): check the "
+                f"network connection, or the base URL ({BASE_URL_SETTING})") from None
 
     def _shape(self, raw: pd.DataFrame, crypto: bool, fetch_tf: Timeframe, tf: Timeframe
                ) -> pd.DataFrame:
