@@ -128,7 +128,7 @@ def write_artifact(path: Path, spec: StrategySpec, *, name: str = "paper_test", 
         lots=spec.to_dict()["lots"],
         portfolio=True,
         data={
-            "source": "synthetic",
+            "source": spec.source,
             "start": START.isoformat(),
             "end": END.isoformat(),
             "bars": 0,

@@ -33,6 +33,7 @@ from workbench.paper.risk import RiskLimits, RiskSection
 from workbench.paper.runner import Runner, StrategySpec, TickResult
 
 log = logging.getLogger(__name__)
+STREAM_WAIT = 5.0  # seconds a streamed tick waits for trades past the bar close
 
 BROKERS: tuple[str, ...] = tuple(k.value for k in BrokerKind)
 _BrokerName = Literal["sim", "alpaca", "ccxt"]
@@ -62,6 +63,7 @@ class PaperConfig:
     clock_speed: float | None = None
     sync: bool = True
     source: str | None = None
+    stream: bool = False
     metrics_port: int | None = None
     follow_timeout: float = 30.0
     path: Path | None = None
@@ -155,8 +157,19 @@ class _Schedule(ConfigModel):
 
 
 class _Data(ConfigModel):
-    sync: bool = True
+    sync: bool | None = None  # default: on, unless the bars are streamed
     source: str | None = None
+    stream: bool = False  # bars built from a collector's recorded trades; ticks on their close
+
+    @model_validator(mode="after")
+    def _one_way(self) -> _Data:
+        if self.stream and self.sync:
+            raise ConfigProblem("{key}: sync has no effect when the bars are streamed (stream: true "
+                                "takes them from `workbench collect`): drop sync")
+        if self.stream and self.source is not None:
+            raise ConfigProblem("{key}: source has no effect when the bars are streamed (they come from "
+                                "the artifacts' source, as recorded by `workbench collect`): drop source")
+        return self
 
 
 class _Metrics(ConfigModel):
@@ -216,6 +229,9 @@ def load_config(path: str | Path) -> PaperConfig:
         raise ConfigError(f"paper config {p} does not exist; see pipelines/paper.yaml for an example")
     f = validate(_PaperFile, load_yaml(p))
     clock = f.schedule.clock or _Clock()
+    if f.data.stream and clock.speed is not None:
+        raise ConfigError(f"{p}: schedule.clock cannot run with data.stream: streamed bars are live; "
+                          "drop the clock, or drop stream to replay stored bars")
     return PaperConfig(
         name=str(f.name or p.stem),
         broker=f.broker.kind,
@@ -227,8 +243,9 @@ def load_config(path: str | Path) -> PaperConfig:
         delay=f.schedule.delay,
         clock_start=clock.start_time(),
         clock_speed=float(clock.speed) if clock.speed else None,
-        sync=f.data.sync,
+        sync=bool(f.data.sync if f.data.sync is not None else not f.data.stream),
         source=f.data.source,
+        stream=f.data.stream,
         metrics_port=f.metrics.port,
         follow_timeout=f.follow_timeout,
         path=p,
@@ -292,6 +309,9 @@ class PaperSession:
             self.lake = Lake(data_dir())
         symbols = list(dict.fromkeys(s for spec in self.specs for s in spec.symbols))
         self.sources = {s.source for s in self.specs}
+        if config.stream and len(self.sources) > 1:
+            raise ConfigError(f"streamed bars come from one collector, but these artifacts trade "
+                              f"{', '.join(sorted(map(str, self.sources)))}: run one config per source")
         now = self.now()
         longest = max(max(s.window or max(s.lookback, 500), s.lookback) for s in self.specs)
         start = self.tf.floor(now) - self.tf.delta * (longest + 10) * 3
@@ -394,6 +414,8 @@ class PaperSession:
         symbols = list(self.feed.symbols)
         if self.config.sync:
             self.sync_data(now, symbols)
+        if self.config.stream:
+            self._await_close(now, symbols)
         self.feed.refresh()
         results = self.runner.tick(now)
         for r in results:
@@ -410,6 +432,22 @@ class PaperSession:
                     r.message,
                 )
         return results
+
+    def _await_close(self, now: pd.Timestamp, symbols: list[str]) -> None:
+        """Streamed bars: wait until every symbol's recorded trades have passed the bar that closed
+        by `now` (a later trade closes it), at most STREAM_WAIT seconds (a quiet symbol's bar is what
+        was traded)."""
+        from workbench.data.ticks import TickKind
+
+        close = self.tf.floor(now)
+        source = next(iter(self.sources))
+        deadline = time.monotonic() + STREAM_WAIT
+        waiting = set(symbols)
+        while waiting and time.monotonic() < deadline and not self._stop.is_set():
+            got = self.lake.ticks.read(TickKind.TRADES, source, sorted(waiting), close)
+            waiting -= set(got["symbol"])
+            if waiting:
+                time.sleep(0.02)
 
     def stop(self) -> None:
         """Ask `run` to return after the tick in progress."""

@@ -1,0 +1,88 @@
+"""The paper runner on streamed bars: a collector records a (simulated) venue's trades, the runner
+builds its bars from them and decides at each bar close, without polling any REST source."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from paper_helpers import spec_for, write_artifact
+
+from workbench.data.collector import Collector, CollectSettings
+from workbench.data.feeds.simulated import SimulatedFeed
+from workbench.data.lake import Lake
+from workbench.data.ticks import TickKind, TickWriter
+from workbench.errors import ConfigError
+from workbench.paper.service import PaperSession, load_config
+
+
+def test_the_runner_decides_on_each_streamed_bar_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(data))
+    lake = Lake(data)
+    # a minute recorded earlier (by a collector that ran before): the strategy's window
+    rng = np.random.default_rng(1)
+    t0 = pd.Timestamp.now(tz="UTC").floor("1s").value - 60 * 10**9
+    with TickWriter(lake.ticks, "simulated") as w:
+        w.extend(TickKind.TRADES, [(t0 + k * 10**8, t0 + k * 10**8, "BTC/USDT", k - 10**6,
+                                    float(40_000 * np.exp(rng.normal(0, 1e-3))), 0.1, "buy")
+                                   for k in range(600)])
+    collector = Collector(lake, SimulatedFeed(seed=3, rate=40), CollectSettings(
+        source="simulated", symbols=["BTC/USDT"], streams=["trades"]))
+    stop = threading.Event()
+
+    async def main() -> None:
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)),
+                         daemon=True).start()
+        await collector.run(done)
+
+    th = threading.Thread(target=lambda: asyncio.run(main()))
+    th.start()
+    try:
+        spec = replace(spec_for("sma_cross", {"fast": 5, "slow": 20}), timeframe="1s", source="simulated",
+                       periods_per_year=365 * 86400.0)
+        art = write_artifact(tmp_path / "s.json", spec, name="streamed")
+        cfg = tmp_path / "paper.yaml"
+        cfg.write_text(f"name: live\nbroker: {{kind: sim}}\nstrategies: [{{artifact: {art}}}]\n"
+                       "schedule: {delay: 0}\ndata: {stream: true}\n")
+        config = load_config(cfg)
+        assert config.stream and not config.sync
+        time.sleep(1.0)  # the collector is live
+        session = PaperSession(config, lake=lake)
+        try:
+            lags = []
+            for _ in range(5):
+                close = pd.Timestamp.now(tz="UTC").ceil("1s")
+                time.sleep(max(0.0, (close - pd.Timestamp.now(tz="UTC")).total_seconds()))
+                results = session.tick()
+                lags.append((pd.Timestamp.now(tz="UTC") - close).total_seconds())
+                [r] = results
+                assert r.status in ("done", "skipped"), r.message
+                assert r.bar == close - pd.Timedelta(seconds=1)  # decided on the bar that just closed
+            assert max(lags) < 2.0  # the bench measures the latency; this checks it is bounded
+            ticks = pd.read_sql_query("SELECT * FROM ticks", session.journal.db)
+            assert len(ticks) >= 5
+        finally:
+            session.close()
+    finally:
+        stop.set()
+        th.join(20)
+
+
+def test_streamed_bars_refuse_settings_that_would_have_no_effect(tmp_path: Path) -> None:
+    cfg = tmp_path / "paper.yaml"
+    cfg.write_text("name: x\nstrategies: [a.json]\ndata: {stream: true, sync: true}\n")
+    with pytest.raises(ConfigError, match="sync has no effect when the bars are streamed"):
+        load_config(cfg)
+    cfg.write_text("name: x\nstrategies: [a.json]\ndata: {stream: true}\n"
+                   "schedule: {clock: {start: 2025-01-01, speed: 60}}\n")
+    with pytest.raises(ConfigError, match="schedule.clock cannot run with data.stream"):
+        load_config(cfg)
