@@ -489,14 +489,17 @@ class Lake:
         files: list[Path] = []
         owner: list[str] = []
         rest = []
+        ticked: list[str] = []
         for sym in dict.fromkeys(symbols):
             sdir = self.series_dir(source, sym, tf)
             found = self._files(sdir, t0, None)
             if found:
                 files.extend(found)
                 owner.extend([sym] * len(found))
-            elif self.stored_timeframe(source, sym, tf) is not None or self._from_ticks(source, sym, tf):
-                rest.append(sym)  # stored finer (a resampled read), or built from recorded trades
+            elif self._from_ticks(source, sym, tf):
+                ticked.append(sym)  # built from recorded trades: one read for all of them below
+            elif self.stored_timeframe(source, sym, tf) is not None:
+                rest.append(sym)  # stored finer: a resampled read
             else:
                 out[sym] = {}
         if files:
@@ -525,6 +528,18 @@ class Lake:
                     out[sym] = part
             else:
                 rest.extend(dict.fromkeys(owner))
+        if ticked:
+            q0 = tf.floor(t0) if t0 is not None else None
+            trades = self.ticks.read(TickKind.TRADES, source, ticked, q0)
+            bars = self._bars_of_trades(trades, tf)
+            bars = bars[bars["ts"] + tf.delta <= pd.Timestamp.now(tz="UTC")]  # closed buckets only
+            if t0 is not None:
+                bars = bars[bars["ts"] >= t0]
+            for sym in ticked:
+                df = bars[bars["symbol"] == sym]
+                out[sym] = {"ts": pd.DatetimeIndex(df["ts"]).as_unit("us").asi8,
+                            **{c: df[c].to_numpy(dtype=np.float64) for c in df.columns
+                               if c not in ("ts", "symbol")}}
         for sym in rest:
             df = self.read_bars(source, sym, tf, t0, None)
             out[sym] = {"ts": pd.DatetimeIndex(df["ts"]).as_unit("us").asi8,
@@ -707,22 +722,28 @@ class Lake:
         check_range(t0, t1)
         q0 = tf.floor(t0) if t0 is not None else None
         trades = self.ticks.read(TickKind.TRADES, source, symbol, q0, t1)
+        out = self._bars_of_trades(trades, tf).drop(columns="symbol")
+        return _trim(out, t0, t1)
+
+    def _bars_of_trades(self, trades: pd.DataFrame, tf: Timeframe) -> pd.DataFrame:
+        """Bars per symbol and bucket of `tf` from trade rows, in one DuckDB query."""
         step = int(tf.delta / pd.Timedelta(1, "ns"))
-        frame = pd.DataFrame({"t": trades["ts"].to_numpy("datetime64[ns]").astype("int64"),
+        frame = pd.DataFrame({"s": trades["symbol"].to_numpy(dtype=object),
+                              "t": trades["ts"].to_numpy("datetime64[ns]").astype("int64"),
                               "id": trades["trade_id"].to_numpy(), "p": trades["price"].to_numpy(),
                               "q": trades["size"].to_numpy()})
         con = self._con()
         con.register("_trades", frame)
         try:
             out = con.execute(
-                "SELECT make_timestamp_ns(t // ? * ?) AS ts, first(p ORDER BY t, id) AS open, "
+                "SELECT s AS symbol, make_timestamp_ns(t // ? * ?) AS ts, first(p ORDER BY t, id) AS open, "
                 "max(p) AS high, min(p) AS low, last(p ORDER BY t, id) AS close, sum(q) AS volume, "
                 "count(*)::DOUBLE AS trades, sum(p * q) / nullif(sum(q), 0) AS vwap "
-                "FROM _trades GROUP BY 1 ORDER BY 1", [step, step]).df()
+                "FROM _trades GROUP BY 1, 2 ORDER BY 1, 2", [step, step]).df()
         finally:
             con.unregister("_trades")
         out["ts"] = pd.to_datetime(out["ts"]).dt.tz_localize("UTC").dt.as_unit("us")
-        return _trim(out, t0, t1)
+        return out
 
     def _from_ticks(self, source: str, symbol: str, tf: Timeframe) -> bool:
         """Whether bars of (source, symbol) are built from recorded trades: no bar series is
