@@ -22,7 +22,8 @@ from workbench.errors import ConfigError
 from workbench.paper.service import PaperSession, load_config
 
 
-def test_the_runner_decides_on_each_streamed_bar_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_runner_decides_on_each_streamed_bar_close(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "data"
     monkeypatch.setenv("WORKBENCH_DATA_DIR", str(data))
     lake = Lake(data)
@@ -84,7 +85,7 @@ def test_streamed_bars_refuse_settings_that_would_have_no_effect(tmp_path: Path)
         load_config(cfg)
     cfg.write_text("name: x\nstrategies: [a.json]\ndata: {stream: true}\n"
                    "schedule: {clock: {start: 2025-01-01, speed: 60}}\n")
-    with pytest.raises(ConfigError, match="schedule.clock cannot run with data.stream"):
+    with pytest.raises(ConfigError, match=r"schedule\.clock cannot run with data\.stream"):
         load_config(cfg)
 
 
