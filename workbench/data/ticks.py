@@ -171,6 +171,18 @@ class TickStore:
                 best = max(best, seg)
         return best
 
+    def latest_receipt(self, source: str, kind: TickKind | str = TickKind.TRADES) -> int | None:
+        """The receipt time (ns) of the newest row of `kind` in `source`'s log, or None: how far a
+        running collector has got (rows arrive in receipt order on one connection)."""
+        for _seg, path in reversed(self.segments(source, kind)):
+            try:
+                t = read_segment(path, SCHEMAS[_kind(kind)])
+            except FileNotFoundError:
+                continue  # compacted meanwhile: an older segment holds nothing newer
+            if t.num_rows:
+                return int(pc.max(t["recv_ts"]).cast(pa.int64()).as_py())
+        return None
+
     def series(self) -> pd.DataFrame:
         """One row per stored (kind, source, symbol), with its days on disk and rows in the log."""
         rows = []

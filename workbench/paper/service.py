@@ -34,6 +34,7 @@ from workbench.paper.runner import Runner, StrategySpec, TickResult
 
 log = logging.getLogger(__name__)
 STREAM_WAIT = 5.0  # seconds a streamed tick waits for trades past the bar close
+STREAM_GRACE = 0.1  # seconds after the close a received trade proves the bar's trades are all in
 
 BROKERS: tuple[str, ...] = tuple(k.value for k in BrokerKind)
 _BrokerName = Literal["sim", "alpaca", "ccxt"]
@@ -434,20 +435,22 @@ class PaperSession:
         return results
 
     def _await_close(self, now: pd.Timestamp, symbols: list[str]) -> None:
-        """Streamed bars: wait until every symbol's recorded trades have passed the bar that closed
-        by `now` (a later trade closes it), at most STREAM_WAIT seconds (a quiet symbol's bar is what
-        was traded)."""
+        """Streamed bars: wait until the collector has recorded a trade received STREAM_GRACE after
+        the bar that closed by `now` (one connection delivers in order: every trade of the bar is
+        in), at most STREAM_WAIT seconds (then the bars are what was recorded)."""
         from workbench.data.ticks import TickKind
 
         close = self.tf.floor(now)
         source = next(iter(self.sources))
         deadline = time.monotonic() + STREAM_WAIT
-        waiting = set(symbols)
-        while waiting and time.monotonic() < deadline and not self._stop.is_set():
-            got = self.lake.ticks.read(TickKind.TRADES, source, sorted(waiting), close)
-            waiting -= set(got["symbol"])
-            if waiting:
-                time.sleep(0.02)
+        passed = close.value + int(STREAM_GRACE * 1e9)
+        while time.monotonic() < deadline and not self._stop.is_set():
+            last = self.lake.ticks.latest_receipt(source, TickKind.TRADES)
+            if last is not None and last >= passed:
+                return
+            time.sleep(0.01)
+        log.warning("%s: no trade recorded %.1f s after the %s close: deciding on what was recorded",
+                    source, STREAM_WAIT, close)
 
     def stop(self) -> None:
         """Ask `run` to return after the tick in progress."""
