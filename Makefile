@@ -31,6 +31,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/walkforward.py
 	$(BIN)/python bench/paper_tick.py
+	$(BIN)/python bench/collect.py
+	$(BIN)/python bench/stream_tick.py
 
 clean-venv:
 	rm -rf $(VENV)
