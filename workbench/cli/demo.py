@@ -87,6 +87,8 @@ def _demo_promote() -> str:
 def _demo_collect() -> None:
     """A short live collection from the SIMULATED venue (no network), with one dropped connection
     refilled from its history, then the tick tables and a chart of the recorded book."""
+    import pandas as pd
+
     from workbench.backtest.plots import write_html
     from workbench.data.collector import CollectSettings, collect
     from workbench.data.feeds.simulated import SimulatedFeed
@@ -96,16 +98,17 @@ def _demo_collect() -> None:
     lake = _lake()
     settings = CollectSettings(source="simulated", symbols=["BTC/USDT", "ETH/USDT"],
                                streams=["trades", "quotes", "book"], book_depth=10, reconnect_wait=0.2)
+    began = pd.Timestamp.now(tz="UTC")
     status = collect(lake, settings, duration=4.0, feed=SimulatedFeed(seed=7, rate=25, outage_after=1.5))
     out.print(f"received {', '.join(f'{n:,} {k} rows' for k, n in sorted(status.messages.items()))}; "
               f"{status.reconnects} reconnect, {status.backfilled} trades refilled from the venue's "
               f"history, {status.gaps} gaps recorded (quotes and books are not kept by venues), "
               f"durable within {status.durable_p99_ms:.1f} ms (p99)")
-    trades = lake.read_trades("simulated", "BTC/USDT")
-    book = lake.read_book("simulated", "BTC/USDT")
+    trades = lake.read_trades("simulated", "BTC/USDT", began)  # this run's (the lake keeps earlier ones)
+    book = lake.read_book("simulated", "BTC/USDT", began)
     ids = trades["trade_id"]
     whole = "none missing" if (ids.diff().dropna() == 1).all() else "SOME MISSING"
-    bars = lake.read_tick_bars("simulated", "BTC/USDT", "1s")
+    bars = lake.read_tick_bars("simulated", "BTC/USDT", "1s", began)
     out.print(f"lake.read_trades: {len(trades):,} BTC/USDT trades, ids {ids.min()}..{ids.max()}, {whole}; "
               f"read_book: {book['ts'].nunique():,} snapshots; read_tick_bars(1s): {len(bars)} bars")
     chart = write_html(plot_book(book, trades, title="BTC/USDT book, SIMULATED venue"),

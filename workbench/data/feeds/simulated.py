@@ -58,7 +58,9 @@ class SimulatedFeed(Feed):
                 raise ConfigError("an empty symbol: name symbols such as BTC/USDT")
             rng = np.random.default_rng([self.seed, k])
             price = float(rng.choice([100.0, 2_000.0, 40_000.0]))
-            state = _Symbol(price=price, tick=price * 1e-5, rng=rng)
+            # ids from the clock (ms x 1000): a later run never reuses an id a lake already holds
+            first_id = time.time_ns() // 1_000_000 * 1000
+            state = _Symbol(price=price, tick=price * 1e-5, rng=rng, next_id=first_id)
             state.sizes = rng.uniform(0.5, 5.0, size=(2, self.levels))
             self._symbols.setdefault(sym, state)
             out.append(sym)
