@@ -147,3 +147,18 @@ class _holder:
 
     def __exit__(self, *exc: object) -> None:
         self.thread.__exit__(*exc)
+
+
+def test_stock_trades_and_quotes_come_from_the_stock_stream(tmp_path: Path, fake: AlpacaStreamFake) -> None:
+    lake = Lake(tmp_path)
+    status = collect(lake, settings(symbols=["AAPL", "BTC/USD"], streams=["trades", "quotes"]), duration=1.5)
+    assert status.gaps == 0 and status.reconnects == 0
+    df = lake.read_trades("alpaca", "AAPL")
+    ids = df["trade_id"].to_numpy()
+    assert len(ids) > 3 and len(np.unique(ids)) == len(ids)
+    venue = [t for t in fake.trades("AAPL") if ids.min() <= t["i"] <= ids.max()]
+    assert sorted(ids.tolist()) == [t["i"] for t in venue]
+    assert df["side"].isna().all()  # stock prints carry no taker side
+    assert len(lake.read_quotes("alpaca", "AAPL")) > 3
+    feeds = {c.feed for c in fake.connections if c.key}
+    assert feeds >= {"iex", "crypto"}  # one connection per endpoint, every symbol of it multiplexed
