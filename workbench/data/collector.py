@@ -40,6 +40,7 @@ from workbench.data.feeds.base import Feed, Row, Stream, as_int
 from workbench.data.ticks import TickKind, TickWriter
 from workbench.errors import ConfigError, TemporaryError, WorkbenchError
 from workbench.files import atomic_write
+from workbench.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from workbench.data.lake import Lake
@@ -185,13 +186,15 @@ class Collector:
         try:
             self._resume()
             failures = 0
+            backoff = RetryPolicy(wait=self.settings.reconnect_wait, backoff=2.0,
+                                  max_wait=self.settings.reconnect_max_wait)
             while not stop.is_set():
                 delivered = await self._session(stop)
                 if stop.is_set():
                     break
                 failures = 1 if delivered else failures + 1
-                wait = min(self.settings.reconnect_max_wait,
-                           self.settings.reconnect_wait * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+                # the workbench's retry policy, jittered: many collectors must not reconnect in step
+                wait = backoff.delay(failures) * random.uniform(0.5, 1.0)
                 log.info("%s: reconnecting in %.2f s", self.feed.source, wait)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=wait)
