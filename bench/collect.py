@@ -1,13 +1,19 @@
 """Collector benchmark: live trades and quotes of many symbols through the real client path.
 
 A load generator in another process speaks Binance's stream protocol on 127.0.0.1 (SUBSCRIBE, then
-``@aggTrade`` and ``@bookTicker`` frames for every subscribed symbol at a fixed total rate, each
-stamped with its send time) behind the REST fake of the tests (exchangeInfo for ccxt's markets).
-The collector (ccxt.pro -> `Collector` -> the tick tables' log) runs against it; the same run
-measures two baselines against the same generator: a loop that receives and discards (the client's
-own ceiling) and a naive store (one DuckDB INSERT per message). Printed: messages per second sent
-and stored, receive-to-durable p50/p99, lag behind the generator at the start and the end (growing
-lag = not keeping up), CPU of this process as a fraction of one core, and peak memory.
+``@aggTrade`` and ``@bookTicker`` frames for every subscribed stream, on the connection that
+subscribed it, at a fixed total rate: every stream once per cycle, streams and symbols interleaved
+in a random order, each frame stamped with its send time) behind the REST fake of the tests
+(exchangeInfo for ccxt's markets). The collector (ccxt.pro -> `Collector` -> the tick tables' log)
+runs against it; the same run measures two baselines against the same generator, through the
+collector's own ccxt calls (`watch_trades_for_symbols`, `watch_bids_asks`) and counted as it counts
+(the trades returned plus the quote updates returned that change a symbol's best bid/ask): a loop
+that receives and discards (the client's own ceiling), and a naive store (one DuckDB INSERT per such
+message). The first baseline also counts the data frames that reached ccxt's socket, so that what
+the generator sent, what arrived and what ccxt handed over can be told apart. Printed: messages per
+second sent, received and stored, receive-to-durable p50/p99, lag behind the generator at the start
+and the end (growing lag = not keeping up), CPU of this process as a fraction of one core, and peak
+memory.
 
 Usage: python bench/collect.py [--symbols 200] [--rate 20000] [--seconds 60]
 """
@@ -20,6 +26,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import random
 import sys
 import tempfile
 import threading
@@ -61,6 +68,9 @@ def _generate(port_q: mp.Queue, sent: mp.Value, stop: mp.Event, n_symbols: int, 
 
     async def pump() -> None:
         ids: dict[str, int] = {}
+        rng = random.Random(7)
+        known: list[tuple[object, str]] = []  # (connection, stream) of every subscription
+        cycle: list[tuple[object, str]] = []  # what remains of this cycle, in a random order
         per_tick = rate / 100  # every 10 ms
         carry = 0.0
         nxt = time.monotonic()
@@ -70,11 +80,18 @@ def _generate(port_q: mp.Queue, sent: mp.Value, stop: mp.Event, n_symbols: int, 
             streams = [(ws, s) for ws, lst in list(subs.items()) for s in lst]
             if not streams:
                 continue
+            if streams != known:  # a subscription came or went: start a new cycle
+                known, cycle = streams, []
             carry += per_tick
             n, carry = int(carry), carry % 1
             now = int(time.time() * 1000)
-            for j in range(n):
-                ws, stream = streams[(sent.value + j) % len(streams)]
+            for _ in range(n):
+                # Every stream once per cycle (equal rates), in a random order: a fixed order would put
+                # the same symbol first in every 10 ms burst, which no venue does.
+                if not cycle:
+                    cycle = known[:]
+                    rng.shuffle(cycle)
+                ws, stream = cycle.pop()
                 sym, kind = stream.split("@", 1)
                 i = ids[stream] = ids.get(stream, 0) + 1  # each stream its own contiguous ids
                 if kind == "aggTrade":
@@ -86,7 +103,7 @@ def _generate(port_q: mp.Queue, sent: mp.Value, stop: mp.Event, n_symbols: int, 
                             "A": "2.5"}
                 with contextlib.suppress(websockets.ConnectionClosed):
                     await ws.send(json.dumps(body))
-            sent.value += n
+                    sent.value += 1
 
     async def main() -> None:
         async with websockets.serve(handler, "127.0.0.1", 0, max_size=None) as server:
@@ -186,16 +203,21 @@ def run_collector(gen: Generator, symbols: list[str], seconds: float) -> dict[st
 
 def run_discard(gen: Generator, symbols: list[str], seconds: float, store: str | None = None
                 ) -> dict[str, float]:
-    """The client alone (store None), or with one DuckDB INSERT per message ('duckdb')."""
+    """ccxt.pro alone (store None), or with one DuckDB INSERT per message ('duckdb'), through the
+    collector's calls and counted as the collector counts: every trade returned, and every quote
+    returned that changes its symbol's (bid, bid size, ask, ask size). Also counted: the data frames
+    that reached ccxt's client (subscription replies left out)."""
     import ccxt.pro
     import duckdb
 
     con = None
     if store == "duckdb":
         con = duckdb.connect(os.path.join(tempfile.mkdtemp(prefix="bench-naive-"), "ticks.duckdb"))
-        con.execute("CREATE TABLE t (ts BIGINT, recv BIGINT, symbol VARCHAR, id BIGINT, price DOUBLE, "
+        con.execute("CREATE TABLE trades (ts BIGINT, recv BIGINT, symbol VARCHAR, id BIGINT, price DOUBLE, "
                     "size DOUBLE)")
-    got = [0]
+        con.execute("CREATE TABLE quotes (ts BIGINT, recv BIGINT, symbol VARCHAR, bid DOUBLE, "
+                    "bid_size DOUBLE, ask DOUBLE, ask_size DOUBLE)")
+    n = {"trades": 0, "quotes": 0, "frames": 0}
     lags: list[float] = []
     sampler = Sampler()
     sent0 = gen.sent.value
@@ -209,22 +231,44 @@ def run_discard(gen: Generator, symbols: list[str], seconds: float, store: str |
         from workbench.data.sources.ccxt import rebase_urls
 
         ex.urls["api"] = rebase_ws_urls(rebase_urls(ex.urls["api"], gen.rest_url), gen.ws_url)
+        handle = ex.handle_message  # each connection's client takes ex.handle_message when it is created
+
+        def counted(client: object, message: object) -> object:
+            if isinstance(message, dict) and ("e" in message or "u" in message):  # aggTrade, bookTicker
+                n["frames"] += 1
+            return handle(client, message)
+
+        ex.handle_message = counted
         deadline = time.monotonic() + seconds
 
         async def trades() -> None:
             while time.monotonic() < deadline:
                 batch = await ex.watch_trades_for_symbols(symbols)
                 now = time.time_ns()
+                n["trades"] += len(batch)  # added after the await: the quotes loop counts meanwhile
                 for t in batch:
-                    got[0] += 1
                     if con is not None:
-                        con.execute("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?)",
-                                    [t["timestamp"], now, t["symbol"], int(t["id"]), t["price"], t["amount"]])
+                        con.execute("INSERT INTO trades VALUES (?, ?, ?, ?, ?, ?)",
+                                    [int(t["timestamp"]) * 1_000_000, now, t["symbol"], int(t["id"]),
+                                     t["price"], t["amount"]])
                     lags.append(now / 1e6 - t["timestamp"])
 
         async def quotes() -> None:
+            last: dict[str, tuple[object, ...]] = {}
             while time.monotonic() < deadline:
-                got[0] += len(await ex.watch_bids_asks(symbols))
+                got = await ex.watch_bids_asks(symbols)  # {symbol: ticker} of what it resolved with
+                now = time.time_ns()
+                for sym, t in got.items():
+                    q = (t.get("bid"), t.get("bidVolume"), t.get("ask"), t.get("askVolume"))
+                    if None in q[::2] or last.get(sym) == q:
+                        continue
+                    last[sym] = q
+                    n["quotes"] += 1
+                    if con is not None:
+                        ts = t.get("timestamp")
+                        con.execute("INSERT INTO quotes VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                    [int(ts) * 1_000_000 if ts else now, now, sym,
+                                     *(float(x or 0.0) for x in q)])
 
         try:
             await asyncio.gather(trades(), quotes())
@@ -235,9 +279,13 @@ def run_discard(gen: Generator, symbols: list[str], seconds: float, store: str |
     asyncio.run(main())
     wall = time.monotonic() - t0
     cpu, _rss0, peak = sampler.done()
+    if con is not None:
+        con.close()
     tenth = max(1, len(lags) // 10)
-    return {"sent/s": (gen.sent.value - sent0) / wall, "stored/s": got[0] / wall if store else 0.0,
-            "received/s": got[0] / wall,
+    got = n["trades"] + n["quotes"]
+    return {"sent/s": (gen.sent.value - sent0) / wall, "frames/s": n["frames"] / wall,
+            "received/s": got / wall, "trades/s": n["trades"] / wall, "quotes/s": n["quotes"] / wall,
+            "stored/s": got / wall if store else 0.0,
             "lag start ms": float(np.median(lags[:tenth])) if lags else float("nan"),
             "lag end ms": float(np.median(lags[-tenth:])) if lags else float("nan"), "cpu": cpu,
             "peak MB": peak}
@@ -257,11 +305,14 @@ def main() -> None:
         print(f"{args.symbols} symbols, {args.rate:,.0f} msg/s offered (trades and quotes), "
               f"{args.seconds:g} s per measurement; one Python process per side", flush=True)
         base = run_discard(gen, symbols, args.seconds / 3)
-        print(f"baseline, receive and discard : {base['received/s']:>9,.0f} msg/s received, lag "
+        print(f"baseline, receive and discard : {base['received/s']:>9,.0f} msg/s received of "
+              f"{base['sent/s']:,.0f} sent ({base['trades/s']:,.0f} trades + {base['quotes/s']:,.0f} quotes; "
+              f"{base['frames/s']:,.0f} frames/s reached ccxt's socket), lag "
               f"{base['lag start ms']:.0f} -> {base['lag end ms']:.0f} ms, cpu {base['cpu']:.2f} core, "
               f"peak {base['peak MB']:.0f} MB", flush=True)
         naive = run_discard(gen, symbols, args.seconds / 3, store="duckdb")
-        print(f"baseline, one DuckDB INSERT each: {naive['stored/s']:>9,.0f} msg/s stored, lag "
+        print(f"baseline, one DuckDB INSERT each: {naive['stored/s']:>9,.0f} msg/s stored of "
+              f"{naive['sent/s']:,.0f} sent, lag "
               f"{naive['lag start ms']:.0f} -> {naive['lag end ms']:.0f} ms, cpu {naive['cpu']:.2f} core",
               flush=True)
         res = run_collector(gen, symbols, args.seconds)

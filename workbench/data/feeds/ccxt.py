@@ -109,21 +109,41 @@ class CcxtFeed(Feed):
         await self._trades_of(symbols, emit)
 
     async def _trades_of(self, symbols: list[str], emit: Emit) -> None:
+        """Each watch is a wake-up: ccxt returns only the new trades of the symbol whose message came
+        first in its read, and keeps the others' in its per-symbol caches; they are drained here
+        with ccxt's own count of what is new in each (`getLimit`, as `newUpdates` uses it)."""
         while True:
             if len(symbols) > 1:
                 got = await self.exchange.watch_trades_for_symbols(symbols)
             else:
                 got = await self.exchange.watch_trades(symbols[0])
             now = time.time_ns()
-            emit(TickKind.TRADES, [_trade_row(t, now) for t in got])
+            rows = [_trade_row(t, now) for t in got]
+            returned = {t["symbol"] for t in got}
+            for sym in symbols:
+                cache = self.exchange.trades.get(sym) if sym not in returned else None
+                if not cache:
+                    continue
+                new = cache.getLimit(sym, None) or 0
+                if new > len(cache):  # ccxt's cache overflowed: the id jump is refilled by the collector
+                    log.warning("%s: %d %s trades left ccxt's cache before they were read", self.source,
+                                new - len(cache), sym)
+                if new:
+                    rows.extend(_trade_row(t, now) for t in list(cache)[-min(new, len(cache)):])
+            emit(TickKind.TRADES, rows)
 
     async def _quotes(self, symbols: list[str], emit: Emit) -> None:
         last: dict[str, tuple[Any, ...]] = {}
+        wanted = set(symbols)
         while True:
-            got = await self.exchange.watch_bids_asks(symbols)
+            await self.exchange.watch_bids_asks(symbols)
             now = time.time_ns()
             rows = []
-            for sym, t in got.items():
+            # ccxt returns the symbol whose update came first and keeps the latest of every other in
+            # `bidsasks`: take them all (updates between two wake-ups coalesce to the latest)
+            for sym, t in list(self.exchange.bidsasks.items()):
+                if sym not in wanted:
+                    continue
                 q = (t.get("bid"), t.get("bidVolume"), t.get("ask"), t.get("askVolume"))
                 if None in q[::2] or last.get(sym) == q:
                     continue
