@@ -189,7 +189,8 @@ def test_a_book_sequence_gap_is_recorded_and_the_book_resynced(tmp_path: Path, f
     seq_after = int(lake.read_tick_gaps("binance", "ETH/USDT")["recv_ts"].max().value)
     wait_until(lambda: (lake.read_book("binance", "ETH/USDT")["recv_ts"].max().value > seq_after + 5e8),
                10, "a resynced book")
-    run.stop()
+    status = run.stop()
+    assert status.gaps >= 1 and status.reconnects == 0  # resynced without a reconnect
     gaps = lake.read_tick_gaps("binance", "ETH/USDT")
     assert gaps["reason"].str.contains("sequence gap").all() and set(gaps["stream"]) == {"book"}
     assert lake.read_tick_gaps("binance", "BTC/USDT").empty

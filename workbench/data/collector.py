@@ -289,6 +289,10 @@ class Collector:
             rows = self._new_trades(rows, live=True)
             if not rows:
                 return
+        if kind is TickKind.GAPS:  # the feed found a break itself (a book's update ids)
+            self.status.gaps += len(rows)
+            for row in rows:
+                self.metrics.gaps.labels(str(row[4])).inc()
         writer = self._writer
         if writer is None:
             return
