@@ -52,7 +52,6 @@ STATUS_FILE = "status.json"
 HOLES_FILE = "holes.json"  # symbol -> where its trades must be refilled from (survives a crash)
 REFILL_OVERLAP_NS = 2_000_000_000
 SEEN_IDS = 200_000  # trade ids remembered per symbol for deduplication on arrival
-BACKFILL_PAGE = 1000
 
 
 class BufferOverflow(TemporaryError):
@@ -73,6 +72,7 @@ class CollectSettings(ConfigModel):
     reconnect_wait: float = Field(default=0.5, ge=0)  # first backoff, doubled per failed attempt
     reconnect_max_wait: float = Field(default=30.0, gt=0)
     backfill_max: float = Field(default=86_400.0, ge=0)  # seconds of outage refilled over REST at most
+    backfill_page: int = Field(default=1000, ge=1, le=1000)  # trades asked per REST call (Binance: <= 1000)
     segment_seconds: float = Field(default=30.0, gt=0)
     max_buffer: int = Field(default=1_000_000, ge=1)  # rows waiting for the disk before the session fails
     metrics_port: int | None = Field(default=None, ge=0, le=65_535)
@@ -155,6 +155,7 @@ class Collector:
         self._hole: dict[str, int] = {}  # symbol -> exchange time (ns) from which to refill trades
         self._outage_since: int | None = None  # ns: the last receipt before the connection went
         self._refill_task: asyncio.Task[None] | None = None  # refilling trade holes over REST
+        self._live_first: dict[str, int] = {}  # symbol -> first live trade id after its hole
         self._last_msg = time.monotonic()
         self._first = asyncio.Event()
 
@@ -216,6 +217,7 @@ class Collector:
         """One connection: run the feed under the watchdog, refill the outage once it delivers.
         Returns whether it delivered anything (a healthy session resets the backoff)."""
         self.status.sessions += 1
+        self._live_first = {}
         self._first = asyncio.Event()
         self._last_msg = time.monotonic()
         run = asyncio.create_task(self.feed.run(self.symbols, self.streams, self._emit,
@@ -327,9 +329,12 @@ class Collector:
                 log.warning("%s: %s trade ids jump from %d to %d: refilling them", self.feed.source, sym,
                             last, tid)
                 self._hole[sym] = self._last_ts[sym]
+                self._live_first[sym] = tid  # the refill of this hole ends here
                 self._save_holes()
                 if self._refill_task is None and self._first.is_set():
                     self._refill_task = asyncio.get_running_loop().create_task(self._refill_trades())
+            if live:
+                self._live_first.setdefault(sym, tid)
             if last is None or tid > last:
                 self._last_id[sym] = tid
                 self._last_ts[sym] = as_int(row[0])
@@ -415,7 +420,7 @@ class Collector:
         total = 0
         while True:
             try:
-                page = await self.feed.trades_after(sym, after_id, since_ns, BACKFILL_PAGE)
+                page = await self.feed.trades_after(sym, after_id, since_ns, self.settings.backfill_page)
             except BufferOverflow:
                 raise
             except WorkbenchError as exc:  # the REST history failed after its retries
@@ -428,9 +433,12 @@ class Collector:
                 self.status.overflows += 1
                 raise BufferOverflow("the disk cannot keep up with the backfill")
             total += len(fresh)
-            after_id, since_ns = as_int(page[-1][3]), as_int(page[-1][0])
-            caught_up = self._last_id.get(sym)  # the live stream's newest id: the refill met it
-            if (caught_up is not None and after_id >= caught_up) or since_ns >= now:
+            last_id = as_int(page[-1][3])
+            if after_id is not None and last_id <= after_id:
+                break  # no progress: the venue has nothing newer
+            after_id, since_ns = last_id, as_int(page[-1][0])
+            live = self._live_first.get(sym)  # the first trade the stream delivered after the hole
+            if (live is not None and after_id >= live) or since_ns >= now:
                 break
         if total:
             log.info("%s: refilled %d %s trades over REST", self.feed.source, total, sym)
