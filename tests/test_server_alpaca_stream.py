@@ -214,7 +214,9 @@ def test_sip_without_subscription_gets_409_and_alpaca_py_gives_up(
     assert [a.code for a in fake.auth_attempts] == [409]
     assert logs.count("insufficient subscription", logging.ERROR) == 1
     [conn] = fake.connections
-    assert conn.path == "/v2/sip" and conn.closed_by == "client"
+    assert conn.path == "/v2/sip"
+    # the server records a close when it sees it, a moment after the client's thread returned
+    fake.wait_until(lambda: conn.closed_by == "client", what="the client's close recorded")
 
 
 def test_plain_client_json_protocol_and_errors(fake: AlpacaStreamFake) -> None:
@@ -268,7 +270,7 @@ def test_plain_client_json_protocol_and_errors(fake: AlpacaStreamFake) -> None:
         assert msgpack.unpackb(ws.recv(timeout=5)) == error(404)
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=5)
-    assert fake.connections[-1].closed_by == "server"
+    fake.wait_until(lambda: fake.connections[-1].closed_by == "server", what="the server's close recorded")
 
     # unknown paths are refused at the handshake
     with pytest.raises(Exception, match="404"):
@@ -414,7 +416,8 @@ def test_mute_stall_is_caught_only_with_data_timeout(
     logs.wait("no data received on data stream for 0.3s, reconnecting", level=logging.WARNING)
     count = len(got_watched)
     got_watched.wait_count(count + 5)  # fresh data on the new connection
-    assert fake.connections_of(key=API_KEY)[0].closed_by == "client"
+    fake.wait_until(lambda: fake.connections_of(key=API_KEY)[0].closed_by == "client",
+                    what="the stale connection's close recorded")
     unwatched_conns = fake.connections_of(key=OTHER_KEY)
     assert len(unwatched_conns) == 1 and unwatched_conns[0].open  # it cannot tell; it just waits
 
@@ -517,7 +520,8 @@ def test_error_500_is_only_logged_and_407_ends_in_a_reconnection(
     fake.send_error(407)
     logs.wait("error: slow client (407)", level=logging.ERROR)
     fake.wait_until(subscribed_after(fake, 1), what="a reconnection")
-    assert fake.connections[0].closed_by == "server" and fake.connections[0].errors == [500, 407]
+    fake.wait_until(lambda: fake.connections[0].closed_by == "server", what="the server's close recorded")
+    assert fake.connections[0].errors == [500, 407]
 
 
 def test_slow_client_gets_407_and_is_disconnected(fake: AlpacaStreamFake) -> None:
@@ -534,7 +538,8 @@ def test_slow_client_gets_407_and_is_disconnected(fake: AlpacaStreamFake) -> Non
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=5)
     [conn] = fake.connections
-    assert conn.closed_by == "server" and conn.errors == [407] and conn.sent == []
+    fake.wait_until(lambda: conn.closed_by == "server", what="the server's close recorded")
+    assert conn.errors == [407] and conn.sent == []
 
 
 def test_duplicated_and_reordered_frames_reach_the_handler_as_sent(
