@@ -204,8 +204,9 @@ def run_collector(gen: Generator, symbols: list[str], seconds: float) -> dict[st
 def run_discard(gen: Generator, symbols: list[str], seconds: float, store: str | None = None
                 ) -> dict[str, float]:
     """ccxt.pro alone (store None), or with one DuckDB INSERT per message ('duckdb'), through the
-    collector's calls and counted as the collector counts: every trade returned, and every quote
-    returned that changes its symbol's (bid, bid size, ask, ask size). Also counted: the data frames
+    collector's calls and counted as the collector counts: after each wake-up every symbol's new trades
+    (drained from ccxt's caches) and every symbol's latest quote that changes its (bid, bid size, ask,
+    ask size). Also counted: the data frames
     that reached ccxt's client (subscription replies left out)."""
     import ccxt.pro
     import duckdb
@@ -242,9 +243,21 @@ def run_discard(gen: Generator, symbols: list[str], seconds: float, store: str |
         deadline = time.monotonic() + seconds
 
         async def trades() -> None:
+            drained: dict[str, object] = {}
             while time.monotonic() < deadline:
-                batch = await ex.watch_trades_for_symbols(symbols)
+                await ex.watch_trades_for_symbols(symbols)
                 now = time.time_ns()
+                batch = []
+                for sym in symbols:  # drain every symbol's new trades from ccxt's cache, as the feed does
+                    cache = ex.trades.get(sym)
+                    new = []
+                    for t in reversed(cache or []):
+                        if t is drained.get(sym):
+                            break
+                        new.append(t)
+                    if new:
+                        drained[sym] = new[0]
+                        batch.extend(reversed(new))
                 n["trades"] += len(batch)  # added after the await: the quotes loop counts meanwhile
                 for t in batch:
                     if con is not None:
@@ -255,10 +268,13 @@ def run_discard(gen: Generator, symbols: list[str], seconds: float, store: str |
 
         async def quotes() -> None:
             last: dict[str, tuple[object, ...]] = {}
+            wanted = set(symbols)
             while time.monotonic() < deadline:
-                got = await ex.watch_bids_asks(symbols)  # {symbol: ticker} of what it resolved with
+                await ex.watch_bids_asks(symbols)
                 now = time.time_ns()
-                for sym, t in got.items():
+                for sym, t in list(ex.bidsasks.items()):  # every symbol's latest, as the feed does
+                    if sym not in wanted:
+                        continue
                     q = (t.get("bid"), t.get("bidVolume"), t.get("ask"), t.get("askVolume"))
                     if None in q[::2] or last.get(sym) == q:
                         continue

@@ -110,26 +110,32 @@ class CcxtFeed(Feed):
 
     async def _trades_of(self, symbols: list[str], emit: Emit) -> None:
         """Each watch is a wake-up: ccxt returns only the new trades of the symbol whose message came
-        first in its read, and keeps the others' in its per-symbol caches; they are drained here
-        with ccxt's own count of what is new in each (`getLimit`, as `newUpdates` uses it)."""
+        first in its read and keeps every symbol's in a cache; all of them are drained here, each
+        cache from its newest trade back to the last one drained before (the same object)."""
+        drained: dict[str, object] = {}
         while True:
             if len(symbols) > 1:
-                got = await self.exchange.watch_trades_for_symbols(symbols)
+                await self.exchange.watch_trades_for_symbols(symbols)
             else:
-                got = await self.exchange.watch_trades(symbols[0])
+                await self.exchange.watch_trades(symbols[0])
             now = time.time_ns()
-            rows = [_trade_row(t, now) for t in got]
-            returned = {t["symbol"] for t in got}
+            rows: list[Row] = []
             for sym in symbols:
-                cache = self.exchange.trades.get(sym) if sym not in returned else None
+                cache = self.exchange.trades.get(sym)
                 if not cache:
                     continue
-                new = cache.getLimit(sym, None) or 0
-                if new > len(cache):  # ccxt's cache overflowed: the id jump is refilled by the collector
-                    log.warning("%s: %d %s trades left ccxt's cache before they were read", self.source,
-                                new - len(cache), sym)
+                last = drained.get(sym)
+                new = []
+                for t in reversed(cache):
+                    if t is last:
+                        break
+                    new.append(t)
+                else:
+                    if last is not None:  # ccxt's cache overflowed: the collector refills id jumps
+                        log.warning("%s: %s trades left ccxt's cache before they were read", self.source, sym)
                 if new:
-                    rows.extend(_trade_row(t, now) for t in list(cache)[-min(new, len(cache)):])
+                    drained[sym] = new[0]
+                    rows.extend(_trade_row(t, now) for t in reversed(new))
             emit(TickKind.TRADES, rows)
 
     async def _quotes(self, symbols: list[str], emit: Emit) -> None:
