@@ -228,7 +228,7 @@ def run_discard(gen: Generator, symbols: list[str], seconds: float, store: str |
                                "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
                                            "fetchMargins": False,
                                            "watchTradesForSymbols": {"name": "aggTrade"}}})
-        from workbench.data.feeds.ccxt import rebase_ws_urls
+        from workbench.data.feeds.ccxt import drain_trades, rebase_ws_urls
         from workbench.data.sources.ccxt import rebase_urls
 
         ex.urls["api"] = rebase_ws_urls(rebase_urls(ex.urls["api"], gen.rest_url), gen.ws_url)
@@ -247,17 +247,7 @@ def run_discard(gen: Generator, symbols: list[str], seconds: float, store: str |
             while time.monotonic() < deadline:
                 await ex.watch_trades_for_symbols(symbols)
                 now = time.time_ns()
-                batch = []
-                for sym in symbols:  # drain every symbol's new trades from ccxt's cache, as the feed does
-                    cache = ex.trades.get(sym)
-                    new = []
-                    for t in reversed(cache or []):
-                        if t is drained.get(sym):
-                            break
-                        new.append(t)
-                    if new:
-                        drained[sym] = new[0]
-                        batch.extend(reversed(new))
+                batch, _ = drain_trades(ex, symbols, drained)  # every symbol's, as the feed does
                 n["trades"] += len(batch)  # added after the await: the quotes loop counts meanwhile
                 for t in batch:
                     if con is not None:

@@ -15,9 +15,7 @@ Usage: python bench/stream_tick.py [--symbols 100] [--ticks 30] [--rate 5]
 from __future__ import annotations
 
 import argparse
-import asyncio
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +34,7 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from collect_helpers import Running
     from paper_helpers import spec_for, write_artifact
 
     from workbench.data.collector import Collector, CollectSettings
@@ -59,17 +58,7 @@ def main() -> None:
                                         float(prices[k]), 0.1, "buy") for k in range(n)])
     collector = Collector(lake, SimulatedFeed(seed=2, rate=args.rate), CollectSettings(
         source="simulated", symbols=symbols, streams=["trades"]))
-    stop = threading.Event()
-
-    async def collect() -> None:
-        done = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        threading.Thread(target=lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)),
-                         daemon=True).start()
-        await collector.run(done)
-
-    th = threading.Thread(target=lambda: asyncio.run(collect()), daemon=True)
-    th.start()
+    run = Running(collector)
     try:
         spec = replace(spec_for("sma_cross", {"fast": 5, "slow": 20}, symbols=tuple(symbols)),
                        timeframe="1s", source="simulated", periods_per_year=365 * 86400.0)
@@ -107,8 +96,7 @@ def main() -> None:
         print(f"new bars of all symbols, one read  : {np.median(batched):.0f} ms; baseline, one read per "
               f"symbol: {np.median(naive):.0f} ms (x{np.median(naive) / max(np.median(batched), 1e-9):.1f})")
     finally:
-        stop.set()
-        th.join(30)
+        run.stop()
 
 
 if __name__ == "__main__":

@@ -5,14 +5,12 @@ refilled."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,9 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from collect_helpers import Running
 from servers.binance_stream import FakeBinance, wait_until
 
-from workbench.data.collector import Collector, CollectorStatus, CollectSettings, collect, read_status
+from workbench.data.collector import Collector, CollectSettings, collect, read_status
 from workbench.data.feeds.ccxt import CcxtFeed
 from workbench.data.lake import Lake
 from workbench.data.quality import TickIssue
@@ -49,37 +48,9 @@ def settings(**kw: Any) -> CollectSettings:
     return CollectSettings(**{**base, **kw})
 
 
-class Running:
-    """A collector in a thread, stopped by `stop()` (as SIGTERM would)."""
-
-    def __init__(self, lake: Lake, s: CollectSettings) -> None:
-        self.lake, self.status = lake, None
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self.collector = Collector(self.lake, CcxtFeed("binance"), s)
-        self.thread = threading.Thread(target=self._run)
-        self.thread.start()
-
-    def _run(self) -> None:
-        async def main() -> None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            threading.Thread(target=lambda: (self._stop.wait(), loop.call_soon_threadsafe(stop.set)),
-                             daemon=True).start()
-            await self.collector.run(stop)
-
-        try:
-            asyncio.run(main())
-        except BaseException as exc:
-            self.error = exc
-
-    def stop(self) -> CollectorStatus:
-        self._stop.set()
-        self.thread.join(30)
-        assert not self.thread.is_alive()
-        if self.error:
-            raise self.error
-        return self.collector.status
+def running(lake: Lake, s: CollectSettings) -> Running:
+    """A collector of the Binance fake in a thread (see `collect_helpers.Running`)."""
+    return Running(Collector(lake, CcxtFeed("binance"), s))
 
 
 def stored_ids(lake: Lake, symbol: str) -> np.ndarray:
@@ -129,7 +100,7 @@ def test_a_dropped_connection_is_refilled_from_rest_and_nothing_doubles(tmp_path
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    run = Running(lake, settings(streams=["trades", "quotes"], metrics_port=port))
+    run = running(lake, settings(streams=["trades", "quotes"], metrics_port=port))
     wait_until(lambda: len(lake.read_trades("binance", "BTC/USDT")) > 10, 10, "first trades")
     fake.ws.refuse(status=None)  # the drop, then a second of refused reconnects: trades pile up
     fake.ws.drop()
@@ -156,7 +127,7 @@ def test_a_dropped_connection_is_refilled_from_rest_and_nothing_doubles(tmp_path
 
 def test_a_silent_connection_is_detected_and_replaced(tmp_path: Path, fake: FakeBinance) -> None:
     lake = Lake(tmp_path)
-    run = Running(lake, settings(stale_after=0.6))
+    run = running(lake, settings(stale_after=0.6))
     wait_until(lambda: len(lake.read_trades("binance", "BTC/USDT")) > 10, 10, "first trades")
     fake.ws.stall(pongs=True)  # the socket stays open and answers pings: only silence tells
     wait_until(lambda: run.collector.status.reconnects >= 1, 10, "the watchdog")
@@ -182,7 +153,7 @@ def test_a_restart_resumes_and_refills_the_downtime(tmp_path: Path, fake: FakeBi
 
 def test_a_book_sequence_gap_is_recorded_and_the_book_resynced(tmp_path: Path, fake: FakeBinance) -> None:
     lake = Lake(tmp_path)
-    run = Running(lake, settings(streams=["book"], book_depth=5))
+    run = running(lake, settings(streams=["book"], book_depth=5))
     wait_until(lambda: len(lake.read_book("binance", "ETH/USDT")) > 20, 10, "books")
     fake.ws.skip_depth("ETHUSDT", 2)
     wait_until(lambda: len(lake.read_tick_gaps("binance", "ETH/USDT")) > 0, 10, "the gap")
@@ -224,7 +195,7 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path: Path, fake: F
     with pytest.raises(ConfigError, match="unknown live source 'ccxt2:binance'"):
         collect(lake, settings(source="ccxt2:binance"), duration=1)
     assert not (tmp_path / "lake").exists()
-    run = Running(lake, settings())
+    run = running(lake, settings())
     wait_until(lambda: run.collector.status.connected, 10, "the first collector")
     with pytest.raises(ConfigError, match="another collector is writing binance ticks"):
         collect(lake, settings(), duration=1)

@@ -4,14 +4,13 @@ books equal to the venue's, refused keys and a second connection on the key in o
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from collect_helpers import Running
 from servers.alpaca import API_KEY, SECRET_KEY
 from servers.alpaca_stream import AlpacaStreamFake
 from servers.binance_stream import wait_until
@@ -42,22 +41,6 @@ def settings(**kw: object) -> CollectSettings:
     return CollectSettings(**{**base, **kw})  # type: ignore[arg-type]
 
 
-def start(collector: Collector) -> tuple[threading.Event, threading.Thread]:
-    """Run `collector` in a thread until the returned event is set (as SIGTERM would stop it)."""
-    stop = threading.Event()
-
-    async def main() -> None:
-        done = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        threading.Thread(target=lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)),
-                         daemon=True).start()
-        await collector.run(done)
-
-    th = threading.Thread(target=lambda: asyncio.run(main()))
-    th.start()
-    return stop, th
-
-
 def assert_all_trades(lake: Lake, fake: AlpacaStreamFake) -> None:
     for sym in SYMBOLS:
         df = lake.read_trades("alpaca", sym)
@@ -75,13 +58,12 @@ def assert_all_trades(lake: Lake, fake: AlpacaStreamFake) -> None:
 def test_collects_trades_quotes_and_books_equal_to_the_venue(tmp_path: Path, fake: AlpacaStreamFake) -> None:
     lake = Lake(tmp_path)
     collector = Collector(lake, AlpacaFeed(), settings(streams=["trades", "quotes", "book"], book_depth=5))
-    stop, th = start(collector)
+    run = Running(collector)
     wait_until(lambda: collector.status.messages.get("trades", 0) > 30, 10, "trades")
     fake.pause()  # the market stands still: the last stored book must be the venue's
     n = len(lake.read_book("alpaca", "BTC/USD"))
     wait_until(lambda: len(lake.read_book("alpaca", "BTC/USD")) == n, 2, "the last book")
-    stop.set()
-    th.join(20)
+    run.stop()
     assert collector.status.gaps == 0 and collector.status.reconnects == 0
     assert_all_trades(lake, fake)
     book = lake.read_book("alpaca", "BTC/USD")
@@ -97,13 +79,12 @@ def test_collects_trades_quotes_and_books_equal_to_the_venue(tmp_path: Path, fak
 def test_a_drop_and_a_restart_are_refilled_from_rest(tmp_path: Path, fake: AlpacaStreamFake) -> None:
     lake = Lake(tmp_path)
     collector = Collector(lake, AlpacaFeed(), settings())
-    stop, th = start(collector)
+    run = Running(collector)
     wait_until(lambda: collector.status.messages.get("trades", 0) > 20, 10, "trades")
     fake.drop(linger=0.5)  # the old connection holds the key's slot a while: reconnects get 406 first
     wait_until(lambda: collector.status.backfilled > 0 and not collector.status.refills_pending
                and collector.status.connected, 15, "a refill")
-    stop.set()
-    th.join(20)
+    run.stop()
     assert collector.status.reconnects >= 1
     assert_all_trades(lake, fake)
     time.sleep(0.5)  # down: the venue trades on

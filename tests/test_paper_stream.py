@@ -3,8 +3,6 @@ builds its bars from them and decides at each bar close, without polling any RES
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from collect_helpers import Running
 from paper_helpers import spec_for, write_artifact
 
 from workbench.data.collector import Collector, CollectSettings
@@ -36,17 +35,7 @@ def test_the_runner_decides_on_each_streamed_bar_close(tmp_path: Path,
                                    for k in range(600)])
     collector = Collector(lake, SimulatedFeed(seed=3, rate=40), CollectSettings(
         source="simulated", symbols=["BTC/USDT"], streams=["trades"]))
-    stop = threading.Event()
-
-    async def main() -> None:
-        done = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        threading.Thread(target=lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)),
-                         daemon=True).start()
-        await collector.run(done)
-
-    th = threading.Thread(target=lambda: asyncio.run(main()))
-    th.start()
+    run = Running(collector)
     try:
         spec = replace(spec_for("sma_cross", {"fast": 5, "slow": 20}), timeframe="1s", source="simulated",
                        periods_per_year=365 * 86400.0)
@@ -74,8 +63,7 @@ def test_the_runner_decides_on_each_streamed_bar_close(tmp_path: Path,
         finally:
             session.close()
     finally:
-        stop.set()
-        th.join(20)
+        run.stop()
 
 
 def test_streamed_bars_refuse_settings_that_would_have_no_effect(tmp_path: Path) -> None:

@@ -496,10 +496,10 @@ class Lake:
             if found:
                 files.extend(found)
                 owner.extend([sym] * len(found))
-            elif self._from_ticks(source, sym, tf):
-                ticked.append(sym)  # built from recorded trades: one read for all of them below
             elif self.stored_timeframe(source, sym, tf) is not None:
                 rest.append(sym)  # stored finer: a resampled read
+            elif self._has_trades(source, sym):
+                ticked.append(sym)  # built from recorded trades: one read for all of them below
             else:
                 out[sym] = {}
         if files:
@@ -591,9 +591,12 @@ class Lake:
 
     def _read_one(self, source: str, symbol: str, tf: Timeframe, t0: pd.Timestamp | None,
                   t1: pd.Timestamp | None, include_partial: bool) -> pd.DataFrame:
-        if self._from_ticks(source, symbol, tf):
-            return self._tick_bars(source, symbol, tf, t0, t1, include_partial)
-        base_tf = self._stored_timeframe(source, symbol, tf)
+        try:
+            base_tf = self._stored_timeframe(source, symbol, tf)
+        except DataError:
+            if self._has_trades(source, symbol):  # no bar series, but a collector recorded its trades
+                return self._tick_bars(source, symbol, tf, t0, t1, include_partial)
+            raise
         sdir = self.series_dir(source, symbol, base_tf)
         if base_tf == tf:
             files = self._files(sdir, t0, t1)
@@ -745,11 +748,9 @@ class Lake:
         out["ts"] = pd.to_datetime(out["ts"]).dt.tz_localize("UTC").dt.as_unit("us")
         return out
 
-    def _from_ticks(self, source: str, symbol: str, tf: Timeframe) -> bool:
-        """Whether bars of (source, symbol) are built from recorded trades: no bar series is
-        stored for it (at `tf` or finer) and a collector recorded its trades."""
-        if self.stored_timeframe(source, symbol, tf) is not None:
-            return False
+    def _has_trades(self, source: str, symbol: str) -> bool:
+        """Whether a collector recorded trades of (source, symbol): where no bar series is stored,
+        its bars are built from them."""
         if self.ticks.symbol_dir(TickKind.TRADES, source, symbol).is_dir():
             return True
         return bool(self.ticks.segments(source, TickKind.TRADES)) and (

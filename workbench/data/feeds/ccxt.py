@@ -57,7 +57,6 @@ class CcxtFeed(Feed):
         self.contiguous_ids = self.source in _BY_ID
         has = self.exchange.has
         self.streams = frozenset(s for s, m in _METHODS.items() if has.get(m))
-        self._books: dict[str, list[Row]] = {}
 
     def __repr__(self) -> str:
         return f"CcxtFeed({self.source!r})"
@@ -119,24 +118,10 @@ class CcxtFeed(Feed):
             else:
                 await self.exchange.watch_trades(symbols[0])
             now = time.time_ns()
-            rows: list[Row] = []
-            for sym in symbols:
-                cache = self.exchange.trades.get(sym)
-                if not cache:
-                    continue
-                last = drained.get(sym)
-                new = []
-                for t in reversed(cache):
-                    if t is last:
-                        break
-                    new.append(t)
-                else:
-                    if last is not None:  # ccxt's cache overflowed: the collector refills id jumps
-                        log.warning("%s: %s trades left ccxt's cache before they were read", self.source, sym)
-                if new:
-                    drained[sym] = new[0]
-                    rows.extend(_trade_row(t, now) for t in reversed(new))
-            emit(TickKind.TRADES, rows)
+            trades, overflowed = drain_trades(self.exchange, symbols, drained)
+            for sym in overflowed:  # the collector refills the id jump this leaves
+                log.warning("%s: %s trades left ccxt's cache before they were read", self.source, sym)
+            emit(TickKind.TRADES, [_trade_row(t, now) for t in trades])
 
     async def _quotes(self, symbols: list[str], emit: Emit) -> None:
         last: dict[str, tuple[Any, ...]] = {}
@@ -209,6 +194,33 @@ class CcxtFeed(Feed):
         return sorted(rows, key=lambda r: as_int(r[3]))
 
 
+def drain_trades(exchange: Any, symbols: Sequence[str], drained: dict[str, object]
+                 ) -> tuple[list[dict[str, Any]], list[str]]:
+    """The trades ccxt cached for `symbols` since the last drain, oldest first per symbol, and the
+    symbols whose cache overflowed meanwhile. Each cache is walked from its newest trade back to the
+    one drained last (the same object, kept in `drained`): ccxt's own new-update count repeats a
+    stale value when nothing arrived in between."""
+    out: list[dict[str, Any]] = []
+    overflowed = []
+    for sym in symbols:
+        cache = exchange.trades.get(sym)
+        if not cache:
+            continue
+        last = drained.get(sym)
+        new = []
+        for t in reversed(cache):
+            if t is last:
+                break
+            new.append(t)
+        else:
+            if last is not None:
+                overflowed.append(sym)
+        if new:
+            drained[sym] = new[0]
+            out.extend(reversed(new))
+    return out, overflowed
+
+
 def _trade_row(t: dict[str, Any], recv_ns: int) -> Row:
     ts = t.get("timestamp")
     return (int(ts) * 1_000_000 if ts is not None else recv_ns, recv_ns, t["symbol"], int(t["id"]),
@@ -225,4 +237,4 @@ def rebase_ws_urls(urls: Any, ws_url: str) -> Any:
     return rebase_nested(urls, ws_url, ("ws", "wss"))
 
 
-__all__ = ["WS_URL_SETTING", "CcxtFeed", "rebase_ws_urls"]
+__all__ = ["WS_URL_SETTING", "CcxtFeed", "drain_trades", "rebase_ws_urls"]
