@@ -142,6 +142,7 @@ class Sampler:
         self.p = psutil.Process()
         self.peak = self.p.memory_info().rss
         self.first_rss = self.peak
+        self.rss: list[float] = []  # every sample, to tell flat memory from growing
         self._stop = threading.Event()
         self.t0, self.cpu0 = time.monotonic(), sum(self.p.cpu_times()[:2])
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -149,7 +150,9 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
-            self.peak = max(self.peak, self.p.memory_info().rss)
+            rss = self.p.memory_info().rss
+            self.peak = max(self.peak, rss)
+            self.rss.append(rss / 2**20)
 
     def done(self) -> tuple[float, float, float]:
         self._stop.set()
@@ -198,7 +201,8 @@ def run_collector(gen: Generator, symbols: list[str], seconds: float) -> dict[st
     tenth = max(1, len(lag) // 10)
     return {"sent/s": sent / wall, "stored/s": stored / wall, "p50 ms": float(np.percentile(latencies, 50)),
             "p99 ms": float(np.percentile(latencies, 99)), "lag start ms": float(np.median(lag[:tenth])),
-            "lag end ms": float(np.median(lag[-tenth:])), "cpu": cpu, "rss0 MB": rss0, "peak MB": peak}
+            "lag end ms": float(np.median(lag[-tenth:])), "cpu": cpu, "rss0 MB": rss0, "peak MB": peak,
+            "rss half MB": sampler.rss[len(sampler.rss) // 2], "rss end MB": sampler.rss[-1]}
 
 
 def run_discard(gen: Generator, symbols: list[str], seconds: float, store: str | None = None
@@ -224,11 +228,12 @@ def run_discard(gen: Generator, symbols: list[str], seconds: float, store: str |
     sent0 = gen.sent.value
 
     async def main() -> None:
+        from workbench.data.feeds.ccxt import TRADES_CACHE, drain_trades, rebase_ws_urls
         ex = ccxt.pro.binance({"enableRateLimit": False, "timeout_on_exit": 0,
                                "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
                                            "fetchMargins": False,
-                                           "watchTradesForSymbols": {"name": "aggTrade"}}})
-        from workbench.data.feeds.ccxt import drain_trades, rebase_ws_urls
+                                           "watchTradesForSymbols": {"name": "aggTrade"},
+                                           "tradesLimit": TRADES_CACHE}})
         from workbench.data.sources.ccxt import rebase_urls
 
         ex.urls["api"] = rebase_ws_urls(rebase_urls(ex.urls["api"], gen.rest_url), gen.ws_url)
@@ -326,7 +331,8 @@ def main() -> None:
               f"{res['sent/s']:,.0f} sent, durable p50 {res['p50 ms']:.1f} ms p99 {res['p99 ms']:.1f} ms, "
               "lag "
               f"{res['lag start ms']:.0f} -> {res['lag end ms']:.0f} ms, cpu {res['cpu']:.2f} core, memory "
-              f"{res['rss0 MB']:.0f} -> peak {res['peak MB']:.0f} MB", flush=True)
+              f"{res['rss0 MB']:.0f} MB at the start, {res['rss half MB']:.0f} MB half-way, "
+              f"{res['rss end MB']:.0f} MB at the end (peak {res['peak MB']:.0f} MB)", flush=True)
     finally:
         gen.close()
 

@@ -23,7 +23,7 @@ import pytest
 from collect_helpers import Running
 from servers.binance_stream import FakeBinance, wait_until
 
-from workbench.data.collector import Collector, CollectSettings, collect, read_status
+from workbench.data.collector import Collector, CollectSettings, IdWindow, collect, read_status
 from workbench.data.feeds.ccxt import CcxtFeed
 from workbench.data.lake import Lake
 from workbench.data.quality import TickIssue
@@ -228,3 +228,22 @@ def test_sigkill_at_random_moments_then_restart_loses_and_doubles_nothing(tmp_pa
         time.sleep(rng.uniform(0.0, 0.5))
     collect(lake, settings(), duration=1.5)  # the last restart refills the last downtime
     assert_all_trades(lake, fake)
+
+
+def test_the_seen_id_window_keeps_one_run_for_contiguous_ids_and_catches_every_duplicate() -> None:
+    """Deduplication on arrival: contiguous ids cost one run however many arrive (flat memory);
+    reordered ids merge back into one run; duplicates are caught, in a run or at its edges; the
+    oldest runs go first when ids are sparse."""
+    w = IdWindow(max_runs=100)
+    assert all(w.add(i) for i in range(1, 100_001)) and len(w) == 1
+    assert not w.add(1) and not w.add(50_000) and not w.add(100_000)
+    rng = random.Random(3)
+    late = list(range(100_002, 100_050))
+    rng.shuffle(late)
+    assert all(w.add(i) for i in late)  # reordered, with 100_001 still missing
+    assert len(w) == 2 and not w.add(100_049)
+    assert w.add(100_001) and len(w) == 1  # the hole closes: the runs join
+    small = IdWindow(max_runs=3)
+    assert all(small.add(i) for i in (10, 11, 12, 20, 30, 40))  # sparse ids: a run each, 3 kept
+    assert len(small) == 3 and small.add(11)  # the oldest run (10..12) was dropped
+    assert not small.add(40) and not small.add(30)

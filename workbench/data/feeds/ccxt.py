@@ -34,6 +34,7 @@ from workbench.errors import ConfigError
 log = logging.getLogger(__name__)
 
 WS_URL_SETTING = "WORKBENCH_CCXT_WS_URL"
+TRADES_CACHE = 200  # trades ccxt keeps per symbol between two drains
 _METHODS = {Stream.TRADES: "watchTrades", Stream.QUOTES: "watchBidsAsks", Stream.BOOK: "watchOrderBook"}
 # exchanges whose live trade ids can be paged by id over REST: (live stream name, REST method)
 _BY_ID: dict[str, tuple[str, str]] = {"binance": ("aggTrade", "publicGetAggTrades")}
@@ -66,6 +67,10 @@ class CcxtFeed(Feed):
         exchange = self._cls({"enableRateLimit": True, "timeout_on_exit": 0})
         exchange.options.update({k: v for k, v in self.rest.exchange.options.items()
                                  if k in ("fetchMarkets", "fetchCurrencies", "fetchMargins")})
+        # ccxt keeps the last `tradesLimit` parsed trades of every symbol (1000 by default: ~500 MB at
+        # 200 symbols). Each wake-up drains them; a cache that overflows between two drains is seen
+        # (`drain_trades`) and refilled from REST, so a short cache only bounds memory.
+        exchange.options["tradesLimit"] = TRADES_CACHE
         by_id = _BY_ID.get(self.source)
         if by_id:  # one stream name for one symbol and for several
             for option in ("watchTrades", "watchTradesForSymbols"):
