@@ -338,3 +338,34 @@ def test_bars_of_a_recorded_symbol_are_built_from_its_trades_for_research_and_th
     b = backtest("sma_cross", load_bars(lake, "BTC/USDT", "1m", source="copy"), {"fast": 5, "slow": 20})
     assert len(a.trades) > 3
     pd.testing.assert_series_equal(a.equity, b.equity)
+
+
+def test_the_latest_receipt_follows_the_log_and_skips_a_batch_still_being_written(tmp_path: Path) -> None:
+    """What a streamed paper tick polls: the newest receipt in the log, read incrementally (each
+    call reads only what was appended since the last), a torn batch at the tail ignored until whole,
+    older segments consulted when the newest is empty, compacted rows no longer counted."""
+    lake = Lake(tmp_path)
+    store = lake.ticks
+    assert store.latest_receipt("binance") is None
+    with TickWriter(store, "binance", segment_seconds=3600) as w:
+        for k in range(1, 4):
+            w.extend(TickKind.TRADES, [trade(i) for i in range(k * 100 - 100, k * 100)])
+            w.flush()
+            assert store.latest_receipt("binance") == trade(k * 100 - 1)[1]
+        (_seg, path), = store.segments("binance", TickKind.TRADES)
+        whole = path.read_bytes()
+        w.extend(TickKind.TRADES, [trade(i) for i in range(300, 310)])
+        w.flush()
+        appended = path.read_bytes()[len(whole):]
+    # the same log with the last batch cut short, as a reader may find it mid-write
+    other = Lake(tmp_path / "copy").ticks
+    seg = other.wal_dir("binance") / "trades" / path.name
+    seg.parent.mkdir(parents=True)
+    seg.write_bytes(whole + appended[: len(appended) // 2])
+    assert other.latest_receipt("binance") == trade(299)[1]
+    seg.write_bytes(whole + appended)
+    assert other.latest_receipt("binance") == trade(309)[1]
+    # an empty newer segment: the older one still tells
+    (seg.parent / f"{int(path.stem) + 1:010d}.arrows").write_bytes(b"")
+    assert other.latest_receipt("binance") == trade(309)[1]
+    assert store.latest_receipt("binance") is None  # closed: compacted out of the log

@@ -535,11 +535,16 @@ class Lake:
             bars = bars[bars["ts"] + tf.delta <= pd.Timestamp.now(tz="UTC")]  # closed buckets only
             if t0 is not None:
                 bars = bars[bars["ts"] >= t0]
+            # split by symbol once (a mask per symbol is quadratic: 100 symbols, 100 passes)
+            names = bars["symbol"].to_numpy(dtype=object)
+            order = np.argsort(names, kind="stable")
+            names = names[order]
+            ts_us = pd.DatetimeIndex(bars["ts"]).as_unit("us").asi8[order]
+            values = {c: bars[c].to_numpy(dtype=np.float64)[order] for c in bars.columns
+                      if c not in ("ts", "symbol")}
             for sym in ticked:
-                df = bars[bars["symbol"] == sym]
-                out[sym] = {"ts": pd.DatetimeIndex(df["ts"]).as_unit("us").asi8,
-                            **{c: df[c].to_numpy(dtype=np.float64) for c in df.columns
-                               if c not in ("ts", "symbol")}}
+                lo, hi = np.searchsorted(names, sym, "left"), np.searchsorted(names, sym, "right")
+                out[sym] = {"ts": ts_us[lo:hi], **{c: v[lo:hi] for c, v in values.items()}}
         for sym in rest:
             df = self.read_bars(source, sym, tf, t0, None)
             out[sym] = {"ts": pd.DatetimeIndex(df["ts"]).as_unit("us").asi8,

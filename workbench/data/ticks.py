@@ -136,6 +136,8 @@ class TickStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        # per log segment: (byte offset after the last complete message read, newest receipt so far)
+        self._tails: dict[Path, tuple[int, int | None]] = {}
 
     def __repr__(self) -> str:
         return f"TickStore({str(self.root)!r})"
@@ -174,14 +176,41 @@ class TickStore:
     def latest_receipt(self, source: str, kind: TickKind | str = TickKind.TRADES) -> int | None:
         """The receipt time (ns) of the newest row of `kind` in `source`'s log, or None: how far a
         running collector has got (rows arrive in receipt order on one connection)."""
-        for _seg, path in reversed(self.segments(source, kind)):
+        k = _kind(kind)
+        segments = self.segments(source, k)
+        if len(self._tails) > 64:  # cursors of compacted segments
+            live = {p for _s, p in segments}
+            self._tails = {p: c for p, c in self._tails.items() if p in live}
+        for _seg, path in reversed(segments):
             try:
-                t = read_segment(path, SCHEMAS[_kind(kind)])
+                got = self._tail(path, k)
             except FileNotFoundError:
                 continue  # compacted meanwhile: an older segment holds nothing newer
-            if t.num_rows:
-                return int(pc.max(t["recv_ts"]).cast(pa.int64()).as_py())
+            if got is not None:
+                return got
         return None
+
+    def _tail(self, path: Path, kind: TickKind) -> int | None:
+        """The newest receipt in a log segment, reading only the batches appended since the last
+        call (a segment is append-only and never reused): a runner polls this every few ms while a
+        segment may hold 30 s of a busy feed."""
+        offset, best = self._tails.get(path, (0, None))
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            try:
+                if offset == 0:
+                    pa.ipc.read_message(fh)  # the schema message
+                    offset = fh.tell()
+                while True:
+                    batch = pa.ipc.read_record_batch(pa.ipc.read_message(fh), SCHEMAS[kind])
+                    if batch.num_rows:
+                        newest = int(pc.max(batch.column("recv_ts")).cast(pa.int64()).as_py())
+                        best = newest if best is None else max(best, newest)
+                    offset = fh.tell()
+            except (EOFError, OSError, pa.ArrowInvalid):
+                pass  # the end, or a batch still being written: read from here next time
+        self._tails[path] = (offset, best)
+        return best
 
     def series(self) -> pd.DataFrame:
         """One row per stored (kind, source, symbol), with its days on disk and rows in the log."""

@@ -20,6 +20,7 @@ from workbench.data.timeframe import Timeframe
 from workbench.errors import DataError
 
 _COLS = ("open", "high", "low", "close", "volume")
+_UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 
 
 @dataclass
@@ -146,7 +147,7 @@ class BarFeed:
             else:
                 lo = 0 if bars is None else max(hi - bars, 0)
             take = slice(lo, hi)  # contiguous: no gather
-            index = pd.DatetimeIndex(pd.to_datetime(ser.ts[take], utc=True), name="ts")
+            index = pd.DatetimeIndex(ser.ts[take], dtype=_UTC_NS, name="ts")
             df = pd.DataFrame({c: v[take] for c, v in ser.cols.items()}, index=index)
             df.attrs.update(symbol=s, timeframe=self.tf.name, source=self.source)
             out[s] = df

@@ -30,6 +30,7 @@ class _Symbol:
     tick: float
     rng: np.random.Generator
     next_id: int = 1
+    carry: float = 0.0  # the fraction of a trade owed: a phase of its own, so symbols trade apart
     trades: list[Row] = field(default_factory=list)
     sizes: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
@@ -60,7 +61,8 @@ class SimulatedFeed(Feed):
             price = float(rng.choice([100.0, 2_000.0, 40_000.0]))
             # ids from the clock (ms x 1000): a later run never reuses an id a lake already holds
             first_id = time.time_ns() // 1_000_000 * 1000
-            state = _Symbol(price=price, tick=price * 1e-5, rng=rng, next_id=first_id)
+            phase = float(np.random.default_rng([self.seed, k, 1]).uniform())
+            state = _Symbol(price=price, tick=price * 1e-5, rng=rng, next_id=first_id, carry=phase)
             state.sizes = rng.uniform(0.5, 5.0, size=(2, self.levels))
             self._symbols.setdefault(sym, state)
             out.append(sym)
@@ -73,30 +75,32 @@ class SimulatedFeed(Feed):
         if self._last_ns is not None:  # the venue traded on while we were away: history only
             missed = (time.time_ns() - self._last_ns) / 1e9 * self.rate
             self._advance(symbols, missed, streams, None, book_depth)
-        carry = 0.0
         while True:
             await asyncio.sleep(STEP_S)
-            self._advance(symbols, STEP_S * self.rate + carry, streams, emit, book_depth)
-            carry = (STEP_S * self.rate + carry) % 1.0
+            self._advance(symbols, STEP_S * self.rate, streams, emit, book_depth)
             if (self.outage_after is not None and self._sessions == 1
                     and time.monotonic() - started > self.outage_after):
                 raise TemporaryError("the simulated venue dropped the connection")
 
     def _advance(self, symbols: Sequence[str], n: float, streams: Sequence[Stream], emit: Emit | None,
                  depth: int) -> None:
-        """`n` trades' worth of market for each symbol, ending now; published through `emit`
-        (None: the collector is not connected, the trades only enter the history)."""
+        """`n` trades' worth of market for each symbol (plus what each owes from before), ending
+        now; published through `emit` (None: the collector is not connected, the trades only enter
+        the history)."""
         now = time.time_ns()
         self._last_ns = now
         for sym in symbols:
             s = self._symbols[sym]
             trades: list[Row] = []
-            for j in range(int(n)):
+            due = n + s.carry
+            k = int(due)
+            s.carry = due - k
+            for j in range(k):
                 s.price = max(s.tick, s.price * float(np.exp(s.rng.normal(0.0, 2e-4))))
                 side = "buy" if s.rng.random() < 0.5 else "sell"
                 size = round(float(s.rng.exponential(0.2)) + 0.001, 6)
                 px = round(round(s.price / s.tick) * s.tick, 8)
-                ts = now - int((int(n) - j) * 1e9 / max(self.rate, 1e-9))
+                ts = now - int((k - 1 - j) * 1e9 / max(self.rate, 1e-9))
                 row = (ts, now, sym, s.next_id, px, size, side)
                 s.next_id += 1
                 s.trades.append(row)
