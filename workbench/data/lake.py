@@ -536,14 +536,14 @@ class Lake:
             if t0 is not None:
                 bars = bars[bars["ts"] >= t0]
             # split by symbol once (a mask per symbol is quadratic: 100 symbols, 100 passes)
-            names = bars["symbol"].to_numpy(dtype=object)
-            order = np.argsort(names, kind="stable")
-            names = names[order]
+            unsorted = bars["symbol"].to_numpy(dtype=object)
+            order = np.argsort(unsorted, kind="stable")
+            by_symbol = unsorted[order]
             ts_us = pd.DatetimeIndex(bars["ts"]).as_unit("us").asi8[order]
             values = {c: bars[c].to_numpy(dtype=np.float64)[order] for c in bars.columns
                       if c not in ("ts", "symbol")}
             for sym in ticked:
-                lo, hi = np.searchsorted(names, sym, "left"), np.searchsorted(names, sym, "right")
+                lo, hi = np.searchsorted(by_symbol, sym, "left"), np.searchsorted(by_symbol, sym, "right")
                 out[sym] = {"ts": ts_us[lo:hi], **{c: v[lo:hi] for c, v in values.items()}}
         for sym in rest:
             df = self.read_bars(source, sym, tf, t0, None)
