@@ -78,6 +78,31 @@ def assert_all_trades(lake: Lake, fake: FakeBinance, *, since_id: dict[str, int]
             assert row.ts == pd.Timestamp(t.time, unit="ms", tz="UTC")
 
 
+def assert_every_quote(lake: Lake, fake: FakeBinance, symbol: str) -> None:
+    """Every best bid/ask update the venue sent is stored, in order: the stored quotes are a
+    contiguous stretch of what was sent, up to the last few sent as the collector stopped."""
+    q = lake.read_quotes("binance", symbol)
+    stored = list(q[["bid", "bid_size", "ask", "ask_size"]].itertuples(index=False, name=None))
+    sent = fake.ws.book_tickers[symbol.replace("/", "")]
+    start = sent.index(stored[0])
+    assert sent[start:start + len(stored)] == stored
+    assert len(stored) >= len(sent) - start - 60
+
+
+def test_quote_updates_in_a_burst_are_each_stored(tmp_path: Path) -> None:
+    """A venue sending a symbol's quote updates in bursts (50 per 50 ms here): ccxt reads a burst
+    in one go and keeps only the latest per symbol; the collector stores every one."""
+    with FakeBinance(seed=5, rate=1000, tick_s=0.05) as venue:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("WORKBENCH_CCXT_BASE_URL", venue.rest.url)
+            mp.setenv("WORKBENCH_CCXT_WS_URL", venue.ws.ws_url)
+            lake = Lake(tmp_path)
+            collect(lake, settings(streams=["quotes"]), duration=1.5)
+        for sym in SYMBOLS:
+            assert len(lake.read_quotes("binance", sym)) > 300
+            assert_every_quote(lake, venue, sym)
+
+
 def test_collects_trades_quotes_and_books_equal_to_the_venue(tmp_path: Path, fake: FakeBinance) -> None:
     lake = Lake(tmp_path)
     status = collect(lake, settings(streams=["trades", "quotes", "book"], book_depth=5), duration=1.5)
@@ -88,6 +113,9 @@ def test_collects_trades_quotes_and_books_equal_to_the_venue(tmp_path: Path, fak
     assert len(last) == 10 and last["seq"].notna().all()
     q = lake.read_quotes("binance", "BTC/USDT")
     assert len(q) > 5 and (q["bid"] < q["ask"]).all()
+    # every best bid/ask update the venue sent is stored, in order (none coalesced between two of
+    # ccxt's wake-ups): the stored run is a contiguous stretch of what was sent
+    assert_every_quote(lake, fake, "BTC/USDT")
     assert lake.check_ticks("binance", "BTC/USDT", "trades").ok
     assert lake.read_tick_gaps("binance", SYMBOLS).empty
     [st] = read_status(lake)

@@ -964,6 +964,7 @@ class BinanceStreamServer:
         self._conns: set[_Conn] = set()
         self._subs: dict[str, set[_Conn]] = {}
         self._pending: dict[tuple[str, int], _Pending] = {}
+        self.book_tickers: dict[str, list[tuple[float, float, float, float]]] = {}  # every one sent
         self._klines: dict[str, _KlineState] = {}
         self._next_ticker = 0
         self._next_partial = {100: 0, 1000: 0}
@@ -1411,6 +1412,9 @@ class BinanceStreamServer:
                 if ev.best is not None and f"{sym}@bookTicker" in subs:
                     d = venue.markets[ev.symbol].decimals
                     b, bq, a, aq = ev.best
+                    self.book_tickers.setdefault(ev.symbol, []).append(
+                        (float(_fmt(b, d)), float(_fmt(bq, LOT_DECIMALS)), float(_fmt(a, d)),
+                         float(_fmt(aq, LOT_DECIMALS))))
                     emit(f"{sym}@bookTicker",
                          f'{{"u":{ev.update_id},"s":"{ev.symbol}","b":"{_fmt(b, d)}",'
                          f'"B":"{_fmt(bq, LOT_DECIMALS)}","a":"{_fmt(a, d)}",'

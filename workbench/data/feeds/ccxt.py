@@ -131,21 +131,28 @@ class CcxtFeed(Feed):
     async def _quotes(self, symbols: list[str], emit: Emit) -> None:
         last: dict[str, tuple[Any, ...]] = {}
         wanted = set(symbols)
+        # ccxt returns the symbol whose update came first and keeps only the latest of every symbol
+        # in `bidsasks`; the updates between two wake-ups would coalesce. Every parsed update is
+        # stored into that dict, so a dict that also logs each store keeps them all, in order.
+        book = QuoteLog(self.exchange.bidsasks or {})
+        self.exchange.bidsasks = book
         while True:
             await self.exchange.watch_bids_asks(symbols)
             now = time.time_ns()
             rows = []
-            # ccxt returns the symbol whose update came first and keeps the latest of every other in
-            # `bidsasks`: take them all (updates between two wake-ups coalesce to the latest)
-            for sym, t in list(self.exchange.bidsasks.items()):
+            for sym, t in book.drain():
                 if sym not in wanted:
                     continue
                 q = (t.get("bid"), t.get("bidVolume"), t.get("ask"), t.get("askVolume"))
                 if None in q[::2] or last.get(sym) == q:
                     continue
                 last[sym] = q
+                # updates read together are stamped a nanosecond apart in the order read: the tick
+                # tables tell quotes apart by (symbol, ts, receipt), and Binance's bookTicker has
+                # no time of its own
+                recv = now + len(rows)
                 ts = t.get("timestamp")
-                rows.append((int(ts) * 1_000_000 if ts else now, now, sym, *(float(x or 0.0) for x in q)))
+                rows.append((int(ts) * 1_000_000 if ts else recv, recv, sym, *(float(x or 0.0) for x in q)))
             emit(TickKind.QUOTES, rows)
 
     async def _book(self, symbol: str, emit: Emit, depth: int) -> None:
@@ -199,6 +206,23 @@ class CcxtFeed(Feed):
         return sorted(rows, key=lambda r: as_int(r[3]))
 
 
+class QuoteLog(dict[str, Any]):
+    """ccxt's `bidsasks` (symbol -> its latest best bid/ask) that also logs every update stored."""
+
+    def __init__(self, initial: dict[str, Any]) -> None:
+        super().__init__(initial)
+        self._log: list[tuple[str, Any]] = []
+
+    def __setitem__(self, symbol: str, quote: Any) -> None:
+        super().__setitem__(symbol, quote)
+        self._log.append((symbol, quote))
+
+    def drain(self) -> list[tuple[str, Any]]:
+        """Every (symbol, quote) stored since the last drain, oldest first."""
+        out, self._log = self._log, []
+        return out
+
+
 def drain_trades(exchange: Any, symbols: Sequence[str], drained: dict[str, object]
                  ) -> tuple[list[dict[str, Any]], list[str]]:
     """The trades ccxt cached for `symbols` since the last drain, oldest first per symbol, and the
@@ -242,4 +266,4 @@ def rebase_ws_urls(urls: Any, ws_url: str) -> Any:
     return rebase_nested(urls, ws_url, ("ws", "wss"))
 
 
-__all__ = ["WS_URL_SETTING", "CcxtFeed", "drain_trades", "rebase_ws_urls"]
+__all__ = ["WS_URL_SETTING", "CcxtFeed", "QuoteLog", "drain_trades", "rebase_ws_urls"]
