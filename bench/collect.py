@@ -7,7 +7,7 @@ in a random order, each frame stamped with its send time) behind the REST fake o
 (exchangeInfo for ccxt's markets). The collector (ccxt.pro -> `Collector` -> the tick tables' log)
 runs against it; the same run measures two baselines against the same generator, through the
 collector's own ccxt calls (`watch_trades_for_symbols`, `watch_bids_asks`) and counted as it counts
-(the trades returned plus the quote updates returned that change a symbol's best bid/ask): a loop
+(the trades returned plus every quote update that changes a symbol's best bid/ask): a loop
 that receives and discards (the client's own ceiling), and a naive store (one DuckDB INSERT per such
 message). The first baseline also counts the data frames that reached ccxt's socket, so that what
 the generator sent, what arrived and what ccxt handed over can be told apart. Printed: messages per
@@ -209,8 +209,8 @@ def run_discard(gen: Generator, symbols: list[str], seconds: float, store: str |
                 ) -> dict[str, float]:
     """ccxt.pro alone (store None), or with one DuckDB INSERT per message ('duckdb'), through the
     collector's calls and counted as the collector counts: after each wake-up every symbol's new trades
-    (drained from ccxt's caches) and every symbol's latest quote that changes its (bid, bid size, ask,
-    ask size). Also counted: the data frames
+    (drained from ccxt's caches) and every quote update since the last wake-up that changes its
+    symbol's (bid, bid size, ask, ask size). Also counted: the data frames
     that reached ccxt's client (subscription replies left out)."""
     import ccxt.pro
     import duckdb
@@ -228,7 +228,14 @@ def run_discard(gen: Generator, symbols: list[str], seconds: float, store: str |
     sent0 = gen.sent.value
 
     async def main() -> None:
-        from workbench.data.feeds.ccxt import TRADES_CACHE, drain_trades, rebase_ws_urls
+        from workbench.data.feeds.ccxt import (
+            TRADES_CACHE,
+            WAKE_S,
+            QuoteLog,
+            drain_trades,
+            rebase_ws_urls,
+            stamp_trades,
+        )
         ex = ccxt.pro.binance({"enableRateLimit": False, "timeout_on_exit": 0,
                                "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
                                            "fetchMargins": False,
@@ -249,6 +256,7 @@ def run_discard(gen: Generator, symbols: list[str], seconds: float, store: str |
 
         async def trades() -> None:
             drained: dict[str, object] = {}
+            stamp_trades(ex, symbols)
             while time.monotonic() < deadline:
                 await ex.watch_trades_for_symbols(symbols)
                 now = time.time_ns()
@@ -260,14 +268,17 @@ def run_discard(gen: Generator, symbols: list[str], seconds: float, store: str |
                                     [int(t["timestamp"]) * 1_000_000, now, t["symbol"], int(t["id"]),
                                      t["price"], t["amount"]])
                     lags.append(now / 1e6 - t["timestamp"])
+                await asyncio.sleep(WAKE_S)  # wake-ups spaced as the feed spaces them
 
         async def quotes() -> None:
             last: dict[str, tuple[object, ...]] = {}
             wanted = set(symbols)
+            book = QuoteLog(ex.bidsasks or {})
+            ex.bidsasks = book
             while time.monotonic() < deadline:
                 await ex.watch_bids_asks(symbols)
                 now = time.time_ns()
-                for sym, t in list(ex.bidsasks.items()):  # every symbol's latest, as the feed does
+                for sym, t, _recv in book.drain():  # every update since the last wake-up, as the feed does
                     if sym not in wanted:
                         continue
                     q = (t.get("bid"), t.get("bidVolume"), t.get("ask"), t.get("askVolume"))
@@ -280,6 +291,7 @@ def run_discard(gen: Generator, symbols: list[str], seconds: float, store: str |
                         con.execute("INSERT INTO quotes VALUES (?, ?, ?, ?, ?, ?, ?)",
                                     [int(ts) * 1_000_000 if ts else now, now, sym,
                                      *(float(x or 0.0) for x in q)])
+                await asyncio.sleep(WAKE_S)
 
         try:
             await asyncio.gather(trades(), quotes())

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import ccxt
 import ccxt.pro
+from ccxt.async_support.base.ws.cache import ArrayCache
 
 from workbench.config import setting
 from workbench.data.feeds.base import Emit, Feed, Row, Stream, as_int, book_rows
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 
 WS_URL_SETTING = "WORKBENCH_CCXT_WS_URL"
 TRADES_CACHE = 200  # trades ccxt keeps per symbol between two drains
+# A watch of many symbols races one future per symbol, so a wake-up costs O(symbols): at 200 symbols
+# a wake-up per message was most of the collector's CPU. Wake-ups are spaced by WAKE_S instead, and
+# each drains everything ccxt parsed meanwhile (receipt times are stamped as ccxt parses).
+WAKE_S = 0.02
+RECV_KEY = "_workbench_recv_ns"  # where a trade's receipt time is kept in ccxt's dict
 _METHODS = {Stream.TRADES: "watchTrades", Stream.QUOTES: "watchBidsAsks", Stream.BOOK: "watchOrderBook"}
 # exchanges whose live trade ids can be paged by id over REST: (live stream name, REST method)
 _BY_ID: dict[str, tuple[str, str]] = {"binance": ("aggTrade", "publicGetAggTrades")}
@@ -117,6 +123,7 @@ class CcxtFeed(Feed):
         first in its read and keeps every symbol's in a cache; all of them are drained here, each
         cache from its newest trade back to the last one drained before (the same object)."""
         drained: dict[str, object] = {}
+        stamp_trades(self.exchange, symbols)
         while True:
             if len(symbols) > 1:
                 await self.exchange.watch_trades_for_symbols(symbols)
@@ -126,7 +133,8 @@ class CcxtFeed(Feed):
             trades, overflowed = drain_trades(self.exchange, symbols, drained)
             for sym in overflowed:  # the collector refills the id jump this leaves
                 log.warning("%s: %s trades left ccxt's cache before they were read", self.source, sym)
-            emit(TickKind.TRADES, [_trade_row(t, now) for t in trades])
+            emit(TickKind.TRADES, [_trade_row(t, t.get(RECV_KEY, now)) for t in trades])
+            await asyncio.sleep(WAKE_S)
 
     async def _quotes(self, symbols: list[str], emit: Emit) -> None:
         last: dict[str, tuple[Any, ...]] = {}
@@ -138,22 +146,22 @@ class CcxtFeed(Feed):
         self.exchange.bidsasks = book
         while True:
             await self.exchange.watch_bids_asks(symbols)
-            now = time.time_ns()
             rows = []
-            for sym, t in book.drain():
+            previous = 0
+            for sym, t, stamped in book.drain():
                 if sym not in wanted:
                     continue
                 q = (t.get("bid"), t.get("bidVolume"), t.get("ask"), t.get("askVolume"))
                 if None in q[::2] or last.get(sym) == q:
                     continue
                 last[sym] = q
-                # updates read together are stamped a nanosecond apart in the order read: the tick
-                # tables tell quotes apart by (symbol, ts, receipt), and Binance's bookTicker has
-                # no time of its own
-                recv = now + len(rows)
+                # receipt times strictly increase in the order read: the tick tables tell quotes
+                # apart by (symbol, ts, receipt), and Binance's bookTicker has no time of its own
+                recv = previous = max(stamped, previous + 1)
                 ts = t.get("timestamp")
                 rows.append((int(ts) * 1_000_000 if ts else recv, recv, sym, *(float(x or 0.0) for x in q)))
             emit(TickKind.QUOTES, rows)
+            await asyncio.sleep(WAKE_S)
 
     async def _book(self, symbol: str, emit: Emit, depth: int) -> None:
         last_ts: int | None = None
@@ -207,20 +215,43 @@ class CcxtFeed(Feed):
 
 
 class QuoteLog(dict[str, Any]):
-    """ccxt's `bidsasks` (symbol -> its latest best bid/ask) that also logs every update stored."""
+    """ccxt's `bidsasks` (symbol -> its latest best bid/ask) that also logs every update stored,
+    with the time (ns) ccxt parsed it: its receipt."""
 
     def __init__(self, initial: dict[str, Any]) -> None:
         super().__init__(initial)
-        self._log: list[tuple[str, Any]] = []
+        self._log: list[tuple[str, Any, int]] = []
 
     def __setitem__(self, symbol: str, quote: Any) -> None:
         super().__setitem__(symbol, quote)
-        self._log.append((symbol, quote))
+        self._log.append((symbol, quote, time.time_ns()))
 
-    def drain(self) -> list[tuple[str, Any]]:
-        """Every (symbol, quote) stored since the last drain, oldest first."""
+    def drain(self) -> list[tuple[str, Any, int]]:
+        """Every (symbol, quote, receipt ns) stored since the last drain, oldest first."""
         out, self._log = self._log, []
         return out
+
+
+class StampedTrades(ArrayCache):
+    """ccxt's trade cache of one symbol, stamping each trade with the time (ns) ccxt parsed it (its
+    receipt), so that wake-ups can be batched without blurring receipt times."""
+
+    def append(self, item: dict[str, Any]) -> None:
+        item[RECV_KEY] = time.time_ns()
+        super().append(item)
+
+
+def stamp_trades(exchange: Any, symbols: Sequence[str], size: int = TRADES_CACHE) -> None:
+    """Give each symbol a `StampedTrades` cache where ccxt will look for one (keeping what the
+    cache held: a drain finds the last trade it took)."""
+    for sym in symbols:
+        cache = exchange.trades.get(sym)
+        if isinstance(cache, StampedTrades):
+            continue
+        new = StampedTrades(size)
+        for t in cache or ():
+            ArrayCache.append(new, t)
+        exchange.trades[sym] = new
 
 
 def drain_trades(exchange: Any, symbols: Sequence[str], drained: dict[str, object]
@@ -266,4 +297,5 @@ def rebase_ws_urls(urls: Any, ws_url: str) -> Any:
     return rebase_nested(urls, ws_url, ("ws", "wss"))
 
 
-__all__ = ["WS_URL_SETTING", "CcxtFeed", "QuoteLog", "drain_trades", "rebase_ws_urls"]
+__all__ = ["WS_URL_SETTING", "CcxtFeed", "QuoteLog", "StampedTrades", "drain_trades", "rebase_ws_urls",
+           "stamp_trades"]
