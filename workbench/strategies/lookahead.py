@@ -84,7 +84,7 @@ def check_lookahead(strategy: Strategy | str, bars: pd.DataFrame, params: Mappin
     violations: list[Violation] = []
     for t in points:
         for variant in VARIANTS:
-            other = bars.iloc[: t + 1] if variant == "truncated" else _randomized(bars, int(t), rng)
+            other = bars.iloc[: t + 1] if variant == "truncated" else random_continuation(bars, int(t), rng)
             part = _run(strategy, other, p)
             violations.extend(_compare(full, part, int(t), bars.index, variant, rtol))
     return LookaheadReport(strategy.name, dict(p), tuple(bars.index[points]), tuple(violations))
@@ -125,7 +125,7 @@ def _compare(full: dict[str, np.ndarray], part: dict[str, np.ndarray], t: int, i
     return found
 
 
-def _randomized(bars: pd.DataFrame, t: int, rng: np.random.Generator) -> pd.DataFrame:
+def random_continuation(bars: pd.DataFrame, t: int, rng: np.random.Generator) -> pd.DataFrame:
     """The bars with every row after t replaced by a random walk from close[t] (valid OHLC)."""
     out = bars.copy()
     for col in ("open", "high", "low", "close", "volume"):

@@ -1,0 +1,253 @@
+"""The named features: causal, parameterised functions of a bar frame (one value per bar).
+
+Each feature reads only bars up to its own (`check_feature_lookahead` holds every built-in to it)
+and is scaled to be comparable across symbols and price levels (returns, ratios, z-scores rather
+than raw prices). Values before a feature has its window are NaN. Users add their own with
+`register_feature`; a feature set names them with their parameters (`workbench.features.spec`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from workbench.errors import ConfigError
+from workbench.features import kernels as k
+from workbench.strategies import indicators as ind
+
+Columns = Mapping[str, np.ndarray]
+Compute = Callable[..., np.ndarray]
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A named feature: `compute(cols, index, **params)` -> float64 array, one value per bar."""
+
+    name: str
+    compute: Compute
+    params: dict[str, int | float] = field(default_factory=dict)  # every parameter with its default
+    needs: tuple[str, ...] = ("close",)
+    warmup: Callable[[Mapping[str, int | float]], int] = lambda p: 0  # bars before the first value
+    doc: str = ""
+
+    def resolve(self, given: Mapping[str, int | float]) -> dict[str, int | float]:
+        """The parameters with defaults filled in; an unknown or mistyped one is refused."""
+        out = dict(self.params)
+        for key, value in given.items():
+            if key not in self.params:
+                known = ", ".join(self.params) or "none"
+                raise ConfigError(f"feature {self.name} has no parameter {key!r} (it takes: {known})")
+            default = self.params[key]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"feature {self.name}: {key} must be a number, got {value!r}")
+            if isinstance(default, int) and not float(value).is_integer():
+                raise ConfigError(f"feature {self.name}: {key} is a number of bars, got {value!r}; "
+                                  "give a whole number")
+            out[key] = int(value) if isinstance(default, int) else float(value)
+            if isinstance(default, int) and out[key] < 1:
+                raise ConfigError(f"feature {self.name}: {key} must be at least 1 bar, got {value!r}")
+        return out
+
+
+FEATURES: dict[str, Feature] = {}
+
+
+def register_feature(name: str, *, needs: tuple[str, ...] = ("close",),
+                     warmup: Callable[[Mapping[str, int | float]], int] | None = None
+                     ) -> Callable[[Compute], Compute]:
+    """Register `fn(cols, index, **params)` as feature `name`; its keyword defaults are its
+    parameters (numbers only)."""
+
+    def deco(fn: Compute) -> Compute:
+        sig = inspect.signature(fn)
+        params: dict[str, int | float] = {}
+        for p in list(sig.parameters.values())[2:]:
+            if not isinstance(p.default, int | float) or isinstance(p.default, bool):
+                raise ConfigError(f"feature {name}: parameter {p.name} needs a numeric default")
+            params[p.name] = p.default
+        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        FEATURES[name] = Feature(name, fn, params, needs, warmup or _largest_window, doc)
+        return fn
+
+    return deco
+
+
+def get_feature(name: str) -> Feature:
+    """The registered feature `name`, or a one-line error naming the closest ones."""
+    try:
+        return FEATURES[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, FEATURES, n=3)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise ConfigError(f"unknown feature {name!r}: {hint}known: {', '.join(sorted(FEATURES))}") from None
+
+
+def _largest_window(p: Mapping[str, int | float]) -> int:
+    return max((int(v) for v in p.values() if isinstance(v, int)), default=0)
+
+
+def _logret(c: np.ndarray) -> np.ndarray:
+    return np.diff(np.log(c), prepend=np.nan)
+
+
+# ---------------------------------------------------------------------- returns and volatility
+@register_feature("ret")
+def ret(cols: Columns, index: pd.DatetimeIndex, n: int = 1) -> np.ndarray:
+    """Log return over the last n bars."""
+    c = np.log(cols["close"])
+    out = np.full(c.shape[0], np.nan)
+    out[n:] = c[n:] - c[:-n]
+    return out
+
+
+@register_feature("vol", warmup=lambda p: int(p["n"]))
+def vol(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
+    """Close-to-close volatility: the standard deviation of the last n one-bar log returns."""
+    return k.rolling_std(_logret(cols["close"]), n)
+
+
+@register_feature("parkinson", needs=("high", "low"))
+def parkinson(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
+    """Parkinson's range volatility over n bars: sqrt(mean(ln(H/L)^2) / (4 ln 2))."""
+    hl = np.log(cols["high"] / cols["low"]) ** 2
+    return np.sqrt(k.rolling_mean(hl, n) / (4.0 * np.log(2.0)))
+
+
+@register_feature("garman_klass", needs=("open", "high", "low", "close"))
+def garman_klass(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
+    """Garman-Klass volatility over n bars, from open, high, low and close."""
+    hl = np.log(cols["high"] / cols["low"]) ** 2
+    co = np.log(cols["close"] / cols["open"]) ** 2
+    var = k.rolling_mean(0.5 * hl - (2.0 * np.log(2.0) - 1.0) * co, n)
+    return np.sqrt(np.maximum(var, 0.0))
+
+
+@register_feature("vol_ratio", warmup=lambda p: int(p["slow"]))
+def vol_ratio(cols: Columns, index: pd.DatetimeIndex, fast: int = 10, slow: int = 50) -> np.ndarray:
+    """Short over long close-to-close volatility, minus 1: a volatility regime change."""
+    r = _logret(cols["close"])
+    return k.rolling_std(r, fast) / k.rolling_std(r, slow) - 1.0
+
+
+# ---------------------------------------------------------------------- trend and momentum
+@register_feature("sma_gap")
+def sma_gap(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
+    """Close over its n-bar simple moving average, minus 1."""
+    c = cols["close"]
+    return c / ind.sma(c, n) - 1.0
+
+
+@register_feature("ema_gap")
+def ema_gap(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
+    """Close over its n-bar exponential moving average, minus 1."""
+    c = cols["close"]
+    return c / ind.ema(c, n) - 1.0
+
+
+@register_feature("rsi")
+def rsi(cols: Columns, index: pd.DatetimeIndex, n: int = 14) -> np.ndarray:
+    """Wilder's RSI over n bars, rescaled from [0, 100] to [-1, 1]."""
+    return (ind.rsi(cols["close"], n) - 50.0) / 50.0
+
+
+@register_feature("macd", warmup=lambda p: int(p["slow"]) + int(p["signal"]))
+def macd(cols: Columns, index: pd.DatetimeIndex, fast: int = 12, slow: int = 26, signal: int = 9
+         ) -> np.ndarray:
+    """MACD histogram (MACD line minus its signal line) over the close: scale-free."""
+    c = cols["close"]
+    line, sig = ind.macd(c, fast, slow, signal)
+    return (line - sig) / c
+
+
+@register_feature("adx", needs=("high", "low", "close"), warmup=lambda p: 2 * int(p["n"]))
+def adx(cols: Columns, index: pd.DatetimeIndex, n: int = 14) -> np.ndarray:
+    """Average directional index over n bars, in [0, 1]: trend strength, either direction."""
+    return ind.adx(cols["high"], cols["low"], cols["close"], n) / 100.0
+
+
+@register_feature("bb_pos")
+def bb_pos(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
+    """Where the close sits in its n-bar Bollinger band: (close - mean) / (2 std)."""
+    c = cols["close"]
+    return (c - k.rolling_mean(c, n)) / (2.0 * k.rolling_std(c, n))
+
+
+@register_feature("breakout", needs=("high", "low", "close"))
+def breakout(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
+    """Where the close sits in the range of the last n bars, in [-1, 1] (1: at the high)."""
+    hi = ind.rolling_max(cols["high"], n)
+    lo = ind.rolling_min(cols["low"], n)
+    width = hi - lo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(width > 0, 2.0 * (cols["close"] - lo) / width - 1.0, 0.0) + 0.0 * width
+
+
+# ---------------------------------------------------------------------- range and volume
+@register_feature("atr", needs=("high", "low", "close"))
+def atr(cols: Columns, index: pd.DatetimeIndex, n: int = 14) -> np.ndarray:
+    """Average true range over n bars, over the close."""
+    return ind.atr(cols["high"], cols["low"], cols["close"], n) / cols["close"]
+
+
+@register_feature("range", needs=("high", "low", "close"))
+def bar_range(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
+    """Mean of (high - low) / close over n bars."""
+    return k.rolling_mean((cols["high"] - cols["low"]) / cols["close"], n)
+
+
+@register_feature("volume_z", needs=("volume",))
+def volume_z(cols: Columns, index: pd.DatetimeIndex, n: int = 50) -> np.ndarray:
+    """Rolling z-score of log(1 + volume) over n bars: unusual activity."""
+    return k.rolling_zscore(np.log1p(cols["volume"]), n)
+
+
+@register_feature("dollar_volume", needs=("close", "volume"))
+def dollar_volume(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
+    """log(1 + mean close x volume) over n bars: liquidity."""
+    return np.log1p(k.rolling_mean(cols["close"] * cols["volume"], n))
+
+
+@register_feature("volume_trend", needs=("volume",), warmup=lambda p: int(p["slow"]))
+def volume_trend(cols: Columns, index: pd.DatetimeIndex, fast: int = 5, slow: int = 50) -> np.ndarray:
+    """Log of short over long mean volume: volume building up or drying out."""
+    v = cols["volume"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log((k.rolling_mean(v, fast) + 1e-12) / (k.rolling_mean(v, slow) + 1e-12))
+
+
+# ---------------------------------------------------------------------- calendar
+def _cycle(values: np.ndarray, period: float, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    return fn(2.0 * np.pi * values / period)
+
+
+@register_feature("hour_sin", needs=())
+def hour_sin(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
+    """Time of day of the bar's open (UTC) on the unit circle, sine part."""
+    return _cycle(np.asarray(index.hour * 60 + index.minute, dtype=float), 1440.0, np.sin)
+
+
+@register_feature("hour_cos", needs=())
+def hour_cos(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
+    """Time of day of the bar's open (UTC) on the unit circle, cosine part."""
+    return _cycle(np.asarray(index.hour * 60 + index.minute, dtype=float), 1440.0, np.cos)
+
+
+@register_feature("dow_sin", needs=())
+def dow_sin(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
+    """Day of the week of the bar's open (UTC) on the unit circle, sine part."""
+    return _cycle(np.asarray(index.day_of_week, dtype=float), 7.0, np.sin)
+
+
+@register_feature("dow_cos", needs=())
+def dow_cos(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
+    """Day of the week of the bar's open (UTC) on the unit circle, cosine part."""
+    return _cycle(np.asarray(index.day_of_week, dtype=float), 7.0, np.cos)
+
+
+__all__ = ["FEATURES", "Feature", "get_feature", "register_feature"]

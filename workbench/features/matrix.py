@@ -1,0 +1,206 @@
+"""Feature matrices: a feature set computed over bar frames, checked for look-ahead, cached.
+
+`compute_features(bars, spec)` gives one symbol's matrix (index = the bars' ``ts``, a column per
+feature); `feature_matrix(frames, spec)` stacks several symbols (index ``(symbol, ts)``), computed
+on threads (the kernels release the GIL). `FeatureCache` keeps matrices as Parquet keyed by (data
+fingerprint, feature-set key, feature code version) and records that lineage beside each file:
+a cached matrix is reused only when all three match, never guessed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workbench.errors import ConfigError, DataError
+from workbench.features import kernels as k
+from workbench.features.library import get_feature
+from workbench.features.spec import FeatureSet, as_feature_set
+from workbench.files import atomic_path, atomic_write
+from workbench.strategies.lookahead import random_continuation
+
+
+def _source_hash() -> str:
+    """sha256 of the code the values come from (this package and the strategies' indicators): a
+    commit elsewhere in the repository does not invalidate cached matrices."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in [*sorted(root.glob("*.py")), root.parent / "strategies" / "indicators.py"]:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return "sha256:" + h.hexdigest()[:16]
+
+
+FEATURES_VERSION = _source_hash()
+
+
+def _check_bars(bars: pd.DataFrame, needs: set[str], what: str) -> pd.DatetimeIndex:
+    if "ts" in bars.columns:
+        raise DataError(f"{what}: the bars have a ts column; index them by it first "
+                        "(bars.set_index('ts'))")
+    index = bars.index
+    if not isinstance(index, pd.DatetimeIndex) or index.tz is None:
+        raise DataError(f"{what}: bars need a tz-aware DatetimeIndex (bar open times in UTC)")
+    if not index.is_monotonic_increasing or not index.is_unique:
+        raise DataError(f"{what}: bar times must be sorted and unique; sort and deduplicate them first")
+    missing = sorted(needs - set(bars.columns))
+    if missing:
+        raise DataError(f"{what}: the bars have no {', '.join(missing)} column(s), which the feature set "
+                        "reads; load full OHLCV bars or drop those features")
+    return index
+
+
+def compute_features(bars: pd.DataFrame, spec: FeatureSet | Any) -> pd.DataFrame:
+    """The feature matrix of one symbol's bars: a float64 column per feature, NaN in warm-up."""
+    fs = as_feature_set(spec)
+    index = _check_bars(bars, fs.needs, f"feature set {fs.name}")
+    cols = {c: np.ascontiguousarray(bars[c].to_numpy(dtype=np.float64))
+            for c in ("open", "high", "low", "close", "volume") if c in bars.columns}
+    out: dict[str, np.ndarray] = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for item in fs.features:
+            feature = get_feature(item.name)
+            raw = feature.compute(cols, index, **feature.resolve(item.params))
+            values = np.asarray(raw, dtype=np.float64)
+            if values.shape != (len(bars),):
+                raise DataError(f"feature {item.name} returned {values.shape} values for {len(bars)} bars; "
+                                "a feature gives one value per bar")
+            values = np.where(np.isfinite(values), values, np.nan)
+            if item.norm == "zscore":
+                values = k.rolling_zscore(values, item.norm_window)
+            elif item.norm == "rank":
+                values = k.rolling_rank(values, item.norm_window)
+            out[item.column_name()] = values
+    return pd.DataFrame(out, index=index)
+
+
+def feature_matrix(frames: Mapping[str, pd.DataFrame], spec: FeatureSet | Any, *,
+                   threads: int | None = None) -> pd.DataFrame:
+    """Every symbol's feature matrix, stacked: index (symbol, ts), symbols in the given order."""
+    fs = as_feature_set(spec)
+    if not frames:
+        raise ConfigError("no bars to compute features on: give at least one symbol")
+    symbols = list(frames)
+    with ThreadPoolExecutor(max_workers=threads or min(4, len(symbols))) as pool:
+        parts = list(pool.map(lambda s: compute_features(frames[s], fs), symbols))
+    return pd.concat(parts, keys=symbols, names=["symbol", "ts"])
+
+
+# ---------------------------------------------------------------------- look-ahead
+@dataclass(frozen=True)
+class FeatureViolation:
+    """A feature whose value at or before a cut changed when the bars after the cut changed."""
+
+    column: str
+    variant: str
+    cut: pd.Timestamp
+    first: pd.Timestamp
+    count: int
+
+    def __str__(self) -> str:
+        return (f"{self.column} differs from the full-data run at {self.first} ({self.count} bar(s) <= "
+                f"{self.cut}) when the bars after {self.cut} are {self.variant}")
+
+
+@dataclass(frozen=True)
+class FeatureLookahead:
+    """The outcome of `check_feature_lookahead`."""
+
+    spec: str
+    cuts: tuple[pd.Timestamp, ...]
+    violations: tuple[FeatureViolation, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    @property
+    def leaking(self) -> list[str]:
+        """The columns that read the future."""
+        return sorted({v.column for v in self.violations})
+
+    def summary(self) -> str:
+        head = f"{self.spec}: look-ahead check over {len(self.cuts)} cut(s)"
+        if self.ok:
+            return f"{head}: ok"
+        lines = [f"{head}: {len(self.violations)} violation(s)", *(f"  {v}" for v in self.violations)]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def check_feature_lookahead(bars: pd.DataFrame, spec: FeatureSet | Any, *, cuts: int = 5, seed: int = 0,
+                            rtol: float = 1e-9) -> FeatureLookahead:
+    """Recompute the features on bars truncated after, and randomly continued after, `cuts` points;
+    any value at or before a cut that changes read the future (as the strategies' check does)."""
+    fs = as_feature_set(spec)
+    full = compute_features(bars, fs)
+    n = len(bars)
+    lo, hi = min(fs.warmup() + 1, n - 2), n - 2
+    if hi < 1:
+        raise DataError(f"look-ahead check of {fs.name} needs at least 3 bars, got {n}")
+    points = np.unique(np.linspace(max(lo, 1), hi, max(int(cuts), 1)).round().astype(int))
+    rng = np.random.default_rng(seed)
+    found: list[FeatureViolation] = []
+    for t in points:
+        for variant in ("truncated", "randomized"):
+            other = bars.iloc[: t + 1] if variant == "truncated" else random_continuation(bars, int(t), rng)
+            part = compute_features(other, fs)
+            for col in full.columns:
+                x = full[col].to_numpy()[: t + 1]
+                y = part[col].to_numpy()[: t + 1]
+                same = (np.isnan(x) & np.isnan(y)) | np.isclose(x, y, rtol=rtol, atol=1e-12)
+                if not same.all():
+                    bad = np.flatnonzero(~same)
+                    found.append(FeatureViolation(col, variant, bars.index[t], bars.index[bad[0]],
+                                                  int(bad.size)))
+    return FeatureLookahead(fs.name, tuple(bars.index[points]), tuple(found))
+
+
+# ---------------------------------------------------------------------- cache
+class FeatureCache:
+    """Feature matrices on disk under `root`, one Parquet file per (fingerprint, set key, code
+    version), with a lineage JSON beside it (what the matrix was computed from)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _paths(self, fingerprint: str, fs: FeatureSet) -> tuple[Path, Path]:
+        key = hashlib.sha256(f"{fingerprint}|{fs.key()}|{FEATURES_VERSION}".encode()).hexdigest()[:24]
+        d = self.root / key[:2]
+        return d / f"{key}.parquet", d / f"{key}.json"
+
+    def get(self, frames: Mapping[str, pd.DataFrame], spec: FeatureSet | Any, fingerprint: str
+            ) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """The matrix of `frames` (computed and stored on a miss) and its lineage, with ``cached``
+        telling which."""
+        fs = as_feature_set(spec)
+        data, meta = self._paths(fingerprint, fs)
+        if data.exists() and meta.exists():
+            lineage = json.loads(meta.read_text())
+            stored = tuple(lineage.get(x) for x in ("fingerprint", "feature_set_key", "features_version"))
+            if stored == (fingerprint, fs.key(), FEATURES_VERSION):
+                return pd.read_parquet(data), {**lineage, "cached": True}
+        matrix = feature_matrix(frames, fs)
+        lineage = {"fingerprint": fingerprint, "feature_set": fs.name, "feature_set_key": fs.key(),
+                   "features": fs.resolved(), "features_version": FEATURES_VERSION,
+                   "symbols": list(frames), "rows": len(matrix),
+                   "computed": pd.Timestamp.now(tz="UTC").isoformat()}
+        data.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(data) as tmp:
+            matrix.to_parquet(tmp)
+        atomic_write(meta, json.dumps(lineage, indent=1))
+        return matrix, {**lineage, "cached": False}
+
+
+__all__ = ["FEATURES_VERSION", "FeatureCache", "FeatureLookahead", "FeatureViolation",
+           "check_feature_lookahead", "compute_features", "feature_matrix"]
