@@ -146,3 +146,25 @@ def _no_leftover_features() -> Iterator[None]:
     yield
     for name in set(FEATURES) - before:
         FEATURES.pop(name)
+
+
+def test_talib_functions_are_features_scaled_to_the_close_and_causal() -> None:
+    import talib
+
+    bars = make_bars(600)
+    fs = FeatureSet.of("ta_rsi(14)", "ta_sma(timeperiod=30)", "ta_bbands(20, output=2)",
+                       "ta_bbands(20, output=2, raw=1)", "ta_macd(output=2)", "ta_atr(14)", "ta_obv")
+    X = compute_features(bars, fs)
+    c = bars["close"].to_numpy()
+    np.testing.assert_allclose(X["ta_rsi_14_0_0"], talib.RSI(c, 14))  # not on the price scale: as is
+    np.testing.assert_allclose(X["ta_sma_30_0_0"], talib.SMA(c, 30) / c - 1)  # price scale: to the close
+    lower = talib.BBANDS(c, 20)[2]
+    np.testing.assert_allclose(X["ta_bbands_20_2_2_0_2_0"], lower / c - 1)
+    np.testing.assert_allclose(X["ta_bbands_20_2_2_0_2_1"], lower)
+    np.testing.assert_allclose(X["ta_macd_12_26_9_2_0"], talib.MACD(c)[2])
+    assert fs.needs >= {"high", "low", "close", "volume"}
+    assert check_feature_lookahead(bars, fs).ok
+    with pytest.raises(ConfigError, match="or any TA-Lib function as ta_<name>"):
+        FeatureSet.of("ta_nosuch")
+    with pytest.raises(ConfigError, match=r"ta_macd: output must be 0..2 \(macd, macdsignal, macdhist\)"):
+        compute_features(bars, FeatureSet.of("ta_macd(output=3)"))

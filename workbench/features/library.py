@@ -81,11 +81,63 @@ def get_feature(name: str) -> Feature:
     try:
         return FEATURES[name]
     except KeyError:
-        import difflib
+        pass
+    if name.startswith(TALIB_PREFIX):
+        found = talib_feature(name)
+        if found is not None:
+            FEATURES[name] = found
+            return found
+    import difflib
 
-        close = difflib.get_close_matches(name, FEATURES, n=3)
-        hint = f"did you mean {' or '.join(close)}? " if close else ""
-        raise ConfigError(f"unknown feature {name!r}: {hint}known: {', '.join(sorted(FEATURES))}") from None
+    close = difflib.get_close_matches(name, FEATURES, n=3)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise ConfigError(f"unknown feature {name!r}: {hint}known: {', '.join(sorted(FEATURES))}, or any TA-Lib "
+                      f"function as {TALIB_PREFIX}<name> (e.g. {TALIB_PREFIX}macd)") from None
+
+
+# ---------------------------------------------------------------------- the TA-Lib bridge
+TALIB_PREFIX = "ta_"
+_TALIB_INPUTS = {"open": "open", "high": "high", "low": "low", "close": "close", "volume": "volume",
+                 "real": "close", "real0": "close", "real1": "close", "price": "close"}
+
+
+def talib_feature(name: str) -> Feature | None:
+    """TA-Lib's function `name` (``ta_<function>``, e.g. ``ta_macd``) as a feature, or None if TA-Lib
+    has no such function. Its parameters are TA-Lib's with their defaults, plus `output` (which of
+    several outputs, 0 = the first) and `raw`: outputs on the price scale (TA-Lib flags them, e.g.
+    moving averages, bands) are returned as a ratio to the close minus 1, so they compare across
+    symbols and price levels; ``raw=1`` keeps TA-Lib's value."""
+    import talib.abstract
+
+    fn_name = name[len(TALIB_PREFIX):].upper()
+    if fn_name not in talib.get_functions():
+        return None
+    info = talib.abstract.Function(fn_name).info
+    needs: list[str] = []
+    for value in info["input_names"].values():
+        for col in [value] if isinstance(value, str) else value:
+            needs.append(_TALIB_INPUTS.get(col, col))
+    params: dict[str, int | float] = {k: v for k, v in info["parameters"].items()
+                                      if isinstance(v, int | float) and not isinstance(v, bool)}
+    outputs = list(info["output_names"])
+    price_scale: bool = "Output scale same as input" in (info.get("function_flags") or [])
+
+    def compute(cols: Columns, index: pd.DatetimeIndex, **p: int | float) -> np.ndarray:
+        which, raw = int(p.pop("output")), int(p.pop("raw"))
+        if not 0 <= which < len(outputs):
+            raise ConfigError(f"feature {name}: output must be 0..{len(outputs) - 1} ({', '.join(outputs)}), "
+                              f"got {which}")
+        fn = talib.abstract.Function(fn_name)
+        inputs = {c: np.ascontiguousarray(cols[c], dtype=np.float64) for c in dict.fromkeys(needs)}
+        got = fn(inputs, **p)
+        values = np.asarray(got[which] if isinstance(got, list) else got, dtype=np.float64)
+        if price_scale and not raw:
+            values = values / cols["close"] - 1.0
+        return values
+
+    return Feature(name, compute, {**params, "output": 0, "raw": 0}, tuple(dict.fromkeys(needs)),
+                   lambda p: _largest_window({k: v for k, v in p.items() if k not in ("output", "raw")}) * 3,
+                   f"TA-Lib {fn_name}: {info.get('display_name', '')}")
 
 
 def _largest_window(p: Mapping[str, int | float]) -> int:
