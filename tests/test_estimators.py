@@ -55,3 +55,21 @@ def test_bad_models_are_refused_in_one_line(model: str, params: dict | None, mes
     with pytest.raises(ConfigError, match=message) as err:
         make_estimator(model, params)
     assert "\n" not in str(err.value)
+
+
+def test_a_stack_learns_over_purged_folds_and_refuses_a_plain_split() -> None:
+    import pandas as pd
+
+    from workbench.models import PurgedKFold
+    from workbench.models.estimators import make_stack
+
+    X, y = data(400)
+    start = pd.date_range("2026-01-01", periods=400, freq="1h", tz="UTC")
+    t1 = pd.Series(start + pd.Timedelta(hours=5), index=start)
+    stack = make_stack(["logistic", "lightgbm"], cv=PurgedKFold(4, t1=t1, embargo=0.01), seed=1)
+    stack.fit(X, y)
+    assert (stack.predict(X) == y).mean() > 0.65
+    with pytest.raises(ConfigError, match="a stack needs cv: give a purged splitter"):
+        make_stack(["logistic", "lightgbm"])
+    with pytest.raises(ConfigError, match="a stack needs at least two models"):
+        make_stack(["logistic"], cv=PurgedKFold(4, t1=t1))

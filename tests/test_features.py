@@ -65,7 +65,8 @@ def test_values_equal_an_independent_pandas_computation() -> None:
     want = {
         "ret_5": logc - logc.shift(5),
         "vol_20": r1.rolling(20).std(),
-        "parkinson_30": np.sqrt((np.log(bars["high"] / bars["low"]) ** 2).rolling(30).mean() / (4 * np.log(2))),
+        "parkinson_30": np.sqrt((np.log(bars["high"] / bars["low"]) ** 2).rolling(30).mean()
+                                / (4 * np.log(2))),
         "sma_gap_50": c / c.rolling(50).mean() - 1,
         "range_10": ((bars["high"] - bars["low"]) / c).rolling(10).mean(),
         "volume_z_40": (np.log1p(bars["volume"]) - np.log1p(bars["volume"]).rolling(40).mean())
@@ -128,7 +129,8 @@ def test_a_matrix_stacks_symbols_and_the_cache_reuses_only_an_exact_match(tmp_pa
     fs = FeatureSet.of("ret(5)", "vol(20)")
     X = feature_matrix(frames, fs)
     assert X.index.names == ["symbol", "ts"] and len(X) == 500
-    pd.testing.assert_frame_equal(X.loc["ETH/USDT"], compute_features(frames["ETH/USDT"], fs), check_freq=False)
+    pd.testing.assert_frame_equal(X.loc["ETH/USDT"], compute_features(frames["ETH/USDT"], fs),
+                                  check_freq=False)
     cache = FeatureCache(tmp_path)
     first, lineage = cache.get(frames, fs, "sha256:data-a")
     again, lineage2 = cache.get(frames, fs, "sha256:data-a")
