@@ -23,6 +23,7 @@ from workbench.cli.collect import collect_app
 from workbench.cli.common import _State, err, out
 from workbench.cli.data import data_app
 from workbench.cli.demo import demo
+from workbench.cli.model import model_app
 from workbench.cli.optimize import optimize_app
 from workbench.cli.paper import paper_app
 from workbench.cli.pipeline import pipeline_app, schedule_cmd
@@ -44,6 +45,7 @@ app.command("schedule")(schedule_cmd)
 app.command("demo")(demo)
 app.add_typer(data_app, name="data")
 app.add_typer(collect_app, name="collect")
+app.add_typer(model_app, name="model")
 app.add_typer(optimize_app, name="optimize")
 app.add_typer(promote_app, name="promote")
 app.add_typer(paper_app, name="paper")

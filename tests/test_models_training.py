@@ -1,0 +1,160 @@
+"""Training and the registry: lineage, MLflow round trip, aliases, determinism, CPCV paths, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from cli_runner import invoke
+
+from workbench import Lake
+from workbench.backtest.engine import fingerprint, load_bars
+from workbench.data.sources.synthetic import SyntheticSource
+from workbench.errors import ConfigError, DataError
+from workbench.models.estimators import make_estimator
+from workbench.models.registry import ModelRegistry
+from workbench.models.training import TrainSpec, build_dataset, load_train_spec, train_model
+
+START, END = pd.Timestamp("2025-01-01", tz="UTC"), pd.Timestamp("2025-03-15", tz="UTC")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small seeded lake (1h synthetic BTC/USDT and ETH/USDT, 10 weeks) and one MLflow store."""
+    root = tmp_path_factory.mktemp("ml") / "data"
+    lake = Lake(root)
+    for k, sym in enumerate(("BTC/USDT", "ETH/USDT")):
+        lake.write_bars("synthetic", sym, "1h", SyntheticSource(seed=3 + k).bars(sym, "1h", START, END))
+    return root
+
+
+@pytest.fixture(scope="module")
+def registry(root: Path) -> ModelRegistry:
+    return ModelRegistry(f"sqlite:///{root / 'mlflow.db'}")
+
+
+def spec(name: str, **kw: Any) -> TrainSpec:
+    base: dict[str, Any] = {
+        "name": name, "symbols": ["BTC/USDT", "ETH/USDT"], "timeframe": "1h",
+        "features": ["ret(1)", "ret(6)", "vol(24)|zscore(100)", "rsi(14)", "hour_sin"],
+        "label": {"kind": "triple_barrier", "horizon": 12, "pt": 1.5, "sl": 1.5, "vol_window": 24},
+        "model": "lightgbm", "params": {"n_estimators": 40}, "cv": {"kind": "purged_kfold", "n_splits": 4},
+        "seed": 5}
+    return TrainSpec.model_validate({**base, **kw})
+
+
+def test_a_trained_version_carries_its_lineage_and_round_trips_through_mlflow(
+        root: Path, registry: ModelRegistry) -> None:
+    lake = Lake(root)
+    s = spec("rt")
+    res = train_model(lake, s, registry=registry)
+    assert (res.version, res.alias) == (1, "champion") and res.cv["n_folds"] == 4
+    frames = load_bars(lake, s.symbols, "1h")
+    v = registry.get("rt", "champion")
+    assert v.tags["workbench.data_fingerprint"] == fingerprint(frames)
+    assert v.tags["workbench.feature_set_key"] == s.feature_set().key()
+    model, lineage = registry.load("rt")
+    assert lineage["features"] == ["ret_1", "ret_6", "vol_24_z100", "rsi_14", "hour_sin"]
+    assert lineage["label"]["horizon"] == 12 and lineage["code_version"] and lineage["version"] == 1
+    history = registry.client.get_metric_history(res.run_id, "fold_roc_auc")
+    assert len(history) == 4 and {m.step for m in history} == {0, 1, 2, 3}
+    assert v.metrics["cv_roc_auc_mean"] == pytest.approx(np.mean([f["roc_auc"] for f in res.cv["folds"]]))
+    # the registered model is the one fitted on every row: a refit from the same inputs predicts the same
+    ds = build_dataset(frames, s, fingerprint=fingerprint(frames))
+    again = make_estimator(s.model, s.params, seed=s.seed).fit(ds.X.to_numpy(), ds.y.to_numpy(),
+                                                               sample_weight=ds.weight.to_numpy())
+    np.testing.assert_array_equal(model.predict_proba(ds.X.to_numpy()), again.predict_proba(ds.X.to_numpy()))
+    assert len(ds.X) == res.rows and set(ds.y.unique()) == {0, 1}
+
+
+def test_aliases_move_with_a_reason_and_roll_back(root: Path, registry: ModelRegistry) -> None:
+    lake = Lake(root)
+    first = train_model(lake, spec("al"), registry=registry)
+    second = train_model(lake, spec("al", model="logistic", params={}), registry=registry)
+    assert (first.alias, second.alias) == ("champion", "challenger")
+    promoted = registry.promote("al", 2, reason="beats v1 on purged AUC")
+    assert promoted.aliases == ["champion"] and promoted.tags["workbench.alias.champion.from"] == "1"
+    assert registry.get("al", 1).aliases == []
+    back = registry.rollback("al", reason="drift in live features")
+    assert back.version == 1 and back.aliases == ["champion"]
+    assert back.tags["workbench.alias.champion.reason"] == "rollback: drift in live features"
+    with pytest.raises(ConfigError, match="al version 1 is already the champion"):
+        registry.promote("al", 1, reason="again")
+    with pytest.raises(ConfigError, match="model al has no version 9 \\(versions: 1, 2\\)"):
+        registry.promote("al", 9, reason="x")
+    with pytest.raises(ConfigError, match="say why"):
+        registry.promote("al", 2, reason=" ")
+
+
+def test_the_same_seed_gives_the_same_model_bytes_and_cpcv_gives_paths(root: Path,
+                                                                       registry: ModelRegistry) -> None:
+    import mlflow.artifacts
+
+    lake = Lake(root)
+    s = spec("det", cv={"kind": "cpcv", "n_groups": 5, "n_test_groups": 2})
+    a, b = train_model(lake, s, registry=registry), train_model(lake, s, registry=registry)
+
+    def model_bytes(version: int) -> str:
+        path = Path(mlflow.artifacts.download_artifacts(f"models:/det/{version}",
+                                                        tracking_uri=registry.uri)) / "model.pkl"
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    assert model_bytes(a.version) == model_bytes(b.version)
+    assert a.cv["n_folds"] == 10 and len(a.cv["paths"]) == 4  # C(5,2) splits; 10 * 2 / 5 paths
+    assert a.cv["folds"] == b.cv["folds"]
+
+
+def test_bad_input_is_refused_in_one_line_and_nothing_is_registered(root: Path, tmp_path: Path,
+                                                                     registry: ModelRegistry) -> None:
+    lake = Lake(root)
+    cases = [
+        (dict(features=["ret(1)", "rsii(14)"]), ConfigError, "unknown feature 'rsii': did you mean rsi"),
+        (dict(model="gbm"), ConfigError, "unknown model 'gbm'"),
+        (dict(params={"n_trees": 3}), ConfigError, "model lightgbm has no parameter 'n_trees'"),
+        (dict(end="2025-01-03"), DataError, "no bar of BTC/USDT, ETH/USDT has both every feature and a "),
+        (dict(end="2025-01-07"), DataError, "labelled rows are too few for 4 folds"),
+    ]
+    for change, kind, message in cases:
+        with pytest.raises(kind, match=message) as err:
+            train_model(lake, spec("bad", **change), registry=registry)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="threshold has no effect on a triple_barrier label"):
+        spec("bad", label={"kind": "triple_barrier", "horizon": 5, "threshold": 0.01})
+    with pytest.raises(ConfigError, match="n_splits has no effect on cpcv"):
+        spec("bad", cv={"kind": "cpcv", "n_splits": 3})
+    assert "bad" not in set(registry.models()["model"])
+    with pytest.raises(ConfigError, match=r"cannot open the MLflow store postgresql\+psycopg://nobody:\*\*\*@"):
+        ModelRegistry("postgresql+psycopg://nobody:secret@127.0.0.1:9/none")  # the password is never shown
+    yaml = tmp_path / "t.yaml"
+    yaml.write_text("name: y\nsymbols: [BTC/USDT]\ntimeframe: 1h\nfeatures: [ret(1)]\nlabel: {horizon: 5}\n"
+                    "modle: lightgbm\n")
+    with pytest.raises(ConfigError, match=r"t.yaml:6: unknown key 'modle' \(did you mean 'model'\?\)"):
+        load_train_spec(yaml)
+
+
+def test_the_command_line_trains_lists_shows_promotes_and_rolls_back(root: Path, tmp_path: Path) -> None:
+    env = {"WORKBENCH_MLFLOW_URI": f"sqlite:///{tmp_path / 'cli.db'}"}
+    yaml = tmp_path / "m.yaml"
+    yaml.write_text("name: cli_model\nsymbols: [BTC/USDT]\ntimeframe: 1h\n"
+                    "features: [ret(1), ret(6), rsi(14)]\n"
+                    "label: {kind: fixed_horizon, horizon: 6}\nmodel: logistic\ncv: {n_splits: 3}\n")
+    for _ in range(2):
+        res = invoke(["model", "train", str(yaml)], data=root, env=env)
+        assert res.returncode == 0, res.stderr
+    assert "cli_model version 2 (challenger)" in res.stdout and "purged CV over 3 folds" in res.stdout
+    assert "Successfully registered" not in res.stdout + res.stderr  # MLflow's own chatter stays out
+    listing = invoke(["model", "ls"], data=root, env=env)
+    assert listing.returncode == 0 and "cli_model" in listing.stdout
+    show = invoke(["model", "show", "cli_model", "--version", "challenger"], data=root, env=env)
+    assert show.returncode == 0 and "feature set key" in show.stdout and "ret_1, ret_6, rsi_14" in show.stdout
+    promoted = invoke(["model", "promote", "cli_model", "2", "--reason", "better"], data=root, env=env)
+    assert promoted.returncode == 0
+    back = invoke(["model", "rollback", "cli_model", "--reason", "worse live"], data=root, env=env)
+    assert back.returncode == 0 and "cli_model version 1 is the champion again" in back.stdout
+    missing = invoke(["model", "show", "nope"], data=root, env=env)
+    assert missing.returncode != 0 and "no registered model 'nope'" in missing.stderr
+    assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1

@@ -1,0 +1,98 @@
+"""`workbench model`: train a model with purged validation and manage its registered versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+
+from workbench.cli.common import _kv_table, _lake, _progress, _State, out, print_frame
+
+model_app = typer.Typer(no_args_is_help=True, help="Train models with purged validation; list, show, promote "
+                        "and roll back their registered versions (MLflow: SQLite in the data folder, or "
+                        "WORKBENCH_MLFLOW_URI).")
+
+
+def _registry() -> Any:
+    from workbench.models.registry import ModelRegistry
+
+    return ModelRegistry(data=_State.data_dir)
+
+
+@model_app.command("train")
+def train_cmd(config: Annotated[Path, typer.Argument(help="A train.yaml (see pipelines/models/).")]) -> None:
+    """Build features and labels, validate with purged CV, fit, log to MLflow and register a version."""
+    from workbench.models.training import load_train_spec, train_model
+
+    spec = load_train_spec(config)
+    registry = _registry()
+    with _progress("purged CV", hide_on_error=True) as prog:
+        seen = [0]
+
+        def advance(done: int, total: int) -> None:
+            prog("folds", done - seen[0], total)
+            seen[0] = done
+
+        result = train_model(_lake(), spec, registry=registry, progress=advance)
+    out.print(result.summary(), markup=False)
+    out.print(f"MLflow run {result.run_id} in {registry.uri}", markup=False)
+
+
+@model_app.command("ls")
+def ls_cmd() -> None:
+    """Every registered model, its versions and where champion and challenger point."""
+    table = _registry().models()
+    if table.empty:
+        out.print("no registered model yet: train one with `workbench model train <train.yaml>`")
+        return
+    print_frame(table)
+
+
+@model_app.command("show")
+def show_cmd(name: Annotated[str, typer.Argument(help="The registered model.")],
+             version: Annotated[str | None, typer.Option(help="A version number or alias: its lineage in "
+                                                         "full.")] = None) -> None:
+    """The versions of a model with their validation; with --version, one version's lineage."""
+    registry = _registry()
+    if version is None:
+        print_frame(pd.DataFrame([v.summary() for v in registry.versions(name)]), title=name)
+        return
+    v = registry.get(name, version)
+    lineage = json.loads(v.tags.get("workbench.lineage", "{}"))
+    rows = [("version", str(v.version)), ("aliases", ", ".join(v.aliases) or "-"), ("run", v.run_id),
+            ("created", str(v.created)), ("model", str(lineage.get("model"))),
+            ("symbols", ", ".join(lineage.get("symbols", []))), ("timeframe", str(lineage.get("timeframe"))),
+            ("trained on", f"{lineage.get('start')} .. {lineage.get('end')}"),
+            ("features", ", ".join(lineage.get("features", []))),
+            ("feature set key", str(lineage.get("feature_set_key"))),
+            ("label", json.dumps(lineage.get("label"), sort_keys=True)),
+            ("data fingerprint", str(lineage.get("data_fingerprint"))),
+            ("code version", str(lineage.get("code_version")))]
+    rows += [(k, f"{val:.4f}") for k, val in sorted(v.metrics.items()) if k.startswith("cv_")]
+    for alias in ("champion", "challenger"):
+        if f"workbench.alias.{alias}.reason" in v.tags:
+            rows.append((f"{alias} since", f"{v.tags[f'workbench.alias.{alias}.at']}: "
+                         f"{v.tags[f'workbench.alias.{alias}.reason']}"))
+    out.print(_kv_table(rows, title=f"{name} version {v.version}"))
+
+
+@model_app.command("promote")
+def promote_cmd(name: Annotated[str, typer.Argument(help="The registered model.")],
+                version: Annotated[int, typer.Argument(help="The version to make champion.")],
+                reason: Annotated[str, typer.Option(help="Why (recorded on the version).")],
+                alias: Annotated[str, typer.Option(help="champion or challenger.")] = "champion") -> None:
+    """Point the champion (or challenger) alias at a version, recording why."""
+    v = _registry().promote(name, version, alias=alias, reason=reason)
+    out.print(f"{name} version {v.version} is now the {alias}", markup=False)
+
+
+@model_app.command("rollback")
+def rollback_cmd(name: Annotated[str, typer.Argument(help="The registered model.")],
+                 reason: Annotated[str, typer.Option(help="Why (recorded on the version).")],
+                 alias: Annotated[str, typer.Option(help="champion or challenger.")] = "champion") -> None:
+    """Return the alias to the version it pointed at before its last move."""
+    v = _registry().rollback(name, alias=alias, reason=reason)
+    out.print(f"{name} version {v.version} is the {alias} again", markup=False)
