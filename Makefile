@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/paper_tick.py
 	$(BIN)/python bench/collect.py
 	$(BIN)/python bench/stream_tick.py
+	$(BIN)/python bench/ml.py
 
 clean-venv:
 	rm -rf $(VENV)

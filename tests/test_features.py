@@ -131,6 +131,9 @@ def test_a_matrix_stacks_symbols_and_the_cache_reuses_only_an_exact_match(tmp_pa
     assert X.index.names == ["symbol", "ts"] and len(X) == 500
     pd.testing.assert_frame_equal(X.loc["ETH/USDT"], compute_features(frames["ETH/USDT"], fs),
                                   check_freq=False)
+    one_calendar = {"A": make_bars(120, 4), "B": make_bars(120, 5)}  # the shared-index path
+    pd.testing.assert_frame_equal(feature_matrix(one_calendar, fs), pd.concat(
+        [compute_features(f, fs) for f in one_calendar.values()], keys=["A", "B"], names=["symbol", "ts"]))
     cache = FeatureCache(tmp_path)
     first, lineage = cache.get(frames, fs, "sha256:data-a")
     again, lineage2 = cache.get(frames, fs, "sha256:data-a")

@@ -155,6 +155,66 @@ def test_the_command_line_trains_lists_shows_promotes_and_rolls_back(root: Path,
     assert promoted.returncode == 0
     back = invoke(["model", "rollback", "cli_model", "--reason", "worse live"], data=root, env=env)
     assert back.returncode == 0 and "cli_model version 1 is the champion again" in back.stdout
+    drift = invoke(["model", "drift", "cli_model", "--since", "2025-03-01"], data=root, env=env)
+    assert drift.returncode == 0 and "cli_model version 1: recent 2025-03-01" in drift.stdout, drift.stderr
+    nothing = invoke(["model", "drift", "cli_model"], data=root, env=env)  # trained up to the last bar
+    assert nothing.returncode != 0 and "nothing recent to compare" in nothing.stderr
     missing = invoke(["model", "show", "nope"], data=root, env=env)
     assert missing.returncode != 0 and "no registered model 'nope'" in missing.stderr
     assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_drift_is_found_in_a_shifted_sample_and_quiet_without_one() -> None:
+    from workbench.models.drift import drift_table, psi
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 1, 5000)
+    assert psi(ref, rng.normal(0, 1, 2000)) < 0.02  # the same distribution
+    assert psi(ref, rng.normal(0.5, 1, 2000)) > 0.2 and psi(ref, rng.normal(0, 2, 2000)) > 0.25
+    table = drift_table(pd.DataFrame({"a": ref, "b": ref}),
+                        pd.DataFrame({"a": rng.normal(0, 1, 2000), "b": rng.normal(0, 2.5, 2000)}))
+    assert table.set_index("column")["status"].to_dict() == {"a": "ok", "b": "drift"}
+
+
+def steady_bars(seed: int) -> pd.DataFrame:
+    """1h bars of a random walk with one volatility from START to END: a stationary market."""
+    rng = np.random.default_rng(seed)
+    ts = pd.date_range(START, END, freq="1h", inclusive="left", tz="UTC")
+    n = len(ts)
+    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.004, n)))
+    o = np.r_[100.0, c[:-1]]
+    h = np.maximum(o, c) * np.exp(np.abs(rng.normal(0, 0.002, n)))
+    lo = np.minimum(o, c) * np.exp(-np.abs(rng.normal(0, 0.002, n)))
+    return pd.DataFrame({"ts": ts, "open": o, "high": h, "low": lo, "close": c,
+                         "volume": rng.uniform(50, 150, n)})
+
+
+def test_a_model_s_drift_on_later_bars_is_reported_and_logged(root: Path, tmp_path: Path) -> None:
+    """Trained on the first weeks, checked on later weeks of the same market (quiet) and of a
+    market three times as volatile (the volatility feature drifts)."""
+    from workbench.models.drift import model_drift
+
+    lake = Lake(tmp_path / "data")
+    calm = steady_bars(seed=11)  # one volatility throughout (the synthetic source has regimes)
+    lake.write_bars("synthetic", "BTC/USDT", "1h", calm)
+    registry = ModelRegistry(f"sqlite:///{tmp_path / 'm.db'}")
+    s = spec("dr", symbols=["BTC/USDT"], end="2025-02-15", features=["ret(1)", "vol(24)", "rsi(14)"])
+    train_model(lake, s, registry=registry)
+    quiet_report = model_drift(lake, registry, "dr")
+    assert quiet_report.drifting == [] and quiet_report.live["rows"] > 100
+    assert quiet_report.recent[0] > pd.Timestamp("2025-02-14", tz="UTC")
+    # the same market after 2025-02-15, three times as volatile (log prices stretched about the last
+    # close before it: a monotone map, so each bar stays a valid bar)
+    cut = (calm["ts"] > pd.Timestamp("2025-02-15", tz="UTC")).to_numpy()
+    base = np.log(calm["close"].to_numpy()[~cut][-1])
+    wild = calm.copy()
+    for col in ("open", "high", "low", "close"):
+        values = calm[col].to_numpy(dtype=float).copy()
+        values[cut] = np.exp(base + 3 * (np.log(values[cut]) - base))
+        wild[col] = values
+    other = Lake(tmp_path / "wild")
+    other.write_bars("synthetic", "BTC/USDT", "1h", wild)
+    loud = model_drift(other, registry, "dr")
+    assert "vol_24" in loud.drifting, loud.table
+    runs = registry.client.search_runs([registry.experiment_id()], "tags.`workbench.drift_of` = 'dr/1'")
+    assert len(runs) == 2 and "psi.vol_24" in runs[0].data.metrics

@@ -96,3 +96,19 @@ def rollback_cmd(name: Annotated[str, typer.Argument(help="The registered model.
     """Return the alias to the version it pointed at before its last move."""
     v = _registry().rollback(name, alias=alias, reason=reason)
     out.print(f"{name} version {v.version} is the {alias} again", markup=False)
+
+
+@model_app.command("drift")
+def drift_cmd(name: Annotated[str, typer.Argument(help="The registered model.")],
+              version: Annotated[str, typer.Option(help="A version number or alias.")] = "champion",
+              since: Annotated[str | None, typer.Option(help="Recent window start (default: the end of the "
+                                                        "version's training window).")] = None,
+              until: Annotated[str | None, typer.Option(help="Recent window end (default: the last bar).")
+                               ] = None) -> None:
+    """PSI and KS of each feature and of the prediction, recent bars against the training window,
+    and the live hit rate against the validated one; logged to MLflow as a drift run."""
+    from workbench.models.drift import model_drift
+
+    report = model_drift(_lake(), _registry(), name, version, since=since, until=until)
+    print_frame(report.table, title=f"{name} version {report.version}: drift")
+    out.print(report.summary(), markup=False)

@@ -144,15 +144,43 @@ def _largest_window(p: Mapping[str, int | float]) -> int:
     return max((int(v) for v in p.values() if isinstance(v, int)), default=0)
 
 
-def _logret(c: np.ndarray) -> np.ndarray:
-    return np.diff(np.log(c), prepend=np.nan)
+class BarColumns(dict[str, np.ndarray]):
+    """The bar columns a feature reads, plus intermediates computed once per matrix and shared by
+    every feature that needs them: ``log_close``, ``ret1`` (one-bar log return), ``log_hl_sq``
+    (squared log high/low range), ``log_co_sq``, ``minute_of_day`` and ``day_of_week`` (UTC, of
+    the bar's open; from ``ts_ns``)."""
+
+    def __missing__(self, key: str) -> np.ndarray:
+        if key == "log_close":
+            value = np.log(self["close"])
+        elif key == "ret1":
+            lc = self["log_close"]
+            value = np.empty_like(lc)
+            value[0] = np.nan
+            np.subtract(lc[1:], lc[:-1], out=value[1:])
+        elif key == "log_hl_sq":
+            value = np.log(self["high"] / self["low"]) ** 2
+        elif key == "log_co_sq":
+            value = np.log(self["close"] / self["open"]) ** 2
+        elif key == "minute_of_day":
+            value = ((self["ts_ns"] // 60_000_000_000) % 1440).astype(np.float64)
+        elif key == "day_of_week":
+            value = ((self["ts_ns"] // 86_400_000_000_000 + 3) % 7).astype(np.float64)  # 1970-01-01: Thu
+        else:
+            raise KeyError(key)
+        self[key] = value
+        return value
+
+
+def _logret(cols: Columns) -> np.ndarray:
+    return cols["ret1"] if isinstance(cols, BarColumns) else np.diff(np.log(cols["close"]), prepend=np.nan)
 
 
 # ---------------------------------------------------------------------- returns and volatility
 @register_feature("ret")
 def ret(cols: Columns, index: pd.DatetimeIndex, n: int = 1) -> np.ndarray:
     """Log return over the last n bars."""
-    c = np.log(cols["close"])
+    c = cols["log_close"] if isinstance(cols, BarColumns) else np.log(cols["close"])
     out = np.full(c.shape[0], np.nan)
     out[n:] = c[n:] - c[:-n]
     return out
@@ -161,29 +189,31 @@ def ret(cols: Columns, index: pd.DatetimeIndex, n: int = 1) -> np.ndarray:
 @register_feature("vol", warmup=lambda p: int(p["n"]))
 def vol(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
     """Close-to-close volatility: the standard deviation of the last n one-bar log returns."""
-    return k.rolling_std(_logret(cols["close"]), n)
+    return k.rolling_std(_logret(cols), n)
+
+
+def _hl_sq(cols: Columns) -> np.ndarray:
+    return cols["log_hl_sq"] if isinstance(cols, BarColumns) else np.log(cols["high"] / cols["low"]) ** 2
 
 
 @register_feature("parkinson", needs=("high", "low"))
 def parkinson(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
     """Parkinson's range volatility over n bars: sqrt(mean(ln(H/L)^2) / (4 ln 2))."""
-    hl = np.log(cols["high"] / cols["low"]) ** 2
-    return np.sqrt(k.rolling_mean(hl, n) / (4.0 * np.log(2.0)))
+    return np.sqrt(k.rolling_mean(_hl_sq(cols), n) / (4.0 * np.log(2.0)))
 
 
 @register_feature("garman_klass", needs=("open", "high", "low", "close"))
 def garman_klass(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
     """Garman-Klass volatility over n bars, from open, high, low and close."""
-    hl = np.log(cols["high"] / cols["low"]) ** 2
-    co = np.log(cols["close"] / cols["open"]) ** 2
-    var = k.rolling_mean(0.5 * hl - (2.0 * np.log(2.0) - 1.0) * co, n)
+    co = cols["log_co_sq"] if isinstance(cols, BarColumns) else np.log(cols["close"] / cols["open"]) ** 2
+    var = k.rolling_mean(0.5 * _hl_sq(cols) - (2.0 * np.log(2.0) - 1.0) * co, n)
     return np.sqrt(np.maximum(var, 0.0))
 
 
 @register_feature("vol_ratio", warmup=lambda p: int(p["slow"]))
 def vol_ratio(cols: Columns, index: pd.DatetimeIndex, fast: int = 10, slow: int = 50) -> np.ndarray:
     """Short over long close-to-close volatility, minus 1: a volatility regime change."""
-    r = _logret(cols["close"])
+    r = _logret(cols)
     return k.rolling_std(r, fast) / k.rolling_std(r, slow) - 1.0
 
 
@@ -274,32 +304,40 @@ def volume_trend(cols: Columns, index: pd.DatetimeIndex, fast: int = 5, slow: in
 
 
 # ---------------------------------------------------------------------- calendar
-def _cycle(values: np.ndarray, period: float, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    return fn(2.0 * np.pi * values / period)
+def _minutes(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
+    if isinstance(cols, BarColumns):
+        return cols["minute_of_day"]
+    return np.asarray(index.hour * 60 + index.minute, dtype=float)
+
+
+def _weekday(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
+    if isinstance(cols, BarColumns):
+        return cols["day_of_week"]
+    return np.asarray(index.day_of_week, dtype=float)
 
 
 @register_feature("hour_sin", needs=())
 def hour_sin(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
     """Time of day of the bar's open (UTC) on the unit circle, sine part."""
-    return _cycle(np.asarray(index.hour * 60 + index.minute, dtype=float), 1440.0, np.sin)
+    return np.sin(2.0 * np.pi * _minutes(cols, index) / 1440.0)
 
 
 @register_feature("hour_cos", needs=())
 def hour_cos(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
     """Time of day of the bar's open (UTC) on the unit circle, cosine part."""
-    return _cycle(np.asarray(index.hour * 60 + index.minute, dtype=float), 1440.0, np.cos)
+    return np.cos(2.0 * np.pi * _minutes(cols, index) / 1440.0)
 
 
 @register_feature("dow_sin", needs=())
 def dow_sin(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
-    """Day of the week of the bar's open (UTC) on the unit circle, sine part."""
-    return _cycle(np.asarray(index.day_of_week, dtype=float), 7.0, np.sin)
+    """Day of the week of the bar's open (UTC, Monday 0) on the unit circle, sine part."""
+    return np.sin(2.0 * np.pi * _weekday(cols, index) / 7.0)
 
 
 @register_feature("dow_cos", needs=())
 def dow_cos(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
-    """Day of the week of the bar's open (UTC) on the unit circle, cosine part."""
-    return _cycle(np.asarray(index.day_of_week, dtype=float), 7.0, np.cos)
+    """Day of the week of the bar's open (UTC, Monday 0) on the unit circle, cosine part."""
+    return np.cos(2.0 * np.pi * _weekday(cols, index) / 7.0)
 
 
-__all__ = ["FEATURES", "Feature", "get_feature", "register_feature"]
+__all__ = ["FEATURES", "BarColumns", "Feature", "get_feature", "register_feature"]

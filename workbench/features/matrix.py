@@ -22,9 +22,10 @@ import pandas as pd
 
 from workbench.errors import ConfigError, DataError
 from workbench.features import kernels as k
-from workbench.features.library import get_feature
+from workbench.features.library import BarColumns, get_feature
 from workbench.features.spec import FeatureSet, as_feature_set
 from workbench.files import atomic_path, atomic_write
+from workbench.strategies.indicators import indicator_cache
 from workbench.strategies.lookahead import random_continuation
 
 
@@ -62,36 +63,62 @@ def compute_features(bars: pd.DataFrame, spec: FeatureSet | Any) -> pd.DataFrame
     """The feature matrix of one symbol's bars: a float64 column per feature, NaN in warm-up."""
     fs = as_feature_set(spec)
     index = _check_bars(bars, fs.needs, f"feature set {fs.name}")
-    cols = {c: np.ascontiguousarray(bars[c].to_numpy(dtype=np.float64))
-            for c in ("open", "high", "low", "close", "volume") if c in bars.columns}
-    out: dict[str, np.ndarray] = {}
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for item in fs.features:
+    # one block, a row per feature: the layout pandas keeps, so the frame is made without a copy
+    # (from a dict of columns pandas copied them into one block: half the time of the matrix)
+    block = np.empty((len(fs.features), len(bars)), dtype=np.float64)
+    _compute_into(bars, index, fs, block)
+    return pd.DataFrame(block.T, index=index, columns=fs.columns, copy=False)
+
+
+def _compute_into(bars: pd.DataFrame, index: pd.DatetimeIndex, fs: FeatureSet, block: np.ndarray) -> None:
+    cols = BarColumns({c: np.ascontiguousarray(bars[c].to_numpy(dtype=np.float64))
+                       for c in ("open", "high", "low", "close", "volume") if c in bars.columns})
+    cols["ts_ns"] = index.as_unit("ns").asi8
+    # intermediates (log returns, ranges) once per matrix, indicators once per window
+    with np.errstate(divide="ignore", invalid="ignore"), indicator_cache():
+        for j, item in enumerate(fs.features):
             feature = get_feature(item.name)
             raw = feature.compute(cols, index, **feature.resolve(item.params))
             values = np.asarray(raw, dtype=np.float64)
             if values.shape != (len(bars),):
                 raise DataError(f"feature {item.name} returned {values.shape} values for {len(bars)} bars; "
                                 "a feature gives one value per bar")
-            values = np.where(np.isfinite(values), values, np.nan)
+            k.finite_into(values, block[j])
             if item.norm == "zscore":
-                values = k.rolling_zscore(values, item.norm_window)
+                block[j] = k.rolling_zscore(block[j], item.norm_window)
             elif item.norm == "rank":
-                values = k.rolling_rank(values, item.norm_window)
-            out[item.column_name()] = values
-    return pd.DataFrame(out, index=index)
+                block[j] = k.rolling_rank(block[j], item.norm_window)
 
 
 def feature_matrix(frames: Mapping[str, pd.DataFrame], spec: FeatureSet | Any, *,
                    threads: int | None = None) -> pd.DataFrame:
-    """Every symbol's feature matrix, stacked: index (symbol, ts), symbols in the given order."""
+    """Every symbol's feature matrix, stacked: index (symbol, ts), symbols in the given order.
+    Symbols are computed on threads (the kernels release the GIL) into one block."""
     fs = as_feature_set(spec)
     if not frames:
         raise ConfigError("no bars to compute features on: give at least one symbol")
     symbols = list(frames)
+    indexes = [_check_bars(frames[s], fs.needs, f"feature set {fs.name} on {s}") for s in symbols]
+    sizes = [len(ix) for ix in indexes]
+    offsets = np.cumsum([0, *sizes])
+    block = np.empty((len(fs.features), int(offsets[-1])), dtype=np.float64)
+
+    def one(k: int) -> None:
+        _compute_into(frames[symbols[k]], indexes[k], fs, block[:, offsets[k]:offsets[k + 1]])
+
     with ThreadPoolExecutor(max_workers=threads or min(4, len(symbols))) as pool:
-        parts = list(pool.map(lambda s: compute_features(frames[s], fs), symbols))
-    return pd.concat(parts, keys=symbols, names=["symbol", "ts"])
+        list(pool.map(one, range(len(symbols))))
+    # the (symbol, ts) index from codes: pd.concat with keys copied every column once more
+    unit = indexes[0].unit  # the bars' own resolution, as pd.concat would keep it
+    if all(ix.equals(indexes[0]) for ix in indexes[1:]):  # one calendar: no union to sort
+        stamps, ts_codes = indexes[0].as_unit(unit).asi8, np.tile(np.arange(sizes[0]), len(symbols))
+    else:
+        stamps, ts_codes = np.unique(np.concatenate([ix.as_unit(unit).asi8 for ix in indexes]),
+                                     return_inverse=True)
+    levels: list[Any] = [pd.Index(symbols), pd.DatetimeIndex(stamps, dtype=pd.DatetimeTZDtype(unit, "UTC"))]
+    codes: list[Any] = [np.repeat(np.arange(len(symbols)), sizes), ts_codes.ravel()]
+    index = pd.MultiIndex(levels=levels, codes=codes, names=["symbol", "ts"], verify_integrity=False)
+    return pd.DataFrame(block.T, index=index, columns=fs.columns, copy=False)
 
 
 # ---------------------------------------------------------------------- look-ahead

@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -55,11 +55,17 @@ class LabelSpec(ConfigModel):
     vol_window: int = Field(default=50, ge=2)
     min_ret: float = Field(default=0.0, ge=0)
 
+    _UNUSED: ClassVar[dict[str, set[str]]] = {"fixed_horizon": {"pt", "sl", "vol_window", "min_ret"},
+                                             "triple_barrier": {"threshold"}}
+
     def model_post_init(self, context: Any) -> None:
-        only = {"fixed_horizon": {"pt", "sl", "vol_window", "min_ret"}, "triple_barrier": {"threshold"}}
-        unused = sorted(self.model_fields_set & only[self.kind])
+        unused = sorted(self.model_fields_set & self._UNUSED[self.kind])
         if unused:
             raise ConfigError(f"label: {', '.join(unused)} has no effect on a {self.kind} label; drop it")
+
+    def effective(self) -> dict[str, Any]:
+        """Every setting this kind of label uses, defaults included (what the lineage records)."""
+        return {k: v for k, v in self.model_dump().items() if k not in self._UNUSED[self.kind]}
 
 
 class CvSpec(ConfigModel):
@@ -266,7 +272,7 @@ def train_model(lake: Any, spec: TrainSpec, *, registry: ModelRegistry | None = 
     source = str(next(iter(frames.values())).attrs.get("source", spec.source or ""))
     lineage = {"data_fingerprint": fp, "source": source, "symbols": list(frames), "timeframe": spec.timeframe,
                "start": str(ds.X.index[0]), "end": str(ds.X.index[-1]), "feature_set": fs.resolved(),
-               "feature_set_key": fs.key(), "features": fs.columns, "label": spec.label.model_dump(),
+               "feature_set_key": fs.key(), "features": fs.columns, "label": spec.label.effective(),
                "model": spec.model, "params": spec.params, "seed": spec.seed, "cv": spec.cv.model_dump(),
                "weights": spec.weights, "code_version": code_version()}
     version, run_id, alias = _log(registry, spec, est, cv, lineage, ds)
