@@ -14,7 +14,8 @@ DEMO_REPORTS = Path("reports") / "demo"
 
 
 def demo() -> None:
-    """The main job on embedded SYNTHETIC data: lake, backtest, sweep, walk-forward, promotion, paper replay.
+    """The main job on embedded SYNTHETIC data: lake, backtest, sweep, walk-forward, a model in the
+    registry, promotion, paper replay.
 
     Writes its charts, sweep table, heatmap and parity report under ./reports/demo.
     """
@@ -34,6 +35,10 @@ def demo() -> None:
                      min_trades=3, fixed="short=false", seed=7, purge="0",
                      start="2025-01-01", end="2026-01-01",  # 2025 only: a paper run may have grown the lake
                      html=DEMO_REPORTS / "walk_forward_sma_cross.html")
+    out.rule("model: LightGBM on BTC/USDT, ETH/USDT 1h, triple-barrier labels, purged 5-fold CV, MLflow")
+    from workbench.cli.model import train_cmd
+
+    train_cmd(Path("pipelines") / "models" / "demo_gbm.yaml")
     ref = _demo_promote()
     out.rule(f"paper replay of {ref}: Jul-Dec 2025, simulated clock, sim broker, parity with the backtest")
     from workbench.cli.paper import paper_replay
