@@ -8,13 +8,12 @@ from workbench.features.library import FEATURES, Feature, get_feature, register_
 from workbench.features.matrix import (
     FEATURES_VERSION,
     FeatureCache,
-    FeatureLookahead,
     check_feature_lookahead,
     compute_features,
     feature_matrix,
 )
 from workbench.features.spec import FeatureItem, FeatureSet, as_feature_set
 
-__all__ = ["FEATURES", "FEATURES_VERSION", "Feature", "FeatureCache", "FeatureItem", "FeatureLookahead",
+__all__ = ["FEATURES", "FEATURES_VERSION", "Feature", "FeatureCache", "FeatureItem",
            "FeatureSet", "as_feature_set", "check_feature_lookahead", "compute_features", "feature_matrix",
            "get_feature", "register_feature"]

@@ -13,7 +13,6 @@ import hashlib
 import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,13 @@ from workbench.features.library import BarColumns, get_feature
 from workbench.features.spec import FeatureSet, as_feature_set
 from workbench.files import atomic_path, atomic_write
 from workbench.strategies.indicators import indicator_cache
-from workbench.strategies.lookahead import random_continuation
+from workbench.strategies.lookahead import (
+    VARIANTS,
+    LookaheadReport,
+    Violation,
+    compare_runs,
+    random_continuation,
+)
 
 
 def _source_hash() -> str:
@@ -122,75 +127,29 @@ def feature_matrix(frames: Mapping[str, pd.DataFrame], spec: FeatureSet | Any, *
 
 
 # ---------------------------------------------------------------------- look-ahead
-@dataclass(frozen=True)
-class FeatureViolation:
-    """A feature whose value at or before a cut changed when the bars after the cut changed."""
-
-    column: str
-    variant: str
-    cut: pd.Timestamp
-    first: pd.Timestamp
-    count: int
-
-    def __str__(self) -> str:
-        return (f"{self.column} differs from the full-data run at {self.first} ({self.count} bar(s) <= "
-                f"{self.cut}) when the bars after {self.cut} are {self.variant}")
-
-
-@dataclass(frozen=True)
-class FeatureLookahead:
-    """The outcome of `check_feature_lookahead`."""
-
-    spec: str
-    cuts: tuple[pd.Timestamp, ...]
-    violations: tuple[FeatureViolation, ...]
-
-    @property
-    def ok(self) -> bool:
-        return not self.violations
-
-    @property
-    def leaking(self) -> list[str]:
-        """The columns that read the future."""
-        return sorted({v.column for v in self.violations})
-
-    def summary(self) -> str:
-        head = f"{self.spec}: look-ahead check over {len(self.cuts)} cut(s)"
-        if self.ok:
-            return f"{head}: ok"
-        lines = [f"{head}: {len(self.violations)} violation(s)", *(f"  {v}" for v in self.violations)]
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.summary()
-
-
 def check_feature_lookahead(bars: pd.DataFrame, spec: FeatureSet | Any, *, cuts: int = 5, seed: int = 0,
-                            rtol: float = 1e-9) -> FeatureLookahead:
+                            rtol: float = 1e-9) -> LookaheadReport:
     """Recompute the features on bars truncated after, and randomly continued after, `cuts` points;
-    any value at or before a cut that changes read the future (as the strategies' check does)."""
+    any value at or before a cut that changes read the future. The strategies' check, on features:
+    the same report, with the feature set's name and key for the strategy and its parameters."""
     fs = as_feature_set(spec)
-    full = compute_features(bars, fs)
+
+    def run(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        return {str(c): v.to_numpy() for c, v in compute_features(frame, fs).items()}
+
+    full = run(bars)
     n = len(bars)
     lo, hi = min(fs.warmup() + 1, n - 2), n - 2
     if hi < 1:
         raise DataError(f"look-ahead check of {fs.name} needs at least 3 bars, got {n}")
     points = np.unique(np.linspace(max(lo, 1), hi, max(int(cuts), 1)).round().astype(int))
     rng = np.random.default_rng(seed)
-    found: list[FeatureViolation] = []
+    found: list[Violation] = []
     for t in points:
-        for variant in ("truncated", "randomized"):
+        for variant in VARIANTS:
             other = bars.iloc[: t + 1] if variant == "truncated" else random_continuation(bars, int(t), rng)
-            part = compute_features(other, fs)
-            for col in full.columns:
-                x = full[col].to_numpy()[: t + 1]
-                y = part[col].to_numpy()[: t + 1]
-                same = (np.isnan(x) & np.isnan(y)) | np.isclose(x, y, rtol=rtol, atol=1e-12)
-                if not same.all():
-                    bad = np.flatnonzero(~same)
-                    found.append(FeatureViolation(col, variant, bars.index[t], bars.index[bad[0]],
-                                                  int(bad.size)))
-    return FeatureLookahead(fs.name, tuple(bars.index[points]), tuple(found))
+            found.extend(compare_runs(full, run(other), int(t), bars.index, variant, rtol))
+    return LookaheadReport(fs.name, {"feature_set_key": fs.key()}, tuple(bars.index[points]), tuple(found))
 
 
 # ---------------------------------------------------------------------- cache
@@ -229,5 +188,5 @@ class FeatureCache:
         return matrix, {**lineage, "cached": False}
 
 
-__all__ = ["FEATURES_VERSION", "FeatureCache", "FeatureLookahead", "FeatureViolation",
-           "check_feature_lookahead", "compute_features", "feature_matrix"]
+__all__ = ["FEATURES_VERSION", "FeatureCache", "check_feature_lookahead", "compute_features",
+           "feature_matrix"]

@@ -53,6 +53,11 @@ class LookaheadReport:
         """Whether no signal at or before any cut depended on later bars."""
         return not self.violations
 
+    @property
+    def leaking(self) -> list[str]:
+        """The fields (signals, or features' columns) that read the future."""
+        return sorted({v.field for v in self.violations})
+
     def summary(self) -> str:
         """One line when clean; otherwise one line per violation."""
         head = f"{self.strategy}: look-ahead check over {len(self.cuts)} cut(s)"
@@ -86,7 +91,7 @@ def check_lookahead(strategy: Strategy | str, bars: pd.DataFrame, params: Mappin
         for variant in VARIANTS:
             other = bars.iloc[: t + 1] if variant == "truncated" else random_continuation(bars, int(t), rng)
             part = _run(strategy, other, p)
-            violations.extend(_compare(full, part, int(t), bars.index, variant, rtol))
+            violations.extend(compare_runs(full, part, int(t), bars.index, variant, rtol))
     return LookaheadReport(strategy.name, dict(p), tuple(bars.index[points]), tuple(violations))
 
 
@@ -107,7 +112,7 @@ def _run(strategy: Strategy, bars: pd.DataFrame, p: Mapping[str, Any]) -> dict[s
     return out
 
 
-def _compare(full: dict[str, np.ndarray], part: dict[str, np.ndarray], t: int, index: pd.Index,
+def compare_runs(full: dict[str, np.ndarray], part: dict[str, np.ndarray], t: int, index: pd.Index,
              variant: str, rtol: float) -> list[Violation]:
     found = []
     for key, a in full.items():
