@@ -95,7 +95,7 @@ def test_the_same_seed_gives_the_same_model_bytes_and_cpcv_gives_paths(root: Pat
     import mlflow.artifacts
 
     lake = Lake(root)
-    s = spec("det", cv={"kind": "cpcv", "n_groups": 5, "n_test_groups": 2})
+    s = spec("det", cv={"kind": "cpcv", "n_groups": 5, "n_test_groups": 2}, importance=True)
     a, b = train_model(lake, s, registry=registry), train_model(lake, s, registry=registry)
 
     def model_bytes(version: int) -> str:
@@ -106,6 +106,10 @@ def test_the_same_seed_gives_the_same_model_bytes_and_cpcv_gives_paths(root: Pat
     assert model_bytes(a.version) == model_bytes(b.version)
     assert a.cv["n_folds"] == 10 and len(a.cv["paths"]) == 4  # C(5,2) splits; 10 * 2 / 5 paths
     assert a.cv["folds"] == b.cv["folds"]
+    assert a.importance is not None and list(a.importance.columns) == ["mda", "mda_std", "sfi", "mdi"]
+    pd.testing.assert_frame_equal(a.importance, b.importance)  # seeded: the same table twice
+    assert set(a.importance.index) == set(s.feature_set().columns)
+    assert "mda.ret_1" in registry.client.get_run(a.run_id).data.metrics
 
 
 def test_bad_input_is_refused_in_one_line_and_nothing_is_registered(root: Path, tmp_path: Path,

@@ -38,6 +38,9 @@ def train_cmd(config: Annotated[Path, typer.Argument(help="A train.yaml (see pip
 
         result = train_model(_lake(), spec, registry=registry, progress=advance)
     out.print(result.summary(), markup=False)
+    if result.importance is not None:
+        print_frame(result.importance.reset_index(names="feature"),
+                    title="feature importance on the purged folds (log loss added / saved)")
     out.print(f"MLflow run {result.run_id} in {registry.uri}", markup=False)
 
 

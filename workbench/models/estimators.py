@@ -91,6 +91,13 @@ def make_estimator(model: str | BaseEstimator, params: Mapping[str, Any] | None 
     return est
 
 
+def fit_weighted(est: Any, X: Any, y: Any, weight: Any) -> Any:
+    """Fit `est` with sample weights, passed to a pipeline's last step by its name."""
+    if isinstance(est, Pipeline):
+        return est.fit(X, y, **{f"{est.steps[-1][0]}__sample_weight": weight})
+    return est.fit(X, y, sample_weight=weight)
+
+
 def make_stack(models: Sequence[str | BaseEstimator], *, final: str | BaseEstimator = "logistic",
                cv: Any = None, seed: int = 0) -> StackingClassifier:
     """A meta-learner over several models' out-of-fold probabilities. Pass a purged splitter as
@@ -121,4 +128,4 @@ def _import_class(path: str) -> type:
     return cls
 
 
-__all__ = ["ESTIMATORS", "NAN_FREE", "make_estimator", "make_stack"]
+__all__ = ["ESTIMATORS", "NAN_FREE", "fit_weighted", "make_estimator", "make_stack"]

@@ -35,7 +35,7 @@ from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 from workbench.config import ConfigModel, load_yaml, validate
 from workbench.errors import ConfigError, DataError
 from workbench.features import FeatureCache, FeatureSet, as_feature_set
-from workbench.models.estimators import make_estimator
+from workbench.models.estimators import fit_weighted, make_estimator
 from workbench.models.labels import fixed_horizon, triple_barrier, uniqueness_weights
 from workbench.models.registry import CHALLENGER, CHAMPION, ModelRegistry, quiet
 from workbench.models.validation import CombinatorialPurgedKFold, PurgedKFold
@@ -102,6 +102,7 @@ class TrainSpec(ConfigModel):
     params: dict[str, Any] = Field(default_factory=dict)
     cv: CvSpec = Field(default_factory=CvSpec)
     weights: Literal["uniqueness", "none"] = "uniqueness"
+    importance: bool = False  # MDA and single-feature importance on the purged folds, MDI for trees
     seed: int = 0
 
     def feature_set(self) -> FeatureSet:
@@ -198,7 +199,7 @@ def cross_validate(ds: Dataset, spec: TrainSpec, *, progress: Callable[[int, int
             raise DataError(f"fold {k + 1} trains on one class only; give a longer range or a label with "
                             "both outcomes")
         est = make_estimator(spec.model, spec.params, seed=spec.seed)
-        est.fit(X[train], y[train], **_weight_kw(est, w[train]))
+        fit_weighted(est, X[train], y[train], w[train])
         p = est.predict_proba(X[test])[:, list(est.classes_).index(1)]
         m = _fold_metrics(y[test], p, w[test])
         m["base_accuracy"] = float(max(y[train].mean(), 1 - y[train].mean()))
@@ -225,14 +226,6 @@ def cross_validate(ds: Dataset, spec: TrainSpec, *, progress: Callable[[int, int
     return result
 
 
-def _weight_kw(est: Any, w: np.ndarray) -> dict[str, Any]:
-    from sklearn.pipeline import Pipeline
-
-    if isinstance(est, Pipeline):
-        return {f"{est.steps[-1][0]}__sample_weight": w}
-    return {"sample_weight": w}
-
-
 @dataclass
 class TrainResult:
     """What `train_model` did: the registered version, its validation and its lineage."""
@@ -244,6 +237,7 @@ class TrainResult:
     cv: dict[str, Any]
     lineage: dict[str, Any]
     rows: int
+    importance: pd.DataFrame | None = None
 
     def summary(self) -> str:
         auc = self.cv.get("cv_roc_auc_mean", math.nan)
@@ -267,20 +261,38 @@ def train_model(lake: Any, spec: TrainSpec, *, registry: ModelRegistry | None = 
     cache = FeatureCache(Path(lake.root) / "lake" / "features")
     ds = build_dataset(frames, spec, fingerprint=fp, cache=cache)
     cv = cross_validate(ds, spec, progress=progress)
-    est = make_estimator(spec.model, spec.params, seed=spec.seed)
-    est.fit(ds.X.to_numpy(), ds.y.to_numpy(), **_weight_kw(est, ds.weight.to_numpy()))
+    est = fit_weighted(make_estimator(spec.model, spec.params, seed=spec.seed), ds.X.to_numpy(),
+                       ds.y.to_numpy(), ds.weight.to_numpy())
     source = str(next(iter(frames.values())).attrs.get("source", spec.source or ""))
     lineage = {"data_fingerprint": fp, "source": source, "symbols": list(frames), "timeframe": spec.timeframe,
                "start": str(ds.X.index[0]), "end": str(ds.X.index[-1]), "feature_set": fs.resolved(),
                "feature_set_key": fs.key(), "features": fs.columns, "label": spec.label.effective(),
                "model": spec.model, "params": spec.params, "seed": spec.seed, "cv": spec.cv.model_dump(),
                "weights": spec.weights, "code_version": code_version()}
-    version, run_id, alias = _log(registry, spec, est, cv, lineage, ds)
-    return TrainResult(spec.name, version, run_id, alias, cv, lineage, len(ds.X))
+    importance = feature_importance(ds, spec, est) if spec.importance else None
+    version, run_id, alias = _log(registry, spec, est, cv, lineage, ds, importance)
+    return TrainResult(spec.name, version, run_id, alias, cv, lineage, len(ds.X), importance)
+
+
+def feature_importance(ds: Dataset, spec: TrainSpec, fitted: Any | None = None) -> pd.DataFrame:
+    """MDA and SFI of every feature on the spec's purged folds, and MDI of the fitted model where it
+    is a tree model (see `workbench.models.importance`), most important (by MDA) first."""
+    from workbench.models.importance import mda, mdi, sfi
+
+    cv = _splitter(spec.cv, pd.Series(ds.t1.to_numpy(), index=pd.DatetimeIndex(ds.X.index)))
+
+    def factory() -> Any:
+        return make_estimator(spec.model, spec.params, seed=spec.seed)
+
+    table = mda(factory, ds.X, ds.y, ds.weight, cv, seed=spec.seed)
+    table = table.join(sfi(factory, ds.X, ds.y, ds.weight, cv))
+    if fitted is not None and hasattr(fitted, "feature_importances_"):
+        table = table.join(mdi(fitted, list(ds.X.columns)))
+    return table.sort_values("mda", ascending=False)
 
 
 def _log(registry: ModelRegistry, spec: TrainSpec, est: Any, cv: dict[str, Any], lineage: dict[str, Any],
-         ds: Dataset) -> tuple[int, str, str]:
+         ds: Dataset, importance: pd.DataFrame | None) -> tuple[int, str, str]:
     import mlflow
     import mlflow.sklearn
 
@@ -309,6 +321,9 @@ def _log(registry: ModelRegistry, spec: TrainSpec, est: Any, cv: dict[str, Any],
                              "workbench.label": json.dumps(lineage["label"], sort_keys=True),
                              "workbench.lineage": json.dumps(lineage, sort_keys=True, default=str)})
             mlflow.log_dict({"cv": cv, **lineage}, "workbench/lineage.json")
+            if importance is not None:
+                mlflow.log_text(importance.to_csv(), "workbench/importance.csv")
+                mlflow.log_metrics({f"mda.{k}": float(v) for k, v in importance["mda"].items()})
             info = mlflow.sklearn.log_model(est, name="model", registered_model_name=spec.name,
                                             serialization_format="cloudpickle", pip_requirements=[])
         version = int(info.registered_model_version)
