@@ -166,6 +166,13 @@ def test_the_command_line_trains_lists_shows_promotes_and_rolls_back(root: Path,
     missing = invoke(["model", "show", "nope"], data=root, env=env)
     assert missing.returncode != 0 and "no registered model 'nope'" in missing.stderr
     assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    tuned = invoke(["model", "tune", str(yaml), "--trials", "2", "--storage", str(tmp_path / "s.journal"),
+                    "--train"], data=root, env=env)
+    assert tuned.returncode == 0, tuned.stderr
+    assert "study model-cli_model (2 trials" in tuned.stdout
+    assert "cli_model version 3 (challenger)" in tuned.stdout
+    bad = invoke(["model", "tune", str(yaml), "--space", "C=a:b"], data=root, env=env)
+    assert bad.returncode != 0 and "--space 'C=a:b': write name=low:high" in bad.stderr
 
 
 def test_drift_is_found_in_a_shifted_sample_and_quiet_without_one() -> None:
@@ -222,3 +229,24 @@ def test_a_model_s_drift_on_later_bars_is_reported_and_logged(root: Path, tmp_pa
     assert "vol_24" in loud.drifting, loud.table
     runs = registry.client.search_runs([registry.experiment_id()], "tags.`workbench.drift_of` = 'dr/1'")
     assert len(runs) == 2 and "psi.vol_24" in runs[0].data.metrics
+
+
+def test_a_hyperparameter_search_on_the_purged_objective_resumes_and_is_shared(
+        root: Path, tmp_path: Path, postgres_url: str) -> None:
+    from workbench.optimize.model_search import search_model
+
+    lake = Lake(root)
+    s = spec("tune", model="logistic", params={}, symbols=["BTC/USDT"])
+    journal = str(tmp_path / "tune.journal")
+    first = search_model(lake, s, trials=3, storage=journal)
+    assert first.trials == 3 and set(first.best_params) == {"C"} and 0 < first.best_log_loss < 1.5
+    again = search_model(lake, s, trials=5, storage=journal)  # resumes: two more, not five
+    assert again.trials == 5 and again.best_log_loss <= first.best_log_loss
+    # on PostgreSQL, as walk-forward shares its trials between machines
+    shared = search_model(lake, s, trials=2, storage=postgres_url, space={"C": [0.01, 1.0, "log"]})
+    assert shared.trials == 2 and 0.01 <= shared.best_params["C"] <= 1.0
+    with pytest.raises(ConfigError, match="searched another spec"):
+        search_model(lake, spec("tune", model="logistic", params={}, symbols=["BTC/USDT"],
+                                features=["ret(2)"]), trials=6, storage=journal)
+    with pytest.raises(ConfigError, match="search: C needs \\[low, high\\]"):
+        search_model(lake, s, trials=1, storage=journal, space={"C": [1.0]})

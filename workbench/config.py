@@ -298,6 +298,11 @@ def data_dir(override: str | Path | None = None) -> Path:
     return (Path.cwd() / "data").resolve()
 
 
+def redact_url(url: str) -> str:
+    """A database or storage URL with any password replaced, safe to print and record."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
 def setting(name: str, default: str | None = None) -> str | None:
     """Read a setting from the environment first, then from a `.env` file in the working directory.
 

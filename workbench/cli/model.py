@@ -115,3 +115,52 @@ def drift_cmd(name: Annotated[str, typer.Argument(help="The registered model.")]
     report = model_drift(_lake(), _registry(), name, version, since=since, until=until)
     print_frame(report.table, title=f"{name} version {report.version}: drift")
     out.print(report.summary(), markup=False)
+
+
+@model_app.command("tune")
+def tune_cmd(config: Annotated[Path, typer.Argument(help="A train.yaml (see pipelines/models/).")],
+             trials: Annotated[int, typer.Option(help="Finished trials the study should have.")] = 20,
+             storage: Annotated[str | None, typer.Option(
+                 help="A journal file, sqlite:///... or postgresql://... (default: data/optimize/).")] = None,
+             study: Annotated[str | None, typer.Option(help="Study name (default: model-<name>).")] = None,
+             space: Annotated[str | None, typer.Option(help="Parameters to search, e.g. 'num_leaves=7:63,"
+                                                       "learning_rate=0.01:0.2:log' (default: the "
+                                                       "model's own space).")] = None,
+             train: Annotated[bool, typer.Option("--train", help="Then train and register the best "
+                                                 "parameters as a new version.")] = False) -> None:
+    """Search the model's hyperparameters on the purged CV log loss; resumable, shareable studies."""
+    from workbench.models.training import load_train_spec, train_model
+    from workbench.optimize.model_search import search_model
+
+    spec = load_train_spec(config)
+    with _progress("trials", hide_on_error=True) as prog:
+        seen = [0]
+
+        def advance(done: int, total: int) -> None:
+            prog(spec.name, done - seen[0], total)
+            seen[0] = done
+
+        result = search_model(_lake(), spec, trials=trials, storage=storage, study=study,
+                              space=_parse_space(space) if space else None, progress=advance)
+    out.print(result.summary(), markup=False)
+    if train:
+        best = spec.model_copy(update={"params": {**spec.params, **result.best_params}})
+        trained = train_model(_lake(), best, registry=_registry())
+        out.print(trained.summary(), markup=False)
+
+
+def _parse_space(text: str) -> dict[str, list[Any]]:
+    from workbench.errors import ConfigError
+
+    out: dict[str, list[Any]] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, _, rest = part.partition("=")
+        bits = rest.split(":")
+        try:
+            low, high = (float(b) if "." in b or "e" in b else int(b) for b in bits[:2])
+        except ValueError:
+            raise ConfigError(f"--space {part!r}: write name=low:high or name=low:high:log") from None
+        if len(bits) not in (2, 3) or (len(bits) == 3 and bits[2] != "log"):
+            raise ConfigError(f"--space {part!r}: write name=low:high or name=low:high:log")
+        out[name.strip()] = [low, high, *bits[2:]]
+    return out

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.config import data_dir, setting
+from workbench.config import data_dir, redact_url, setting
 from workbench.errors import ConfigError, DataError
 
 URI_SETTING = "WORKBENCH_MLFLOW_URI"
@@ -95,7 +95,7 @@ class ModelRegistry:
                 self.client.search_registered_models(max_results=1)  # opens (and creates) the store
         except Exception as exc:  # MLflow raises many kinds for a store it cannot open
             first = str(exc).splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"cannot open the MLflow store {_redact(self.uri)}: {first}; "
+            raise ConfigError(f"cannot open the MLflow store {redact_url(self.uri)}: {first}; "
                               f"check {URI_SETTING} (or unset it for SQLite in the data folder)") from None
 
     def __repr__(self) -> str:
@@ -228,15 +228,8 @@ def _probe(uri: str) -> None:
         engine.dispose()
     except Exception as exc:  # a missing driver, a refused connection, a bad password: one line each
         text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot open the MLflow store {_redact(uri)}: {text}; check the host, port and "
+        raise ConfigError(f"cannot open the MLflow store {redact_url(uri)}: {text}; check the host, port and "
                           f"credentials in {URI_SETTING}") from None
-
-
-def _redact(uri: str) -> str:
-    """A URL without its password (never printed)."""
-    import re
-
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", uri)
 
 
 def require_finite(values: dict[str, float]) -> dict[str, float]:

@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import socket
 import time
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from workbench.config import data_dir
+from workbench.config import data_dir, redact_url
 from workbench.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -41,9 +40,7 @@ CLAIM_GRACE = 5.0  # seconds between a claim and the claimer's name being writte
 _WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def redact(url: str) -> str:
-    """The storage URL with any password replaced, safe to print and record."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+redact = redact_url  # the storage URL with any password replaced, safe to print and record
 
 
 def default_storage(run_id: str) -> str:
