@@ -250,3 +250,24 @@ def test_a_hyperparameter_search_on_the_purged_objective_resumes_and_is_shared(
                                 features=["ret(2)"]), trials=6, storage=journal)
     with pytest.raises(ConfigError, match="search: C needs \\[low, high\\]"):
         search_model(lake, s, trials=1, storage=journal, space={"C": [1.0]})
+
+
+def test_meta_labels_learn_which_of_a_primary_strategy_s_trades_to_take(root: Path,
+                                                                       registry: ModelRegistry) -> None:
+    from workbench.models.training import primary_side
+
+    lake = Lake(root)
+    s = spec("meta", label={"kind": "meta", "horizon": 12, "pt": 1.5, "sl": 1.5, "vol_window": 24,
+                            "primary": "sma_cross", "primary_params": {"fast": 5, "slow": 20}},
+             cv={"kind": "purged_kfold", "n_splits": 3})
+    frames = load_bars(lake, s.symbols, "1h")
+    side = primary_side(frames["BTC/USDT"], s.label)
+    entries = int((side != 0).sum())
+    assert 20 < entries < len(side) / 5  # the crossings, not every bar
+    ds = build_dataset(frames, s, fingerprint=fingerprint(frames))
+    btc = ds.X.index[ds.symbols == "BTC/USDT"]
+    assert set(btc) <= set(side.index[side != 0])  # one row per primary entry (with its features)
+    res = train_model(lake, s, registry=registry)
+    assert res.lineage["label"]["primary"] == "sma_cross" and res.rows == len(ds.X)
+    with pytest.raises(ConfigError, match="a meta label needs primary"):
+        spec("meta", label={"kind": "meta", "horizon": 5})
