@@ -173,3 +173,11 @@ def test_talib_functions_are_features_scaled_to_the_close_and_causal() -> None:
         FeatureSet.of("ta_nosuch")
     with pytest.raises(ConfigError, match=r"ta_macd: output must be 0..2 \(macd, macdsignal, macdhist\)"):
         compute_features(bars, FeatureSet.of("ta_macd(output=3)"))
+
+
+def test_a_set_is_rebuilt_from_its_resolved_form_with_the_same_key() -> None:
+    fs = FeatureSet.of("vol(20)|zscore(500)", "rsi(14)|rank(100)", "macd", {"name": "ret", "column": "r5",
+                                                                           "params": {"n": 5}})
+    again = FeatureSet.from_resolved(fs.resolved())
+    assert again.key() == fs.key() and again.columns == fs.columns == ["vol_20_z500", "rsi_14_r100",
+                                                                       "macd_12_26_9", "r5"]

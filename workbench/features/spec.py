@@ -98,6 +98,19 @@ class FeatureSet(ConfigModel):
                                                          if isinstance(f, FeatureItem) else f
                                                          for f in features]}, where="feature set")
 
+    @classmethod
+    def from_resolved(cls, items: Sequence[dict[str, Any]], name: str = "features") -> FeatureSet:
+        """The set a `resolved()` list describes (what a model's lineage records)."""
+        features = []
+        for r in items:
+            item: dict[str, Any] = {"name": r["name"], "params": dict(r.get("params", {}))}
+            if r.get("norm"):
+                item.update(norm=r["norm"]["kind"], norm_window=r["norm"]["window"])
+            if r.get("column"):
+                item["column"] = r["column"]
+            features.append(item)
+        return validate(cls, {"name": name, "features": features}, where="feature set")
+
     @property
     def columns(self) -> list[str]:
         return [f.column_name() for f in self.features]

@@ -95,11 +95,13 @@ def model_drift(lake: Any, registry: Any, name: str, ref: int | str = "champion"
     by default) against its training window; logged to MLflow as a drift run of that version."""
     from workbench.backtest.engine import load_bars
     from workbench.features import FeatureSet, compute_features
-    from workbench.models.training import LabelSpec, _labels
+    from workbench.models.training import LabelSpec, labels_of
 
     model, lineage = registry.load(name, ref)
-    fs = FeatureSet.model_validate({"name": name, "features": [
-        {k: v for k, v in f.items() if k != "column"} for f in lineage["feature_set"]]})
+    fs = FeatureSet.from_resolved(lineage["feature_set"], name)
+    if fs.key() != lineage["feature_set_key"]:
+        raise DataError(f"{name} version {lineage['version']}: its recorded features no longer hash to its "
+                        "feature-set key (a feature's definition changed); retrain it")
     train_start, train_end = pd.Timestamp(lineage["start"]), pd.Timestamp(lineage["end"])
     start = _utc(since) if since is not None else train_end
     frames = load_bars(lake, lineage["symbols"], lineage["timeframe"], None, until,
@@ -113,7 +115,7 @@ def model_drift(lake: Any, registry: Any, name: str, ref: int | str = "champion"
         recent = X[X.index > start]
         cur_rows.append(recent)
         if len(recent):
-            lab = _labels(bars, label)
+            lab = labels_of(bars, label)
             lab = lab[lab.index.isin(recent.index)]
             known.append((recent.loc[lab.index], (lab["label"] > 0).astype(int)))
     reference, current = pd.concat(ref_rows), pd.concat(cur_rows)

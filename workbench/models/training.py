@@ -148,7 +148,7 @@ def build_dataset(frames: dict[str, pd.DataFrame], spec: TrainSpec, *, fingerpri
         matrix, feat_lineage = feature_matrix(frames, fs), {"cached": False}
     parts = []
     for sym, bars in frames.items():
-        lab = _labels(bars, spec.label)
+        lab = labels_of(bars, spec.label)
         X = cast(pd.DataFrame, matrix.loc[sym]).reindex(lab.index)
         ok = X.notna().all(axis="columns").to_numpy()
         X, lab = X.loc[ok], lab.loc[ok]
@@ -169,7 +169,8 @@ def build_dataset(frames: dict[str, pd.DataFrame], spec: TrainSpec, *, fingerpri
                     "features_cached": bool(feat_lineage.get("cached"))})
 
 
-def _labels(bars: pd.DataFrame, label: LabelSpec) -> pd.DataFrame:
+def labels_of(bars: pd.DataFrame, label: LabelSpec) -> pd.DataFrame:
+    """The labels `label` makes of one symbol's bars (see `workbench.models.labels`)."""
     if label.kind == "fixed_horizon":
         return fixed_horizon(bars, label.horizon, threshold=label.threshold)
     if label.kind == "meta":
@@ -204,12 +205,13 @@ def _fold_metrics(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict[str, floa
     return out
 
 
-def cross_validate(ds: Dataset, spec: TrainSpec, *, progress: Callable[[int, int], None] | None = None
-                   ) -> dict[str, Any]:
+def cross_validate(ds: Dataset, spec: TrainSpec, *, cv: Any = None,
+                   progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Out-of-sample metrics per fold (purged), and for CPCV per path; the mean, spread and a base
-    rate (always predicting the training share) to beat."""
+    rate (always predicting the training share) to beat. `cv` replaces the spec's splitter with
+    any scikit-learn one (e.g. `KFold(shuffle=True)`, to show what purging prevents)."""
     t1 = pd.Series(ds.t1.to_numpy(), index=pd.DatetimeIndex(ds.X.index))
-    cv = _splitter(spec.cv, t1)
+    cv = cv if cv is not None else _splitter(spec.cv, t1)
     n_folds = cv.get_n_splits()
     if len(ds.X) < n_folds * MIN_ROWS_PER_FOLD:
         raise DataError(f"{len(ds.X)} labelled rows are too few for {n_folds} folds (at least "
@@ -247,6 +249,14 @@ def cross_validate(ds: Dataset, spec: TrainSpec, *, progress: Callable[[int, int
         result[f"cv_{key}_mean"] = float(np.nanmean(values))
         result[f"cv_{key}_std"] = float(np.nanstd(values))
     return result
+
+
+def cv_table(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Several validations' mean out-of-sample metrics side by side, a row each."""
+    return pd.DataFrame({name: {"AUC": cv["cv_roc_auc_mean"], "accuracy": cv["cv_accuracy_mean"],
+                                "log loss": cv["cv_log_loss_mean"], "base rate": cv["cv_base_accuracy_mean"],
+                                "folds": cv["n_folds"], "paths": len(cv.get("paths", []))}
+                         for name, cv in results.items()}).T
 
 
 @dataclass
@@ -360,4 +370,4 @@ def _log(registry: ModelRegistry, spec: TrainSpec, est: Any, cv: dict[str, Any],
 
 
 __all__ = ["CvSpec", "Dataset", "LabelSpec", "TrainResult", "TrainSpec", "build_dataset", "cross_validate",
-           "load_train_spec", "train_model"]
+           "cv_table", "feature_importance", "labels_of", "load_train_spec", "primary_side", "train_model"]
