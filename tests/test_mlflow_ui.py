@@ -40,7 +40,7 @@ def test_the_mlflow_ui_shows_a_registered_model_from_the_data_folder(lake: Lake)
                                      "features": ["ret(1)", "rsi(14)"], "label": {"kind": "fixed_horizon",
                                                                                  "horizon": 6},
                                      "model": "logistic", "cv": {"n_splits": 3}})
-    train_model(lake, spec, registry=ModelRegistry(uri))
+    registry = ModelRegistry(uri)  # creates the store
     port = _free_port()
     mlflow = str(Path(sys.executable).parent / "mlflow")
     server = subprocess.Popen([mlflow, "server", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port",
@@ -48,6 +48,7 @@ def test_the_mlflow_ui_shows_a_registered_model_from_the_data_folder(lake: Lake)
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
+        train_model(lake, spec, registry=registry)  # while the server starts
         deadline = time.monotonic() + 90
         while True:
             try:

@@ -140,8 +140,9 @@ def test_bad_input_is_refused_in_one_line_and_nothing_is_registered(root: Path, 
         load_train_spec(yaml)
 
 
-def test_the_command_line_trains_lists_shows_promotes_and_rolls_back(root: Path, tmp_path: Path) -> None:
-    env = {"WORKBENCH_MLFLOW_URI": f"sqlite:///{tmp_path / 'cli.db'}"}
+def test_the_command_line_trains_lists_shows_promotes_and_rolls_back(root: Path, tmp_path: Path,
+                                                                     registry: ModelRegistry) -> None:
+    env = {"WORKBENCH_MLFLOW_URI": registry.uri}  # the module's store (creating one takes seconds)
     yaml = tmp_path / "m.yaml"
     yaml.write_text("name: cli_model\nsymbols: [BTC/USDT]\ntimeframe: 1h\n"
                     "features: [ret(1), ret(6), rsi(14)]\n"
@@ -200,7 +201,8 @@ def steady_bars(seed: int) -> pd.DataFrame:
                          "volume": rng.uniform(50, 150, n)})
 
 
-def test_a_model_s_drift_on_later_bars_is_reported_and_logged(root: Path, tmp_path: Path) -> None:
+def test_a_model_s_drift_on_later_bars_is_reported_and_logged(tmp_path: Path,
+                                                              registry: ModelRegistry) -> None:
     """Trained on the first weeks, checked on later weeks of the same market (quiet) and of a
     market three times as volatile (the volatility feature drifts)."""
     from workbench.models.drift import model_drift
@@ -208,7 +210,6 @@ def test_a_model_s_drift_on_later_bars_is_reported_and_logged(root: Path, tmp_pa
     lake = Lake(tmp_path / "data")
     calm = steady_bars(seed=11)  # one volatility throughout (the synthetic source has regimes)
     lake.write_bars("synthetic", "BTC/USDT", "1h", calm)
-    registry = ModelRegistry(f"sqlite:///{tmp_path / 'm.db'}")
     s = spec("dr", symbols=["BTC/USDT"], end="2025-02-15", features=["ret(1)", "vol(24)", "rsi(14)"])
     train_model(lake, s, registry=registry)
     quiet_report = model_drift(lake, registry, "dr")
