@@ -733,6 +733,9 @@ class TickWriter:
                 self.stats.compactions += 1
             except Exception as exc:  # the log keeps the rows; the next pass tries again
                 log.warning("compacting %s ticks failed (kept in the log): %s", self.source, exc)
+            # Arrow's allocator keeps what a compaction freed for reuse; a long-running collector
+            # gives it back, so its memory stays flat instead of holding each segment's peak
+            pa.default_memory_pool().release_unused()
 
 
 __all__ = ["SCHEMAS", "CompactResult", "PruneResult", "TickKind", "TickStore", "TickWriter",
