@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/ruff check workbench tests bench notebooks
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	$(BIN)/pytest -q -p no:cacheprovider -n auto --dist loadfile --nbval-lax tests notebooks
+	$(BIN)/pytest -q -p no:cacheprovider -n auto --dist loadfile --nbval-lax notebooks tests
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
