@@ -34,14 +34,3 @@ def lake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     return root
 
-
-# The files that take longest, run first: with one file per worker (`--dist loadfile`), a long file
-# that starts last keeps one core busy while the other waits (measured: 4 s to 30 s each).
-SLOW_FIRST = ("test_pipelines.py", "test_mlflow_ui.py", "test_reports.py", "test_walkforward_pg.py",
-              "test_collect.py", "test_paper_durability.py", "test_cli_paper.py", "test_models_training.py",
-              "test_report_browser.py", "test_paper_replay.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: k for k, name in enumerate(SLOW_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
