@@ -218,7 +218,7 @@ def cross_validate(ds: Dataset, spec: TrainSpec, *, cv: Any = None,
                         f"{n_folds * MIN_ROWS_PER_FOLD}); give a longer range or fewer splits")
     X, y, w = ds.X.to_numpy(), ds.y.to_numpy(), ds.weight.to_numpy()
     folds: list[dict[str, float]] = []
-    oos: dict[int, np.ndarray] = {}
+    oos: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # fold -> (test rows, their predictions)
     for k, (train, test) in enumerate(cv.split(X)):
         if len(np.unique(y[train])) < 2:
             raise DataError(f"fold {k + 1} trains on one class only; give a longer range or a label with "
@@ -229,19 +229,19 @@ def cross_validate(ds: Dataset, spec: TrainSpec, *, cv: Any = None,
         m = _fold_metrics(y[test], p, w[test])
         m["base_accuracy"] = float(max(y[train].mean(), 1 - y[train].mean()))
         folds.append(m)
-        oos[k] = p
+        oos[k] = (test, p)
         if progress is not None:
             progress(k + 1, n_folds)
     result: dict[str, Any] = {"folds": folds, "n_folds": n_folds}
     if isinstance(cv, CombinatorialPurgedKFold):
         groups = cv.groups()
-        tests = [list(cv.split(X))[k][1] for k in range(n_folds)]
         paths = []
         for path in cv.path_assignment():
             pred = np.empty(len(y))
             for split, group in path:
                 rows = groups[group]
-                pred[rows] = oos[split][np.searchsorted(tests[split], rows)]
+                test, p = oos[split]
+                pred[rows] = p[np.searchsorted(test, rows)]
             paths.append(_fold_metrics(y, pred, w))
         result["paths"] = paths
     for key in ("accuracy", "log_loss", "roc_auc", "base_accuracy"):
