@@ -271,26 +271,16 @@ def run_discard(gen: Generator, symbols: list[str], seconds: float, store: str |
                 await asyncio.sleep(WAKE_S)  # wake-ups spaced as the feed spaces them
 
         async def quotes() -> None:
-            last: dict[str, tuple[object, ...]] = {}
             wanted = set(symbols)
             book = QuoteLog(ex.bidsasks or {})
             ex.bidsasks = book
             while time.monotonic() < deadline:
                 await ex.watch_bids_asks(symbols)
-                now = time.time_ns()
-                for sym, t, _recv in book.drain():  # every update since the last wake-up, as the feed does
-                    if sym not in wanted:
-                        continue
-                    q = (t.get("bid"), t.get("bidVolume"), t.get("ask"), t.get("askVolume"))
-                    if None in q[::2] or last.get(sym) == q:
-                        continue
-                    last[sym] = q
-                    n["quotes"] += 1
-                    if con is not None:
-                        ts = t.get("timestamp")
-                        con.execute("INSERT INTO quotes VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                    [int(ts) * 1_000_000 if ts else now, now, sym,
-                                     *(float(x or 0.0) for x in q)])
+                rows = book.rows(wanted)  # every changed update since the last wake-up, as the feed takes
+                n["quotes"] += len(rows)
+                if con is not None:
+                    for row in rows:
+                        con.execute("INSERT INTO quotes VALUES (?, ?, ?, ?, ?, ?, ?)", list(row))
                 await asyncio.sleep(WAKE_S)
 
         try:

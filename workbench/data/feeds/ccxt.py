@@ -137,7 +137,6 @@ class CcxtFeed(Feed):
             await asyncio.sleep(WAKE_S)
 
     async def _quotes(self, symbols: list[str], emit: Emit) -> None:
-        last: dict[str, tuple[Any, ...]] = {}
         wanted = set(symbols)
         # ccxt returns the symbol whose update came first and keeps only the latest of every symbol
         # in `bidsasks`; the updates between two wake-ups would coalesce. Every parsed update is
@@ -146,21 +145,7 @@ class CcxtFeed(Feed):
         self.exchange.bidsasks = book
         while True:
             await self.exchange.watch_bids_asks(symbols)
-            rows = []
-            previous = 0
-            for sym, t, stamped in book.drain():
-                if sym not in wanted:
-                    continue
-                q = (t.get("bid"), t.get("bidVolume"), t.get("ask"), t.get("askVolume"))
-                if None in q[::2] or last.get(sym) == q:
-                    continue
-                last[sym] = q
-                # receipt times strictly increase in the order read: the tick tables tell quotes
-                # apart by (symbol, ts, receipt), and Binance's bookTicker has no time of its own
-                recv = previous = max(stamped, previous + 1)
-                ts = t.get("timestamp")
-                rows.append((int(ts) * 1_000_000 if ts else recv, recv, sym, *(float(x or 0.0) for x in q)))
-            emit(TickKind.QUOTES, rows)
+            emit(TickKind.QUOTES, book.rows(wanted))
             await asyncio.sleep(WAKE_S)
 
     async def _book(self, symbol: str, emit: Emit, depth: int) -> None:
@@ -221,6 +206,7 @@ class QuoteLog(dict[str, Any]):
     def __init__(self, initial: dict[str, Any]) -> None:
         super().__init__(initial)
         self._log: list[tuple[str, Any, int]] = []
+        self._last: dict[str, tuple[Any, ...]] = {}  # symbol -> its last (bid, size, ask, size) in rows
 
     def __setitem__(self, symbol: str, quote: Any) -> None:
         super().__setitem__(symbol, quote)
@@ -230,6 +216,25 @@ class QuoteLog(dict[str, Any]):
         """Every (symbol, quote, receipt ns) stored since the last drain, oldest first."""
         out, self._log = self._log, []
         return out
+
+    def rows(self, symbols: set[str]) -> list[Row]:
+        """The quote table's rows of every update of `symbols` drained now that changes its
+        symbol's (bid, bid size, ask, ask size), oldest first. Receipt times strictly increase in
+        the order read: the tick tables tell quotes apart by (symbol, ts, receipt), and Binance's
+        bookTicker has no time of its own."""
+        rows: list[Row] = []
+        previous = 0
+        for sym, t, stamped in self.drain():
+            if sym not in symbols:
+                continue
+            q = (t.get("bid"), t.get("bidVolume"), t.get("ask"), t.get("askVolume"))
+            if None in q[::2] or self._last.get(sym) == q:
+                continue
+            self._last[sym] = q
+            recv = previous = max(stamped, previous + 1)
+            ts = t.get("timestamp")
+            rows.append((int(ts) * 1_000_000 if ts else recv, recv, sym, *(float(x or 0.0) for x in q)))
+        return rows
 
 
 class StampedTrades(ArrayCache):
