@@ -83,7 +83,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
+
+from workbench.data.sources.ccxt import rebase_nested
 
 from .binance import (
     BAD_GATEWAY_HTML,
@@ -1607,23 +1609,9 @@ class FakeBinance:
 
 
 def loopback_urls(urls: Any, rest_url: str, ws_url: str) -> Any:
-    """ccxt's nested ``urls`` with every http(s) URL on `rest_url` and ws(s) on `ws_url`."""
-    rest, ws = urlsplit(rest_url), urlsplit(ws_url)
-
-    def rebase(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: rebase(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [rebase(v) for v in value]
-        if isinstance(value, str):
-            parts = urlsplit(value)
-            if parts.scheme in ("http", "https") and parts.netloc:
-                return urlunsplit((rest.scheme, rest.netloc, parts.path, parts.query, ""))
-            if parts.scheme in ("ws", "wss") and parts.netloc:
-                return urlunsplit((ws.scheme, ws.netloc, parts.path, parts.query, ""))
-        return value
-
-    return rebase(urls)
+    """ccxt's nested ``urls`` with every http(s) URL on `rest_url` and ws(s) on `ws_url` (the
+    workbench's own rebase, as `WORKBENCH_CCXT_BASE_URL` and `WORKBENCH_CCXT_WS_URL` apply it)."""
+    return rebase_nested(rebase_nested(urls, rest_url, ("http", "https")), ws_url, ("ws", "wss"))
 
 
 def pro_client(rest_url: str, ws_url: str, **config: Any) -> Any:
