@@ -145,19 +145,13 @@ def _align_up(ms: int, step: int, interval: str) -> int:
 
 
 # ---------------------------------------------------------------------------------- venue data
-@dataclass(frozen=True, slots=True)
-class Trade:
-    """One fill between a taker and one resting order, as ``<s>@trade`` and /trades carry it."""
+class _Print:
+    """What ccxt reads of a trade or an aggregate trade: price, amount and the taker's side."""
 
-    symbol: str
-    id: int
-    agg_id: int
-    price_ticks: int
-    qty_lots: int
-    time: int
+    __slots__ = ()
+    p: str
+    q: str
     buyer_maker: bool
-    p: str  # price as on the wire
-    q: str  # quantity as on the wire
 
     @property
     def price(self) -> float:
@@ -174,7 +168,22 @@ class Trade:
 
 
 @dataclass(frozen=True, slots=True)
-class AggTrade:
+class Trade(_Print):
+    """One fill between a taker and one resting order, as ``<s>@trade`` and /trades carry it."""
+
+    symbol: str
+    id: int
+    agg_id: int
+    price_ticks: int
+    qty_lots: int
+    time: int
+    buyer_maker: bool
+    p: str  # price as on the wire
+    q: str  # quantity as on the wire
+
+
+@dataclass(frozen=True, slots=True)
+class AggTrade(_Print):
     """The fills of one taker order at one price, as ``<s>@aggTrade`` and /aggTrades carry them."""
 
     symbol: str
@@ -187,18 +196,6 @@ class AggTrade:
     buyer_maker: bool
     p: str
     q: str
-
-    @property
-    def price(self) -> float:
-        return float(self.p)
-
-    @property
-    def amount(self) -> float:
-        return float(self.q)
-
-    @property
-    def side(self) -> str:
-        return "sell" if self.buyer_maker else "buy"
 
 
 @dataclass(frozen=True)
