@@ -1133,20 +1133,7 @@ class AlpacaStreamFake:
         denied = self._rest_auth(req, crypto=crypto)
         if denied:
             return denied
-        parsed = self._rest_query(req, crypto=crypto)
-        if isinstance(parsed, Response):
-            return parsed
-        symbols, start, end, limit, desc, offset = parsed
-        rows: list[tuple[str, dict[str, Any]]] = []
-        for sym in symbols:
-            if self.market.is_crypto(sym) != crypto:
-                continue
-            trades = self.trades(sym, start, end)
-            for tr in trades[::-1] if desc else trades:
-                row = {k: v for k, v in tr.items() if k not in ("T", "S")}
-                row["t"] = rfc3339(tr["t"])
-                rows.append((sym, row))
-        return self._page("trades", rows, limit, offset)
+        return self._rest_history(req, crypto=crypto, key="trades", fetch=self.trades)
 
     def _rest_bars(self, req: Request, *, crypto: bool) -> Response:
         denied = self._rest_auth(req, crypto=crypto)
@@ -1156,6 +1143,14 @@ class AlpacaStreamFake:
         seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2)] if m else 0
         if not 0 < seconds <= 86400:
             return Response(422, {"code": 42210000, "message": "invalid timeframe"})
+        return self._rest_history(req, crypto=crypto, key="bars",
+                                  fetch=lambda sym, start, end: self._call(self.market.bars, sym, seconds,
+                                                                           start, end))
+
+    def _rest_history(self, req: Request, *, crypto: bool, key: str,
+                      fetch: Callable[[str, Any, Any], list[dict[str, Any]]]) -> Response:
+        """A page of `key` (trades or bars) of the asked symbols of one asset class, newest first
+        when asked, as the historical endpoints serve them."""
         parsed = self._rest_query(req, crypto=crypto)
         if isinstance(parsed, Response):
             return parsed
@@ -1164,12 +1159,12 @@ class AlpacaStreamFake:
         for sym in symbols:
             if self.market.is_crypto(sym) != crypto:
                 continue
-            bars = self._call(self.market.bars, sym, seconds, start, end)
-            for bar in bars[::-1] if desc else bars:
-                row = {k: v for k, v in bar.items() if k not in ("T", "S")}
-                row["t"] = rfc3339(bar["t"])
+            items = fetch(sym, start, end)
+            for item in items[::-1] if desc else items:
+                row = {k: v for k, v in item.items() if k not in ("T", "S")}
+                row["t"] = rfc3339(item["t"])
                 rows.append((sym, row))
-        return self._page("bars", rows, limit, offset)
+        return self._page(key, rows, limit, offset)
 
 
 # ---------------------------------------------------------------------- alpaca-py helpers
