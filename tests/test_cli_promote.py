@@ -125,7 +125,8 @@ def test_bad_input_is_one_line_and_exit_1(setup: dict, case: str) -> None:
 def test_a_refusal_prints_the_gate_table(setup: dict) -> None:
     rows = gate_rows(setup["results"]["refused"].stdout)
     assert list(rows) == ["oos_sharpe", "deflated_sharpe", "sharpe_p_value", "pbo", "oos_trades",
-                          "oos_max_drawdown", "walk_forward_efficiency", "lookahead", "data_fingerprint"]
+                          "oos_max_drawdown", "walk_forward_efficiency", "lookahead", "data_fingerprint",
+                          "model_oos"]
     failed = [g for g, r in rows.items() if r[2] == "FAIL"]
     assert failed and rows["lookahead"][2] == "pass" and rows["data_fingerprint"][2] == "pass"
     line = error_line(setup, "refused")

@@ -45,7 +45,7 @@ from workbench.paper.broker import Broker, Order, OrderRequest, OrderStatus, Ord
 from workbench.paper.feed import BarFeed
 from workbench.paper.journal import Journal, TickStatus, dec
 from workbench.paper.risk import RiskLimits, bar_move, check_entry, loss_halts
-from workbench.strategies.base import Strategy
+from workbench.strategies.base import Strategy, check_pins
 from workbench.strategies.registry import get_strategy
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class StrategySpec:
     window: int | None = None  # trailing window in bars (default: max(lookback, 500))
     anchor: pd.Timestamp | None = None  # signals on every bar from here instead (replays)
     lots: dict[str, Lot] = field(default_factory=dict)  # the backtest's lot rules (the venue's add to them)
+    pins: dict[str, Any] = field(default_factory=dict)  # the artifact's pinned models (`check_pins`)
 
     def __post_init__(self) -> None:
         # the journal books no margin interest and the brokers lend nothing: refuse rather than
@@ -127,6 +128,7 @@ class StrategySpec:
             source=(artifact.data or {}).get("source"),
             window=window,
             anchor=anchor,
+            pins=dict(getattr(artifact, "pins", {}) or {}),
         )
 
     @classmethod
@@ -161,6 +163,7 @@ class StrategySpec:
             "source": self.source,
             "window": self.window,
             "anchor": None if self.anchor is None else self.anchor.isoformat(),
+            "pins": dict(self.pins),
         }
 
     @classmethod
@@ -183,8 +186,11 @@ class StrategySpec:
         return Timeframe.parse(self.timeframe)
 
     def strategy_obj(self) -> Strategy:
-        """The registered strategy (the same code the backtest ran)."""
-        return get_strategy(self.strategy)
+        """The registered strategy (the same code the backtest ran), refused if the models it loads
+        are not the ones its artifact pinned."""
+        strat = get_strategy(self.strategy)
+        check_pins(strat, self.pins, self.name)
+        return strat
 
 
 def specs_in(journal: Journal) -> list[StrategySpec]:

@@ -68,6 +68,7 @@ class Artifact:
     forced: bool = False
     force_reason: str | None = None
     lots: dict[str, Any] = field(default_factory=dict)  # {symbol: Lot fields}; none: any size
+    pins: dict[str, Any] = field(default_factory=dict)  # models traded: version, run, feature set
     schema: int = SCHEMA
     path: Path | None = field(default=None, compare=False)
 
@@ -176,9 +177,12 @@ class Artifact:
 
     def strategy_obj(self) -> Any:
         """The `Strategy` this artifact trades (built-in or from the research folder)."""
+        from workbench.strategies.base import check_pins
         from workbench.strategies.registry import get_strategy
 
-        return get_strategy(self.strategy)
+        strat = get_strategy(self.strategy)
+        check_pins(strat, self.pins, self.ref)
+        return strat
 
     def identity(self) -> str:
         """What makes two promotions the same: run, parameters and verdicts (not time or version)."""

@@ -207,9 +207,11 @@ def check_run_lookahead(strat: Strategy, frames: Mapping[str, pd.DataFrame] | No
 
 def gather_evidence(*, settings: Mapping[str, Any], diagnostics: Diagnostics | Mapping[str, Any],
                     strat: Strategy, params: Mapping[str, Any], lake: Any = None,
-                    checks: Collection[str] | None = None, lookahead_cuts: int = LOOKAHEAD_CUTS) -> Evidence:
+                    checks: Collection[str] | None = None, lookahead_cuts: int = LOOKAHEAD_CUTS,
+                    folds: pd.DataFrame | None = None) -> Evidence:
     """Every gate's value for a run. `checks` limits the lake re-checks run ("lookahead",
-    "data_fingerprint"; None runs both); a check not run has no value."""
+    "data_fingerprint"; None runs both); a check not run has no value. `folds` (the run's) lets the
+    model gate see where the out-of-sample windows start."""
     from workbench.optimize.walkforward import Diagnostics
 
     d = diagnostics if isinstance(diagnostics, Diagnostics) else Diagnostics.from_dict(diagnostics)
@@ -260,5 +262,32 @@ def gather_evidence(*, settings: Mapping[str, Any], diagnostics: Diagnostics | M
             n = sum(len(v) for v in bad.values())
             sym, first = next(iter(bad.items()))
             details["lookahead"] = f"{n} violation(s); {sym}: {first[0]}"
+    if folds is not None:
+        values["model_oos"], details["model_oos"] = model_out_of_sample(strat, folds)
     record["values"] = dict(values)
     return Evidence(values=values, details=details, record=record)
+
+
+def model_out_of_sample(strat: Strategy, folds: pd.DataFrame) -> tuple[bool, str]:
+    """Whether every model `strat` trades was trained on bars (labels included) that end before the
+    run's first out-of-sample bar: a fixed version evaluated on its own training data would score its
+    memory, not its skill."""
+    from workbench.data.timeframe import Timeframe
+    from workbench.strategies.base import pins_of
+
+    models = pins_of(strat).get("models", [])
+    if not models:
+        return True, "the strategy trades no model"
+    first = pd.Timestamp(folds["test_start"].min())
+    for m in models:
+        if not m.get("trained_until"):
+            return False, f"model {m['name']} v{m['version']} records no training end"
+        tf = Timeframe.parse(str(m.get("timeframe") or "1m"))
+        horizon = int((m.get("label") or {}).get("horizon", 0))
+        ends = pd.Timestamp(m["trained_until"]) + (horizon + 1) * tf.delta  # the last label's bar closes
+        if ends > first:
+            return False, (f"model {m['name']} v{m['version']} saw bars until {ends:%Y-%m-%d %H:%M} (labels "
+                           f"included), after the first out-of-sample bar {first:%Y-%m-%d %H:%M}; "
+                           "walk-forward from after its training range, or train it on earlier data")
+    shown = ", ".join(f"{m['name']} v{m['version']}" for m in models)
+    return True, f"{shown} trained before the first out-of-sample bar {first:%Y-%m-%d}"

@@ -83,6 +83,8 @@ _KNOWN = (
              description="signals unchanged when the bars after a cut are removed or replaced"),
     GateInfo(name="data_fingerprint", kind=GateKind.CHECK,
              description="the lake still holds exactly the bars the run saw"),
+    GateInfo(name="model_oos", kind=GateKind.CHECK,
+             description="every traded model was trained on bars ending before the first out-of-sample bar"),
 )
 KNOWN_GATES: dict[str, GateInfo] = {g.name: g for g in _KNOWN}
 _GATE_KEYS = (*(op.value for op in GateOp), "description")
@@ -209,6 +211,7 @@ DEFAULT_GATES: tuple[Gate, ...] = (
     Gate(name="walk_forward_efficiency", op=GateOp.MIN, threshold=0.5),
     Gate(name="lookahead", op=GateOp.REQUIRED, threshold=True),
     Gate(name="data_fingerprint", op=GateOp.REQUIRED, threshold=True),
+    Gate(name="model_oos", op=GateOp.REQUIRED, threshold=True),
 )
 
 

@@ -74,6 +74,7 @@ def promote(run_id: str, *, gates: str | Path | GateSet | None = None, name: str
     """
     from workbench.optimize.records import load_run
     from workbench.optimize.walkforward import signal_lookback
+    from workbench.strategies.base import pins_of
     from workbench.strategies.registry import get_strategy
     from workbench.version import code_version
 
@@ -90,7 +91,7 @@ def promote(run_id: str, *, gates: str | Path | GateSet | None = None, name: str
     params, params_fold, fold_params = promoted_params(run.folds, s, strat)
     needed = [g.name for g in gate_set if g.name in ("lookahead", "data_fingerprint")]
     evidence = gather_evidence(settings=s, diagnostics=run.diagnostics, strat=strat, params=params, lake=lake,
-                               checks=needed)
+                               checks=needed, folds=run.folds)
     verdicts = gate_set.evaluate(evidence.values, evidence.details)
     failed = [v for v in verdicts if not v.passed]
     for v in verdicts:
@@ -113,7 +114,8 @@ def promote(run_id: str, *, gates: str | Path | GateSet | None = None, name: str
         run_code_version=run.inputs.get("code_version"),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"), params_fold=params_fold,
         fold_params=fold_params, gates=[v.to_dict() for v in verdicts], gates_file=gate_set.describe(),
-        evidence=evidence.record, forced=bool(force), force_reason=reason if force else None)
+        evidence=evidence.record, forced=bool(force), force_reason=reason if force else None,
+        pins=pins_of(strat))
     if failed:
         log.info("forcing %s past failed gate(s) %s: %s", run.run_id, [v.name for v in failed], reason)
     stored, created = reg.promote(artifact, reason=reason)

@@ -462,7 +462,7 @@ class Strategy:
 
     `warmup(params)` returns the number of bars its indicators need before the first signal
     (used to refuse data that is too short); `components` lists the strategies a composite one
-    is built from.
+    is built from; `pins` what a promotion artifact must record to trade exactly this strategy again.
     """
 
     name: str
@@ -472,6 +472,9 @@ class Strategy:
     description: str = ""
     components: tuple[Strategy, ...] = ()
     source: str = "builtin"
+    # what a promotion pins beside the name and parameters (a model strategy: its version, run and
+    # feature set), checked again when the artifact is traded
+    pins: Mapping[str, Any] = field(default_factory=dict)
 
     def params(self, values: Mapping[str, Any] | None = None) -> dict[str, ParamValue]:
         """Validated parameters: defaults filled in, types coerced, ranges and constraints checked."""
@@ -507,3 +510,34 @@ def check_signal_bars(bars: pd.DataFrame, warmup: int, name: str = "strategy",
         shown = ", ".join(f"{k}={v}" for k, v in (params or {}).items())
         raise DataError(f"{name}({shown}) needs at least {warmup + 2} bars, got {len(bars)}; "
                         "read a longer range or use shorter windows")
+
+
+def pins_of(strategy: Strategy) -> dict[str, Any]:
+    """What a promotion pins of `strategy` and the strategies it is built from (the models it
+    trades, each with version, run and feature set); empty for a strategy that trades no model."""
+    models: list[Any] = []
+    stack = [strategy]
+    while stack:
+        s = stack.pop(0)
+        models.extend(m for m in s.pins.get("models", []) if m not in models)
+        stack.extend(s.components)
+    return {"models": models} if models else {}
+
+
+_PINNED = ("name", "version", "run_id", "feature_set_key")
+
+
+def check_pins(strategy: Strategy, pinned: Mapping[str, Any], what: str) -> None:
+    """Refuse to trade `strategy` for `what` (an artifact) if the models it would load now are not
+    the ones the artifact pinned: another store, or a version whose feature set differs."""
+    live = {m["name"]: m for m in pins_of(strategy).get("models", [])}
+    for want in pinned.get("models", []):
+        got = live.get(want["name"])
+        diff = [k for k in _PINNED if got is None or str(got.get(k)) != str(want.get(k))]
+        if diff:
+            found = ("no such model" if got is None else
+                     ", ".join(f"{k} {got.get(k)}" for k in diff))
+            raise ConfigError(f"{what} pins model {want['name']} version {want['version']} (feature set "
+                              f"{str(want.get('feature_set_key'))[:19]}, run {str(want.get('run_id'))[:8]}) "
+                              f"but the model store has {found}: point WORKBENCH_MLFLOW_URI (or the data "
+                              "folder) at the store it was promoted from, or promote again")

@@ -2,8 +2,8 @@
 
 A strategy module (built-in or in `research/`) defines a module-level ``STRATEGY`` (or a list
 ``STRATEGIES``) of `Strategy` objects. Composites are written as specs:
-``regime(sma_cross)`` gates any strategy with the regime filter and ``vote(sma_cross,macd,rsi_mr)``
-combines several by majority vote.
+``regime(sma_cross)`` gates any strategy with the regime filter, ``vote(sma_cross,macd,rsi_mr)``
+combines several by majority vote, and ``ml_model(demo_gbm@3)`` trades a registered model version.
 """
 
 from __future__ import annotations
@@ -125,12 +125,16 @@ def get_strategy(spec: str | Strategy, folder: Path | str | None = None) -> Stra
             if len(parts) != 1:
                 raise ConfigError(f"regime(...) gates exactly one strategy, got {len(parts)}")
             return gate(get_strategy(parts[0], folder))
+        if head == "ml_model":
+            from workbench.strategies.ml_model import model_strategy
+
+            return model_strategy(inner)
         if head == "vote":
             from workbench.strategies.ensemble import vote
 
             return vote([get_strategy(p, folder) for p in parts])
-        raise ConfigError(f"unknown composite {head!r}{did_you_mean(head, ['regime', 'vote'])}; "
-                          "use regime(<strategy>) or vote(<a>,<b>,...)")
+        raise ConfigError(f"unknown composite {head!r}{did_you_mean(head, ['regime', 'vote', 'ml_model'])}; "
+                          "use regime(<strategy>), vote(<a>,<b>,...) or ml_model(<registered model>)")
     if text not in known:
         raise ConfigError(f"unknown strategy {text!r}{did_you_mean(text, known)}; "
                           f"available: {', '.join(sorted(known))}")
