@@ -4,6 +4,11 @@ Each feature reads only bars up to its own (`check_feature_lookahead` holds ever
 and is scaled to be comparable across symbols and price levels (returns, ratios, z-scores rather
 than raw prices). Values before a feature has its window are NaN. Users add their own with
 `register_feature`; a feature set names them with their parameters (`workbench.features.spec`).
+
+`FEATURES` holds the features of any bar frame; `TICK_FEATURES` those that read the collector's
+ticks aggregated per bar (`workbench.features.ticks`): they need the ``tick_...`` columns that
+`tick_columns` makes joined to the bars (training joins them from the lake), and say which tick
+tables they read (`Feature.ticks`).
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from workbench.errors import ConfigError
+from workbench.data.ticks import TickKind
+from workbench.errors import ConfigError, DataError
 from workbench.features import kernels as k
+from workbench.features import ticks as tk
 from workbench.strategies import indicators as ind
 
 Columns = Mapping[str, np.ndarray]
@@ -33,6 +40,7 @@ class Feature:
     needs: tuple[str, ...] = ("close",)
     warmup: Callable[[Mapping[str, int | float]], int] = lambda p: 0  # bars before the first value
     doc: str = ""
+    ticks: tuple[TickKind, ...] = ()  # the collector's tables its columns are aggregated from
 
     def resolve(self, given: Mapping[str, int | float]) -> dict[str, int | float]:
         """The parameters with defaults filled in; an unknown or mistyped one is refused."""
@@ -54,13 +62,15 @@ class Feature:
 
 
 FEATURES: dict[str, Feature] = {}
+TICK_FEATURES: dict[str, Feature] = {}
 
 
 def register_feature(name: str, *, needs: tuple[str, ...] = ("close",),
-                     warmup: Callable[[Mapping[str, int | float]], int] | None = None
-                     ) -> Callable[[Compute], Compute]:
+                     warmup: Callable[[Mapping[str, int | float]], int] | None = None,
+                     ticks: tuple[TickKind, ...] = ()) -> Callable[[Compute], Compute]:
     """Register `fn(cols, index, **params)` as feature `name`; its keyword defaults are its
-    parameters (numbers only)."""
+    parameters (numbers only). A feature of ticks names the tables its ``tick_...`` columns come
+    from and goes to `TICK_FEATURES`."""
 
     def deco(fn: Compute) -> Compute:
         sig = inspect.signature(fn)
@@ -70,7 +80,8 @@ def register_feature(name: str, *, needs: tuple[str, ...] = ("close",),
                 raise ConfigError(f"feature {name}: parameter {p.name} needs a numeric default")
             params[p.name] = p.default
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        FEATURES[name] = Feature(name, fn, params, needs, warmup or _largest_window, doc)
+        registry = TICK_FEATURES if ticks else FEATURES
+        registry[name] = Feature(name, fn, params, needs, warmup or _largest_window, doc, ticks)
         return fn
 
     return deco
@@ -78,10 +89,9 @@ def register_feature(name: str, *, needs: tuple[str, ...] = ("close",),
 
 def get_feature(name: str) -> Feature:
     """The registered feature `name`, or a one-line error naming the closest ones."""
-    try:
-        return FEATURES[name]
-    except KeyError:
-        pass
+    found = FEATURES.get(name) or TICK_FEATURES.get(name)
+    if found is not None:
+        return found
     if name.startswith(TALIB_PREFIX):
         found = talib_feature(name)
         if found is not None:
@@ -89,9 +99,10 @@ def get_feature(name: str) -> Feature:
             return found
     import difflib
 
-    close = difflib.get_close_matches(name, FEATURES, n=3)
+    known = sorted({*FEATURES, *TICK_FEATURES})
+    close = difflib.get_close_matches(name, known, n=3)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
-    raise ConfigError(f"unknown feature {name!r}: {hint}known: {', '.join(sorted(FEATURES))}, or any TA-Lib "
+    raise ConfigError(f"unknown feature {name!r}: {hint}known: {', '.join(known)}, or any TA-Lib "
                       f"function as {TALIB_PREFIX}<name> (e.g. {TALIB_PREFIX}macd)") from None
 
 
@@ -340,4 +351,40 @@ def dow_cos(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
     return np.cos(2.0 * np.pi * _weekday(cols, index) / 7.0)
 
 
-__all__ = ["FEATURES", "BarColumns", "Feature", "get_feature", "register_feature"]
+# ---------------------------------------------------------------------- the collector's ticks
+@register_feature("spread", needs=(tk.SPREAD,), ticks=(TickKind.QUOTES,))
+def spread(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
+    """Mean relative quoted spread (ask - bid) / mid over the bar, weighted by how long each quote stood."""
+    return cols[tk.SPREAD]
+
+
+@register_feature("ofi", needs=(tk.OFI,), ticks=(TickKind.QUOTES,))
+def ofi(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
+    """Order-flow imbalance (Cont, Kukanov & Stoikov) of the bar's best bid/ask updates, in units of
+    the bar's mean top-of-book depth."""
+    return cols[tk.OFI]
+
+
+@register_feature("trade_imbalance", needs=(tk.TRADE_IMBALANCE, "volume"), ticks=(TickKind.TRADES,))
+def trade_imbalance(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
+    """(buy - sell) / (buy + sell) volume of the bar's trades by the taker's side: 0 when the bar
+    traded nothing, NaN when it traded but the lake holds none of its trades."""
+    x = cols[tk.TRADE_IMBALANCE]
+    return np.where(np.isnan(x) & (cols["volume"] == 0), 0.0, x)
+
+
+@register_feature("book_pressure", needs=tk.depth_columns(1), warmup=lambda p: 0, ticks=(TickKind.BOOK,))
+def book_pressure(cols: Columns, index: pd.DatetimeIndex, levels: int = 5) -> np.ndarray:
+    """Bid size / (bid + ask size) over the top `levels` levels of the book at the bar's close,
+    minus 0.5: in [-0.5, 0.5], positive when the bids are deeper."""
+    bid, ask = tk.depth_columns(levels)
+    if bid not in cols or ask not in cols:
+        have = tk.book_levels(cols)
+        raise DataError(f"feature book_pressure({levels}) needs {levels} book levels, but the recorded "
+                        f"snapshots hold {have}: use book_pressure({have}) or collect a deeper book "
+                        "(book_depth in collect.yaml)")
+    b, a = cols[bid], cols[ask]
+    return b / (b + a) - 0.5
+
+
+__all__ = ["FEATURES", "TICK_FEATURES", "BarColumns", "Feature", "get_feature", "register_feature"]

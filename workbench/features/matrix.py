@@ -23,6 +23,7 @@ from workbench.errors import ConfigError, DataError
 from workbench.features import kernels as k
 from workbench.features.library import BarColumns, get_feature
 from workbench.features.spec import FeatureSet, as_feature_set
+from workbench.features.ticks import TICK_PREFIX
 from workbench.files import atomic_path, atomic_write
 from workbench.strategies.indicators import indicator_cache
 from workbench.strategies.lookahead import (
@@ -48,7 +49,10 @@ def _source_hash() -> str:
 FEATURES_VERSION = _source_hash()
 
 
-def _check_bars(bars: pd.DataFrame, needs: set[str], what: str) -> pd.DatetimeIndex:
+_OHLCV = ("open", "high", "low", "close", "volume")
+
+
+def _check_bars(bars: pd.DataFrame, fs: FeatureSet, what: str) -> pd.DatetimeIndex:
     if "ts" in bars.columns:
         raise DataError(f"{what}: the bars have a ts column; index them by it first "
                         "(bars.set_index('ts'))")
@@ -57,7 +61,16 @@ def _check_bars(bars: pd.DataFrame, needs: set[str], what: str) -> pd.DatetimeIn
         raise DataError(f"{what}: bars need a tz-aware DatetimeIndex (bar open times in UTC)")
     if not index.is_monotonic_increasing or not index.is_unique:
         raise DataError(f"{what}: bar times must be sorted and unique; sort and deduplicate them first")
-    missing = sorted(needs - set(bars.columns))
+    missing = sorted(fs.needs - set(bars.columns))
+    for item in fs.features if missing else []:
+        feature = get_feature(item.name)
+        lacking = [c for c in feature.needs if c in missing and c.startswith(TICK_PREFIX)]
+        if lacking:
+            tables = " and ".join(t.value for t in feature.ticks) or "ticks"
+            raise DataError(f"{what}: feature {item.name} needs the collector's {tables} aggregated per bar "
+                            f"(column {lacking[0]}), which these bars do not carry; join them with "
+                            "workbench.features.ticks.tick_columns (train_model reads them from the lake) "
+                            "or drop the feature")
     if missing:
         raise DataError(f"{what}: the bars have no {', '.join(missing)} column(s), which the feature set "
                         "reads; load full OHLCV bars or drop those features")
@@ -67,7 +80,7 @@ def _check_bars(bars: pd.DataFrame, needs: set[str], what: str) -> pd.DatetimeIn
 def compute_features(bars: pd.DataFrame, spec: FeatureSet | Any) -> pd.DataFrame:
     """The feature matrix of one symbol's bars: a float64 column per feature, NaN in warm-up."""
     fs = as_feature_set(spec)
-    index = _check_bars(bars, fs.needs, f"feature set {fs.name}")
+    index = _check_bars(bars, fs, f"feature set {fs.name}")
     # one block, a row per feature: the layout pandas keeps, so the frame is made without a copy
     # (from a dict of columns pandas copied them into one block: half the time of the matrix)
     block = np.empty((len(fs.features), len(bars)), dtype=np.float64)
@@ -76,8 +89,11 @@ def compute_features(bars: pd.DataFrame, spec: FeatureSet | Any) -> pd.DataFrame
 
 
 def _compute_into(bars: pd.DataFrame, index: pd.DatetimeIndex, fs: FeatureSet, block: np.ndarray) -> None:
+    names = [*_OHLCV, *sorted(fs.needs.difference(_OHLCV))]
+    if any(get_feature(item.name).ticks for item in fs.features):  # book_pressure(n) reads the n-level depth
+        names += [c for c in bars.columns if isinstance(c, str) and c.startswith(TICK_PREFIX)]
     cols = BarColumns({c: np.ascontiguousarray(bars[c].to_numpy(dtype=np.float64))
-                       for c in ("open", "high", "low", "close", "volume") if c in bars.columns})
+                       for c in dict.fromkeys(names) if c in bars.columns})
     cols["ts_ns"] = index.as_unit("ns").asi8
     # intermediates (log returns, ranges) once per matrix, indicators once per window
     with np.errstate(divide="ignore", invalid="ignore"), indicator_cache():
@@ -103,7 +119,7 @@ def feature_matrix(frames: Mapping[str, pd.DataFrame], spec: FeatureSet | Any, *
     if not frames:
         raise ConfigError("no bars to compute features on: give at least one symbol")
     symbols = list(frames)
-    indexes = [_check_bars(frames[s], fs.needs, f"feature set {fs.name} on {s}") for s in symbols]
+    indexes = [_check_bars(frames[s], fs, f"feature set {fs.name} on {s}") for s in symbols]
     sizes = [len(ix) for ix in indexes]
     offsets = np.cumsum([0, *sizes])
     block = np.empty((len(fs.features), int(offsets[-1])), dtype=np.float64)

@@ -10,6 +10,10 @@ A `TrainSpec` says everything the model depends on (YAML under ``pipelines/model
     model: lightgbm
     cv: {kind: purged_kfold, n_splits: 5, embargo: 0.01}
 
+Tick features (`spread`, `ofi`, `trade_imbalance`, `book_pressure`) read the collector's trades,
+quotes or book: `train_model` reads those of each symbol over its bars' range from the lake and
+joins them per bar (`add_tick_columns`), and their fingerprint joins the bars' in the cache key.
+
 The model predicts the probability that a bar's label is positive (the profit-taking barrier, or a
 rise above the threshold); with a meta label, that a primary strategy's trade pays (its entries
 are the rows). Validation is purged k-fold (or combinatorial purged CV: a distribution
@@ -21,6 +25,7 @@ fingerprint, feature-set key, label spec, code version): the first version of a 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -34,8 +39,11 @@ from pydantic import Field
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
 from workbench.config import ConfigModel, load_yaml, validate
+from workbench.data.ticks import TickKind
+from workbench.data.timeframe import Timeframe
 from workbench.errors import ConfigError, DataError
-from workbench.features import FeatureCache, FeatureSet, as_feature_set
+from workbench.features import FeatureCache, FeatureSet, as_feature_set, get_feature
+from workbench.features.ticks import TICK_PREFIX, tick_columns
 from workbench.models.estimators import fit_weighted, make_estimator
 from workbench.models.labels import fixed_horizon, meta_labels, triple_barrier, uniqueness_weights
 from workbench.models.registry import CHALLENGER, CHAMPION, ModelRegistry, quiet
@@ -169,6 +177,62 @@ def build_dataset(frames: dict[str, pd.DataFrame], spec: TrainSpec, *, fingerpri
                     "features_cached": bool(feat_lineage.get("cached"))})
 
 
+def add_tick_columns(lake: Any, frames: dict[str, pd.DataFrame], fs: FeatureSet, timeframe: str, *,
+                     source: str | None = None) -> dict[str, pd.DataFrame]:
+    """The bars with the per-bar tick columns the set's tick features read (`tick_columns`), from
+    the collector's tables in the lake over each symbol's bars (`source`: the bars' own by
+    default); the frames themselves when the set has no tick feature."""
+    kinds: dict[TickKind, str] = {}  # table -> the first feature that reads it
+    for item in fs.features:
+        for kind in get_feature(item.name).ticks:
+            kinds.setdefault(kind, item.name)
+    if not kinds:
+        return frames
+    length = Timeframe.parse(timeframe).delta
+    out = {}
+    for sym, bars in frames.items():
+        src = source or str(bars.attrs.get("source") or "")
+        index = pd.DatetimeIndex(bars.index)
+        t0, t1 = index[0], index[-1] + length
+        got: dict[TickKind, pd.DataFrame] = {}
+        for kind, feature in kinds.items():
+            got[kind] = _read_ticks(lake, kind, src, sym, t0 - length if kind is TickKind.BOOK else t0, t1)
+            if got[kind].empty:
+                raise DataError(f"feature {feature} needs the collector's {kind.value} for {sym} {timeframe} "
+                                f"from {src} between {t0} and {t1}, which the lake does not hold; record "
+                                f"them with `workbench collect --streams {kind.value}` or drop the feature")
+        cols = tick_columns(index, length, trades=got.get(TickKind.TRADES), quotes=got.get(TickKind.QUOTES),
+                            book=got.get(TickKind.BOOK))
+        joined = bars.join(cols)
+        joined.attrs.update(bars.attrs)
+        out[sym] = joined
+    return out
+
+
+def _read_ticks(lake: Any, kind: TickKind, source: str, symbol: str, start: pd.Timestamp, end: pd.Timestamp
+                ) -> pd.DataFrame:
+    """One symbol's rows of a tick table in [start, end) (the book from a bar before: the snapshot
+    the first bar opened on)."""
+    if kind is TickKind.TRADES:
+        return cast(pd.DataFrame, lake.read_trades(source, symbol, start, end))
+    if kind is TickKind.QUOTES:
+        return cast(pd.DataFrame, lake.read_quotes(source, symbol, start, end))
+    return cast(pd.DataFrame, lake.read_book(source, symbol, start, end))
+
+
+def tick_fingerprint(fingerprint: str, frames: dict[str, pd.DataFrame]) -> str:
+    """`fingerprint` (the bars') extended with the tick columns the frames carry: the features' cache
+    key changes when recorded ticks do; the bars' own fingerprint when there are none."""
+    h = hashlib.sha256(fingerprint.encode())
+    found = False
+    for sym in sorted(frames):
+        for col in sorted(c for c in frames[sym].columns if isinstance(c, str) and c.startswith(TICK_PREFIX)):
+            found = True
+            h.update(f"{sym}|{col}".encode())
+            h.update(np.ascontiguousarray(frames[sym][col].to_numpy(dtype=np.float64)).tobytes())
+    return "sha256:" + h.hexdigest() if found else fingerprint
+
+
 def labels_of(bars: pd.DataFrame, label: LabelSpec) -> pd.DataFrame:
     """The labels `label` makes of one symbol's bars (see `workbench.models.labels`)."""
     if label.kind == "fixed_horizon":
@@ -289,7 +353,8 @@ def train_model(lake: Any, spec: TrainSpec, *, registry: ModelRegistry | None = 
 
     fs = spec.feature_set()
     frames = load_bars(lake, spec.symbols, spec.timeframe, spec.start, spec.end, source=spec.source)
-    fp = fingerprint(frames)
+    frames = add_tick_columns(lake, frames, fs, spec.timeframe, source=spec.source)
+    fp = tick_fingerprint(fingerprint(frames), frames)
     registry = registry or ModelRegistry(data=lake.root)
     cache = FeatureCache(Path(lake.root) / "lake" / "features")
     ds = build_dataset(frames, spec, fingerprint=fp, cache=cache)
@@ -369,5 +434,6 @@ def _log(registry: ModelRegistry, spec: TrainSpec, est: Any, cv: dict[str, Any],
     return version, run.info.run_id, alias
 
 
-__all__ = ["CvSpec", "Dataset", "LabelSpec", "TrainResult", "TrainSpec", "build_dataset", "cross_validate",
-           "cv_table", "feature_importance", "labels_of", "load_train_spec", "primary_side", "train_model"]
+__all__ = ["CvSpec", "Dataset", "LabelSpec", "TrainResult", "TrainSpec", "add_tick_columns", "build_dataset",
+           "cross_validate", "cv_table", "feature_importance", "labels_of", "load_train_spec", "primary_side",
+           "tick_fingerprint", "train_model"]
