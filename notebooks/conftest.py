@@ -2,7 +2,8 @@
 
 Built before collection (kernels inherit the environment when they start), like `make demo` but
 smaller: 1h synthetic BTC/USDT for the first half of 2025 (the range the templates' defaults
-read), a walk-forward run promoted with a recorded reason, and a paper replay's journal.
+read), a walk-forward run promoted with a recorded reason, a paper replay's journal, and a model
+`demo_gbm` trained and then retrained through the model gates (what `model_monitor` reads).
 """
 
 from __future__ import annotations
@@ -40,3 +41,13 @@ def pytest_configure(config: object) -> None:
     art = promote(wf.run_id, force=True, reason="the notebooks' test fixture", lake=lake).artifact
     replay(StrategySpec.from_artifact(art), "2025-05-01", "2025-06-01", lake=lake,
            workdir=root / "paper" / "replay" / "fixture")
+    from workbench.models.training import TrainSpec, train_model
+    from workbench.promote.models import retrain
+
+    spec = TrainSpec.model_validate({
+        "name": "demo_gbm", "symbols": ["BTC/USDT"], "timeframe": "1h", "end": "2025-04-01",
+        "features": ["ret(1)", "ret(6)", "vol(24)|zscore(250)", "rsi(14)", "hour_sin"],
+        "label": {"kind": "triple_barrier", "horizon": 24, "pt": 2.0, "sl": 2.0, "vol_window": 48},
+        "model": "lightgbm", "params": {"n_estimators": 40, "num_leaves": 8}, "seed": 7})
+    train_model(lake, spec)
+    retrain(lake, spec, end="2025-05-01")

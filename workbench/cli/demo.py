@@ -35,11 +35,7 @@ def demo() -> None:
                      min_trades=3, fixed="short=false", seed=7, purge="0",
                      start="2025-01-01", end="2026-01-01",  # 2025 only: a paper run may have grown the lake
                      html=DEMO_REPORTS / "walk_forward_sma_cross.html")
-    out.rule("model: LightGBM on BTC/USDT, ETH/USDT 1h, triple-barrier labels, purged 5-fold CV, MLflow")
-    from workbench.cli.model import train_cmd
-
-    train_cmd(Path("pipelines") / "models" / "demo_gbm.yaml")
-    ref = _demo_promote()
+    ref = _demo_promote("sma_cross")
     out.rule(f"paper replay of {ref}: Jul-Dec 2025, simulated clock, sim broker, parity with the backtest")
     from workbench.cli.paper import paper_replay
 
@@ -58,10 +54,34 @@ def demo() -> None:
     m = res.manifest
     out.print(f"research report {m['status']} in {m['duration_s']:.1f} s (data, strategy, walk-forward, "
               f"promotion, paper): {res.html.resolve() if res.html else res.folder}", highlight=False)
+    _demo_model()
 
 
-def _demo_promote() -> str:
-    """Promote the demo's walk-forward run through the shipped gates, or force it with a recorded reason."""
+def _demo_model() -> None:
+    """Train, register and validate a model on Jan-Jun 2025; walk-forward its fixed version over the
+    second half (thresholds only: the model is never refit), promote it, and paper-replay it as live."""
+    from workbench.cli.model import train_cmd
+    from workbench.cli.paper import paper_replay
+
+    out.rule("model: LightGBM on BTC/USDT, ETH/USDT 1h (Jan-Jun 2025), triple-barrier labels, purged "
+             "5-fold CV, MLflow")
+    train_cmd(Path("pipelines") / "models" / "demo_gbm.yaml")
+    out.rule("walk-forward: ml_model(demo_gbm) (the champion, pure inference) on BTC/USDT 1h, Jul-Dec 2025")
+    walk_forward_cmd(strategy="ml_model(demo_gbm)", symbols="BTC/USDT", timeframe="1h", folds=3, trials=15,
+                     workers=1, min_trades=3, fixed="short=false", seed=7, purge="0",
+                     start="2025-07-01", end="2026-01-01",
+                     html=DEMO_REPORTS / "walk_forward_demo_gbm.html")
+    ref = _demo_promote("ml_model(demo_gbm@")
+    out.rule(f"paper replay of {ref}: Nov-Dec 2025 on a trailing window (as live), pure inference")
+    paper_replay(artifact=ref, start="2025-11-01", end="2025-12-31",
+                              journal=_lake().root / "paper" / "replay_model", window="trailing",
+                              capital=None, report=DEMO_REPORTS / "paper_replay_model_parity.html")
+    out.print(f"parity report: {DEMO_REPORTS / 'paper_replay_model_parity.html'}")
+
+
+def _demo_promote(strategy: str) -> str:
+    """Promote the demo's latest walk-forward run of `strategy` (a name, or the start of one) through the
+    shipped gates, or force it with a recorded reason."""
     from workbench.cli.promote import _registry, _verdict_table
     from workbench.errors import PromotionRejected
     from workbench.optimize import list_runs
@@ -69,7 +89,8 @@ def _demo_promote() -> str:
 
     lake = _lake()
     runs = list_runs(lake.root / "runs")
-    run_id = str(runs[runs["strategy"] == "sma_cross"].sort_values("written")["run_id"].iloc[-1])
+    mine = runs[runs["strategy"].astype(str).str.startswith(strategy)]
+    run_id = str(mine.sort_values("written")["run_id"].iloc[-1])
     gates = Path("pipelines/promotion.yaml")
     out.rule(f"promotion: {run_id} against {gates if gates.is_file() else 'the built-in gates'}")
     kw = dict(gates=gates if gates.is_file() else None, lake=lake, registry=_registry(),

@@ -44,6 +44,40 @@ def train_cmd(config: Annotated[Path, typer.Argument(help="A train.yaml (see pip
     out.print(f"MLflow run {result.run_id} in {registry.uri}", markup=False)
 
 
+@model_app.command("retrain")
+def retrain_cmd(config: Annotated[Path, typer.Argument(help="The model's train.yaml (pipelines/models/).")],
+                gates: Annotated[Path | None, typer.Option(
+                    help="Model gates YAML (default: the built-in ones, as pipelines/model_gates.yaml)."
+                )] = None,
+                start: Annotated[str | None, typer.Option(help="Train from (default: the spec's).")] = None,
+                end: Annotated[str | None, typer.Option(help="Train until, exclusive (default: the spec's).")
+                               ] = None,
+                required: Annotated[bool, typer.Option(
+                    help="Exit 1 when the challenger is refused (default: a refusal is a verdict).")] = False,
+                ) -> dict[str, Any]:
+    """Train a challenger on the latest data and make it the champion only if it beats the champion's
+    recipe on the same purged folds (model gates); the verdicts are recorded on its version."""
+    from workbench.cli.promote import _verdict_table
+    from workbench.models.training import load_train_spec
+    from workbench.promote.models import retrain
+
+    spec = load_train_spec(config)
+    registry = _registry()
+    with _progress("purged CV", hide_on_error=True) as prog:
+        seen = [0]
+
+        def advance(done: int, total: int) -> None:
+            prog("folds", max(done - seen[0], 0), total)
+            seen[0] = done
+
+        res = retrain(_lake(), spec, gates=gates, registry=registry, start=start, end=end, progress=advance)
+    out.print(_verdict_table(res.verdicts, f"model gates for {res.name} version {res.version}"))
+    out.print(res.summary(), markup=False)
+    if required and not res.promoted:
+        raise typer.Exit(1)
+    return {"version": res.version, "champion": res.champion, "promoted": res.promoted, "reason": res.reason}
+
+
 @model_app.command("ls")
 def ls_cmd() -> None:
     """Every registered model, its versions and where champion and challenger point."""

@@ -5,7 +5,8 @@ recent window: the population stability index (PSI, on the reference's deciles) 
 two-sample Kolmogorov-Smirnov statistic. The status follows PSI's usual thresholds: below 0.1
 stable, 0.1-0.25 worth watching, above 0.25 a shift (KS is shown, not used: its p-value assumes
 independent draws, which autocorrelated features are not). Where the recent labels are already known, the live
-hit rate and AUC are set against the purged-CV estimate the version was registered with.
+hit rate and AUC are set against the purged-CV estimate the version was registered with, and the
+information coefficient (rank correlation of prediction and realised return) is shown.
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ class DriftReport:
     def drifting(self) -> list[str]:
         return self.table.loc[self.table["status"] == "drift", "column"].tolist()
 
+    def performance(self) -> pd.DataFrame:
+        """Live hit rate, AUC and IC on the recent labels already known, beside the validated estimate."""
+        rows = [{"metric": k, "live": self.live.get(k, math.nan), "validated": self.expected.get(k, math.nan)}
+                for k in ("accuracy", "roc_auc", "ic")]
+        return pd.DataFrame(rows).set_index("metric")
+
     def summary(self) -> str:
         head = (f"{self.name} version {self.version}: recent {self.recent[0]:%Y-%m-%d %H:%M} .. "
                 f"{self.recent[1]:%Y-%m-%d %H:%M} against its training window")
@@ -86,6 +93,11 @@ class DriftReport:
         if self.live.get("rows"):
             live = (f"; live accuracy {self.live['accuracy']:.3f} on {int(self.live['rows'])} known labels "
                     f"(validated {self.expected.get('accuracy', math.nan):.3f})")
+            if "roc_auc" in self.live:
+                live += (f", AUC {self.live['roc_auc']:.3f} (validated "
+                         f"{self.expected.get('roc_auc', math.nan):.3f})")
+            if "ic" in self.live:
+                live += f", IC {self.live['ic']:+.3f}"
         return f"{head}: {verdict}{live}"
 
 
@@ -117,7 +129,7 @@ def model_drift(lake: Any, registry: Any, name: str, ref: int | str = "champion"
         if len(recent):
             lab = labels_of(bars, label)
             lab = lab[lab.index.isin(recent.index)]
-            known.append((recent.loc[lab.index], (lab["label"] > 0).astype(int)))
+            known.append((recent.loc[lab.index], (lab["label"] > 0).astype(int), lab["ret"]))
     reference, current = pd.concat(ref_rows), pd.concat(cur_rows)
     if len(current) < 10:
         raise DataError(f"only {len(current)} bars of {', '.join(frames)} after {start}: nothing recent to "
@@ -126,15 +138,22 @@ def model_drift(lake: Any, registry: Any, name: str, ref: int | str = "champion"
     current = current.assign(prediction=_proba(model, current))
     table = drift_table(reference, current)
     live: dict[str, float] = {"rows": 0.0}
-    if known and sum(len(y) for _, y in known):
-        Xk = pd.concat([x for x, _ in known])
-        yk = pd.concat([y for _, y in known]).to_numpy()
+    if known and sum(len(y) for _, y, _ in known):
+        Xk = pd.concat([x for x, _, _ in known])
+        yk = pd.concat([y for _, y, _ in known]).to_numpy()
+        rk = pd.concat([r for _, _, r in known]).to_numpy(dtype=float)
         p = _proba(model, Xk)
         live = {"rows": float(len(yk)), "accuracy": float(((p >= 0.5) == yk).mean())}
         if len(np.unique(yk)) == 2:
             from sklearn.metrics import roc_auc_score
 
             live["roc_auc"] = float(roc_auc_score(yk, p))
+        ok = np.isfinite(rk)
+        if ok.sum() > 2 and np.ptp(p[ok]) > 0 and np.ptp(rk[ok]) > 0:
+            from scipy.stats import spearmanr
+
+            # information coefficient: rank correlation of the prediction with the realised return
+            live["ic"] = float(spearmanr(p[ok], rk[ok]).statistic)
     v = registry.get(name, lineage["version"])
     expected = {"accuracy": v.metrics.get("cv_accuracy_mean", math.nan),
                 "roc_auc": v.metrics.get("cv_roc_auc_mean", math.nan)}

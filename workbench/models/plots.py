@@ -64,3 +64,19 @@ def plot_features(X: pd.DataFrame, columns: list[str] | None = None, max_points:
 
 
 __all__ = ["plot_cv", "plot_features", "plot_importance", "plot_labels"]
+
+
+def plot_drift(report: Any) -> go.Figure:
+    """PSI per feature and for the prediction (a `DriftReport`), with the watch and drift thresholds."""
+    from workbench.models.drift import PSI_DRIFT, PSI_WATCH
+
+    t = report.table
+    colors = {"stable": "#2ca02c", "watch": "#ff7f0e", "drift": "#d62728"}
+    fig = go.Figure(go.Bar(x=t["column"], y=t["psi"],
+                           marker_color=[colors.get(s, "#888") for s in t["status"]],
+                           hovertext=[f"KS {k:.3f}" for k in t["ks"]]))
+    for level, name in ((PSI_WATCH, "watch"), (PSI_DRIFT, "drift")):
+        fig.add_hline(y=level, line_dash="dot", annotation_text=name)
+    fig.update_layout(title=f"{report.name} v{report.version}: population stability, recent vs training",
+                      yaxis_title="PSI", height=380, margin={"t": 50, "b": 40})
+    return fig

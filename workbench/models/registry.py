@@ -165,6 +165,20 @@ class ModelRegistry:
         lineage = json.loads(v.tags.get("workbench.lineage", "{}"))
         return model, {**lineage, "name": name, "version": v.version, "run_id": v.run_id}
 
+    def history(self, name: str) -> pd.DataFrame:
+        """Every version with its validation, where the aliases moved and why, and what a retrain
+        decided about it (newest first): what a model monitor shows."""
+        rows = []
+        for v in self.versions(name):
+            retrain = json.loads(v.tags.get("workbench.retrain", "{}"))
+            moves = [f"{a} ({v.tags.get(f'workbench.alias.{a}.at', '')[:16]}): "
+                     f"{v.tags.get(f'workbench.alias.{a}.reason', '')}"
+                     for a in ALIASES if f"workbench.alias.{a}.reason" in v.tags]
+            rows.append({**v.summary(), "trained_until": json.loads(v.tags.get("workbench.lineage", "{}"))
+                         .get("end", ""), "alias_moves": "; ".join(moves),
+                         "retrain": retrain.get("reason", "")})
+        return pd.DataFrame(rows).iloc[::-1].reset_index(drop=True)
+
     # ------------------------------------------------------------------ aliases
     def promote(self, name: str, version: int, *, alias: str = CHAMPION, reason: str) -> ModelVersion:
         """Point `alias` at `version`, recording why and where it pointed before."""

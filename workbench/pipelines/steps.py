@@ -286,6 +286,43 @@ def _run_paper(o: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     }
 
 
+_RETRAIN = ("spec", "gates", "start", "end", "required")
+
+
+def _check_retrain(o: dict[str, Any], where: str) -> None:
+    from workbench.pipelines.spec import REF
+
+    _check_keys(o, _RETRAIN, ("spec",), where)
+    if "required" in o and not isinstance(o["required"], bool):
+        raise ConfigError(f"{where}: required must be true or false, got {o['required']!r}")
+    try:
+        if isinstance(o["spec"], str) and not REF.search(o["spec"]):
+            from workbench.models.training import load_train_spec
+
+            load_train_spec(o["spec"])
+        if isinstance(o.get("gates"), str) and not REF.search(o["gates"]):
+            from workbench.promote.gates import load_gates
+
+            load_gates(o["gates"], scope="model")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _run_retrain(o: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    """Train a challenger and move the champion to it only if it passes the model gates; a refusal is a
+    verdict (the step succeeds with promoted=false) unless required."""
+    from workbench.data.lake import Lake
+    from workbench.promote.models import retrain
+
+    res = retrain(Lake(ctx.data_root), o["spec"], gates=o.get("gates"), start=o.get("start"),
+                  end=o.get("end"))
+    if o.get("required") and not res.promoted:
+        raise ConfigError(f"model {res.name} version {res.version} {res.reason}")
+    log.info("%s", res.summary())
+    return {"model": res.name, "version": res.version, "champion": res.champion, "promoted": res.promoted,
+            "reason": res.reason}
+
+
 _REPORT = ("notebook", "parameters", "name", "out", "show_code")
 
 
@@ -359,6 +396,14 @@ KINDS: dict[str, Kind] = {
             _run_promote,
             ("promoted", "artifact", "status", "failed_gates"),
             "promote a walk-forward run through the gates (run, gates, name, force, reason, required)",
+        ),
+        Kind(
+            "retrain",
+            _check_retrain,
+            _run_retrain,
+            ("model", "version", "champion", "promoted", "reason"),
+            "train a challenger model and make it champion if it passes the model gates "
+            "(spec, gates, start, end, required)",
         ),
         Kind(
             "paper",

@@ -54,6 +54,7 @@ class GateInfo:
     name: str
     kind: GateKind
     description: str
+    scope: str = "run"  # what the gate judges: a walk-forward "run", or a retrained "model"
 
 
 _KNOWN = (
@@ -85,6 +86,15 @@ _KNOWN = (
              description="the lake still holds exactly the bars the run saw"),
     GateInfo(name="model_oos", kind=GateKind.CHECK,
              description="every traded model was trained on bars ending before the first out-of-sample bar"),
+    # model gates (`workbench model retrain`): a challenger against the champion on the same purged folds
+    GateInfo(name="cv_auc", kind=GateKind.NUMBER, scope="model",
+             description="the challenger's purged-CV AUC, mean of the folds"),
+    GateInfo(name="cv_auc_worst", kind=GateKind.NUMBER, scope="model",
+             description="the challenger's worst fold AUC"),
+    GateInfo(name="auc_gain", kind=GateKind.NUMBER, scope="model",
+             description="challenger AUC minus the champion's recipe's, on the same purged folds"),
+    GateInfo(name="log_loss_gain", kind=GateKind.NUMBER, scope="model",
+             description="champion's log loss minus the challenger's on the same folds (> 0: better)"),
 )
 KNOWN_GATES: dict[str, GateInfo] = {g.name: g for g in _KNOWN}
 _GATE_KEYS = (*(op.value for op in GateOp), "description")
@@ -201,6 +211,12 @@ class Gate:
                 "description": self.description}
 
 
+DEFAULT_MODEL_GATES: tuple[Gate, ...] = (
+    Gate(name="cv_auc", op=GateOp.MIN, threshold=0.52),
+    Gate(name="auc_gain", op=GateOp.MIN, threshold=0.0),
+    Gate(name="log_loss_gain", op=GateOp.MIN, threshold=0.0),
+)
+
 DEFAULT_GATES: tuple[Gate, ...] = (
     Gate(name="oos_sharpe", op=GateOp.MIN, threshold=0.5),
     Gate(name="deflated_sharpe", op=GateOp.MIN, threshold=0.5),
@@ -256,6 +272,18 @@ class GateSet:
         gates = validate(_GatesFile, data, where=where).to_gates()
         return cls(gates=gates, path=path, sha256=sha256)
 
+    def of_scope(self, scope: str) -> GateSet:
+        """This set, refused if a gate judges something else (a model gate in a run's file)."""
+        for g in self.gates:
+            own = KNOWN_GATES[g.name].scope
+            if own != scope:
+                where = self.path or "the gates"
+                noun = {"model": "retrained model", "run": "walk-forward run"}
+                fix = ("put it in a model gates file (pipelines/model_gates.yaml)" if own == "model"
+                       else "put it in a promotion gates file (pipelines/promotion.yaml)")
+                raise ConfigError(f"{where}: gate {g.name} judges a {noun[own]}, not a {noun[scope]}; {fix}")
+        return self
+
     @property
     def names(self) -> list[str]:
         return [g.name for g in self.gates]
@@ -287,13 +315,14 @@ class GateSet:
         return "\n".join(lines) + "\n"
 
 
-def load_gates(source: str | Path | GateSet | None = None) -> GateSet:
-    """A GateSet from a YAML path, an existing GateSet, or None for the built-in defaults."""
+def load_gates(source: str | Path | GateSet | None = None, *, scope: str = "run") -> GateSet:
+    """A GateSet from a YAML path, an existing GateSet, or None for the built-in defaults; `scope` is
+    what it judges ("run": a walk-forward run, "model": a retrained model), and every gate must suit it."""
     if source is None:
-        return GateSet.default()
+        return GateSet(gates=DEFAULT_MODEL_GATES) if scope == "model" else GateSet.default()
     if isinstance(source, GateSet):
-        return source
-    return GateSet.from_yaml(source)
+        return source.of_scope(scope)
+    return GateSet.from_yaml(source).of_scope(scope)
 
 
 class _GateSpec(ConfigModel):

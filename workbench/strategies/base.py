@@ -85,6 +85,8 @@ class Param:
                 out = float(value)
                 if not math.isfinite(out):
                     raise ValueError
+                if self.step is not None:  # Optuna stores low + k * step unrounded (0.7500000000000001)
+                    out = round(out, 12)
             elif self.kind is ParamKind.BOOL:
                 if isinstance(value, str):
                     if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
