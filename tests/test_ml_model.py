@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from paper_helpers import build_lake, spec_for
 
@@ -180,3 +181,48 @@ def test_a_plain_strategy_passes_the_model_gate_and_pins_nothing(env: dict[str, 
     assert res.artifact is not None and res.artifact.pins == {}
     assert res.verdicts[0].passed and res.verdicts[0].detail == "the strategy trades no model"
     assert spec_for("sma_cross").pins == {}
+
+
+def test_ml_refit_refits_the_versions_recipe_on_labels_known_before_each_refit(env: dict[str, Any]) -> None:
+    from workbench.models.estimators import fit_weighted, make_estimator
+    from workbench.models.labels import labels_of, uniqueness_weights
+    from workbench.strategies.lookahead import check_lookahead
+
+    strat = get_strategy("ml_refit(mm)")
+    assert strat.name == "ml_refit(mm@1)" and pins_of(strat) == {}  # it trains: nothing to pin
+    bars = load_bars(env["lake"], ["BTC/USDT"], "1h", "2025-01-01", "2025-03-15")["BTC/USDT"]
+    p = {"refit_every": 300, "min_train": 600, "threshold": 0.5, "exit_threshold": 0.5}
+    prob = strat.signals(bars, p).extras["p"]
+    assert np.isnan(prob[:600]).all() and np.isfinite(prob[600:]).mean() > 0.95
+    # the second refit (bar 900), recomputed by hand: the labels bars 0..900 make (horizon 12)
+    X = compute_features(bars, FeatureSet.of(*FEATURES))
+    lab = labels_of(bars.iloc[:901], _spec("mm").label)
+    assert bars.index.get_indexer(lab.index).max() == 900 - 12
+    known = np.ones(len(lab), dtype=bool)
+    Xl = X.loc[lab.index].to_numpy()
+    ok = known & np.isfinite(Xl).all(axis=1)
+    w = uniqueness_weights(pd.DatetimeIndex(lab.index[ok]), lab["t1"][ok], pd.DatetimeIndex(bars.index))
+    est = fit_weighted(make_estimator("lightgbm", {"n_estimators": 30, "num_leaves": 8}, seed=3), Xl[ok],
+                       (lab["label"].to_numpy() > 0).astype(int)[ok], w.to_numpy())
+    np.testing.assert_allclose(prob[900:1200], est.predict_proba(X.to_numpy()[900:1200])[:, 1], rtol=1e-12)
+    report = check_lookahead(strat, bars, p, cuts=3, seed=1)
+    assert report.ok, report
+    res = walk_forward(strat, {"BTC/USDT": bars}, folds=2, n_trials=3, seed=1,
+                       fixed={"short": False, "refit_every": 300, "min_train": 600}, save=False)
+    assert len(res.folds) == 2
+
+
+def test_a_fresh_process_loads_a_version_from_the_store_it_names(env: dict[str, Any], tmp_path: Path) -> None:
+    """A ``models:/`` URI resolves through MLflow's process-wide URIs: a runner or a notebook kernel
+    that never trained must still load from the store it was given, not from MLflow's default."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from workbench.models.registry import ModelRegistry; "
+            "m, lin = ModelRegistry(sys.argv[1]).load('mm', 'champion'); "
+            "print(type(m).__name__, lin['version'])")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH")}
+    out = subprocess.run([sys.executable, "-c", code, env["registry"].uri], capture_output=True, text=True,
+                         cwd=tmp_path, env=clean, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["LGBMClassifier", "1"]

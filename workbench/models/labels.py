@@ -11,12 +11,14 @@ too), sorted and unique, with float columns `open high low close volume`.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numba
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
+from workbench.config import ConfigModel
 from workbench.errors import ConfigError, DataError
 
 BARRIERS = ("pt", "sl", "vertical")  # the `barrier` column's values; the kernel returns their position
@@ -309,3 +311,61 @@ def uniqueness_weights(index: pd.DatetimeIndex, t1: pd.Series, bars_index: pd.Da
     inverse[1:] = np.cumsum(np.where(concurrency > 0, 1.0 / np.maximum(concurrency, 1), 0.0))
     uniqueness = (inverse[last + 1] - inverse[first]) / (last - first + 1)
     return pd.Series(uniqueness * n / uniqueness.sum(), index=index, name="weight")
+
+
+# ---------------------------------------------------------------- a label spec's labels
+class LabelSpec(ConfigModel):
+    """How a bar's label is made (see `workbench.models.labels`)."""
+
+    kind: Literal["fixed_horizon", "triple_barrier", "meta"] = "triple_barrier"
+    horizon: int = Field(ge=1)
+    threshold: float = Field(default=0.0, ge=0)  # fixed_horizon: |return| above it to count
+    pt: float = Field(default=2.0, gt=0)  # triple_barrier: profit-take, in units of volatility
+    sl: float = Field(default=2.0, gt=0)  # triple_barrier: stop-loss, in units of volatility
+    vol_window: int = Field(default=50, ge=2)
+    min_ret: float = Field(default=0.0, ge=0)
+    primary: str | None = None  # meta: the strategy whose entries are labelled (did the trade pay?)
+    primary_params: dict[str, Any] = Field(default_factory=dict)
+
+    _UNUSED: ClassVar[dict[str, set[str]]] = {
+        "fixed_horizon": {"pt", "sl", "vol_window", "min_ret", "primary", "primary_params"},
+        "triple_barrier": {"threshold", "primary", "primary_params"},
+        "meta": {"threshold", "min_ret"}}
+
+    def model_post_init(self, context: Any) -> None:
+        unused = sorted(self.model_fields_set & self._UNUSED[self.kind])
+        if unused:
+            raise ConfigError(f"label: {', '.join(unused)} has no effect on a {self.kind} label; drop it")
+        if self.kind == "meta" and not self.primary:
+            raise ConfigError("label: a meta label needs primary: the strategy whose trades it labels, "
+                              "e.g. primary: sma_cross")
+
+    def effective(self) -> dict[str, Any]:
+        """Every setting this kind of label uses, defaults included (what the lineage records)."""
+        return {k: v for k, v in self.model_dump().items() if k not in self._UNUSED[self.kind]}
+
+
+def labels_of(bars: pd.DataFrame, label: Any) -> pd.DataFrame:
+    """The labels a label spec makes of one symbol's bars: a `LabelSpec`, or its `effective()` dict
+    (what a model's lineage records)."""
+    spec = LabelSpec.model_validate(label) if isinstance(label, dict) else label
+    if spec.kind == "fixed_horizon":
+        return fixed_horizon(bars, spec.horizon, threshold=spec.threshold)
+    if spec.kind == "meta":
+        return meta_labels(bars, primary_side(bars, spec), horizon=spec.horizon, pt=spec.pt, sl=spec.sl,
+                           vol_window=spec.vol_window)
+    return triple_barrier(bars, horizon=spec.horizon, pt=spec.pt, sl=spec.sl, vol_window=spec.vol_window,
+                          min_ret=spec.min_ret)
+
+
+def primary_side(bars: pd.DataFrame, label: Any) -> pd.Series:
+    """+1 on the bars where the primary strategy enters long, -1 where it enters short, else 0: the
+    trades a meta-label judges (entered at the signal bar's close; the backtest fills at the next
+    open, a bar later)."""
+    from workbench.strategies import get_strategy
+
+    spec = LabelSpec.model_validate(label) if isinstance(label, dict) else label
+    strategy = get_strategy(str(spec.primary))
+    arrays = strategy.signals(bars, strategy.params(spec.primary_params)).arrays(len(bars), strategy.name)
+    side = arrays["long_entries"].astype(int) - arrays["short_entries"].astype(int)
+    return pd.Series(side.astype(float), index=bars.index)

@@ -101,6 +101,20 @@ class ModelRegistry:
     def __repr__(self) -> str:
         return f"ModelRegistry({self.uri!r})"
 
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """MLflow's process-wide tracking and registry URIs set to this store meanwhile (a
+        ``models:/`` URI resolves through them, not through a client), then restored."""
+        mlflow = self._mlflow
+        before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(before[0])
+            mlflow.set_registry_uri(before[1])
+
     def experiment_id(self) -> str:
         """The workbench's experiment, created with its artifacts beside a SQLite store."""
         with quiet():
@@ -160,7 +174,7 @@ class ModelRegistry:
     def load(self, name: str, ref: int | str = CHAMPION) -> tuple[Any, dict[str, Any]]:
         """The fitted model of a version and its lineage (feature set, label, data, code)."""
         v = self.get(name, ref)
-        with quiet():
+        with quiet(), self.active():
             model = self._mlflow.sklearn.load_model(f"models:/{name}/{v.version}")
         lineage = json.loads(v.tags.get("workbench.lineage", "{}"))
         return model, {**lineage, "name": name, "version": v.version, "run_id": v.run_id}

@@ -31,7 +31,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -45,43 +45,12 @@ from workbench.errors import ConfigError, DataError
 from workbench.features import FeatureCache, FeatureSet, as_feature_set, get_feature
 from workbench.features.ticks import TICK_PREFIX, tick_columns
 from workbench.models.estimators import fit_weighted, make_estimator
-from workbench.models.labels import fixed_horizon, meta_labels, triple_barrier, uniqueness_weights
+from workbench.models.labels import LabelSpec, labels_of, primary_side, uniqueness_weights
 from workbench.models.registry import CHALLENGER, CHAMPION, ModelRegistry, quiet
 from workbench.models.validation import CombinatorialPurgedKFold, PurgedKFold
 from workbench.version import code_version
 
 MIN_ROWS_PER_FOLD = 20
-
-
-class LabelSpec(ConfigModel):
-    """How a bar's label is made (see `workbench.models.labels`)."""
-
-    kind: Literal["fixed_horizon", "triple_barrier", "meta"] = "triple_barrier"
-    horizon: int = Field(ge=1)
-    threshold: float = Field(default=0.0, ge=0)  # fixed_horizon: |return| above it to count
-    pt: float = Field(default=2.0, gt=0)  # triple_barrier: profit-take, in units of volatility
-    sl: float = Field(default=2.0, gt=0)  # triple_barrier: stop-loss, in units of volatility
-    vol_window: int = Field(default=50, ge=2)
-    min_ret: float = Field(default=0.0, ge=0)
-    primary: str | None = None  # meta: the strategy whose entries are labelled (did the trade pay?)
-    primary_params: dict[str, Any] = Field(default_factory=dict)
-
-    _UNUSED: ClassVar[dict[str, set[str]]] = {
-        "fixed_horizon": {"pt", "sl", "vol_window", "min_ret", "primary", "primary_params"},
-        "triple_barrier": {"threshold", "primary", "primary_params"},
-        "meta": {"threshold", "min_ret"}}
-
-    def model_post_init(self, context: Any) -> None:
-        unused = sorted(self.model_fields_set & self._UNUSED[self.kind])
-        if unused:
-            raise ConfigError(f"label: {', '.join(unused)} has no effect on a {self.kind} label; drop it")
-        if self.kind == "meta" and not self.primary:
-            raise ConfigError("label: a meta label needs primary: the strategy whose trades it labels, "
-                              "e.g. primary: sma_cross")
-
-    def effective(self) -> dict[str, Any]:
-        """Every setting this kind of label uses, defaults included (what the lineage records)."""
-        return {k: v for k, v in self.model_dump().items() if k not in self._UNUSED[self.kind]}
 
 
 class CvSpec(ConfigModel):
@@ -231,29 +200,6 @@ def tick_fingerprint(fingerprint: str, frames: dict[str, pd.DataFrame]) -> str:
             h.update(f"{sym}|{col}".encode())
             h.update(np.ascontiguousarray(frames[sym][col].to_numpy(dtype=np.float64)).tobytes())
     return "sha256:" + h.hexdigest() if found else fingerprint
-
-
-def labels_of(bars: pd.DataFrame, label: LabelSpec) -> pd.DataFrame:
-    """The labels `label` makes of one symbol's bars (see `workbench.models.labels`)."""
-    if label.kind == "fixed_horizon":
-        return fixed_horizon(bars, label.horizon, threshold=label.threshold)
-    if label.kind == "meta":
-        return meta_labels(bars, primary_side(bars, label), horizon=label.horizon, pt=label.pt, sl=label.sl,
-                           vol_window=label.vol_window)
-    return triple_barrier(bars, horizon=label.horizon, pt=label.pt, sl=label.sl, vol_window=label.vol_window,
-                          min_ret=label.min_ret)
-
-
-def primary_side(bars: pd.DataFrame, label: LabelSpec) -> pd.Series:
-    """+1 on the bars where the primary strategy enters long, -1 where it enters short, else 0: the
-    trades a meta-label judges (entered at the signal bar's close; the backtest fills at the next
-    open, a bar later)."""
-    from workbench.strategies import get_strategy
-
-    strategy = get_strategy(str(label.primary))
-    arrays = strategy.signals(bars, strategy.params(label.primary_params)).arrays(len(bars), strategy.name)
-    side = arrays["long_entries"].astype(int) - arrays["short_entries"].astype(int)
-    return pd.Series(side.astype(float), index=bars.index)
 
 
 def _splitter(cv: CvSpec, t1: pd.Series) -> PurgedKFold | CombinatorialPurgedKFold:

@@ -10,6 +10,12 @@ bars (its own feature set, from its lineage) and the model's P(label = 1); nothi
   ``P <= 1 - threshold``, covered when ``P > 1 - exit_threshold``.
 - A meta-label model (``label.kind: meta``) filters its primary strategy: a primary entry is taken
   when ``P >= threshold``, and the primary's own exits close the trade.
+
+`ml_refit(<name>[@<version>])` is the same version's *recipe* (features, label, estimator and its
+parameters, sample weights) refitted walk-forward inside the bars instead: at every `refit_every`
+bars from `min_train` on (counted from the first bar, so truncating the data never moves them) a
+model is fit on the labels the bars up to that one make (each label's whole horizon inside them)
+and predicts until the next refit. Walk-forward over it refits per fold; over `ml_model` it evaluates one fixed version.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import ConfigError
-from workbench.strategies.base import ParamSpace, Signals, Strategy, bool_param, float_param
+from workbench.strategies.base import ParamSpace, Signals, Strategy, bool_param, float_param, int_param
 
 _SPEC = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*?)(?:@(?P<ref>[A-Za-z0-9_]+))?$")
 
@@ -49,20 +55,7 @@ def model_strategy(spec: str) -> Strategy:
     space = _space(meta)
 
     def signals(bars: pd.DataFrame, p: dict) -> Signals:
-        prob = model.predict(bars)
-        with np.errstate(invalid="ignore"):
-            take = prob >= float(p["threshold"])
-            if primary is not None:
-                arrays = primary.signals(bars, primary_params).arrays(len(bars), primary.name)
-                return Signals(arrays["long_entries"] & take, arrays["long_exits"],
-                               arrays["short_entries"] & take, arrays["short_exits"],
-                               extras={"p": prob, "primary": primary.name})
-            exits = prob < float(p["exit_threshold"])
-            if not p["short"]:
-                return Signals(take, exits, extras={"p": prob})
-            short = prob <= 1.0 - float(p["threshold"])
-            cover = prob > 1.0 - float(p["exit_threshold"])
-        return Signals(take, exits, short, cover, extras={"p": prob})
+        return _trade(model.predict(bars), bars, p, primary, primary_params)
 
     def warmup(p: Mapping[str, Any]) -> int:
         own = model.warmup()
@@ -77,6 +70,24 @@ def model_strategy(spec: str) -> Strategy:
     return strategy
 
 
+def _trade(prob: np.ndarray, bars: pd.DataFrame, p: Mapping[str, Any], primary: Strategy | None,
+           primary_params: Mapping[str, Any]) -> Signals:
+    """Signals from P(label = 1) per bar: thresholds, or a filter of the primary's entries."""
+    with np.errstate(invalid="ignore"):
+        take = prob >= float(p["threshold"])
+        if primary is not None:
+            arrays = primary.signals(bars, primary_params).arrays(len(bars), primary.name)
+            return Signals(arrays["long_entries"] & take, arrays["long_exits"],
+                           arrays["short_entries"] & take, arrays["short_exits"],
+                           extras={"p": prob, "primary": primary.name})
+        exits = prob < float(p["exit_threshold"])
+        if not p["short"]:
+            return Signals(take, exits, extras={"p": prob})
+        short = prob <= 1.0 - float(p["threshold"])
+        cover = prob > 1.0 - float(p["exit_threshold"])
+    return Signals(take, exits, short, cover, extras={"p": prob})
+
+
 def _space(meta: bool) -> ParamSpace:
     if meta:
         return ParamSpace.of(float_param("threshold", 0.5, 0.05, 0.95, step=0.05,
@@ -89,3 +100,109 @@ def _space(meta: bool) -> ParamSpace:
         bool_param("short", False, doc="also short when P <= 1 - threshold (cover above 1 - exit_threshold)"),
         constraints=["exit_threshold <= threshold"],
     )
+
+
+# ---------------------------------------------------------------------- refit walk-forward
+REFIT_MIN_ROWS = 50  # fewer known labels than this at a refit point: no model, no signal
+_REFITS: dict[tuple[Any, ...], np.ndarray] = {}  # (recipe, bars, refit params) -> P; thresholds reuse it
+_REFITS_KEPT = 32
+
+
+def refit_strategy(spec: str) -> Strategy:
+    """The recipe of the version `spec` names, refitted walk-forward inside the bars (see the module
+    docstring); like `model_strategy`, named by the exact version whose recipe it refits."""
+    from workbench.models.serving import load_model
+
+    m = _SPEC.match(spec.strip())
+    if not m:
+        raise ConfigError(f"ml_refit({spec}): give a registered model as name or name@version, e.g. "
+                          "ml_refit(demo_gbm@3)")
+    model = load_model(m["name"], m["ref"] or "champion")
+    label = model.label
+    primary: Strategy | None = None
+    primary_params: dict[str, Any] = {}
+    if label.get("kind") == "meta":
+        from workbench.strategies.registry import get_strategy
+
+        primary = get_strategy(str(label["primary"]))
+        primary_params = primary.params(label.get("primary_params") or {})
+    base = _space(primary is not None)
+    space = ParamSpace.of(
+        int_param("refit_every", 500, 100, 5000, step=100, doc="bars between refits"),
+        int_param("min_train", 1000, 200, 20000, step=100, doc="no prediction before this bar"),
+        int_param("window", 0, 0, 20000, step=500, doc="training rows (the newest); 0: every row before"),
+        *base.params, constraints=[c.expr for c in base.constraints])
+
+    def signals(bars: pd.DataFrame, p: dict) -> Signals:
+        return _trade(_refit_predict(model, bars, p), bars, p, primary, primary_params)
+
+    def warmup(p: Mapping[str, Any]) -> int:
+        own = max(model.warmup(), int(p["min_train"]))
+        return max(own, primary.warmup(primary_params)) if primary is not None else own
+
+    kind = f"meta-label filter of {primary.name}" if primary is not None else str(label.get("kind", "label"))
+    return Strategy(f"ml_refit({model.name}@{model.version})", space, signals, warmup=warmup,
+                    description=f"the recipe of {model.name} version {model.version} "
+                                f"({model.lineage.get('model', '?')}, {kind}), refitted walk-forward",
+                    components=(primary,) if primary is not None else (), source="model")
+
+
+def _refit_predict(model: Any, bars: pd.DataFrame, p: Mapping[str, Any]) -> np.ndarray:
+    """P(label = 1) per bar from models refitted every `refit_every` bars on the labels known by then."""
+    import hashlib
+
+    from threadpoolctl import threadpool_limits
+
+    from workbench.models.estimators import fit_weighted, make_estimator
+    from workbench.models.labels import labels_of, uniqueness_weights
+
+    every, first, window = int(p["refit_every"]), int(p["min_train"]), int(p["window"])
+    index = pd.DatetimeIndex(bars.index)
+    digest = hashlib.sha256(index.asi8.tobytes())
+    for col in ("open", "high", "low", "close", "volume"):
+        if col in bars.columns:
+            digest.update(np.ascontiguousarray(bars[col].to_numpy(dtype=np.float64)).tobytes())
+    key = (model.uri, model.name, model.version, digest.hexdigest(), every, first, window)
+    hit = _REFITS.get(key)
+    if hit is not None:
+        return hit.copy()
+    n = len(bars)
+    X = model.features(bars).to_numpy(dtype=np.float64)
+    lab = labels_of(bars, model.label)
+    rows = index.get_indexer(lab.index)  # the labelled bars' positions
+    t1 = pd.DatetimeIndex(lab["t1"])
+    known_at = index.searchsorted(t1, side="left")  # t1's bar: the label is known at its close
+    y = (lab["label"].to_numpy() > 0).astype(int)
+    # a label still open at the end of the bars (no t1) is not known at any refit: never trained on
+    usable = np.isfinite(X[rows]).all(axis=1) & t1.notna() & np.isfinite(lab["label"].to_numpy(dtype=float))
+    unique = model.lineage.get("weights", "uniqueness") == "uniqueness"
+    lineage = model.lineage
+    horizon = int(model.label.get("horizon", 1))
+    prob = np.full(n, np.nan)
+    valid = np.isfinite(X).all(axis=1)
+    # one thread: many small fits gain nothing from threads and lose a lot when a walk-forward keeps
+    # every core busy
+    with threadpool_limits(limits=1):
+        for t in range(first, n, every):
+            # the labels the bars up to t (the decision bar) make: a label needs its whole horizon in
+            # the bars, as the labellers drop the last `horizon` rows, so a live run holding bars up
+            # to t trains on exactly these
+            train = usable & (rows + horizon <= t) & (known_at <= t)
+            if window:
+                train &= rows >= t - window
+            block = np.arange(t, min(t + every, n))
+            block = block[valid[block]]
+            if train.sum() < REFIT_MIN_ROWS or block.size == 0 or len(np.unique(y[train])) < 2:
+                continue
+            est = make_estimator(str(lineage.get("model")), dict(lineage.get("params") or {}),
+                                 seed=int(lineage.get("seed", 0)))
+            # weights by uniqueness among the labels known at this refit (as a retrain then would see
+            # them): a label still open would change its neighbours' weights once it resolves
+            w = (uniqueness_weights(pd.DatetimeIndex(lab.index[train]), lab["t1"][train], index)
+                 .to_numpy(dtype=float) if unique else np.ones(int(train.sum())))
+            fit_weighted(est, X[rows[train]], y[train], w)
+            prob[block] = est.predict_proba(X[block])[:, list(est.classes_).index(1)]
+    if len(_REFITS) >= _REFITS_KEPT:
+        _REFITS.pop(next(iter(_REFITS)))
+    _REFITS[key] = prob
+    return prob.copy()

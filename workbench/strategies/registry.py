@@ -129,12 +129,18 @@ def get_strategy(spec: str | Strategy, folder: Path | str | None = None) -> Stra
             from workbench.strategies.ml_model import model_strategy
 
             return model_strategy(inner)
+        if head == "ml_refit":
+            from workbench.strategies.ml_model import refit_strategy
+
+            return refit_strategy(inner)
         if head == "vote":
             from workbench.strategies.ensemble import vote
 
             return vote([get_strategy(p, folder) for p in parts])
-        raise ConfigError(f"unknown composite {head!r}{did_you_mean(head, ['regime', 'vote', 'ml_model'])}; "
-                          "use regime(<strategy>), vote(<a>,<b>,...) or ml_model(<registered model>)")
+        heads = ["regime", "vote", "ml_model", "ml_refit"]
+        raise ConfigError(f"unknown composite {head!r}{did_you_mean(head, heads)}; "
+                          "use regime(<strategy>), vote(<a>,<b>,...), ml_model(<registered model>) or "
+                          "ml_refit(<registered model>)")
     if text not in known:
         raise ConfigError(f"unknown strategy {text!r}{did_you_mean(text, known)}; "
                           f"available: {', '.join(sorted(known))}")
