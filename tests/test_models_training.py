@@ -99,8 +99,9 @@ def test_the_same_seed_gives_the_same_model_bytes_and_cpcv_gives_paths(root: Pat
     a, b = train_model(lake, s, registry=registry), train_model(lake, s, registry=registry)
 
     def model_bytes(version: int) -> str:
-        path = Path(mlflow.artifacts.download_artifacts(f"models:/det/{version}",
-                                                        tracking_uri=registry.uri)) / "model.pkl"
+        with registry.active():  # models:/ resolves through MLflow's process-wide registry URI
+            path = Path(mlflow.artifacts.download_artifacts(f"models:/det/{version}",
+                                                            tracking_uri=registry.uri)) / "model.pkl"
         return hashlib.sha256(path.read_bytes()).hexdigest()
 
     assert model_bytes(a.version) == model_bytes(b.version)

@@ -177,17 +177,15 @@ def _log_drift(registry: Any, report: DriftReport) -> None:
 
     from workbench.models.registry import quiet
 
-    with quiet():
-        mlflow.set_tracking_uri(registry.uri)
-        with mlflow.start_run(experiment_id=registry.experiment_id(),
-                              run_name=f"drift-{report.name}-v{report.version}"):
-            mlflow.set_tags({"workbench.drift_of": f"{report.name}/{report.version}",
-                             "workbench.drifting": ",".join(report.drifting),
-                             "workbench.recent": json.dumps([str(t) for t in report.recent])})
-            metrics = {f"psi.{col}": float(v) for col, v in zip(report.table["column"], report.table["psi"],
-                                                                 strict=True)}
-            metrics.update({f"live_{k}": v for k, v in report.live.items() if math.isfinite(v)})
-            mlflow.log_metrics(metrics)
+    with quiet(), registry.active(), mlflow.start_run(experiment_id=registry.experiment_id(),
+                          run_name=f"drift-{report.name}-v{report.version}"):
+        mlflow.set_tags({"workbench.drift_of": f"{report.name}/{report.version}",
+                         "workbench.drifting": ",".join(report.drifting),
+                         "workbench.recent": json.dumps([str(t) for t in report.recent])})
+        metrics = {f"psi.{col}": float(v) for col, v in zip(report.table["column"], report.table["psi"],
+                                                             strict=True)}
+        metrics.update({f"live_{k}": v for k, v in report.live.items() if math.isfinite(v)})
+        mlflow.log_metrics(metrics)
 
 
 __all__ = ["PSI_DRIFT", "PSI_WATCH", "DriftReport", "drift_table", "model_drift", "psi"]

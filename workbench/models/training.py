@@ -347,9 +347,7 @@ def _log(registry: ModelRegistry, spec: TrainSpec, est: Any, cv: dict[str, Any],
               "symbols": ",".join(lineage["symbols"]), "n_features": len(lineage["features"]),
               **{f"model.{k}": v for k, v in spec.params.items()}}
     exp = registry.experiment_id()
-    with quiet():
-        mlflow.set_tracking_uri(registry.uri)
-        mlflow.set_registry_uri(registry.uri)
+    with quiet(), registry.active():
         run_name = f"{spec.name}-{pd.Timestamp.now(tz='UTC'):%Y%m%d-%H%M%S}"
         with mlflow.start_run(experiment_id=exp, run_name=run_name) as run:
             mlflow.log_params(params)

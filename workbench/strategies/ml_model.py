@@ -15,7 +15,8 @@ bars (its own feature set, from its lineage) and the model's P(label = 1); nothi
 parameters, sample weights) refitted walk-forward inside the bars instead: at every `refit_every`
 bars from `min_train` on (counted from the first bar, so truncating the data never moves them) a
 model is fit on the labels the bars up to that one make (each label's whole horizon inside them)
-and predicts until the next refit. Walk-forward over it refits per fold; over `ml_model` it evaluates one fixed version.
+and predicts until the next refit. Walk-forward over it refits per fold; over `ml_model` it
+evaluates one fixed version.
 """
 
 from __future__ import annotations
