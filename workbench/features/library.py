@@ -28,6 +28,7 @@ from workbench.strategies import indicators as ind
 
 Columns = Mapping[str, np.ndarray]
 Compute = Callable[..., np.ndarray]
+Out = np.ndarray | None  # a feature's `out=`: the matrix row it may write its values into
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class Feature:
     warmup: Callable[[Mapping[str, int | float]], int] = lambda p: 0  # bars before the first value
     doc: str = ""
     ticks: tuple[TickKind, ...] = ()  # the collector's tables its columns are aggregated from
+    # takes `out=`: writes its values there (a row of the matrix), finite or NaN (no infinity: the
+    # matrix does not pass over them again), and returns it
+    writes_out: bool = False
 
     def resolve(self, given: Mapping[str, int | float]) -> dict[str, int | float]:
         """The parameters with defaults filled in; an unknown or mistyped one is refused."""
@@ -76,12 +80,15 @@ def register_feature(name: str, *, needs: tuple[str, ...] = ("close",),
         sig = inspect.signature(fn)
         params: dict[str, int | float] = {}
         for p in list(sig.parameters.values())[2:]:
+            if p.name == "out":  # the matrix's row to write into (see Feature.writes_out)
+                continue
             if not isinstance(p.default, int | float) or isinstance(p.default, bool):
                 raise ConfigError(f"feature {name}: parameter {p.name} needs a numeric default")
             params[p.name] = p.default
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         registry = TICK_FEATURES if ticks else FEATURES
-        registry[name] = Feature(name, fn, params, needs, warmup or _largest_window, doc, ticks)
+        registry[name] = Feature(name, fn, params, needs, warmup or _largest_window, doc, ticks,
+                                 "out" in sig.parameters)
         return fn
 
     return deco
@@ -158,8 +165,7 @@ def _largest_window(p: Mapping[str, int | float]) -> int:
 class BarColumns(dict[str, np.ndarray]):
     """The bar columns a feature reads, plus intermediates computed once per matrix and shared by
     every feature that needs them: ``log_close``, ``ret1`` (one-bar log return), ``log_hl_sq``
-    (squared log high/low range), ``log_co_sq``, ``minute_of_day`` and ``day_of_week`` (UTC, of
-    the bar's open; from ``ts_ns``)."""
+    (squared log high/low range) and ``log_co_sq``; ``ts_ns`` is the bars' open time (UTC ns)."""
 
     def __missing__(self, key: str) -> np.ndarray:
         if key == "log_close":
@@ -173,10 +179,6 @@ class BarColumns(dict[str, np.ndarray]):
             value = np.log(self["high"] / self["low"]) ** 2
         elif key == "log_co_sq":
             value = np.log(self["close"] / self["open"]) ** 2
-        elif key == "minute_of_day":
-            value = ((self["ts_ns"] // 60_000_000_000) % 1440).astype(np.float64)
-        elif key == "day_of_week":
-            value = ((self["ts_ns"] // 86_400_000_000_000 + 3) % 7).astype(np.float64)  # 1970-01-01: Thu
         else:
             raise KeyError(key)
         self[key] = value
@@ -198,9 +200,9 @@ def ret(cols: Columns, index: pd.DatetimeIndex, n: int = 1) -> np.ndarray:
 
 
 @register_feature("vol", warmup=lambda p: int(p["n"]))
-def vol(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
+def vol(cols: Columns, index: pd.DatetimeIndex, n: int = 20, out: Out = None) -> np.ndarray:
     """Close-to-close volatility: the standard deviation of the last n one-bar log returns."""
-    return k.rolling_std(_logret(cols), n)
+    return k.rolling_std(_logret(cols), n, out)
 
 
 def _hl_sq(cols: Columns) -> np.ndarray:
@@ -208,54 +210,63 @@ def _hl_sq(cols: Columns) -> np.ndarray:
 
 
 @register_feature("parkinson", needs=("high", "low"))
-def parkinson(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
+def parkinson(cols: Columns, index: pd.DatetimeIndex, n: int = 20, out: Out = None) -> np.ndarray:
     """Parkinson's range volatility over n bars: sqrt(mean(ln(H/L)^2) / (4 ln 2))."""
-    return np.sqrt(k.rolling_mean(_hl_sq(cols), n) / (4.0 * np.log(2.0)))
+    v = k.rolling_mean(_hl_sq(cols), n, out)
+    v /= 4.0 * np.log(2.0)
+    return np.sqrt(v, out=v)
 
 
 @register_feature("garman_klass", needs=("open", "high", "low", "close"))
-def garman_klass(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
+def garman_klass(cols: Columns, index: pd.DatetimeIndex, n: int = 20, out: Out = None) -> np.ndarray:
     """Garman-Klass volatility over n bars, from open, high, low and close."""
     co = cols["log_co_sq"] if isinstance(cols, BarColumns) else np.log(cols["close"] / cols["open"]) ** 2
-    var = k.rolling_mean(0.5 * _hl_sq(cols) - (2.0 * np.log(2.0) - 1.0) * co, n)
-    return np.sqrt(np.maximum(var, 0.0))
+    var = k.rolling_mean(0.5 * _hl_sq(cols) - (2.0 * np.log(2.0) - 1.0) * co, n, out)
+    np.maximum(var, 0.0, out=var)
+    return np.sqrt(var, out=var)
 
 
 @register_feature("vol_ratio", warmup=lambda p: int(p["slow"]))
-def vol_ratio(cols: Columns, index: pd.DatetimeIndex, fast: int = 10, slow: int = 50) -> np.ndarray:
+def vol_ratio(cols: Columns, index: pd.DatetimeIndex, fast: int = 10, slow: int = 50,
+              out: Out = None) -> np.ndarray:
     """Short over long close-to-close volatility, minus 1: a volatility regime change."""
     r = _logret(cols)
-    return k.rolling_std(r, fast) / k.rolling_std(r, slow) - 1.0
+    return _gap(k.rolling_std(r, fast), k.rolling_std(r, slow), out)
 
 
 # ---------------------------------------------------------------------- trend and momentum
 @register_feature("sma_gap")
-def sma_gap(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
+def sma_gap(cols: Columns, index: pd.DatetimeIndex, n: int = 20, out: Out = None) -> np.ndarray:
     """Close over its n-bar simple moving average, minus 1."""
-    c = cols["close"]
-    return c / ind.sma(c, n) - 1.0
+    return _gap(cols["close"], ind.sma(cols["close"], n), out)
+
+
+def _gap(a: np.ndarray, b: np.ndarray, out: Out) -> np.ndarray:
+    """a / b - 1 (NaN where not finite), into `out` when given."""
+    return k.gap(a, b, out)
 
 
 @register_feature("ema_gap")
-def ema_gap(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
+def ema_gap(cols: Columns, index: pd.DatetimeIndex, n: int = 20, out: Out = None) -> np.ndarray:
     """Close over its n-bar exponential moving average, minus 1."""
-    c = cols["close"]
-    return c / ind.ema(c, n) - 1.0
+    return _gap(cols["close"], ind.ema(cols["close"], n), out)
 
 
 @register_feature("rsi")
-def rsi(cols: Columns, index: pd.DatetimeIndex, n: int = 14) -> np.ndarray:
+def rsi(cols: Columns, index: pd.DatetimeIndex, n: int = 14, out: Out = None) -> np.ndarray:
     """Wilder's RSI over n bars, rescaled from [0, 100] to [-1, 1]."""
-    return (ind.rsi(cols["close"], n) - 50.0) / 50.0
+    v = np.subtract(ind.rsi(cols["close"], n), 50.0, out=out)
+    v /= 50.0
+    return v
 
 
 @register_feature("macd", warmup=lambda p: int(p["slow"]) + int(p["signal"]))
-def macd(cols: Columns, index: pd.DatetimeIndex, fast: int = 12, slow: int = 26, signal: int = 9
-         ) -> np.ndarray:
+def macd(cols: Columns, index: pd.DatetimeIndex, fast: int = 12, slow: int = 26, signal: int = 9,
+         out: Out = None) -> np.ndarray:
     """MACD histogram (MACD line minus its signal line) over the close: scale-free."""
     c = cols["close"]
     line, sig = ind.macd(c, fast, slow, signal)
-    return (line - sig) / c
+    return k.ratio(line - sig, c, out)
 
 
 @register_feature("adx", needs=("high", "low", "close"), warmup=lambda p: 2 * int(p["n"]))
@@ -265,90 +276,91 @@ def adx(cols: Columns, index: pd.DatetimeIndex, n: int = 14) -> np.ndarray:
 
 
 @register_feature("bb_pos")
-def bb_pos(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
+def bb_pos(cols: Columns, index: pd.DatetimeIndex, n: int = 20, out: Out = None) -> np.ndarray:
     """Where the close sits in its n-bar Bollinger band: (close - mean) / (2 std)."""
-    c = cols["close"]
-    return (c - k.rolling_mean(c, n)) / (2.0 * k.rolling_std(c, n))
+    v = k.rolling_zscore(cols["close"], n, out)
+    v /= 2.0
+    return v
 
 
 @register_feature("breakout", needs=("high", "low", "close"))
-def breakout(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
+def breakout(cols: Columns, index: pd.DatetimeIndex, n: int = 20, out: Out = None) -> np.ndarray:
     """Where the close sits in the range of the last n bars, in [-1, 1] (1: at the high)."""
-    hi = ind.rolling_max(cols["high"], n)
-    lo = ind.rolling_min(cols["low"], n)
-    width = hi - lo
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(width > 0, 2.0 * (cols["close"] - lo) / width - 1.0, 0.0) + 0.0 * width
+    return k.range_position(cols["high"], cols["low"], cols["close"], n, out)
 
 
 # ---------------------------------------------------------------------- range and volume
 @register_feature("atr", needs=("high", "low", "close"))
-def atr(cols: Columns, index: pd.DatetimeIndex, n: int = 14) -> np.ndarray:
+def atr(cols: Columns, index: pd.DatetimeIndex, n: int = 14, out: Out = None) -> np.ndarray:
     """Average true range over n bars, over the close."""
-    return ind.atr(cols["high"], cols["low"], cols["close"], n) / cols["close"]
+    return k.ratio(ind.atr(cols["high"], cols["low"], cols["close"], n), cols["close"], out)
 
 
 @register_feature("range", needs=("high", "low", "close"))
-def bar_range(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
+def bar_range(cols: Columns, index: pd.DatetimeIndex, n: int = 20, out: Out = None) -> np.ndarray:
     """Mean of (high - low) / close over n bars."""
-    return k.rolling_mean((cols["high"] - cols["low"]) / cols["close"], n)
+    return k.rolling_mean((cols["high"] - cols["low"]) / cols["close"], n, out)
 
 
 @register_feature("volume_z", needs=("volume",))
-def volume_z(cols: Columns, index: pd.DatetimeIndex, n: int = 50) -> np.ndarray:
+def volume_z(cols: Columns, index: pd.DatetimeIndex, n: int = 50, out: Out = None) -> np.ndarray:
     """Rolling z-score of log(1 + volume) over n bars: unusual activity."""
-    return k.rolling_zscore(np.log1p(cols["volume"]), n)
+    return k.rolling_zscore(np.log1p(cols["volume"]), n, out)
 
 
 @register_feature("dollar_volume", needs=("close", "volume"))
-def dollar_volume(cols: Columns, index: pd.DatetimeIndex, n: int = 20) -> np.ndarray:
+def dollar_volume(cols: Columns, index: pd.DatetimeIndex, n: int = 20, out: Out = None) -> np.ndarray:
     """log(1 + mean close x volume) over n bars: liquidity."""
-    return np.log1p(k.rolling_mean(cols["close"] * cols["volume"], n))
+    v = k.rolling_mean(cols["close"] * cols["volume"], n, out)
+    return np.log1p(v, out=v)
 
 
 @register_feature("volume_trend", needs=("volume",), warmup=lambda p: int(p["slow"]))
-def volume_trend(cols: Columns, index: pd.DatetimeIndex, fast: int = 5, slow: int = 50) -> np.ndarray:
+def volume_trend(cols: Columns, index: pd.DatetimeIndex, fast: int = 5, slow: int = 50,
+                 out: Out = None) -> np.ndarray:
     """Log of short over long mean volume: volume building up or drying out."""
     v = cols["volume"]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log((k.rolling_mean(v, fast) + 1e-12) / (k.rolling_mean(v, slow) + 1e-12))
+    return k.log_ratio(k.rolling_mean(v, fast), k.rolling_mean(v, slow), 1e-12, out)
 
 
 # ---------------------------------------------------------------------- calendar
-def _minutes(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
-    if isinstance(cols, BarColumns):
-        return cols["minute_of_day"]
-    return np.asarray(index.hour * 60 + index.minute, dtype=float)
+# a circle's value at each of the day's 1440 minutes and the week's 7 days: a bar's is looked up
+_DAY = 2.0 * np.pi * np.arange(1440) / 1440.0
+_WEEK = 2.0 * np.pi * np.arange(7) / 7.0
+_MINUTE_NS, _DAY_NS = 60_000_000_000, 86_400_000_000_000
+_DAY_SIN, _DAY_COS, _WEEK_SIN, _WEEK_COS = np.sin(_DAY), np.cos(_DAY), np.sin(_WEEK), np.cos(_WEEK)
 
 
-def _weekday(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
-    if isinstance(cols, BarColumns):
-        return cols["day_of_week"]
-    return np.asarray(index.day_of_week, dtype=float)
+def _circle(cols: Columns, index: pd.DatetimeIndex, table: np.ndarray, weekly: bool,
+            out: np.ndarray | None = None) -> np.ndarray:
+    ts = cols["ts_ns"] if isinstance(cols, BarColumns) else index.as_unit("ns").asi8
+    if weekly:
+        return k.calendar_lookup(ts, _DAY_NS, 7, 3, table, out)  # 1970-01-01 was a Thursday
+    return k.calendar_lookup(ts, _MINUTE_NS, 1440, 0, table, out)
 
 
 @register_feature("hour_sin", needs=())
-def hour_sin(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
+def hour_sin(cols: Columns, index: pd.DatetimeIndex, out: Out = None) -> np.ndarray:
     """Time of day of the bar's open (UTC) on the unit circle, sine part."""
-    return np.sin(2.0 * np.pi * _minutes(cols, index) / 1440.0)
+    return _circle(cols, index, _DAY_SIN, False, out)
 
 
 @register_feature("hour_cos", needs=())
-def hour_cos(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
+def hour_cos(cols: Columns, index: pd.DatetimeIndex, out: Out = None) -> np.ndarray:
     """Time of day of the bar's open (UTC) on the unit circle, cosine part."""
-    return np.cos(2.0 * np.pi * _minutes(cols, index) / 1440.0)
+    return _circle(cols, index, _DAY_COS, False, out)
 
 
 @register_feature("dow_sin", needs=())
 def dow_sin(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
     """Day of the week of the bar's open (UTC, Monday 0) on the unit circle, sine part."""
-    return np.sin(2.0 * np.pi * _weekday(cols, index) / 7.0)
+    return _circle(cols, index, _WEEK_SIN, True)
 
 
 @register_feature("dow_cos", needs=())
 def dow_cos(cols: Columns, index: pd.DatetimeIndex) -> np.ndarray:
     """Day of the week of the bar's open (UTC, Monday 0) on the unit circle, cosine part."""
-    return np.cos(2.0 * np.pi * _weekday(cols, index) / 7.0)
+    return _circle(cols, index, _WEEK_COS, True)
 
 
 # ---------------------------------------------------------------------- the collector's ticks

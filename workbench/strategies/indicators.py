@@ -58,15 +58,22 @@ def _check_window(n: int, name: str = "window") -> int:
     return int(n)
 
 
+def _out(a: np.ndarray) -> np.ndarray:
+    """A kernel's output array, allocated by numpy (which asks the OS for huge pages on large ones)
+    rather than inside numba, whose allocations are faulted in 4 KB at a time: on a year of minute
+    bars that was most of an indicator's time."""
+    return np.empty(a.shape[0])
+
+
 def sma(x: Any, n: int) -> np.ndarray:
     """Simple moving average over n bars (cumulative-sum form, re-anchored to bound rounding)."""
     a, n = _arr(x), _check_window(n)
-    return _cached("sma", (a,), (n,), lambda: _sma_nb(a, n))
+    return _cached("sma", (a,), (n,), lambda: _sma_nb(a, n, _out(a)))
 
 
 @numba.njit(cache=True, nogil=True)
-def _sma_nb(a: np.ndarray, n: int) -> np.ndarray:
-    out = np.full(a.shape[0], np.nan)
+def _sma_nb(a: np.ndarray, n: int, out: np.ndarray) -> np.ndarray:
+    out[:] = np.nan
     s = 0.0
     for i in range(a.shape[0]):
         s += a[i]
@@ -84,18 +91,18 @@ def _sma_nb(a: np.ndarray, n: int) -> np.ndarray:
 def ema(x: Any, n: int) -> np.ndarray:
     """Exponential moving average with alpha 2/(n+1), seeded by the SMA of the first n bars."""
     a, n = _arr(x), _check_window(n)
-    return _cached("ema", (a,), (n,), lambda: _ema_nb(a, n, 2.0 / (n + 1.0)))
+    return _cached("ema", (a,), (n,), lambda: _ema_nb(a, n, 2.0 / (n + 1.0), _out(a)))
 
 
 def wilder(x: Any, n: int) -> np.ndarray:
     """Wilder's smoothing (alpha 1/n), seeded by the SMA of the first n values; used by RSI/ATR/ADX."""
     a, n = _arr(x), _check_window(n)
-    return _cached("wilder", (a,), (n,), lambda: _ema_nb(a, n, 1.0 / n))
+    return _cached("wilder", (a,), (n,), lambda: _ema_nb(a, n, 1.0 / n, _out(a)))
 
 
 @numba.njit(cache=True, nogil=True)
-def _ema_nb(a: np.ndarray, n: int, alpha: float) -> np.ndarray:
-    out = np.full(a.shape[0], np.nan)
+def _ema_nb(a: np.ndarray, n: int, alpha: float, out: np.ndarray) -> np.ndarray:
+    out[:] = np.nan
     start = 0
     while start < a.shape[0] and np.isnan(a[start]):
         start += 1
@@ -119,28 +126,70 @@ def rolling_std(x: Any, n: int) -> np.ndarray:
 
 
 def rolling_max(x: Any, n: int) -> np.ndarray:
-    """Highest value of the last n bars, this bar included."""
+    """Highest value of the last n bars, this bar included (NaN while fewer than n, or with a NaN
+    among them: pandas' ``rolling(n).max()``)."""
     a, n = _arr(x), _check_window(n)
-    return _cached("max", (a,), (n,), lambda: pd.Series(a).rolling(n).max().to_numpy())
+    return _cached("max", (a,), (n,), lambda: _rolling_extreme_nb(a, n, True, _out(a)))
 
 
 def rolling_min(x: Any, n: int) -> np.ndarray:
-    """Lowest value of the last n bars, this bar included."""
+    """Lowest value of the last n bars, this bar included (as `rolling_max`)."""
     a, n = _arr(x), _check_window(n)
-    return _cached("min", (a,), (n,), lambda: pd.Series(a).rolling(n).min().to_numpy())
+    return _cached("min", (a,), (n,), lambda: _rolling_extreme_nb(a, n, False, _out(a)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _rolling_extreme_nb(a: np.ndarray, n: int, high: bool, out: np.ndarray) -> np.ndarray:
+    """O(len) rolling max (or min) with a monotonic queue of positions, kept in a ring."""
+    size = a.shape[0]
+    out[:] = np.nan
+    cap = 1
+    while cap < n:  # a power of two: a ring index is a mask, not a division
+        cap *= 2
+    m = cap - 1
+    queue = np.empty(cap, dtype=np.int64)  # positions [head, tail) & m, values decreasing (max)
+    head, tail = 0, 0
+    last_nan = -1
+    for i in range(size):
+        v = a[i]
+        if np.isnan(v):
+            last_nan = i
+            head, tail = 0, 0
+        else:
+            while tail > head and queue[head & m] <= i - n:  # out of the window: at most n - 1 left
+                head += 1
+            while tail > head:
+                last = a[queue[(tail - 1) & m]]
+                if (last > v) if high else (last < v):
+                    break
+                tail -= 1
+            queue[tail & m] = i
+            tail += 1
+        if i >= n - 1 and i - last_nan >= n:
+            out[i] = a[queue[head & m]]
+    return out
 
 
 def true_range(high: Any, low: Any, close: Any) -> np.ndarray:
     """True range: the bar's range extended to the previous close."""
     h, lo, c = _arr(high), _arr(low), _arr(close)
 
-    def compute() -> np.ndarray:
-        prev = np.concatenate(([np.nan], c[:-1]))
-        tr = np.fmax(h - lo, np.fmax(np.abs(h - prev), np.abs(lo - prev)))
-        tr[0] = h[0] - lo[0]
-        return tr
+    return _cached("tr", (h, lo, c), (), lambda: _true_range_nb(h, lo, c, _out(c)))
 
-    return _cached("tr", (h, lo, c), (), compute)
+
+@numba.njit(cache=True, nogil=True)
+def _true_range_nb(h: np.ndarray, lo: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """max(high - low, |high - prev close|, |low - prev close|), NaNs skipped as np.fmax does; the
+    first bar's is its range."""
+    if c.shape[0]:
+        out[0] = h[0] - lo[0]
+    for i in range(1, c.shape[0]):
+        best = h[i] - lo[i]
+        for v in (abs(h[i] - c[i - 1]), abs(lo[i] - c[i - 1])):
+            if np.isnan(best) or v > best:
+                best = v if not np.isnan(v) or np.isnan(best) else best
+        out[i] = best
+    return out
 
 
 def atr(high: Any, low: Any, close: Any, n: int = 14) -> np.ndarray:
@@ -154,17 +203,44 @@ def rsi(x: Any, n: int = 14) -> np.ndarray:
     """Relative strength index (Wilder), 0..100."""
     a, n = _arr(x), _check_window(n)
 
-    def compute() -> np.ndarray:
-        d = np.diff(a, prepend=np.nan)
-        up = wilder(np.where(np.isnan(d), np.nan, np.maximum(d, 0.0)), n)
-        down = wilder(np.where(np.isnan(d), np.nan, np.maximum(-d, 0.0)), n)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = 100.0 - 100.0 / (1.0 + up / down)
-        out[(down == 0) & (up > 0)] = 100.0
-        out[(down == 0) & (up == 0)] = 50.0
-        return out
+    return _cached("rsi", (a,), (n,), lambda: _rsi_nb(a, n, _out(a)))
 
-    return _cached("rsi", (a,), (n,), compute)
+
+@numba.njit(cache=True, nogil=True)
+def _rsi_nb(a: np.ndarray, n: int, out: np.ndarray) -> np.ndarray:
+    """RSI in one pass and no temporaries: each bar's gain and loss, Wilder-smoothed exactly as
+    `wilder` does (seeded by the mean of the first n from the first non-NaN change, NaN for good
+    after a later NaN), 100 with no loss, 50 with neither."""
+    size = a.shape[0]
+    out[:] = np.nan
+    start = 1
+    while start < size and np.isnan(a[start] - a[start - 1]):
+        start += 1
+    if start + n > size:
+        return out
+    su = 0.0
+    sd = 0.0
+    for i in range(start, start + n):
+        d = a[i] - a[i - 1]
+        su += max(d, 0.0) if not np.isnan(d) else d
+        sd += max(-d, 0.0) if not np.isnan(d) else d
+    alpha = 1.0 / n
+    u = su / n
+    w = sd / n
+    for i in range(start + n - 1, size):
+        if i >= start + n:
+            d = a[i] - a[i - 1]
+            up = max(d, 0.0) if not np.isnan(d) else d
+            down = max(-d, 0.0) if not np.isnan(d) else d
+            u = u + alpha * (up - u)
+            w = w + alpha * (down - w)
+        if w == 0.0 and u > 0.0:
+            out[i] = 100.0
+        elif w == 0.0 and u == 0.0:
+            out[i] = 50.0
+        else:
+            out[i] = 100.0 - 100.0 / (1.0 + u / w)
+    return out
 
 
 def macd(x: Any, fast: int = 12, slow: int = 26, signal: int = 9) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +249,7 @@ def macd(x: Any, fast: int = 12, slow: int = 26, signal: int = 9) -> tuple[np.nd
 
     def compute() -> tuple[np.ndarray, np.ndarray]:
         line = ema(a, fast) - ema(a, slow)
-        return line, _ema_nb(line, _check_window(signal), 2.0 / (signal + 1.0))
+        return line, _ema_nb(line, _check_window(signal), 2.0 / (signal + 1.0), _out(line))
 
     return _cached("macd", (a,), (fast, slow, signal), compute)
 
