@@ -8,7 +8,8 @@ Inputs
     bars     dict symbol -> DataFrame with open/high/low/close (indexes may differ: mixed calendars
              run on the union of the timestamps, see SEMANTICS.md)
     signals  dict symbol -> dict of arrays: long_entries long_exits short_entries short_exits
-             (bool) and stop_loss take_profit trailing_stop (float fractions, NaN = none)
+             (bool) and stop_loss take_profit trailing_stop (float fractions, NaN = none), and
+             optionally size (the share of the sizing rule's fraction, [0, 1]; 0 or NaN refuses)
     settings a `Settings`
 
 Output: a `Result` with the orders, the value of the portfolio at every bar's close, the round
@@ -230,7 +231,8 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
     c = {k: _column(bars[k], "close") for k in symbols}
     slip = {k: slippage_per_bar(c[k], s) for k in symbols}
     atrs = {k: atr(h[k], lo[k], c[k], s.atr_window) for k in symbols}
-    sig = {k: {key: list(signals[k][key]) for key in (*SIGNAL_KEYS, *STOP_KEYS)} for k in symbols}
+    sig = {k: {key: list(signals[k][key]) for key in (*SIGNAL_KEYS, *STOP_KEYS, "size") if key in signals[k]}
+           for k in symbols}
     mark = {k: math.nan for k in symbols}  # last close seen of each symbol
 
     cash = s.init_cash
@@ -290,7 +292,10 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
             f = s.target_vol / (a / c[k][sbar] * math.sqrt(ppy))
         else:
             raise ValueError(s.sizing)
-        f = min(f, s.max_exposure)
+        size = float(sig[k]["size"][sbar]) if "size" in sig[k] else 1.0
+        if math.isnan(size) or size <= 0:
+            return  # the strategy sized this entry to nothing: refused
+        f = min(f * size, s.max_exposure)
         if equity <= 0:
             return
         if long:

@@ -103,6 +103,13 @@ def random_case(seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, dict], re
         sig["take_profit"] = random_stops(rng, n, 0.01, 0.10, 0.5)
         sig["trailing_stop"] = tsl
         signals[sym] = sig
+    sizes = np.random.default_rng(seed + 7000)  # its own stream: the cases above stay as they were
+    for sym in symbols:
+        if sizes.random() < 0.3:  # the strategy sizes its entries: shares of the rule, some refused
+            size = sizes.uniform(0.0, 1.0, n)
+            size[sizes.random(n) < 0.1] = np.nan
+            size[sizes.random(n) < 0.1] = 0.0
+            signals[sym]["size"] = size
     return bars, signals, settings
 
 

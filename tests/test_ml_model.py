@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from paper_helpers import build_lake, spec_for
 
-from workbench.backtest.engine import backtest, load_bars
+from workbench.backtest.engine import Sizing, backtest, load_bars
 from workbench.errors import ConfigError
 from workbench.features import FeatureSet, compute_features
 from workbench.models import serving
@@ -95,7 +95,7 @@ def test_the_strategy_is_named_by_the_exact_version_and_trades_its_probability(e
 
 def test_a_meta_label_model_filters_its_primary_strategy(env: dict[str, Any]) -> None:
     strat = get_strategy("ml_model(meta)")
-    assert strat.space.names == ["threshold"]  # exits are the primary's: no exit threshold to set
+    assert strat.space.names == ["threshold", "bet_size"]  # exits are the primary's: no exit threshold
     bars = load_bars(env["lake"], ["BTC/USDT"], "1h")["BTC/USDT"]
     primary = get_strategy("sma_cross").signals(bars, {"fast": 5, "slow": 20}).arrays(len(bars))
     p = strat.signals(bars, {"threshold": 0.5}).extras["p"]
@@ -149,8 +149,9 @@ def test_a_promoted_model_strategy_pins_its_version_and_replays_trade_for_trade(
     assert {v.name: v.passed for v in res.verdicts} == {"model_oos": True, "lookahead": True}
     # the runner on a trailing window (as live) trades what the backtest trades, from the artifact
     # (at a threshold that trades in these two weeks: the promoted one may wait for a strong signal)
+    # sized by the probability (bet_size), which the runner applies as the backtest does
     spec = replace(StrategySpec.from_artifact(art), params={"threshold": 0.5, "exit_threshold": 0.5,
-                                                            "short": True})
+                                                            "short": True, "bet_size": True})
     out = replay(spec, "2025-04-10", "2025-04-24", lake=lake, workdir=tmp_path / "replay", window="trailing")
     assert out.parity.ok, f"{out.parity.summary()}\n{out.parity.differences.to_string()}"
     assert len(out.trades) >= 2, "the period should hold a few trades, or this test proves little"
@@ -226,3 +227,28 @@ def test_a_fresh_process_loads_a_version_from_the_store_it_names(env: dict[str, 
                          cwd=tmp_path, env=clean, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["LGBMClassifier", "1"]
+
+
+def test_bet_sizing_scales_each_entry_by_its_probability(env: dict[str, Any]) -> None:
+    from scipy.stats import norm
+
+    from workbench.strategies.ml_model import bet_size
+
+    p = np.array([0.3, 0.5, 0.6, 0.75, 0.99, np.nan])
+    expected = [0.0, 0.0, 2 * norm.cdf(0.1 / np.sqrt(0.24)) - 1, 2 * norm.cdf(0.25 / np.sqrt(0.1875)) - 1,
+                2 * norm.cdf(0.49 / np.sqrt(0.0099)) - 1, 0.0]
+    np.testing.assert_allclose(bet_size(p), expected, rtol=1e-12)
+    assert round(float(bet_size(np.array([0.6]))[0]), 4) == 0.1617
+    strat = get_strategy("ml_model(mm@1)")
+    bars = load_bars(env["lake"], ["BTC/USDT"], "1h")["BTC/USDT"]
+    params = {"threshold": 0.55, "exit_threshold": 0.5, "bet_size": True}
+    prob = strat.signals(bars, params).extras["p"]
+    res = backtest(strat, bars, params, sizing=Sizing(fraction=0.5))
+    full = backtest(strat, bars, {**params, "bet_size": False}, sizing=Sizing(fraction=0.5))
+    assert len(res.trades) == len(full.trades) > 0  # the same trades, smaller
+    orders = res.orders[res.orders["reason"] == "entry"]
+    first = orders.iloc[0]
+    signal_bar = bars.index.get_loc(first["time"]) - 1  # next-open fills: the bar before
+    value = first["size"] * first["price"] + first["fees"]  # what the entry spent, fee included
+    share = float(bet_size(prob[signal_bar:signal_bar + 1])[0])
+    assert 0 < share < 1 and value == pytest.approx(0.5 * share * 100_000, rel=1e-6)

@@ -752,6 +752,15 @@ def signal_matrices(per_symbol: list[dict[str, np.ndarray]], n: int, direction: 
     return le, lx, se, sx, col("stop_loss"), col("take_profit"), col("trailing_stop")
 
 
+def sized(frac: np.ndarray, placed: list[dict[str, np.ndarray]], n: int) -> np.ndarray:
+    """The sizing rule's fractions times the strategies' `size` (SEMANTICS.md "Sizing"): one
+    broadcast row when no strategy sizes its entries."""
+    size = flex_columns([a["size"] for a in placed], n)
+    if size.shape[0] == 1 and np.all(size == 1.0):
+        return frac
+    return np.asarray(frac, dtype=np.float64) * np.where(size > 0, size, np.nan)
+
+
 def check_risk_stops(sizing: Sizing, le: np.ndarray, se: np.ndarray, frac: np.ndarray, who: str) -> None:
     """Risk sizing with no stop on any entry would trade nothing: say so instead."""
     if sizing.kind is SizingKind.RISK and (le | se).any() and not np.isfinite(
@@ -827,7 +836,7 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
     arrs = {s: signals[s].arrays(len(frames[s]), f"{strategy}[{s}]", compact=True) for s in symbols}
     placed = tl.place_signals([arrs[s] for s in symbols], lag)
     le, lx, se, sx, sl, tp, tsl = signal_matrices(placed, n, direction)
-    frac = tl.sizing(sizing, sl, tsl, periods_per_year, lag)
+    frac = sized(tl.sizing(sizing, sl, tsl, periods_per_year, lag), placed, n)
     check_risk_stops(sizing, le, se, frac, "the strategy")
     slip = tl.slippage(costs)
 

@@ -37,6 +37,7 @@ from workbench.backtest.engine import (
     resolve_annualisation,
     run_inputs,
     signal_matrices,
+    sized,
 )
 from workbench.backtest.metrics import EQUITY_KEYS, METRIC_KEYS, TRADE_KEYS, equity_stats_nb, trade_stats_nb
 from workbench.errors import ConfigError, SweepTooLarge
@@ -423,8 +424,9 @@ def _combo_arrays(strat: Strategy, tl: Timeline, p: dict, direction: Direction, 
     """Kernel inputs of one parameter set: each symbol's signals on its own bars, placed on the timeline."""
     per = [strat.signals(tl.frames[s], p, validate=False).arrays(len(tl.frames[s]), strat.name, compact=True)
            for s in tl.symbols]
-    le, lx, se, sx, sl, tp, tsl = signal_matrices(tl.place_signals(per, lag), tl.n, direction)
-    frac = tl.sizing(sizing, sl, tsl, ppy, lag)
+    placed = tl.place_signals(per, lag)
+    le, lx, se, sx, sl, tp, tsl = signal_matrices(placed, tl.n, direction)
+    frac = sized(tl.sizing(sizing, sl, tsl, ppy, lag), placed, tl.n)
     check_risk_stops(sizing, le, se, frac, f"{strat.name}{p}")
     return (le, lx, se, sx, _compact(sl), _compact(tp), _compact(tsl),
             _compact(np.asarray(frac, dtype=np.float64)))

@@ -415,7 +415,8 @@ class Runner:
             high, low, close = (df[c].to_numpy()[:, None] for c in ("high", "low", "close"))
             frac = sizing_array(spec.sizing, len(spec.symbols), arrs["stop_loss"][:, None],
                                 arrs["trailing_stop"][:, None], high, low, close, ppys[sym])
-            frac_last[sym] = float(np.broadcast_to(frac, (n, 1))[-1, 0])
+            size = float(arrs["size"][-1])  # the strategy's share of the rule's size (SEMANTICS.md "Sizing")
+            frac_last[sym] = float(np.broadcast_to(frac, (n, 1))[-1, 0]) * (size if size > 0 else np.nan)
         result.signal_ms = (time.perf_counter() - t_sig) * 1000
         ledger = j.ledger(spec.name, spec.capital)
         pos = {s: float(ledger.positions.get(s, Decimal(0))) for s in spec.symbols}

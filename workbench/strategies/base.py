@@ -405,6 +405,9 @@ class Signals:
     stop_loss: Any = None
     take_profit: Any = None
     trailing_stop: Any = None
+    # the entry's size as a share of what the sizing rule gives, in [0, 1] (a bet size from a model's
+    # probability, say); per bar or one value; 0 or NaN on an entry bar refuses that entry
+    size: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -413,16 +416,17 @@ class Signals:
         return self.short_entries is not None
 
     def arrays(self, n: int, name: str = "strategy", compact: bool = False) -> dict[str, np.ndarray]:
-        """All seven fields as numpy arrays of length n (bool for signals, float for stops).
+        """All eight fields as numpy arrays of length n (bool for signals, float for stops and size).
 
-        With `compact`, a stop given as a scalar (or not at all) comes back as a 1-element array
-        that the backtest kernel broadcasts, instead of n copies of one number.
+        With `compact`, a stop or size given as a scalar (or not at all) comes back as a 1-element
+        array that the backtest kernel broadcasts, instead of n copies of one number.
         """
         out: dict[str, np.ndarray] = {}
         for key in ("long_entries", "long_exits", "short_entries", "short_exits"):
             out[key] = _as_bool(getattr(self, key), n, f"{name}.{key}")
         for key in ("stop_loss", "take_profit", "trailing_stop"):
             out[key] = _as_float(getattr(self, key), n, f"{name}.{key}", compact)
+        out["size"] = _as_size(self.size, n, f"{name}.size", compact)
         return out
 
 
@@ -452,6 +456,20 @@ def _as_float(value: Any, n: int, what: str, compact: bool = False) -> np.ndarra
         raise DataError(f"{what} has shape {arr.shape}, expected ({n},): return one value per bar")
     if np.any(arr[np.isfinite(arr)] < 0):
         raise DataError(f"{what} has negative stop distances; give fractions like 0.02 for 2 %")
+    return arr
+
+
+def _as_size(value: Any, n: int, what: str, compact: bool = False) -> np.ndarray:
+    if value is None:
+        return np.ones(1 if compact else n)
+    arr = np.asarray(value.to_numpy() if isinstance(value, pd.Series) else value, dtype=float)
+    if arr.ndim == 0:
+        arr = np.full(1 if compact else n, float(arr))
+    elif arr.shape != (n,):
+        raise DataError(f"{what} has shape {arr.shape}, expected ({n},): return one value per bar")
+    if np.any((arr[np.isfinite(arr)] < 0) | (arr[np.isfinite(arr)] > 1)) or np.isinf(arr).any():
+        raise DataError(f"{what} must lie in [0, 1] (a share of the sizing rule's size; NaN or 0 refuses "
+                        "the entry)")
     return arr
 
 

@@ -10,6 +10,8 @@ bars (its own feature set, from its lineage) and the model's P(label = 1); nothi
   ``P <= 1 - threshold``, covered when ``P > 1 - exit_threshold``.
 - A meta-label model (``label.kind: meta``) filters its primary strategy: a primary entry is taken
   when ``P >= threshold``, and the primary's own exits close the trade.
+- With ``bet_size=true`` each entry is sized by its probability (`bet_size`), as a share of what
+  the sizing rule gives (`Signals.size`).
 
 `ml_refit(<name>[@<version>])` is the same version's *recipe* (features, label, estimator and its
 parameters, sample weights) refitted walk-forward inside the bars instead: at every `refit_every`
@@ -71,34 +73,52 @@ def model_strategy(spec: str) -> Strategy:
     return strategy
 
 
+def bet_size(prob: np.ndarray) -> np.ndarray:
+    """The size a probability of being right supports (López de Prado's bet sizing): 2 N(z) - 1 with
+    z = (p - 1/2) / sqrt(p (1 - p)); 0 at p <= 1/2, 1 as p nears 1."""
+    from scipy.stats import norm
+
+    q = np.clip(prob, 1e-12, 1 - 1e-12)
+    with np.errstate(invalid="ignore"):
+        return np.where(prob > 0.5, 2.0 * norm.cdf((q - 0.5) / np.sqrt(q * (1.0 - q))) - 1.0, 0.0)
+
+
 def _trade(prob: np.ndarray, bars: pd.DataFrame, p: Mapping[str, Any], primary: Strategy | None,
            primary_params: Mapping[str, Any]) -> Signals:
-    """Signals from P(label = 1) per bar: thresholds, or a filter of the primary's entries."""
+    """Signals from P(label = 1) per bar: thresholds, or a filter of the primary's entries; with
+    `bet_size`, each entry sized by its probability (`bet_size`: shorts by 1 - P)."""
+    sized = bool(p.get("bet_size"))
     with np.errstate(invalid="ignore"):
         take = prob >= float(p["threshold"])
         if primary is not None:
             arrays = primary.signals(bars, primary_params).arrays(len(bars), primary.name)
             return Signals(arrays["long_entries"] & take, arrays["long_exits"],
                            arrays["short_entries"] & take, arrays["short_exits"],
+                           size=bet_size(prob) if sized else None,
                            extras={"p": prob, "primary": primary.name})
         exits = prob < float(p["exit_threshold"])
         if not p["short"]:
-            return Signals(take, exits, extras={"p": prob})
+            return Signals(take, exits, size=bet_size(prob) if sized else None, extras={"p": prob})
         short = prob <= 1.0 - float(p["threshold"])
         cover = prob > 1.0 - float(p["exit_threshold"])
-    return Signals(take, exits, short, cover, extras={"p": prob})
+        size = np.where(short, bet_size(1.0 - prob), bet_size(prob)) if sized else None
+    return Signals(take, exits, short, cover, size=size, extras={"p": prob})
 
 
 def _space(meta: bool) -> ParamSpace:
+    sizing = bool_param("bet_size", False, doc="size each entry by its probability (2 N(z) - 1, z = (p - "
+                        "1/2) / sqrt(p (1 - p))) as a share of the sizing rule's; else the full size")
     if meta:
         return ParamSpace.of(float_param("threshold", 0.5, 0.05, 0.95, step=0.05,
-                                         doc="take a primary entry when P(the trade pays) is at least this"))
+                                         doc="take a primary entry when P(the trade pays) is at least this"),
+                             sizing)
     threshold = float_param("threshold", 0.55, 0.5, 0.95, step=0.05,
                             doc="enter when the model's P(label = 1) is at least this")
     return ParamSpace.of(
         threshold,
         float_param("exit_threshold", 0.5, 0.05, 0.9, step=0.05, doc="exit a long when P falls below this"),
         bool_param("short", False, doc="also short when P <= 1 - threshold (cover above 1 - exit_threshold)"),
+        sizing,
         constraints=["exit_threshold <= threshold"],
     )
 
