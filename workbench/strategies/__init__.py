@@ -12,6 +12,7 @@ from workbench.strategies.base import (
     float_param,
     int_param,
 )
+from workbench.strategies.mtf import higher_timeframe, on_higher_timeframe
 from workbench.strategies.registry import discover, get_strategy, list_strategies, register
 
 __all__ = [
@@ -26,7 +27,9 @@ __all__ = [
     "discover",
     "float_param",
     "get_strategy",
+    "higher_timeframe",
     "int_param",
     "list_strategies",
+    "on_higher_timeframe",
     "register",
 ]
