@@ -9,7 +9,9 @@ Inputs
              run on the union of the timestamps, see SEMANTICS.md)
     signals  dict symbol -> dict of arrays: long_entries long_exits short_entries short_exits
              (bool) and stop_loss take_profit trailing_stop (float fractions, NaN = none), and
-             optionally size (the share of the sizing rule's fraction, [0, 1]; 0 or NaN refuses)
+             optionally size (the share of the sizing rule's fraction, [0, 1]; 0 or NaN refuses), and
+             entry orders: order ("market" | "limit" | "stop" | "stop_limit" per bar), limit_price,
+             stop_price (absolute, NaN = none) and tif (bars the order rests), SEMANTICS.md "Entry orders"
     settings a `Settings`
 
 Output: a `Result` with the orders, the value of the portfolio at every bar's close, the round
@@ -25,6 +27,7 @@ import pandas as pd
 
 SIGNAL_KEYS = ("long_entries", "long_exits", "short_entries", "short_exits")
 STOP_KEYS = ("stop_loss", "take_profit", "trailing_stop")
+ORDER_KEYS = ("order", "limit_price", "stop_price", "tif")
 
 
 @dataclass
@@ -49,6 +52,7 @@ class Settings:
     lot: float = 0.0  # size increment (0 = any size); quantities round down to a multiple of it
     min_qty: float = 0.0  # an entry below this quantity is refused
     min_notional: float = 0.0  # an entry below this value (quantity x fill price) is refused
+    limit_fill: str = "through"  # a resting limit fills when the price trades through it, or "touch"
 
 
 @dataclass
@@ -92,6 +96,45 @@ class Result:
     benchmark: list[float]
     cash: float
     interest: float = 0.0  # margin interest paid in total
+
+
+@dataclass
+class _Resting:
+    """A resting entry order of one symbol (SEMANTICS.md "Entry orders")."""
+
+    long: bool
+    kind: str  # limit | stop | stop_limit
+    limit: float
+    stop: float
+    sbar: int  # the signal's own bar: the order rests on own bars sbar+1 .. last
+    last: int
+    triggered: bool = False  # a stop-limit whose trigger was passed at an open above its limit
+    triggered_at: int = -1  # the own bar of that open: it rests as a limit from the next bar
+
+
+def check_entry_orders(sig: dict, close: list[float]) -> None:
+    """The refusals of SEMANTICS.md "Entry orders", for the bars that enter."""
+    kinds = sig.get("order")
+    if kinds is None:
+        return
+    for b, kind in enumerate(kinds):
+        entering = bool(sig["long_entries"][b]) or bool(sig["short_entries"][b])
+        if kind == "market" or not entering:
+            continue
+        long = bool(sig["long_entries"][b])
+        lim, stp, tif = float(sig["limit_price"][b]), float(sig["stop_price"][b]), int(sig["tif"][b])
+        if tif < 1:
+            raise ValueError(f"bar {b}: a time in force of {tif} bars; give at least 1")
+        if kind in ("limit", "stop_limit") and not (lim > 0):
+            raise ValueError(f"bar {b}: a {kind} order without a limit price")
+        if kind in ("stop", "stop_limit") and not (stp > 0):
+            raise ValueError(f"bar {b}: a {kind} order without a stop price")
+        if kind == "limit" and (lim >= close[b] if long else lim <= close[b]):
+            raise ValueError(f"bar {b}: a {'buy' if long else 'sell'} limit on the wrong side of the close")
+        if kind in ("stop", "stop_limit") and (stp <= close[b] if long else stp >= close[b]):
+            raise ValueError(f"bar {b}: a {'buy' if long else 'sell'} stop on the wrong side of the close")
+        if kind == "stop_limit" and (lim < stp if long else lim > stp):
+            raise ValueError(f"bar {b}: a stop-limit whose limit is on the wrong side of its trigger")
 
 
 @dataclass
@@ -231,8 +274,12 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
     c = {k: _column(bars[k], "close") for k in symbols}
     slip = {k: slippage_per_bar(c[k], s) for k in symbols}
     atrs = {k: atr(h[k], lo[k], c[k], s.atr_window) for k in symbols}
-    sig = {k: {key: list(signals[k][key]) for key in (*SIGNAL_KEYS, *STOP_KEYS, "size") if key in signals[k]}
-           for k in symbols}
+    sig = {k: {key: list(signals[k][key]) for key in (*SIGNAL_KEYS, *STOP_KEYS, "size", *ORDER_KEYS)
+               if key in signals[k]} for k in symbols}
+    for k in symbols:
+        check_entry_orders(sig[k], c[k])
+    resting: dict[str, _Resting | None] = {k: None for k in symbols}
+    fresh: set[str] = set()  # symbols entered intrabar by a resting order in this bar
     mark = {k: math.nan for k in symbols}  # last close seen of each symbol
 
     cash = s.init_cash
@@ -269,12 +316,13 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
         b = own[k][i]
         return field[k][b] if b is not None else mark[k]
 
-    def open_position(k: str, i: int, sbar: int, long: bool, field: dict[str, list[float]]) -> None:
-        """Enter k at union bar i at its own bar's `field` price (before slippage), from the signals of
-        its own bar `sbar`."""
+    def open_position(k: str, i: int, sbar: int, long: bool, field: dict[str, list[float]],
+                      px: float | None = None, slipped: bool = True) -> None:
+        """Enter k at union bar i at its own bar's `field` price (before slippage; `px` instead for a
+        resting order's fill, with no slippage unless `slipped`), from the signals of its own bar `sbar`."""
         nonlocal cash
         b = own[k][i]
-        px = field[k][b]
+        px = field[k][b] if px is None else px
         sl, tp, tsl = (float(sig[k][key][sbar]) for key in STOP_KEYS)
         equity = cash + sum(pos[m].qty * price(m, i, field) for m in symbols if pos[m].qty != 0)
         if s.sizing == "fixed":
@@ -298,8 +346,9 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
         f = min(f * size, s.max_exposure)
         if equity <= 0:
             return
+        sl_b = slip[k][b] if slipped else 0.0
         if long:
-            fill = px * (1 + slip[k][b])
+            fill = px * (1 + sl_b)
             # the fee is reserved: the entry spends f * equity, its fee included
             q = f * equity / (fill * (1 + s.fees))
             # cash may go below 0 (margin) only down to what the exposure cap allows
@@ -318,7 +367,7 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
             cash = floor if not s.lot and (capped or rest - floor <= 1e-9 * equity) else rest
             side, qty = "buy", q
         else:
-            fill = px * (1 - slip[k][b])
+            fill = px * (1 - sl_b)
             q = _round_lot(f * equity / (fill * (1 + s.fees)), s)
             if q <= 0 or q < s.min_qty or q * fill < s.min_notional:
                 return
@@ -339,6 +388,9 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
             if k in stopped or k not in sbars:
                 continue
             le, lx, se, sx = _effective_signals(sig[k], sbars[k], s.direction)
+            r = resting[k]
+            if r is not None and (le or se or (lx if r.long else sx)):
+                resting[k] = None  # replaced by the new entry, or cancelled by an exit of its side
             p = pos[k].qty
             if p > 0:
                 if se:
@@ -359,7 +411,58 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
         for k in exits:
             close_position(k, i, field[k][own[k][i]], "exit")
         for k, long in entries:
-            open_position(k, i, sbars[k], long, field)
+            kind = sig[k]["order"][sbars[k]] if "order" in sig[k] else "market"
+            if kind == "market":
+                open_position(k, i, sbars[k], long, field)
+                continue
+            sb = sbars[k]
+            resting[k] = _Resting(long, kind, float(sig[k]["limit_price"][sb]),
+                                  float(sig[k]["stop_price"][sb]), sb, sb + int(sig[k]["tif"][sb]))
+
+    def resting_fills(i: int, at_open: bool, stopped: set[str]) -> None:
+        """Resting entries of the symbols with a bar at i: those that fill at the open, or intrabar."""
+        for k in symbols:
+            r, b = resting[k], own[k][i]
+            if r is None or b is None or k in stopped or pos[k].qty != 0:
+                continue
+            if b > r.last:
+                resting[k] = None  # expired
+                continue
+            if b <= r.sbar:
+                continue  # not resting yet (placed at this bar's close, or later)
+            sign = 1.0 if r.long else -1.0  # prices above are "up" for a buy's stop, "down" for a sell's
+            op, hi, low = o[k][b], h[k][b], lo[k][b]
+            px, slipped = None, False
+            if at_open:
+                if r.kind == "limit" or r.triggered:
+                    if sign * (op - r.limit) <= 0:
+                        px = op
+                elif r.kind == "stop" and sign * (op - r.stop) >= 0:
+                    px, slipped = op, True
+                elif r.kind == "stop_limit" and sign * (op - r.stop) >= 0:
+                    if sign * (op - r.limit) <= 0:
+                        px = op
+                    else:
+                        r.triggered, r.triggered_at = True, b  # past its limit: a limit from the next bar
+                        continue
+            else:
+                if r.triggered and r.triggered_at == b:
+                    continue
+                far = low if r.long else hi  # how far the price went in the order's favour
+                if r.kind == "limit" or r.triggered:
+                    gap = sign * (far - r.limit)
+                    if gap < 0 or (gap == 0 and s.limit_fill == "touch"):
+                        px = r.limit
+                elif r.kind in ("stop", "stop_limit"):
+                    reach = hi if r.long else low
+                    if sign * (reach - r.stop) >= 0:
+                        px, slipped = r.stop, r.kind == "stop"
+            if px is None:
+                continue
+            resting[k] = None
+            open_position(k, i, r.sbar, r.long, o, px, slipped)
+            if not at_open and pos[k].qty != 0:
+                fresh.add(k)
 
     for i in range(n):
         stopped: set[str] = set()
@@ -393,6 +496,10 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
         # 2. next_open: each symbol's previous own bar's signals at this own bar's open
         if s.fill == "next_open":
             signal_orders(i, {k: own[k][i] - 1 for k in here if own[k][i] >= 1}, o, stopped)
+        # 2b. resting entries: those filled at the open, then those filled intrabar
+        fresh.clear()
+        resting_fills(i, True, stopped)
+        resting_fills(i, False, stopped)
         # 3. intrabar stops (stop-loss first), then the trailing reference moves
         for k in here:
             p = pos[k]
@@ -401,6 +508,11 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
             b = own[k][i]
             level, why = _stop_level(p)
             target = _target_level(p)
+            if k in fresh:  # entered intrabar: its stop-loss may be hit in the same bar, not its target
+                if level is not None and (lo[k][b] <= level if p.qty > 0 else h[k][b] >= level):
+                    close_position(k, i, level, why)
+                    stopped.add(k)
+                continue
             if p.qty > 0:
                 if level is not None and lo[k][b] <= level:
                     close_position(k, i, level, why)

@@ -1,0 +1,128 @@
+"""Entry orders (SEMANTICS.md "Entry orders"): limit, stop and stop-limit entries resting for a time
+in force, in the reference simulator, against hand-made candles. Bar 0 closes at 100 and signals the
+entry; with next-open fills the order rests from bar 1. Fees 0, slippage 1 % (market and stop fills
+pay it, limit fills do not), the whole equity (100,000) per entry."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import reference_sim as ref
+
+NAN = math.nan
+SLIP = 0.01
+
+
+def run(candles: list[tuple[float, float, float, float]], order: str, *, limit: float = NAN,
+        stop: float = NAN, tif: int = 3, short: bool = False, fill: str = "next_open",
+        limit_fill: str = "through", sl: float = NAN, tp: float = NAN,
+        more: dict[int, dict[str, Any]] | None = None) -> ref.Result:
+    """The reference on `candles` (open, high, low, close) with one entry signalled at bar 0;
+    `more` adds signals on later bars ({bar: {key: value}})."""
+    n = len(candles)
+    index = pd.date_range("2025-01-01", periods=n, freq="1D", tz="UTC")
+    bars = pd.DataFrame(candles, columns=["open", "high", "low", "close"], index=index).assign(volume=1.0)
+    sig: dict[str, Any] = {k: np.zeros(n, dtype=bool) for k in ref.SIGNAL_KEYS}
+    sig["short_entries" if short else "long_entries"][0] = True
+    sig["stop_loss"], sig["take_profit"] = np.full(n, sl), np.full(n, tp)
+    sig["trailing_stop"] = np.full(n, NAN)
+    sig["order"], sig["limit_price"] = ["market"] * n, np.full(n, NAN)
+    sig["stop_price"], sig["tif"] = np.full(n, NAN), np.ones(n, dtype=int)
+    sig["order"][0], sig["limit_price"][0], sig["stop_price"][0], sig["tif"][0] = order, limit, stop, tif
+    for bar, values in (more or {}).items():
+        for key, value in values.items():
+            sig[key][bar] = value
+    settings = ref.Settings(slippage=SLIP, fill=fill, fraction=1.0, limit_fill=limit_fill,
+                            periods_per_year=365)
+    return ref.simulate({"X": bars}, {"X": sig}, settings)
+
+
+def entry(res: ref.Result) -> tuple[int, float] | None:
+    """(bar, fill price) of the first entry, None if nothing filled."""
+    found = [(o.bar, o.price) for o in res.orders if o.reason == "entry"]
+    return found[0] if found else None
+
+
+C0 = (100.0, 101.0, 99.0, 100.0)  # the signal bar
+CASES: list[tuple[str, list, dict[str, Any], tuple[int, float] | None]] = [
+    # (what, candles after bar 0, order, expected (bar, price))
+    ("buy limit not reached, then traded through", [(100, 101, 96, 97), (97, 98, 94, 95)],
+     {"order": "limit", "limit": 95.0}, (2, 95.0)),
+    ("buy limit: a gap through it fills at the better open", [(94, 96, 93, 95)],
+     {"order": "limit", "limit": 95.0}, (1, 94.0)),
+    ("buy limit: a low at the limit is no fill (through)", [(97, 98, 95, 96)],
+     {"order": "limit", "limit": 95.0}, None),
+    ("buy limit: a low at the limit fills with touch", [(97, 98, 95, 96)],
+     {"order": "limit", "limit": 95.0, "limit_fill": "touch"}, (1, 95.0)),
+    ("buy stop crossed intrabar fills at the stop, slipped", [(100, 106, 99, 104)],
+     {"order": "stop", "stop": 105.0}, (1, 105.0 * (1 + SLIP))),
+    ("buy stop: a gap above fills at the open, slipped", [(107, 108, 106, 107)],
+     {"order": "stop", "stop": 105.0}, (1, 107.0 * (1 + SLIP))),
+    ("stop-limit triggered intrabar fills at the trigger", [(100, 105.5, 99, 105)],
+     {"order": "stop_limit", "stop": 105.0, "limit": 106.0}, (1, 105.0)),
+    ("stop-limit triggered at an open within the limit fills there", [(105.5, 107, 105, 106)],
+     {"order": "stop_limit", "stop": 105.0, "limit": 106.0}, (1, 105.5)),
+    ("stop-limit: an open past the limit waits a bar, then a limit",
+     [(108, 109, 104, 108), (107, 108, 105.5, 106)],
+     {"order": "stop_limit", "stop": 105.0, "limit": 106.0}, (2, 106.0)),
+    ("a time in force of 2 bars expires before the fall",
+     [(99, 100, 97, 98), (98, 99, 96, 97), (96, 97, 90, 91)],
+     {"order": "limit", "limit": 95.0, "tif": 2}, None),
+    ("sell limit (short) traded through above", [(100, 106, 99, 105)],
+     {"order": "limit", "limit": 105.0, "short": True}, (1, 105.0)),
+    ("sell stop (short) crossed below, slipped", [(100, 101, 94, 95)],
+     {"order": "stop", "stop": 95.0, "short": True}, (1, 95.0 * (1 - SLIP))),
+    ("close fills: the order rests from the next bar", [(94, 96, 93, 95)],
+     {"order": "limit", "limit": 95.0, "fill": "close"}, (1, 94.0)),
+    ("a market entry is unchanged", [(102, 103, 101, 102)], {"order": "market"}, (1, 102.0 * (1 + SLIP))),
+]
+
+
+@pytest.mark.parametrize(("what", "after", "order", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_entry_order_candles(what: str, after: list, order: dict[str, Any],
+                             expected: tuple[int, float] | None) -> None:
+    order = dict(order)
+    kind = order.pop("order")
+    got = entry(run([C0, *[tuple(map(float, c)) for c in after]], kind, **order))
+    if expected is None:
+        assert got is None, what
+    else:
+        assert got is not None and got[0] == expected[0], what
+        assert got[1] == pytest.approx(expected[1], rel=1e-12), what
+
+
+def test_an_exit_cancels_a_resting_entry_and_a_new_entry_replaces_it() -> None:
+    candles = [C0, (99, 100, 97, 98), (97, 98, 93, 94), (93, 94, 91, 92)]
+    cancelled = run(candles, "limit", limit=95.0, tif=5, more={1: {"long_exits": True}})
+    assert entry(cancelled) is None
+    replaced = run(candles, "limit", limit=95.0, tif=5,
+                   more={1: {"long_entries": True, "order": "limit", "limit_price": 91.5, "tif": 5}})
+    assert entry(replaced) == (3, 91.5)  # 95 would have filled on bar 2 (low 93); 91.5 fills on bar 3
+    assert entry(run(candles, "limit", limit=95.0, tif=5)) == (2, 95.0)
+
+
+def test_a_limit_filled_intrabar_can_be_stopped_in_the_same_bar_but_not_take_profit() -> None:
+    # buy limit 95, filled as the bar falls to 92: its 2 % stop (93.1) is hit in the same bar
+    res = run([C0, (97, 99, 92, 94)], "limit", limit=95.0, sl=0.02)
+    assert [(o.bar, o.reason, round(o.price, 6)) for o in res.orders] == [
+        (1, "entry", 95.0), (1, "stop_loss", round(95.0 * 0.98 * (1 - SLIP), 6))]
+    # the same bar's high above the 1 % target does not take profit (the high may have come first)
+    held = run([C0, (97, 99, 94, 96)], "limit", limit=95.0, tp=0.01)
+    assert [o.reason for o in held.orders] == ["entry"]
+
+
+@pytest.mark.parametrize(("kind", "values", "message"), [
+    ("limit", {"limit": 101.0}, "buy limit on the wrong side of the close"),
+    ("stop", {"stop": 99.0}, "buy stop on the wrong side of the close"),
+    ("limit", {"limit": 95.0, "tif": 0}, "a time in force of 0 bars"),
+    ("stop_limit", {"stop": 105.0}, "a stop_limit order without a limit price"),
+    ("stop_limit", {"stop": 105.0, "limit": 104.0}, "limit is on the wrong side of its trigger"),
+    ("limit", {"limit": 99.0, "short": True}, "sell limit on the wrong side of the close"),
+])
+def test_bad_entry_orders_are_refused(kind: str, values: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        run([C0, (100, 101, 99, 100)], kind, **values)
