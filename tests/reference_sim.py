@@ -10,8 +10,9 @@ Inputs
     signals  dict symbol -> dict of arrays: long_entries long_exits short_entries short_exits
              (bool) and stop_loss take_profit trailing_stop (float fractions, NaN = none), and
              optionally size (the share of the sizing rule's fraction, [0, 1]; 0 or NaN refuses), and
-             entry orders: order ("market" | "limit" | "stop" | "stop_limit" per bar), limit_price,
-             stop_price (absolute, NaN = none) and tif (bars the order rests), SEMANTICS.md "Entry orders"
+             entry orders: order_type ("market" | "limit" | "stop" | "stop_limit" per bar), limit_price,
+             stop_price (absolute, NaN = none) and time_in_force (bars the order rests), SEMANTICS.md
+             "Entry orders"
     settings a `Settings`
 
 Output: a `Result` with the orders, the value of the portfolio at every bar's close, the round
@@ -27,7 +28,7 @@ import pandas as pd
 
 SIGNAL_KEYS = ("long_entries", "long_exits", "short_entries", "short_exits")
 STOP_KEYS = ("stop_loss", "take_profit", "trailing_stop")
-ORDER_KEYS = ("order", "limit_price", "stop_price", "tif")
+ORDER_KEYS = ("order_type", "limit_price", "stop_price", "time_in_force")
 
 
 @dataclass
@@ -114,15 +115,15 @@ class _Resting:
 
 def check_entry_orders(sig: dict, close: list[float]) -> None:
     """The refusals of SEMANTICS.md "Entry orders", for the bars that enter."""
-    kinds = sig.get("order")
+    kinds = sig.get("order_type")
     if kinds is None:
         return
     for b, kind in enumerate(kinds):
-        entering = bool(sig["long_entries"][b]) or bool(sig["short_entries"][b])
-        if kind == "market" or not entering:
+        long, short = bool(sig["long_entries"][b]), bool(sig["short_entries"][b])
+        if kind == "market" or long == short:  # no entry, or both: they cancel
             continue
-        long = bool(sig["long_entries"][b])
-        lim, stp, tif = float(sig["limit_price"][b]), float(sig["stop_price"][b]), int(sig["tif"][b])
+        lim, stp = float(sig["limit_price"][b]), float(sig["stop_price"][b])
+        tif = int(sig["time_in_force"][b])
         if tif < 1:
             raise ValueError(f"bar {b}: a time in force of {tif} bars; give at least 1")
         if kind in ("limit", "stop_limit") and not (lim > 0):
@@ -411,13 +412,13 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
         for k in exits:
             close_position(k, i, field[k][own[k][i]], "exit")
         for k, long in entries:
-            kind = sig[k]["order"][sbars[k]] if "order" in sig[k] else "market"
+            kind = sig[k]["order_type"][sbars[k]] if "order_type" in sig[k] else "market"
             if kind == "market":
                 open_position(k, i, sbars[k], long, field)
                 continue
             sb = sbars[k]
             resting[k] = _Resting(long, kind, float(sig[k]["limit_price"][sb]),
-                                  float(sig[k]["stop_price"][sb]), sb, sb + int(sig[k]["tif"][sb]))
+                                  float(sig[k]["stop_price"][sb]), sb, sb + int(sig[k]["time_in_force"][sb]))
 
     def resting_fills(i: int, at_open: bool, stopped: set[str]) -> None:
         """Resting entries of the symbols with a bar at i: those that fill at the open, or intrabar."""

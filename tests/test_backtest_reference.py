@@ -110,6 +110,20 @@ def random_case(seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, dict], re
             size[sizes.random(n) < 0.1] = np.nan
             size[sizes.random(n) < 0.1] = 0.0
             signals[sym]["size"] = size
+    orders = np.random.default_rng(seed + 9000)  # entry orders (SEMANTICS.md "Entry orders"), own stream
+    for sym in symbols:
+        if orders.random() < 0.5:
+            continue
+        sig, close = signals[sym], bars[sym]["close"].to_numpy()
+        kinds = np.array(["market", "limit", "stop", "stop_limit"])[orders.integers(0, 4, n)]
+        long = sig["long_entries"] & ~sig["short_entries"]
+        side = np.where(long, 1.0, -1.0)
+        away = orders.uniform(0.002, 0.03, n)  # limits below a buy's close, stops above (a sell mirrored)
+        limit = np.where(kinds == "limit", close * (1 - side * away), np.nan)
+        stop = np.where(np.isin(kinds, ["stop", "stop_limit"]), close * (1 + side * away), np.nan)
+        limit = np.where(kinds == "stop_limit", stop * (1 + side * orders.uniform(0.0, 0.01, n)), limit)
+        sig["order_type"], sig["limit_price"], sig["stop_price"] = kinds, limit, stop
+        sig["time_in_force"] = orders.integers(1, 6, n)
     return bars, signals, settings
 
 

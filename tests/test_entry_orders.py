@@ -30,9 +30,10 @@ def run(candles: list[tuple[float, float, float, float]], order: str, *, limit: 
     sig["short_entries" if short else "long_entries"][0] = True
     sig["stop_loss"], sig["take_profit"] = np.full(n, sl), np.full(n, tp)
     sig["trailing_stop"] = np.full(n, NAN)
-    sig["order"], sig["limit_price"] = ["market"] * n, np.full(n, NAN)
-    sig["stop_price"], sig["tif"] = np.full(n, NAN), np.ones(n, dtype=int)
-    sig["order"][0], sig["limit_price"][0], sig["stop_price"][0], sig["tif"][0] = order, limit, stop, tif
+    sig["order_type"], sig["limit_price"] = ["market"] * n, np.full(n, NAN)
+    sig["stop_price"], sig["time_in_force"] = np.full(n, NAN), np.ones(n, dtype=int)
+    sig["order_type"][0], sig["limit_price"][0], sig["stop_price"][0] = order, limit, stop
+    sig["time_in_force"][0] = tif
     for bar, values in (more or {}).items():
         for key, value in values.items():
             sig[key][bar] = value
@@ -100,7 +101,8 @@ def test_an_exit_cancels_a_resting_entry_and_a_new_entry_replaces_it() -> None:
     cancelled = run(candles, "limit", limit=95.0, tif=5, more={1: {"long_exits": True}})
     assert entry(cancelled) is None
     replaced = run(candles, "limit", limit=95.0, tif=5,
-                   more={1: {"long_entries": True, "order": "limit", "limit_price": 91.5, "tif": 5}})
+                   more={1: {"long_entries": True, "order_type": "limit", "limit_price": 91.5,
+                                  "time_in_force": 5}})
     assert entry(replaced) == (3, 91.5)  # 95 would have filled on bar 2 (low 93); 91.5 fills on bar 3
     assert entry(run(candles, "limit", limit=95.0, tif=5)) == (2, 95.0)
 
@@ -126,3 +128,127 @@ def test_a_limit_filled_intrabar_can_be_stopped_in_the_same_bar_but_not_take_pro
 def test_bad_entry_orders_are_refused(kind: str, values: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         run([C0, (100, 101, 99, 100)], kind, **values)
+
+
+# ---------------------------------------------------------------- the engine and the sweep
+def _pullback(bars: pd.DataFrame, p: dict) -> Any:
+    """After a fast/slow SMA cross up, buy a pullback: a limit `offset` below the close, resting
+    `tif` bars (or a breakout stop `offset` above it, with order=stop); out on the cross down."""
+    from workbench.strategies import Signals
+    from workbench.strategies import indicators as ind
+
+    c = bars["close"].to_numpy()
+    fast, slow = ind.sma(c, int(p["fast"])), ind.sma(c, int(p["slow"]))
+    with np.errstate(invalid="ignore"):
+        up = (fast > slow) & ~(np.roll(fast, 1) > np.roll(slow, 1))
+        down = (fast < slow) & ~(np.roll(fast, 1) < np.roll(slow, 1))
+    kind = ["market", "limit", "stop"][int(p["order"])]
+    offset = float(p["offset"])
+    price = c * (1 - offset) if kind == "limit" else c * (1 + offset)
+    return Signals(up, down, order_type=kind, limit_price=price if kind == "limit" else None,
+                   stop_price=price if kind == "stop" else None, time_in_force=int(p["tif"]))
+
+
+def _pullback_strategy() -> Any:
+    from workbench.strategies.base import ParamSpace, Strategy, float_param, int_param
+
+    return Strategy("pullback", ParamSpace.of(
+        int_param("fast", 10, 5, 20, step=5), int_param("slow", 40, 30, 60, step=10),
+        int_param("order", 1, 0, 2), float_param("offset", 0.01, 0.002, 0.03, step=0.004),
+        int_param("tif", 3, 1, 10)), _pullback, warmup=lambda p: int(p["slow"]) + 1)
+
+
+@pytest.fixture(scope="module")
+def hourly() -> pd.DataFrame:
+    from workbench.data.sources.synthetic import SyntheticSource
+
+    bars = SyntheticSource(seed=5).bars("BTC/USDT", "1h", pd.Timestamp("2025-01-01", tz="UTC"),
+                                        pd.Timestamp("2025-04-01", tz="UTC")).set_index("ts")
+    bars.attrs["timeframe"] = "1h"
+    return bars
+
+
+def test_the_engine_fills_limit_and_stop_entries_as_the_reference_does(hourly: pd.DataFrame) -> None:
+    from workbench.backtest.engine import Costs, backtest
+
+    strat = _pullback_strategy()
+    for order in (1, 2):
+        params = {"order": order, "offset": 0.006, "tif": 4}
+        res = backtest(strat, hourly, params, costs=Costs(fees=0.001, slippage=0.0005))
+        sig = {k: np.asarray(v) for k, v in strat.signals(hourly, params).arrays(len(hourly)).items()}
+        sig["order_type"] = np.array(["market", "limit", "stop"])[sig["order_type"].astype(int)]
+        expected = ref.simulate({"X": hourly}, {"X": sig}, ref.Settings(
+            fees=0.001, slippage=0.0005, fraction=1.0, periods_per_year=8760))
+        got = res.orders
+        assert len(got) == len(expected.orders) > 4
+        entries = got[got["reason"] == "entry"]
+        want = [o for o in expected.orders if o.reason == "entry"]
+        np.testing.assert_allclose(entries["price"].to_numpy(), [o.price for o in want], rtol=1e-12)
+        closes = hourly["close"].reindex(entries["time"]).to_numpy()
+        assert not np.allclose(entries["price"].to_numpy(), closes)  # filled at their levels, not the bar
+
+
+def test_sweep_rows_equal_backtests_for_limit_and_stop_entries(hourly: pd.DataFrame) -> None:
+    from workbench.backtest.engine import backtest
+    from workbench.backtest.sweep import sweep
+
+    strat = _pullback_strategy()
+    result = sweep(strat, hourly, {"order": [0, 1, 2], "tif": [1, 5]}, fixed={"offset": 0.006})
+    assert len(result.table) == 6
+    returns = {}
+    for _, row in result.table.iterrows():
+        p = {k: row[k].item() if hasattr(row[k], "item") else row[k]
+             for k in ("fast", "slow", "order", "offset", "tif")}
+        bt = backtest(strat, hourly, p)
+        assert row["total_return"] == pytest.approx(bt.metrics["total_return"], rel=1e-9, abs=1e-12), p
+        assert row["n_trades"] == bt.metrics["n_trades"], p
+        returns[(p["order"], p["tif"])] = bt.metrics["total_return"]
+    assert len(set(returns.values())) > 3  # the order type and its time in force change the result
+
+
+def test_bad_entry_orders_are_one_line_in_the_engine(hourly: pd.DataFrame) -> None:
+    from workbench.backtest.engine import simulate
+    from workbench.errors import DataError
+    from workbench.strategies import Signals
+
+    n = len(hourly)
+    up = np.zeros(n, dtype=bool)
+    up[100] = True
+    close = hourly["close"].to_numpy()
+    cases = [
+        (Signals(up, order_type="limit", limit_price=close * 1.01),
+         "a limit entry on bar 100 with a limit on the wrong side of the signal bar's close"),
+        (Signals(up, order_type="stop"), "a stop entry on bar 100 without its stop_price"),
+        (Signals(up, order_type="stop_limit", stop_price=close * 1.01, limit_price=close * 1.005),
+         "whose limit is on the wrong side of its stop"),
+        (Signals(up, order_type="limit", limit_price=close * 0.99, time_in_force=0),
+         "time_in_force must be a whole number of bars, at least 1"),
+        (Signals(up, order_type="limt"), "unknown order type 'limt' .did you mean 'limit'"),
+    ]
+    for sig, message in cases:
+        with pytest.raises(DataError, match=message) as err:
+            simulate(hourly, sig)
+        assert "\n" not in str(err.value)
+
+
+def test_the_paper_runner_refuses_limit_entries_in_one_line(tmp_path: Any) -> None:
+    """Until the brokers send them (issue: execution realism), a paper run says so rather than
+    trading a limit entry at market."""
+    from paper_helpers import build_lake, spec_for
+
+    from workbench.errors import ConfigError
+    from workbench.paper.replay import replay
+    from workbench.strategies import registry
+
+    lake = build_lake(tmp_path / "lake", symbols=("BTC/USDT",))
+    strat = _pullback_strategy()
+    registry.list_strategies()
+    registry.register(strat)
+    try:
+        spec = spec_for("pullback", {"order": 1, "offset": 0.002, "tif": 2})
+        with pytest.raises(ConfigError, match=r"enters with a limit order; the paper runner sends market "
+                                              r"entries only so far") as err:
+            replay(spec, "2025-03-01", "2025-03-15", lake=lake, workdir=tmp_path / "replay")
+        assert "\n" not in str(err.value)
+    finally:
+        registry._BUILTINS.pop("pullback", None)

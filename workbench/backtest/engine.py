@@ -752,6 +752,43 @@ def signal_matrices(per_symbol: list[dict[str, np.ndarray]], n: int, direction: 
     return le, lx, se, sx, col("stop_loss"), col("take_profit"), col("trailing_stop")
 
 
+def entry_order_matrices(placed: list[dict[str, np.ndarray]], n: int) -> tuple[np.ndarray, ...]:
+    """Order type codes, limit and stop prices and times in force (flexible (n or 1, m)) for the kernel."""
+    return tuple(_compact(flex_columns([a[key] for a in placed], n))
+                 for key in ("order_type", "limit_price", "stop_price", "time_in_force"))
+
+
+def check_entry_orders(arrs: Mapping[str, np.ndarray], close: np.ndarray, who: str) -> None:
+    """SEMANTICS.md "Entry orders", refusals: an entry order that would fill at once, or lacks a price."""
+    kind = np.broadcast_to(arrs["order_type"], close.shape)
+    if not kind.any():
+        return
+    long = arrs["long_entries"] & ~arrs["short_entries"]  # a bar with both enters neither
+    short = arrs["short_entries"] & ~arrs["long_entries"]
+    lim = np.broadcast_to(arrs["limit_price"], close.shape)
+    stp = np.broadcast_to(arrs["stop_price"], close.shape)
+    entering = long | short
+    limits = (kind == kernels.LIMIT) | (kind == kernels.STOP_LIMIT)
+    stops = (kind == kernels.STOP) | (kind == kernels.STOP_LIMIT)
+    at_once = "(it would fill at once: use a market order)"
+    with np.errstate(invalid="ignore"):
+        problems = [
+            limits & np.isnan(lim) & entering, "without its limit_price",
+            stops & np.isnan(stp) & entering, "without its stop_price",
+            (kind == kernels.LIMIT) & ((long & (lim >= close)) | (short & (lim <= close))),
+            f"with a limit on the wrong side of the signal bar's close {at_once}",
+            stops & ((long & (stp <= close)) | (short & (stp >= close))),
+            f"with a stop on the wrong side of the signal bar's close {at_once}",
+            (kind == kernels.STOP_LIMIT) & ((long & (lim < stp)) | (short & (lim > stp))),
+            "whose limit is on the wrong side of its stop (a buy stop-limit needs limit >= stop)",
+        ]
+    for mask, what in zip(problems[::2], problems[1::2], strict=True):
+        bad = np.flatnonzero(mask)
+        if bad.size:
+            name = kernels.ORDER_TYPES[int(kind[bad[0]])]
+            raise DataError(f"{who}: a {name} entry on bar {int(bad[0])} {what}")
+
+
 def sized(frac: np.ndarray, placed: list[dict[str, np.ndarray]], n: int) -> np.ndarray:
     """The sizing rule's fractions times the strategies' `size` (SEMANTICS.md "Sizing"): one
     broadcast row when no strategy sizes its entries."""
@@ -834,6 +871,8 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
     lag = int(fill is Fill.NEXT_OPEN)
     open_, high, low, close = tl.prices()
     arrs = {s: signals[s].arrays(len(frames[s]), f"{strategy}[{s}]", compact=True) for s in symbols}
+    for s in symbols:
+        check_entry_orders(arrs[s], frames[s]["close"].to_numpy(dtype=np.float64), f"{strategy}[{s}]")
     placed = tl.place_signals([arrs[s] for s in symbols], lag)
     le, lx, se, sx, sl, tp, tsl = signal_matrices(placed, n, direction)
     frac = sized(tl.sizing(sizing, sl, tsl, periods_per_year, lag), placed, n)
@@ -843,11 +882,13 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
     orders_buf = np.empty((3 * n * m + 1, kernels.N_ORDER_FIELDS))
     value, gross = np.empty(n), np.empty(n)
     stats = np.empty(kernels.N_STATS)
+    otype, olim, ostp, otif = entry_order_matrices(placed, n)
     k = kernels.simulate_nb(open_, high, low, close, le, lx, se, sx, _compact(sl), _compact(tp),
                             _compact(tsl), _compact(np.asarray(frac, dtype=np.float64)), _compact(slip),
                             float(costs.fees), float(init_cash), float(max_exposure),
                             lot_matrix(lot_map, symbols), costs.margin_rate / periods_per_year,
-                            fill is Fill.NEXT_OPEN, value, gross, orders_buf, stats, np.empty((1, 1)))
+                            fill is Fill.NEXT_OPEN, value, gross, orders_buf, stats, np.empty((1, 1)),
+                            otype, olim, ostp, otif, False)
     ob = orders_buf[:k]
     o_idx, o_col = ob[:, kernels.O_IDX].astype(np.int64), ob[:, kernels.O_COL].astype(np.int64)
     o_side, o_reason = ob[:, kernels.O_SIDE].astype(np.int64), ob[:, kernels.O_REASON].astype(np.int64)

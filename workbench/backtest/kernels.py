@@ -24,9 +24,13 @@ ST_CASH, ST_N_OPEN, ST_N_STOPS, ST_SUM_VALUE = 5, 6, 7, 8
 ST_INTEREST = 9
 N_STATS = 10
 
-# per-column position state, one row per column
+# per-column position state, one row per column, then the column's resting entry order
 POS, EPX, EFEE, REF, SL, TP, TSL = 0, 1, 2, 3, 4, 5, 6
-N_STATE = 7
+R_KIND, R_LONG, R_LIM, R_STP, R_SBAR, R_LEFT, R_FROM, R_TRIG = 7, 8, 9, 10, 11, 12, 13, 14
+N_STATE = 15
+# entry order types (SEMANTICS.md "Entry orders"; the codes `Signals.order_type` is stored as)
+MARKET, LIMIT, STOP, STOP_LIMIT = 0, 1, 2, 3
+ORDER_TYPES = ("market", "limit", "stop", "stop_limit")
 # order buffer columns (a float64 (capacity, 7) array: integers are exact in float64)
 O_IDX, O_COL, O_SIDE, O_SIZE, O_PRICE, O_FEES, O_REASON = 0, 1, 2, 3, 4, 5, 6
 N_ORDER_FIELDS = 7
@@ -93,7 +97,8 @@ def _any_signal(le, lx, se, sx, s):
 
 @numba.njit(**_NJ)
 def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
-                max_exposure, lots, margin_bar, at_open, value_out, gross_out, orders, stats, trades):
+                max_exposure, lots, margin_bar, at_open, value_out, gross_out, orders, stats, trades,
+                otype, olim, ostp, otif, touch):
     """Simulate one portfolio (all columns share cash); return the number of orders.
 
     Prices are (n, m); signals (n, m) booleans indexed by signal bar; `sl tp tsl frac slip` are
@@ -104,14 +109,18 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
     and return in exit order; `gross_out` (n,) the gross exposure per bar (a division per bar, so
     sweeps skip it). Pass arrays with one row (or element) to skip recording. `stats` (N_STATS,)
     receives the running totals. `lots` (3, m): each column's lot, minimum quantity and minimum
-    notional (0 = none); `margin_bar` the interest rate per bar on negative cash.
+    notional (0 = none); `margin_bar` the interest rate per bar on negative cash. `otype olim ostp
+    otif` (flexible, by signal bar): each entry's order type code, limit and stop prices and time in
+    force in the column's own bars; `touch` fills a resting limit when the price touches it.
     """
     n, m = close.shape
     lag = 1 if at_open else 0
     st = np.full((m, N_STATE), np.nan)
     st[:, POS] = 0.0
     st[:, EFEE] = 0.0
+    st[:, R_KIND] = MARKET
     stopped = np.zeros(m, dtype=np.bool_)
+    fresh = np.zeros(m, dtype=np.bool_)  # entered intrabar by a resting order in this bar
     action = np.zeros(m, dtype=np.int64)
     px = np.empty(m)
     for k in range(N_STATS):
@@ -128,6 +137,7 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
     value = init_cash
     sum_value = 0.0
     interest = 0.0
+    resting = 0  # columns with a resting entry order
     for i in range(n):
         s = i - lag
         if cash < 0.0 and i > 0:
@@ -149,20 +159,39 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
                 if np.isnan(px[j]):  # no bar of j here (mixed calendars): its last close
                     px[j] = close[i, j]
             stats[ST_CASH] = cash
-            _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure, lots,
-                           st, stopped, action, orders, trades, stats)
+            resting += _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure,
+                                      lots, st, stopped, action, orders, trades, stats, otype, olim, ostp,
+                                      otif, i)
             cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
+        any_fresh = False
+        if resting > 0:
+            for j in range(m):
+                px[j] = open_[i, j]
+                if np.isnan(px[j]):
+                    px[j] = close[i, j]
+            stats[ST_CASH] = cash
+            resting -= _resting_fills(i, open_, high, low, px, frac, sl, tp, tsl, slip, fees, max_exposure,
+                                      lots, st, stopped, fresh, orders, stats, touch)
+            cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
+            for j in range(m):
+                if fresh[j]:
+                    any_fresh = True
+                    dirty = True
         if n_stops > 0:
             stats[ST_CASH] = cash
-            _intrabar_stops(i, high, low, slip, fees, st, stopped, orders, trades, stats)
+            _intrabar_stops(i, high, low, slip, fees, st, stopped, fresh, orders, trades, stats)
             cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
             dirty = True
+        if any_fresh:
+            for j in range(m):
+                fresh[j] = False
         if not at_open and _any_signal(le, lx, se, sx, i):
             for j in range(m):
                 px[j] = close[i, j]
             stats[ST_CASH] = cash
-            _signal_orders(i, i, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure, lots,
-                           st, stopped, action, orders, trades, stats)
+            resting += _signal_orders(i, i, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure,
+                                      lots, st, stopped, action, orders, trades, stats, otype, olim, ostp,
+                                      otif, i + 1)
             cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
         value = cash
         ratio = 0.0
@@ -240,13 +269,19 @@ def _gap_stops(i, open_, slip, fees, st, stopped, orders, trades, stats):
 
 
 @numba.njit(**_NJ)
-def _intrabar_stops(i, high, low, slip, fees, st, stopped, orders, trades, stats):
-    """Step 3: stop-loss (first) or take-profit inside the bar; then the trailing reference moves."""
+def _intrabar_stops(i, high, low, slip, fees, st, stopped, fresh, orders, trades, stats):
+    """Step 3: stop-loss (first) or take-profit inside the bar; then the trailing reference moves. A
+    position a resting order entered intrabar meets its stop-loss only (SEMANTICS.md "Entry orders")."""
     for j in range(st.shape[0]):
         p = st[j, POS]
         if p == 0.0 or stopped[j]:
             continue
         lvl, why = _stop_level(p, st[j, EPX], st[j, REF], st[j, SL], st[j, TSL])
+        if fresh[j]:
+            if not np.isnan(lvl) and ((p > 0 and low[i, j] <= lvl) or (p < 0 and high[i, j] >= lvl)):
+                _close(i, j, lvl, _at(slip, i, j), fees, why, st, orders, trades, stats)
+                stopped[j] = True
+            continue
         tpl = _tp_level(p, st[j, EPX], st[j, TP])
         exit_px = np.nan
         if p > 0:
@@ -320,13 +355,31 @@ def _close(i, j, price, slip_ij, fees, reason, st, orders, trades, stats):
 
 @numba.njit(**_NJ)
 def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure, lots, st,
-                   stopped, action, orders, trades, stats):
-    """Resolve bar s's signals into exits (all symbols first) and then entries, filled at `px`."""
+                   stopped, action, orders, trades, stats, otype, olim, ostp, otif, first):
+    """Resolve bar s's signals into exits (all symbols first) and then entries, filled at `px`; an
+    entry of another type than market rests from union bar `first` (SEMANTICS.md "Entry orders").
+    Returns the change in the number of resting orders."""
     m = px.shape[0]
+    change = 0
     for j in range(m):
         action[j] = A_NONE
-        if not stopped[j]:
-            action[j] = signal_action(le[s, j], lx[s, j], se[s, j], sx[s, j], st[j, POS])
+        if stopped[j]:
+            continue
+        action[j] = signal_action(le[s, j], lx[s, j], se[s, j], sx[s, j], st[j, POS])
+        if st[j, R_KIND] != MARKET:  # a new entry replaces the resting one, an exit of its side cancels it
+            e_l, x_l, e_s, x_s = le[s, j], lx[s, j], se[s, j], sx[s, j]
+            if e_l and x_l:
+                e_l = False
+                x_l = False
+            if e_s and x_s:
+                e_s = False
+                x_s = False
+            if e_l and e_s:
+                e_l = False
+                e_s = False
+            if e_l or e_s or (x_l if st[j, R_LONG] > 0 else x_s):
+                st[j, R_KIND] = MARKET
+                change -= 1
     for j in range(m):
         if action[j] == A_EXIT or action[j] >= A_EXIT_LONG:
             _close(i, j, px[j], _at(slip, i, j), fees, EXIT, st, orders, trades, stats)
@@ -334,61 +387,145 @@ def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_
         if action[j] < A_LONG:
             continue
         long = action[j] == A_LONG or action[j] == A_EXIT_LONG
-        f = _at(frac, s, j)
-        if np.isnan(f):
+        kind = int(_at(otype, s, j))
+        if kind == MARKET:
+            _enter(i, s, j, long, px[j], _at(slip, i, j), px, frac, sl, tp, tsl, fees, max_exposure, lots, st,
+                   orders, stats)
             continue
-        f = min(f, max_exposure)
-        if f <= 0.0:
-            continue
-        cash = stats[ST_CASH]
-        equity = cash
-        for k in range(m):
-            if st[k, POS] != 0.0:
-                equity += st[k, POS] * px[k]
-        if equity <= 0.0:
-            continue
-        slip_ij = _at(slip, i, j)
-        lot = lots[0, j]
-        if long:
-            fill = px[j] * (1.0 + slip_ij)
-            # the fee is reserved: the entry spends f * equity, its fee included
-            q = f * equity / (fill * (1.0 + fees))
-            # cash may go below 0 (margin) only down to what the exposure cap allows
-            floor = -max(0.0, max_exposure - 1.0) * equity
-            if cash <= floor:
+        st[j, R_KIND] = kind
+        st[j, R_LONG] = 1.0 if long else -1.0
+        st[j, R_LIM] = _at(olim, s, j)
+        st[j, R_STP] = _at(ostp, s, j)
+        st[j, R_SBAR] = s
+        st[j, R_LEFT] = _at(otif, s, j)
+        st[j, R_FROM] = first
+        st[j, R_TRIG] = -1.0
+        change += 1
+    return change
+
+
+@numba.njit(**_NJ)
+def _resting_fills(i, open_, high, low, px, frac, sl, tp, tsl, slip, fees, max_exposure, lots, st, stopped,
+                   fresh, orders, stats, touch):
+    """Resting entry orders at bar i: those that fill at the open (symbols in column order), then those
+    that fill intrabar; the others count one more bar of their time in force. Returns how many stopped
+    resting (filled, expired or refused)."""
+    m = st.shape[0]
+    gone = 0
+    for phase in range(2):  # 0: at the open, 1: intrabar
+        for j in range(m):
+            kind = int(st[j, R_KIND])
+            if kind == MARKET or i < st[j, R_FROM] or np.isnan(open_[i, j]) or stopped[j]:
                 continue
-            capped = q * fill * (1.0 + fees) > cash - floor
-            if capped:
-                q = (cash - floor) / (1.0 + fees) / fill
-            if lot > 0.0:
-                q = np.floor(q / lot) * lot
-            if q <= 0.0 or q < lots[1, j] or q * fill < lots[2, j]:
+            if st[j, POS] != 0.0:
                 continue
-            fee = q * fill * fees
-            # a buy that spends all the cash it may leaves exactly the floor: no dust to buy crumbs with
-            rest = cash - (q * fill + fee)
-            stats[ST_CASH] = floor if lot == 0.0 and (capped or rest - floor <= 1e-9 * equity) else rest
-            st[j, POS] = q
-            side = BUY
-        else:
-            fill = px[j] * (1.0 - slip_ij)
-            q = f * equity / (fill * (1.0 + fees))
-            if lot > 0.0:
-                q = np.floor(q / lot) * lot
-            if q <= 0.0 or q < lots[1, j] or q * fill < lots[2, j]:
-                continue
-            fee = q * fill * fees
-            stats[ST_CASH] = cash + (q * fill - fee)
-            st[j, POS] = -q
-            side = SELL
-        st[j, EPX] = fill
-        st[j, EFEE] = fee
-        st[j, REF] = fill
-        st[j, SL] = _at(sl, s, j)
-        st[j, TP] = _at(tp, s, j)
-        st[j, TSL] = _at(tsl, s, j)
-        stats[ST_N_OPEN] += 1.0
-        if _has_stop(st, j):
-            stats[ST_N_STOPS] += 1.0
-        stats[ST_TRADED_VALUE] += q * fill
-        _record(orders, stats, i, j, side, q, fill, fee, ENTRY)
+            sign = st[j, R_LONG]
+            lim, stp = st[j, R_LIM], st[j, R_STP]
+            price = np.nan
+            slipped = False
+            if phase == 0:
+                o = open_[i, j]
+                if kind == LIMIT or st[j, R_TRIG] >= 0.0:
+                    if sign * (o - lim) <= 0.0:
+                        price = o
+                elif kind == STOP and sign * (o - stp) >= 0.0:
+                    price = o
+                    slipped = True
+                elif kind == STOP_LIMIT and sign * (o - stp) >= 0.0:
+                    if sign * (o - lim) <= 0.0:
+                        price = o
+                    else:
+                        st[j, R_TRIG] = i  # past its limit at the open: a limit from the next bar
+            else:
+                if st[j, R_TRIG] == i:
+                    pass
+                elif kind == LIMIT or st[j, R_TRIG] >= 0.0:
+                    far = low[i, j] if sign > 0 else high[i, j]
+                    gap = sign * (far - lim)
+                    if gap < 0.0 or (touch and gap == 0.0):
+                        price = lim
+                else:
+                    reach = high[i, j] if sign > 0 else low[i, j]
+                    if sign * (reach - stp) >= 0.0:
+                        price = stp
+                        slipped = kind == STOP
+            if not np.isnan(price):
+                s = int(st[j, R_SBAR])
+                st[j, R_KIND] = MARKET
+                gone += 1
+                entered = _enter(i, s, j, sign > 0, price, _at(slip, i, j) if slipped else 0.0, px, frac, sl,
+                                 tp, tsl, fees, max_exposure, lots, st, orders, stats)
+                if entered and phase == 1:
+                    fresh[j] = True
+    for j in range(m):  # the bar is over for the orders still resting: one bar less to rest
+        if int(st[j, R_KIND]) != MARKET and i >= st[j, R_FROM] and not np.isnan(open_[i, j]):
+            st[j, R_LEFT] -= 1.0
+            if st[j, R_LEFT] <= 0.0:
+                st[j, R_KIND] = MARKET
+                gone += 1
+    return gone
+
+
+@numba.njit(**_NJ)
+def _enter(i, s, j, long, price, slip_ij, px, frac, sl, tp, tsl, fees, max_exposure, lots, st, orders, stats):
+    """Enter column j at `price` (before slippage `slip_ij`), sized on the equity at prices `px`, with
+    the sizing and stops of signal bar s. Returns whether it entered (sizing may refuse)."""
+    m = px.shape[0]
+    f = _at(frac, s, j)
+    if np.isnan(f):
+        return False
+    f = min(f, max_exposure)
+    if f <= 0.0:
+        return False
+    cash = stats[ST_CASH]
+    equity = cash
+    for k in range(m):
+        if st[k, POS] != 0.0:
+            equity += st[k, POS] * px[k]
+    if equity <= 0.0:
+        return False
+    lot = lots[0, j]
+    if long:
+        fill = price * (1.0 + slip_ij)
+        # the fee is reserved: the entry spends f * equity, its fee included
+        q = f * equity / (fill * (1.0 + fees))
+        # cash may go below 0 (margin) only down to what the exposure cap allows
+        floor = -max(0.0, max_exposure - 1.0) * equity
+        if cash <= floor:
+            return False
+        capped = q * fill * (1.0 + fees) > cash - floor
+        if capped:
+            q = (cash - floor) / (1.0 + fees) / fill
+        if lot > 0.0:
+            q = np.floor(q / lot) * lot
+        if q <= 0.0 or q < lots[1, j] or q * fill < lots[2, j]:
+            return False
+        fee = q * fill * fees
+        # a buy that spends all the cash it may leaves exactly the floor: no dust to buy crumbs with
+        rest = cash - (q * fill + fee)
+        stats[ST_CASH] = floor if lot == 0.0 and (capped or rest - floor <= 1e-9 * equity) else rest
+        st[j, POS] = q
+        side = BUY
+    else:
+        fill = price * (1.0 - slip_ij)
+        q = f * equity / (fill * (1.0 + fees))
+        if lot > 0.0:
+            q = np.floor(q / lot) * lot
+        if q <= 0.0 or q < lots[1, j] or q * fill < lots[2, j]:
+            return False
+        fee = q * fill * fees
+        stats[ST_CASH] = cash + (q * fill - fee)
+        st[j, POS] = -q
+        side = SELL
+    st[j, EPX] = fill
+    st[j, EFEE] = fee
+    st[j, REF] = fill
+    st[j, SL] = _at(sl, s, j)
+    st[j, TP] = _at(tp, s, j)
+    st[j, TSL] = _at(tsl, s, j)
+    stats[ST_N_OPEN] += 1.0
+    if _has_stop(st, j):
+        stats[ST_N_STOPS] += 1.0
+    stats[ST_TRADED_VALUE] += q * fill
+    _record(orders, stats, i, j, side, q, fill, fee, ENTRY)
+    return True

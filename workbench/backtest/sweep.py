@@ -32,7 +32,9 @@ from workbench.backtest.engine import (
     _compact,
     as_bar_dict,
     buy_and_hold,
+    check_entry_orders,
     check_risk_stops,
+    entry_order_matrices,
     lot_matrix,
     resolve_annualisation,
     run_inputs,
@@ -127,7 +129,7 @@ class SweepResult:
 
 @numba.njit(cache=True, error_model="numpy")
 def score_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash, max_exposure,
-             lots, margin_bar, at_open, ppy, out, value, trades):
+             lots, margin_bar, at_open, ppy, out, value, trades, otype, olim, ostp, otif):
     """Run the kernel for one parameter set and write its metrics (`_KERNEL_KEYS` order) into `out`.
 
     `value` (n,) receives the equity curve; `trades` (n*m+1, 2) is scratch for closed-trade pnl.
@@ -137,7 +139,7 @@ def score_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, f
     stats = np.empty(kernels.N_STATS)
     kernels.simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
                         max_exposure, lots, margin_bar, at_open, value, np.empty(1), np.empty((1, 1)), stats,
-                        trades)
+                        trades, otype, olim, ostp, otif, False)
     eq = equity_stats_nb(value, init_cash, ppy)
     for q in range(8):
         out[q] = eq[q]
@@ -159,7 +161,8 @@ def score_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, f
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
-                    max_exposure, lots, margin_bar, at_open, ppy, out, values, trade_bufs, keep_values):
+                    max_exposure, lots, margin_bar, at_open, ppy, out, values, trade_bufs, keep_values, otype,
+                    olim, ostp, otif):
     """Run `score_nb` for every combination k of a chunk (signals (K, n, m)) in parallel.
 
     `values` is per-thread scratch (threads, n), or (K, n) kept per combination when `keep_values`;
@@ -170,7 +173,8 @@ def _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, 
         t = numba.get_thread_id()
         score_nb(open_, high, low, close, le[k], lx[k], se[k], sx[k], sl[k], tp[k], tsl[k], frac[k], slip,
                  fees, init_cash, max_exposure, lots, margin_bar, at_open, ppy, out[k],
-                 values[k] if keep_values else values[t], trade_bufs[t])
+                 values[k] if keep_values else values[t], trade_bufs[t], otype[k], olim[k], ostp[k],
+                 otif[k])
 
 
 def _stack_flex(arrays: list[np.ndarray]) -> np.ndarray:
@@ -211,17 +215,19 @@ class Evaluator:
         self._trades = np.empty((self.n * len(self.symbols) + 1, 2))
 
     def arrays(self, params: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
-        """The kernel inputs of one parameter set: le, lx, se, sx, sl, tp, tsl, frac."""
+        """The kernel inputs of one parameter set: le, lx, se, sx, sl, tp, tsl, frac and the entry
+        orders' type, limit, stop and time in force."""
         return _combo_arrays(self.strat, self.timeline, dict(params), self.direction, self.sizing, self.ppy,
                              int(self.fill is Fill.NEXT_OPEN))
 
     def score(self, params: Mapping[str, Any]) -> dict[str, float]:
         """Metrics (`_KERNEL_KEYS`) of one parameter set; its equity curve is left in `self.value`."""
-        le, lx, se, sx, sl, tp, tsl, frac = self.arrays(params)
+        le, lx, se, sx, sl, tp, tsl, frac, otype, olim, ostp, otif = self.arrays(params)
         out = np.full(len(_KERNEL_KEYS), np.nan)
         score_nb(self.open_, self.high, self.low, self.close, le, lx, se, sx, sl, tp, tsl, frac, self.slip,
                  float(self.costs.fees), self.init_cash, self.max_exposure, self.lots, self.margin_bar,
-                 self.fill is Fill.NEXT_OPEN, self.ppy, out, self.value, self._trades)
+                 self.fill is Fill.NEXT_OPEN, self.ppy, out, self.value, self._trades, otype, olim, ostp,
+                 otif)
         return dict(zip(_KERNEL_KEYS, out.tolist(), strict=True))
 
     def equity_curves(self, combos: Sequence[Mapping[str, Any]], chunk: int = 16) -> np.ndarray:
@@ -232,13 +238,14 @@ class Evaluator:
         for start in range(0, len(combos), chunk):
             part = [self.arrays(p) for p in combos[start:start + chunk]]
             le, lx, se, sx = (np.stack([a[q] for a in part]) for q in range(4))
-            sl, tp, tsl, frac = (_stack_flex([a[q] for a in part]) for q in (4, 5, 6, 7))
+            sl, tp, tsl, frac, otype, olim, ostp, otif = (_stack_flex([a[q] for a in part])
+                                                          for q in range(4, 12))
             values = np.empty((len(part), self.n))
             stats = np.empty((len(part), len(_KERNEL_KEYS)))
             _sweep_chunk_nb(self.open_, self.high, self.low, self.close, le, lx, se, sx, sl, tp, tsl, frac,
                             self.slip, float(self.costs.fees), self.init_cash, self.max_exposure, self.lots,
                             self.margin_bar, self.fill is Fill.NEXT_OPEN, self.ppy, stats, values, trade_bufs,
-                            True)
+                            True, otype, olim, ostp, otif)
             out[:, start:start + len(part)] = values.T
         return out
 
@@ -360,14 +367,15 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
                     for q in range(4):
                         bufs[q][k] = a[q]
                 le, lx, se, sx = (b[:len(part)] for b in bufs)
-                sl, tp, tsl, frac = (_stack_flex([a[q] for a in arrays]) for q in (4, 5, 6, 7))
+                sl, tp, tsl, frac, otype, olim, ostp, otif = (_stack_flex([a[q] for a in arrays])
+                                                              for q in range(4, 12))
                 del arrays
                 t1 = time.perf_counter()
                 out = np.full((len(part), len(_KERNEL_KEYS)), np.nan)
                 _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip,
                                 float(costs.fees), float(init_cash), float(max_exposure), ev.lots,
                                 ev.margin_bar, fill is Fill.NEXT_OPEN, float(periods_per_year), out, values,
-                                trade_bufs, False)
+                                trade_bufs, False, otype, olim, ostp, otif)
                 t_signals += t1 - t0
                 t_kernel += time.perf_counter() - t1
                 for p, vals in zip(part, out, strict=True):
@@ -424,9 +432,11 @@ def _combo_arrays(strat: Strategy, tl: Timeline, p: dict, direction: Direction, 
     """Kernel inputs of one parameter set: each symbol's signals on its own bars, placed on the timeline."""
     per = [strat.signals(tl.frames[s], p, validate=False).arrays(len(tl.frames[s]), strat.name, compact=True)
            for s in tl.symbols]
+    for s, a in zip(tl.symbols, per, strict=True):
+        check_entry_orders(a, tl.frames[s]["close"].to_numpy(dtype=np.float64), f"{strat.name}{p}[{s}]")
     placed = tl.place_signals(per, lag)
     le, lx, se, sx, sl, tp, tsl = signal_matrices(placed, tl.n, direction)
     frac = sized(tl.sizing(sizing, sl, tsl, ppy, lag), placed, tl.n)
     check_risk_stops(sizing, le, se, frac, f"{strat.name}{p}")
     return (le, lx, se, sx, _compact(sl), _compact(tp), _compact(tsl),
-            _compact(np.asarray(frac, dtype=np.float64)))
+            _compact(np.asarray(frac, dtype=np.float64)), *entry_order_matrices(placed, tl.n))

@@ -45,7 +45,7 @@ from workbench.paper.broker import Broker, Order, OrderRequest, OrderStatus, Ord
 from workbench.paper.feed import BarFeed
 from workbench.paper.journal import Journal, TickStatus, dec
 from workbench.paper.risk import RiskLimits, bar_move, check_entry, loss_halts
-from workbench.strategies.base import Strategy, check_pins
+from workbench.strategies.base import ORDER_TYPES, Strategy, check_pins
 from workbench.strategies.registry import get_strategy
 
 log = logging.getLogger(__name__)
@@ -431,6 +431,11 @@ class Runner:
             r = rows[sym]
             act = signal_action(spec.direction, bool(r["long_entries"]), bool(r["long_exits"]),
                                 bool(r["short_entries"]), bool(r["short_exits"]), pos[sym]).label
+            if act in ("long", "short", "exit+long", "exit+short") and r["order_type"] != 0:
+                kind = ORDER_TYPES[int(r["order_type"])]
+                raise ConfigError(f"{spec.name}: {sym} enters with a {kind} order; the paper runner sends "
+                                  "market entries only so far (backtests and sweeps take every order type): "
+                                  "trade it with market entries")
             if act and sym in stopped:
                 j.decide(
                     spec.name,

@@ -408,6 +408,13 @@ class Signals:
     # the entry's size as a share of what the sizing rule gives, in [0, 1] (a bet size from a model's
     # probability, say); per bar or one value; 0 or NaN on an entry bar refuses that entry
     size: Any = None
+    # the entry's order (SEMANTICS.md "Entry orders"): "market" (default), "limit", "stop" or
+    # "stop_limit", per bar or one for all; absolute limit and stop prices per bar; the bars an order
+    # rests (its time in force, >= 1)
+    order_type: Any = None
+    limit_price: Any = None
+    stop_price: Any = None
+    time_in_force: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -427,6 +434,10 @@ class Signals:
         for key in ("stop_loss", "take_profit", "trailing_stop"):
             out[key] = _as_float(getattr(self, key), n, f"{name}.{key}", compact)
         out["size"] = _as_size(self.size, n, f"{name}.size", compact)
+        out["order_type"] = _as_order_type(self.order_type, n, f"{name}.order_type", compact)
+        for key in ("limit_price", "stop_price"):
+            out[key] = _as_price(getattr(self, key), n, f"{name}.{key}", compact)
+        out["time_in_force"] = _as_tif(self.time_in_force, n, f"{name}.time_in_force", compact)
         return out
 
 
@@ -470,6 +481,58 @@ def _as_size(value: Any, n: int, what: str, compact: bool = False) -> np.ndarray
     if np.any((arr[np.isfinite(arr)] < 0) | (arr[np.isfinite(arr)] > 1)) or np.isinf(arr).any():
         raise DataError(f"{what} must lie in [0, 1] (a share of the sizing rule's size; NaN or 0 refuses "
                         "the entry)")
+    return arr
+
+
+ORDER_TYPES = ("market", "limit", "stop", "stop_limit")  # their codes are their positions (the kernel's)
+
+
+def _as_order_type(value: Any, n: int, what: str, compact: bool = False) -> np.ndarray:
+    if value is None:
+        return np.zeros(1 if compact else n)
+    arr = np.asarray(value.to_numpy() if isinstance(value, pd.Series) else value)
+    if arr.ndim == 0:
+        arr = np.full(1 if compact else n, arr.item())
+    elif arr.shape != (n,):
+        raise DataError(f"{what} has shape {arr.shape}, expected ({n},): return one value per bar")
+    if arr.dtype.kind in "fiu":
+        codes = arr.astype(float)
+        if not np.isin(codes, np.arange(len(ORDER_TYPES))).all():
+            raise DataError(f"{what} codes must be 0..3 ({', '.join(ORDER_TYPES)})")
+        return codes
+    names = arr.astype(str)
+    unknown = sorted(set(names.tolist()) - set(ORDER_TYPES))
+    if unknown:
+        raise DataError(f"{what}: unknown order type {unknown[0]!r}{did_you_mean(unknown[0], ORDER_TYPES)}; "
+                        f"use {', '.join(ORDER_TYPES)}")
+    lookup = {t: float(k) for k, t in enumerate(ORDER_TYPES)}
+    return np.array([lookup[t] for t in names.tolist()]) if len(names) > 1 else np.array([lookup[names[0]]])
+
+
+def _as_price(value: Any, n: int, what: str, compact: bool = False) -> np.ndarray:
+    if value is None:
+        return np.full(1 if compact else n, np.nan)
+    arr = np.asarray(value.to_numpy() if isinstance(value, pd.Series) else value, dtype=float)
+    if arr.ndim == 0:
+        arr = np.full(1 if compact else n, float(arr))
+    elif arr.shape != (n,):
+        raise DataError(f"{what} has shape {arr.shape}, expected ({n},): return one value per bar")
+    if np.any(arr[~np.isnan(arr)] <= 0) or np.isinf(arr).any():
+        raise DataError(f"{what} must be a positive price (NaN where there is none)")
+    return arr
+
+
+def _as_tif(value: Any, n: int, what: str, compact: bool = False) -> np.ndarray:
+    if value is None:
+        return np.ones(1 if compact else n)
+    arr = np.asarray(value.to_numpy() if isinstance(value, pd.Series) else value, dtype=float)
+    if arr.ndim == 0:
+        arr = np.full(1 if compact else n, float(arr))
+    elif arr.shape != (n,):
+        raise DataError(f"{what} has shape {arr.shape}, expected ({n},): return one value per bar")
+    if not (np.isfinite(arr) & (arr >= 1) & (arr == np.floor(arr))).all():
+        raise DataError(f"{what} must be a whole number of bars, at least 1 (a time in force of 0 bars "
+                        "never rests)")
     return arr
 
 
