@@ -50,6 +50,7 @@ class Settings:
     init_cash: float = 100_000.0
     max_exposure: float = 1.0
     margin_rate: float = 0.0  # annual interest on negative cash, charged per bar (/ periods_per_year)
+    borrow_rate: float = 0.0  # annual fee on each short position's value (its last close), per bar
     lot: float = 0.0  # size increment (0 = any size); quantities round down to a multiple of it
     min_qty: float = 0.0  # an entry below this quantity is refused
     min_notional: float = 0.0  # an entry below this value (quantity x fill price) is refused
@@ -472,6 +473,13 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
         if i >= 1 and cash < 0 and s.margin_rate:
             interest -= cash * s.margin_rate / s.periods_per_year
             cash += cash * s.margin_rate / s.periods_per_year
+        # 0b. borrow fees on each short, valued at its last close
+        if i >= 1 and s.borrow_rate:
+            for k in symbols:
+                if pos[k].qty < 0:
+                    fee = -pos[k].qty * mark[k] * s.borrow_rate / s.periods_per_year
+                    cash -= fee
+                    interest += fee
         # 1. gap check at the open for positions held at the start of the bar
         for k in here:
             p = pos[k]

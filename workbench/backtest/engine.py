@@ -106,7 +106,8 @@ class Costs:
 
     Slippage on a fill at bar i is ``slippage + slippage_vol * sigma[i-1]``, sigma being the
     rolling std of log returns over `vol_window` bars: wider when the market is moving.
-    `margin_rate` is the annual interest charged on negative cash (longs on margin), per bar.
+    `margin_rate` is the annual interest charged on negative cash (longs on margin), per bar;
+    `borrow_rate` the annual fee for borrowing what is shorted, on the shorts' value, per bar.
     """
 
     fees: float = 0.001
@@ -114,6 +115,7 @@ class Costs:
     slippage_vol: float = 0.0
     vol_window: int = 20
     margin_rate: float = 0.0
+    borrow_rate: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("fees", "slippage"):
@@ -126,9 +128,10 @@ class Costs:
                               "e.g. 0.5")
         if int(self.vol_window) != self.vol_window or self.vol_window < 2:
             raise ConfigError(f"costs: vol_window={self.vol_window!r} must be an integer >= 2")
-        v = self.margin_rate
-        if not (isinstance(v, int | float) and math.isfinite(v) and 0 <= v < 1):
-            raise ConfigError(f"costs: margin_rate={v!r} must be an annual rate in [0, 1), e.g. 0.06 for 6 %")
+        for name in ("margin_rate", "borrow_rate"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and 0 <= v < 1):
+                raise ConfigError(f"costs: {name}={v!r} must be an annual rate in [0, 1), e.g. 0.06 for 6 %")
 
     @classmethod
     def parse(cls, text: str) -> Costs:
@@ -278,6 +281,9 @@ def check_leverage(sizing: Sizing, costs: Costs, direction: Direction, max_expos
     if costs.margin_rate > 0 and max_exposure <= 1 and direction is Direction.LONG:
         raise ConfigError(f"margin_rate={costs.margin_rate:g} has no effect: long-only entries never borrow "
                           "with max_exposure <= 1; raise max_exposure above 1 or drop the margin rate")
+    if costs.borrow_rate > 0 and direction is Direction.LONG:
+        raise ConfigError(f"borrow_rate={costs.borrow_rate:g} has no effect: long-only trading never shorts; "
+                          "drop the borrow rate or trade both directions")
 
 
 _EXECUTION_KEYS = ("costs", "fill", "sizing", "direction", "init_cash", "max_exposure", "lots")
@@ -888,7 +894,7 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
                             float(costs.fees), float(init_cash), float(max_exposure),
                             lot_matrix(lot_map, symbols), costs.margin_rate / periods_per_year,
                             fill is Fill.NEXT_OPEN, value, gross, orders_buf, stats, np.empty((1, 1)),
-                            otype, olim, ostp, otif, False)
+                            otype, olim, ostp, otif, False, costs.borrow_rate / periods_per_year)
     ob = orders_buf[:k]
     o_idx, o_col = ob[:, kernels.O_IDX].astype(np.int64), ob[:, kernels.O_COL].astype(np.int64)
     o_side, o_reason = ob[:, kernels.O_SIDE].astype(np.int64), ob[:, kernels.O_REASON].astype(np.int64)

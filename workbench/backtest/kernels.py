@@ -98,7 +98,7 @@ def _any_signal(le, lx, se, sx, s):
 @numba.njit(**_NJ)
 def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
                 max_exposure, lots, margin_bar, at_open, value_out, gross_out, orders, stats, trades,
-                otype, olim, ostp, otif, touch):
+                otype, olim, ostp, otif, touch, borrow_bar):
     """Simulate one portfolio (all columns share cash); return the number of orders.
 
     Prices are (n, m); signals (n, m) booleans indexed by signal bar; `sl tp tsl frac slip` are
@@ -111,7 +111,8 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
     receives the running totals. `lots` (3, m): each column's lot, minimum quantity and minimum
     notional (0 = none); `margin_bar` the interest rate per bar on negative cash. `otype olim ostp
     otif` (flexible, by signal bar): each entry's order type code, limit and stop prices and time in
-    force in the column's own bars; `touch` fills a resting limit when the price touches it.
+    force in the column's own bars; `touch` fills a resting limit when the price touches it;
+    `borrow_bar` the fee per bar on the value of each short position (its last close).
     """
     n, m = close.shape
     lag = 1 if at_open else 0
@@ -144,6 +145,12 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
             charge = -cash * margin_bar
             cash -= charge
             interest += charge
+        if borrow_bar > 0.0 and n_open > 0 and i > 0:
+            for j in range(m):
+                if st[j, POS] < 0.0:
+                    fee = -st[j, POS] * close[i - 1, j] * borrow_bar
+                    cash -= fee
+                    interest += fee
         if dirty:
             for j in range(m):
                 stopped[j] = False

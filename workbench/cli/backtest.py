@@ -47,6 +47,8 @@ def _costs_text(costs: Mapping[str, Any]) -> str:
         text += f" + {costs['slippage_vol']:g} x volatility({costs['vol_window']})"
     if costs.get("margin_rate"):
         text += f", margin interest {costs['margin_rate']:g} a year"
+    if costs.get("borrow_rate"):
+        text += f", borrow fee {costs['borrow_rate']:g} a year on shorts"
     return text
 
 

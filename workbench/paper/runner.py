@@ -101,6 +101,10 @@ class StrategySpec:
             raise ConfigError(f"{self.name}: paper trading longs on margin (max_exposure="
                               f"{self.max_exposure:g}, margin_rate={self.costs.margin_rate:g}) is not "
                               "supported yet; promote a run with max_exposure <= 1 and no margin_rate")
+        if self.direction is not Direction.LONG and self.costs.borrow_rate > 0:
+            raise ConfigError(f"{self.name}: paper trading shorts with a borrow_rate "
+                              f"({self.costs.borrow_rate:g}) is not supported yet: the journal books no "
+                              "borrow fees; promote a run without borrow_rate")
 
     @classmethod
     def from_artifact(
