@@ -51,6 +51,8 @@ class Settings:
     max_exposure: float = 1.0
     margin_rate: float = 0.0  # annual interest on negative cash, charged per bar (/ periods_per_year)
     borrow_rate: float = 0.0  # annual fee on each short position's value (its last close), per bar
+    impact: float = 0.0  # square-root market impact: + impact * sigma * sqrt(q / adv) on a fill's slippage
+    adv_window: int = 20  # bars whose mean volume is adv
     lot: float = 0.0  # size increment (0 = any size); quantities round down to a multiple of it
     min_qty: float = 0.0  # an entry below this quantity is refused
     min_notional: float = 0.0  # an entry below this value (quantity x fill price) is refused
@@ -190,6 +192,23 @@ def log_return_std(close: list[float], window: int) -> list[float]:
     return out
 
 
+def impact_per_bar(close: list[float], volume: list[float], s: Settings) -> list[float]:
+    """k[i] = impact * sigma[i-1] / sqrt(adv[i-1]) (adv: mean volume of adv_window bars); 0 where
+    undefined."""
+    if not s.impact:
+        return [0.0] * len(close)
+    sigma = log_return_std(close, s.vol_window)
+    out = [0.0]
+    for i in range(1, len(close)):
+        b = i - 1
+        if b + 1 < s.adv_window or math.isnan(sigma[b]):
+            out.append(0.0)
+            continue
+        adv = sum(volume[b - s.adv_window + 1:b + 1]) / s.adv_window
+        out.append(s.impact * sigma[b] / math.sqrt(adv) if adv > 0 else 0.0)
+    return out
+
+
 def slippage_per_bar(close: list[float], s: Settings) -> list[float]:
     """slip[i] = slippage + slippage_vol * sigma[i-1], a NaN (or missing) sigma counting as 0."""
     sigma = log_return_std(close, s.vol_window) if s.slippage_vol else [math.nan] * len(close)
@@ -275,6 +294,13 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
     lo = {k: _column(bars[k], "low") for k in symbols}
     c = {k: _column(bars[k], "close") for k in symbols}
     slip = {k: slippage_per_bar(c[k], s) for k in symbols}
+    vol = {k: _column(bars[k], "volume") if "volume" in bars[k].columns else [0.0] * len(c[k])
+           for k in symbols}
+    imp = {k: impact_per_bar(c[k], vol[k], s) for k in symbols}
+
+    def cost(k: str, b: int, q: float) -> float:
+        """Slippage of a fill of q at own bar b: the bar's, plus the square-root impact (capped)."""
+        return slip[k][b] + min(imp[k][b] * math.sqrt(q), 0.5)
     atrs = {k: atr(h[k], lo[k], c[k], s.atr_window) for k in symbols}
     sig = {k: {key: list(signals[k][key]) for key in (*SIGNAL_KEYS, *STOP_KEYS, "size", *ORDER_KEYS)
                if key in signals[k]} for k in symbols}
@@ -298,11 +324,11 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
         q = abs(p.qty)
         b = own[k][i]
         if p.qty > 0:
-            fill = price * (1 - slip[k][b])
+            fill = price * (1 - cost(k, b, q))
             cash += q * fill * (1 - s.fees)
             side = "sell"
         else:
-            fill = price * (1 + slip[k][b])
+            fill = price * (1 + cost(k, b, q))
             cash -= q * fill * (1 + s.fees)
             side = "buy"
         fees = q * fill * s.fees
@@ -348,7 +374,8 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
         f = min(f * size, s.max_exposure)
         if equity <= 0:
             return
-        sl_b = slip[k][b] if slipped else 0.0
+        # slippage, with the impact of the target quantity before costs (none for a limit fill)
+        sl_b = slip[k][b] + min(imp[k][b] * math.sqrt(f * equity / px), 0.5) if slipped else 0.0
         if long:
             fill = px * (1 + sl_b)
             # the fee is reserved: the entry spends f * equity, its fee included

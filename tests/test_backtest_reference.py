@@ -113,6 +113,9 @@ def random_case(seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, dict], re
     fees = np.random.default_rng(seed + 11000)  # borrow fees for shorts, own stream
     if settings.direction != "long" and fees.random() < 0.4:
         settings.borrow_rate = float(fees.uniform(0.0, 0.5))
+    if fees.random() < 0.4:  # square-root market impact on every fill but limits
+        settings.impact = float(fees.uniform(0.05, 2.0))
+        settings.adv_window = int(fees.choice([1, 5, 20]))
     orders = np.random.default_rng(seed + 9000)  # entry orders (SEMANTICS.md "Entry orders"), own stream
     for sym in symbols:
         if orders.random() < 0.5:
@@ -170,7 +173,8 @@ def run_engine(bars: dict[str, pd.DataFrame], signals: dict[str, dict], s: ref.S
         bars,
         {sym: Signals(**{k: v.copy() for k, v in sig.items()}) for sym, sig in signals.items()},
         costs=Costs(fees=s.fees, slippage=s.slippage, slippage_vol=s.slippage_vol, vol_window=s.vol_window,
-                    margin_rate=s.margin_rate, borrow_rate=s.borrow_rate),
+                    margin_rate=s.margin_rate, borrow_rate=s.borrow_rate, impact=s.impact,
+                    adv_window=s.adv_window),
         lots=Lot(step=s.lot, min_qty=s.min_qty, min_notional=s.min_notional),
         fill=s.fill,
         sizing=Sizing(kind=s.sizing, fraction=s.fraction, risk=s.risk, target_vol=s.target_vol,
@@ -347,7 +351,7 @@ def test_engine_matches_reference_on_one_frame(seed: int) -> None:
     s.margin_rate, s.lot, s.min_qty, s.min_notional = 0.0, 0.0, 0.0, 0.0
     expected = ref.simulate(bars, signals, s)
     costs = Costs(fees=s.fees, slippage=s.slippage, slippage_vol=s.slippage_vol, vol_window=s.vol_window,
-                  borrow_rate=s.borrow_rate)
+                  borrow_rate=s.borrow_rate, impact=s.impact, adv_window=s.adv_window)
     res = simulate(bars[sym], Signals(**signals[sym]), costs=costs, fill=s.fill, direction=s.direction,
                    init_cash=s.init_cash, max_exposure=s.max_exposure)
     np.testing.assert_allclose(res.equity.to_numpy(dtype=float), expected.value, rtol=REL, atol=1e-6)

@@ -108,6 +108,8 @@ class Costs:
     rolling std of log returns over `vol_window` bars: wider when the market is moving.
     `margin_rate` is the annual interest charged on negative cash (longs on margin), per bar;
     `borrow_rate` the annual fee for borrowing what is shorted, on the shorts' value, per bar.
+    `impact` the square-root market impact coefficient: a fill of q adds
+    ``impact * sigma * sqrt(q / adv)`` to its slippage, adv the mean volume of `adv_window` bars.
     """
 
     fees: float = 0.001
@@ -116,6 +118,8 @@ class Costs:
     vol_window: int = 20
     margin_rate: float = 0.0
     borrow_rate: float = 0.0
+    impact: float = 0.0
+    adv_window: int = 20
 
     def __post_init__(self) -> None:
         for name in ("fees", "slippage"):
@@ -128,6 +132,12 @@ class Costs:
                               "e.g. 0.5")
         if int(self.vol_window) != self.vol_window or self.vol_window < 2:
             raise ConfigError(f"costs: vol_window={self.vol_window!r} must be an integer >= 2")
+        v = self.impact
+        if not (isinstance(v, int | float) and math.isfinite(v) and 0 <= v <= 10):
+            raise ConfigError(f"costs: impact={v!r} must be a square-root impact coefficient in [0, 10], "
+                              "e.g. 0.5")
+        if int(self.adv_window) != self.adv_window or self.adv_window < 1:
+            raise ConfigError(f"costs: adv_window={self.adv_window!r} must be a whole number of bars >= 1")
         for name in ("margin_rate", "borrow_rate"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and 0 <= v < 1):
@@ -143,7 +153,8 @@ class Costs:
                 raise ConfigError(f"costs: cannot parse {part!r}; use e.g. fees=0.001,slippage=0.0005 "
                                   f"(keys: {', '.join(cls.__dataclass_fields__)})")
             try:
-                values[key.strip()] = float(value) if key.strip() != "vol_window" else int(value)
+                whole = key.strip() in ("vol_window", "adv_window")
+                values[key.strip()] = int(value) if whole else float(value)
             except ValueError:
                 raise ConfigError(f"costs: {key.strip()}={value!r} is not a number") from None
         return cls(**values)
@@ -588,6 +599,21 @@ class Timeline:
         return [{key: self.place(s, a, lag, np.nan if a.dtype.kind == "f" else False)
                  for key, a in arrs.items()} for s, arrs in zip(self.symbols, per_symbol, strict=True)]
 
+    def impact(self, costs: Costs) -> np.ndarray:
+        """Square-root impact per fill bar (`impact_array`), each symbol's from its own bars."""
+        if costs.impact == 0:
+            return np.zeros((1, 1))
+        if not self.mixed:
+            close = price_matrices(self.frames, self.symbols)[3]
+            volume = np.column_stack([self.frames[s]["volume"].to_numpy(dtype=np.float64)
+                                      for s in self.symbols])
+            return impact_array(close, volume, costs)
+        out = np.zeros((self.n, len(self.symbols)))
+        own = zip(self.symbols, self._own("close"), self._own("volume"), strict=True)
+        for j, (s, close, volume) in enumerate(own):
+            out[self.rows[s], j] = impact_array(close[:, None], volume[:, None], costs)[:, 0]
+        return out
+
     def slippage(self, costs: Costs) -> np.ndarray:
         """Slippage per fill bar, each symbol's from the volatility of its own bars."""
         if costs.slippage_vol == 0:
@@ -676,6 +702,20 @@ def fingerprint(bars: Mapping[str, pd.DataFrame]) -> str:
 
 
 # ---------------------------------------------------------------- simulation
+
+def impact_array(close: np.ndarray, volume: np.ndarray, costs: Costs) -> np.ndarray:
+    """Per fill bar square-root impact per sqrt(unit) (n, m): ``impact * sigma[i-1] / sqrt(adv[i-1])``,
+    adv the mean volume of the `adv_window` bars up to i-1; 0 where either is undefined or adv is 0."""
+    if costs.impact == 0:
+        return np.zeros((1, 1))
+    logret = np.diff(np.log(close), axis=0, prepend=np.nan)
+    sigma = pd.DataFrame(logret).rolling(costs.vol_window).std().to_numpy()
+    adv = pd.DataFrame(volume).rolling(costs.adv_window).mean().to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = costs.impact * sigma / np.sqrt(adv)
+    k = np.where(np.isfinite(k), k, 0.0)
+    return np.vstack([np.zeros((1, close.shape[1])), k[:-1]])
+
 
 def slippage_array(close: np.ndarray, costs: Costs) -> np.ndarray:
     """Per fill bar slippage (n, m): fixed part plus `slippage_vol` x the previous bar's volatility."""
@@ -894,7 +934,8 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
                             float(costs.fees), float(init_cash), float(max_exposure),
                             lot_matrix(lot_map, symbols), costs.margin_rate / periods_per_year,
                             fill is Fill.NEXT_OPEN, value, gross, orders_buf, stats, np.empty((1, 1)),
-                            otype, olim, ostp, otif, False, costs.borrow_rate / periods_per_year)
+                            otype, olim, ostp, otif, False, costs.borrow_rate / periods_per_year,
+                            _compact(tl.impact(costs)))
     ob = orders_buf[:k]
     o_idx, o_col = ob[:, kernels.O_IDX].astype(np.int64), ob[:, kernels.O_COL].astype(np.int64)
     o_side, o_reason = ob[:, kernels.O_SIDE].astype(np.int64), ob[:, kernels.O_REASON].astype(np.int64)

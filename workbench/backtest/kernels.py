@@ -98,7 +98,7 @@ def _any_signal(le, lx, se, sx, s):
 @numba.njit(**_NJ)
 def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
                 max_exposure, lots, margin_bar, at_open, value_out, gross_out, orders, stats, trades,
-                otype, olim, ostp, otif, touch, borrow_bar):
+                otype, olim, ostp, otif, touch, borrow_bar, imp):
     """Simulate one portfolio (all columns share cash); return the number of orders.
 
     Prices are (n, m); signals (n, m) booleans indexed by signal bar; `sl tp tsl frac slip` are
@@ -112,7 +112,9 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
     notional (0 = none); `margin_bar` the interest rate per bar on negative cash. `otype olim ostp
     otif` (flexible, by signal bar): each entry's order type code, limit and stop prices and time in
     force in the column's own bars; `touch` fills a resting limit when the price touches it;
-    `borrow_bar` the fee per bar on the value of each short position (its last close).
+    `borrow_bar` the fee per bar on the value of each short position (its last close); `imp`
+    (flexible, by fill bar) the square-root impact per sqrt(unit): a fill of q adds imp * sqrt(q) to
+    its slippage (at most IMPACT_CAP).
     """
     n, m = close.shape
     lag = 1 if at_open else 0
@@ -157,7 +159,7 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
             dirty = False
         if n_stops > 0:
             stats[ST_CASH] = cash
-            _gap_stops(i, open_, slip, fees, st, stopped, orders, trades, stats)
+            _gap_stops(i, open_, slip, imp, fees, st, stopped, orders, trades, stats)
             cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
             dirty = True
         if at_open and s >= 0 and _any_signal(le, lx, se, sx, s):
@@ -166,9 +168,9 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
                 if np.isnan(px[j]):  # no bar of j here (mixed calendars): its last close
                     px[j] = close[i, j]
             stats[ST_CASH] = cash
-            resting += _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure,
-                                      lots, st, stopped, action, orders, trades, stats, otype, olim, ostp,
-                                      otif, i)
+            resting += _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, imp, fees,
+                                      max_exposure, lots, st, stopped, action, orders, trades, stats, otype,
+                                      olim, ostp, otif, i)
             cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
         any_fresh = False
         if resting > 0:
@@ -177,8 +179,8 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
                 if np.isnan(px[j]):
                     px[j] = close[i, j]
             stats[ST_CASH] = cash
-            resting -= _resting_fills(i, open_, high, low, px, frac, sl, tp, tsl, slip, fees, max_exposure,
-                                      lots, st, stopped, fresh, orders, stats, touch)
+            resting -= _resting_fills(i, open_, high, low, px, frac, sl, tp, tsl, slip, imp, fees,
+                                      max_exposure, lots, st, stopped, fresh, orders, stats, touch)
             cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
             for j in range(m):
                 if fresh[j]:
@@ -186,7 +188,7 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
                     dirty = True
         if n_stops > 0:
             stats[ST_CASH] = cash
-            _intrabar_stops(i, high, low, slip, fees, st, stopped, fresh, orders, trades, stats)
+            _intrabar_stops(i, high, low, slip, imp, fees, st, stopped, fresh, orders, trades, stats)
             cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
             dirty = True
         if any_fresh:
@@ -196,9 +198,9 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
             for j in range(m):
                 px[j] = close[i, j]
             stats[ST_CASH] = cash
-            resting += _signal_orders(i, i, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure,
-                                      lots, st, stopped, action, orders, trades, stats, otype, olim, ostp,
-                                      otif, i + 1)
+            resting += _signal_orders(i, i, px, le, lx, se, sx, sl, tp, tsl, frac, slip, imp, fees,
+                                      max_exposure, lots, st, stopped, action, orders, trades, stats, otype,
+                                      olim, ostp, otif, i + 1)
             cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
         value = cash
         ratio = 0.0
@@ -242,6 +244,15 @@ def _stop_level(p, e, ref, sl, tsl):
     return trail, TRAILING_STOP
 
 
+IMPACT_CAP = 0.5  # the most a fill's market impact adds to its slippage
+
+
+@numba.njit(inline="always", **_NJ)
+def _fill_slip(slip, imp, i, j, q):
+    """A fill of q at bar i: its slippage plus the square-root market impact (SEMANTICS.md)."""
+    return _at(slip, i, j) + min(_at(imp, i, j) * np.sqrt(q), IMPACT_CAP)
+
+
 @numba.njit(inline="always", **_NJ)
 def _has_stop(st, j):
     return not (np.isnan(st[j, SL]) and np.isnan(st[j, TP]) and np.isnan(st[j, TSL]))
@@ -255,7 +266,7 @@ def _tp_level(p, e, tp):
 
 
 @numba.njit(**_NJ)
-def _gap_stops(i, open_, slip, fees, st, stopped, orders, trades, stats):
+def _gap_stops(i, open_, slip, imp, fees, st, stopped, orders, trades, stats):
     """Step 1: positions whose stop or target the bar opens beyond exit at the open."""
     for j in range(st.shape[0]):
         p = st[j, POS]
@@ -271,12 +282,12 @@ def _gap_stops(i, open_, slip, fees, st, stopped, orders, trades, stats):
             hit = True
             why = TAKE_PROFIT
         if hit:
-            _close(i, j, o, _at(slip, i, j), fees, why, st, orders, trades, stats)
+            _close(i, j, o, _fill_slip(slip, imp, i, j, abs(p)), fees, why, st, orders, trades, stats)
             stopped[j] = True
 
 
 @numba.njit(**_NJ)
-def _intrabar_stops(i, high, low, slip, fees, st, stopped, fresh, orders, trades, stats):
+def _intrabar_stops(i, high, low, slip, imp, fees, st, stopped, fresh, orders, trades, stats):
     """Step 3: stop-loss (first) or take-profit inside the bar; then the trailing reference moves. A
     position a resting order entered intrabar meets its stop-loss only (SEMANTICS.md "Entry orders")."""
     for j in range(st.shape[0]):
@@ -286,7 +297,7 @@ def _intrabar_stops(i, high, low, slip, fees, st, stopped, fresh, orders, trades
         lvl, why = _stop_level(p, st[j, EPX], st[j, REF], st[j, SL], st[j, TSL])
         if fresh[j]:
             if not np.isnan(lvl) and ((p > 0 and low[i, j] <= lvl) or (p < 0 and high[i, j] >= lvl)):
-                _close(i, j, lvl, _at(slip, i, j), fees, why, st, orders, trades, stats)
+                _close(i, j, lvl, _fill_slip(slip, imp, i, j, abs(p)), fees, why, st, orders, trades, stats)
                 stopped[j] = True
             continue
         tpl = _tp_level(p, st[j, EPX], st[j, TP])
@@ -304,7 +315,7 @@ def _intrabar_stops(i, high, low, slip, fees, st, stopped, fresh, orders, trades
                 exit_px = tpl
                 why = TAKE_PROFIT
         if not np.isnan(exit_px):
-            _close(i, j, exit_px, _at(slip, i, j), fees, why, st, orders, trades, stats)
+            _close(i, j, exit_px, _fill_slip(slip, imp, i, j, abs(p)), fees, why, st, orders, trades, stats)
             stopped[j] = True
         elif p > 0:
             if high[i, j] > st[j, REF]:  # NaN (no bar of j here: mixed calendars) moves nothing
@@ -361,7 +372,7 @@ def _close(i, j, price, slip_ij, fees, reason, st, orders, trades, stats):
 
 
 @numba.njit(**_NJ)
-def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_exposure, lots, st,
+def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, imp, fees, max_exposure, lots, st,
                    stopped, action, orders, trades, stats, otype, olim, ostp, otif, first):
     """Resolve bar s's signals into exits (all symbols first) and then entries, filled at `px`; an
     entry of another type than market rests from union bar `first` (SEMANTICS.md "Entry orders").
@@ -389,15 +400,16 @@ def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_
                 change -= 1
     for j in range(m):
         if action[j] == A_EXIT or action[j] >= A_EXIT_LONG:
-            _close(i, j, px[j], _at(slip, i, j), fees, EXIT, st, orders, trades, stats)
+            _close(i, j, px[j], _fill_slip(slip, imp, i, j, abs(st[j, POS])), fees, EXIT, st, orders, trades,
+                   stats)
     for j in range(m):
         if action[j] < A_LONG:
             continue
         long = action[j] == A_LONG or action[j] == A_EXIT_LONG
         kind = int(_at(otype, s, j))
         if kind == MARKET:
-            _enter(i, s, j, long, px[j], _at(slip, i, j), px, frac, sl, tp, tsl, fees, max_exposure, lots, st,
-                   orders, stats)
+            _enter(i, s, j, long, px[j], _at(slip, i, j), _at(imp, i, j), px, frac, sl, tp, tsl, fees,
+                   max_exposure, lots, st, orders, stats)
             continue
         st[j, R_KIND] = kind
         st[j, R_LONG] = 1.0 if long else -1.0
@@ -412,8 +424,8 @@ def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, max_
 
 
 @numba.njit(**_NJ)
-def _resting_fills(i, open_, high, low, px, frac, sl, tp, tsl, slip, fees, max_exposure, lots, st, stopped,
-                   fresh, orders, stats, touch):
+def _resting_fills(i, open_, high, low, px, frac, sl, tp, tsl, slip, imp, fees, max_exposure, lots, st,
+                   stopped, fresh, orders, stats, touch):
     """Resting entry orders at bar i: those that fill at the open (symbols in column order), then those
     that fill intrabar; the others count one more bar of their time in force. Returns how many stopped
     resting (filled, expired or refused)."""
@@ -460,8 +472,9 @@ def _resting_fills(i, open_, high, low, px, frac, sl, tp, tsl, slip, fees, max_e
                 s = int(st[j, R_SBAR])
                 st[j, R_KIND] = MARKET
                 gone += 1
-                entered = _enter(i, s, j, sign > 0, price, _at(slip, i, j) if slipped else 0.0, px, frac, sl,
-                                 tp, tsl, fees, max_exposure, lots, st, orders, stats)
+                cost, impact = (_at(slip, i, j), _at(imp, i, j)) if slipped else (0.0, 0.0)
+                entered = _enter(i, s, j, sign > 0, price, cost, impact, px, frac, sl, tp, tsl, fees,
+                                 max_exposure, lots, st, orders, stats)
                 if entered and phase == 1:
                     fresh[j] = True
     for j in range(m):  # the bar is over for the orders still resting: one bar less to rest
@@ -474,9 +487,11 @@ def _resting_fills(i, open_, high, low, px, frac, sl, tp, tsl, slip, fees, max_e
 
 
 @numba.njit(**_NJ)
-def _enter(i, s, j, long, price, slip_ij, px, frac, sl, tp, tsl, fees, max_exposure, lots, st, orders, stats):
-    """Enter column j at `price` (before slippage `slip_ij`), sized on the equity at prices `px`, with
-    the sizing and stops of signal bar s. Returns whether it entered (sizing may refuse)."""
+def _enter(i, s, j, long, price, slip_ij, imp_ij, px, frac, sl, tp, tsl, fees, max_exposure, lots, st, orders,
+           stats):
+    """Enter column j at `price` (before slippage `slip_ij` and the impact of the target quantity,
+    `imp_ij` per sqrt(unit)), sized on the equity at prices `px`, with the sizing and stops of signal
+    bar s. Returns whether it entered (sizing may refuse)."""
     m = px.shape[0]
     f = _at(frac, s, j)
     if np.isnan(f):
@@ -491,6 +506,8 @@ def _enter(i, s, j, long, price, slip_ij, px, frac, sl, tp, tsl, fees, max_expos
             equity += st[k, POS] * px[k]
     if equity <= 0.0:
         return False
+    if imp_ij > 0.0:  # the impact of the target quantity, before costs (SEMANTICS.md "Market impact")
+        slip_ij += min(imp_ij * np.sqrt(f * equity / price), IMPACT_CAP)
     lot = lots[0, j]
     if long:
         fill = price * (1.0 + slip_ij)

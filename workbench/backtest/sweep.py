@@ -129,7 +129,7 @@ class SweepResult:
 
 @numba.njit(cache=True, error_model="numpy")
 def score_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash, max_exposure,
-             lots, margin_bar, at_open, ppy, out, value, trades, otype, olim, ostp, otif, borrow_bar):
+             lots, margin_bar, at_open, ppy, out, value, trades, otype, olim, ostp, otif, borrow_bar, imp):
     """Run the kernel for one parameter set and write its metrics (`_KERNEL_KEYS` order) into `out`.
 
     `value` (n,) receives the equity curve; `trades` (n*m+1, 2) is scratch for closed-trade pnl.
@@ -139,7 +139,7 @@ def score_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, f
     stats = np.empty(kernels.N_STATS)
     kernels.simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
                         max_exposure, lots, margin_bar, at_open, value, np.empty(1), np.empty((1, 1)), stats,
-                        trades, otype, olim, ostp, otif, False, borrow_bar)
+                        trades, otype, olim, ostp, otif, False, borrow_bar, imp)
     eq = equity_stats_nb(value, init_cash, ppy)
     for q in range(8):
         out[q] = eq[q]
@@ -162,7 +162,7 @@ def score_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, f
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
                     max_exposure, lots, margin_bar, at_open, ppy, out, values, trade_bufs, keep_values, otype,
-                    olim, ostp, otif, borrow_bar):
+                    olim, ostp, otif, borrow_bar, imp):
     """Run `score_nb` for every combination k of a chunk (signals (K, n, m)) in parallel.
 
     `values` is per-thread scratch (threads, n), or (K, n) kept per combination when `keep_values`;
@@ -174,7 +174,7 @@ def _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, 
         score_nb(open_, high, low, close, le[k], lx[k], se[k], sx[k], sl[k], tp[k], tsl[k], frac[k], slip,
                  fees, init_cash, max_exposure, lots, margin_bar, at_open, ppy, out[k],
                  values[k] if keep_values else values[t], trade_bufs[t], otype[k], olim[k], ostp[k],
-                 otif[k], borrow_bar)
+                 otif[k], borrow_bar, imp)
 
 
 def _stack_flex(arrays: list[np.ndarray]) -> np.ndarray:
@@ -212,6 +212,7 @@ class Evaluator:
         self.open_, self.high, self.low, self.close = self.timeline.prices()
         self.n = self.close.shape[0]
         self.slip = _compact(self.timeline.slippage(costs))
+        self.imp = _compact(self.timeline.impact(costs))
         self.value = np.empty(self.n)
         self._trades = np.empty((self.n * len(self.symbols) + 1, 2))
 
@@ -228,7 +229,7 @@ class Evaluator:
         score_nb(self.open_, self.high, self.low, self.close, le, lx, se, sx, sl, tp, tsl, frac, self.slip,
                  float(self.costs.fees), self.init_cash, self.max_exposure, self.lots, self.margin_bar,
                  self.fill is Fill.NEXT_OPEN, self.ppy, out, self.value, self._trades, otype, olim, ostp,
-                 otif, self.borrow_bar)
+                 otif, self.borrow_bar, self.imp)
         return dict(zip(_KERNEL_KEYS, out.tolist(), strict=True))
 
     def equity_curves(self, combos: Sequence[Mapping[str, Any]], chunk: int = 16) -> np.ndarray:
@@ -246,7 +247,7 @@ class Evaluator:
             _sweep_chunk_nb(self.open_, self.high, self.low, self.close, le, lx, se, sx, sl, tp, tsl, frac,
                             self.slip, float(self.costs.fees), self.init_cash, self.max_exposure, self.lots,
                             self.margin_bar, self.fill is Fill.NEXT_OPEN, self.ppy, stats, values, trade_bufs,
-                            True, otype, olim, ostp, otif, self.borrow_bar)
+                            True, otype, olim, ostp, otif, self.borrow_bar, self.imp)
             out[:, start:start + len(part)] = values.T
         return out
 
@@ -376,7 +377,7 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
                 _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip,
                                 float(costs.fees), float(init_cash), float(max_exposure), ev.lots,
                                 ev.margin_bar, fill is Fill.NEXT_OPEN, float(periods_per_year), out, values,
-                                trade_bufs, False, otype, olim, ostp, otif, ev.borrow_bar)
+                                trade_bufs, False, otype, olim, ostp, otif, ev.borrow_bar, ev.imp)
                 t_signals += t1 - t0
                 t_kernel += time.perf_counter() - t1
                 for p, vals in zip(part, out, strict=True):

@@ -18,7 +18,8 @@ SourceOpt = Annotated[str | None, typer.Option(
 CostsOpt = Annotated[str | None, typer.Option(
     help="Costs, e.g. fees=0.001,slippage=0.0005 (keys: fees, slippage, slippage_vol, vol_window, "
     "margin_rate: annual interest on borrowed cash, with --max-exposure above 1; "
-    "borrow_rate: annual fee on the value of short positions; "
+    "borrow_rate: annual fee on the value of short positions; impact: square-root market impact "
+    "coefficient (x volatility x sqrt(quantity / mean volume of adv_window bars)); "
     "default fees=0.001,slippage=0.0005).")]
 FillOpt = Annotated[str, typer.Option(
     help="next_open: a signal on a bar's close trades at the next open; close: at that close.")]

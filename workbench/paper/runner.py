@@ -105,6 +105,10 @@ class StrategySpec:
             raise ConfigError(f"{self.name}: paper trading shorts with a borrow_rate "
                               f"({self.costs.borrow_rate:g}) is not supported yet: the journal books no "
                               "borrow fees; promote a run without borrow_rate")
+        if self.costs.impact > 0:
+            raise ConfigError(f"{self.name}: paper trading with market impact (impact="
+                              f"{self.costs.impact:g}) is not supported yet: the simulated broker fills at "
+                              "the bar's price with its slippage only; promote a run without impact")
 
     @classmethod
     def from_artifact(
