@@ -305,6 +305,9 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
     sig = {k: {key: list(signals[k][key]) for key in (*SIGNAL_KEYS, *STOP_KEYS, "size", *ORDER_KEYS)
                if key in signals[k]} for k in symbols}
     for k in symbols:
+        if "order_type" in sig[k]:  # `Signals.arrays()` gives the kernel's codes: 0 market, 1 limit, ...
+            names = ("market", "limit", "stop", "stop_limit")
+            sig[k]["order_type"] = [v if isinstance(v, str) else names[int(v)] for v in sig[k]["order_type"]]
         check_entry_orders(sig[k], c[k])
     resting: dict[str, _Resting | None] = {k: None for k in symbols}
     fresh: set[str] = set()  # symbols entered intrabar by a resting order in this bar
