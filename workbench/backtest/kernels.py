@@ -188,7 +188,8 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
                     dirty = True
         if n_stops > 0:
             stats[ST_CASH] = cash
-            _intrabar_stops(i, high, low, slip, imp, fees, st, stopped, fresh, orders, trades, stats)
+            _intrabar_stops(i, high, low, slip, imp, fees, st, stopped, fresh, any_fresh, orders, trades,
+                            stats)
             cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
             dirty = True
         if any_fresh:
@@ -287,7 +288,7 @@ def _gap_stops(i, open_, slip, imp, fees, st, stopped, orders, trades, stats):
 
 
 @numba.njit(**_NJ)
-def _intrabar_stops(i, high, low, slip, imp, fees, st, stopped, fresh, orders, trades, stats):
+def _intrabar_stops(i, high, low, slip, imp, fees, st, stopped, fresh, any_fresh, orders, trades, stats):
     """Step 3: stop-loss (first) or take-profit inside the bar; then the trailing reference moves. A
     position a resting order entered intrabar meets its stop-loss only (SEMANTICS.md "Entry orders")."""
     for j in range(st.shape[0]):
@@ -295,7 +296,7 @@ def _intrabar_stops(i, high, low, slip, imp, fees, st, stopped, fresh, orders, t
         if p == 0.0 or stopped[j]:
             continue
         lvl, why = _stop_level(p, st[j, EPX], st[j, REF], st[j, SL], st[j, TSL])
-        if fresh[j]:
+        if any_fresh and fresh[j]:
             if not np.isnan(lvl) and ((p > 0 and low[i, j] <= lvl) or (p < 0 and high[i, j] >= lvl)):
                 _close(i, j, lvl, _fill_slip(slip, imp, i, j, abs(p)), fees, why, st, orders, trades, stats)
                 stopped[j] = True
