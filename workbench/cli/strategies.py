@@ -48,7 +48,8 @@ def strategies_cmd(
         table.add_row(*map(escape, (label, params, constraints, strat.description)))
     out.print(table)
     out.print("composites: regime(<strategy>) gates entries by a market regime; vote(<a>,<b>,...) "
-              "is long while most components are")
+              "is long while most components are; ml_model(<model>[@<version>]) trades a registered model "
+              "by pure inference; ml_refit(<model>[@<version>]) refits its recipe walk-forward")
 
 
 def _param_range(p: Param) -> str:
