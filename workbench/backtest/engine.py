@@ -806,9 +806,9 @@ def entry_order_matrices(placed: list[dict[str, np.ndarray]], n: int) -> tuple[n
 
 def check_entry_orders(arrs: Mapping[str, np.ndarray], close: np.ndarray, who: str) -> None:
     """SEMANTICS.md "Entry orders", refusals: an entry order that would fill at once, or lacks a price."""
-    kind = np.broadcast_to(arrs["order_type"], close.shape)
-    if not kind.any():
+    if not arrs["order_type"].any():  # market entries only (a one-element array when given so)
         return
+    kind = np.broadcast_to(arrs["order_type"], close.shape)
     long = arrs["long_entries"] & ~arrs["short_entries"]  # a bar with both enters neither
     short = arrs["short_entries"] & ~arrs["long_entries"]
     lim = np.broadcast_to(arrs["limit_price"], close.shape)

@@ -27,7 +27,8 @@ N_STATS = 10
 # per-column position state, one row per column, then the column's resting entry order
 POS, EPX, EFEE, REF, SL, TP, TSL = 0, 1, 2, 3, 4, 5, 6
 R_KIND, R_LONG, R_LIM, R_STP, R_SBAR, R_LEFT, R_FROM, R_TRIG = 7, 8, 9, 10, 11, 12, 13, 14
-N_STATE = 15
+FRESH = 15  # the bar in which a resting order entered the position intrabar (-1: none)
+N_STATE = 16
 # entry order types (SEMANTICS.md "Entry orders"; the codes `Signals.order_type` is stored as)
 MARKET, LIMIT, STOP, STOP_LIMIT = 0, 1, 2, 3
 ORDER_TYPES = ("market", "limit", "stop", "stop_limit")
@@ -122,8 +123,8 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
     st[:, POS] = 0.0
     st[:, EFEE] = 0.0
     st[:, R_KIND] = MARKET
+    st[:, FRESH] = -1.0
     stopped = np.zeros(m, dtype=np.bool_)
-    fresh = np.zeros(m, dtype=np.bool_)  # entered intrabar by a resting order in this bar
     action = np.zeros(m, dtype=np.int64)
     px = np.empty(m)
     for k in range(N_STATS):
@@ -172,7 +173,6 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
                                       max_exposure, lots, st, stopped, action, orders, trades, stats, otype,
                                       olim, ostp, otif, i)
             cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
-        any_fresh = False
         if resting > 0:
             for j in range(m):
                 px[j] = open_[i, j]
@@ -180,21 +180,13 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
                     px[j] = close[i, j]
             stats[ST_CASH] = cash
             resting -= _resting_fills(i, open_, high, low, px, frac, sl, tp, tsl, slip, imp, fees,
-                                      max_exposure, lots, st, stopped, fresh, orders, stats, touch)
+                                      max_exposure, lots, st, stopped, orders, stats, touch)
             cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
-            for j in range(m):
-                if fresh[j]:
-                    any_fresh = True
-                    dirty = True
         if n_stops > 0:
             stats[ST_CASH] = cash
-            _intrabar_stops(i, high, low, slip, imp, fees, st, stopped, fresh, any_fresh, orders, trades,
-                            stats)
+            _intrabar_stops(i, high, low, slip, imp, fees, st, stopped, orders, trades, stats)
             cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
             dirty = True
-        if any_fresh:
-            for j in range(m):
-                fresh[j] = False
         if not at_open and _any_signal(le, lx, se, sx, i):
             for j in range(m):
                 px[j] = close[i, j]
@@ -288,7 +280,7 @@ def _gap_stops(i, open_, slip, imp, fees, st, stopped, orders, trades, stats):
 
 
 @numba.njit(**_NJ)
-def _intrabar_stops(i, high, low, slip, imp, fees, st, stopped, fresh, any_fresh, orders, trades, stats):
+def _intrabar_stops(i, high, low, slip, imp, fees, st, stopped, orders, trades, stats):
     """Step 3: stop-loss (first) or take-profit inside the bar; then the trailing reference moves. A
     position a resting order entered intrabar meets its stop-loss only (SEMANTICS.md "Entry orders")."""
     for j in range(st.shape[0]):
@@ -296,7 +288,7 @@ def _intrabar_stops(i, high, low, slip, imp, fees, st, stopped, fresh, any_fresh
         if p == 0.0 or stopped[j]:
             continue
         lvl, why = _stop_level(p, st[j, EPX], st[j, REF], st[j, SL], st[j, TSL])
-        if any_fresh and fresh[j]:
+        if st[j, FRESH] == i:
             if not np.isnan(lvl) and ((p > 0 and low[i, j] <= lvl) or (p < 0 and high[i, j] >= lvl)):
                 _close(i, j, lvl, _fill_slip(slip, imp, i, j, abs(p)), fees, why, st, orders, trades, stats)
                 stopped[j] = True
@@ -426,7 +418,7 @@ def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, imp, fees,
 
 @numba.njit(**_NJ)
 def _resting_fills(i, open_, high, low, px, frac, sl, tp, tsl, slip, imp, fees, max_exposure, lots, st,
-                   stopped, fresh, orders, stats, touch):
+                   stopped, orders, stats, touch):
     """Resting entry orders at bar i: those that fill at the open (symbols in column order), then those
     that fill intrabar; the others count one more bar of their time in force. Returns how many stopped
     resting (filled, expired or refused)."""
@@ -477,7 +469,7 @@ def _resting_fills(i, open_, high, low, px, frac, sl, tp, tsl, slip, imp, fees, 
                 entered = _enter(i, s, j, sign > 0, price, cost, impact, px, frac, sl, tp, tsl, fees,
                                  max_exposure, lots, st, orders, stats)
                 if entered and phase == 1:
-                    fresh[j] = True
+                    st[j, FRESH] = i
     for j in range(m):  # the bar is over for the orders still resting: one bar less to rest
         if int(st[j, R_KIND]) != MARKET and i >= st[j, R_FROM] and not np.isnan(open_[i, j]):
             st[j, R_LEFT] -= 1.0
