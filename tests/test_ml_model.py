@@ -105,6 +105,10 @@ def test_a_meta_label_model_filters_its_primary_strategy(env: dict[str, Any]) ->
         np.testing.assert_array_equal(sig.long_entries, primary["long_entries"] & (p >= threshold))
     np.testing.assert_array_equal(sig.long_exits, primary["long_exits"])
     assert 0 < sig.long_entries.sum() < primary["long_entries"].sum()
+    # the primary's own stops and orders are kept: the model only chooses which entries to take
+    arrays = sig.arrays(len(bars))
+    for key in ("stop_loss", "take_profit", "trailing_stop", "order_type", "time_in_force"):
+        np.testing.assert_array_equal(arrays[key], primary[key])
 
 
 @pytest.mark.parametrize(("spec", "match"), [

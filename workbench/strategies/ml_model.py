@@ -91,10 +91,16 @@ def _trade(prob: np.ndarray, bars: pd.DataFrame, p: Mapping[str, Any], primary: 
     with np.errstate(invalid="ignore"):
         take = prob >= float(p["threshold"])
         if primary is not None:
+            # the primary's trades as it makes them (its stops, targets and own sizes kept), the
+            # entries the model does not take dropped
             arrays = primary.signals(bars, primary_params).arrays(len(bars), primary.name)
             return Signals(arrays["long_entries"] & take, arrays["long_exits"],
                            arrays["short_entries"] & take, arrays["short_exits"],
-                           size=bet_size(prob) if sized else None,
+                           stop_loss=arrays["stop_loss"], take_profit=arrays["take_profit"],
+                           trailing_stop=arrays["trailing_stop"],
+                           size=arrays["size"] * bet_size(prob) if sized else arrays["size"],
+                           order_type=arrays["order_type"], limit_price=arrays["limit_price"],
+                           stop_price=arrays["stop_price"], time_in_force=arrays["time_in_force"],
                            extras={"p": prob, "primary": primary.name})
         exits = prob < float(p["exit_threshold"])
         if not p["short"]:
