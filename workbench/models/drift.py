@@ -106,14 +106,11 @@ def model_drift(lake: Any, registry: Any, name: str, ref: int | str = "champion"
     """Features and predictions of version `ref` of `name` on recent bars (after its training window
     by default) against its training window; logged to MLflow as a drift run of that version."""
     from workbench.backtest.engine import load_bars
-    from workbench.features import FeatureSet, compute_features
+    from workbench.models.serving import load_model
     from workbench.models.training import LabelSpec, labels_of
 
-    model, lineage = registry.load(name, ref)
-    fs = FeatureSet.from_resolved(lineage["feature_set"], name)
-    if fs.key() != lineage["feature_set_key"]:
-        raise DataError(f"{name} version {lineage['version']}: its recorded features no longer hash to its "
-                        "feature-set key (a feature's definition changed); retrain it")
+    model = load_model(name, ref, registry=registry)  # its feature set checked against its key
+    lineage = model.lineage
     train_start, train_end = pd.Timestamp(lineage["start"]), pd.Timestamp(lineage["end"])
     start = _utc(since) if since is not None else train_end
     frames = load_bars(lake, lineage["symbols"], lineage["timeframe"], None, until,
@@ -121,7 +118,7 @@ def model_drift(lake: Any, registry: Any, name: str, ref: int | str = "champion"
     label = LabelSpec.model_validate(lineage["label"])
     ref_rows, cur_rows, known = [], [], []
     for bars in frames.values():
-        X = compute_features(bars, fs)
+        X = model.features(bars)
         X = X[X.notna().all(axis="columns")]
         ref_rows.append(X[(X.index >= train_start) & (X.index <= train_end)])
         recent = X[X.index > start]
@@ -134,15 +131,15 @@ def model_drift(lake: Any, registry: Any, name: str, ref: int | str = "champion"
     if len(current) < 10:
         raise DataError(f"only {len(current)} bars of {', '.join(frames)} after {start}: nothing recent to "
                         "compare; sync newer bars or pass an earlier --since")
-    reference = reference.assign(prediction=_proba(model, reference))
-    current = current.assign(prediction=_proba(model, current))
+    reference = reference.assign(prediction=model.predict_features(reference))
+    current = current.assign(prediction=model.predict_features(current))
     table = drift_table(reference, current)
     live: dict[str, float] = {"rows": 0.0}
     if known and sum(len(y) for _, y, _ in known):
         Xk = pd.concat([x for x, _, _ in known])
         yk = pd.concat([y for _, y, _ in known]).to_numpy()
         rk = pd.concat([r for _, _, r in known]).to_numpy(dtype=float)
-        p = _proba(model, Xk)
+        p = model.predict_features(Xk)
         live = {"rows": float(len(yk)), "accuracy": float(((p >= 0.5) == yk).mean())}
         if len(np.unique(yk)) == 2:
             from sklearn.metrics import roc_auc_score
@@ -166,10 +163,6 @@ def model_drift(lake: Any, registry: Any, name: str, ref: int | str = "champion"
 def _utc(t: Any) -> pd.Timestamp:
     ts = pd.Timestamp(t)
     return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
-
-
-def _proba(model: Any, X: pd.DataFrame) -> np.ndarray:
-    return model.predict_proba(X.to_numpy())[:, list(model.classes_).index(1)]
 
 
 def _log_drift(registry: Any, report: DriftReport) -> None:

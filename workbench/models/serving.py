@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, DataError
 from workbench.features import FeatureSet, compute_features
 from workbench.models.registry import ModelRegistry, quiet, tracking_uri
 
@@ -70,7 +70,7 @@ class LoadedModel:
         ok = np.isfinite(values).all(axis=1)
         out = np.full(len(values), np.nan)
         if ok.any():
-            out[ok] = self.estimator.predict_proba(values[ok])[:, 1]
+            out[ok] = self.estimator.predict_proba(values[ok])[:, list(self.estimator.classes_).index(1)]
         return out
 
 
@@ -119,8 +119,8 @@ def load_model(name: str, ref: int | str = "champion", *, registry: ModelRegistr
                           "trained by `workbench model train`: train it again")
     fs = FeatureSet.from_resolved(items, name=name)
     if lineage.get("feature_set_key") and lineage["feature_set_key"] != fs.key():
-        raise ConfigError(f"model {name} version {version}: its features no longer resolve to the set it was "
-                          f"trained on (a feature's defaults changed since); train it again")
+        raise DataError(f"{name} version {version}: its recorded features no longer hash to its feature-set "
+                        "key (a feature's definition changed); retrain it")
     loaded = LoadedModel(name, version, str(lineage.get("run_id", "")), estimator, fs, lineage, reg.uri)
     with _LOCK:
         _LOADED[key] = loaded
