@@ -454,30 +454,30 @@ def _as_bool(value: Any, n: int, what: str) -> np.ndarray:
     return arr
 
 
-def _as_float(value: Any, n: int, what: str, compact: bool = False) -> np.ndarray:
+def _per_bar(value: Any, n: int, what: str, compact: bool, default: float) -> np.ndarray:
+    """A float field of `Signals` as an array: n values (one per bar), or a single one when it is
+    given as one number (or not at all: `default`) and `compact`."""
     if value is None:
-        return np.full(1 if compact else n, np.nan)
+        return np.full(1 if compact else n, default)
     arr = np.asarray(value.to_numpy() if isinstance(value, pd.Series) else value, dtype=float)
     if arr.ndim == 0:
-        arr = np.full(1 if compact else n, float(arr))
-        if np.isfinite(arr[0]) and arr[0] < 0:
-            raise DataError(f"{what} is a negative stop distance; give a fraction like 0.02 for 2 %")
-        return arr
+        return np.full(1 if compact else n, float(arr))
     if arr.shape != (n,):
         raise DataError(f"{what} has shape {arr.shape}, expected ({n},): return one value per bar")
+    return arr
+
+
+def _as_float(value: Any, n: int, what: str, compact: bool = False) -> np.ndarray:
+    arr = _per_bar(value, n, what, compact, np.nan)
     if np.any(arr[np.isfinite(arr)] < 0):
+        if value is not None and np.ndim(value) == 0:
+            raise DataError(f"{what} is a negative stop distance; give a fraction like 0.02 for 2 %")
         raise DataError(f"{what} has negative stop distances; give fractions like 0.02 for 2 %")
     return arr
 
 
 def _as_size(value: Any, n: int, what: str, compact: bool = False) -> np.ndarray:
-    if value is None:
-        return np.ones(1 if compact else n)
-    arr = np.asarray(value.to_numpy() if isinstance(value, pd.Series) else value, dtype=float)
-    if arr.ndim == 0:
-        arr = np.full(1 if compact else n, float(arr))
-    elif arr.shape != (n,):
-        raise DataError(f"{what} has shape {arr.shape}, expected ({n},): return one value per bar")
+    arr = _per_bar(value, n, what, compact, 1.0)
     if np.any((arr[np.isfinite(arr)] < 0) | (arr[np.isfinite(arr)] > 1)) or np.isinf(arr).any():
         raise DataError(f"{what} must lie in [0, 1] (a share of the sizing rule's size; NaN or 0 refuses "
                         "the entry)")
@@ -510,26 +510,14 @@ def _as_order_type(value: Any, n: int, what: str, compact: bool = False) -> np.n
 
 
 def _as_price(value: Any, n: int, what: str, compact: bool = False) -> np.ndarray:
-    if value is None:
-        return np.full(1 if compact else n, np.nan)
-    arr = np.asarray(value.to_numpy() if isinstance(value, pd.Series) else value, dtype=float)
-    if arr.ndim == 0:
-        arr = np.full(1 if compact else n, float(arr))
-    elif arr.shape != (n,):
-        raise DataError(f"{what} has shape {arr.shape}, expected ({n},): return one value per bar")
+    arr = _per_bar(value, n, what, compact, np.nan)
     if np.any(arr[~np.isnan(arr)] <= 0) or np.isinf(arr).any():
         raise DataError(f"{what} must be a positive price (NaN where there is none)")
     return arr
 
 
 def _as_tif(value: Any, n: int, what: str, compact: bool = False) -> np.ndarray:
-    if value is None:
-        return np.ones(1 if compact else n)
-    arr = np.asarray(value.to_numpy() if isinstance(value, pd.Series) else value, dtype=float)
-    if arr.ndim == 0:
-        arr = np.full(1 if compact else n, float(arr))
-    elif arr.shape != (n,):
-        raise DataError(f"{what} has shape {arr.shape}, expected ({n},): return one value per bar")
+    arr = _per_bar(value, n, what, compact, 1.0)
     if not (np.isfinite(arr) & (arr >= 1) & (arr == np.floor(arr))).all():
         raise DataError(f"{what} must be a whole number of bars, at least 1 (a time in force of 0 bars "
                         "never rests)")
