@@ -36,26 +36,36 @@ from workbench.strategies.base import ParamSpace, Signals, Strategy, bool_param,
 _SPEC = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*?)(?:@(?P<ref>[A-Za-z0-9_]+))?$")
 
 
-def model_strategy(spec: str) -> Strategy:
-    """The strategy trading the version `spec` names (``demo_gbm``, ``demo_gbm@3``,
-    ``demo_gbm@challenger``); an unknown model or version is one line naming what exists."""
+def _resolve(head: str, spec: str) -> tuple[Any, Strategy | None, dict[str, Any]]:
+    """The loaded version `spec` names in ``<head>(<spec>)``, and for a meta-label model its primary
+    strategy with the parameters it was labelled with (None and {} otherwise)."""
     from workbench.models.serving import load_model
 
     m = _SPEC.match(spec.strip())
     if not m:
-        raise ConfigError(f"ml_model({spec}): give a registered model as name or name@version, e.g. "
-                          "ml_model(demo_gbm@3)")
+        raise ConfigError(f"{head}({spec}): give a registered model as name or name@version, e.g. "
+                          f"{head}(demo_gbm@3)")
     model = load_model(m["name"], m["ref"] or "champion")
-    label = model.label
-    meta = label.get("kind") == "meta"
-    primary: Strategy | None = None
-    primary_params: dict[str, Any] = {}
-    if meta:
-        from workbench.strategies.registry import get_strategy
+    if model.label.get("kind") != "meta":
+        return model, None, {}
+    from workbench.strategies.registry import get_strategy
 
-        primary = get_strategy(str(label["primary"]))
-        primary_params = primary.params(label.get("primary_params") or {})
-    space = _space(meta)
+    primary = get_strategy(str(model.label["primary"]))
+    return model, primary, primary.params(model.label.get("primary_params") or {})
+
+
+def _kind(model: Any, primary: Strategy | None) -> str:
+    """What the version trades, for a description."""
+    what = (f"meta-label filter of {primary.name}" if primary is not None
+            else str(model.label.get("kind", "label")))
+    return f"{model.lineage.get('model', '?')}, {what}"
+
+
+def model_strategy(spec: str) -> Strategy:
+    """The strategy trading the version `spec` names (``demo_gbm``, ``demo_gbm@3``,
+    ``demo_gbm@challenger``); an unknown model or version is one line naming what exists."""
+    model, primary, primary_params = _resolve("ml_model", spec)
+    space = _space(primary is not None)
 
     def signals(bars: pd.DataFrame, p: dict) -> Signals:
         return _trade(model.predict(bars), bars, p, primary, primary_params)
@@ -64,10 +74,9 @@ def model_strategy(spec: str) -> Strategy:
         own = model.warmup()
         return max(own, primary.warmup(primary_params)) if primary is not None else own
 
-    kind = f"meta-label filter of {primary.name}" if primary is not None else str(label.get("kind", "label"))
     strategy = Strategy(f"ml_model({model.name}@{model.version})", space, signals, warmup=warmup,
                         description=f"registered model {model.name} version {model.version} "
-                                    f"({model.lineage.get('model', '?')}, {kind}): pure inference",
+                                    f"({_kind(model, primary)}): pure inference",
                         components=(primary,) if primary is not None else (),
                         source="model", pins={"models": [model.pins()]})
     return strategy
@@ -138,21 +147,7 @@ _REFITS_KEPT = 32
 def refit_strategy(spec: str) -> Strategy:
     """The recipe of the version `spec` names, refitted walk-forward inside the bars (see the module
     docstring); like `model_strategy`, named by the exact version whose recipe it refits."""
-    from workbench.models.serving import load_model
-
-    m = _SPEC.match(spec.strip())
-    if not m:
-        raise ConfigError(f"ml_refit({spec}): give a registered model as name or name@version, e.g. "
-                          "ml_refit(demo_gbm@3)")
-    model = load_model(m["name"], m["ref"] or "champion")
-    label = model.label
-    primary: Strategy | None = None
-    primary_params: dict[str, Any] = {}
-    if label.get("kind") == "meta":
-        from workbench.strategies.registry import get_strategy
-
-        primary = get_strategy(str(label["primary"]))
-        primary_params = primary.params(label.get("primary_params") or {})
+    model, primary, primary_params = _resolve("ml_refit", spec)
     base = _space(primary is not None)
     space = ParamSpace.of(
         int_param("refit_every", 500, 100, 5000, step=100, doc="bars between refits"),
@@ -167,10 +162,9 @@ def refit_strategy(spec: str) -> Strategy:
         own = max(model.warmup(), int(p["min_train"]))
         return max(own, primary.warmup(primary_params)) if primary is not None else own
 
-    kind = f"meta-label filter of {primary.name}" if primary is not None else str(label.get("kind", "label"))
     return Strategy(f"ml_refit({model.name}@{model.version})", space, signals, warmup=warmup,
                     description=f"the recipe of {model.name} version {model.version} "
-                                f"({model.lineage.get('model', '?')}, {kind}), refitted walk-forward",
+                                f"({_kind(model, primary)}), refitted walk-forward",
                     components=(primary,) if primary is not None else (), source="model")
 
 
