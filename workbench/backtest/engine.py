@@ -100,6 +100,11 @@ class SizingKind(StrEnum):
     VOLATILITY = "volatility"
 
 
+def _finite(v: Any) -> bool:
+    """A finite int or float (what a cost setting must be before its range is checked)."""
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Costs:
     """Trading costs: proportional fees and slippage (fixed plus a multiple of recent volatility).
@@ -124,23 +129,23 @@ class Costs:
     def __post_init__(self) -> None:
         for name in ("fees", "slippage"):
             v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and 0 <= v < 0.5):
+            if not (_finite(v) and 0 <= v < 0.5):
                 raise ConfigError(f"costs: {name}={v!r} must be a fraction in [0, 0.5), e.g. 0.001 for 0.1 %")
         v = self.slippage_vol
-        if not (isinstance(v, int | float) and math.isfinite(v) and 0 <= v <= 10):
+        if not (_finite(v) and 0 <= v <= 10):
             raise ConfigError(f"costs: slippage_vol={v!r} must be a multiple of bar volatility in [0, 10], "
                               "e.g. 0.5")
         if int(self.vol_window) != self.vol_window or self.vol_window < 2:
             raise ConfigError(f"costs: vol_window={self.vol_window!r} must be an integer >= 2")
         v = self.impact
-        if not (isinstance(v, int | float) and math.isfinite(v) and 0 <= v <= 10):
+        if not (_finite(v) and 0 <= v <= 10):
             raise ConfigError(f"costs: impact={v!r} must be a square-root impact coefficient in [0, 10], "
                               "e.g. 0.5")
         if int(self.adv_window) != self.adv_window or self.adv_window < 1:
             raise ConfigError(f"costs: adv_window={self.adv_window!r} must be a whole number of bars >= 1")
         for name in ("margin_rate", "borrow_rate"):
             v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and 0 <= v < 1):
+            if not (_finite(v) and 0 <= v < 1):
                 raise ConfigError(f"costs: {name}={v!r} must be an annual rate in [0, 1), e.g. 0.06 for 6 %")
 
     @classmethod
