@@ -56,11 +56,10 @@ def _at(a: np.ndarray, i: int, j: int) -> float:
 A_NONE, A_EXIT, A_LONG, A_SHORT, A_EXIT_LONG, A_EXIT_SHORT = 0, 1, 2, 3, 4, 5
 
 
-@numba.njit(**_NJ)
-def signal_action(le: bool, lx: bool, se: bool, sx: bool, position: float) -> int:
-    """The one rule from a bar's signals (sides `direction` drops already removed) and the position
-    before them to an action: conflicting pairs cancel, reversals exit then enter, no pyramiding.
-    The kernel calls it for every column with a signal; the paper runner calls it from Python."""
+@numba.njit(inline="always", **_NJ)
+def _unconflicted(le, lx, se, sx):
+    """A bar's signals after the conflict rules, in order: long entry + exit cancel, then short entry
+    + exit, then long entry + short entry (SEMANTICS.md "Signals -> orders")."""
     if le and lx:
         le = False
         lx = False
@@ -70,6 +69,15 @@ def signal_action(le: bool, lx: bool, se: bool, sx: bool, position: float) -> in
     if le and se:
         le = False
         se = False
+    return le, lx, se, sx
+
+
+@numba.njit(**_NJ)
+def signal_action(le: bool, lx: bool, se: bool, sx: bool, position: float) -> int:
+    """The one rule from a bar's signals (sides `direction` drops already removed) and the position
+    before them to an action: conflicting pairs cancel, reversals exit then enter, no pyramiding.
+    The kernel calls it for every column with a signal; the paper runner calls it from Python."""
+    le, lx, se, sx = _unconflicted(le, lx, se, sx)
     if position > 0:
         if se:
             return A_EXIT_SHORT
@@ -378,16 +386,7 @@ def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, imp, fees,
             continue
         action[j] = signal_action(le[s, j], lx[s, j], se[s, j], sx[s, j], st[j, POS])
         if st[j, R_KIND] != MARKET:  # a new entry replaces the resting one, an exit of its side cancels it
-            e_l, x_l, e_s, x_s = le[s, j], lx[s, j], se[s, j], sx[s, j]
-            if e_l and x_l:
-                e_l = False
-                x_l = False
-            if e_s and x_s:
-                e_s = False
-                x_s = False
-            if e_l and e_s:
-                e_l = False
-                e_s = False
+            e_l, x_l, e_s, x_s = _unconflicted(le[s, j], lx[s, j], se[s, j], sx[s, j])
             if e_l or e_s or (x_l if st[j, R_LONG] > 0 else x_s):
                 st[j, R_KIND] = MARKET
                 change -= 1
