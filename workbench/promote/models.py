@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import ConfigError
+from workbench.models.registry import quiet
 from workbench.promote.gates import GateSet, Verdict, load_gates
 
 
@@ -92,17 +93,11 @@ def retrain(lake: Any, spec: Any, *, gates: str | Path | GateSet | None = None, 
 def _champion(registry: Any, name: str) -> int | None:
     from workbench.models.registry import CHAMPION
 
-    with _quiet():
+    with quiet():
         names = [m.name for m in registry.client.search_registered_models()]
     if name not in names:
         return None
     return cast(int | None, registry._alias_version(name, CHAMPION))
-
-
-def _quiet() -> Any:
-    from workbench.models.registry import quiet
-
-    return quiet()
 
 
 def _same_folds(lake: Any, spec: Any, lineage: dict[str, Any]) -> tuple[dict[str, float], str]:
@@ -159,7 +154,7 @@ def _record(registry: Any, name: str, version: int, verdicts: list[Verdict], cha
     """The retrain's verdicts on the challenger's version, where `workbench model show` finds them."""
     record = {"champion": champion, "promoted": promoted, "reason": reason,
               "verdicts": [v.to_dict() for v in verdicts]}
-    with _quiet():
+    with quiet():
         registry.client.set_model_version_tag(name, str(version), "workbench.retrain",
                                               json.dumps(record, sort_keys=True, default=str))
 
