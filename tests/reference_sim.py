@@ -57,6 +57,8 @@ class Settings:
     min_qty: float = 0.0  # an entry below this quantity is refused
     min_notional: float = 0.0  # an entry below this value (quantity x fill price) is refused
     limit_fill: str = "through"  # a resting limit fills when the price trades through it, or "touch"
+    funding: bool = False  # settle the bars' `funding_rate` on the positions held into them
+    volume_cap: float = 0.0  # an entry fill takes at most this fraction of its bar's volume (0: no cap)
 
 
 @dataclass
@@ -99,7 +101,8 @@ class Result:
     trades: list[Trade]
     benchmark: list[float]
     cash: float
-    interest: float = 0.0  # margin interest paid in total
+    interest: float = 0.0  # margin interest and borrow fees paid in total
+    funding: float = 0.0  # funding paid in total (received: negative)
 
 
 @dataclass
@@ -114,6 +117,8 @@ class _Resting:
     last: int
     triggered: bool = False  # a stop-limit whose trigger was passed at an open above its limit
     triggered_at: int = -1  # the own bar of that open: it rests as a limit from the next bar
+    qty: float | None = None  # after a partial fill: the quantity still to fill (None: not sized yet)
+    filled_at: int = -1  # the own bar of its last fill (an order fills at most once a bar)
 
 
 def check_entry_orders(sig: dict, close: list[float]) -> None:
@@ -297,6 +302,12 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
     vol = {k: _column(bars[k], "volume") if "volume" in bars[k].columns else [0.0] * len(c[k])
            for k in symbols}
     imp = {k: impact_per_bar(c[k], vol[k], s) for k in symbols}
+    rate = {k: [0.0 if math.isnan(r) else r for r in _column(bars[k], "funding_rate")]
+            if "funding_rate" in bars[k].columns else None for k in symbols}
+    if s.funding:
+        for k in symbols:
+            if rate[k] is None:
+                raise ValueError(f"funding asked for {k}, whose bars have no funding_rate")
 
     def cost(k: str, b: int, q: float) -> float:
         """Slippage of a fill of q at own bar b: the bar's, plus the square-root impact (capped)."""
@@ -319,6 +330,7 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
     trades: list[Trade] = []
     value: list[float] = []
     interest = 0.0
+    funding = 0.0
 
     def close_position(k: str, i: int, price: float, reason: str) -> None:
         """Exit the whole position of k at `price` (before slippage)."""
@@ -341,6 +353,8 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
         t.exit_bar, t.exit_price, t.exit_fees = i, fill, fees
         t.exit_reason = "signal" if reason == "exit" else reason
         pos[k] = _Position()
+        if resting[k] is not None and resting[k].qty is not None:
+            resting[k] = None  # the remainder of a partly filled entry goes with its position
 
     def price(k: str, i: int, field: dict[str, list[float]]) -> float:
         """k's price at union bar i: from its own bar there, else its last close (a closed market)."""
@@ -348,68 +362,92 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
         return field[k][b] if b is not None else mark[k]
 
     def open_position(k: str, i: int, sbar: int, long: bool, field: dict[str, list[float]],
-                      px: float | None = None, slipped: bool = True) -> None:
+                      px: float | None = None, slipped: bool = True, qty: float | None = None
+                      ) -> float | None:
         """Enter k at union bar i at its own bar's `field` price (before slippage; `px` instead for a
-        resting order's fill, with no slippage unless `slipped`), from the signals of its own bar `sbar`."""
+        resting order's fill, with no slippage unless `slipped`), from the signals of its own bar `sbar`.
+
+        `qty` is the remainder of a partly filled order (not sized again; it adds to the position).
+        Returns None when the entry is refused, NaN when the volume cap lets nothing fill this bar, else
+        the quantity left to fill (0 when it all filled)."""
         nonlocal cash
         b = own[k][i]
         px = field[k][b] if px is None else px
         sl, tp, tsl = (float(sig[k][key][sbar]) for key in STOP_KEYS)
         equity = cash + sum(pos[m].qty * price(m, i, field) for m in symbols if pos[m].qty != 0)
-        if s.sizing == "fixed":
-            f = s.fraction if s.fraction is not None else 1.0 / len(symbols)
-        elif s.sizing == "risk":
-            d = sl if not math.isnan(sl) else tsl
-            if math.isnan(d):
-                return  # no stop, no risk budget: the entry is refused
-            f = s.risk / d
-        elif s.sizing == "volatility":
-            a = atrs[k][sbar]
-            if math.isnan(a):
-                return  # ATR still undefined
-            ppy = (s.own_periods_per_year or {}).get(k, s.periods_per_year)
-            f = s.target_vol / (a / c[k][sbar] * math.sqrt(ppy))
-        else:
-            raise ValueError(s.sizing)
-        size = float(sig[k]["size"][sbar]) if "size" in sig[k] else 1.0
-        if math.isnan(size) or size <= 0:
-            return  # the strategy sized this entry to nothing: refused
-        f = min(f * size, s.max_exposure)
-        if equity <= 0:
-            return
+        f = math.nan
+        if qty is None:
+            if s.sizing == "fixed":
+                f = s.fraction if s.fraction is not None else 1.0 / len(symbols)
+            elif s.sizing == "risk":
+                d = sl if not math.isnan(sl) else tsl
+                if math.isnan(d):
+                    return None  # no stop, no risk budget: the entry is refused
+                f = s.risk / d
+            elif s.sizing == "volatility":
+                a = atrs[k][sbar]
+                if math.isnan(a):
+                    return None  # ATR still undefined
+                ppy = (s.own_periods_per_year or {}).get(k, s.periods_per_year)
+                f = s.target_vol / (a / c[k][sbar] * math.sqrt(ppy))
+            else:
+                raise ValueError(s.sizing)
+            size = float(sig[k]["size"][sbar]) if "size" in sig[k] else 1.0
+            if math.isnan(size) or size <= 0:
+                return None  # the strategy sized this entry to nothing: refused
+            f = min(f * size, s.max_exposure)
+            if equity <= 0:
+                return None
         # slippage, with the impact of the target quantity before costs (none for a limit fill)
         sl_b = slip[k][b] + min(imp[k][b] * math.sqrt(f * equity / px), 0.5) if slipped else 0.0
+        fill = px * (1 + sl_b) if long else px * (1 - sl_b)
+        capped = False
+        floor = -max(0.0, s.max_exposure - 1.0) * equity
         if long:
-            fill = px * (1 + sl_b)
             # the fee is reserved: the entry spends f * equity, its fee included
-            q = f * equity / (fill * (1 + s.fees))
+            q = f * equity / (fill * (1 + s.fees)) if qty is None else qty
             # cash may go below 0 (margin) only down to what the exposure cap allows
-            floor = -max(0.0, s.max_exposure - 1.0) * equity
             if cash <= floor:
-                return
+                return None if qty is None else math.nan
             capped = q * fill * (1 + s.fees) > cash - floor
             if capped:
                 q = (cash - floor) / (1 + s.fees) / fill
             q = _round_lot(q, s)
-            if q <= 0 or q < s.min_qty or q * fill < s.min_notional:
-                return
+        else:
+            q = _round_lot(f * equity / (fill * (1 + s.fees)), s) if qty is None else qty
+        if qty is None and (q <= 0 or q < s.min_qty or q * fill < s.min_notional):
+            return None
+        target = q if qty is None else qty
+        before = q
+        if s.volume_cap and q > s.volume_cap * vol[k][b]:  # at most volume_cap of the bar's volume fills now
+            q = _round_lot(s.volume_cap * vol[k][b], s)
+        if q <= 0:
+            return math.nan
+        cut = q < before  # the volume cap took some: the cash left is not the floor
+        fees = q * fill * s.fees
+        if long:
             # a buy that spends all the cash it may leaves exactly the floor, so that a float residual
             # of +-1e-12 never buys dust for the next symbol (test_a_cash_capped_buy_leaves_no_dust)
             rest = cash - q * fill * (1 + s.fees)
-            cash = floor if not s.lot and (capped or rest - floor <= 1e-9 * equity) else rest
-            side, qty = "buy", q
+            cash = floor if not s.lot and not cut and (capped or rest - floor <= 1e-9 * equity) else rest
+            side, signed = "buy", q
         else:
-            fill = px * (1 - sl_b)
-            q = _round_lot(f * equity / (fill * (1 + s.fees)), s)
-            if q <= 0 or q < s.min_qty or q * fill < s.min_notional:
-                return
             cash += q * fill * (1 - s.fees)
-            side, qty = "sell", -q
-        fees = q * fill * s.fees
+            side, signed = "sell", -q
         orders.append(Order(i, k, side, q, fill, fees, "entry"))
-        trade = Trade(k, "long" if long else "short", i, fill, q, fees)
-        trades.append(trade)
-        pos[k] = _Position(qty, fill, sl, tp, tsl, fill, trade)
+        p = pos[k]
+        if p.qty != 0:  # a partly filled order's later fill: the entry price becomes the mean fill
+            held = abs(p.qty)
+            p.entry = (held * p.entry + q * fill) / (held + q)
+            p.qty += signed
+            t = p.trade
+            assert t is not None
+            t.size, t.entry_price, t.entry_fees = held + q, p.entry, t.entry_fees + fees
+        else:
+            trade = Trade(k, "long" if long else "short", i, fill, q, fees)
+            trades.append(trade)
+            pos[k] = _Position(signed, fill, sl, tp, tsl, fill, trade)
+        return target - q
 
     def signal_orders(i: int, sbars: dict[str, int], field: dict[str, list[float]],
                       stopped: set[str]) -> None:
@@ -420,10 +458,13 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
             if k in stopped or k not in sbars:
                 continue
             le, lx, se, sx = _effective_signals(sig[k], sbars[k], s.direction)
-            r = resting[k]
-            if r is not None and (le or se or (lx if r.long else sx)):
-                resting[k] = None  # replaced by the new entry, or cancelled by an exit of its side
             p = pos[k].qty
+            # a resting order is replaced by a new entry or cancelled by an exit of its side; an entry
+            # signal of its side while its partly filled position is held is ignored (no pyramiding)
+            r = resting[k]
+            enters = (se if p > 0 else le if p < 0 else le or se)
+            if r is not None and (enters or (lx if r.long else sx)):
+                resting[k] = None
             if p > 0:
                 if se:
                     exits.append(k)
@@ -455,13 +496,13 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
         """Resting entries of the symbols with a bar at i: those that fill at the open, or intrabar."""
         for k in symbols:
             r, b = resting[k], own[k][i]
-            if r is None or b is None or k in stopped or pos[k].qty != 0:
+            if r is None or b is None or k in stopped or (pos[k].qty != 0 and r.qty is None):
                 continue
             if b > r.last:
                 resting[k] = None  # expired
                 continue
-            if b <= r.sbar:
-                continue  # not resting yet (placed at this bar's close, or later)
+            if b <= r.sbar or r.filled_at == b:
+                continue  # not resting yet (placed at this bar's close, or later), or filled this bar
             sign = 1.0 if r.long else -1.0  # prices above are "up" for a buy's stop, "down" for a sell's
             op, hi, low = o[k][b], h[k][b], lo[k][b]
             px, slipped = None, False
@@ -491,10 +532,22 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
                         px, slipped = r.stop, r.kind == "stop"
             if px is None:
                 continue
-            resting[k] = None
-            open_position(k, i, r.sbar, r.long, o, px, slipped)
-            if not at_open and pos[k].qty != 0:
+            flat = pos[k].qty == 0
+            left = open_position(k, i, r.sbar, r.long, o, px, slipped, r.qty)
+            if left is None:
+                resting[k] = None  # sizing refused it
+                continue
+            if math.isnan(left):
+                continue  # the volume cap let nothing fill: it rests on
+            if not at_open and flat:
                 fresh.add(k)
+            r.filled_at = b
+            if left > 0 and not slipped:  # a limit's remainder rests on at its limit
+                r.qty = left
+                if r.kind == "stop_limit" and not r.triggered:
+                    r.triggered, r.triggered_at = True, b
+            else:
+                resting[k] = None  # filled, or a stop's (market) remainder: cancelled
 
     for i in range(n):
         stopped: set[str] = set()
@@ -510,6 +563,14 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
                     fee = -pos[k].qty * mark[k] * s.borrow_rate / s.periods_per_year
                     cash -= fee
                     interest += fee
+        # 0c. funding on the positions held into the bar, valued at its open
+        if s.funding:
+            for k in here:
+                b = own[k][i]
+                if pos[k].qty != 0 and rate[k][b]:
+                    fee = pos[k].qty * o[k][b] * rate[k][b]
+                    cash -= fee
+                    funding += fee
         # 1. gap check at the open for positions held at the start of the bar
         for k in here:
             p = pos[k]
@@ -577,7 +638,7 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
             mark[k] = c[k][own[k][i]]
         value.append(cash + sum(pos[k].qty * mark[k] for k in symbols if pos[k].qty != 0))
 
-    return Result(orders, value, trades, benchmark(bars, s), cash, interest)
+    return Result(orders, value, trades, benchmark(bars, s), cash, interest, funding)
 
 
 def benchmark(bars: dict[str, pd.DataFrame], s: Settings) -> list[float]:

@@ -130,6 +130,17 @@ def random_case(seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, dict], re
         limit = np.where(kinds == "stop_limit", stop * (1 + side * orders.uniform(0.0, 0.01, n)), limit)
         sig["order_type"], sig["limit_price"], sig["stop_price"] = kinds, limit, stop
         sig["time_in_force"] = orders.integers(1, 6, n)
+    market = np.random.default_rng(seed + 13000)  # funding, volume caps, touch fills: own stream
+    if market.random() < 0.35:  # perpetuals: a funding event on some bars, positive on average
+        for sym in symbols:
+            rate = np.where(market.random(n) < 0.35, market.normal(0.0002, 0.0015, n), 0.0)
+            rate[market.random(n) < 0.05] = np.nan  # a bar with no record counts as no event
+            bars[sym] = bars[sym].assign(funding_rate=rate)
+        settings.funding = True
+    if market.random() < 0.4:  # an entry fill takes at most this share of the bar's volume
+        settings.volume_cap = float(market.uniform(0.05, 1.0))
+    if market.random() < 0.3:
+        settings.limit_fill = "touch"
     return bars, signals, settings
 
 
@@ -142,6 +153,8 @@ def mixed_case(seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, dict], ref
         more_bars, more_signals, _ = random_case(seed + 1000)
         first = next(iter(more_bars))
         bars["ZZZ"], signals["ZZZ"] = more_bars[first], more_signals[first]
+        if s.funding and "funding_rate" not in bars["ZZZ"].columns:  # a perpetual paying every bar
+            bars["ZZZ"] = bars["ZZZ"].assign(funding_rate=0.0003)
     rng = np.random.default_rng(seed + 5000)
     for k, sym in enumerate(list(bars)):
         frame = bars[sym]
@@ -174,7 +187,8 @@ def run_engine(bars: dict[str, pd.DataFrame], signals: dict[str, dict], s: ref.S
         {sym: Signals(**{k: v.copy() for k, v in sig.items()}) for sym, sig in signals.items()},
         costs=Costs(fees=s.fees, slippage=s.slippage, slippage_vol=s.slippage_vol, vol_window=s.vol_window,
                     margin_rate=s.margin_rate, borrow_rate=s.borrow_rate, impact=s.impact,
-                    adv_window=s.adv_window),
+                    adv_window=s.adv_window, funding=s.funding, volume_cap=s.volume_cap,
+                    limit_fill=s.limit_fill),
         lots=Lot(step=s.lot, min_qty=s.min_qty, min_notional=s.min_notional),
         fill=s.fill,
         sizing=Sizing(kind=s.sizing, fraction=s.fraction, risk=s.risk, target_vol=s.target_vol,
@@ -247,15 +261,15 @@ def test_reference_books_balance(seed: int) -> None:
         else:
             assert t.exit_bar >= t.entry_bar
             realized += t.pnl
-    assert res.value[-1] == pytest.approx(s.init_cash + realized - res.interest, rel=1e-9)
+    assert res.value[-1] == pytest.approx(s.init_cash + realized - res.interest - res.funding, rel=1e-9)
     # orders alternate entry / exit per symbol and every exit closes the whole position
     for sym in bars:
         held = 0.0
         for o in (o for o in res.orders if o.symbol == sym):
             signed = o.size if o.side == "buy" else -o.size
-            if o.reason == "entry":
-                assert held == 0.0
-                held = signed
+            if o.reason == "entry":  # a later fill of a volume-capped order adds to its side only
+                assert held == 0.0 or (s.volume_cap and held * signed > 0)
+                held += signed
             else:
                 assert signed == pytest.approx(-held, rel=1e-12)
                 held = 0.0
@@ -336,6 +350,8 @@ def test_engine_matches_reference(seed: int) -> None:
     np.testing.assert_allclose(res.equity.to_numpy(dtype=float), expected.value, rtol=REL, atol=1e-6)
     assert close(float(res.equity.iloc[-1]), expected.value[-1])
     np.testing.assert_allclose(res.benchmark.to_numpy(dtype=float), expected.benchmark, rtol=REL, atol=1e-6)
+    assert close(res.charges["funding"], expected.funding)
+    assert close(res.charges["interest"], expected.interest)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -351,7 +367,8 @@ def test_engine_matches_reference_on_one_frame(seed: int) -> None:
     s.margin_rate, s.lot, s.min_qty, s.min_notional = 0.0, 0.0, 0.0, 0.0
     expected = ref.simulate(bars, signals, s)
     costs = Costs(fees=s.fees, slippage=s.slippage, slippage_vol=s.slippage_vol, vol_window=s.vol_window,
-                  borrow_rate=s.borrow_rate, impact=s.impact, adv_window=s.adv_window)
+                  borrow_rate=s.borrow_rate, impact=s.impact, adv_window=s.adv_window, funding=s.funding,
+                  volume_cap=s.volume_cap, limit_fill=s.limit_fill)
     res = simulate(bars[sym], Signals(**signals[sym]), costs=costs, fill=s.fill, direction=s.direction,
                    init_cash=s.init_cash, max_exposure=s.max_exposure)
     np.testing.assert_allclose(res.equity.to_numpy(dtype=float), expected.value, rtol=REL, atol=1e-6)
@@ -409,3 +426,23 @@ def test_the_one_signal_rule_equals_the_reference_table_for_every_case() -> None
                 got = signal_action(direction, *flags, p)
                 assert got is want, (flags, direction, p, got, want)
     assert Action.EXIT_SHORT.label == "exit+short" and Action.NONE.label == ""
+
+
+def test_random_cases_cover_funding_and_partial_fills() -> None:
+    """The generated cases settle funding both ways and split volume-capped orders: an entry cut to
+    the bar's volume cap, and a limit's remainder filled on a later bar (the trade grows)."""
+    paid = received = grown = cut = 0
+    for seed in SEEDS:
+        bars, signals, s = random_case(seed)
+        res = ref.simulate(bars, signals, s)
+        paid += res.funding > 0
+        received += res.funding < 0
+        for t in res.trades:
+            first = next(o for o in res.orders if o.symbol == t.symbol and o.bar == t.entry_bar
+                         and o.reason == "entry")
+            grown += t.size > first.size * (1 + 1e-9)
+        for o in res.orders:
+            cap = s.volume_cap * float(bars[o.symbol]["volume"].iloc[o.bar]) if s.volume_cap else math.inf
+            cut += o.reason == "entry" and abs(o.size - cap) < 1e-6 * o.size
+    assert paid >= 3 and received >= 1
+    assert grown >= 3 and cut >= 10

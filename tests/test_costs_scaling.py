@@ -75,3 +75,72 @@ def test_square_root_impact_is_added_to_the_slippage_of_each_fill() -> None:
     assert free.orders.iloc[0]["price"] == pytest.approx(100.1, rel=1e-12)
     with pytest.raises(ConfigError, match=r"impact=20.0 must be a square-root impact coefficient"):
         Costs(impact=20.0)
+
+
+def perp(n: int = 6, price: float = 100.0, rates: list[float] | None = None) -> pd.DataFrame:
+    bars = flat(n, price)
+    return bars.assign(funding_rate=rates if rates is not None else [0.0] * n)
+
+
+def test_funding_is_paid_by_longs_and_received_by_shorts_at_the_open_of_its_bar() -> None:
+    # a funding event on bars 2 (+0.1 %), 3 (none), 4 (-0.05 %) and 5 (+0.2 %); the position is held
+    # into bar 2 (bought at bar 1's open) and sold at bar 5's open, after bar 5's funding settles
+    rates = [0.01, 0.0, 0.001, np.nan, -0.0005, 0.002]
+    bars = perp(rates=rates)
+    long, exits = np.zeros(6, dtype=bool), np.zeros(6, dtype=bool)
+    long[0], exits[4] = True, True
+    costs = Costs(fees=0.0, slippage=0.0, funding=True)
+    res = simulate(bars, Signals(long, exits), costs=costs, sizing=Sizing(fraction=0.5), periods_per_year=365)
+    # 500 units of 100: bar 2 pays 50,000 x 0.001 = 50, bar 4 receives 25, bar 5 pays 100
+    assert res.equity.tolist() == [100_000.0, 100_000.0, 99_950.0, 99_950.0, 99_975.0, 99_875.0]
+    assert res.charges["funding"] == pytest.approx(125.0)
+    no = np.zeros(6, dtype=bool)
+    short = simulate(bars, Signals(no, short_entries=long, short_exits=exits), costs=costs,
+                     sizing=Sizing(fraction=0.5), periods_per_year=365)
+    assert short.equity.tolist() == [100_000.0, 100_000.0, 100_050.0, 100_050.0, 100_025.0, 100_125.0]
+    # valued at the bar's open, not its close: an open of 110 on bar 2 makes the payment 55
+    moved = bars.copy()
+    moved.iloc[2, moved.columns.get_loc("open")] = 110.0
+    moved.iloc[2, moved.columns.get_loc("high")] = 110.0
+    res = simulate(moved, Signals(long, exits), costs=costs, sizing=Sizing(fraction=0.5),
+                   periods_per_year=365)
+    assert res.equity.iloc[2] == pytest.approx(100_000.0 - 55.0)
+
+
+def test_funding_asked_where_there_is_none_is_one_line() -> None:
+    from workbench.errors import DataError
+
+    bars = flat()
+    long = np.zeros(6, dtype=bool)
+    with pytest.raises(DataError, match=r"funding asked for BTC/USDT, a spot symbol: funding applies to "
+                                        r"perpetual futures \(e.g. BTC/USDT:USDT\)"):
+        simulate({"BTC/USDT": bars}, {"BTC/USDT": Signals(long)}, costs=Costs(funding=True))
+    with pytest.raises(DataError, match=r"funding asked for BTC/USDT:USDT, but its bars carry no funding "
+                                        r"history: fill it with `workbench data funding"):
+        simulate({"BTC/USDT:USDT": bars}, {"BTC/USDT:USDT": Signals(long)}, costs=Costs(funding=True))
+    with pytest.raises(ConfigError, match=r"funding='yes please' must be true or false"):
+        Costs.parse("funding=yes please")
+    assert Costs.parse("funding=true,volume_cap=0.1,limit_fill=touch") == Costs(
+        funding=True, volume_cap=0.1, limit_fill="touch")
+
+
+def test_the_paper_runner_refuses_funding_and_volume_caps_in_one_line() -> None:
+    from paper_helpers import spec_for
+
+    with pytest.raises(ConfigError, match=r"paper trading with funding is not supported yet"):
+        spec_for("sma_cross", costs=Costs(funding=True))
+    with pytest.raises(ConfigError, match=r"paper trading with volume_cap=0.1 is not supported yet"):
+        spec_for("sma_cross", costs=Costs(volume_cap=0.1))
+
+
+def test_volume_cap_cuts_a_market_entry_and_cancels_the_rest() -> None:
+    bars = flat().assign(volume=[1_000.0, 1_000.0, 50.0, 1_000.0, 1_000.0, 1_000.0])
+    long = np.zeros(6, dtype=bool)
+    long[1] = True  # at bar 2's open: the target is 500 units, bar 2 traded 50, the cap lets 10 fill
+    res = simulate(bars, Signals(long), costs=Costs(fees=0.0, slippage=0.0, volume_cap=0.2),
+                   sizing=Sizing(fraction=0.5), periods_per_year=365)
+    assert res.orders[["size", "price", "reason"]].values.tolist() == [[10.0, 100.0, "entry"]]
+    with pytest.raises(ConfigError, match=r"volume_cap=1.5 must be a fraction of a bar's volume in \(0, 1\]"):
+        Costs(volume_cap=1.5)
+    with pytest.raises(ConfigError, match=r"limit_fill='pinch' is unknown; use through"):
+        Costs(limit_fill="pinch")

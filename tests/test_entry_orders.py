@@ -188,18 +188,27 @@ def test_the_engine_fills_limit_and_stop_entries_as_the_reference_does(hourly: p
         assert not np.allclose(entries["price"].to_numpy(), closes)  # filled at their levels, not the bar
 
 
-def test_sweep_rows_equal_backtests_for_limit_and_stop_entries(hourly: pd.DataFrame) -> None:
-    from workbench.backtest.engine import backtest
+@pytest.mark.parametrize("costs", ["fees=0.001", "fees=0.001,volume_cap=0.002,limit_fill=touch",
+                                   "fees=0.001,funding=true"])
+def test_sweep_rows_equal_backtests_for_limit_and_stop_entries(hourly: pd.DataFrame, costs: str) -> None:
+    from workbench.backtest.engine import Costs, backtest
     from workbench.backtest.sweep import sweep
 
     strat = _pullback_strategy()
-    result = sweep(strat, hourly, {"order": [0, 1, 2], "tif": [1, 5]}, fixed={"offset": 0.006})
+    cost = Costs.parse(costs)
+    if cost.funding:  # a perpetual: an event every 8 hours
+        hourly = hourly.assign(funding_rate=np.where(hourly.index.hour % 8 == 0, 0.0004, 0.0))
+    result = sweep(strat, hourly, {"order": [0, 1, 2], "tif": [1, 5]}, fixed={"offset": 0.006}, costs=cost)
     assert len(result.table) == 6
     returns = {}
     for _, row in result.table.iterrows():
         p = {k: row[k].item() if hasattr(row[k], "item") else row[k]
              for k in ("fast", "slow", "order", "offset", "tif")}
-        bt = backtest(strat, hourly, p)
+        bt = backtest(strat, hourly, p, costs=cost)
+        if cost.funding:
+            assert bt.charges["funding"] > 0, p
+        if cost.volume_cap and p["order"] == 1 and p["tif"] > 1:  # limits: remainders filled later
+            assert (bt.orders["reason"] == "entry").sum() > len(bt.trades), p
         assert row["total_return"] == pytest.approx(bt.metrics["total_return"], rel=1e-9, abs=1e-12), p
         assert row["n_trades"] == bt.metrics["n_trades"], p
         returns[(p["order"], p["tif"])] = bt.metrics["total_return"]
@@ -252,3 +261,44 @@ def test_the_paper_runner_refuses_limit_entries_in_one_line(tmp_path: Any) -> No
         assert "\n" not in str(err.value)
     finally:
         registry._BUILTINS.pop("pullback", None)
+
+
+def test_a_volume_capped_limit_rests_its_remainder_and_fills_it_later() -> None:
+    """Partial fill carried over (SEMANTICS.md "Volume cap"): bar 1's low trades through the buy limit
+    at 99 but its volume lets 300 of the 500 fill; bar 2 never reaches 99 (the rest waits); bar 3 gaps
+    to 98.5 at the open and the remaining 200 fill there (capped at 0.5 x 600 = 300: all of it)."""
+    from workbench.backtest import Costs, Sizing, simulate
+    from workbench.strategies import Signals
+
+    index = pd.date_range("2025-01-01", periods=6, freq="1D", tz="UTC", name="ts")
+    bars = pd.DataFrame({"open": [100.0, 100.0, 100.0, 98.5, 99.0, 99.0],
+                         "high": [100.5, 100.5, 100.5, 99.0, 99.5, 99.5],
+                         "low": [99.5, 98.0, 99.5, 98.0, 98.5, 98.5],
+                         "close": [100.0, 100.0, 100.0, 98.5, 99.0, 99.0],
+                         "volume": [1_000.0, 600.0, 1_000.0, 600.0, 1_000.0, 1_000.0]}, index=index)
+    long = np.zeros(6, dtype=bool)
+    long[0] = True
+    no = np.zeros(6, dtype=bool)
+    sig = {"long_entries": long, "long_exits": no, "short_entries": no, "short_exits": no,
+           "stop_loss": np.full(6, NAN), "take_profit": np.full(6, NAN),
+           "trailing_stop": np.full(6, NAN), "order_type": np.array(["limit"] * 6),
+           "limit_price": np.full(6, 99.0), "stop_price": np.full(6, NAN), "time_in_force": np.full(6, 4)}
+    settings = ref.Settings(fraction=0.495, volume_cap=0.5)  # 0.495 x 100,000 / 99 = 500 units
+    expected = ref.simulate({"X": bars}, {"X": sig}, settings)
+    assert [(o.bar, o.size, o.price) for o in expected.orders] == [(1, 300.0, 99.0), (3, 200.0, 98.5)]
+    [trade] = expected.trades
+    assert trade.size == 500.0 and trade.entry_price == pytest.approx((300 * 99.0 + 200 * 98.5) / 500)
+    codes = {"market": 0, "limit": 1, "stop": 2, "stop_limit": 3}
+    res = simulate(bars, Signals(long, order_type=np.array([codes[k] for k in sig["order_type"]]),
+                                 limit_price=sig["limit_price"], time_in_force=sig["time_in_force"]),
+                   costs=Costs(fees=0.0, slippage=0.0, volume_cap=0.5), sizing=Sizing(fraction=0.495),
+                   periods_per_year=365)
+    assert res.orders[["size", "price"]].values.tolist() == [[300.0, 99.0], [200.0, 98.5]]
+    assert res.trades["size"].tolist() == [500.0]
+    assert res.trades["entry_price"].iloc[0] == pytest.approx(trade.entry_price)
+    # without the cap it all fills on bar 1; with a time in force of 2 the rest expires after bar 2
+    whole = ref.simulate({"X": bars}, {"X": sig}, ref.Settings(fraction=0.495))
+    assert [(o.bar, o.size) for o in whole.orders] == [(1, 500.0)]
+    short_lived = {**sig, "time_in_force": np.full(6, 2)}
+    assert [(o.bar, o.size) for o in ref.simulate({"X": bars}, {"X": short_lived}, settings).orders
+            ] == [(1, 300.0)]

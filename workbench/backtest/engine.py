@@ -105,6 +105,9 @@ def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and math.isfinite(v)
 
 
+LIMIT_FILLS = ("through", "touch")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Costs:
     """Trading costs: proportional fees and slippage (fixed plus a multiple of recent volatility).
@@ -115,6 +118,10 @@ class Costs:
     `borrow_rate` the annual fee for borrowing what is shorted, on the shorts' value, per bar.
     `impact` the square-root market impact coefficient: a fill of q adds
     ``impact * sigma * sqrt(q / adv)`` to its slippage, adv the mean volume of `adv_window` bars.
+    `funding` settles perpetual futures' funding payments (bars with a `funding_rate` column);
+    `volume_cap` caps each entry fill at that fraction of the bar's volume (0: no cap; a limit's
+    remainder keeps resting); `limit_fill` fills a resting limit when the price trades `through` it
+    (default) or when it `touch`es it. SEMANTICS.md states each rule.
     """
 
     fees: float = 0.001
@@ -125,8 +132,20 @@ class Costs:
     borrow_rate: float = 0.0
     impact: float = 0.0
     adv_window: int = 20
+    funding: bool = False
+    volume_cap: float = 0.0
+    limit_fill: str = "through"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.funding, bool):
+            raise ConfigError(f"costs: funding={self.funding!r} must be true or false")
+        v = self.volume_cap
+        if not (_finite(v) and 0 <= v <= 1):
+            raise ConfigError(f"costs: volume_cap={v!r} must be a fraction of a bar's volume in (0, 1], e.g. "
+                              "0.1 (or 0 for no cap)")
+        if self.limit_fill not in LIMIT_FILLS:
+            raise ConfigError(f"costs: limit_fill={self.limit_fill!r} is unknown; use through (default: the "
+                              "price trades through the limit) or touch")
         for name in ("fees", "slippage"):
             v = getattr(self, name)
             if not (_finite(v) and 0 <= v < 0.5):
@@ -157,11 +176,20 @@ class Costs:
             if not sep or key.strip() not in cls.__dataclass_fields__:
                 raise ConfigError(f"costs: cannot parse {part!r}; use e.g. fees=0.001,slippage=0.0005 "
                                   f"(keys: {', '.join(cls.__dataclass_fields__)})")
+            key, value = key.strip(), value.strip()
+            if key == "limit_fill":
+                values[key] = value
+                continue
+            if key == "funding":
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ConfigError(f"costs: funding={value!r} must be true or false")
+                values[key] = value.lower() in ("true", "1", "yes")
+                continue
             try:
-                whole = key.strip() in ("vol_window", "adv_window")
-                values[key.strip()] = int(value) if whole else float(value)
+                whole = key in ("vol_window", "adv_window")
+                values[key] = int(value) if whole else float(value)
             except ValueError:
-                raise ConfigError(f"costs: {key.strip()}={value!r} is not a number") from None
+                raise ConfigError(f"costs: {key}={value!r} is not a number") from None
         return cls(**values)
 
 
@@ -437,6 +465,9 @@ class BacktestResult:
     _records: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
     # per-bar gross exposure (sum of |position value| / equity) at each close: walk-forward stitches it
     gross_exposure: pd.Series | None = field(repr=False, default=None)
+    # cash flows that are not orders, in total: margin interest with borrow fees, and funding paid
+    # (negative: received); the equity includes them, the vectorbt Portfolio (orders only) does not
+    charges: dict[str, float] = field(default_factory=dict)
 
     @property
     def execution(self) -> Execution:
@@ -618,6 +649,41 @@ class Timeline:
         for j, (s, close, volume) in enumerate(own):
             out[self.rows[s], j] = impact_array(close[:, None], volume[:, None], costs)[:, 0]
         return out
+
+    def funding(self, costs: Costs) -> np.ndarray:
+        """Funding rate per bar (SEMANTICS.md "Funding"): each symbol's `funding_rate` on its own bars, 0
+        elsewhere; one zero when `costs.funding` is off. A symbol without the column is refused."""
+        if not costs.funding:
+            return np.zeros((1, 1))
+        out = np.zeros((self.n, len(self.symbols)))
+        for j, s in enumerate(self.symbols):
+            df = self.frames[s]
+            if "funding_rate" not in df.columns:
+                what = ("a spot symbol: funding applies to perpetual futures (e.g. BTC/USDT:USDT)"
+                        if ":" not in s else
+                        "but its bars carry no funding history: fill it with `workbench data funding "
+                        f"--symbols {s}`")
+                raise DataError(f"funding asked for {s}, {what}; or drop funding from the costs")
+            rate = np.nan_to_num(df["funding_rate"].to_numpy(dtype=np.float64), nan=0.0)
+            out[self.rows[s], j] = rate
+        return _compact(out)
+
+    def volume_cap(self, costs: Costs) -> np.ndarray:
+        """The most an entry fill may take per bar: `volume_cap` x each symbol's own bar volume (inf when
+        there is no cap)."""
+        if costs.volume_cap == 0:
+            return np.full((1, 1), np.inf)
+        out = np.zeros((self.n, len(self.symbols)))
+        for j, (s, volume) in enumerate(zip(self.symbols, self._own_volume(), strict=True)):
+            out[self.rows[s], j] = costs.volume_cap * np.nan_to_num(volume, nan=0.0)
+        return np.ascontiguousarray(out)
+
+    def _own_volume(self) -> list[np.ndarray]:
+        missing = [s for s in self.symbols if "volume" not in self.frames[s].columns]
+        if missing:
+            raise DataError(f"volume_cap needs the bars' volume, and {', '.join(missing)} has none; "
+                            "drop volume_cap from the costs")
+        return self._own("volume")
 
     def slippage(self, costs: Costs) -> np.ndarray:
         """Slippage per fill bar, each symbol's from the volatility of its own bars."""
@@ -939,8 +1005,9 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
                             float(costs.fees), float(init_cash), float(max_exposure),
                             lot_matrix(lot_map, symbols), costs.margin_rate / periods_per_year,
                             fill is Fill.NEXT_OPEN, value, gross, orders_buf, stats, np.empty((1, 1)),
-                            otype, olim, ostp, otif, False, costs.borrow_rate / periods_per_year,
-                            _compact(tl.impact(costs)))
+                            otype, olim, ostp, otif, costs.limit_fill == "touch",
+                            costs.borrow_rate / periods_per_year, _compact(tl.impact(costs)),
+                            tl.funding(costs), tl.volume_cap(costs))
     ob = orders_buf[:k]
     o_idx, o_col = ob[:, kernels.O_IDX].astype(np.int64), ob[:, kernels.O_COL].astype(np.int64)
     o_side, o_reason = ob[:, kernels.O_SIDE].astype(np.int64), ob[:, kernels.O_REASON].astype(np.int64)
@@ -969,7 +1036,9 @@ def simulate(bars: pd.DataFrame | Mapping[str, pd.DataFrame], signals: Signals |
                           index=index, bars=frames, signals=sig_frames, equity=equity, benchmark=benchmark,
                           orders=orders, trades=trades, metrics=metrics, inputs=inputs,
                           init_cash=float(init_cash), _records=records,
-                          gross_exposure=pd.Series(gross, index=index, name="gross_exposure"))
+                          gross_exposure=pd.Series(gross, index=index, name="gross_exposure"),
+                          charges={"interest": float(stats[kernels.ST_INTEREST]),
+                                   "funding": float(stats[kernels.ST_FUNDING])})
 
 
 # vectorbt's order record layout (vectorbt.portfolio.enums.order_dt), declared here so that a
@@ -1005,13 +1074,14 @@ _TRADE_REASON = {kernels.EXIT: "signal", kernels.STOP_LOSS: "stop_loss",
 def _trades_frame(index: pd.DatetimeIndex, symbols: list[str], idx: np.ndarray, col: np.ndarray,
                   side: np.ndarray, size: np.ndarray, price: np.ndarray, fees: np.ndarray,
                   reason: np.ndarray, t_sl: np.ndarray, t_tp: np.ndarray, lag: int) -> pd.DataFrame:
-    """Round trips: every entry order paired with the next order of its symbol (exits close all)."""
+    """Round trips: the entry orders of a position (several when a volume cap split its order) paired
+    with the next exit of its symbol (exits close all)."""
     rows = []
-    open_by_col: dict[int, int] = {}
+    open_by_col: dict[int, list[int]] = {}
     for k in range(len(idx)):
         c = int(col[k])
         if reason[k] == kernels.ENTRY:
-            open_by_col[c] = k
+            open_by_col.setdefault(c, []).append(k)
             continue
         e = open_by_col.pop(c)
         rows.append(_trade_row(index, symbols, e, k, idx, col, side, size, price, fees, reason, t_sl, t_tp,
@@ -1028,10 +1098,13 @@ def _trades_frame(index: pd.DatetimeIndex, symbols: list[str], idx: np.ndarray, 
     return df.reset_index(drop=True)
 
 
-def _trade_row(index, symbols, e, x, idx, col, side, size, price, fees, reason, t_sl, t_tp, lag):
+def _trade_row(index, symbols, entries, x, idx, col, side, size, price, fees, reason, t_sl, t_tp, lag):
+    e = entries[0]
     c = int(col[e])
     long = side[e] == kernels.BUY
-    q, ep = float(size[e]), float(price[e])
+    q = float(size[entries].sum())
+    ep = float((size[entries] * price[entries]).sum() / q) if len(entries) > 1 else float(price[e])
+    e_fees = float(fees[entries].sum())
     s_bar = int(idx[e]) - lag
     sl = t_sl[s_bar if t_sl.shape[0] > 1 else 0, c]
     tp = t_tp[s_bar if t_tp.shape[0] > 1 else 0, c]
@@ -1039,11 +1112,11 @@ def _trade_row(index, symbols, e, x, idx, col, side, size, price, fees, reason, 
     tp_price = ep * (1 + tp) if long else ep * (1 - tp)
     if x is None:
         return [symbols[c], "long" if long else "short", index[idx[e]], ep, pd.NaT, np.nan, q, np.nan,
-                np.nan, float(fees[e]), np.nan, "open", "open", sl_price, tp_price, len(index) - 1 - idx[e]]
+                np.nan, e_fees, np.nan, "open", "open", sl_price, tp_price, len(index) - 1 - idx[e]]
     xp = float(price[x])
-    pnl = q * ((xp - ep) if long else (ep - xp)) - float(fees[e]) - float(fees[x])
+    pnl = q * ((xp - ep) if long else (ep - xp)) - e_fees - float(fees[x])
     return [symbols[c], "long" if long else "short", index[idx[e]], ep, index[idx[x]], xp, q, pnl,
-            pnl / (q * ep), float(fees[e]), float(fees[x]), _TRADE_REASON[int(reason[x])], "closed",
+            pnl / (q * ep), e_fees, float(fees[x]), _TRADE_REASON[int(reason[x])], "closed",
             sl_price, tp_price, int(idx[x] - idx[e])]
 
 

@@ -21,14 +21,16 @@ BUY, SELL = 0, 1
 # (trade statistics come from the `trades` buffer; these are the totals nothing else holds)
 ST_CLOSED, ST_EXPOSED_BARS, ST_TRADED_VALUE, ST_OPEN, ST_ORDERS = 0, 1, 2, 3, 4
 ST_CASH, ST_N_OPEN, ST_N_STOPS, ST_SUM_VALUE = 5, 6, 7, 8
-ST_INTEREST = 9
-N_STATS = 10
+ST_INTEREST, ST_FUNDING = 9, 10
+N_STATS = 11
 
 # per-column position state, one row per column, then the column's resting entry order
 POS, EPX, EFEE, REF, SL, TP, TSL = 0, 1, 2, 3, 4, 5, 6
 R_KIND, R_LONG, R_LIM, R_STP, R_SBAR, R_LEFT, R_FROM, R_TRIG = 7, 8, 9, 10, 11, 12, 13, 14
 FRESH = 15  # the bar in which a resting order entered the position intrabar (-1: none)
-N_STATE = 16
+R_QTY = 16  # a partly filled resting order's quantity still to fill (NaN: not filled yet)
+R_DONE = 17  # the bar of a resting order's last fill (it fills at most once a bar)
+N_STATE = 18
 # entry order types (SEMANTICS.md "Entry orders"; the codes `Signals.order_type` is stored as)
 MARKET, LIMIT, STOP, STOP_LIMIT = 0, 1, 2, 3
 ORDER_TYPES = ("market", "limit", "stop", "stop_limit")
@@ -107,7 +109,7 @@ def _any_signal(le, lx, se, sx, s):
 @numba.njit(**_NJ)
 def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
                 max_exposure, lots, margin_bar, at_open, value_out, gross_out, orders, stats, trades,
-                otype, olim, ostp, otif, touch, borrow_bar, imp):
+                otype, olim, ostp, otif, touch, borrow_bar, imp, fund, vcap):
     """Simulate one portfolio (all columns share cash); return the number of orders.
 
     Prices are (n, m); signals (n, m) booleans indexed by signal bar; `sl tp tsl frac slip` are
@@ -123,7 +125,9 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
     force in the column's own bars; `touch` fills a resting limit when the price touches it;
     `borrow_bar` the fee per bar on the value of each short position (its last close); `imp`
     (flexible, by fill bar) the square-root impact per sqrt(unit): a fill of q adds imp * sqrt(q) to
-    its slippage (at most IMPACT_CAP).
+    its slippage (at most IMPACT_CAP); `fund` (flexible, by bar) each column's funding rate settled at
+    the bar's open on the position held into it (0: none); `vcap` (flexible, by fill bar) the most an
+    entry fill may take (volume_cap x the bar's volume; inf: no cap).
     """
     n, m = close.shape
     lag = 1 if at_open else 0
@@ -132,6 +136,7 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
     st[:, EFEE] = 0.0
     st[:, R_KIND] = MARKET
     st[:, FRESH] = -1.0
+    st[:, R_DONE] = -1.0
     stopped = np.zeros(m, dtype=np.bool_)
     action = np.zeros(m, dtype=np.int64)
     px = np.empty(m)
@@ -149,7 +154,9 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
     value = init_cash
     sum_value = 0.0
     interest = 0.0
-    resting = 0  # columns with a resting entry order
+    funding = 0.0
+    funded = fund.shape[0] > 1 or fund[0, 0] != 0.0 or fund.shape[1] > 1
+    resting = 0  # columns with a resting entry order (an upper bound: a stop cancels remainders)
     for i in range(n):
         s = i - lag
         if cash < 0.0 and i > 0:
@@ -162,6 +169,13 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
                     fee = -st[j, POS] * close[i - 1, j] * borrow_bar
                     cash -= fee
                     interest += fee
+        if funded and n_open > 0:
+            for j in range(m):
+                r = _at(fund, i, j)
+                if r != 0.0 and st[j, POS] != 0.0 and not np.isnan(open_[i, j]):
+                    fee = st[j, POS] * open_[i, j] * r
+                    cash -= fee
+                    funding += fee
         if dirty:
             for j in range(m):
                 stopped[j] = False
@@ -177,9 +191,9 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
                 if np.isnan(px[j]):  # no bar of j here (mixed calendars): its last close
                     px[j] = close[i, j]
             stats[ST_CASH] = cash
-            resting += _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, imp, fees,
-                                      max_exposure, lots, st, stopped, action, orders, trades, stats, otype,
-                                      olim, ostp, otif, i)
+            resting = _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, imp, fees,
+                                     max_exposure, lots, st, stopped, action, orders, trades, stats, otype,
+                                     olim, ostp, otif, i, vcap)
             cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
         if resting > 0:
             for j in range(m):
@@ -187,8 +201,8 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
                 if np.isnan(px[j]):
                     px[j] = close[i, j]
             stats[ST_CASH] = cash
-            resting -= _resting_fills(i, open_, high, low, px, frac, sl, tp, tsl, slip, imp, fees,
-                                      max_exposure, lots, st, stopped, orders, stats, touch)
+            resting = _resting_fills(i, open_, high, low, px, frac, sl, tp, tsl, slip, imp, fees,
+                                     max_exposure, lots, st, stopped, orders, stats, touch, vcap)
             cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
         if n_stops > 0:
             stats[ST_CASH] = cash
@@ -199,9 +213,9 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
             for j in range(m):
                 px[j] = close[i, j]
             stats[ST_CASH] = cash
-            resting += _signal_orders(i, i, px, le, lx, se, sx, sl, tp, tsl, frac, slip, imp, fees,
-                                      max_exposure, lots, st, stopped, action, orders, trades, stats, otype,
-                                      olim, ostp, otif, i + 1)
+            resting = _signal_orders(i, i, px, le, lx, se, sx, sl, tp, tsl, frac, slip, imp, fees,
+                                     max_exposure, lots, st, stopped, action, orders, trades, stats, otype,
+                                     olim, ostp, otif, i + 1, vcap)
             cash, n_open, n_stops = stats[ST_CASH], stats[ST_N_OPEN], stats[ST_N_STOPS]
         value = cash
         ratio = 0.0
@@ -226,6 +240,7 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
     stats[ST_OPEN] = n_open
     stats[ST_SUM_VALUE] = sum_value
     stats[ST_INTEREST] = interest
+    stats[ST_FUNDING] = funding
     return int(stats[ST_ORDERS])
 
 
@@ -369,27 +384,38 @@ def _close(i, j, price, slip_ij, fees, reason, st, orders, trades, stats):
     st[j, POS] = 0.0
     st[j, EPX] = np.nan
     st[j, EFEE] = 0.0
+    if not np.isnan(st[j, R_QTY]):  # the remainder of a partly filled entry goes with its position
+        st[j, R_KIND] = MARKET
+        st[j, R_QTY] = np.nan
     _record(orders, stats, i, j, side, q, fill, fee, reason)
+
+
+@numba.njit(inline="always", **_NJ)
+def _n_resting(st):
+    k = 0
+    for j in range(st.shape[0]):
+        if st[j, R_KIND] != MARKET:
+            k += 1
+    return k
 
 
 @numba.njit(**_NJ)
 def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, imp, fees, max_exposure, lots, st,
-                   stopped, action, orders, trades, stats, otype, olim, ostp, otif, first):
+                   stopped, action, orders, trades, stats, otype, olim, ostp, otif, first, vcap):
     """Resolve bar s's signals into exits (all symbols first) and then entries, filled at `px`; an
     entry of another type than market rests from union bar `first` (SEMANTICS.md "Entry orders").
-    Returns the change in the number of resting orders."""
+    Returns the number of resting orders."""
     m = px.shape[0]
-    change = 0
     for j in range(m):
         action[j] = A_NONE
         if stopped[j]:
             continue
         action[j] = signal_action(le[s, j], lx[s, j], se[s, j], sx[s, j], st[j, POS])
         if st[j, R_KIND] != MARKET:  # a new entry replaces the resting one, an exit of its side cancels it
-            e_l, x_l, e_s, x_s = _unconflicted(le[s, j], lx[s, j], se[s, j], sx[s, j])
-            if e_l or e_s or (x_l if st[j, R_LONG] > 0 else x_s):
+            _, x_l, _, x_s = _unconflicted(le[s, j], lx[s, j], se[s, j], sx[s, j])
+            if action[j] >= A_LONG or (x_l if st[j, R_LONG] > 0 else x_s):
                 st[j, R_KIND] = MARKET
-                change -= 1
+                st[j, R_QTY] = np.nan
     for j in range(m):
         if action[j] == A_EXIT or action[j] >= A_EXIT_LONG:
             _close(i, j, px[j], _fill_slip(slip, imp, i, j, abs(st[j, POS])), fees, EXIT, st, orders, trades,
@@ -401,7 +427,7 @@ def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, imp, fees,
         kind = int(_at(otype, s, j))
         if kind == MARKET:
             _enter(i, s, j, long, px[j], _at(slip, i, j), _at(imp, i, j), px, frac, sl, tp, tsl, fees,
-                   max_exposure, lots, st, orders, stats)
+                   max_exposure, lots, st, orders, stats, np.nan, _at(vcap, i, j))
             continue
         st[j, R_KIND] = kind
         st[j, R_LONG] = 1.0 if long else -1.0
@@ -411,24 +437,24 @@ def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, imp, fees,
         st[j, R_LEFT] = _at(otif, s, j)
         st[j, R_FROM] = first
         st[j, R_TRIG] = -1.0
-        change += 1
-    return change
+        st[j, R_QTY] = np.nan
+        st[j, R_DONE] = -1.0
+    return _n_resting(st)
 
 
 @numba.njit(**_NJ)
 def _resting_fills(i, open_, high, low, px, frac, sl, tp, tsl, slip, imp, fees, max_exposure, lots, st,
-                   stopped, orders, stats, touch):
+                   stopped, orders, stats, touch, vcap):
     """Resting entry orders at bar i: those that fill at the open (symbols in column order), then those
-    that fill intrabar; the others count one more bar of their time in force. Returns how many stopped
-    resting (filled, expired or refused)."""
+    that fill intrabar; the others count one more bar of their time in force. A limit's remainder after
+    a volume-capped fill rests on. Returns the number still resting."""
     m = st.shape[0]
-    gone = 0
     for phase in range(2):  # 0: at the open, 1: intrabar
         for j in range(m):
             kind = int(st[j, R_KIND])
             if kind == MARKET or i < st[j, R_FROM] or np.isnan(open_[i, j]) or stopped[j]:
                 continue
-            if st[j, POS] != 0.0:
+            if (st[j, POS] != 0.0 and np.isnan(st[j, R_QTY])) or st[j, R_DONE] == i:
                 continue
             sign = st[j, R_LONG]
             lim, stp = st[j, R_LIM], st[j, R_STP]
@@ -460,79 +486,115 @@ def _resting_fills(i, open_, high, low, px, frac, sl, tp, tsl, slip, imp, fees, 
                     if sign * (reach - stp) >= 0.0:
                         price = stp
                         slipped = kind == STOP
-            if not np.isnan(price):
-                s = int(st[j, R_SBAR])
+            if np.isnan(price):
+                continue
+            s = int(st[j, R_SBAR])
+            flat = st[j, POS] == 0.0
+            cost, impact = (_at(slip, i, j), _at(imp, i, j)) if slipped else (0.0, 0.0)
+            left = _enter(i, s, j, sign > 0, price, cost, impact, px, frac, sl, tp, tsl, fees, max_exposure,
+                          lots, st, orders, stats, st[j, R_QTY], _at(vcap, i, j))
+            if np.isnan(left):
+                continue  # the volume cap let nothing fill: it rests on
+            if left < 0.0:
+                st[j, R_KIND] = MARKET  # sizing refused it
+                continue
+            if phase == 1 and flat:
+                st[j, FRESH] = i
+            st[j, R_DONE] = i
+            if left > 0.0 and not slipped:  # a limit's remainder rests on at its limit
+                st[j, R_QTY] = left
+                if kind == STOP_LIMIT and st[j, R_TRIG] < 0.0:
+                    st[j, R_TRIG] = i
+            else:
                 st[j, R_KIND] = MARKET
-                gone += 1
-                cost, impact = (_at(slip, i, j), _at(imp, i, j)) if slipped else (0.0, 0.0)
-                entered = _enter(i, s, j, sign > 0, price, cost, impact, px, frac, sl, tp, tsl, fees,
-                                 max_exposure, lots, st, orders, stats)
-                if entered and phase == 1:
-                    st[j, FRESH] = i
+                st[j, R_QTY] = np.nan
     for j in range(m):  # the bar is over for the orders still resting: one bar less to rest
         if int(st[j, R_KIND]) != MARKET and i >= st[j, R_FROM] and not np.isnan(open_[i, j]):
             st[j, R_LEFT] -= 1.0
             if st[j, R_LEFT] <= 0.0:
                 st[j, R_KIND] = MARKET
-                gone += 1
-    return gone
+                st[j, R_QTY] = np.nan
+    return _n_resting(st)
 
 
 @numba.njit(**_NJ)
 def _enter(i, s, j, long, price, slip_ij, imp_ij, px, frac, sl, tp, tsl, fees, max_exposure, lots, st, orders,
-           stats):
+           stats, qty, qmax):
     """Enter column j at `price` (before slippage `slip_ij` and the impact of the target quantity,
     `imp_ij` per sqrt(unit)), sized on the equity at prices `px`, with the sizing and stops of signal
-    bar s. Returns whether it entered (sizing may refuse)."""
+    bar s; at most `qmax` fills (the volume cap). `qty` (not NaN) is a partly filled order's remainder:
+    not sized again, it adds to the position at its own price. Returns -1 when the entry is refused, NaN
+    when the cap lets nothing fill, else the quantity left to fill."""
     m = px.shape[0]
-    f = _at(frac, s, j)
-    if np.isnan(f):
-        return False
-    f = min(f, max_exposure)
-    if f <= 0.0:
-        return False
     cash = stats[ST_CASH]
     equity = cash
     for k in range(m):
         if st[k, POS] != 0.0:
             equity += st[k, POS] * px[k]
-    if equity <= 0.0:
-        return False
-    if imp_ij > 0.0:  # the impact of the target quantity, before costs (SEMANTICS.md "Market impact")
-        slip_ij += min(imp_ij * np.sqrt(f * equity / price), IMPACT_CAP)
+    sized = np.isnan(qty)
+    f = np.nan
+    if sized:
+        f = _at(frac, s, j)
+        if np.isnan(f):
+            return -1.0
+        f = min(f, max_exposure)
+        if f <= 0.0:
+            return -1.0
+        if equity <= 0.0:
+            return -1.0
+        if imp_ij > 0.0:  # the impact of the target quantity, before costs (SEMANTICS.md "Market impact")
+            slip_ij += min(imp_ij * np.sqrt(f * equity / price), IMPACT_CAP)
     lot = lots[0, j]
+    capped = False
+    floor = -max(0.0, max_exposure - 1.0) * equity
     if long:
         fill = price * (1.0 + slip_ij)
         # the fee is reserved: the entry spends f * equity, its fee included
-        q = f * equity / (fill * (1.0 + fees))
+        q = f * equity / (fill * (1.0 + fees)) if sized else qty
         # cash may go below 0 (margin) only down to what the exposure cap allows
-        floor = -max(0.0, max_exposure - 1.0) * equity
         if cash <= floor:
-            return False
+            return -1.0 if sized else np.nan
         capped = q * fill * (1.0 + fees) > cash - floor
         if capped:
             q = (cash - floor) / (1.0 + fees) / fill
         if lot > 0.0:
             q = np.floor(q / lot) * lot
-        if q <= 0.0 or q < lots[1, j] or q * fill < lots[2, j]:
-            return False
-        fee = q * fill * fees
-        # a buy that spends all the cash it may leaves exactly the floor: no dust to buy crumbs with
-        rest = cash - (q * fill + fee)
-        stats[ST_CASH] = floor if lot == 0.0 and (capped or rest - floor <= 1e-9 * equity) else rest
-        st[j, POS] = q
-        side = BUY
     else:
         fill = price * (1.0 - slip_ij)
-        q = f * equity / (fill * (1.0 + fees))
+        q = f * equity / (fill * (1.0 + fees)) if sized else qty
+        if sized and lot > 0.0:
+            q = np.floor(q / lot) * lot
+    if sized and (q <= 0.0 or q < lots[1, j] or q * fill < lots[2, j]):
+        return -1.0
+    target = q if sized else qty
+    before = q
+    if q > qmax:  # at most the volume cap fills now
+        q = qmax
         if lot > 0.0:
             q = np.floor(q / lot) * lot
-        if q <= 0.0 or q < lots[1, j] or q * fill < lots[2, j]:
-            return False
-        fee = q * fill * fees
+    if q <= 0.0:
+        return np.nan
+    fee = q * fill * fees
+    if long:
+        # a buy that spends all the cash it may leaves exactly the floor: no dust to buy crumbs with
+        rest = cash - (q * fill + fee)
+        whole = q >= before
+        stats[ST_CASH] = floor if lot == 0.0 and whole and (capped or rest - floor <= 1e-9 * equity) else rest
+        side = BUY
+        signed = q
+    else:
         stats[ST_CASH] = cash + (q * fill - fee)
-        st[j, POS] = -q
         side = SELL
+        signed = -q
+    stats[ST_TRADED_VALUE] += q * fill
+    _record(orders, stats, i, j, side, q, fill, fee, ENTRY)
+    held = abs(st[j, POS])
+    if held > 0.0:  # a partly filled order's later fill: the entry price becomes the mean fill
+        st[j, EPX] = (held * st[j, EPX] + q * fill) / (held + q)
+        st[j, EFEE] += fee
+        st[j, POS] += signed
+        return target - q
+    st[j, POS] = signed
     st[j, EPX] = fill
     st[j, EFEE] = fee
     st[j, REF] = fill
@@ -542,6 +604,4 @@ def _enter(i, s, j, long, price, slip_ij, imp_ij, px, frac, sl, tp, tsl, fees, m
     stats[ST_N_OPEN] += 1.0
     if _has_stop(st, j):
         stats[ST_N_STOPS] += 1.0
-    stats[ST_TRADED_VALUE] += q * fill
-    _record(orders, stats, i, j, side, q, fill, fee, ENTRY)
-    return True
+    return target - q

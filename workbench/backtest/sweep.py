@@ -129,7 +129,8 @@ class SweepResult:
 
 @numba.njit(cache=True, error_model="numpy")
 def score_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash, max_exposure,
-             lots, margin_bar, at_open, ppy, out, value, trades, otype, olim, ostp, otif, borrow_bar, imp):
+             lots, margin_bar, at_open, ppy, out, value, trades, otype, olim, ostp, otif, borrow_bar, imp,
+             touch, fund, vcap):
     """Run the kernel for one parameter set and write its metrics (`_KERNEL_KEYS` order) into `out`.
 
     `value` (n,) receives the equity curve; `trades` (n*m+1, 2) is scratch for closed-trade pnl.
@@ -139,7 +140,7 @@ def score_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, f
     stats = np.empty(kernels.N_STATS)
     kernels.simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
                         max_exposure, lots, margin_bar, at_open, value, np.empty(1), np.empty((1, 1)), stats,
-                        trades, otype, olim, ostp, otif, False, borrow_bar, imp)
+                        trades, otype, olim, ostp, otif, touch, borrow_bar, imp, fund, vcap)
     eq = equity_stats_nb(value, init_cash, ppy)
     for q in range(8):
         out[q] = eq[q]
@@ -162,7 +163,7 @@ def score_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, f
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash,
                     max_exposure, lots, margin_bar, at_open, ppy, out, values, trade_bufs, keep_values, otype,
-                    olim, ostp, otif, borrow_bar, imp):
+                    olim, ostp, otif, borrow_bar, imp, touch, fund, vcap):
     """Run `score_nb` for every combination k of a chunk (signals (K, n, m)) in parallel.
 
     `values` is per-thread scratch (threads, n), or (K, n) kept per combination when `keep_values`;
@@ -171,10 +172,10 @@ def _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, 
     """
     for k in numba.prange(le.shape[0]):
         t = numba.get_thread_id()
+        value = values[k] if keep_values else values[t]
         score_nb(open_, high, low, close, le[k], lx[k], se[k], sx[k], sl[k], tp[k], tsl[k], frac[k], slip,
-                 fees, init_cash, max_exposure, lots, margin_bar, at_open, ppy, out[k],
-                 values[k] if keep_values else values[t], trade_bufs[t], otype[k], olim[k], ostp[k],
-                 otif[k], borrow_bar, imp)
+                 fees, init_cash, max_exposure, lots, margin_bar, at_open, ppy, out[k], value, trade_bufs[t],
+                 otype[k], olim[k], ostp[k], otif[k], borrow_bar, imp, touch, fund, vcap)
 
 
 def _stack_flex(arrays: list[np.ndarray]) -> np.ndarray:
@@ -213,6 +214,9 @@ class Evaluator:
         self.n = self.close.shape[0]
         self.slip = _compact(self.timeline.slippage(costs))
         self.imp = _compact(self.timeline.impact(costs))
+        self.fund = self.timeline.funding(costs)
+        self.vcap = self.timeline.volume_cap(costs)
+        self.touch = costs.limit_fill == "touch"
         self.value = np.empty(self.n)
         self._trades = np.empty((self.n * len(self.symbols) + 1, 2))
 
@@ -229,7 +233,7 @@ class Evaluator:
         score_nb(self.open_, self.high, self.low, self.close, le, lx, se, sx, sl, tp, tsl, frac, self.slip,
                  float(self.costs.fees), self.init_cash, self.max_exposure, self.lots, self.margin_bar,
                  self.fill is Fill.NEXT_OPEN, self.ppy, out, self.value, self._trades, otype, olim, ostp,
-                 otif, self.borrow_bar, self.imp)
+                 otif, self.borrow_bar, self.imp, self.touch, self.fund, self.vcap)
         return dict(zip(_KERNEL_KEYS, out.tolist(), strict=True))
 
     def equity_curves(self, combos: Sequence[Mapping[str, Any]], chunk: int = 16) -> np.ndarray:
@@ -247,7 +251,8 @@ class Evaluator:
             _sweep_chunk_nb(self.open_, self.high, self.low, self.close, le, lx, se, sx, sl, tp, tsl, frac,
                             self.slip, float(self.costs.fees), self.init_cash, self.max_exposure, self.lots,
                             self.margin_bar, self.fill is Fill.NEXT_OPEN, self.ppy, stats, values, trade_bufs,
-                            True, otype, olim, ostp, otif, self.borrow_bar, self.imp)
+                            True, otype, olim, ostp, otif, self.borrow_bar, self.imp, self.touch, self.fund,
+                            self.vcap)
             out[:, start:start + len(part)] = values.T
         return out
 
@@ -377,7 +382,8 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
                 _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip,
                                 float(costs.fees), float(init_cash), float(max_exposure), ev.lots,
                                 ev.margin_bar, fill is Fill.NEXT_OPEN, float(periods_per_year), out, values,
-                                trade_bufs, False, otype, olim, ostp, otif, ev.borrow_bar, ev.imp)
+                                trade_bufs, False, otype, olim, ostp, otif, ev.borrow_bar, ev.imp, ev.touch,
+                                ev.fund, ev.vcap)
                 t_signals += t1 - t0
                 t_kernel += time.perf_counter() - t1
                 for p, vals in zip(part, out, strict=True):
