@@ -117,7 +117,7 @@ class _Resting:
     last: int
     triggered: bool = False  # a stop-limit whose trigger was passed at an open above its limit
     triggered_at: int = -1  # the own bar of that open: it rests as a limit from the next bar
-    qty: float | None = None  # after a partial fill: the quantity still to fill (None: not sized yet)
+    qty: float = math.nan  # the quantity still to fill: fixed when placed, less each partial fill
     filled_at: int = -1  # the own bar of its last fill (an order fills at most once a bar)
 
 
@@ -353,7 +353,7 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
         t.exit_bar, t.exit_price, t.exit_fees = i, fill, fees
         t.exit_reason = "signal" if reason == "exit" else reason
         pos[k] = _Position()
-        if resting[k] is not None and resting[k].qty is not None:
+        if resting[k] is not None:
             resting[k] = None  # the remainder of a partly filled entry goes with its position
 
     def price(k: str, i: int, field: dict[str, list[float]]) -> float:
@@ -361,45 +361,78 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
         b = own[k][i]
         return field[k][b] if b is not None else mark[k]
 
+    def fraction(k: str, sbar: int) -> float | None:
+        """The target fraction of equity of an entry from the signals of k's own bar `sbar` (None:
+        refused), after the strategy's size and the exposure cap."""
+        sl, tsl = float(sig[k]["stop_loss"][sbar]), float(sig[k]["trailing_stop"][sbar])
+        if s.sizing == "fixed":
+            f = s.fraction if s.fraction is not None else 1.0 / len(symbols)
+        elif s.sizing == "risk":
+            d = sl if not math.isnan(sl) else tsl
+            if math.isnan(d):
+                return None  # no stop, no risk budget: the entry is refused
+            f = s.risk / d
+        elif s.sizing == "volatility":
+            a = atrs[k][sbar]
+            if math.isnan(a):
+                return None  # ATR still undefined
+            ppy = (s.own_periods_per_year or {}).get(k, s.periods_per_year)
+            f = s.target_vol / (a / c[k][sbar] * math.sqrt(ppy))
+        else:
+            raise ValueError(s.sizing)
+        size = float(sig[k]["size"][sbar]) if "size" in sig[k] else 1.0
+        if math.isnan(size) or size <= 0:
+            return None  # the strategy sized this entry to nothing: refused
+        return min(f * size, s.max_exposure)
+
+    def equity_at(i: int, field: dict[str, list[float]]) -> float:
+        return cash + sum(pos[m].qty * price(m, i, field) for m in symbols if pos[m].qty != 0)
+
+    def order_qty(k: str, i: int, sbar: int, long: bool, field: dict[str, list[float]],
+                  ref_px: float) -> float | None:
+        """The quantity of a resting entry placed now: sized as a market entry would be at this step,
+        at its reference price `ref_px` (its limit, else its stop) with no slippage (None: refused)."""
+        f = fraction(k, sbar)
+        equity = equity_at(i, field)
+        if f is None or equity <= 0:
+            return None
+        q = f * equity / (ref_px * (1 + s.fees))
+        if long:
+            floor = -max(0.0, s.max_exposure - 1.0) * equity
+            if cash <= floor:
+                return None
+            if q * ref_px * (1 + s.fees) > cash - floor:
+                q = (cash - floor) / (1 + s.fees) / ref_px
+        q = _round_lot(q, s)
+        if q <= 0 or q < s.min_qty or q * ref_px < s.min_notional:
+            return None
+        return q
+
     def open_position(k: str, i: int, sbar: int, long: bool, field: dict[str, list[float]],
                       px: float | None = None, slipped: bool = True, qty: float | None = None
                       ) -> float | None:
         """Enter k at union bar i at its own bar's `field` price (before slippage; `px` instead for a
         resting order's fill, with no slippage unless `slipped`), from the signals of its own bar `sbar`.
 
-        `qty` is the remainder of a partly filled order (not sized again; it adds to the position).
-        Returns None when the entry is refused, NaN when the volume cap lets nothing fill this bar, else
-        the quantity left to fill (0 when it all filled)."""
+        A market entry is sized now; a resting order's `qty` was fixed when it was placed (or is the
+        remainder of a partly filled one: it adds to the position). Returns None when the entry is
+        refused, NaN when nothing can fill this bar (no cash for a buy, or the volume cap), else the
+        quantity left to fill (0 when it all filled)."""
         nonlocal cash
         b = own[k][i]
         px = field[k][b] if px is None else px
         sl, tp, tsl = (float(sig[k][key][sbar]) for key in STOP_KEYS)
-        equity = cash + sum(pos[m].qty * price(m, i, field) for m in symbols if pos[m].qty != 0)
+        equity = equity_at(i, field)
         f = math.nan
         if qty is None:
-            if s.sizing == "fixed":
-                f = s.fraction if s.fraction is not None else 1.0 / len(symbols)
-            elif s.sizing == "risk":
-                d = sl if not math.isnan(sl) else tsl
-                if math.isnan(d):
-                    return None  # no stop, no risk budget: the entry is refused
-                f = s.risk / d
-            elif s.sizing == "volatility":
-                a = atrs[k][sbar]
-                if math.isnan(a):
-                    return None  # ATR still undefined
-                ppy = (s.own_periods_per_year or {}).get(k, s.periods_per_year)
-                f = s.target_vol / (a / c[k][sbar] * math.sqrt(ppy))
-            else:
-                raise ValueError(s.sizing)
-            size = float(sig[k]["size"][sbar]) if "size" in sig[k] else 1.0
-            if math.isnan(size) or size <= 0:
-                return None  # the strategy sized this entry to nothing: refused
-            f = min(f * size, s.max_exposure)
-            if equity <= 0:
+            got = fraction(k, sbar)
+            if got is None or equity <= 0:
                 return None
-        # slippage, with the impact of the target quantity before costs (none for a limit fill)
-        sl_b = slip[k][b] + min(imp[k][b] * math.sqrt(f * equity / px), 0.5) if slipped else 0.0
+            f = got
+        # slippage, with the impact of the quantity (a market entry's target before costs; none for a
+        # limit fill)
+        q_imp = f * equity / px if qty is None else qty
+        sl_b = slip[k][b] + min(imp[k][b] * math.sqrt(q_imp), 0.5) if slipped else 0.0
         fill = px * (1 + sl_b) if long else px * (1 - sl_b)
         capped = False
         floor = -max(0.0, s.max_exposure - 1.0) * equity
@@ -489,14 +522,16 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
                 open_position(k, i, sbars[k], long, field)
                 continue
             sb = sbars[k]
-            resting[k] = _Resting(long, kind, float(sig[k]["limit_price"][sb]),
-                                  float(sig[k]["stop_price"][sb]), sb, sb + int(sig[k]["time_in_force"][sb]))
+            lim, stp = float(sig[k]["limit_price"][sb]), float(sig[k]["stop_price"][sb])
+            q = order_qty(k, i, sb, long, field, lim if kind != "stop" else stp)
+            if q is not None:  # its quantity is fixed now, as a venue's order's is
+                resting[k] = _Resting(long, kind, lim, stp, sb, sb + int(sig[k]["time_in_force"][sb]), qty=q)
 
     def resting_fills(i: int, at_open: bool, stopped: set[str]) -> None:
         """Resting entries of the symbols with a bar at i: those that fill at the open, or intrabar."""
         for k in symbols:
             r, b = resting[k], own[k][i]
-            if r is None or b is None or k in stopped or (pos[k].qty != 0 and r.qty is None):
+            if r is None or b is None or k in stopped or (pos[k].qty != 0 and r.filled_at < 0):
                 continue
             if b > r.last:
                 resting[k] = None  # expired
@@ -534,11 +569,8 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
                 continue
             flat = pos[k].qty == 0
             left = open_position(k, i, r.sbar, r.long, o, px, slipped, r.qty)
-            if left is None:
-                resting[k] = None  # sizing refused it
-                continue
-            if math.isnan(left):
-                continue  # the volume cap let nothing fill: it rests on
+            if left is None or math.isnan(left):
+                continue  # nothing can fill this bar (no cash for a buy, or the volume cap): it rests on
             if not at_open and flat:
                 fresh.add(k)
             r.filled_at = b

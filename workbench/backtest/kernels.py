@@ -384,7 +384,7 @@ def _close(i, j, price, slip_ij, fees, reason, st, orders, trades, stats):
     st[j, POS] = 0.0
     st[j, EPX] = np.nan
     st[j, EFEE] = 0.0
-    if not np.isnan(st[j, R_QTY]):  # the remainder of a partly filled entry goes with its position
+    if st[j, R_KIND] != MARKET:  # the remainder of a partly filled entry goes with its position
         st[j, R_KIND] = MARKET
         st[j, R_QTY] = np.nan
     _record(orders, stats, i, j, side, q, fill, fee, reason)
@@ -429,17 +429,58 @@ def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, imp, fees,
             _enter(i, s, j, long, px[j], _at(slip, i, j), _at(imp, i, j), px, frac, sl, tp, tsl, fees,
                    max_exposure, lots, st, orders, stats, np.nan, _at(vcap, i, j))
             continue
+        lim, stp = _at(olim, s, j), _at(ostp, s, j)
+        ref_px = lim if kind != STOP else stp
+        q = _order_qty(s, j, long, ref_px, px, frac, fees, max_exposure, lots, st, stats)
+        if q <= 0.0:
+            continue  # refused when placed: nothing rests
         st[j, R_KIND] = kind
         st[j, R_LONG] = 1.0 if long else -1.0
-        st[j, R_LIM] = _at(olim, s, j)
-        st[j, R_STP] = _at(ostp, s, j)
+        st[j, R_LIM] = lim
+        st[j, R_STP] = stp
         st[j, R_SBAR] = s
         st[j, R_LEFT] = _at(otif, s, j)
         st[j, R_FROM] = first
         st[j, R_TRIG] = -1.0
-        st[j, R_QTY] = np.nan
+        st[j, R_QTY] = q
         st[j, R_DONE] = -1.0
     return _n_resting(st)
+
+
+@numba.njit(**_NJ)
+def _equity(cash, st, px):
+    equity = cash
+    for k in range(px.shape[0]):
+        if st[k, POS] != 0.0:
+            equity += st[k, POS] * px[k]
+    return equity
+
+
+@numba.njit(**_NJ)
+def _order_qty(s, j, long, ref_px, px, frac, fees, max_exposure, lots, st, stats):
+    """The quantity of a resting entry placed now: sized as a market entry at this step, at `ref_px`
+    (its limit, else its stop) with no slippage; 0 when sizing refuses it (SEMANTICS.md "Entry orders")."""
+    f = _at(frac, s, j)
+    if np.isnan(f):
+        return 0.0
+    f = min(f, max_exposure)
+    cash = stats[ST_CASH]
+    equity = _equity(cash, st, px)
+    if f <= 0.0 or equity <= 0.0:
+        return 0.0
+    q = f * equity / (ref_px * (1.0 + fees))
+    if long:
+        floor = -max(0.0, max_exposure - 1.0) * equity
+        if cash <= floor:
+            return 0.0
+        if q * ref_px * (1.0 + fees) > cash - floor:
+            q = (cash - floor) / (1.0 + fees) / ref_px
+    lot = lots[0, j]
+    if lot > 0.0:
+        q = np.floor(q / lot) * lot
+    if q <= 0.0 or q < lots[1, j] or q * ref_px < lots[2, j]:
+        return 0.0
+    return q
 
 
 @numba.njit(**_NJ)
@@ -454,7 +495,7 @@ def _resting_fills(i, open_, high, low, px, frac, sl, tp, tsl, slip, imp, fees, 
             kind = int(st[j, R_KIND])
             if kind == MARKET or i < st[j, R_FROM] or np.isnan(open_[i, j]) or stopped[j]:
                 continue
-            if (st[j, POS] != 0.0 and np.isnan(st[j, R_QTY])) or st[j, R_DONE] == i:
+            if (st[j, POS] != 0.0 and st[j, R_DONE] < 0.0) or st[j, R_DONE] == i:
                 continue
             sign = st[j, R_LONG]
             lim, stp = st[j, R_LIM], st[j, R_STP]
@@ -494,10 +535,7 @@ def _resting_fills(i, open_, high, low, px, frac, sl, tp, tsl, slip, imp, fees, 
             left = _enter(i, s, j, sign > 0, price, cost, impact, px, frac, sl, tp, tsl, fees, max_exposure,
                           lots, st, orders, stats, st[j, R_QTY], _at(vcap, i, j))
             if np.isnan(left):
-                continue  # the volume cap let nothing fill: it rests on
-            if left < 0.0:
-                st[j, R_KIND] = MARKET  # sizing refused it
-                continue
+                continue  # nothing can fill this bar (no cash for a buy, or the volume cap): it rests on
             if phase == 1 and flat:
                 st[j, FRESH] = i
             st[j, R_DONE] = i
@@ -525,12 +563,8 @@ def _enter(i, s, j, long, price, slip_ij, imp_ij, px, frac, sl, tp, tsl, fees, m
     bar s; at most `qmax` fills (the volume cap). `qty` (not NaN) is a partly filled order's remainder:
     not sized again, it adds to the position at its own price. Returns -1 when the entry is refused, NaN
     when the cap lets nothing fill, else the quantity left to fill."""
-    m = px.shape[0]
     cash = stats[ST_CASH]
-    equity = cash
-    for k in range(m):
-        if st[k, POS] != 0.0:
-            equity += st[k, POS] * px[k]
+    equity = _equity(cash, st, px)
     sized = np.isnan(qty)
     f = np.nan
     if sized:
@@ -544,6 +578,8 @@ def _enter(i, s, j, long, price, slip_ij, imp_ij, px, frac, sl, tp, tsl, fees, m
             return -1.0
         if imp_ij > 0.0:  # the impact of the target quantity, before costs (SEMANTICS.md "Market impact")
             slip_ij += min(imp_ij * np.sqrt(f * equity / price), IMPACT_CAP)
+    elif imp_ij > 0.0:  # a resting order's: of its quantity
+        slip_ij += min(imp_ij * np.sqrt(qty), IMPACT_CAP)
     lot = lots[0, j]
     capped = False
     floor = -max(0.0, max_exposure - 1.0) * equity
