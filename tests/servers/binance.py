@@ -1,8 +1,12 @@
-"""A Binance spot REST fake on the loopback harness, speaking the real wire format.
+"""A Binance spot and USDⓈ-M futures REST fake on the loopback harness, speaking the real wire format.
 
 Serves `/api/v3/ping`, `/api/v3/time`, `/api/v3/exchangeInfo` and `/api/v3/klines` the way
 api.binance.com does (same JSON shapes, string-encoded decimals, `{"code": -1121, "msg": ...}`
-errors, weight headers), so the unmodified ccxt client can be pointed at it. Every series is a
+errors, weight headers), and the futures side the way fapi.binance.com does: `/fapi/v1/ping`,
+`/fapi/v1/time`, `/fapi/v1/exchangeInfo` (a perpetual for every USDT-quoted pair, plus one quarterly
+future), `/fapi/v1/klines` (the pair's series) and `/fapi/v1/fundingRate` (settlements every 8 h with
+`symbol`, `fundingTime`, `fundingRate`, `markPrice`), so the unmodified ccxt client (`binance`, or
+`binanceusdm` for the futures) can be pointed at it. Every series is a
 pure function of (seed, symbol, interval, open time): any range can be served and recomputed by
 the test without storing anything. Tests can punch gaps into a series, make every page repeat a few
 rows of the previous one, delist a symbol, and queue 429 / 5xx responses in Binance's real shape.
@@ -40,6 +44,9 @@ INTERNAL_ERROR = {
     "msg": "Internal error; unable to process your request. Please try again.",
 }
 INVALID_SYMBOL = {"code": -1121, "msg": "Invalid symbol."}
+FUNDING_MS = 8 * 60 * MINUTE_MS  # settlements at 00:00, 08:00 and 16:00 UTC
+FUNDING_DEFAULT_LIMIT, FUNDING_MAX_LIMIT = 100, 1000
+QUARTER_DELIVERY = "2026-03-27T08:00"  # the one dated future listed: BTCUSDT_260327
 BAD_GATEWAY_HTML = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     "<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n"
@@ -101,8 +108,15 @@ class BinanceServer(LoopbackServer):
             ("GET", "/api/v3/time"): self._time,
             ("GET", "/api/v3/exchangeInfo"): self._exchange_info,
             ("GET", "/api/v3/klines"): self._klines,
+            ("GET", "/fapi/v1/ping"): self._ping,
+            ("GET", "/fapi/v1/time"): self._time,
+            ("GET", "/fapi/v1/exchangeInfo"): self._futures_info,
+            ("GET", "/fapi/v1/klines"): self._klines,
+            ("GET", "/fapi/v1/fundingRate"): self._funding_rate,
         })
         self.markets = {m.id: m for m in markets}
+        # USDⓈ-M perpetuals share their pair's id (BTCUSDT) and, in this fake, its kline series
+        self.perps = {m.id: m for m in markets if m.quote == "USDT"}
         self.seed = seed
         self.listed_ms = listed_ms if listed_ms is not None else _ms("2020-01-01")
         self.now_ms = now_ms
@@ -130,22 +144,45 @@ class BinanceServer(LoopbackServer):
         """From now on klines and exchangeInfo answer -1121 Invalid symbol for `symbol_id`."""
         self.delisted.add(symbol_id)
 
-    def rate_limit_next(self, times: int = 1, retry_after: int = 1) -> None:
-        """Answer the next `times` klines calls with Binance's 429 (-1003) and a Retry-After."""
-        self.fail_next("/api/v3/klines", Response(429, TOO_MANY_REQUESTS,
-                                                  {"Retry-After": str(retry_after)}), times)
+    def rate_limit_next(self, times: int = 1, retry_after: int = 1,
+                        path: str = "/api/v3/klines") -> None:
+        """Answer the next `times` calls under `path` (klines by default) with Binance's 429 (-1003)
+        and a Retry-After."""
+        self.fail_next(path, Response(429, TOO_MANY_REQUESTS, {"Retry-After": str(retry_after)}),
+                       times)
 
-    def server_error_next(self, times: int = 1, status: int = 500) -> None:
-        """Answer the next `times` klines calls with a 5xx: 500 JSON -1001, or a 502/503 page."""
+    def server_error_next(self, times: int = 1, status: int = 500,
+                          path: str = "/api/v3/klines") -> None:
+        """Answer the next `times` calls under `path` (klines by default) with a 5xx: 500 JSON -1001,
+        or a 502/503 page."""
         if status == 500:
             response = Response(500, INTERNAL_ERROR)
         else:
             response = Response(status, BAD_GATEWAY_HTML if status == 502 else
                                 "Service Unavailable.", {"Content-Type": "text/html"})
-        self.fail_next("/api/v3/klines", response, times)
+        self.fail_next(path, response, times)
 
     def klines_calls(self) -> list[Request]:
         return self.hits("/api/v3/klines")
+
+    def funding_calls(self) -> list[Request]:
+        return self.hits("/fapi/v1/fundingRate")
+
+    def funding_rows(self, symbol_id: str, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
+        """Every settlement (Binance's JSON object) of a perpetual in [start_ms, end_ms)."""
+        first = _align_up(max(start_ms, self.listed_ms), FUNDING_MS, "8h")
+        stop = min(end_ms, self._clock() + 1)
+        times = np.arange(first, max(first, stop), FUNDING_MS, dtype=np.int64)
+        return self._encode_funding(symbol_id, times)
+
+    def funding_frame(self, symbol_id: str, start: str | pd.Timestamp,
+                      end: str | pd.Timestamp) -> pd.DataFrame:
+        """What the server settles in [start, end) as a funding frame (`ts` ns UTC, `rate`)."""
+        rows = self.funding_rows(symbol_id, _ms(start), _ms(end))
+        return pd.DataFrame({
+            "ts": pd.to_datetime([r["fundingTime"] for r in rows], unit="ms", utc=True).as_unit("ns"),
+            "rate": np.array([float(r["fundingRate"]) for r in rows], dtype=np.float64),
+        })
 
     def rows(self, symbol_id: str, interval: str, start_ms: int, end_ms: int) -> list[list[Any]]:
         """Every kline (real Binance array) opening in [start_ms, end_ms), gaps left out."""
@@ -206,6 +243,19 @@ class BinanceServer(LoopbackServer):
              f8(taker[i] * cl[i]), "0"]
             for i in range(len(times))
         ]
+
+    def _encode_funding(self, symbol_id: str, times: np.ndarray) -> list[dict[str, Any]]:
+        """Settlements as /fapi/v1/fundingRate answers them: a rate in [-0.00005, 0.00025) per 8 h
+        drawn from (seed, symbol, time), and the mark price of the pair's 8 h kline open."""
+        if not len(times):
+            return []
+        base = np.uint64(_key(f"{self.seed}|{symbol_id}|funding"))
+        u = (_mix((times // FUNDING_MS).astype(np.uint64) ^ base) >> np.uint64(11)).astype(
+            np.float64) / 2**53
+        rates = np.round(0.0001 + 0.0003 * (u - 0.5), 8)
+        marks = [float(k[1]) for k in self._encode(symbol_id, "8h", times)]
+        return [{"symbol": symbol_id, "fundingTime": int(t), "fundingRate": f"{r:.8f}",
+                 "markPrice": f"{mk:.8f}"} for t, r, mk in zip(times, rates, marks, strict=True)]
 
     # ------------------------------------------------------------------ routes
     def _weight(self, used: int) -> dict[str, str]:
@@ -281,6 +331,94 @@ class BinanceServer(LoopbackServer):
             times = times[:limit]
         return Response(200, self._encode(symbol_id, interval, times),
                         self._weight(2 if limit < 100 else 5 if limit < 500 else 10))
+
+    def _futures_info(self, req: Request) -> Response:
+        symbols = [_future_info(m, self.listed_ms) for m in self.perps.values()]
+        first = next(iter(self.perps.values()), None)
+        if first is not None:
+            symbols.append(_future_info(first, self.listed_ms, _ms(QUARTER_DELIVERY)))
+        return Response(200, {
+            "timezone": "UTC",
+            "serverTime": self._clock(),
+            "futuresType": "U_MARGINED",
+            "rateLimits": [
+                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                 "limit": 2400},
+                {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
+            ],
+            "exchangeFilters": [],
+            "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
+            "symbols": symbols,
+        }, self._weight(1))
+
+    def _funding_rate(self, req: Request) -> Response:
+        """GET /fapi/v1/fundingRate: ascending settlements from startTime (at most `limit`), else the
+        `limit` most recent up to endTime / now; without `symbol`, every perpetual's."""
+        q = req.query
+        ids = [q["symbol"]] if q.get("symbol") else list(self.perps)
+        if any(s not in self.perps or s in self.delisted for s in ids):
+            return Response(400, INVALID_SYMBOL)
+        try:
+            limit = int(q.get("limit", FUNDING_DEFAULT_LIMIT))
+            start = int(q["startTime"]) if "startTime" in q else None
+            end = int(q["endTime"]) if "endTime" in q else None
+        except ValueError:
+            return Response(400, {"code": -1100, "msg": "Illegal characters found in a parameter."})
+        if not 1 <= limit <= FUNDING_MAX_LIMIT:
+            return Response(400, {"code": -1130, "msg": "Data sent for parameter 'limit' is not valid."})
+        if start is not None and end is not None and start > end:
+            return Response(400, {"code": -1023, "msg": "Start time is greater than end time."})
+        stop = (end + 1) if end is not None else self._clock() + 1
+        rows = [r for s in ids for r in self.funding_rows(s, start if start is not None else 0, stop)]
+        rows.sort(key=lambda r: (r["fundingTime"], r["symbol"]))
+        rows = rows[:limit] if start is not None else rows[-limit:]
+        return Response(200, rows, self._weight(1))
+
+
+def _future_info(m: Market, listed_ms: int, delivery_ms: int | None = None) -> dict[str, Any]:
+    """One /fapi/v1/exchangeInfo symbol: the pair's perpetual, or a dated future when `delivery_ms`."""
+    tick = f"{10.0 ** -m.decimals:.{m.decimals}f}"
+    symbol = m.id if delivery_ms is None else (
+        f"{m.id}_{pd.Timestamp(delivery_ms, unit='ms'):%y%m%d}")
+    return {
+        "symbol": symbol,
+        "pair": m.id,
+        "contractType": "PERPETUAL" if delivery_ms is None else "CURRENT_QUARTER",
+        "deliveryDate": 4133404800000 if delivery_ms is None else delivery_ms,
+        "onboardDate": listed_ms,
+        "status": m.status,
+        "maintMarginPercent": "2.5000",
+        "requiredMarginPercent": "5.0000",
+        "baseAsset": m.base,
+        "quoteAsset": m.quote,
+        "marginAsset": m.quote,
+        "pricePrecision": m.decimals,
+        "quantityPrecision": 3,
+        "baseAssetPrecision": 8,
+        "quotePrecision": 8,
+        "underlyingType": "COIN",
+        "underlyingSubType": [],
+        "settlePlan": 0,
+        "triggerProtect": "0.0500",
+        "liquidationFee": "0.012500",
+        "marketTakeBound": "0.05",
+        "maxMoveOrderLimit": 10000,
+        "filters": [
+            {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": "4529764", "tickSize": tick},
+            {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "1000", "stepSize": "0.001"},
+            {"filterType": "MARKET_LOT_SIZE", "minQty": "0.001", "maxQty": "120", "stepSize": "0.001"},
+            {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+            {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+            {"filterType": "MIN_NOTIONAL", "notional": "100"},
+            {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500",
+             "multiplierDecimal": "4"},
+        ],
+        "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
+                       "TRAILING_STOP_MARKET"],
+        "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
+        "permissionSets": ["GRID", "COPY"],
+    }
 
 
 def _symbol_info(m: Market) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""`workbench data`: build the demo lake, sync sources, import CSV files, list, check and export."""
+"""`workbench data`: build the demo lake, sync sources and funding rates, import CSV files, list, check
+and export."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ data_app = typer.Typer(help="The data lake: build the demo, sync sources, import
 @data_app.command("demo")
 def data_demo(seed: Annotated[int, typer.Option(help="Seed of the synthetic market.")] = 7
               ) -> None:
-    """Build the demo lake from the SYNTHETIC market (crypto 1m, equities 1m and 1d)."""
+    """Build the demo lake from the SYNTHETIC market (crypto and perpetuals 1m with funding, equities
+    1m and 1d)."""
     from workbench.data.demo import build_demo
 
     lake = _lake()
@@ -58,6 +60,43 @@ def data_sync(
         if r.report is not None and not r.report.ok:
             out.print(str(r.report))
     return results
+
+
+@data_app.command("funding")
+def data_funding(
+    source: Annotated[str, typer.Option(help="synthetic, or ccxt:<futures exchange> (e.g. "
+                                        "ccxt:binanceusdm).")],
+    symbols: Annotated[str, typer.Option(help="Comma-separated perpetuals, e.g. "
+                                         "BTC/USDT:USDT,ETH/USDT:USDT.")],
+    start: Annotated[str | None, typer.Option(help="First settlement (UTC); default: resume.")] = None,
+    end: Annotated[str | None, typer.Option(help="End, exclusive (default: now).")] = None,
+) -> Any:
+    """Fetch funding-rate history of perpetual futures into the lake (incremental); returns the
+    per-symbol results."""
+    from workbench.data.funding import describe_funding_sync, empty_funding, funding_summary
+    from workbench.data.sources import get_source
+
+    src = get_source(source)
+    lake = _lake()
+    with _progress("funding") as prog:
+        results = lake.sync_funding(src, split_list(symbols), start, end, progress=prog)
+    print_frame(describe_funding_sync(results), title="funding sync")
+    rows = []
+    for r in results:
+        stored = (lake.read_funding(r.source, r.symbol, start, end)
+                  if lake.has_funding(r.source, r.symbol) else empty_funding())
+        rows.append({"series": r.label, **funding_summary(stored)})
+    print_frame(_as_percent(pd.DataFrame(rows)), title="funding rates stored in the range")
+    return results
+
+
+def _as_percent(frame: pd.DataFrame) -> pd.DataFrame:
+    """Funding rates shown as percentages: per interval to 4 decimals, annualised to 2."""
+    out = frame.copy()
+    for col, digits in (("mean_rate", 4), ("mean_annualized", 2)):
+        if col in out.columns:
+            out[col] = [("" if v is None or pd.isna(v) else f"{100 * v:.{digits}f}%") for v in out[col]]
+    return out
 
 
 @data_app.command("import-csv")
@@ -103,14 +142,18 @@ def data_ls(
     timeframe: Annotated[str | None, typer.Option(help="Only this timeframe.")] = None,
     gaps: Annotated[bool, typer.Option(help="List the gaps of each series too.")] = False,
 ) -> None:
-    """Show what the lake holds: coverage per series."""
+    """Show what the lake holds: coverage per series, then the stored funding rates."""
     lake = _lake()
     frame = lake.coverage_frame(source=source, symbol=symbol, timeframe=timeframe)
-    if frame.empty:
+    funding = lake.funding_frame(source, symbol) if timeframe is None else pd.DataFrame()
+    if frame.empty and funding.empty:
         out.print(f"the lake at {lake.root} is empty: run `workbench data demo` or "
                   "`workbench data sync`")
         return
-    print_frame(frame, title=f"lake {lake.root}")
+    if not frame.empty:
+        print_frame(frame, title=f"lake {lake.root}")
+    if not funding.empty:
+        print_frame(_as_percent(funding), title="funding rates")
     if gaps:
         for cov in lake.coverage(source, symbol, timeframe):
             for a, b, n in cov.gaps:

@@ -6,6 +6,10 @@ writes the result to a hidden temporary file beside it, fsyncs it and renames it
 so a reader (or a writer killed at any point) only ever sees whole files. Each series keeps a
 small `_coverage.json` (first/last ts, rows, gaps) that is rebuilt from the files whenever the files
 changed behind its back, so a crash between data and catalog cannot leave the catalog lying.
+
+Funding rates of perpetual futures live beside the bars, one series per (source, symbol), with the same
+year files, merge, atomic replace and lock: `funding/source=S/symbol=SYM/year=Y/data.parquet` holding
+`ts` (settlement time) and `rate` (per funding interval); see `workbench.data.funding`.
 """
 
 from __future__ import annotations
@@ -34,7 +38,17 @@ import pyarrow.parquet as pq
 from workbench.config import data_dir
 from workbench.data.bars import BAR_COLUMNS, OPTIONAL_COLUMNS, bars_to_arrow, normalize_bars
 from workbench.data.calendar import Calendar, absent, calendar_for_symbol
+from workbench.data.funding import (
+    FUNDING_COLUMNS,
+    FundingSyncResult,
+    empty_funding,
+    expected_events,
+    funding_summary,
+    funding_to_arrow,
+    normalize_funding,
+)
 from workbench.data.quality import QualityPolicy, QualityReport, apply_policy, check_bars, check_ticks
+from workbench.data.sources import SOURCE_KINDS
 from workbench.data.ticks import TickKind, TickStore
 from workbench.data.timeframe import Timeframe
 from workbench.errors import ConfigError, DataError, LakeCorruptError, WorkbenchError, did_you_mean
@@ -169,6 +183,7 @@ class Lake:
         self.root = data_dir(root)
         self.bars_dir = self.root / "lake" / "bars"
         self.ticks = TickStore(self.root / "lake" / "ticks")
+        self.funding_dir = self.root / "lake" / "funding"
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -671,8 +686,15 @@ class Lake:
         timeframe: str | Timeframe,
         start: TimeLike = None,
         end: TimeLike = None,
+        *,
+        funding: bool = False,
     ) -> str:
-        """Content hash of a slice (sha256 over symbols, timestamps and values), for run records."""
+        """Content hash of a slice (sha256 over symbols, timestamps and values), for run records.
+
+        With `funding=True` the symbols' funding rates in [start, end) are hashed too (after the
+        bars, so a bars-only fingerprint is what it always was); a symbol without stored funding
+        then raises the `read_funding` error.
+        """
         syms = [symbols] if isinstance(symbols, str) else list(symbols)
         h = hashlib.sha256()
         h.update(f"{source}|{Timeframe.parse(timeframe).name}".encode())
@@ -682,7 +704,177 @@ class Lake:
             h.update(pd.DatetimeIndex(bars["ts"]).as_unit("us").asi8.tobytes())
             for c in [c for c in (*BAR_COLUMNS[1:], *OPTIONAL_COLUMNS) if c in bars.columns]:
                 h.update(c.encode() + np.ascontiguousarray(bars[c].to_numpy("float64")).tobytes())
+        if funding:
+            for sym in sorted(syms):
+                _hash_funding(h, sym, self.read_funding(source, sym, start, end))
         return "sha256:" + h.hexdigest()
+
+    # ------------------------------------------------------------------ funding rates
+    def funding_series_dir(self, source: str, symbol: str) -> Path:
+        """Folder of one funding series: ``funding/source=S/symbol=SYM``."""
+        return self.funding_dir / f"source={quote(source, safe='')}" / f"symbol={quote(symbol, safe='')}"
+
+    def funding_series(self) -> list[tuple[str, str]]:
+        """Every (source, symbol) with stored funding rates."""
+        if not self.funding_dir.is_dir():
+            return []
+        return [(unquote(d.parent.name.split("=", 1)[1]), unquote(d.name.split("=", 1)[1]))
+                for d in sorted(self.funding_dir.glob("source=*/symbol=*"))
+                if any(d.glob(f"year=*/{DATA_FILE}"))]
+
+    def has_funding(self, source: str, symbol: str) -> bool:
+        """Whether any funding rate of (source, symbol) is stored."""
+        return bool(self._files(self.funding_series_dir(source, symbol)))
+
+    def write_funding(self, source: str, symbol: str, df: pd.DataFrame) -> int:
+        """Merge funding events (`ts` tz-aware, `rate` per funding interval) into the series,
+        idempotently and atomically; returns the rows added.
+
+        An event whose `ts` is already stored is replaced (a venue's later revision wins), so
+        writing the same frame twice adds nothing; a malformed frame raises DataError before
+        anything on disk changes.
+        """
+        _check_name(source, "source")
+        _check_name(symbol, "symbol")
+        frame = normalize_funding(df, what=f"funding rates for {source}:{symbol}")
+        if frame.empty:
+            return 0
+        table = funding_to_arrow(frame)
+        ts = np.asarray(table.column("ts").cast(pa.int64()).to_numpy())
+        years = pd.to_datetime(ts, unit="us").year.to_numpy()
+        fdir = self.funding_series_dir(source, symbol)
+        added = 0
+        with self._lock(fdir):
+            _clean_temp_files(fdir)
+            for f in self._files(fdir):  # a damaged series is refused before anything changes
+                _read_ts(f)
+            bounds = np.flatnonzero(np.diff(years)) + 1
+            for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(years)], strict=True):
+                _, _, n, _ = self._merge_year(fdir, int(years[lo]), table.slice(lo, hi - lo))
+                added += n
+        log.debug("wrote funding %s:%s: +%d rows", source, symbol, added)
+        return added
+
+    def read_funding(self, source: str, symbol: str, start: TimeLike = None,
+                     end: TimeLike = None) -> pd.DataFrame:
+        """Funding events in [start, end): `ts` (datetime64[ns, UTC], settlement time) and `rate`
+        (float64, per funding interval as the venue publishes it), sorted, one row per `ts`.
+
+        Raises DataError naming the command that fills it when nothing is stored for the symbol.
+        """
+        t0, t1 = _ts(start, "start"), _ts(end, "end")
+        check_range(t0, t1)
+        fdir = self.funding_series_dir(source, symbol)
+        if not self._files(fdir):
+            raise self._no_funding(source, symbol, t0)
+        files = self._files(fdir, t0, t1)
+        if not files:
+            return empty_funding()
+        table = pa.concat_tables([_read_file(f, columns=list(FUNDING_COLUMNS)) for f in files])
+        ts = pd.DatetimeIndex(np.asarray(table.column("ts").cast(pa.int64())).astype("datetime64[us]"),
+                              tz="UTC").as_unit("ns")
+        out = pd.DataFrame({"ts": ts, "rate": np.asarray(table.column("rate"), dtype=np.float64)})
+        return _trim(out, t0, t1)
+
+    def funding_frame(self, source: str | None = None, symbol: str | None = None) -> pd.DataFrame:
+        """One row per stored funding series: rows, first/last settlement, mean rate per interval and
+        annualised (what `workbench data ls` prints under the bars)."""
+        rows = []
+        for src, sym in self.funding_series():
+            if (source and src != source) or (symbol and sym != symbol):
+                continue
+            try:
+                stats = funding_summary(self.read_funding(src, sym))
+            except LakeCorruptError as exc:
+                log.warning("%s", exc)
+                continue
+            rows.append({"source": src, "symbol": sym, **stats})
+        cols = ["source", "symbol", "rows", "first", "last", "mean_rate", "mean_annualized"]
+        return pd.DataFrame(rows, columns=cols)
+
+    def _no_funding(self, source: str, symbol: str, start: pd.Timestamp | None) -> DataError:
+        stored = sorted({sym for src, sym in self.funding_series() if src == source})
+        have = (f"; {source} has funding for {', '.join(stored[:8])}{'...' if len(stored) > 8 else ''}"
+                if stored else "")
+        since = f"{start:%Y-%m-%d}" if start is not None else "2025-01-01"
+        return DataError(
+            f"no funding rates stored for {source}:{symbol}{did_you_mean(symbol, stored)}{have}: fill "
+            f"them with `workbench data funding --source {_source_spec(source)} --symbols {symbol} "
+            f"--start {since}`")
+
+    def sync_funding(
+        self,
+        source: Source,
+        symbols: str | Sequence[str],
+        start: TimeLike = None,
+        end: TimeLike = None,
+        progress: Progress | None = None,
+    ) -> list[FundingSyncResult]:
+        """Fetch the funding events the lake lacks for each perpetual and store them; one result per
+        symbol.
+
+        Incremental: only events after the last stored one are asked for (and, when `start` lies
+        before the first stored event, those before it). `end` defaults to now. Every symbol is
+        checked first (a spot symbol, or a source without funding, fails before any fetch); events
+        that arrived before a source failed are kept, so the next sync resumes after them.
+        """
+        syms = [symbols] if isinstance(symbols, str) else list(symbols)
+        if not syms:
+            raise ConfigError("no symbols given: name at least one perpetual, e.g. BTC/USDT:USDT")
+        t0, t1 = _ts(start, "start"), _ts(end, "end")
+        if t1 is None:
+            t1 = pd.Timestamp.now(tz="UTC")
+        check_range(t0, t1)
+        syms = list(dict.fromkeys(source.funding_symbol(s) for s in syms))
+        self.check_writable()
+        return [self._sync_funding_one(source, sym, t0, t1, progress) for sym in syms]
+
+    def _sync_funding_one(self, source: Source, symbol: str, t0: pd.Timestamp | None,
+                          t1: pd.Timestamp, progress: Progress | None) -> FundingSyncResult:
+        result = FundingSyncResult(source.name, symbol)
+        stored = self._funding_bounds(source.name, symbol)
+        if stored is None:
+            if t0 is None:
+                raise ConfigError(f"{result.label} has no stored funding to resume from: pass a start "
+                                  "(--start 2024-01-01)")
+            ranges = [(t0, t1)]
+        else:
+            first, last = stored
+            ranges = []
+            if t0 is not None and t0 < first:
+                ranges.append((t0, min(first, t1)))
+            resume = last + pd.Timedelta(microseconds=1)
+            if resume < t1:
+                ranges.append((max(resume, t0) if t0 is not None else resume, t1))
+        result.requested = [(str(a), str(b)) for a, b in ranges]
+        expected = sum(expected_events(a, b) for a, b in ranges)
+        for a, b in ranges:
+            got: list[pd.DataFrame] = []
+            try:
+                for page in source.funding_pages(symbol, a, b):
+                    page = page[(page["ts"] >= a) & (page["ts"] < b)] if len(page) else page
+                    if page.empty:
+                        continue
+                    got.append(page)
+                    result.rows_fetched += len(page)
+                    if progress:
+                        progress(result.label, len(page), expected)
+            finally:  # keep what arrived before a failure: the next sync resumes after it
+                if got:
+                    result.rows_added += self.write_funding(source.name, symbol,
+                                                            pd.concat(got, ignore_index=True))
+        return result
+
+    def _funding_bounds(self, source: str, symbol: str) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """First and last stored settlement of a funding series (None when nothing is stored)."""
+        files = self._files(self.funding_series_dir(source, symbol))
+        if not files:
+            return None
+        first, last = _read_ts(files[0]), _read_ts(files[-1])
+        if not len(first) or not len(last):
+            return None
+        return (pd.Timestamp(int(first[0]), unit="us", tz="UTC"),
+                pd.Timestamp(int(last[-1]), unit="us", tz="UTC"))
 
     # ------------------------------------------------------------------ ticks
     def read_trades(self, source: str, symbols: str | Sequence[str], start: TimeLike = None,
@@ -1042,6 +1234,16 @@ def _clean_temp_files(sdir: Path) -> None:
 def _corrupt(path: Path, why: object) -> LakeCorruptError:
     """The one error for a damaged lake file: which file, and how to recover."""
     why = " ".join(str(why).split())[:160]
+    if len(path.parents) > 3 and path.parents[3].name == "funding":  # funding/source=S/symbol=X/year=Y
+        try:
+            sym, src = (unquote(p.name.split("=", 1)[1]) for p in path.parents[1:3])
+            year = int(path.parent.name.split("=", 1)[1])
+            return LakeCorruptError(
+                f"lake file {path} is unreadable ({why}): move it aside and re-sync it: `workbench data "
+                f"funding --source {_source_spec(src)} --symbols {sym} --start {year}-01-01 --end "
+                f"{year + 1}-01-01`; nothing was written")
+        except (IndexError, ValueError):
+            pass
     try:  # .../source=S/timeframe=TF/symbol=X/year=Y/data.parquet
         sym, tf, src = (unquote(p.name.split("=", 1)[1]) for p in path.parents[1:4])
         year = int(path.parent.name.split("=", 1)[1])
@@ -1199,6 +1401,18 @@ def _trim(df: pd.DataFrame, t0: pd.Timestamp | None, t1: pd.Timestamp | None) ->
     if t1 is not None:
         df = df[df["ts"] < t1]
     return df.reset_index(drop=True)
+
+
+def _hash_funding(h: hashlib._Hash, symbol: str, frame: pd.DataFrame) -> None:
+    """Add one symbol's funding events to a fingerprint."""
+    h.update(b"\x01funding\x00" + symbol.encode())
+    h.update(pd.DatetimeIndex(frame["ts"]).as_unit("us").asi8.tobytes())
+    h.update(np.ascontiguousarray(frame["rate"].to_numpy("float64")).tobytes())
+
+
+def _source_spec(label: str) -> str:
+    """The `--source` value that fills a lake source label (`binanceusdm` -> `ccxt:binanceusdm`)."""
+    return label if label in SOURCE_KINDS or label == "csv" else f"ccxt:{label}"
 
 
 def describe_sync(results: list[SyncResult]) -> pd.DataFrame:

@@ -5,6 +5,11 @@ adds what the lake needs on top: canonical symbols, manual pagination by the las
 received (ccxt's own `paginate=True` walks fixed time windows and can skip bars), bounded retries of
 transient failures, and one-line errors that say what to do. A base-URL override points every REST
 endpoint of the exchange at another host, e.g. a local fake in tests or a regional mirror.
+
+Funding-rate history of perpetual futures comes through ccxt's unified `fetch_funding_rate_history`,
+paged the same way (by the last settlement received). A futures exchange id loads only its own
+markets: `ccxt:binanceusdm` (Binance USDⓈ-M perpetuals, symbols like `BTC/USDT:USDT`) asks nothing
+but `/fapi/v1/exchangeInfo` to list them.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.config import setting
-from workbench.data.sources.base import Source
+from workbench.data.sources.base import Source, spot_funding_error
 from workbench.data.timeframe import STORED, Timeframe
 from workbench.errors import (
     ConfigError,
@@ -36,6 +41,7 @@ from workbench.retry import MAX_WAIT_SECONDS, RetryPolicy, retry_after
 log = logging.getLogger(__name__)
 
 BASE_URL_SETTING = "WORKBENCH_CCXT_BASE_URL"
+_FUTURES_WORDS = ("usdm", "coinm", "futures", "swap", "perp")
 MAX_BACKOFF_SECONDS = MAX_WAIT_SECONDS
 _T = TypeVar("_T")
 
@@ -185,6 +191,80 @@ class CcxtSource(Source):
         return self._call(f"fetching trades of {symbol}", symbol, self.exchange.fetch_trades, symbol,
                           since_ms, limit, params or {})
 
+    # ------------------------------------------------------------------ funding rates
+    def funding_symbol(self, symbol: str) -> str:
+        """The unified symbol of a perpetual (`BTC/USDT:USDT`, or its id `BTCUSDT` on a futures
+        exchange); a spot pair, a dated future or an exchange without funding history is refused."""
+        if not self.exchange.has.get("fetchFundingRateHistory"):
+            raise ConfigError(
+                f"exchange {self.name!r} offers no funding-rate history through ccxt: sync funding from "
+                f"a perpetual-futures exchange{self._futures_hint(', e.g. ')}"
+            )
+        markets = self.markets()
+        raw = symbol.strip()
+        try:
+            sym = self.canonical_symbol(raw)
+        except ConfigError:
+            perp = self._perp_of(raw.upper())
+            if perp is not None:  # `BTC/USDT` on a futures exchange: the pair, not its perpetual
+                raise spot_funding_error(raw, perp) from None
+            if ":" in raw and not any(m.get("swap") for m in markets.values()):
+                raise ConfigError(
+                    f"{self.name} lists no perpetual futures here (its spot markets only), so it has no "
+                    f"{raw}: sync funding from its futures exchange{self._futures_hint(', e.g. ')}"
+                ) from None
+            raise
+        market = markets[sym]
+        if market.get("swap"):
+            return sym
+        pair = f"{market.get('base')}/{market.get('quote')}" if market.get("base") else sym.split(":")[0]
+        example = self._perp_of(pair) or f"{pair}:{pair.split('/', 1)[-1]}"
+        kind = "a spot symbol" if market.get("spot") else f"a {market.get('type') or 'non-perpetual'} market"
+        hint = ("" if any(m.get("swap") for m in markets.values())
+                else f"; {self.name} lists spot markets only{self._futures_hint(', use ')}")
+        raise spot_funding_error(sym, example, kind, hint)
+
+    def _perp_of(self, pair: str) -> str | None:
+        """The listed linear perpetual of a `BASE/QUOTE` pair, if the exchange has one."""
+        perp = f"{pair}:{pair.split('/', 1)[1]}" if "/" in pair and ":" not in pair else None
+        return perp if perp is not None and (self.markets().get(perp) or {}).get("swap") else None
+
+    def _futures_hint(self, lead: str) -> str:
+        """`lead` + the ccxt ids of this exchange's futures venues (`ccxt:binanceusdm`), or ''."""
+        if any(k in self.name for k in _FUTURES_WORDS):
+            return ""
+        ids = sorted((e for e in ccxt.exchanges if e.startswith(self.name) and e != self.name
+                      and any(k in e for k in _FUTURES_WORDS)), key=lambda e: ("usdm" not in e, e))
+        return lead + " or ".join(f"ccxt:{e}" for e in ids) if ids else ""
+
+    def fetch_funding(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        """Funding settlements of a perpetual in [start, end) (`ts`, `rate` per interval), all pages."""
+        pages = list(self.funding_pages(symbol, start, end))
+        if not pages:
+            return _funding_frame([]).drop(columns="ts_ms")
+        return pd.concat(pages, ignore_index=True)
+
+    def funding_pages(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp
+                      ) -> Iterator[pd.DataFrame]:
+        """Yield pages of funding settlements in [start, end), each resuming after the last one
+        received; stops at the first page that brings nothing new."""
+        symbol = self.funding_symbol(symbol)
+        start_ms = -(-pd.Timestamp(start).value // 1_000_000)
+        end_ms = -(-pd.Timestamp(end).value // 1_000_000)
+        since = start_ms
+        while since < end_ms:
+            what = f"fetching funding rates of {symbol} from {_iso(since)}"
+            rows = self._call(what, symbol, self.exchange.fetch_funding_rate_history, symbol, since,
+                              self.page_limit, {"until": end_ms - 1})
+            page = _funding_frame(rows)
+            page = page[page["ts_ms"] >= since]
+            if page.empty:
+                break
+            since = int(page["ts_ms"].iloc[-1]) + 1
+            page = page[page["ts_ms"] < end_ms]
+            if not page.empty:
+                yield page.drop(columns="ts_ms").reset_index(drop=True)
+
     # ------------------------------------------------------------------ errors and retries
     def _call(self, what: str, symbol: str | None, fn: Callable[..., _T], *args: Any) -> _T:
         """Run one ccxt call, retrying transient failures and mapping ccxt errors to ours."""
@@ -294,6 +374,20 @@ def _frame(rows: list[list[Any]] | None) -> pd.DataFrame:
         "ts_ms": ts,
         "ts": pd.to_datetime(ts, unit="ms", utc=True).as_unit("us"),
         **{c: values[:, i] for i, c in enumerate(("open", "high", "low", "close", "volume"))},
+    })
+    frame = frame.sort_values("ts_ms", kind="stable")
+    return frame.drop_duplicates("ts_ms", keep="last").reset_index(drop=True)
+
+
+def _funding_frame(rows: list[dict[str, Any]] | None) -> pd.DataFrame:
+    """ccxt funding-rate-history structures as a funding frame (plus integer `ts_ms`), sorted, one row
+    per settlement; entries without a time or a rate are left out."""
+    rows = [r for r in rows or [] if r.get("timestamp") is not None and r.get("fundingRate") is not None]
+    ts = np.array([int(r["timestamp"]) for r in rows], dtype=np.int64)
+    frame = pd.DataFrame({
+        "ts_ms": ts,
+        "ts": pd.to_datetime(ts, unit="ms", utc=True).as_unit("ns"),
+        "rate": np.array([float(r["fundingRate"]) for r in rows], dtype=np.float64),
     })
     frame = frame.sort_values("ts_ms", kind="stable")
     return frame.drop_duplicates("ts_ms", keep="last").reset_index(drop=True)

@@ -12,6 +12,14 @@ What makes it useful for research rather than a random walk:
 - regimes: trending (up/down drift, random-walk dominated) and ranging (mean-reverting around a
   level) stretches of a few days to weeks, so both trend and mean-reversion strategies win and lose;
 - equities trade only in NYSE regular sessions (holidays, early closes) with an overnight gap.
+
+Every crypto pair also has a USDT-margined perpetual, `BASE/USDT:USDT` (ccxt's spelling), trading
+24/7: its bars are the spot path times (1 + basis), the basis being the premium that the next funding
+settlement pays for plus a fast mean-reverting noise (half-life 1 h, sd 3 bp). Funding settles every
+8 h at 00:00, 08:00 and 16:00 UTC; the rate per interval is an AR(1) (persistence 0.9 per settlement,
+sd 0.00015) around +0.0001 tilted by the market regime's drift (bull stretches pay more), clipped to
++-0.0075 and rounded to 8 decimals as venues publish it: positive on average, negative about a
+quarter of the time. Rates, like bars, are built from the origin, so they never depend on the range.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from scipy.signal import lfilter
 
 from workbench.data.bars import aggregate_bars
 from workbench.data.calendar import Calendar, calendar_for_symbol
-from workbench.data.sources.base import Source
+from workbench.data.sources.base import Source, spot_funding_error
 from workbench.data.timeframe import Timeframe
 from workbench.errors import ConfigError, did_you_mean
 
@@ -73,6 +81,17 @@ EQUITY = {
     "JPM": AssetSpec(107.0, 0.24, 0.65, 25_000.0),
 }
 DEMO_CRYPTO = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
+DEMO_PERPS = ("BTC/USDT:USDT", "ETH/USDT:USDT")
+
+FUNDING_EVERY = pd.Timedelta(hours=8)
+_FUNDING_MEAN = 0.0001  # per 8 h interval, the venues' usual baseline (interest component)
+_FUNDING_SD = 0.00015  # stationary sd of the AR(1) part
+_FUNDING_PHI = 0.9  # persistence per settlement: a half-life of about 2 days
+_FUNDING_TILT = 0.00004  # added per unit of the regime's annual drift
+_FUNDING_CAP = 0.0075
+_BASIS_SD, _BASIS_HALF_LIFE_MIN = 0.0003, 60.0
+_PERP_VOLUME = 2.5  # perpetuals trade more than spot
+_FUNDING_MIN = int(FUNDING_EVERY / pd.Timedelta(minutes=1))
 DEMO_EQUITY = ("SPY", "AAPL", "MSFT")
 
 # regimes: (probability, annual drift range, random-walk weight); weights of rw and mean-reverting
@@ -126,18 +145,29 @@ class SyntheticSource(Source):
         self.seed = int(seed)
         self.universe: dict[str, AssetSpec] = {**CRYPTO, **EQUITY}
         for sym in symbols:  # extra names get parameters derived from their name
-            if sym not in self.universe:
-                self.universe[sym] = _derived_spec(sym)
+            spot = sym.split(":", 1)[0]
+            if spot not in self.universe:
+                self.universe[spot] = _derived_spec(spot)
+        # every crypto pair's USDT-margined perpetual (BASE/QUOTE:QUOTE), and any extra perpetual named
+        self.perps: dict[str, str] = {f"{s}:{s.split('/', 1)[1]}": s for s in self.universe
+                                      if asset_class(s) == "crypto"}
+        self.perps.update({s: s.split(":", 1)[0] for s in symbols if ":" in s})
 
     def canonical_symbol(self, symbol: str) -> str:
         sym = symbol.strip()
-        sym = sym.upper() if sym.upper() in self.universe else sym
-        if sym not in self.universe:
+        known = [*self.universe, *self.perps]
+        sym = sym.upper() if sym.upper() in known else sym
+        if sym not in known:
             raise ConfigError(
-                f"the synthetic market has no symbol {symbol!r}{did_you_mean(sym, self.universe)}: "
-                f"use one of {', '.join(self.universe)}"
+                f"the synthetic market has no symbol {symbol!r}{did_you_mean(sym, known)}: "
+                f"use one of {', '.join(self.universe)}, or a crypto pair's perpetual (e.g. "
+                "BTC/USDT:USDT)"
             )
         return sym
+
+    def is_perp(self, symbol: str) -> bool:
+        """Whether `symbol` (canonical) is one of the market's perpetual futures."""
+        return symbol in self.perps
 
     # ------------------------------------------------------------------ the 1-minute path
     def _grid(self, cls: str, end_us: int) -> np.ndarray:
@@ -156,6 +186,8 @@ class SyntheticSource(Source):
                     ) -> pd.DataFrame:
         """1-minute bars of `symbol` in [start, end); the path always runs from the origin."""
         sym = self.canonical_symbol(symbol)
+        if sym in self.perps:
+            return self._perp_minute_bars(sym, end, start)
         spec, cls = self.universe[sym], asset_class(sym)
         ts = self._grid(cls, int(end.value // 1000))
         n = len(ts)
@@ -198,6 +230,50 @@ class SyntheticSource(Source):
         volume = spec.volume * np.exp(0.8 * h + 0.35 * _draws(self.seed, sym, "vo", n, i0)) * (
             0.6 + 0.4 * np.minimum(move, 6.0))
         return _frame(ts, open_, high, low, close, volume)
+
+    def _perp_minute_bars(self, perp: str, end: pd.Timestamp, start: pd.Timestamp | None
+                          ) -> pd.DataFrame:
+        """A perpetual's 1-minute bars: the spot pair's path times (1 + basis) (see the module doc).
+
+        A bar opens at the previous bar's close (the basis of the minute before), closes with its
+        own minute's basis, and its wicks hold both.
+        """
+        spot = self.minute_bars(self.perps[perp], end, start)
+        if spot.empty:
+            return spot
+        ts = spot["ts"].to_numpy(dtype="datetime64[us]").view("int64")
+        idx = (ts - int(ORIGIN.value // 1000)) // _MIN_US  # crypto minutes are a regular grid
+        basis = self._basis(perp, int(idx[-1]) + 1)
+        b1 = basis[idx]
+        b0 = basis[np.maximum(idx - 1, 0)]
+        open_ = spot["open"].to_numpy() * (1 + b0)
+        close = spot["close"].to_numpy() * (1 + b1)
+        high = np.maximum(spot["high"].to_numpy() * (1 + np.maximum(b0, b1)), np.maximum(open_, close))
+        low = np.minimum(spot["low"].to_numpy() * (1 + np.minimum(b0, b1)), np.minimum(open_, close))
+        n, i0 = int(idx[-1]) + 1, int(idx[0])
+        volume = spot["volume"].to_numpy() * _PERP_VOLUME * np.exp(
+            0.25 * _draws(self.seed, perp, "vo", n, i0)[idx - i0])
+        return _frame(ts, open_, high, low, close, volume)
+
+    def _basis(self, perp: str, n: int) -> np.ndarray:
+        """Relative premium of the perpetual over spot for minutes 0..n-1 since the origin."""
+        k = np.arange(n, dtype=np.int64) // _FUNDING_MIN + 1  # the settlement each minute accrues to
+        premium = self._funding_rates(perp, int(k[-1]) + 1)[k] if n else np.empty(0)
+        phi = 0.5 ** (1.0 / _BASIS_HALF_LIFE_MIN)
+        noise = lfilter([_BASIS_SD * np.sqrt(1 - phi**2)], [1.0, -phi],
+                        _draws(self.seed, perp, "basis", n))
+        return premium + noise
+
+    def _funding_rates(self, perp: str, k: int) -> np.ndarray:
+        """Rates of settlements 0..k-1 (settlement j at ORIGIN + j * 8 h), built from the origin."""
+        if k <= 0:
+            return np.empty(0)
+        ts = int(ORIGIN.value // 1000) + np.arange(k, dtype=np.int64) * int(FUNDING_EVERY.value // 1000)
+        drift, _ = self._regimes("crypto", self.perps[perp], ts)
+        shocks = _draws(self.seed, perp, "funding", k)
+        ar = lfilter([_FUNDING_SD * np.sqrt(1 - _FUNDING_PHI**2)], [1.0, -_FUNDING_PHI], shocks)
+        rates = np.clip(_FUNDING_MEAN + _FUNDING_TILT * drift + ar, -_FUNDING_CAP, _FUNDING_CAP)
+        return np.round(rates, 8)
 
     def _regimes(self, cls: str, sym: str, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-minute annual drift and random-walk weight from the asset class's regime sequence.
@@ -247,6 +323,29 @@ class SyntheticSource(Source):
     def calendar(self, symbol: str) -> Calendar:
         return calendar_for_symbol(symbol)
 
+    # ------------------------------------------------------------------ funding rates
+    def funding_symbol(self, symbol: str) -> str:
+        """`symbol` canonical if it is a perpetual (`BTC/USDT:USDT`); a spot pair or equity is refused."""
+        sym = self.canonical_symbol(symbol)
+        if sym in self.perps:
+            return sym
+        if asset_class(sym) == "crypto":
+            raise spot_funding_error(sym, f"{sym}:{sym.split('/', 1)[1]}")
+        raise spot_funding_error(sym, kind="an equity")
+
+    def fetch_funding(self, symbol: str, start: str | pd.Timestamp, end: str | pd.Timestamp
+                      ) -> pd.DataFrame:
+        """Funding settlements of a perpetual in [start, end), every 8 h at 00:00/08:00/16:00 UTC."""
+        sym = self.funding_symbol(symbol)
+        start, end = _utc(start), _utc(end)
+        if start < ORIGIN:
+            raise ConfigError(f"the synthetic market starts at {ORIGIN.date()}: pass a later start")
+        k0 = max(0, -(-(start - ORIGIN) // FUNDING_EVERY))
+        k1 = max(k0, -(-(end - ORIGIN) // FUNDING_EVERY))
+        rates = self._funding_rates(sym, k1)[k0:]
+        ts = ORIGIN + FUNDING_EVERY * np.arange(k0, k1)
+        return pd.DataFrame({"ts": pd.DatetimeIndex(ts).as_unit("ns"), "rate": rates})
+
 
 @functools.lru_cache(maxsize=8)
 def _regime_table(seed: int, cls: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -263,6 +362,11 @@ def _regime_table(seed: int, cls: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
         weights.append(w)
         day += max(2.0, rng.exponential(_REGIME_DAYS[cls]))
     return np.array(starts), np.array(drifts), np.array(weights)
+
+
+def _utc(value: str | pd.Timestamp) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def _derived_spec(symbol: str) -> AssetSpec:
