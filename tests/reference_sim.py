@@ -59,6 +59,7 @@ class Settings:
     limit_fill: str = "through"  # a resting limit fills when the price trades through it, or "touch"
     funding: bool = False  # settle the bars' `funding_rate` on the positions held into them
     volume_cap: float = 0.0  # an entry fill takes at most this fraction of its bar's volume (0: no cap)
+    spread: bool = False  # fills that pay slippage also pay the bars' recorded `half_spread`
 
 
 @dataclass
@@ -214,6 +215,16 @@ def impact_per_bar(close: list[float], volume: list[float], s: Settings) -> list
     return out
 
 
+def fill_costs(frame: pd.DataFrame, s: Settings) -> list[float]:
+    """What a fill that pays slippage pays at each bar: the slippage, plus the recorded half-spread
+    (a bar without a quote: none) when `s.spread`."""
+    out = slippage_per_bar(_column(frame, "close"), s)
+    if s.spread:
+        hs = _column(frame, "half_spread")
+        out = [v + (0.0 if math.isnan(h) else h) for v, h in zip(out, hs, strict=True)]
+    return out
+
+
 def slippage_per_bar(close: list[float], s: Settings) -> list[float]:
     """slip[i] = slippage + slippage_vol * sigma[i-1], a NaN (or missing) sigma counting as 0."""
     sigma = log_return_std(close, s.vol_window) if s.slippage_vol else [math.nan] * len(close)
@@ -298,7 +309,7 @@ def simulate(bars: dict[str, pd.DataFrame], signals: dict[str, dict], settings: 
     h = {k: _column(bars[k], "high") for k in symbols}
     lo = {k: _column(bars[k], "low") for k in symbols}
     c = {k: _column(bars[k], "close") for k in symbols}
-    slip = {k: slippage_per_bar(c[k], s) for k in symbols}
+    slip = {k: fill_costs(bars[k], s) for k in symbols}
     vol = {k: _column(bars[k], "volume") if "volume" in bars[k].columns else [0.0] * len(c[k])
            for k in symbols}
     imp = {k: impact_per_bar(c[k], vol[k], s) for k in symbols}
@@ -685,7 +696,7 @@ def benchmark(bars: dict[str, pd.DataFrame], s: Settings) -> list[float]:
     for k in symbols:
         close = _column(bars[k], "close")
         price = _column(bars[k], "open" if s.fill == "next_open" else "close")[start]
-        fill = price * (1 + slippage_per_bar(close, s)[start])
+        fill = price * (1 + fill_costs(bars[k], s)[start])
         q = budget / (1 + s.fees) / fill
         left = budget - q * fill * (1 + s.fees)
         own_pos = {ts: b for b, ts in enumerate(bars[k].index)}

@@ -184,7 +184,7 @@ def test_inputs_record_everything_needed_to_reproduce_a_run(bars: dict[str, pd.D
     assert inputs["params"] == {"fast": 15, "slow": 50, "short": False}
     assert inputs["costs"] == {"fees": 0.002, "slippage": 0.0001, "slippage_vol": 0.0, "vol_window": 20,
                               "margin_rate": 0.0, "borrow_rate": 0.0, "impact": 0.0, "adv_window": 20,
-                              "funding": False, "volume_cap": 0.0, "limit_fill": "through"}
+                              "funding": False, "volume_cap": 0.0, "limit_fill": "through", "spread": ""}
     assert inputs["fill"] == "close" and inputs["direction"] == "long" and inputs["init_cash"] == 50_000.0
     assert inputs["sizing"]["kind"] == "volatility" and inputs["sizing"]["target_vol"] == 0.25
     assert inputs["code_version"] == code_version() and inputs["code_version"].startswith("0.")

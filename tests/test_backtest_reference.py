@@ -141,6 +141,12 @@ def random_case(seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, dict], re
         settings.volume_cap = float(market.uniform(0.05, 1.0))
     if market.random() < 0.3:
         settings.limit_fill = "touch"
+    if market.random() < 0.3:  # recorded quotes: a half-spread on most bars
+        for sym in symbols:
+            hs = market.uniform(0.0, 0.002, n)
+            hs[market.random(n) < 0.2] = np.nan  # no fresh quote: no spread paid
+            bars[sym] = bars[sym].assign(half_spread=hs)
+        settings.spread = True
     return bars, signals, settings
 
 
@@ -155,6 +161,8 @@ def mixed_case(seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, dict], ref
         bars["ZZZ"], signals["ZZZ"] = more_bars[first], more_signals[first]
         if s.funding and "funding_rate" not in bars["ZZZ"].columns:  # a perpetual paying every bar
             bars["ZZZ"] = bars["ZZZ"].assign(funding_rate=0.0003)
+        if s.spread and "half_spread" not in bars["ZZZ"].columns:
+            bars["ZZZ"] = bars["ZZZ"].assign(half_spread=0.0004)
     rng = np.random.default_rng(seed + 5000)
     for k, sym in enumerate(list(bars)):
         frame = bars[sym]
@@ -188,7 +196,7 @@ def run_engine(bars: dict[str, pd.DataFrame], signals: dict[str, dict], s: ref.S
         costs=Costs(fees=s.fees, slippage=s.slippage, slippage_vol=s.slippage_vol, vol_window=s.vol_window,
                     margin_rate=s.margin_rate, borrow_rate=s.borrow_rate, impact=s.impact,
                     adv_window=s.adv_window, funding=s.funding, volume_cap=s.volume_cap,
-                    limit_fill=s.limit_fill),
+                    limit_fill=s.limit_fill, spread="recorded" if s.spread else ""),
         lots=Lot(step=s.lot, min_qty=s.min_qty, min_notional=s.min_notional),
         fill=s.fill,
         sizing=Sizing(kind=s.sizing, fraction=s.fraction, risk=s.risk, target_vol=s.target_vol,
@@ -329,7 +337,7 @@ def test_random_cases_cover_the_rules() -> None:
         for o in res.orders:
             if o.reason in ("stop_loss", "take_profit", "trailing_stop"):
                 opened = float(bars[o.symbol]["open"].iloc[o.bar])
-                slip = ref.slippage_per_bar(bars[o.symbol]["close"].tolist(), s)[o.bar]
+                slip = ref.fill_costs(bars[o.symbol], s)[o.bar]
                 fill_at_open = opened * (1 - slip if o.side == "sell" else 1 + slip)
                 gap_exits += close(o.price, fill_at_open)
     assert reasons == {"entry", "exit", "stop_loss", "take_profit", "trailing_stop"}
@@ -368,7 +376,7 @@ def test_engine_matches_reference_on_one_frame(seed: int) -> None:
     expected = ref.simulate(bars, signals, s)
     costs = Costs(fees=s.fees, slippage=s.slippage, slippage_vol=s.slippage_vol, vol_window=s.vol_window,
                   borrow_rate=s.borrow_rate, impact=s.impact, adv_window=s.adv_window, funding=s.funding,
-                  volume_cap=s.volume_cap, limit_fill=s.limit_fill)
+                  volume_cap=s.volume_cap, limit_fill=s.limit_fill, spread="recorded" if s.spread else "")
     res = simulate(bars[sym], Signals(**signals[sym]), costs=costs, fill=s.fill, direction=s.direction,
                    init_cash=s.init_cash, max_exposure=s.max_exposure)
     np.testing.assert_allclose(res.equity.to_numpy(dtype=float), expected.value, rtol=REL, atol=1e-6)

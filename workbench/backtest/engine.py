@@ -121,7 +121,9 @@ class Costs:
     `funding` settles perpetual futures' funding payments (bars with a `funding_rate` column);
     `volume_cap` caps each entry fill at that fraction of the bar's volume (0: no cap; a limit's
     remainder keeps resting); `limit_fill` fills a resting limit when the price trades `through` it
-    (default) or when it `touch`es it. SEMANTICS.md states each rule.
+    (default) or when it `touch`es it; `spread` names the tick source whose recorded quotes give the
+    half-spread every fill that pays slippage pays on top (bars with a `half_spread` column, from
+    `marketdata.attach_spread`). SEMANTICS.md states each rule.
     """
 
     fees: float = 0.001
@@ -135,8 +137,12 @@ class Costs:
     funding: bool = False
     volume_cap: float = 0.0
     limit_fill: str = "through"
+    spread: str = ""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.spread, str):
+            raise ConfigError(f"costs: spread={self.spread!r} must name the tick source of the recorded "
+                              "quotes, e.g. spread=binance")
         if not isinstance(self.funding, bool):
             raise ConfigError(f"costs: funding={self.funding!r} must be true or false")
         v = self.volume_cap
@@ -177,7 +183,7 @@ class Costs:
                 raise ConfigError(f"costs: cannot parse {part!r}; use e.g. fees=0.001,slippage=0.0005 "
                                   f"(keys: {', '.join(cls.__dataclass_fields__)})")
             key, value = key.strip(), value.strip()
-            if key == "limit_fill":
+            if key in ("limit_fill", "spread"):
                 values[key] = value
                 continue
             if key == "funding":
@@ -686,7 +692,22 @@ class Timeline:
         return self._own("volume")
 
     def slippage(self, costs: Costs) -> np.ndarray:
-        """Slippage per fill bar, each symbol's from the volatility of its own bars."""
+        """Slippage per fill bar, each symbol's from the volatility of its own bars, plus the recorded
+        half-spread at the fill when `costs.spread` names a quote source (SEMANTICS.md)."""
+        base = self._slippage(costs)
+        if not costs.spread:
+            return base
+        spread = np.zeros((self.n, len(self.symbols)))
+        for j, s in enumerate(self.symbols):
+            df = self.frames[s]
+            if "half_spread" not in df.columns:
+                raise DataError(f"spread={costs.spread} asked, but the bars of {s} carry no recorded "
+                                "half-spread: load them with load_bars(..., costs=costs) or "
+                                f"attach_spread(lake, bars, {costs.spread!r}, timeframe)")
+            spread[self.rows[s], j] = np.nan_to_num(df["half_spread"].to_numpy(dtype=np.float64), nan=0.0)
+        return np.ascontiguousarray(np.broadcast_to(base, spread.shape) + spread)
+
+    def _slippage(self, costs: Costs) -> np.ndarray:
         if costs.slippage_vol == 0:
             return np.full((1, 1), costs.slippage)
         if not self.mixed:
@@ -766,7 +787,7 @@ def fingerprint(bars: Mapping[str, pd.DataFrame]) -> str:
         df = bars[sym]
         h.update(sym.encode())
         h.update(cast(pd.DatetimeIndex, df.index).as_unit("us").asi8.tobytes())  # a bar frame's index
-        for col in ("open", "high", "low", "close", "volume"):
+        for col in ("open", "high", "low", "close", "volume", "funding_rate", "half_spread"):
             if col in df.columns:
                 h.update(np.ascontiguousarray(df[col].to_numpy(dtype=np.float64)).tobytes())
     return "sha256:" + h.hexdigest()
@@ -1167,10 +1188,13 @@ def backtest(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.Data
 
 
 def load_bars(lake: Any, symbols: str | list[str], timeframe: str, start: Any = None, end: Any = None, *,
-              source: str | None = None) -> dict[str, pd.DataFrame]:
+              source: str | None = None, costs: Costs | None = None, fill: Fill | str = Fill.NEXT_OPEN
+              ) -> dict[str, pd.DataFrame]:
     """Read backtest-ready bars from the lake: {symbol: frame indexed by ts}, tagged with their origin.
 
     Without `source`, the one source holding the symbols is used (an error names them if several do).
+    A perpetual whose funding history the lake holds gets its `funding_rate` column; with `costs`
+    naming a `spread` source, every frame gets the recorded `half_spread` at its fill times (`fill`).
     """
     syms = [symbols] if isinstance(symbols, str) else list(symbols)
     if not syms:
@@ -1190,4 +1214,9 @@ def load_bars(lake: Any, symbols: str | list[str], timeframe: str, start: Any = 
         df = df.set_index("ts")
         df.attrs.update(symbol=s, timeframe=timeframe, source=source)
         out[s] = df
+    from workbench.backtest.marketdata import attach_funding, attach_spread
+
+    out = attach_funding(lake, out, source, timeframe)
+    if costs is not None and costs.spread:
+        out = attach_spread(lake, out, costs.spread, timeframe, at_open=Fill(fill) is Fill.NEXT_OPEN)
     return out

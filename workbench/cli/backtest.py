@@ -171,7 +171,8 @@ def backtest_cmd(
                                 max_exposure=max_exposure, lots=lots)
     html = check_output(html, (".html", ".htm"), "--html")
     trades = check_output(trades, (".csv", ".parquet"), "--trades")
-    bars = load_bars(_lake(), syms, timeframe, start, end, source=source)
+    bars = load_bars(_lake(), syms, timeframe, start, end, source=source, costs=execution.costs,
+                     fill=execution.fill)
     with err.status(f"backtesting {strat.name}"):
         result = backtest(strat, bars, p, execution=execution, timeframe=timeframe)
     inputs = result.inputs

@@ -104,7 +104,8 @@ class WalkForwardJob:
         """The job's bars from the lake."""
         from workbench.backtest import load_bars
 
-        return load_bars(lake, self.symbols, self.timeframe, self.start, self.end, source=self.source)
+        return load_bars(lake, self.symbols, self.timeframe, self.start, self.end, source=self.source,
+                         costs=self.execution.costs, fill=self.execution.fill)
 
     def run(self, bars: dict[str, pd.DataFrame], *, progress: FoldProgress | None = None
             ) -> WalkForwardResult:

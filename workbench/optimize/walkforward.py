@@ -459,8 +459,9 @@ def join_run(run_id: str, storage: str, *, bars: Mapping[str, pd.DataFrame] | No
         from workbench.data.lake import Lake
 
         d = settings["data"]
+        ex = Execution.from_dict(settings)
         bars = load_bars(lake or Lake(), settings["symbols"], settings["timeframe"], d["start"], d["end"],
-                         source=d["source"])
+                         source=d["source"], costs=ex.costs, fill=ex.fill)
     frames = as_bar_dict(bars)
     if fingerprint(frames) != settings["data"]["fingerprint"]:
         raise DataError(f"this worker's bars differ from run {run_id}'s (fingerprint "

@@ -105,10 +105,12 @@ class StrategySpec:
             raise ConfigError(f"{self.name}: paper trading shorts with a borrow_rate "
                               f"({self.costs.borrow_rate:g}) is not supported yet: the journal books no "
                               "borrow fees; promote a run without borrow_rate")
-        if self.costs.funding or self.costs.volume_cap > 0:
-            what = "funding" if self.costs.funding else f"volume_cap={self.costs.volume_cap:g}"
+        if self.costs.funding or self.costs.volume_cap > 0 or self.costs.spread:
+            what = ("funding" if self.costs.funding else f"volume_cap={self.costs.volume_cap:g}"
+                    if self.costs.volume_cap else f"spread={self.costs.spread}")
             raise ConfigError(f"{self.name}: paper trading with {what} is not supported yet: the journal "
-                              "books no funding and the brokers fill whole orders; promote a run without it")
+                              "books no funding, the brokers fill whole orders and pay no recorded "
+                              "spread; promote a run without it")
         if self.costs.impact > 0:
             raise ConfigError(f"{self.name}: paper trading with market impact (impact="
                               f"{self.costs.impact:g}) is not supported yet: the simulated broker fills at "

@@ -125,15 +125,16 @@ def run_bars(settings: Mapping[str, Any], lake: Any) -> dict[str, pd.DataFrame]:
     The recorded end is exclusive and falls just after the last bar's open; reading up to the end of
     that bar's bucket (then cutting at the recorded end) keeps a resampled last bar whole.
     """
-    from workbench.backtest.engine import as_bar_dict, load_bars
+    from workbench.backtest.engine import Execution, as_bar_dict, load_bars
     from workbench.data.timeframe import Timeframe
 
     d = settings["data"]
     tf = Timeframe.parse(settings["timeframe"])
     end = pd.Timestamp(d["end"])
     read_end = tf.floor(end - pd.Timedelta(1, "us")) + tf.delta
+    ex = Execution.from_dict(settings)
     bars = load_bars(lake, list(settings["symbols"]), settings["timeframe"], d["start"], max(end, read_end),
-                     source=d.get("source"))
+                     source=d.get("source"), costs=ex.costs, fill=ex.fill)
     return as_bar_dict({s: df[df.index < end] for s, df in bars.items()})
 
 
