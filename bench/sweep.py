@@ -68,6 +68,69 @@ def part_workbench() -> dict:
             "table": res.table.to_json(orient="split")}
 
 
+def part_workbench_limit() -> dict:
+    """The same grid with limit entries (`sma_pullback`: a buy limit 0.2 % under the cross bar's close,
+    resting 5 bars): the resting-order path of the kernel."""
+    from workbench.backtest import Costs
+    from workbench.backtest.sweep import sweep
+
+    bars = minute_bars()
+    costs = Costs(fees=FEES, slippage=SLIPPAGE)
+    fixed = {"order": "limit", "offset": 0.002, "tif": 5, "short": False}
+    sweep("sma_pullback", bars.iloc[:2000], {"fast": [5], "slow": [10]}, fixed=fixed, costs=costs)
+    t0 = time.perf_counter()
+    res = sweep("sma_pullback", bars, GRID, fixed=fixed, costs=costs)
+    run_s = time.perf_counter() - t0
+    n = len(res.table)
+    return {"combos": n, "run_s": run_s, "combos_per_s": n / run_s, "signals_s": res.timings["signals_s"],
+            "kernel_s": res.timings["kernel_s"], "trades": int(res.table["n_trades"].sum())}
+
+
+def part_fused() -> dict:
+    """Baseline: a fused numba kernel written for this one strategy (moving averages from a cumulative
+    sum, the cross, next-open fills with fees and slippage, all in one pass per combination, combinations
+    in parallel): the ceiling a general engine is measured against."""
+    import numba
+
+    @numba.njit(parallel=True, cache=False)
+    def run(open_, cs, fasts, slows, fees, slip, init_cash, out):
+        n = open_.shape[0]
+        for k in numba.prange(fasts.shape[0]):
+            f, s = fasts[k], slows[k]
+            cash, pos, above, trades = init_cash, 0.0, False, 0
+            value = init_cash
+            for i in range(s, n):
+                # signals of bar i-1 act at bar i's open
+                b = i - 1
+                fm = (cs[b + 1] - cs[b + 1 - f]) / f
+                sm = (cs[b + 1] - cs[b + 1 - s]) / s
+                now = fm > sm
+                if now and not above and pos == 0.0 and b >= s:
+                    px = open_[i] * (1 + slip)
+                    pos = cash / (px * (1 + fees))
+                    cash -= pos * px * (1 + fees)
+                    trades += 1
+                elif not now and above and pos > 0.0:
+                    px = open_[i] * (1 - slip)
+                    cash += pos * px * (1 - fees)
+                    pos = 0.0
+                above = now
+                value = cash + pos * open_[i]
+            out[k, 0] = value / init_cash - 1.0
+            out[k, 1] = trades
+
+    bars = minute_bars()
+    open_, close = bars["open"].to_numpy(), bars["close"].to_numpy()
+    cs = np.concatenate([[0.0], np.cumsum(close)])
+    combos = np.array(_combos())
+    out = np.empty((len(combos), 2))
+    run(open_, cs, combos[:2, 0].copy(), combos[:2, 1].copy(), FEES, SLIPPAGE, INIT_CASH, out[:2])  # compile
+    t0 = time.perf_counter()
+    run(open_, cs, combos[:, 0].copy(), combos[:, 1].copy(), FEES, SLIPPAGE, INIT_CASH, out)
+    run_s = time.perf_counter() - t0
+    return {"combos": len(combos), "run_s": run_s, "combos_per_s": len(combos) / run_s}
+
+
 def part_vectorbt(n_combos: int) -> dict:
     """Baseline (a): the idiomatic vectorbt sweep on a sample of the same combinations."""
     import vectorbt as vbt
@@ -223,7 +286,8 @@ def main() -> None:
     ap.add_argument("--identity-sample", type=int, default=6)
     args = ap.parse_args()
     if args.part:
-        fn = {"workbench": part_workbench, "floor": part_floor,
+        fn = {"workbench": part_workbench, "floor": part_floor, "fused": part_fused,
+              "limit": part_workbench_limit,
               "vectorbt": lambda: part_vectorbt(args.vbt_combos),
               "backtesting": lambda: part_backtesting(args.bt_combos),
               "identity": lambda: part_identity(args.identity_sample)}[args.part]
@@ -243,9 +307,23 @@ def main() -> None:
         f"({wb['combos_per_s']:.0f} combos/s; signals {wb['signals_s']:.2f} s, kernel {wb['kernel_s']:.2f} s "
         f"on {wb['threads']} threads); peak {wb['peak_mb']:.0f} MB; numba compile/cache load "
         f"{wb['compile_s']:.1f} s (imports {wb['import_s']:.1f} s)")
-    say(f"  distance to a fused 1-thread kernel (~2 ms/combo): {wb['ms_per_combo'] / 2.0:.2f}x; "
-        f"to the bandwidth floor measured now ({floor['read_close_ms']:.2f} ms): "
+    fused = run_part("fused")
+    if "error" in fused:
+        say(f"  fused kernel baseline failed: {fused['error']}")
+    else:
+        say(f"  a fused numba kernel for this one strategy, same run: {fused['combos_per_s']:.0f} combos/s "
+            f"-> workbench at {wb['combos_per_s'] / fused['combos_per_s']:.2f}x of it "
+            "(target >= 500 combos/s)")
+    say(f"  distance to the bandwidth floor measured now ({floor['read_close_ms']:.2f} ms): "
         f"{wb['ms_per_combo'] / floor['read_close_ms']:.1f}x")
+    lim = run_part("limit")
+    if "error" in lim:
+        say(f"limit entries: failed: {lim['error']}")
+    else:
+        say(f"limit entries (sma_pullback, buy limit 0.2 % under the close, 5 bars): {lim['combos']} combos "
+            f"in {lim['run_s']:.2f} s = {lim['combos_per_s']:.0f} combos/s "
+            f"(signals {lim['signals_s']:.2f} s, "
+            f"kernel {lim['kernel_s']:.2f} s; {lim['trades']:,} trades; target >= 200 combos/s)")
     vb = run_part("vectorbt", "--vbt-combos", str(args.vbt_combos))
     if "error" in vb:
         say(f"(a) vectorbt idiomatic: failed: {vb['error']}")

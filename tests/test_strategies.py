@@ -30,7 +30,7 @@ from workbench.strategies.ensemble import position_state
 from workbench.strategies.lookahead import check_lookahead
 
 BUILTINS = ("sma_cross", "ema_cross", "macd", "rsi_mr", "bollinger_mr", "donchian_breakout", "regime",
-            "ensemble", "ml_classifier")
+            "ensemble", "ml_classifier", "sma_pullback")
 # a folder that does not exist: the registry then holds the built-ins only, whatever ./research has
 NO_RESEARCH = Path(__file__).with_name("_no_research_here_")
 
@@ -227,6 +227,7 @@ LOOKAHEAD_CASES = [(name, None) for name in registered()] + [
                        "refit_every": 250, "horizon": 2, "purge": 0}),
     ("regime(bollinger_mr)", {"regime.threshold": 15}),
     ("vote(sma_cross,rsi_mr,bollinger_mr)", None),
+    ("sma_pullback", {"order": "stop", "short": True, "tif": 3}),
 ]
 
 
