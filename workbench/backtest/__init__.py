@@ -15,6 +15,13 @@ from workbench.backtest.engine import (
     simulate,
 )
 from workbench.backtest.sweep import SweepResult, sweep
+from workbench.backtest.tickfills import (
+    TickSummary,
+    plot_tick_vs_bar,
+    tick_fills,
+    tick_summary,
+    write_tick_report,
+)
 
 __all__ = [
     "BacktestResult",
@@ -26,9 +33,14 @@ __all__ = [
     "Sizing",
     "SizingKind",
     "SweepResult",
+    "TickSummary",
     "backtest",
     "load_bars",
     "parse_lots",
+    "plot_tick_vs_bar",
     "simulate",
     "sweep",
+    "tick_fills",
+    "tick_summary",
+    "write_tick_report",
 ]

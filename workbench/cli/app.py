@@ -31,6 +31,7 @@ from workbench.cli.promote import promote_app
 from workbench.cli.report import report_app
 from workbench.cli.strategies import strategies_cmd
 from workbench.cli.sweep import sweep_cmd
+from workbench.cli.tickfills import tickfills_cmd
 from workbench.errors import WorkbenchError
 from workbench.files import os_reason
 
@@ -40,6 +41,7 @@ app = typer.Typer(help="Quant research workbench: data lake, backtests, walk-for
 # commands list in this order in --help, then the groups
 app.command("strategies")(strategies_cmd)
 app.command("backtest")(backtest_cmd)
+app.command("tickfills")(tickfills_cmd)
 app.command("sweep")(sweep_cmd)
 app.command("schedule")(schedule_cmd)
 app.command("demo")(demo)
