@@ -1,5 +1,5 @@
-"""Tick-level fills (workbench/backtest/TICKFILLS.md): a backtest's orders filled again against a
-recorded tape, print by print.
+"""Tick-level fills (workbench/backtest/SEMANTICS.md "Tick-level fills"): a backtest's orders filled
+again against a recorded tape, print by print.
 
 A hand-made tape of twelve trades and six quotes is written through the real TickWriter into a
 temporary lake; hand-made 1m bars (not built from that tape, as a venue's candles would not be) are

@@ -3,9 +3,9 @@
 The bar model (SEMANTICS.md) fills a market order at the bar's open (or close) plus a slippage guess,
 a resting limit when the bar's range went through it, a stop at its level. `tick_fills` takes the
 orders a backtest made and fills each again against the trades and quotes a collector recorded in the
-lake, print by print, under the rules of TICKFILLS.md beside this file: a market order pays the quoted
-ask or bid (walking the recorded book when it is bigger than the quote), a limit fills only when a
-print goes through it (or, at the front of the queue, touches it), a stop triggers on a print and
+lake, print by print, under the rules of SEMANTICS.md ("Tick-level fills"): a market order pays the
+quoted ask or bid (walking the recorded book when it is bigger than the quote), a limit fills only when
+a print goes through it (or, at the front of the queue, touches it), a stop triggers on a print and
 fills at the next quote. The report says, order by order, what the tick fill would have been, how
 much better or worse than the bar fill, and which bar fills the tape does not confirm.
 
@@ -441,7 +441,8 @@ def _fill(o: _Order, tape: _Tape, start: int, step: int, queue: Queue, book: Boo
 
 def tick_fills(result: BacktestResult, lake: Lake, source: str, *, queue: Queue | str = Queue.BACK
                ) -> pd.DataFrame:
-    """Re-fill every order of `result` against `source`'s recorded trades and quotes (TICKFILLS.md).
+    """Re-fill every order of `result` against `source`'s recorded trades and quotes
+    (SEMANTICS.md "Tick-level fills").
 
     One row per order, in the order of `result.orders`: bar time, symbol, reason, order type, side,
     quantity, level (limit or stop price), the bar fill and the tick fill (price and time), the

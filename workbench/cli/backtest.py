@@ -182,6 +182,10 @@ def backtest_cmd(
     out.print(_kv_table(rows, title="metrics", head=("metric", "value")))
     table = _trades_table(result)
     out.print(table if table is not None else "no trades")
+    charges = {k: v for k, v in result.charges.items() if v}
+    if charges:  # cash flows that are not orders: margin interest and borrow fees, funding
+        named = {"interest": "interest and borrow fees paid", "funding": "funding paid (negative: received)"}
+        out.print(", ".join(f"{named[k]} {v:,.2f}" for k, v in charges.items()), highlight=False)
     out.print(_inputs_table(inputs))
     if trades is not None:
         _write_table(result.trades, trades)

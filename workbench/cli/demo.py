@@ -22,6 +22,9 @@ def demo() -> None:
     data_demo(seed=7)
     data_ls(None, None, None, False)
     _demo_collect()
+    from workbench.cli.demo_tickfills import _demo_tickfills
+
+    _demo_tickfills()
     out.rule("backtest: sma_cross on BTC/USDT 1h, next-open fills, default costs")
     backtest_cmd(strategy="sma_cross", symbols="BTC/USDT", timeframe="1h", fill="next_open",
                  html=DEMO_REPORTS / "backtest_sma_cross.html")
@@ -30,6 +33,7 @@ def demo() -> None:
               grid="fast=5:50:5,slow=20:200:20", fixed="short=false",
               out_path=DEMO_REPORTS / "sweep_sma_cross.parquet", top=5, by="sharpe",
               heatmap=DEMO_REPORTS / "sweep_sma_cross_heatmap.html", x="fast", y="slow", metric="sharpe")
+    _demo_execution()
     out.rule("walk-forward: sma_cross on BTC/USDT 1h, 6 rolling folds x 40 Optuna trials")
     walk_forward_cmd(strategy="sma_cross", symbols="BTC/USDT", timeframe="1h", folds=6, trials=40, workers=1,
                      min_trades=3, fixed="short=false", seed=7, purge="0",
@@ -55,6 +59,30 @@ def demo() -> None:
     out.print(f"research report {m['status']} in {m['duration_s']:.1f} s (data, strategy, walk-forward, "
               f"promotion, paper): {res.html.resolve() if res.html else res.folder}", highlight=False)
     _demo_model()
+
+
+def _demo_execution() -> None:
+    """Resting entry orders and a perpetual that pays funding, each backtested and swept."""
+    out.rule("backtest: sma_pullback on BTC/USDT 1h: the cross entered with a buy limit 0.5 % under the "
+             "close, resting 5 bars")
+    backtest_cmd(strategy="sma_pullback", symbols="BTC/USDT", timeframe="1h",
+                 params="fast=10,slow=50,order=limit,offset=0.005,tif=5",
+                 html=DEMO_REPORTS / "backtest_sma_pullback.html")
+    out.rule("sweep: sma_pullback on BTC/USDT 1h, limit offset x time in force")
+    sweep_cmd(strategy="sma_pullback", symbols="BTC/USDT", timeframe="1h",
+              grid="offset=0.001:0.02:0.003,tif=1:13:3", fixed="fast=10,slow=50,order=limit",
+              out_path=DEMO_REPORTS / "sweep_sma_pullback.parquet", top=5, by="sharpe",
+              heatmap=DEMO_REPORTS / "sweep_sma_pullback_heatmap.html", x="offset", y="tif", metric="sharpe")
+    out.rule("backtest: sma_cross long and short on the perpetuals BTC/USDT:USDT, ETH/USDT:USDT 1h, paying "
+             "funding every 8 h")
+    costs = "fees=0.0005,slippage=0.0002,funding=true"
+    backtest_cmd(strategy="sma_cross", symbols="BTC/USDT:USDT,ETH/USDT:USDT", timeframe="1h",
+                 params="fast=20,slow=100,short=true", costs=costs,
+                 html=DEMO_REPORTS / "backtest_perp_funding.html")
+    out.rule("sweep: sma_cross on the perpetuals with funding (one portfolio per combination)")
+    sweep_cmd(strategy="sma_cross", symbols="BTC/USDT:USDT,ETH/USDT:USDT", timeframe="1h",
+              grid="fast=10:40:10,slow=60:180:40", fixed="short=true", costs=costs, portfolio=True,
+              out_path=DEMO_REPORTS / "sweep_perp_funding.parquet", top=5, by="sharpe")
 
 
 def _demo_model() -> None:
