@@ -124,13 +124,14 @@ def test_funding_asked_where_there_is_none_is_one_line() -> None:
         funding=True, volume_cap=0.1, limit_fill="touch")
 
 
-def test_the_paper_runner_refuses_funding_and_volume_caps_in_one_line() -> None:
+def test_the_paper_runner_refuses_volume_caps_and_recorded_spreads_in_one_line() -> None:
     from paper_helpers import spec_for
 
-    with pytest.raises(ConfigError, match=r"paper trading with funding is not supported yet"):
-        spec_for("sma_cross", costs=Costs(funding=True))
     with pytest.raises(ConfigError, match=r"paper trading with volume_cap=0.1 is not supported yet"):
         spec_for("sma_cross", costs=Costs(volume_cap=0.1))
+    with pytest.raises(ConfigError, match=r"paper trading with spread=binance is not supported yet"):
+        spec_for("sma_cross", costs=Costs(spread="binance"))
+    assert spec_for("sma_cross", costs=Costs(funding=True)).costs.funding  # tests/test_paper_funding.py
 
 
 def test_volume_cap_cuts_a_market_entry_and_cancels_the_rest() -> None:

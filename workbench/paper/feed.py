@@ -19,7 +19,7 @@ import pandas as pd
 from workbench.data.timeframe import Timeframe
 from workbench.errors import DataError
 
-_COLS = ("open", "high", "low", "close", "volume")
+_COLS = ("open", "high", "low", "close", "volume", "funding_rate")
 _UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 
 
@@ -71,9 +71,13 @@ class BarFeed:
                 for s in self.symbols:
                     self._series[s] = self._to_series(loaded[s])
             else:
+                from workbench.backtest.marketdata import attach_funding
+
                 for s in self.symbols:
                     df = lake.read_bars(self.source, s, self.tf.name, start, self.until)
-                    self._series[s] = self._to_series(df.set_index("ts") if "ts" in df.columns else df)
+                    df = df.set_index("ts") if "ts" in df.columns else df
+                    df = attach_funding(lake, {s: df}, self.source, self.tf.name)[s]
+                    self._series[s] = self._to_series(df)
 
     @staticmethod
     def _to_series(df: pd.DataFrame) -> _Series:
@@ -107,11 +111,43 @@ class BarFeed:
                 keep &= cols["ts"] < limit
             if not keep.any():
                 continue
-            ser.ts = np.concatenate([ser.ts, ts_ns[keep]])
+            new_ts = ts_ns[keep]
             for c in ser.cols:
-                ser.cols[c] = np.concatenate([ser.cols[c], cols[c][keep]])
+                more = self._lake_funding(s, new_ts) if c == "funding_rate" else cols[c][keep]
+                ser.cols[c] = np.concatenate([ser.cols[c], more])
+            ser.ts = np.concatenate([ser.ts, new_ts])
             added += int(keep.sum())
         return added
+
+    def _lake_funding(self, symbol: str, ts_ns: np.ndarray) -> np.ndarray:
+        """The funding rate of each bar opening at `ts_ns` from the lake's events (0 where none)."""
+        from workbench.backtest.marketdata import funding_per_bar
+
+        if not len(ts_ns) or self.lake is None or not self.lake.has_funding(self.source, symbol):
+            return np.zeros(len(ts_ns))
+        index = pd.DatetimeIndex(ts_ns, dtype=_UTC_NS)
+        events = self.lake.read_funding(self.source, symbol, index[0], index[-1] + self.tf.delta)
+        return funding_per_bar(events, index, self.tf.delta)
+
+    def funding(self, symbol: str, after: pd.Timestamp | None, upto: pd.Timestamp
+                ) -> list[tuple[pd.Timestamp, float]]:
+        """The funding rates of `symbol`'s bars opening in (after, upto], non-zero ones only: from the
+        bars held, and for a bar not held yet (the one opening now, live) from the lake's events."""
+        ser = self._series[symbol]
+        if "funding_rate" not in ser.cols:
+            return []
+        lo = -(2**62) if after is None else _ns(after)
+        hi = _ns(upto)
+        a, b = np.searchsorted(ser.ts, lo, side="right"), np.searchsorted(ser.ts, hi, side="right")
+        rates = ser.cols["funding_rate"][a:b]
+        out = [(pd.Timestamp(int(t), tz="UTC"), float(r)) for t, r in zip(ser.ts[a:b], rates, strict=True)
+               if r != 0 and np.isfinite(r)]
+        last = int(ser.ts[b - 1]) if b > 0 else lo
+        if hi > last and hi > lo:  # the bar opening at `upto` is not held yet
+            r = float(self._lake_funding(symbol, np.array([hi], dtype=np.int64))[0])
+            if r:
+                out.append((pd.Timestamp(hi, tz="UTC"), r))
+        return out
 
     # ------------------------------------------------------------------ what the runner sees
     def n_closed(self, symbol: str, now: pd.Timestamp) -> int:

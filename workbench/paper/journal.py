@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS halts (
     source TEXT NOT NULL, time REAL NOT NULL, cleared REAL, cleared_reason TEXT);
 CREATE TABLE IF NOT EXISTS errors (
     id INTEGER PRIMARY KEY AUTOINCREMENT, artifact TEXT, message TEXT NOT NULL, time REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS funding (
+    artifact TEXT NOT NULL, symbol TEXT NOT NULL, bar TEXT NOT NULL, rate TEXT NOT NULL, qty TEXT NOT NULL,
+    price TEXT NOT NULL, amount TEXT NOT NULL, recorded REAL NOT NULL, PRIMARY KEY (artifact, symbol, bar));
 """
 
 _LIVE = tuple(s.value for s in OrderStatus if not s.done)  # intent, unknown, new, partially filled
@@ -469,13 +472,56 @@ class Journal:
         q = "SELECT * FROM fills" + (" WHERE artifact=?" if artifact else "") + " ORDER BY recorded, fill_id"
         return pd.read_sql_query(q, self.db, params=(artifact,) if artifact else None)
 
+    def position_before(self, artifact: str, symbol: str, bar: pd.Timestamp) -> Decimal:
+        """The artifact's position in `symbol` held into `bar`: its fills of earlier bars (a fee in
+        the asset off the quantity, as in `ledger`)."""
+        rows = self.db.execute(
+            "SELECT side, qty, fee, fee_currency FROM fills WHERE artifact=? AND symbol=? AND bar<?",
+            (artifact, symbol, bar.isoformat()),
+        ).fetchall()
+        with localcontext() as ctx:
+            ctx.prec = 40
+            held = Decimal(0)
+            for side, qty, fee, currency in rows:
+                q = Decimal(qty) if side == "buy" else -Decimal(qty)
+                held += q - (Decimal(fee) if fee_in_asset(symbol, currency) else 0)
+        return held
+
+    def last_funded(self, artifact: str, symbol: str) -> pd.Timestamp | None:
+        """The last bar whose funding was booked for `symbol` (None: none yet)."""
+        row = self.db.execute("SELECT MAX(bar) FROM funding WHERE artifact=? AND symbol=?",
+                              (artifact, symbol)).fetchone()
+        return pd.Timestamp(row[0]) if row and row[0] else None
+
+    def book_funding(self, artifact: str, symbol: str, bar: pd.Timestamp, rate: float, qty: Decimal,
+                     price: float) -> Decimal:
+        """Book a perpetual's funding settled at `bar`'s open on the position `qty` held into it, valued
+        at `price`: it pays `qty * price * rate` (a long pays a positive rate). Booking a bar twice
+        changes nothing. Returns the amount paid (negative: received)."""
+        with localcontext() as ctx:
+            ctx.prec = 40
+            amount = qty * dec(price) * dec(rate)
+        with self.tx() as db:
+            db.execute("INSERT OR IGNORE INTO funding (artifact, symbol, bar, rate, qty, price, amount, "
+                       "recorded) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (artifact, symbol, bar.isoformat(), repr(float(rate)), str(qty), repr(float(price)),
+                        str(amount), time.time()))
+        return amount
+
+    def funding_frame(self, artifact: str | None = None) -> pd.DataFrame:
+        """Every booked funding payment, oldest first (decimal strings for amounts)."""
+        q = "SELECT * FROM funding" + (" WHERE artifact=?" if artifact else "") + " ORDER BY bar, symbol"
+        return pd.read_sql_query(q, self.db, params=(artifact,) if artifact else None)
+
     def ledger(self, artifact: str, capital: float) -> Ledger:
-        """Exact cash and positions of one artifact from its fills and starting capital.
+        """Exact cash and positions of one artifact from its fills, funding and starting capital.
 
         A fee charged in the traded asset comes off the position (the quantity received net of
-        it); a fee in the quote (account) currency comes off cash.
+        it); a fee in the quote (account) currency comes off cash; funding paid comes off cash.
         """
         cash = dec(capital)
+        funding = self.db.execute("SELECT amount FROM funding WHERE artifact=?", (artifact,))
+        paid = [Decimal(a) for (a,) in funding]
         pos: dict[str, Decimal] = {}
         entry: dict[str, Decimal] = {}
         rows = self.db.execute(
@@ -485,6 +531,7 @@ class Journal:
         ).fetchall()
         with localcontext() as ctx:
             ctx.prec = 40
+            cash -= sum(paid, Decimal(0))
             for symbol, side, qty, price, fee, currency in rows:
                 q, p, f = Decimal(qty), Decimal(price), Decimal(fee)
                 signed = q if side == "buy" else -q

@@ -105,12 +105,11 @@ class StrategySpec:
             raise ConfigError(f"{self.name}: paper trading shorts with a borrow_rate "
                               f"({self.costs.borrow_rate:g}) is not supported yet: the journal books no "
                               "borrow fees; promote a run without borrow_rate")
-        if self.costs.funding or self.costs.volume_cap > 0 or self.costs.spread:
-            what = ("funding" if self.costs.funding else f"volume_cap={self.costs.volume_cap:g}"
-                    if self.costs.volume_cap else f"spread={self.costs.spread}")
-            raise ConfigError(f"{self.name}: paper trading with {what} is not supported yet: the journal "
-                              "books no funding, the brokers fill whole orders and pay no recorded "
-                              "spread; promote a run without it")
+        if self.costs.volume_cap > 0 or self.costs.spread:
+            c = self.costs
+            what = f"volume_cap={c.volume_cap:g}" if c.volume_cap else f"spread={c.spread}"
+            raise ConfigError(f"{self.name}: paper trading with {what} is not supported yet: the brokers "
+                              "fill whole orders and pay no recorded spread; promote a run without it")
         if self.costs.impact > 0:
             raise ConfigError(f"{self.name}: paper trading with market impact (impact="
                               f"{self.costs.impact:g}) is not supported yet: the simulated broker fills at "
@@ -410,6 +409,7 @@ class Runner:
         j = self.journal
         self._settle(spec, bar)
         self._reconcile(spec, bar)
+        self._fund(spec, bar, now)
         self._watched_exits(spec, bar, frames, result)
         label = self._fill_label(spec, bar)
         # signals of the strategy on the window, exactly as the backtest computes them
@@ -533,6 +533,34 @@ class Runner:
             if self.metrics is not None:
                 self.metrics.fill(spec.name, f)
         return len(fills)
+
+    def _fund(self, spec: StrategySpec, bar: pd.Timestamp, now: pd.Timestamp) -> None:
+        """Book the funding settled since the last tick on the perpetuals held (SEMANTICS.md "Funding").
+
+        Each settlement at a bar's open is paid on the position held into that bar (the fills of earlier
+        bars), valued at its open; with `next_open` the bar opening now settles before this tick's
+        orders, as in the backtest, with `close` at the next tick. A bar is booked once.
+        """
+        if not spec.costs.funding:
+            return
+        feed = self.feeds[spec.name]
+        upto = spec.tf.floor(now) if spec.fill is Fill.NEXT_OPEN else bar
+        for sym in spec.symbols:
+            key = f"funded:{spec.name}:{sym}"
+            seen = self.journal.meta(key)
+            if seen is not None:
+                for t, rate in feed.funding(sym, pd.Timestamp(seen), upto):
+                    qty = self.journal.position_before(spec.name, sym, t)
+                    if qty == 0:
+                        continue
+                    k = feed.bar_index(sym, t.value)
+                    price = float(feed.column(sym, "open")[k]) if k is not None else self.broker.price(sym)
+                    paid = self.journal.book_funding(spec.name, sym, t, rate, qty, price)
+                    self.journal.decide(spec.name, bar, sym, "funding", "paid" if paid > 0 else "received",
+                                        f"funding {rate:+.4%} settled at {t.isoformat()} on {qty} {sym} at "
+                                        f"{price:g}", amount=float(paid), rate=rate, qty=float(qty))
+            if seen is None or pd.Timestamp(seen) < upto:
+                self.journal.set_meta(key, upto.isoformat())
 
     def _reconcile(self, spec: StrategySpec, bar: pd.Timestamp) -> None:
         """Compare the journal's positions (all strategies on this broker) with the broker's.

@@ -116,6 +116,9 @@ class SimBroker(Broker):
         self.cursor: dict[str, list[int]] = json.loads(kv.get("cursor", "{}"))
         self.refs: dict[str, float] = json.loads(kv.get("refs", "{}"))
         self.stats: dict[str, int] = json.loads(kv.get("stats", '{"created": 0, "duplicates": 0}'))
+        # perpetuals: the open (ns) of the last bar whose funding is settled, and the total paid
+        self.funded: dict[str, int] = json.loads(kv.get("funded", "{}"))
+        self.funding_paid = float(kv.get("funding_paid", "0.0"))
         self._dirty: set[str] = set()
         if "cash" not in kv:
             self._save()
@@ -135,6 +138,8 @@ class SimBroker(Broker):
             ("cursor", json.dumps(self.cursor)),
             ("refs", json.dumps(self.refs)),
             ("stats", json.dumps(self.stats)),
+            ("funded", json.dumps(self.funded)),
+            ("funding_paid", repr(self.funding_paid)),
         ):
             self.db.execute(
                 "INSERT INTO kv VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
@@ -398,8 +403,35 @@ class SimBroker(Broker):
                 last = self._last_event(symbol, now)
                 if last is not None:
                     self.cursor[symbol] = last
+            last = self._last_event(symbol, now)
+            if last is not None:
+                changed |= self._settle_funding(symbol, int(last[0]))
         if changed or self._dirty:
             self._save()
+
+    def _settle_funding(self, symbol: str, upto: int) -> bool:
+        """A perpetual's funding settled at the opens of its bars after the last settled one, up to the
+        bar opening at `upto` (ns), on the position held then: cash pays position x open x rate
+        (SEMANTICS.md "Funding"). Before a symbol's first settlement nothing is owed (no position)."""
+        if not self.costs.funding:
+            return False
+        feed = self.feed
+        assert feed is not None
+        seen = self.funded.get(symbol)
+        if seen is not None and upto <= seen:
+            return False
+        q = self.pos.get(symbol, [0.0, 0.0])[0]
+        if seen is not None and q != 0:
+            _, cols = feed.bars_between(symbol, seen, upto)
+            rates = cols.get("funding_rate")
+            if rates is not None:
+                for o_, r in zip(cols["open"], rates, strict=True):
+                    if r != 0 and math.isfinite(r):
+                        paid = q * float(o_) * float(r)
+                        self.cash -= paid
+                        self.funding_paid += paid
+        self.funded[symbol] = upto
+        return True
 
     def _last_event(self, symbol: str, now: pd.Timestamp) -> list[int] | None:
         """The latest bar event that has happened by `now` and whose bar is known."""
@@ -437,6 +469,8 @@ class SimBroker(Broker):
                 if (t, kind) > (int(stop_at[0]), int(stop_at[1])):
                     return changed
                 live = [o for o in live if not self.orders[o.client_order_id].status.done]
+                if kind == 0:  # funding settles at the open, before its gap check
+                    self._settle_funding(symbol, t)
                 if live:
                     self._bar_event(symbol, live, kind, feed.bar_index(symbol, t), t, cols, i, now)
                 self.cursor[symbol] = event
