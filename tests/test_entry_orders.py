@@ -240,29 +240,6 @@ def test_bad_entry_orders_are_one_line_in_the_engine(hourly: pd.DataFrame) -> No
         assert "\n" not in str(err.value)
 
 
-def test_the_paper_runner_refuses_limit_entries_in_one_line(tmp_path: Any) -> None:
-    """Until the brokers send them (issue: execution realism), a paper run says so rather than
-    trading a limit entry at market."""
-    from paper_helpers import build_lake, spec_for
-
-    from workbench.errors import ConfigError
-    from workbench.paper.replay import replay
-    from workbench.strategies import registry
-
-    lake = build_lake(tmp_path / "lake", symbols=("BTC/USDT",))
-    strat = _pullback_strategy()
-    registry.list_strategies()
-    registry.register(strat)
-    try:
-        spec = spec_for("pullback", {"order": 1, "offset": 0.002, "tif": 2})
-        with pytest.raises(ConfigError, match=r"enters with a limit order; the paper runner sends market "
-                                              r"entries only so far") as err:
-            replay(spec, "2025-03-01", "2025-03-15", lake=lake, workdir=tmp_path / "replay")
-        assert "\n" not in str(err.value)
-    finally:
-        registry._BUILTINS.pop("pullback", None)
-
-
 def test_a_volume_capped_limit_rests_its_remainder_and_fills_it_later() -> None:
     """Partial fill carried over (SEMANTICS.md "Volume cap"): bar 1's low trades through the buy limit
     at 99 but its volume lets 300 of the 500 fill; bar 2 never reaches 99 (the rest waits); bar 3 gaps

@@ -42,9 +42,7 @@ def _params(name: str) -> dict:
     return {}
 
 
-# sma_pullback enters with resting limit and stop orders, which the runner refuses in one line until the
-# brokers send them (tests/test_entry_orders.py holds the refusal)
-BUILTINS = sorted(n for n in list_strategies() if n not in (BRACKETS.name, "sma_pullback"))
+BUILTINS = sorted(n for n in list_strategies() if n != BRACKETS.name)
 
 
 def _check(res) -> None:

@@ -59,7 +59,7 @@ A_NONE, A_EXIT, A_LONG, A_SHORT, A_EXIT_LONG, A_EXIT_SHORT = 0, 1, 2, 3, 4, 5
 
 
 @numba.njit(inline="always", **_NJ)
-def _unconflicted(le, lx, se, sx):
+def unconflicted(le, lx, se, sx):
     """A bar's signals after the conflict rules, in order: long entry + exit cancel, then short entry
     + exit, then long entry + short entry (SEMANTICS.md "Signals -> orders")."""
     if le and lx:
@@ -79,7 +79,7 @@ def signal_action(le: bool, lx: bool, se: bool, sx: bool, position: float) -> in
     """The one rule from a bar's signals (sides `direction` drops already removed) and the position
     before them to an action: conflicting pairs cancel, reversals exit then enter, no pyramiding.
     The kernel calls it for every column with a signal; the paper runner calls it from Python."""
-    le, lx, se, sx = _unconflicted(le, lx, se, sx)
+    le, lx, se, sx = unconflicted(le, lx, se, sx)
     if position > 0:
         if se:
             return A_EXIT_SHORT
@@ -412,7 +412,7 @@ def _signal_orders(i, s, px, le, lx, se, sx, sl, tp, tsl, frac, slip, imp, fees,
             continue
         action[j] = signal_action(le[s, j], lx[s, j], se[s, j], sx[s, j], st[j, POS])
         if st[j, R_KIND] != MARKET:  # a new entry replaces the resting one, an exit of its side cancels it
-            _, x_l, _, x_s = _unconflicted(le[s, j], lx[s, j], se[s, j], sx[s, j])
+            _, x_l, _, x_s = unconflicted(le[s, j], lx[s, j], se[s, j], sx[s, j])
             if action[j] >= A_LONG or (x_l if st[j, R_LONG] > 0 else x_s):
                 st[j, R_KIND] = MARKET
                 st[j, R_QTY] = np.nan

@@ -66,12 +66,14 @@ class Side(StrEnum):
 
 
 class OrderType(StrEnum):
-    """Market orders for signals; stop, limit and trailing stop orders protect open positions."""
+    """Market orders for signals; stop, limit and trailing stop orders protect open positions; limit,
+    stop and stop-limit orders also enter (a strategy's resting entries, SEMANTICS.md "Entry orders")."""
 
     MARKET = "market"
     LIMIT = "limit"
     STOP = "stop"
     TRAILING_STOP = "trailing_stop"
+    STOP_LIMIT = "stop_limit"
 
 
 class OrderStatus(StrEnum):
@@ -100,8 +102,14 @@ class OrderRequest:
     `client_order_id` is deterministic (see `client_order_id`), at most 36 characters of
     ``[A-Za-z0-9_-]`` so that every venue accepts it. `stop_price` is set for STOP, `limit_price`
     for LIMIT, `trail_percent` (a fraction, 0.02 = 2 %) and optionally `ref_price` (the starting
-    high/low water mark) for TRAILING_STOP. Orders sharing an `oco_group` cancel each other when
-    one fills (a position's protective exits).
+    high/low water mark) for TRAILING_STOP, both prices for STOP_LIMIT. Orders sharing an
+    `oco_group` cancel each other when one fills (a position's protective exits).
+
+    A resting entry sets `expire_bars`, its time in force in the symbol's bars from the first bar that
+    opens once it is placed. A protective leg placed with a resting entry (its `oco_group` names the
+    entry) may give its level as an `offset` from the entry's fill price instead (a long's stop at
+    fill x (1 - offset), its target at fill x (1 + offset); a short's mirrored): it waits, dormant,
+    until the entry fills.
     """
 
     client_order_id: str
@@ -114,6 +122,8 @@ class OrderRequest:
     trail_percent: float | None = None
     ref_price: float | None = None
     oco_group: str | None = None
+    offset: float | None = None
+    expire_bars: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "side", Side(self.side))
@@ -127,7 +137,17 @@ class OrderRequest:
             OrderType.LIMIT: ("limit_price",),
             OrderType.STOP: ("stop_price",),
             OrderType.TRAILING_STOP: ("trail_percent",),
+            OrderType.STOP_LIMIT: ("stop_price", "limit_price"),
         }.get(self.type, ())
+        if self.offset is not None:
+            if not (self.oco_group and self.type in (OrderType.STOP, OrderType.LIMIT)
+                    and math.isfinite(self.offset) and 0 < self.offset < 1):
+                raise ConfigError(f"order {cid}: an offset {self.offset!r} is for a stop or limit leg of a "
+                                  "resting entry (its oco_group), a fraction in (0, 1)")
+            need = ()
+        if self.expire_bars is not None and not (isinstance(self.expire_bars, int) and self.expire_bars >= 1):
+            raise ConfigError(f"order {cid}: expire_bars={self.expire_bars!r} must be a whole number of bars "
+                              ">= 1")
         for name in need:
             value = getattr(self, name)
             if value is None or not math.isfinite(value) or value <= 0:
@@ -155,6 +175,8 @@ class Order:
     stop_price: float | None = None
     trail_percent: float | None = None
     oco_group: str | None = None
+    offset: float | None = None
+    expire_bars: int | None = None
     submitted_at: pd.Timestamp | None = None
     updated_at: pd.Timestamp | None = None
     reject_reason: str | None = None

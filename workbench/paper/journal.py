@@ -314,11 +314,12 @@ class Journal:
         return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
 
     def last_filled_entry(self, artifact: str, symbol: str) -> dict[str, Any] | None:
-        """The latest filled entry order of `symbol` (its note holds the protective levels)."""
+        """The latest entry order of `symbol` that filled, in whole or in part (a resting entry's
+        unfilled rest may have been cancelled or expired); its note holds the protective levels."""
         cur = self.db.execute(
-            "SELECT * FROM orders WHERE artifact=? AND symbol=? AND leg='entry' AND status=? "
-            "ORDER BY created DESC LIMIT 1",
-            (artifact, symbol, OrderStatus.FILLED.value),
+            "SELECT * FROM orders WHERE artifact=? AND symbol=? AND leg='entry' "
+            "AND CAST(filled_qty AS REAL) > 0 ORDER BY created DESC LIMIT 1",
+            (artifact, symbol),
         )
         row = cur.fetchone()
         return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))

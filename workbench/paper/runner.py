@@ -34,10 +34,12 @@ from workbench.backtest.engine import (
     Fill,
     Lot,
     Sizing,
+    drop_sides,
     own_periods_per_year,
     signal_action,
     sizing_array,
 )
+from workbench.backtest.kernels import unconflicted
 from workbench.data.calendar import Calendar, calendar_for_symbol
 from workbench.data.timeframe import Timeframe
 from workbench.errors import BrokerUnavailable, ConfigError, OrderRejected, WorkbenchError
@@ -445,11 +447,14 @@ class Runner:
             r = rows[sym]
             act = signal_action(spec.direction, bool(r["long_entries"]), bool(r["long_exits"]),
                                 bool(r["short_entries"]), bool(r["short_exits"]), pos[sym]).label
-            if act in ("long", "short", "exit+long", "exit+short") and r["order_type"] != 0:
+            enters = act in ("long", "short", "exit+long", "exit+short")
+            if enters and r["order_type"] != 0 and not getattr(self.broker, "resting_entries", False):
                 kind = ORDER_TYPES[int(r["order_type"])]
-                raise ConfigError(f"{spec.name}: {sym} enters with a {kind} order; the paper runner sends "
-                                  "market entries only so far (backtests and sweeps take every order type): "
-                                  "trade it with market entries")
+                raise ConfigError(f"{spec.name}: {sym} enters with a {kind} order; the {self.broker.name} "
+                                  "broker takes no resting entries yet (the sim broker does): trade it with "
+                                  "market entries, or paper-trade it through the sim broker")
+            if sym not in stopped:
+                self._cancel_resting(spec, bar, sym, r, enters)
             if act and sym in stopped:
                 j.decide(
                     spec.name,
@@ -668,6 +673,28 @@ class Runner:
                 result.fills += self._apply(spec, row, order)
         return order
 
+    def _cancel_resting(self, spec: StrategySpec, bar: pd.Timestamp, sym: str, row: Mapping[str, float],
+                        enters: bool) -> None:
+        """A resting entry is replaced by a new entry and cancelled by an exit signal of its side
+        (SEMANTICS.md "Entry orders"), before this bar's orders; its waiting legs go with it."""
+        resting = [r for r in self.journal.live_orders(spec.name)
+                   if r["symbol"] == sym and r["leg"] == "entry" and r["type"] != OrderType.MARKET.value]
+        if not resting:
+            return
+        le, lx, se, sx = drop_sides(spec.direction, bool(row["long_entries"]), bool(row["long_exits"]),
+                                    bool(row["short_entries"]), bool(row["short_exits"]))
+        _, x_long, _, x_short = unconflicted(bool(le), bool(lx), bool(se), bool(sx))
+        for r in resting:
+            if enters or (x_long if r["side"] == Side.BUY.value else x_short):
+                got = self.broker.cancel(r["client_order_id"])
+                if got is not None:
+                    self._apply(spec, r, got)
+                self._cancel_protection(spec, sym)
+                self.journal.decide(spec.name, bar, sym, "order", "cancelled",
+                                    "a new entry replaces the resting one" if enters else
+                                    "an exit signal of its side cancels the resting entry",
+                                    client_order_id=r["client_order_id"])
+
     def _cancel_protection(self, spec: StrategySpec, sym: str) -> None:
         """Cancel the resting protective orders of a symbol before it is exited at market."""
         for row in self.journal.live_orders(spec.name):
@@ -808,7 +835,13 @@ class Runner:
         if f <= 0:
             return
         side = Side.BUY if long else Side.SELL
-        est = self._fill_estimate(spec, sym, side)
+        kind = int(row["order_type"])
+        # a resting entry is sized at its limit (else its stop) price, no slippage (SEMANTICS.md)
+        if kind == 0:
+            est = self._fill_estimate(spec, sym, side)
+        else:
+            has_limit = ORDER_TYPES[kind] in ("limit", "stop_limit")
+            est = float(row["limit_price"] if has_limit else row["stop_price"])
         # SEMANTICS.md "Sizing of an entry": the fee reserved, longs borrow down to the margin floor
         fees = spec.costs.fees
         q = f * equity / (est * (1.0 + fees))
@@ -840,6 +873,16 @@ class Runner:
         )
         cid = client_order_id(spec.name, sym, bar, "entry")
         note = {k: row[k] for k in ("stop_loss", "take_profit", "trailing_stop") if math.isfinite(row[k])}
+        if kind != 0:
+            otype = OrderType(ORDER_TYPES[kind])
+            lim, stp = float(row["limit_price"]), float(row["stop_price"])
+            req = OrderRequest(client_order_id=cid, symbol=sym, side=side, qty=q, type=otype,
+                               limit_price=lim if math.isfinite(lim) else None,
+                               stop_price=stp if math.isfinite(stp) else None,
+                               expire_bars=int(row["time_in_force"]))
+            if self._send(spec, bar, "entry", req, note, result) is not None:
+                self._protect_resting(spec, bar, req, note, result)
+            return
         order = self._send(
             spec, bar, "entry", OrderRequest(client_order_id=cid, symbol=sym, side=side, qty=q), note, result
         )
@@ -887,6 +930,22 @@ class Runner:
                 oco_group=entry_cid,
                 **kw,
             )
+            self._send(spec, bar, leg, req, None, result)
+
+    def _protect_resting(self, spec: StrategySpec, bar: pd.Timestamp, entry: OrderRequest,
+                         levels: Mapping[str, float], result: TickResult) -> None:
+        """The protective legs of a resting entry, placed with it: they wait at the venue until it fills
+        and take their levels from its fill price then (the stop-loss tested in the fill's own bar)."""
+        long = entry.side is Side.BUY
+        for leg, otype in _PROTECT:
+            key = _LEVEL[leg]
+            if leg not in resting_legs(levels, getattr(self.broker, "native_oco", False)):
+                continue
+            x = float(levels[key])
+            kw: dict[str, Any] = {"trail_percent": x} if otype is OrderType.TRAILING_STOP else {"offset": x}
+            req = OrderRequest(client_order_id=client_order_id(spec.name, entry.symbol, bar, leg),
+                               symbol=entry.symbol, side=Side.SELL if long else Side.BUY, qty=entry.qty,
+                               type=otype, oco_group=entry.client_order_id, **kw)
             self._send(spec, bar, leg, req, None, result)
 
     def _protect_open_positions(self, spec: StrategySpec, bar: pd.Timestamp) -> None:

@@ -15,7 +15,7 @@ import json
 import math
 import sqlite3
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,21 @@ def _order_from(text: str) -> Order:
     return Order(**d)
 
 
+def _ev(event: list[int] | None) -> tuple[int, int] | None:
+    return None if event is None else (int(event[0]), int(event[1]))
+
+
+@dataclass
+class _Cursors:
+    """Where one symbol's bar events stand in an `advance`: up to which event protective orders
+    (`stop`) and resting entries (`stop_e`) go now, and the last each has seen."""
+
+    stop: tuple[int, int] | None
+    stop_e: tuple[int, int] | None
+    last: tuple[int, int] | None
+    last_e: tuple[int, int] | None
+
+
 class SimBroker(Broker):
     """A local broker simulated on the lake's bars. `path=None` keeps its state in memory.
 
@@ -76,6 +91,7 @@ class SimBroker(Broker):
 
     name = "sim"
     native_oco = True
+    resting_entries = True  # limit, stop and stop-limit entries rest here (SEMANTICS.md "Entry orders")
 
     def __init__(
         self,
@@ -114,6 +130,9 @@ class SimBroker(Broker):
         self.pos: dict[str, list[float]] = json.loads(kv.get("positions", "{}"))  # symbol -> [qty, avg]
         # symbol -> last event [ns, kind]
         self.cursor: dict[str, list[int]] = json.loads(kv.get("cursor", "{}"))
+        # resting entries see a bar's open only after the tick at that open (its signal orders come
+        # first, SEMANTICS.md "Entry orders"): their own cursor, one event behind at an open
+        self.ecursor: dict[str, list[int]] = json.loads(kv.get("ecursor", "{}"))
         self.refs: dict[str, float] = json.loads(kv.get("refs", "{}"))
         self.stats: dict[str, int] = json.loads(kv.get("stats", '{"created": 0, "duplicates": 0}'))
         # perpetuals: the open (ns) of the last bar whose funding is settled, and the total paid
@@ -136,6 +155,7 @@ class SimBroker(Broker):
             ("cash", repr(self.cash)),
             ("positions", json.dumps(self.pos)),
             ("cursor", json.dumps(self.cursor)),
+            ("ecursor", json.dumps(self.ecursor)),
             ("refs", json.dumps(self.refs)),
             ("stats", json.dumps(self.stats)),
             ("funded", json.dumps(self.funded)),
@@ -220,6 +240,8 @@ class SimBroker(Broker):
             stop_price=request.stop_price,
             trail_percent=request.trail_percent,
             oco_group=request.oco_group,
+            offset=request.offset,
+            expire_bars=request.expire_bars,
             submitted_at=now,
             updated_at=now,
         )
@@ -239,6 +261,20 @@ class SimBroker(Broker):
             self._dirty.add(order.client_order_id)
             if qty > 0:
                 self._execute(order.client_order_id, qty, price, k, reason=None, now=now)
+        elif request.expire_bars is not None:  # a resting entry: limit, stop or stop-limit
+            p = self.pos.get(request.symbol, [0.0, 0.0])[0]
+            if request.type not in (OrderType.LIMIT, OrderType.STOP, OrderType.STOP_LIMIT) or p != 0:
+                raise OrderRejected(f"sim broker: a resting entry is a limit, stop or stop-limit order on a "
+                                    f"flat {request.symbol} position")
+            order = Order(status=OrderStatus.NEW, extra={"entry": True, "bars": 0}, **base)
+            self.stats["created"] += 1
+            self.orders[order.client_order_id] = order
+            self._dirty.add(order.client_order_id)
+        elif self._waits_for_entry(request):  # a protective leg waiting for its entry's fill
+            order = Order(status=OrderStatus.NEW, extra={"dormant": True}, **base)
+            self.stats["created"] += 1
+            self.orders[order.client_order_id] = order
+            self._dirty.add(order.client_order_id)
         else:
             p = self.pos.get(request.symbol, [0.0, 0.0])[0]
             if p == 0 or (p > 0) == (request.side is Side.BUY):
@@ -255,6 +291,17 @@ class SimBroker(Broker):
             self._dirty.add(order.client_order_id)
         self._save()
         return self.orders[request.client_order_id]
+
+    def _waits_for_entry(self, request: OrderRequest) -> bool:
+        """Whether `request` is a protective leg of a resting entry that has not filled yet (its
+        `oco_group`); a level given as an offset needs one."""
+        parent = self.orders.get(request.oco_group or "")
+        waits = (parent is not None and not parent.status.done and parent.filled_qty == 0
+                 and bool((parent.extra or {}).get("entry")))
+        if request.offset is not None and not waits:
+            raise OrderRejected(f"sim broker: {request.client_order_id} gives its level as an offset, but "
+                                f"its oco_group {request.oco_group} is no resting entry waiting to fill")
+        return waits
 
     def _check(self, order: Order, qty: float, price: float, k: int | None) -> None:
         p = self.pos.get(order.symbol, [0.0, 0.0])[0]
@@ -279,10 +326,12 @@ class SimBroker(Broker):
         reason: str | None,
         now: pd.Timestamp,
         bar_ns: int | None = None,
+        slipped: bool = True,
     ) -> None:
-        """Fill `qty` of order `cid` at `price` (before slippage) in bar k; book cash, fees, position."""
+        """Fill `qty` of order `cid` at `price` (before slippage, unless not `slipped`: a limit's fill)
+        in bar k; book cash, fees, position."""
         o = self.orders[cid]
-        slip = self._slip(o.symbol, k)
+        slip = self._slip(o.symbol, k) if slipped else 0.0
         if o.side is Side.BUY:
             fill = price * (1.0 + slip)
             fee = qty * fill * self.costs.fees
@@ -361,8 +410,16 @@ class SimBroker(Broker):
         self.orders[client_order_id] = o.with_(status=OrderStatus.CANCELED, updated_at=self._now())
         self.refs.pop(client_order_id, None)
         self._dirty.add(client_order_id)
+        self._drop_dormant(client_order_id, self._now())
         self._save()
         return self.orders[client_order_id]
+
+    def _drop_dormant(self, entry_cid: str, now: pd.Timestamp) -> None:
+        """Cancel the protective legs still waiting for an entry that will not fill (any more)."""
+        for other in list(self.orders.values()):
+            if other.oco_group == entry_cid and (other.extra or {}).get("dormant") and not other.status.done:
+                self.orders[other.client_order_id] = other.with_(status=OrderStatus.CANCELED, updated_at=now)
+                self._dirty.add(other.client_order_id)
 
     def positions(self) -> dict[str, Position]:
         """Signed positions."""
@@ -380,30 +437,35 @@ class SimBroker(Broker):
 
     # ------------------------------------------------------------------ bars: protective orders
     def advance(self, now: pd.Timestamp | None = None) -> None:
-        """Process every bar event up to `now` (default: the clock) for positions with protective orders.
+        """Process every bar event up to `now` (default: the clock): funding, protective orders and
+        resting entries, in the backtest's order (SEMANTICS.md "Order of events inside bar i").
 
-        Events of bar b: the gap check at its open (time b) and the intrabar check (time b + bar):
-        both happen before a tick at the same time with ``next_open``; with ``close`` the gap check
-        of the bar starting at a tick's time comes after that tick. Events before an order existed
-        are never applied to it: the cursor moves on even while nothing is protected.
+        Events of bar b: its open (time b: funding, the gap checks, then resting entries at the open)
+        and its range (time b + bar: resting entries intrabar, then the intrabar stops), each part for
+        every symbol in the feed's (column) order before the next part, as cash is shared. The open's
+        funding and gap checks happen before a tick at the same time with ``next_open``; with ``close``
+        after it. Resting entries always see an open after the tick at that time (its signal orders,
+        which may cancel them, come first). Events before an order existed are never applied to it:
+        the cursors move on even while nothing rests.
         """
         if self.feed is None:
             return
         now = pd.Timestamp(now) if now is not None else self._now()
-        groups: dict[str, list[Order]] = {}
+        live: dict[str, list[Order]] = {}
         for o in self.orders.values():
             if o.type is not OrderType.MARKET and not o.status.done:
-                groups.setdefault(o.symbol, []).append(o)
+                live.setdefault(o.symbol, []).append(o)
         changed = False
-        for symbol in self.feed.symbols:
-            live = groups.get(symbol)
-            if live:
-                changed |= self._advance_symbol(symbol, live, now)
-            else:
-                last = self._last_event(symbol, now)
-                if last is not None:
-                    self.cursor[symbol] = last
+        busy = [s for s in self.feed.symbols if live.get(s) or (self.costs.funding and self.pos.get(s))]
+        if busy:
+            changed = self._advance_symbols(busy, {s: live.get(s, []) for s in busy}, now)
+        for symbol in self.feed.symbols:  # the cursors move on where nothing rests
             last = self._last_event(symbol, now)
+            if symbol not in busy and last is not None:
+                self.cursor[symbol] = last
+            before = self._entry_event(symbol, now)
+            if not any((o.extra or {}).get("entry") for o in live.get(symbol, [])) and before is not None:
+                self.ecursor[symbol] = before
             if last is not None:
                 changed |= self._settle_funding(symbol, int(last[0]))
         if changed or self._dirty:
@@ -449,34 +511,185 @@ class SimBroker(Broker):
             return [t, 0]
         return [int(ts[k - 1]), 1] if k > 0 else None
 
-    def _advance_symbol(self, symbol: str, live: list[Order], now: pd.Timestamp) -> bool:
+    def _entry_event(self, symbol: str, now: pd.Timestamp) -> list[int] | None:
+        """The latest bar event strictly before the open at `now`: what resting entries may see."""
+        feed = self.feed
+        assert feed is not None
+        ts = feed.times(symbol)
+        k = int(np.searchsorted(ts, now.value, side="left")) - 1
+        if k < 0:
+            return None
+        t = int(ts[k])
+        return [t, 1] if t + feed.step <= now.value else [t, 0]
+
+    def _advance_symbols(self, symbols: list[str], live: dict[str, list[Order]], now: pd.Timestamp) -> bool:
+        """The bar events of `symbols` up to `now`, in time order, each part across the symbols."""
         feed = self.feed
         assert feed is not None
         step = feed.step
-        stop_at = self._last_event(symbol, now)
-        if stop_at is None:
-            return False
-        last = self.cursor.get(symbol)
-        after = -(2**62) if last is None else int(last[0]) - step  # the bar of the last event again
-        ts, cols = feed.bars_between(symbol, after, int(stop_at[0]))
+        plan: dict[str, _Cursors] = {}
+        bars: dict[int, dict[str, tuple[int, dict[str, np.ndarray]]]] = {}
+        for symbol in symbols:
+            stop_at = self._last_event(symbol, now)
+            if stop_at is None:
+                continue
+            stop_e = self._entry_event(symbol, now)
+            entries = any((o.extra or {}).get("entry") for o in live[symbol])
+            last = self.cursor.get(symbol)
+            last_e = self.ecursor.get(symbol) if entries else None
+            plan[symbol] = _Cursors(_ev(stop_at), _ev(stop_e) if entries else None, _ev(last), _ev(last_e))
+            first = min((int(c[0]) for c in (last, last_e) if c is not None), default=None)
+            after = -(2**62) if first is None else first - step  # the bar of the earliest last event again
+            ts, cols = feed.bars_between(symbol, after, int(stop_at[0]))
+            for i, t in enumerate(ts):
+                bars.setdefault(int(t), {})[symbol] = (i, cols)
         changed = False
-        for i, t in enumerate(ts):
-            t = int(t)
+        for t in sorted(bars):
+            here = [s for s in symbols if s in bars[t]]
             for kind in (0, 1):
-                event = [t, kind]
-                if last is not None and (t, kind) <= (int(last[0]), int(last[1])):
+                ev = (t, kind)
+                p_due, e_due = [], []
+                for s in here:
+                    c = plan[s]
+                    if c.stop is not None and ev <= c.stop and (c.last is None or ev > c.last):
+                        p_due.append(s)
+                    if c.stop_e is not None and ev <= c.stop_e and (c.last_e is None or ev > c.last_e):
+                        e_due.append(s)
+                if not (p_due or e_due):
                     continue
-                if (t, kind) > (int(stop_at[0]), int(stop_at[1])):
-                    return changed
-                live = [o for o in live if not self.orders[o.client_order_id].status.done]
-                if kind == 0:  # funding settles at the open, before its gap check
-                    self._settle_funding(symbol, t)
-                if live:
-                    self._bar_event(symbol, live, kind, feed.bar_index(symbol, t), t, cols, i, now)
-                self.cursor[symbol] = event
-                last = event
+                fresh: set[str] = set()
+                if kind == 0:  # funding at the open, then the gap checks, then resting entries at the open
+                    for s in p_due:
+                        self._settle_funding(s, t)
+                    for s in p_due:
+                        i, cols = bars[t][s]
+                        self._bar_event(s, self._protective(s), 0, feed.bar_index(s, t), t, cols, i, now)
+                    for s in e_due:
+                        i, cols = bars[t][s]
+                        self._resting_entries(s, 0, feed.bar_index(s, t), t, cols, i, now)
+                else:  # resting entries in the range, then the intrabar stops, then one bar less to rest
+                    for s in e_due:
+                        i, cols = bars[t][s]
+                        if self._resting_entries(s, 1, feed.bar_index(s, t), t, cols, i, now):
+                            fresh.add(s)
+                    for s in p_due:
+                        i, cols = bars[t][s]
+                        self._bar_event(s, self._protective(s), 1, feed.bar_index(s, t), t, cols, i, now,
+                                        fresh=s in fresh)
+                    for s in e_due:
+                        self._count_bar(s, t, now)
+                for s in p_due:
+                    self.cursor[s] = [t, kind]
+                    plan[s].last = ev
+                for s in e_due:
+                    self.ecursor[s] = [t, kind]
+                    plan[s].last_e = ev
                 changed = True
         return changed
+
+    def _protective(self, symbol: str) -> list[Order]:
+        """The symbol's live protective orders (not the resting entries, nor legs still waiting)."""
+        return [o for o in self.orders.values() if o.symbol == symbol and o.type is not OrderType.MARKET
+                and not o.status.done and not (o.extra or {}).get("entry")
+                and not (o.extra or {}).get("dormant")]
+
+    def _resting_entries(self, symbol: str, kind: int, k: int | None, t: int, cols: dict[str, np.ndarray],
+                         i: int, now: pd.Timestamp) -> bool:
+        """The symbol's resting entries at one bar event (SEMANTICS.md "Entry orders"): at the open those
+        the open reaches fill there, intrabar those the range reaches fill at their level; then, at the
+        bar's end, one bar less to rest. Returns whether an entry filled intrabar (a fresh position)."""
+        fresh = False
+        for o in [o for o in self.orders.values() if o.symbol == symbol and not o.status.done
+                  and (o.extra or {}).get("entry")]:
+            extra = dict(o.extra or {})
+            if extra.get("filled_bar") == t:
+                continue
+            sign = 1.0 if o.side is Side.BUY else -1.0
+            lim, stp = _level(o.limit_price), _level(o.stop_price)
+            trig = extra.get("trig")
+            limit_now = o.type is OrderType.LIMIT or trig is not None
+            price, slipped = math.nan, False
+            if kind == 0:
+                op = float(cols["open"][i])
+                if limit_now:
+                    if sign * (op - lim) <= 0:
+                        price = op
+                elif o.type is OrderType.STOP and sign * (op - stp) >= 0:
+                    price, slipped = op, True
+                elif o.type is OrderType.STOP_LIMIT and sign * (op - stp) >= 0:
+                    if sign * (op - lim) <= 0:
+                        price = op
+                    else:  # past its limit at the open: a limit from the next bar
+                        extra["trig"] = t
+            elif trig != t:
+                hi, lo = float(cols["high"][i]), float(cols["low"][i])
+                if limit_now:
+                    gap = sign * ((lo if sign > 0 else hi) - lim)
+                    if gap < 0 or (gap == 0 and self.costs.limit_fill == "touch"):
+                        price = lim
+                elif sign * ((hi if sign > 0 else lo) - stp) >= 0:
+                    price, slipped = stp, o.type is OrderType.STOP
+            if not math.isnan(price):
+                qty = o.remaining
+                if sign > 0:  # a buy spends at most the cash there is (the rest rests on)
+                    fill = price * (1.0 + (self._slip(symbol, k) if slipped else 0.0))
+                    qty = min(qty, max(self.cash, 0.0) / (fill * (1.0 + self.costs.fees)))
+                if qty > 0:
+                    flat = self.pos.get(symbol, [0.0, 0.0])[0] == 0
+                    self.orders[o.client_order_id] = o.with_(extra={**extra, "reason": "entry"})
+                    self._execute(o.client_order_id, qty, price, k, reason="entry", now=now, bar_ns=t,
+                                  slipped=slipped)
+                    extra = dict(self.orders[o.client_order_id].extra or {})
+                    extra["filled_bar"] = t
+                    if o.type is OrderType.STOP_LIMIT and trig is None:
+                        extra["trig"] = t
+                    self._activate_legs(self.orders[o.client_order_id], now)
+                    fresh |= kind == 1 and flat
+                    o = self.orders[o.client_order_id]
+                    if slipped and not o.status.done:  # a stop is a market order once triggered
+                        o = o.with_(status=OrderStatus.CANCELED, updated_at=now)
+            self.orders[o.client_order_id] = o.with_(extra=extra)
+            self._dirty.add(o.client_order_id)
+        return fresh
+
+    def _count_bar(self, symbol: str, t: int, now: pd.Timestamp) -> None:
+        """The bar is over for the symbol's entries still resting: one bar less to rest; expired at 0."""
+        for o in [o for o in self.orders.values() if o.symbol == symbol and not o.status.done
+                  and (o.extra or {}).get("entry")]:
+            extra = {**(o.extra or {}), "bars": int((o.extra or {}).get("bars", 0)) + 1}
+            o = o.with_(extra=extra)
+            if extra["bars"] >= int(o.expire_bars or 1):
+                o = o.with_(status=OrderStatus.EXPIRED, updated_at=now)
+                if o.filled_qty == 0:
+                    self._drop_dormant(o.client_order_id, now)
+            self.orders[o.client_order_id] = o
+            self._dirty.add(o.client_order_id)
+
+    def _activate_legs(self, entry: Order, now: pd.Timestamp) -> None:
+        """After a fill of `entry`: its protective legs cover what it has filled, and those waiting
+        for it take their levels from its fill price and go live."""
+        e = entry.avg_fill_price
+        if e is None:
+            return
+        long = entry.side is Side.BUY
+        for o in list(self.orders.values()):
+            if o.oco_group != entry.client_order_id or o.status.done:
+                continue
+            changes: dict[str, Any] = {"qty": float(entry.filled_qty), "updated_at": now}
+            if not (o.extra or {}).get("dormant"):
+                self.orders[o.client_order_id] = o.with_(**changes)
+                self._dirty.add(o.client_order_id)
+                continue
+            changes["extra"] = {**(o.extra or {}), "dormant": False}
+            off = o.offset
+            if o.type is OrderType.STOP and off is not None:
+                changes["stop_price"] = e * (1.0 - off) if long else e * (1.0 + off)
+            elif o.type is OrderType.LIMIT and off is not None:
+                changes["limit_price"] = e * (1.0 + off) if long else e * (1.0 - off)
+            elif o.type is OrderType.TRAILING_STOP:
+                self.refs[o.client_order_id] = float(e)
+            self.orders[o.client_order_id] = o.with_(**changes)
+            self._dirty.add(o.client_order_id)
 
     def _bar_event(
         self,
@@ -488,9 +701,13 @@ class SimBroker(Broker):
         cols: dict[str, np.ndarray],
         i: int,
         now: pd.Timestamp,
+        fresh: bool = False,
     ) -> None:
+        """Protective orders at one bar event: the gap at the open, or the range (the stop first). A
+        position entered in this bar's range (`fresh`) meets only its stop and moves no trailing
+        reference (SEMANTICS.md "Entry orders")."""
         p = self.pos.get(symbol, [0.0, 0.0])[0]
-        if p == 0:
+        if p == 0 or not live:
             return
         orders = [self.orders[o.client_order_id] for o in live]
         stop = next((o for o in orders if o.type is OrderType.STOP), None)
@@ -517,6 +734,10 @@ class SimBroker(Broker):
                 exit_px, hit = o_, binding
             elif not math.isnan(tpl) and ((p > 0 and o_ >= tpl) or (p < 0 and o_ <= tpl)):
                 exit_px, hit = o_, limit
+        elif fresh:
+            hi, lo = float(cols["high"][i]), float(cols["low"][i])
+            if not math.isnan(lvl) and ((p > 0 and lo <= lvl) or (p < 0 and hi >= lvl)):
+                exit_px, hit = lvl, binding
         else:
             hi, lo = float(cols["high"][i]), float(cols["low"][i])
             if p > 0:
