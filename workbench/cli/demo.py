@@ -83,6 +83,20 @@ def _demo_execution() -> None:
     sweep_cmd(strategy="sma_cross", symbols="BTC/USDT:USDT,ETH/USDT:USDT", timeframe="1h",
               grid="fast=10:40:10,slow=60:180:40", fixed="short=true", costs=costs, portfolio=True,
               out_path=DEMO_REPORTS / "sweep_perp_funding.parquet", top=5, by="sharpe")
+    from workbench.cli.paper import paper_replay
+
+    replays = _lake().root / "paper"
+    for what, strategy, symbols, fixed, run_costs in (
+            ("limit entries", "sma_pullback", "BTC/USDT", "order=limit,tif=5,short=false", None),
+            ("a perpetual paying funding", "sma_cross", "BTC/USDT:USDT", "short=true", costs)):
+        out.rule(f"walk-forward, promotion and paper replay of {strategy} on {symbols} 1h ({what})")
+        walk_forward_cmd(strategy=strategy, symbols=symbols, timeframe="1h", folds=3, trials=12, workers=1,
+                         min_trades=3, fixed=fixed, seed=7, purge="0", costs=run_costs,
+                         start="2025-01-01", end="2026-01-01")
+        ref = _demo_promote(strategy)
+        paper_replay(artifact=ref, start="2025-09-01", end="2025-12-31",
+                     journal=replays / f"replay_{strategy}", window="anchored", capital=None,
+                     report=DEMO_REPORTS / f"paper_replay_{strategy}_parity.html")
 
 
 def _demo_model() -> None:

@@ -161,6 +161,13 @@ def paper_replay(
             highlight=False,
         )
         _parity_table(res, out)
+        if spec.costs.funding:
+            from workbench.paper.journal import Journal
+
+            with Journal(res.journal_path) as j:
+                paid = float(j.funding_frame(spec.name)["amount"].map(float).sum())
+            out.print(f"funding paid (negative: received): journal {paid:,.2f}, backtest "
+                      f"{res.backtest.charges.get('funding', 0.0):,.2f}", highlight=False)
         if report is not None:
             _write_report(
                 res, report if len(specs) == 1 else report.with_stem(f"{report.stem}-{spec.symbols[0]}")
