@@ -124,11 +124,22 @@ def test_funding_asked_where_there_is_none_is_one_line() -> None:
         funding=True, volume_cap=0.1, limit_fill="touch")
 
 
-def test_the_paper_runner_refuses_volume_caps_and_recorded_spreads_in_one_line() -> None:
+def test_the_paper_runner_refuses_volume_caps_and_recorded_spreads_in_one_line(tmp_path) -> None:
     from paper_helpers import spec_for
 
-    with pytest.raises(ConfigError, match=r"paper trading with volume_cap=0.1 is not supported yet"):
-        spec_for("sma_cross", costs=Costs(volume_cap=0.1))
+    from workbench.paper.journal import Journal
+    from workbench.paper.runner import Runner
+    from workbench.paper.sim import SimBroker
+
+    class WholeOrders(SimBroker):
+        name = "whole-orders"
+        volume_caps = False
+
+    spec = spec_for("sma_cross", costs=Costs(volume_cap=0.1))
+    with Journal(tmp_path / "j.sqlite") as j, pytest.raises(
+            ConfigError, match=r"the whole-orders broker fills whole orders, not volume_cap=0.1 of a bar's "
+                               r"volume \(the sim broker does\)"):
+        Runner([spec], broker=WholeOrders(), journal=j, feeds={})
     with pytest.raises(ConfigError, match=r"paper trading with spread=binance is not supported yet"):
         spec_for("sma_cross", costs=Costs(spread="binance"))
     assert spec_for("sma_cross", costs=Costs(funding=True)).costs.funding  # tests/test_paper_funding.py

@@ -215,6 +215,10 @@ class BarFeed:
         k = int(np.searchsorted(ts, t_ns))
         return k if k < len(ts) and ts[k] == t_ns else None
 
+    def cols(self, symbol: str) -> list[str]:
+        """The columns held for `symbol` (open, high, low, close, and volume, funding_rate when known)."""
+        return list(self._series[symbol].cols)
+
     def column(self, symbol: str, name: str) -> np.ndarray:
         """One column of every bar held."""
         return self._series[symbol].cols[name]

@@ -333,6 +333,7 @@ def replay(
         cash=spec.capital,
         clock=clock,
         durable=durable,
+        lots=spec.lots,
     )
     journal = Journal(root / "journal.sqlite", durable=durable)
     replay_risk = risk or RiskLimits(max_bar_move=None, stale_bars=None)

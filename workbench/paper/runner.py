@@ -107,11 +107,9 @@ class StrategySpec:
             raise ConfigError(f"{self.name}: paper trading shorts with a borrow_rate "
                               f"({self.costs.borrow_rate:g}) is not supported yet: the journal books no "
                               "borrow fees; promote a run without borrow_rate")
-        if self.costs.volume_cap > 0 or self.costs.spread:
-            c = self.costs
-            what = f"volume_cap={c.volume_cap:g}" if c.volume_cap else f"spread={c.spread}"
-            raise ConfigError(f"{self.name}: paper trading with {what} is not supported yet: the brokers "
-                              "fill whole orders and pay no recorded spread; promote a run without it")
+        if self.costs.spread:
+            raise ConfigError(f"{self.name}: paper trading with spread={self.costs.spread} is not supported "
+                              "yet: the brokers pay no recorded spread; promote a run without it")
         if self.costs.impact > 0:
             raise ConfigError(f"{self.name}: paper trading with market impact (impact="
                               f"{self.costs.impact:g}) is not supported yet: the simulated broker fills at "
@@ -273,6 +271,11 @@ class Runner:
         self.follow_timeout, self.poll = follow_timeout, poll
         self.metrics = metrics
         self.on_fill = on_fill
+        for s in specs:
+            if s.costs.volume_cap and not getattr(broker, "volume_caps", False):
+                raise ConfigError(f"{s.name}: the {broker.name} broker fills whole orders, not "
+                                  f"volume_cap={s.costs.volume_cap:g} of a bar's volume (the sim broker "
+                                  "does); promote a run without volume_cap to trade it here")
         self._strategies = {s.name: s.strategy_obj() for s in specs}
         self._params = {s.name: self._strategies[s.name].params(s.params) for s in specs}
         for s in specs:  # what status and drift reports need to know about each strategy
@@ -886,7 +889,7 @@ class Runner:
         order = self._send(
             spec, bar, "entry", OrderRequest(client_order_id=cid, symbol=sym, side=side, qty=q), note, result
         )
-        if order is not None and order.status is OrderStatus.FILLED:
+        if order is not None and order.status.done and order.filled_qty > 0:  # (a volume cap may cut it)
             self._protect(spec, cid, result)
 
     def _fill_estimate(self, spec: StrategySpec, sym: str, side: Side) -> float:
@@ -900,7 +903,9 @@ class Runner:
         """Place the stop, target and trailing stop of a filled entry (each once)."""
         j = self.journal
         row = j.order(entry_cid)
-        if row is None or not row["note"] or row["status"] != OrderStatus.FILLED.value:
+        if row is None or not row["note"]:
+            return
+        if not OrderStatus(row["status"]).done or not dec(row["filled_qty"]):  # (a cut entry is done too)
             return
         levels = json.loads(row["note"])
         e = float(dec(row["avg_fill_price"]))

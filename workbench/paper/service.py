@@ -377,6 +377,7 @@ class PaperSession:
                 fill=spec.fill,
                 cash=float(cash),
                 clock=self.now,
+                lots=spec.lots,
             )
         if kind is BrokerKind.ALPACA:
             from workbench.paper.alpaca import AlpacaBroker

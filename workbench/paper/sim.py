@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench.backtest.engine import Costs, Fill
+from workbench.backtest.engine import Costs, Fill, Lot
 from workbench.errors import OrderRejected
 from workbench.paper.broker import (
     Account,
@@ -92,6 +92,7 @@ class SimBroker(Broker):
     name = "sim"
     native_oco = True
     resting_entries = True  # limit, stop and stop-limit entries rest here (SEMANTICS.md "Entry orders")
+    volume_caps = True  # entries fill at most costs.volume_cap of their bar's volume (SEMANTICS.md)
 
     def __init__(
         self,
@@ -104,9 +105,12 @@ class SimBroker(Broker):
         clock: Callable[[], pd.Timestamp] | None = None,
         allow_short: bool = True,
         durable: bool = True,
+        lots: Mapping[str, Lot] | None = None,
     ) -> None:
         self.feed = feed
         self.costs = costs or Costs()
+        # the backtest's lots: a fill cut by the volume cap rounds down to them, as the kernel's does
+        self.lots = dict(lots or {})
         self.fill = Fill(fill)
         self.clock = clock or (lambda: pd.Timestamp.now(tz="UTC"))
         self.allow_short = allow_short
@@ -255,12 +259,21 @@ class SimBroker(Broker):
                 if self.fill_mode == "partial"
                 else 0
             )
+            flat = self.pos.get(request.symbol, [0.0, 0.0])[0] == 0
+            if flat:  # an entry: at most the volume cap fills, the rest of a market order is cancelled
+                qty = self._capped(request.symbol, qty, k)
             self._check(order, qty, price, k)
             self.stats["created"] += 1
             self.orders[order.client_order_id] = order
             self._dirty.add(order.client_order_id)
             if qty > 0:
                 self._execute(order.client_order_id, qty, price, k, reason=None, now=now)
+            if flat and self.costs.volume_cap and qty < request.qty and self.fill_mode == "full":
+                cut = self.orders[order.client_order_id]
+                self.orders[order.client_order_id] = cut.with_(
+                    status=OrderStatus.CANCELED, updated_at=now,
+                    reject_reason=f"the volume cap ({self.costs.volume_cap:g} of the bar's volume) filled "
+                                  f"{qty:g} of {request.qty:g}; the rest of a market order is cancelled")
         elif request.expire_bars is not None:  # a resting entry: limit, stop or stop-limit
             p = self.pos.get(request.symbol, [0.0, 0.0])[0]
             if request.type not in (OrderType.LIMIT, OrderType.STOP, OrderType.STOP_LIMIT) or p != 0:
@@ -291,6 +304,17 @@ class SimBroker(Broker):
             self._dirty.add(order.client_order_id)
         self._save()
         return self.orders[request.client_order_id]
+
+    def _capped(self, symbol: str, qty: float, k: int | None) -> float:
+        """What of an entry's `qty` may fill in bar k: at most `volume_cap` x its volume, rounded down to
+        the lot (SEMANTICS.md "Volume cap")."""
+        cap = self.costs.volume_cap
+        if not cap or k is None or self.feed is None or "volume" not in self.feed.cols(symbol):
+            return qty
+        most = cap * float(self.feed.column(symbol, "volume")[k])
+        if qty <= most:
+            return qty
+        return self.lots.get(symbol, Lot()).round(most)
 
     def _waits_for_entry(self, request: OrderRequest) -> bool:
         """Whether `request` is a protective leg of a resting entry that has not filled yet (its
@@ -379,6 +403,13 @@ class SimBroker(Broker):
                     self._dirty.add(other.client_order_id)
                     self.refs.pop(other.client_order_id, None)
             self.refs.pop(cid, None)
+        if q1 == 0 and not (o.extra or {}).get("entry"):  # the rest of a partly filled entry goes too
+            for other in list(self.orders.values()):
+                if (other.symbol == o.symbol and (other.extra or {}).get("entry") and not other.status.done
+                        and other.filled_qty > 0):
+                    self.orders[other.client_order_id] = other.with_(status=OrderStatus.CANCELED,
+                                                                     updated_at=now)
+                    self._dirty.add(other.client_order_id)
 
     def complete_fills(self) -> None:
         """Fill the rest of every resting market order at the current price (test knob)."""
@@ -633,7 +664,10 @@ class SimBroker(Broker):
                 qty = o.remaining
                 if sign > 0:  # a buy spends at most the cash there is (the rest rests on)
                     fill = price * (1.0 + (self._slip(symbol, k) if slipped else 0.0))
-                    qty = min(qty, max(self.cash, 0.0) / (fill * (1.0 + self.costs.fees)))
+                    affordable = max(self.cash, 0.0) / (fill * (1.0 + self.costs.fees))
+                    if affordable < qty:
+                        qty = self.lots.get(symbol, Lot()).round(affordable)
+                qty = self._capped(symbol, qty, k)
                 if qty > 0:
                     flat = self.pos.get(symbol, [0.0, 0.0])[0] == 0
                     self.orders[o.client_order_id] = o.with_(extra={**extra, "reason": "entry"})
@@ -676,17 +710,15 @@ class SimBroker(Broker):
             if o.oco_group != entry.client_order_id or o.status.done:
                 continue
             changes: dict[str, Any] = {"qty": float(entry.filled_qty), "updated_at": now}
-            if not (o.extra or {}).get("dormant"):
-                self.orders[o.client_order_id] = o.with_(**changes)
-                self._dirty.add(o.client_order_id)
-                continue
-            changes["extra"] = {**(o.extra or {}), "dormant": False}
+            dormant = bool((o.extra or {}).get("dormant"))
+            if dormant:
+                changes["extra"] = {**(o.extra or {}), "dormant": False}
             off = o.offset
             if o.type is OrderType.STOP and off is not None:
                 changes["stop_price"] = e * (1.0 - off) if long else e * (1.0 + off)
             elif o.type is OrderType.LIMIT and off is not None:
                 changes["limit_price"] = e * (1.0 + off) if long else e * (1.0 - off)
-            elif o.type is OrderType.TRAILING_STOP:
+            elif o.type is OrderType.TRAILING_STOP and dormant:  # its peak starts at the first fill
                 self.refs[o.client_order_id] = float(e)
             self.orders[o.client_order_id] = o.with_(**changes)
             self._dirty.add(o.client_order_id)
