@@ -140,8 +140,15 @@ def test_the_paper_runner_refuses_volume_caps_and_recorded_spreads_in_one_line(t
             ConfigError, match=r"the whole-orders broker fills whole orders, not volume_cap=0.1 of a bar's "
                                r"volume \(the sim broker does\)"):
         Runner([spec], broker=WholeOrders(), journal=j, feeds={})
-    with pytest.raises(ConfigError, match=r"paper trading with spread=binance is not supported yet"):
-        spec_for("sma_cross", costs=Costs(spread="binance"))
+    from workbench.paper.feed import BarFeed
+
+    spec = spec_for("sma_cross", costs=Costs(spread="binance"))
+    bars = flat().rename_axis("ts")
+    feed = BarFeed(["BTC/USDT"], "1d", frames={"BTC/USDT": bars})  # bars without a recorded half-spread
+    with Journal(tmp_path / "k.sqlite") as j, pytest.raises(
+            ConfigError, match=r"spread=binance needs the bars to carry the recorded half-spread; paper "
+                               r"replays do \(workbench paper replay\), live paper trading does not yet"):
+        Runner([spec], broker=SimBroker(), journal=j, feeds={spec.name: feed})
     assert spec_for("sma_cross", costs=Costs(funding=True)).costs.funding  # tests/test_paper_funding.py
 
 

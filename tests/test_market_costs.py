@@ -111,3 +111,32 @@ def test_a_perpetual_loaded_from_the_lake_pays_its_stored_funding(tmp_path: Path
     assert res.inputs["data_fingerprint"] != simulate(
         {perp: frames[perp].drop(columns="funding_rate")}, {perp: Signals(long)},
         costs=Costs(fees=0.0, slippage=0.0), sizing=Sizing(fraction=0.5)).inputs["data_fingerprint"]
+
+
+def test_a_replay_pays_the_recorded_spread_as_its_backtest_does(tmp_path: Path) -> None:
+    """Paper replay through the sim broker with spread=<source>: every market fill pays the half-spread
+    of the last quote at its fill time, as the backtest's; a bar without a fresh quote pays none."""
+    from paper_helpers import BRACKETS, brackets_registered, build_lake, spec_for
+
+    from workbench.paper.replay import replay
+
+    lake = build_lake(tmp_path / "lake", symbols=("BTC/USDT",))
+    opens = pd.date_range("2025-02-20", "2025-03-16", freq="1h", tz="UTC")
+    rng = np.random.default_rng(3)
+    mids = lake.read_bars("synthetic", "BTC/USDT", "1h", opens[0], opens[-1] + pd.Timedelta(hours=1))
+    mid = mids.set_index("ts")["open"].reindex(opens).to_numpy()
+    half = rng.uniform(0.0001, 0.002, len(opens)) * mid
+    keep = rng.random(len(opens)) > 0.1  # some bars have no quote: they pay none
+    quotes = [(t - pd.Timedelta(seconds=3), m - h, m + h)
+              for t, m, h, k in zip(opens, mid, half, keep, strict=True) if k and np.isfinite(m)]
+    write_quotes(lake, "binance", "BTC/USDT", quotes)
+    costs = Costs(fees=0.0005, slippage=0.0, spread="binance")
+    with brackets_registered():
+        spec = spec_for(BRACKETS.name, {"seed": 3}, costs=costs)
+        res = replay(spec, "2025-03-01", "2025-03-15", lake=lake, workdir=tmp_path / "w")
+    assert res.parity.ok, f"{res.parity.summary()}\n{res.parity.differences.to_string()}"
+    assert len(res.trades) >= 5
+    free = simulate(res.backtest.bars, {"BTC/USDT": Signals(**{k: v.to_numpy() for k, v in
+                                                                res.backtest.signals["BTC/USDT"].items()})},
+                    costs=Costs(fees=0.0005, slippage=0.0), fill=spec.fill)
+    assert res.backtest.metrics["total_return"] < free.metrics["total_return"]  # the spread cost something

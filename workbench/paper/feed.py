@@ -19,7 +19,7 @@ import pandas as pd
 from workbench.data.timeframe import Timeframe
 from workbench.errors import DataError
 
-_COLS = ("open", "high", "low", "close", "volume", "funding_rate")
+_COLS = ("open", "high", "low", "close", "volume", "funding_rate", "half_spread")
 _UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 
 

@@ -267,7 +267,8 @@ def replay_frames(lake: Any, spec: StrategySpec, start: Any, end: Any) -> tuple[
         t1 = t1.tz_localize("UTC")
     if t1 <= t0:
         raise ConfigError(f"replay end {t1} must be after start {t0}")
-    frames = as_bar_dict(load_bars(lake, list(spec.symbols), spec.timeframe, None, t1, source=spec.source))
+    frames = as_bar_dict(load_bars(lake, list(spec.symbols), spec.timeframe, None, t1, source=spec.source,
+                                   costs=spec.costs, fill=spec.fill))
     index = Timeline(frames).index
     i0 = int(index.searchsorted(t0))
     if i0 >= len(index) - 1:

@@ -107,9 +107,6 @@ class StrategySpec:
             raise ConfigError(f"{self.name}: paper trading shorts with a borrow_rate "
                               f"({self.costs.borrow_rate:g}) is not supported yet: the journal books no "
                               "borrow fees; promote a run without borrow_rate")
-        if self.costs.spread:
-            raise ConfigError(f"{self.name}: paper trading with spread={self.costs.spread} is not supported "
-                              "yet: the brokers pay no recorded spread; promote a run without it")
         if self.costs.impact > 0:
             raise ConfigError(f"{self.name}: paper trading with market impact (impact="
                               f"{self.costs.impact:g}) is not supported yet: the simulated broker fills at "
@@ -272,6 +269,12 @@ class Runner:
         self.metrics = metrics
         self.on_fill = on_fill
         for s in specs:
+            feed = self.feeds.get(s.name)
+            quoted = feed is None or all("half_spread" in feed.cols(x) for x in s.symbols)
+            if s.costs.spread and not quoted:
+                raise ConfigError(f"{s.name}: spread={s.costs.spread} needs the bars to carry the recorded "
+                                  "half-spread; paper replays do (workbench paper replay), live paper "
+                                  "trading does not yet: promote a run without spread to trade it live")
             if s.costs.volume_cap and not getattr(broker, "volume_caps", False):
                 raise ConfigError(f"{s.name}: the {broker.name} broker fills whole orders, not "
                                   f"volume_cap={s.costs.volume_cap:g} of a bar's volume (the sim broker "

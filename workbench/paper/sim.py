@@ -201,7 +201,16 @@ class SimBroker(Broker):
         return float(self.feed.column(symbol, "close")[n - 1]), n - 1
 
     def _slip(self, symbol: str, k: int | None) -> float:
-        """The backtest's slippage at fill bar k: fixed + `slippage_vol` x the previous bar's volatility."""
+        """The backtest's slippage at fill bar k: fixed + `slippage_vol` x the previous bar's volatility,
+        plus the recorded half-spread at the fill when the costs name a quote source (SEMANTICS.md)."""
+        spread = 0.0
+        feed = self.feed
+        if self.costs.spread and k is not None and feed is not None and "half_spread" in feed.cols(symbol):
+            hs = float(feed.column(symbol, "half_spread")[k])
+            spread = hs if math.isfinite(hs) else 0.0
+        return self._volatility_slip(symbol, k) + spread
+
+    def _volatility_slip(self, symbol: str, k: int | None) -> float:
         c = self.costs
         if c.slippage_vol == 0 or k is None or self.feed is None:
             return c.slippage
