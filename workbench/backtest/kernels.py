@@ -140,6 +140,8 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
     stopped = np.zeros(m, dtype=np.bool_)
     action = np.zeros(m, dtype=np.int64)
     px = np.empty(m)
+    held_cols = np.empty(m, dtype=np.int64)
+    held_qty = np.empty(m)
     for k in range(N_STATS):
         stats[k] = 0.0
     stats[ST_CASH] = init_cash
@@ -157,7 +159,28 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
     funding = 0.0
     funded = fund.shape[0] > 1 or fund[0, 0] != 0.0 or fund.shape[1] > 1
     resting = 0  # columns with a resting entry order (an upper bound: a stop cancels remainders)
-    for i in range(n):
+    i = -1
+    while i + 1 < n:
+        i += 1
+        # bars where nothing can happen but the marking (no stop, no resting order, no charge, no signal
+        # acting) run in a tight loop: most bars of most strategies
+        if n_stops == 0 and resting == 0 and (cash >= 0.0 or margin_bar == 0.0) and (
+                n_open == 0 or (not funded and (borrow_bar == 0.0 or _no_shorts(st)))):
+            if dirty:
+                for j in range(m):
+                    stopped[j] = False
+                dirty = False
+            stats[ST_SUM_VALUE] = 0.0
+            stats[ST_EXPOSED_BARS] = 0.0
+            nxt = _coast(i, lag, at_open, le, lx, se, sx, close, cash, st, value_out, gross_out, record_gross,
+                         stats, held_cols, held_qty)
+            sum_value += stats[ST_SUM_VALUE]
+            exposed += stats[ST_EXPOSED_BARS]
+            if nxt > i:
+                value = value_out[nxt - 1]
+                i = nxt
+                if i >= n:
+                    break
         s = i - lag
         if cash < 0.0 and i > 0:
             charge = -cash * margin_bar
@@ -242,6 +265,55 @@ def simulate_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip
     stats[ST_INTEREST] = interest
     stats[ST_FUNDING] = funding
     return int(stats[ST_ORDERS])
+
+
+@numba.njit(inline="always", **_NJ)
+def _no_shorts(st):
+    for j in range(st.shape[0]):  # noqa: SIM110 - numba compiles loops, not generator expressions
+        if st[j, POS] < 0.0:
+            return False
+    return True
+
+
+@numba.njit(**_NJ)
+def _coast(i0, lag, at_open, le, lx, se, sx, close, cash, st, value_out, gross_out, record_gross, stats, cols,
+           qty):
+    """Mark the portfolio on bars i0.. until one where a signal acts (or the end), when nothing else can
+    happen on them (no stop, no resting order, no charge: the caller checks); returns that bar. Adds the
+    bars' values and exposed bars to `stats` (ST_SUM_VALUE, ST_EXPOSED_BARS). `cols`, `qty` (m,) are
+    scratch for the held columns and their positions."""
+    n, m = close.shape
+    held = 0
+    k = 0
+    for j in range(m):
+        if st[j, POS] != 0.0:
+            cols[k] = j
+            qty[k] = st[j, POS]
+            k += 1
+    held = k
+    total = 0.0
+    exposed = 0.0
+    i = i0
+    while i < n:
+        s = i - lag if at_open else i
+        if s >= 0 and _any_signal(le, lx, se, sx, s):
+            break
+        value = cash
+        gross = 0.0
+        for k in range(held):
+            pv = qty[k] * close[i, cols[k]]
+            value += pv
+            gross += abs(pv)
+        if gross > 0.0:
+            exposed += 1.0
+        total += value
+        value_out[i] = value
+        if record_gross:
+            gross_out[i] = gross / value if gross > 0.0 and value > 0.0 else 0.0
+        i += 1
+    stats[ST_SUM_VALUE] = total
+    stats[ST_EXPOSED_BARS] = exposed
+    return i
 
 
 @numba.njit(inline="always", **_NJ)
