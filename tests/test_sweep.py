@@ -297,3 +297,21 @@ def test_on_start_gets_the_count_and_an_estimate_before_the_work(bars: dict[str,
     assert isinstance(plan, SweepPlan) and (plan.combinations, plan.units, plan.runs) == (6, 2, 12)
     assert math.isfinite(plan.estimate_s) and plan.estimate_s > 0
     assert seen[-1] == (12, 12) and len(result.table) == 12
+
+
+def test_the_sweep_kernels_cache_is_dropped_when_the_kernels_they_compiled_in_change(tmp_path) -> None:
+    """numba caches by a function's own file: the sweep kernels' cache must not outlive a change of
+    kernels.py or metrics.py, whose code is compiled into them."""
+    from workbench.backtest.sweep import _drop_stale_cache
+
+    cached = tmp_path / "sweep.score_nb-130.py311.nbi"
+    cached.write_text("old index")
+    (tmp_path / "sweep.deps-0000000000000000.stamp").touch()  # the stamp of other kernels
+    other = tmp_path / "engine.other-1.py311.nbi"
+    other.write_text("not ours")
+    _drop_stale_cache(tmp_path)
+    assert not cached.exists() and other.exists()
+    [stamp] = tmp_path.glob("sweep.deps-*.stamp")
+    cached.write_text("new index")
+    _drop_stale_cache(tmp_path)  # the same kernels: kept
+    assert cached.exists() and stamp.exists()

@@ -178,6 +178,33 @@ def _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, 
                  otype[k], olim[k], ostp[k], otif[k], borrow_bar, imp, touch, fund, vcap)
 
 
+def _drop_stale_cache(folder: Any = None) -> None:
+    """numba's on-disk cache follows a function's own source file, not the files of the functions it
+    calls: the sweep kernels here hold compiled copies of kernels.py's simulation and metrics.py's
+    statistics. When either file changed since they were cached, their cache is dropped so that a sweep
+    never scores with older rules than a backtest."""
+    import hashlib
+    from pathlib import Path
+
+    from workbench.backtest import metrics
+
+    try:
+        sources = b"".join(Path(str(mod.__file__)).read_bytes() for mod in (kernels, metrics))
+        dispatcher: Any = score_nb
+        folder = Path(folder if folder is not None else dispatcher._cache._cache_path)
+        stamp = folder / f"sweep.deps-{hashlib.sha256(sources).hexdigest()[:16]}.stamp"
+        if stamp.exists():
+            return
+        for old in [*folder.glob("sweep.*.nbi"), *folder.glob("sweep.deps-*.stamp")]:
+            old.unlink(missing_ok=True)
+        stamp.touch()
+    except (OSError, AttributeError):  # a read-only install, or numba changed its cache: nothing to drop
+        log.debug("numba cache of the sweep kernels not checked", exc_info=True)
+
+
+_drop_stale_cache()
+
+
 def _stack_flex(arrays: list[np.ndarray]) -> np.ndarray:
     """Stack per-combination flexible arrays (1 or n rows, 1 or m columns) to one (K, r, c) array."""
     rows = max(a.shape[0] for a in arrays)
