@@ -839,6 +839,9 @@ def sizing_array(sizing: Sizing, n_symbols: int, sl: np.ndarray, tsl: np.ndarray
 
 def flex_columns(columns: list[np.ndarray], n: int) -> np.ndarray:
     """Stack per-symbol arrays into (n, m), or (1, m) when every one is a single broadcast value."""
+    if len(columns) == 1:  # one symbol: a view of its array, no copy
+        c = columns[0]
+        return np.ascontiguousarray(c if c.shape[0] == 1 else np.broadcast_to(c, (n,))).reshape(-1, 1)
     if all(c.shape[0] == 1 for c in columns):
         return np.ascontiguousarray(np.column_stack(columns))
     return np.ascontiguousarray(np.column_stack([np.broadcast_to(c, (n,)) for c in columns]))
@@ -846,8 +849,11 @@ def flex_columns(columns: list[np.ndarray], n: int) -> np.ndarray:
 
 def _compact(a: np.ndarray) -> np.ndarray:
     """Store a constant column as one row (the kernel broadcasts it)."""
-    if a.shape[0] > 1 and (np.all(a == a[:1]) or np.all(np.isnan(a))):
-        return np.ascontiguousarray(a[:1])
+    if a.shape[0] > 1:
+        first, last = a[:1], a[-1:]
+        if ((first == last) | (np.isnan(first) & np.isnan(last))).all() and (  # (cheap: most columns vary)
+                np.all(a == first) or np.all(np.isnan(a))):
+            return np.ascontiguousarray(a[:1])
     return np.ascontiguousarray(a)
 
 
@@ -900,12 +906,20 @@ def check_entry_orders(arrs: Mapping[str, np.ndarray], close: np.ndarray, who: s
     """SEMANTICS.md "Entry orders", refusals: an entry order that would fill at once, or lacks a price."""
     if not arrs["order_type"].any():  # market entries only (a one-element array when given so)
         return
-    kind = np.broadcast_to(arrs["order_type"], close.shape)
-    long = arrs["long_entries"] & ~arrs["short_entries"]  # a bar with both enters neither
-    short = arrs["short_entries"] & ~arrs["long_entries"]
-    lim = np.broadcast_to(arrs["limit_price"], close.shape)
-    stp = np.broadcast_to(arrs["stop_price"], close.shape)
-    entering = long | short
+    # only the bars that enter are checked (a few in a hundred): gather them first
+    long_all = arrs["long_entries"] & ~arrs["short_entries"]  # a bar with both enters neither
+    short_all = arrs["short_entries"] & ~arrs["long_entries"]
+    bars = np.flatnonzero(long_all | short_all)
+    if not bars.size:
+        return
+
+    def at(a: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(a, close.shape)[bars]
+
+    kind, lim, stp = at(arrs["order_type"]), at(arrs["limit_price"]), at(arrs["stop_price"])
+    close = close[bars]
+    long, short = long_all[bars], short_all[bars]
+    entering = np.ones(bars.size, dtype=bool)
     limits = (kind == kernels.LIMIT) | (kind == kernels.STOP_LIMIT)
     stops = (kind == kernels.STOP) | (kind == kernels.STOP_LIMIT)
     at_once = "(it would fill at once: use a market order)"
@@ -924,7 +938,7 @@ def check_entry_orders(arrs: Mapping[str, np.ndarray], close: np.ndarray, who: s
         bad = np.flatnonzero(mask)
         if bad.size:
             name = kernels.ORDER_TYPES[int(kind[bad[0]])]
-            raise DataError(f"{who}: a {name} entry on bar {int(bad[0])} {what}")
+            raise DataError(f"{who}: a {name} entry on bar {int(bars[bad[0]])} {what}")
 
 
 def sized(frac: np.ndarray, placed: list[dict[str, np.ndarray]], n: int) -> np.ndarray:

@@ -205,11 +205,21 @@ def _drop_stale_cache(folder: Any = None) -> None:
 _drop_stale_cache()
 
 
-def _stack_flex(arrays: list[np.ndarray]) -> np.ndarray:
-    """Stack per-combination flexible arrays (1 or n rows, 1 or m columns) to one (K, r, c) array."""
+def _stack_flex(arrays: list[np.ndarray], reuse: dict[int, np.ndarray] | None = None, key: int = 0
+                ) -> np.ndarray:
+    """Stack per-combination flexible arrays (1 or n rows, 1 or m columns) to one (K, r, c) array.
+
+    With `reuse`, a buffer of the same row and column count kept there from an earlier chunk is written
+    again (a chunk of per-bar limit prices is hundreds of MB: fresh pages cost more than the copy)."""
     rows = max(a.shape[0] for a in arrays)
     cols = max(a.shape[1] for a in arrays)
-    out = np.empty((len(arrays), rows, cols))
+    held = None if reuse is None else reuse.get(key)
+    if held is not None and held.shape[1:] == (rows, cols) and held.shape[0] >= len(arrays):
+        out = held[:len(arrays)]
+    else:
+        out = np.empty((len(arrays), rows, cols))
+        if reuse is not None and rows > 1:
+            reuse[key] = out
     for k, a in enumerate(arrays):
         out[k] = np.broadcast_to(a, (rows, cols))
     return out
@@ -385,6 +395,7 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
         threads = numba.get_num_threads()
         values = np.empty((threads, n))
         bufs = [np.empty((min(chunk, len(combos)), n, len(unit)), dtype=np.bool_) for _ in range(4)]
+        flex_bufs: dict[int, np.ndarray] = {}  # per-bar stops, sizes and order prices, reused by every chunk
         trade_bufs = np.empty((threads, n * len(unit) + 1, 2))
         # signals of a chunk are computed on threads: the indicator and cross kernels release
         # the GIL, so this uses the cores the simulation pass uses next
@@ -401,8 +412,8 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
                     for q in range(4):
                         bufs[q][k] = a[q]
                 le, lx, se, sx = (b[:len(part)] for b in bufs)
-                sl, tp, tsl, frac, otype, olim, ostp, otif = (_stack_flex([a[q] for a in arrays])
-                                                              for q in range(4, 12))
+                sl, tp, tsl, frac, otype, olim, ostp, otif = (
+                    _stack_flex([a[q] for a in arrays], flex_bufs, q) for q in range(4, 12))
                 del arrays
                 t1 = time.perf_counter()
                 out = np.full((len(part), len(_KERNEL_KEYS)), np.nan)

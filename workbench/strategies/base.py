@@ -511,7 +511,7 @@ def _as_order_type(value: Any, n: int, what: str, compact: bool = False) -> np.n
 
 def _as_price(value: Any, n: int, what: str, compact: bool = False) -> np.ndarray:
     arr = _per_bar(value, n, what, compact, np.nan)
-    if np.any(arr[~np.isnan(arr)] <= 0) or np.isinf(arr).any():
+    if np.any(arr <= 0) or np.isinf(arr).any():  # (NaN compares False: no price on that bar)
         raise DataError(f"{what} must be a positive price (NaN where there is none)")
     return arr
 

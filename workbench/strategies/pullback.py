@@ -32,8 +32,7 @@ def _signals(bars: pd.DataFrame, p: dict) -> Signals:
     # above; stops the other way round)
     sign = 1.0 if p["order"] == "limit" else -1.0
     long_px = close * (1.0 - sign * off)
-    short_px = close * (1.0 + sign * off)
-    price = long_px if not p["short"] else np.where(up, long_px, short_px)
+    price = long_px if not p["short"] else np.where(up, long_px, close * (1.0 + sign * off))
     limit = price if p["order"] == "limit" else None
     stop = price if p["order"] == "stop" else None
     if p["short"]:
