@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any, TypeVar, cast
 
+import numba
 import numpy as np
 import optuna
 import pandas as pd
@@ -798,12 +799,24 @@ def _fold_pbo(run: _Run, fold: Fold, feasible: Sequence[optuna.trial.FrozenTrial
                 "note": "fewer than 2 distinct feasible trials"}
     returns = np.zeros((n, len(combos)))
     for ev in run.evaluators(fold):
-        values = ev.equity_curves(combos)
-        prev = np.vstack([np.full((1, len(combos)), ev.init_cash), values[:-1]])
-        returns += (values / prev - 1.0) / len(run.units())
+        _add_returns(ev.equity_curves(combos), float(ev.init_cash), 1.0 / len(run.units()), returns)
     res = pbo_cscv(returns, n_splits=splits)
     return {"pbo": res.pbo, "n_configs": len(combos), "n_splits": splits,
             "prob_oos_loss": res.prob_oos_loss, "logit_median": float(np.median(res.logits))}
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _add_returns(values: np.ndarray, init_cash: float, weight: float, out: np.ndarray) -> None:
+    """out += weight x the bar returns of equity curves `values` (n, K), the first from `init_cash`
+    (one pass: the curves of a fold's trials are tens of MB)."""
+    n, k = values.shape
+    for i in range(n):
+        for c in range(k):
+            prev = values[i - 1, c] if i > 0 else init_cash
+            out[i, c] += (values[i, c] / prev - 1.0) * weight
+
+
+IMPORTANCE_TREES = 16
 
 
 def _importances(run: _Run, complete: Sequence[optuna.trial.FrozenTrial]) -> dict[str, float]:
@@ -816,7 +829,8 @@ def _importances(run: _Run, complete: Sequence[optuna.trial.FrozenTrial]) -> dic
     study = optuna.create_study(direction="maximize")
     study.add_trials([t for t in scored if set(t.params) >= varying])
     try:
-        ev = optuna.importance.FanovaImportanceEvaluator(seed=run.settings["seed"])
+        # 16 trees, not Optuna's 64: a fold holds tens of trials, and fANOVA took longer than they did
+        ev = optuna.importance.FanovaImportanceEvaluator(n_trees=IMPORTANCE_TREES, seed=run.settings["seed"])
         return {k: float(v) for k, v in
                 optuna.importance.get_param_importances(study, evaluator=ev, params=sorted(varying)).items()}
     except (ValueError, RuntimeError) as exc:
