@@ -120,8 +120,8 @@ def main() -> None:
             f"(target >= 4x); this process: {r['own_trials']} trials, {per:.1f} ms each = sampling "
             f"{r['sample_s']:.1f} s, backtests {r['backtest_s']:.1f} s, storage {r['storage_s']:.1f} s; "
             f"then OOS runs and diagnostics {r['finish_s']:.1f} s")
-        say(f"    end to end (trials, OOS runs and diagnostics): {r['trials']} trials in {r['total_s']:.1f} s = "
-            f"{r['trials'] / r['total_s']:.1f} trials/s (target >= 150)")
+        say(f"    end to end (trials, OOS runs and diagnostics): {r['trials']} trials in "
+            f"{r['total_s']:.1f} s = {r['trials'] / r['total_s']:.1f} trials/s (target >= 150)")
     ratio = wb[2]["trials_per_s"] / wb[1]["trials_per_s"]
     say(f"scaling: 2 workers / 1 worker = {ratio:.2f}x (target >= 1.5x)")
 
