@@ -448,3 +448,19 @@ def test_optuna_draws_step_parameters_on_their_grid_without_a_warning() -> None:
     assert drawn["n"] <= set(n.grid())
     assert {t.params["bb_k"] for t in study.trials} <= set(k.grid())  # what fold tables show
     assert "grid_only" not in (Param.__doc__ or "")  # documented an option that does not exist
+
+
+def test_crosses_is_crossed_above_and_below_in_one_pass() -> None:
+    rng = np.random.default_rng(5)
+    a = np.round(rng.normal(0, 1, 5_000).cumsum(), 1)  # rounded: ties happen
+    b = np.round(rng.normal(0, 1, 5_000).cumsum(), 1)
+    a[rng.random(5_000) < 0.02] = np.nan
+    up, down = ind.crosses(a, b)
+    np.testing.assert_array_equal(up, ind.crossed_above(a, b))
+    np.testing.assert_array_equal(down, ind.crossed_below(a, b))
+    assert up.sum() > 5 and down.sum() > 5
+    # by hand: touching is not crossing, NaN never crosses
+    x = np.array([1.0, 2.0, 2.0, 3.0, 1.0, np.nan, 3.0])
+    up, down = ind.crosses(x, 2.0)
+    assert up.tolist() == [False, False, False, True, False, False, False]
+    assert down.tolist() == [False, False, False, False, True, False, False]

@@ -309,6 +309,27 @@ def crossed_below(a: Any, b: Any) -> np.ndarray:
     return _cross_nb(x, y, False)
 
 
+def crosses(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
+    """`crossed_above(a, b)` and `crossed_below(a, b)` in one pass over the two series (a sweep
+    computes them for every combination)."""
+    x = _arr(a)
+    y = np.ascontiguousarray(np.broadcast_to(_arr(b), x.shape))
+    return _cross2_nb(x, y)
+
+
+@numba.njit(cache=True, nogil=True)
+def _cross2_nb(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    up = np.zeros(x.shape[0], dtype=np.bool_)
+    down = np.zeros(x.shape[0], dtype=np.bool_)
+    for i in range(1, x.shape[0]):
+        x0, y0, x1, y1 = x[i - 1], y[i - 1], x[i], y[i]
+        if np.isnan(x0) or np.isnan(y0) or np.isnan(x1) or np.isnan(y1):
+            continue
+        up[i] = x1 > y1 and not x0 > y0
+        down[i] = x1 < y1 and not x0 < y0
+    return up, down
+
+
 @numba.njit(cache=True, nogil=True)
 def _cross_nb(x: np.ndarray, y: np.ndarray, up: bool) -> np.ndarray:
     out = np.zeros(x.shape[0], dtype=np.bool_)

@@ -26,7 +26,7 @@ from workbench.strategies.base import (
 def _signals(bars: pd.DataFrame, p: dict) -> Signals:
     close = bars["close"].to_numpy(dtype=float)
     fast, slow = ind.sma(close, p["fast"]), ind.sma(close, p["slow"])
-    up, down = ind.crossed_above(fast, slow), ind.crossed_below(fast, slow)
+    up, down = ind.crosses(fast, slow)
     off = float(p["offset"])
     # each bar's order price, on the side its entry needs (a long's limit below the close, a short's
     # above; stops the other way round)

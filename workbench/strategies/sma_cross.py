@@ -16,8 +16,7 @@ def _make(average) -> SignalFn:
     def signals(bars: pd.DataFrame, p: dict) -> Signals:
         fast = average(bars["close"], p["fast"])
         slow = average(bars["close"], p["slow"])
-        up = ind.crossed_above(fast, slow)
-        down = ind.crossed_below(fast, slow)
+        up, down = ind.crosses(fast, slow)
         if p["short"]:
             return Signals(up, down, short_entries=down, short_exits=up)
         return Signals(up, down)
