@@ -60,14 +60,23 @@ BRACKETS = Strategy(
 
 
 @contextmanager
-def brackets_registered() -> Iterator[Strategy]:
-    """Register the test strategy for the duration of a test (other modules list the built-ins)."""
+def registered(*strategies: Strategy) -> Iterator[None]:
+    """Register test strategies for the duration of a test (other modules list the built-ins)."""
     registry.list_strategies()
-    registry.register(BRACKETS)
+    for s in strategies:
+        registry.register(s)
     try:
-        yield BRACKETS
+        yield
     finally:
-        registry._BUILTINS.pop(BRACKETS.name, None)
+        for s in strategies:
+            registry._BUILTINS.pop(s.name, None)
+
+
+@contextmanager
+def brackets_registered() -> Iterator[Strategy]:
+    """Register the market-entry test strategy for the duration of a test."""
+    with registered(BRACKETS):
+        yield BRACKETS
 
 
 def spec_for(

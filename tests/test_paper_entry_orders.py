@@ -6,19 +6,16 @@ equals the backtest trade for trade."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from paper_helpers import build_lake, spec_for
+from paper_helpers import BRACKETS, build_lake, registered, spec_for
 
 from workbench.backtest.engine import Costs
 from workbench.paper.journal import Journal
 from workbench.paper.replay import replay
-from workbench.strategies import registry
 from workbench.strategies.base import ParamSpace, Signals, Strategy, float_param, int_param
 
 PERIOD = ("2025-03-01", "2025-03-15")
@@ -52,19 +49,9 @@ RESTING = Strategy(
 )
 
 
-@contextmanager
-def resting_registered() -> Iterator[Strategy]:
-    registry.list_strategies()
-    registry.register(RESTING)
-    try:
-        yield RESTING
-    finally:
-        registry._BUILTINS.pop(RESTING.name, None)
-
-
 @pytest.fixture(autouse=True)
 def _registered():
-    with resting_registered():
+    with registered(RESTING, BRACKETS):
         yield
 
 
@@ -178,12 +165,9 @@ def test_an_exit_signal_cancels_a_resting_limit_before_the_open_that_would_fill_
     lake.write_bars("synthetic", "BTC/USDT", "1h", bars)
     strat = Strategy("test_limit_exit", ParamSpace.of(int_param("at", at, 0, 1000)), _one_limit_then_exit,
                      warmup=lambda p: 1)
-    registry.register(strat)
-    try:
+    with registered(strat):
         spec = spec_for(strat.name, {"at": at}, costs=Costs(fees=0.001, slippage=0.0))
         res = replay(spec, index[at - 5], index[-1], lake=lake, workdir=tmp_path / "w")
-    finally:
-        registry._BUILTINS.pop(strat.name, None)
     assert res.parity.ok, res.parity.summary()
     assert len(res.backtest.trades) == 0 and len(res.trades) == 0  # cancelled at the open, unfilled
     with Journal(res.journal_path) as j:
@@ -196,13 +180,9 @@ def test_volume_capped_entries_replay_trade_for_trade(lake, tmp_path: Path, stra
     """Entries fill at most 0.08 % of their bar's volume (SEMANTICS.md "Volume cap"): a market entry's rest
     is cancelled, a limit's rest keeps resting and adds to the position; the sim broker fills and the
     journal books them as the backtest does."""
-    from paper_helpers import brackets_registered
-
     costs = Costs(fees=0.0007, slippage=0.0003, volume_cap=0.0008)
-    with brackets_registered():
-        spec = spec_for(strategy, {"seed": 11}, symbols=("BTC/USDT", "ETH/USDT"), costs=costs,
-                        max_exposure=0.8)
-        res = replay(spec, *PERIOD, lake=lake, workdir=tmp_path)
+    spec = spec_for(strategy, {"seed": 11}, symbols=("BTC/USDT", "ETH/USDT"), costs=costs, max_exposure=0.8)
+    res = replay(spec, *PERIOD, lake=lake, workdir=tmp_path)
     _check(res)
     assert len(res.trades) >= 10
     with Journal(res.journal_path) as j:
