@@ -403,14 +403,14 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
             for start in range(0, len(combos), chunk):
                 part = combos[start:start + chunk]
                 t0 = time.perf_counter()
-                # each task runs in a copy of this context, so it sees the same indicator cache
-                futures = [pool.submit(contextvars.copy_context().run, _combo_arrays, strat, ev.timeline, p,
-                                       direction, sizing, periods_per_year, int(fill is Fill.NEXT_OPEN))
-                           for p in part]
+                # each task runs in a copy of this context, so it sees the same indicator cache, and
+                # writes its signals into the buffers every chunk reuses (no fresh pages; the copies run
+                # on the threads too)
+                futures = [pool.submit(contextvars.copy_context().run, _signals_into, bufs, k, strat,
+                                       ev.timeline, p, direction, sizing, periods_per_year,
+                                       int(fill is Fill.NEXT_OPEN))
+                           for k, p in enumerate(part)]
                 arrays = [f.result() for f in futures]
-                for k, a in enumerate(arrays):  # into buffers reused by every chunk: no fresh pages
-                    for q in range(4):
-                        bufs[q][k] = a[q]
                 le, lx, se, sx = (b[:len(part)] for b in bufs)
                 sl, tp, tsl, frac, otype, olim, ostp, otif = (
                     _stack_flex([a[q] for a in arrays], flex_bufs, q) for q in range(4, 12))
@@ -471,6 +471,15 @@ def _pilot(strat: Strategy, frames: Mapping[str, pd.DataFrame], unit: list[str],
 
 def _has_bar_stops(strat: Strategy) -> bool:
     return any(p.name.endswith(("stop", "atr_mult", "trail")) for p in strat.space.params)
+
+
+def _signals_into(bufs: list[np.ndarray], k: int, strat: Strategy, tl: Timeline, p: dict,
+                  direction: Direction, sizing: Sizing, ppy: float, lag: int) -> tuple[np.ndarray, ...]:
+    """`_combo_arrays` of one combination, its four signal matrices written into row k of `bufs`."""
+    a = _combo_arrays(strat, tl, p, direction, sizing, ppy, lag)
+    for q in range(4):
+        bufs[q][k] = a[q]
+    return a
 
 
 def _combo_arrays(strat: Strategy, tl: Timeline, p: dict, direction: Direction, sizing: Sizing, ppy: float,
