@@ -279,3 +279,24 @@ def test_a_volume_capped_limit_rests_its_remainder_and_fills_it_later() -> None:
     short_lived = {**sig, "time_in_force": np.full(6, 2)}
     assert [(o.bar, o.size) for o in ref.simulate({"X": bars}, {"X": short_lived}, settings).orders
             ] == [(1, 300.0)]
+
+
+def test_sweep_rows_equal_backtests_across_chunks_with_per_bar_limit_prices(hourly: pd.DataFrame) -> None:
+    """Later chunks write their per-bar limit prices straight into the buffers an earlier chunk left:
+    every row, from every chunk, is still its own backtest."""
+    from workbench.backtest.engine import Costs, backtest
+    from workbench.backtest.sweep import sweep
+
+    costs = Costs(fees=0.001, volume_cap=0.004)
+    grid = {"fast": [5, 10, 15, 20], "slow": [30, 40, 50, 60], "offset": [0.002, 0.006], "tif": [2, 5]}
+    fixed = {"order": "limit"}
+    result = sweep("sma_pullback", hourly, grid, fixed=fixed, costs=costs, memory_mb=0.05)
+    assert result.timings["chunk"] < len(result.table) // 3  # several chunks
+    table = result.table.reset_index(drop=True)
+    for i in range(0, len(table), 7):
+        row = table.iloc[i]
+        p = {k: row[k].item() if hasattr(row[k], "item") else row[k]
+             for k in ("fast", "slow", "offset", "tif")}
+        bt = backtest("sma_pullback", hourly, {**p, **fixed}, costs=costs)
+        assert row["total_return"] == pytest.approx(bt.metrics["total_return"], rel=1e-9, abs=1e-12), p
+        assert row["n_trades"] == bt.metrics["n_trades"], p

@@ -406,14 +406,16 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
                 # each task runs in a copy of this context, so it sees the same indicator cache, and
                 # writes its signals into the buffers every chunk reuses (no fresh pages; the copies run
                 # on the threads too)
-                futures = [pool.submit(contextvars.copy_context().run, _signals_into, bufs, k, strat,
-                                       ev.timeline, p, direction, sizing, periods_per_year,
+                futures = [pool.submit(contextvars.copy_context().run, _signals_into, bufs, flex_bufs, k,
+                                       strat, ev.timeline, p, direction, sizing, periods_per_year,
                                        int(fill is Fill.NEXT_OPEN))
                            for k, p in enumerate(part)]
                 arrays = [f.result() for f in futures]
                 le, lx, se, sx = (b[:len(part)] for b in bufs)
+                # per-bar arrays the tasks already wrote into the buffers a former chunk left are used there
                 sl, tp, tsl, frac, otype, olim, ostp, otif = (
-                    _stack_flex([a[q] for a in arrays], flex_bufs, q) for q in range(4, 12))
+                    flex_bufs[q][:len(part)] if all(w[q] for _a, w in arrays)
+                    else _stack_flex([a[q] for a, _w in arrays], flex_bufs, q) for q in range(4, 12))
                 del arrays
                 t1 = time.perf_counter()
                 out = np.full((len(part), len(_KERNEL_KEYS)), np.nan)
@@ -473,13 +475,23 @@ def _has_bar_stops(strat: Strategy) -> bool:
     return any(p.name.endswith(("stop", "atr_mult", "trail")) for p in strat.space.params)
 
 
-def _signals_into(bufs: list[np.ndarray], k: int, strat: Strategy, tl: Timeline, p: dict,
-                  direction: Direction, sizing: Sizing, ppy: float, lag: int) -> tuple[np.ndarray, ...]:
-    """`_combo_arrays` of one combination, its four signal matrices written into row k of `bufs`."""
+def _signals_into(bufs: list[np.ndarray], flex: dict[int, np.ndarray], k: int, strat: Strategy, tl: Timeline,
+                  p: dict, direction: Direction, sizing: Sizing, ppy: float, lag: int
+                  ) -> tuple[tuple[np.ndarray, ...], dict[int, bool]]:
+    """`_combo_arrays` of one combination, written into row k of the chunk's buffers: its four signal
+    matrices into `bufs`, its per-bar stops, sizes and order prices into `flex` where a buffer of their
+    shape is there (which of them it wrote)."""
     a = _combo_arrays(strat, tl, p, direction, sizing, ppy, lag)
     for q in range(4):
         bufs[q][k] = a[q]
-    return a
+    wrote = {}
+    for q in range(4, 12):
+        held = flex.get(q)
+        wrote[q] = False
+        if held is not None and held.shape[1:] == a[q].shape and k < held.shape[0]:
+            held[k] = a[q]
+            wrote[q] = True
+    return a, wrote
 
 
 def _combo_arrays(strat: Strategy, tl: Timeline, p: dict, direction: Direction, sizing: Sizing, ppy: float,
