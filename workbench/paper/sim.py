@@ -636,8 +636,8 @@ class SimBroker(Broker):
     def _resting_entries(self, symbol: str, kind: int, k: int | None, t: int, cols: dict[str, np.ndarray],
                          i: int, now: pd.Timestamp) -> bool:
         """The symbol's resting entries at one bar event (SEMANTICS.md "Entry orders"): at the open those
-        the open reaches fill there, intrabar those the range reaches fill at their level; then, at the
-        bar's end, one bar less to rest. Returns whether an entry filled intrabar (a fresh position)."""
+        the open reaches fill there, intrabar those the range reaches fill at their level (`_count_bar`
+        then counts the bar off). Returns whether an entry filled intrabar (a fresh position)."""
         fresh = False
         for o in [o for o in self.orders.values() if o.symbol == symbol and not o.status.done
                   and (o.extra or {}).get("entry")]:
