@@ -270,8 +270,8 @@ class Runner:
         self.on_fill = on_fill
         for s in specs:
             feed = self.feeds.get(s.name)
-            quoted = feed is None or all("half_spread" in feed.cols(x) for x in s.symbols)
-            if s.costs.spread and not quoted:
+            if s.costs.spread and feed is not None and any(
+                    "half_spread" not in feed.cols(x) for x in s.symbols):
                 raise ConfigError(f"{s.name}: spread={s.costs.spread} needs the bars to carry the recorded "
                                   "half-spread; paper replays do (workbench paper replay), live paper "
                                   "trading does not yet: promote a run without spread to trade it live")
