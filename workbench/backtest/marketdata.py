@@ -15,7 +15,7 @@ import pandas as pd
 
 from workbench.errors import DataError
 
-__all__ = ["attach_funding", "attach_spread", "funding_per_bar", "half_spread_at"]
+__all__ = ["attach_funding", "attach_spread", "funding_per_bar", "funding_rates", "half_spread_at"]
 
 
 def funding_per_bar(events: pd.DataFrame, index: pd.DatetimeIndex, bar: pd.Timedelta) -> np.ndarray:
@@ -33,24 +33,35 @@ def funding_per_bar(events: pd.DataFrame, index: pd.DatetimeIndex, bar: pd.Timed
     return out
 
 
+def funding_rates(lake: Any, source: str, symbol: str, index: pd.DatetimeIndex, bar: pd.Timedelta
+                  ) -> np.ndarray | None:
+    """The lake's funding of `symbol` summed into the bars opening at `index` (`funding_per_bar`);
+    None when the lake holds no funding history of it (a spot symbol)."""
+    if not len(index) or not lake.has_funding(source, symbol):
+        return None
+    events = lake.read_funding(source, symbol, index[0], index[-1] + bar)
+    return funding_per_bar(events, index, bar)
+
+
+def _with_column(df: pd.DataFrame, name: str, values: np.ndarray) -> pd.DataFrame:
+    """`df` with one more column, its attrs (symbol, timeframe, source) kept."""
+    attrs = dict(df.attrs)
+    out = df.assign(**{name: values})
+    out.attrs.update(attrs)
+    return out
+
+
 def attach_funding(lake: Any, frames: dict[str, pd.DataFrame], source: str, timeframe: str
                    ) -> dict[str, pd.DataFrame]:
     """Each frame of a perpetual whose funding history the lake holds gains a ``funding_rate``
-    column (`funding_per_bar`); other frames are returned as they are."""
+    column (`funding_rates`); other frames are returned as they are."""
     from workbench.data.timeframe import Timeframe
 
     bar = Timeframe.parse(timeframe).delta
     out = {}
     for sym, df in frames.items():
-        if not len(df) or not lake.has_funding(source, sym):
-            out[sym] = df
-            continue
-        idx = pd.DatetimeIndex(df.index)
-        events = lake.read_funding(source, sym, idx[0], idx[-1] + bar)
-        attrs = dict(df.attrs)
-        df = df.assign(funding_rate=funding_per_bar(events, idx, bar))
-        df.attrs.update(attrs)
-        out[sym] = df
+        rates = funding_rates(lake, source, sym, pd.DatetimeIndex(df.index), bar)
+        out[sym] = df if rates is None else _with_column(df, "funding_rate", rates)
     return out
 
 
@@ -96,8 +107,5 @@ def attach_spread(lake: Any, frames: dict[str, pd.DataFrame], source: str, timef
             raise DataError(f"spread={source} asked, but the lake holds no {source} quotes of {sym} "
                             f"{span}; record them with `workbench collect --source {source} --symbols {sym} "
                             "--streams quotes`, or drop spread from the costs")
-        attrs = dict(df.attrs)
-        df = df.assign(half_spread=hs)
-        df.attrs.update(attrs)
-        out[sym] = df
+        out[sym] = _with_column(df, "half_spread", hs)
     return out

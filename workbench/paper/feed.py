@@ -121,13 +121,11 @@ class BarFeed:
 
     def _lake_funding(self, symbol: str, ts_ns: np.ndarray) -> np.ndarray:
         """The funding rate of each bar opening at `ts_ns` from the lake's events (0 where none)."""
-        from workbench.backtest.marketdata import funding_per_bar
+        from workbench.backtest.marketdata import funding_rates
 
-        if not len(ts_ns) or self.lake is None or not self.lake.has_funding(self.source, symbol):
-            return np.zeros(len(ts_ns))
-        index = pd.DatetimeIndex(ts_ns, dtype=_UTC_NS)
-        events = self.lake.read_funding(self.source, symbol, index[0], index[-1] + self.tf.delta)
-        return funding_per_bar(events, index, self.tf.delta)
+        rates = None if self.lake is None else funding_rates(
+            self.lake, str(self.source), symbol, pd.DatetimeIndex(ts_ns, dtype=_UTC_NS), self.tf.delta)
+        return np.zeros(len(ts_ns)) if rates is None else rates
 
     def funding(self, symbol: str, after: pd.Timestamp | None, upto: pd.Timestamp
                 ) -> list[tuple[pd.Timestamp, float]]:
