@@ -12,7 +12,7 @@ import hashlib
 import logging
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum, StrEnum
 from functools import cached_property
@@ -661,35 +661,35 @@ class Timeline:
         elsewhere; one zero when `costs.funding` is off. A symbol without the column is refused."""
         if not costs.funding:
             return np.zeros((1, 1))
-        out = np.zeros((self.n, len(self.symbols)))
-        for j, s in enumerate(self.symbols):
-            df = self.frames[s]
-            if "funding_rate" not in df.columns:
-                what = ("a spot symbol: funding applies to perpetual futures (e.g. BTC/USDT:USDT)"
-                        if ":" not in s else
-                        "but its bars carry no funding history: fill it with `workbench data funding "
-                        f"--symbols {s}`")
-                raise DataError(f"funding asked for {s}, {what}; or drop funding from the costs")
-            rate = np.nan_to_num(df["funding_rate"].to_numpy(dtype=np.float64), nan=0.0)
-            out[self.rows[s], j] = rate
-        return _compact(out)
+
+        def missing(syms: list[str]) -> str:
+            s = syms[0]
+            what = ("a spot symbol: funding applies to perpetual futures (e.g. BTC/USDT:USDT)" if ":" not in s
+                    else "but its bars carry no funding history: fill it with `workbench data funding "
+                    f"--symbols {s}`")
+            return f"funding asked for {s}, {what}; or drop funding from the costs"
+
+        return _compact(self._own_matrix("funding_rate", missing))
 
     def volume_cap(self, costs: Costs) -> np.ndarray:
         """The most an entry fill may take per bar: `volume_cap` x each symbol's own bar volume (inf when
         there is no cap)."""
         if costs.volume_cap == 0:
             return np.full((1, 1), np.inf)
-        out = np.zeros((self.n, len(self.symbols)))
-        for j, (s, volume) in enumerate(zip(self.symbols, self._own_volume(), strict=True)):
-            out[self.rows[s], j] = costs.volume_cap * np.nan_to_num(volume, nan=0.0)
-        return np.ascontiguousarray(out)
+        volume = self._own_matrix("volume", lambda syms: f"volume_cap needs the bars' volume, and "
+                                  f"{', '.join(syms)} has none; drop volume_cap from the costs")
+        return np.ascontiguousarray(costs.volume_cap * volume)
 
-    def _own_volume(self) -> list[np.ndarray]:
-        missing = [s for s in self.symbols if "volume" not in self.frames[s].columns]
-        if missing:
-            raise DataError(f"volume_cap needs the bars' volume, and {', '.join(missing)} has none; "
-                            "drop volume_cap from the costs")
-        return self._own("volume")
+    def _own_matrix(self, column: str, missing: Callable[[list[str]], str]) -> np.ndarray:
+        """Each symbol's `column` on its own bars as an (n, m) matrix, 0 on the other rows and where
+        NaN; the symbols without the column are refused with the line `missing(symbols)`."""
+        lacking = [s for s in self.symbols if column not in self.frames[s].columns]
+        if lacking:
+            raise DataError(missing(lacking))
+        out = np.zeros((self.n, len(self.symbols)))
+        for j, s in enumerate(self.symbols):
+            out[self.rows[s], j] = np.nan_to_num(self.frames[s][column].to_numpy(dtype=np.float64), nan=0.0)
+        return out
 
     def slippage(self, costs: Costs) -> np.ndarray:
         """Slippage per fill bar, each symbol's from the volatility of its own bars, plus the recorded
@@ -697,14 +697,10 @@ class Timeline:
         base = self._slippage(costs)
         if not costs.spread:
             return base
-        spread = np.zeros((self.n, len(self.symbols)))
-        for j, s in enumerate(self.symbols):
-            df = self.frames[s]
-            if "half_spread" not in df.columns:
-                raise DataError(f"spread={costs.spread} asked, but the bars of {s} carry no recorded "
-                                "half-spread: load them with load_bars(..., costs=costs) or "
-                                f"attach_spread(lake, bars, {costs.spread!r}, timeframe)")
-            spread[self.rows[s], j] = np.nan_to_num(df["half_spread"].to_numpy(dtype=np.float64), nan=0.0)
+        spread = self._own_matrix("half_spread", lambda syms: (
+            f"spread={costs.spread} asked, but the bars of {syms[0]} carry no recorded half-spread: load "
+            "them with load_bars(..., costs=costs) or "
+            f"attach_spread(lake, bars, {costs.spread!r}, timeframe)"))
         return np.ascontiguousarray(np.broadcast_to(base, spread.shape) + spread)
 
     def _slippage(self, costs: Costs) -> np.ndarray:
