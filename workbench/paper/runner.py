@@ -887,7 +887,7 @@ class Runner:
                                stop_price=stp if math.isfinite(stp) else None,
                                expire_bars=int(row["time_in_force"]))
             if self._send(spec, bar, "entry", req, note, result) is not None:
-                self._protect_resting(spec, bar, req, note, result)
+                self._send_legs(spec, bar, sym, long, q, cid, note, result)
             return
         order = self._send(
             spec, bar, "entry", OrderRequest(client_order_id=cid, symbol=sym, side=side, qty=q), note, result
@@ -910,50 +910,34 @@ class Runner:
             return
         if not OrderStatus(row["status"]).done or not dec(row["filled_qty"]):  # (a cut entry is done too)
             return
-        levels = json.loads(row["note"])
-        e = float(dec(row["avg_fill_price"]))
-        qty = float(dec(row["filled_qty"]))
-        long = row["side"] == "buy"
-        bar = pd.Timestamp(row["bar"])
         crashpoint("before_protect")
-        resting = resting_legs(levels, getattr(self.broker, "native_oco", False))
-        for leg, otype in _PROTECT:
-            key = _LEVEL[leg]
-            if leg not in resting:
-                continue
-            x = float(levels[key])
-            kw: dict[str, Any] = {}
-            if otype is OrderType.STOP:
-                kw["stop_price"] = e * (1.0 - x) if long else e * (1.0 + x)
-            elif otype is OrderType.LIMIT:
-                kw["limit_price"] = e * (1.0 + x) if long else e * (1.0 - x)
-            else:
-                kw.update(trail_percent=x, ref_price=e)
-            req = OrderRequest(
-                client_order_id=client_order_id(spec.name, row["symbol"], bar, leg),
-                symbol=row["symbol"],
-                side=Side.SELL if long else Side.BUY,
-                qty=qty,
-                type=otype,
-                oco_group=entry_cid,
-                **kw,
-            )
-            self._send(spec, bar, leg, req, None, result)
+        self._send_legs(spec, pd.Timestamp(row["bar"]), row["symbol"], row["side"] == "buy",
+                        float(dec(row["filled_qty"])), entry_cid, json.loads(row["note"]), result,
+                        fill=float(dec(row["avg_fill_price"])))
 
-    def _protect_resting(self, spec: StrategySpec, bar: pd.Timestamp, entry: OrderRequest,
-                         levels: Mapping[str, float], result: TickResult) -> None:
-        """The protective legs of a resting entry, placed with it: they wait at the venue until it fills
-        and take their levels from its fill price then (the stop-loss tested in the fill's own bar)."""
-        long = entry.side is Side.BUY
+    def _send_legs(self, spec: StrategySpec, bar: pd.Timestamp, sym: str, long: bool, qty: float,
+                   entry_cid: str, levels: Mapping[str, float], result: TickResult, *,
+                   fill: float | None = None) -> None:
+        """Send the protective legs of an entry that rest at the venue (`resting_legs`): at levels from
+        its `fill` price, or, for a resting entry not filled yet, as offsets the venue applies to the
+        fill when it comes (the legs wait until then)."""
+        placed = resting_legs(levels, getattr(self.broker, "native_oco", False))
         for leg, otype in _PROTECT:
-            key = _LEVEL[leg]
-            if leg not in resting_legs(levels, getattr(self.broker, "native_oco", False)):
+            if leg not in placed:
                 continue
-            x = float(levels[key])
-            kw: dict[str, Any] = {"trail_percent": x} if otype is OrderType.TRAILING_STOP else {"offset": x}
-            req = OrderRequest(client_order_id=client_order_id(spec.name, entry.symbol, bar, leg),
-                               symbol=entry.symbol, side=Side.SELL if long else Side.BUY, qty=entry.qty,
-                               type=otype, oco_group=entry.client_order_id, **kw)
+            x = float(levels[_LEVEL[leg]])
+            kw: dict[str, Any] = {}
+            if otype is OrderType.TRAILING_STOP:
+                kw.update(trail_percent=x, ref_price=fill)
+            elif fill is None:
+                kw["offset"] = x
+            elif otype is OrderType.STOP:
+                kw["stop_price"] = fill * (1.0 - x) if long else fill * (1.0 + x)
+            else:
+                kw["limit_price"] = fill * (1.0 + x) if long else fill * (1.0 - x)
+            req = OrderRequest(client_order_id=client_order_id(spec.name, sym, bar, leg), symbol=sym,
+                               side=Side.SELL if long else Side.BUY, qty=qty, type=otype, oco_group=entry_cid,
+                               **kw)
             self._send(spec, bar, leg, req, None, result)
 
     def _protect_open_positions(self, spec: StrategySpec, bar: pd.Timestamp) -> None:
