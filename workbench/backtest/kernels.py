@@ -541,17 +541,27 @@ def _equity(cash, st, px):
     return equity
 
 
+@numba.njit(inline="always", **_NJ_NO_NRT)
+def _fraction(frac, s, j, max_exposure, equity):
+    """An entry's target fraction of `equity` from the sizing of signal bar s, capped at the exposure
+    cap; NaN when it refuses the entry (no size, a size of 0 or less, or no equity)."""
+    f = _at(frac, s, j)
+    if np.isnan(f):
+        return np.nan
+    f = min(f, max_exposure)
+    if f <= 0.0 or equity <= 0.0:
+        return np.nan
+    return f
+
+
 @numba.njit(**_NJ_NO_NRT)
 def _order_qty(s, j, long, ref_px, px, frac, fees, max_exposure, lots, st, stats):
     """The quantity of a resting entry placed now: sized as a market entry at this step, at `ref_px`
     (its limit, else its stop) with no slippage; 0 when sizing refuses it (SEMANTICS.md "Entry orders")."""
-    f = _at(frac, s, j)
-    if np.isnan(f):
-        return 0.0
-    f = min(f, max_exposure)
     cash = stats[ST_CASH]
     equity = _equity(cash, st, px)
-    if f <= 0.0 or equity <= 0.0:
+    f = _fraction(frac, s, j, max_exposure, equity)
+    if np.isnan(f):
         return 0.0
     q = f * equity / (ref_px * (1.0 + fees))
     if long:
@@ -653,13 +663,8 @@ def _enter(i, s, j, long, price, slip_ij, imp_ij, px, frac, sl, tp, tsl, fees, m
     sized = np.isnan(qty)
     f = np.nan
     if sized:
-        f = _at(frac, s, j)
+        f = _fraction(frac, s, j, max_exposure, equity)
         if np.isnan(f):
-            return -1.0
-        f = min(f, max_exposure)
-        if f <= 0.0:
-            return -1.0
-        if equity <= 0.0:
             return -1.0
         if imp_ij > 0.0:  # the impact of the target quantity, before costs (SEMANTICS.md "Market impact")
             slip_ij += min(imp_ij * np.sqrt(f * equity / price), IMPACT_CAP)
