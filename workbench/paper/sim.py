@@ -679,7 +679,6 @@ class SimBroker(Broker):
                 qty = self._capped(symbol, qty, k)
                 if qty > 0:
                     flat = self.pos.get(symbol, [0.0, 0.0])[0] == 0
-                    self.orders[o.client_order_id] = o.with_(extra={**extra, "reason": "entry"})
                     self._execute(o.client_order_id, qty, price, k, reason="entry", now=now, bar_ns=t,
                                   slipped=slipped)
                     extra = dict(self.orders[o.client_order_id].extra or {})
