@@ -281,9 +281,9 @@ def test_short_position_is_negative_and_trailing_stop_sends_a_percent(
     assert tsl.trail_percent == pytest.approx(0.02) and tsl.status is OrderStatus.NEW
     fake.set_price("AAPL", 190.0)  # the low water mark follows the price down
     assert broker.get_order(tsl.client_order_id).status is OrderStatus.NEW
-    fake.set_price("AAPL", 194.0)  # 2 % above 190 is 193.8: triggered
+    fake.set_price("AAPL", 194.0)  # 2 % above 190 is 193.8: triggered on the way up, filled there
     done = broker.get_order(tsl.client_order_id)
-    assert done.status is OrderStatus.FILLED and done.avg_fill_price == pytest.approx(194.0)
+    assert done.status is OrderStatus.FILLED and done.avg_fill_price == pytest.approx(193.8)
     assert broker.positions() == {}
 
 

@@ -174,14 +174,28 @@ def test_stop_limit_and_trailing_stop_rest_and_trigger(
     assert done is not None and (done.status, done.avg_fill_price) == (OrderStatus.FILLED, 66_000.0)
     fake.set_price(SYMBOL, 68_700.0)  # 1.9 % below the high: the trailing stop holds
     assert broker.get_order(_cid("tsl")).status is OrderStatus.NEW  # type: ignore[union-attr]
-    fake.set_price(SYMBOL, 68_500.0)  # 2.1 % below: it fires at the market
+    fake.set_price(SYMBOL, 68_500.0)  # 2.1 % below: it fires where the price crossed 2 % (68,600)
     fired = broker.get_order(_cid("tsl"))
-    assert fired is not None and (fired.status, fired.avg_fill_price) == (OrderStatus.FILLED, 68_500.0)
-    fake.set_price(SYMBOL, 53_000.0)
+    assert fired is not None and (fired.status, fired.avg_fill_price) == (OrderStatus.FILLED, 68_600.0)
+    fake.set_price(SYMBOL, 53_000.0, gap=True)  # a jump through the stop: filled at the new price
     hit = broker.get_order(_cid("sl"))
-    assert hit is not None and (hit.status, hit.type, hit.stop_price) == (OrderStatus.FILLED, OrderType.STOP,
-                                                                          54_000.0)
+    assert hit is not None and (hit.status, hit.type, hit.stop_price, hit.avg_fill_price) == (
+        OrderStatus.FILLED, OrderType.STOP, 54_000.0, 53_000.0)
     assert broker.positions() == {} and broker.open_orders() == []
+
+    # a stop-limit entry (STOP_LOSS_LIMIT): triggered at 55,000 it buys at most at 55,100
+    entry = broker.submit(_req("entry", n=1, qty=0.002, type=OrderType.STOP_LIMIT, stop_price=55_000.0,
+                               limit_price=55_100.0))
+    form = _form(fake.order_posts()[-1].body)
+    assert (form["type"], form["stopPrice"], form["price"], form["timeInForce"]) == (
+        "STOP_LOSS_LIMIT", "55000", "55100", "GTC")
+    assert (entry.status, entry.type, entry.stop_price, entry.limit_price) == (
+        OrderStatus.NEW, OrderType.STOP_LIMIT, 55_000.0, 55_100.0)
+    fake.set_price(SYMBOL, 55_300.0, gap=True)  # jumps past the limit: triggered, rests as a limit
+    assert broker.get_order(_cid("entry", 1)).status is OrderStatus.NEW  # type: ignore[union-attr]
+    fake.set_price(SYMBOL, 55_050.0)  # trades back down through 55,100: filled at its limit
+    got = broker.get_order(_cid("entry", 1))
+    assert got is not None and (got.status, got.avg_fill_price) == (OrderStatus.FILLED, 55_100.0)
 
 
 # ---------------------------------------------------------------------- idempotency

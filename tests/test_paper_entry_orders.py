@@ -113,8 +113,8 @@ def test_limit_stop_and_stop_limit_entries_with_brackets_replay_trade_for_trade(
 
 
 def test_a_broker_without_resting_entries_refuses_them_in_one_line(lake, tmp_path: Path) -> None:
-    """Alpaca and ccxt take no resting entries yet: the tick that would send one fails in one line,
-    journaled, and nothing is sent."""
+    """A broker that takes no resting entries: the tick that would send one fails in one line, journaled,
+    and nothing is sent."""
     from workbench.paper.feed import BarFeed
     from workbench.paper.journal import TickStatus
     from workbench.paper.runner import Runner

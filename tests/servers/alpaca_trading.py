@@ -25,8 +25,13 @@ each charge is posted as a ``CFEE`` activity (``GET /v2/account/activities/CFEE`
 
 Knobs: `set_price`, `cash`, `fill_mode` (``full``/``partial``/``none`` for the next market
 orders), `complete_fills()`, `market_open` (clock), `timeout_delay`. Market orders are accepted
-(the POST reply says ``pending_new``) and then filled at once per the fill mode; stops, limits and
-trailing stops rest until `set_price` crosses them. `fault(kind, times)` serves transport faults
+(the POST reply says ``pending_new``) and then filled at once per the fill mode; stops, limits,
+stop-limits and trailing stops rest until `set_price` crosses them. `set_price` moves the price as a
+continuous market does, through every level on the way: a resting order it crosses fills at its own
+level (a limit at its limit, a stop's market order at its stop, a triggered stop-limit at its trigger
+when its limit allows, else later as a limit); with ``gap=True`` the market jumps (an opening auction,
+a halt) and what it crossed fills at the new price, as does an order already crossed when placed.
+`fault(kind, times)` serves transport faults
 on order submission: ``429`` (with Alpaca's rate-limit headers), ``500``, ``503``, ``504``,
 ``timeout`` (the order is created, the reply comes after `timeout_delay`), ``lost`` (the order is
 created, the connection drops without a reply), ``429-after`` / ``504-after`` (the order is
@@ -118,6 +123,7 @@ class _Order:
     filled_qty: Decimal = Decimal(0)
     filled_value: Decimal = Decimal(0)
     hwm: Decimal | None = None
+    triggered: bool = False  # a stop-limit whose stop has traded: it works as a limit order
     updated_at: pd.Timestamp | None = None
     filled_at: pd.Timestamp | None = None
     canceled_at: pd.Timestamp | None = None
@@ -242,13 +248,14 @@ class AlpacaTradingFake:
         with self._lock:
             return len(self.orders)
 
-    def set_price(self, symbol: str, price: float) -> None:
-        """The price market orders fill at from now on; resting stops and limits it crosses fill."""
+    def set_price(self, symbol: str, price: float, *, gap: bool = False) -> None:
+        """The price market orders fill at from now on; resting orders it crosses fill (module doc)."""
         with self._lock:
+            prev = self.prices.get(symbol)
             self.prices[symbol] = Decimal(str(price))
             for order in sorted(self.orders.values(), key=lambda o: o.seq):
                 if order.open and order.symbol == symbol and order.type != "market":
-                    self._work(order)
+                    self._work(order, None if gap else prev)
 
     def complete_fills(self) -> None:
         """Fill every resting or partly filled market order at the current price."""
@@ -284,9 +291,12 @@ class AlpacaTradingFake:
         return True
 
     # ------------------------------------------------------------------ engine
-    def _work(self, order: _Order) -> None:
-        """Fill `order` as far as the current price allows (fill mode applies to market orders)."""
+    def _work(self, order: _Order, prev: Decimal | None = None) -> None:
+        """Fill `order` as far as the move from `prev` to the current price allows: at the level it
+        crossed on the way, or at the current price when there is no way (`prev` None: a jump, or
+        placement); the fill mode applies to market orders."""
         price = self.prices[order.symbol]
+        start = price if prev is None else prev
         buy = order.side == "buy"
         if order.type == "market":
             qty = {"full": order.remaining, "partial": (order.qty / 2).quantize(_NINE),
@@ -295,22 +305,26 @@ class AlpacaTradingFake:
                 self._fill(order, min(qty, order.remaining), price)
             return
         if order.type == "trailing_stop":
-            hwm = order.hwm if order.hwm is not None else price
-            hwm = min(hwm, price) if buy else max(hwm, price)
+            hwm = order.hwm if order.hwm is not None else start
+            hwm = min(hwm, start, price) if buy else max(hwm, start, price)
             order.hwm = hwm
             offset = (hwm * order.trail_percent / 100 if order.trail_percent is not None
                       else order.trail_price or Decimal(0))
             order.stop_price = hwm + offset if buy else hwm - offset
         stop = order.stop_price
-        if order.type in ("stop", "trailing_stop", "stop_limit") and stop is not None and (
-                (price >= stop) if buy else (price <= stop)):
-            if order.type != "stop_limit":
-                self._fill(order, order.remaining, price)
+        if order.type in ("stop", "trailing_stop", "stop_limit") and not order.triggered and stop is not None:
+            if not ((price >= stop) if buy else (price <= stop)):
                 return
-            order.type = "limit"  # a triggered stop limit works as a limit order from now on
-        if order.type == "limit" and order.limit_price is not None and (
-                (price <= order.limit_price) if buy else (price >= order.limit_price)):
-            self._fill(order, order.remaining, price)
+            at = price if prev is None or ((start >= stop) if buy else (start <= stop)) else stop
+            if order.type != "stop_limit":
+                self._fill(order, order.remaining, at)
+                return
+            order.triggered, start = True, at  # a triggered stop limit works as a limit order from here
+        if order.type in ("limit", "stop_limit") and order.limit_price is not None:
+            limit = order.limit_price
+            if (min(start, price) <= limit) if buy else (max(start, price) >= limit):
+                marketable = (start <= limit) if buy else (start >= limit)
+                self._fill(order, order.remaining, start if marketable else limit)
 
     def _fill(self, order: _Order, qty: Decimal, price: Decimal) -> None:
         if qty <= 0:

@@ -17,7 +17,8 @@ requested action.``), stops that would trigger at once (``-2010``) and client id
 an open order (``-2010 Duplicate order sent.``; Binance accepts an id again once its order is
 done, set ``unique_ids="all"`` to refuse any reuse). Rejected orders are not stored, as on Binance.
 
-Knobs: `set_price` (resting limit, stop and trailing-stop orders trigger as prices cross),
+Knobs: `set_price` (resting limit, stop, stop-limit and trailing-stop orders fill as a continuous
+price crosses them, at their level; `gap=True` jumps),
 `balances` (USDT 100000, every other asset 0), `fill_mode` for market orders (``full``,
 ``partial``: half now and the rest rests, ``none``: the order rests), `complete_fills()`,
 `fee_rate` (charged in the asset received), and `fault(kind, times)` on order submissions:
@@ -283,12 +284,19 @@ class BinanceTradingServer(BinanceServer):
         else:
             self.fail_next(ORDER_PATH, Response(500, INTERNAL_ERROR), times, "POST", after=True)
 
-    def set_price(self, symbol: str, price: float | str | Decimal) -> None:
-        """Move a symbol's price (``BTC/USDT`` or ``BTCUSDT``); resting orders that cross it fill."""
+    def set_price(self, symbol: str, price: float | str | Decimal, *, gap: bool = False) -> None:
+        """Move a symbol's price (``BTC/USDT`` or ``BTCUSDT``); resting orders that cross it fill.
+
+        The move is continuous, through every level on the way: a crossed limit fills at its price, a
+        triggered stop's market order at its stop (a STOP_LOSS_LIMIT then works as a limit from
+        there). With ``gap=True`` the market jumps (a halt, an auction) and what it crossed fills at the
+        new price.
+        """
         sid = symbol.replace("/", "")
         with self._book:
+            prev = self.prices[sid]
             self.prices[sid] = Decimal(str(price))
-            self._match(sid)
+            self._match(sid, None if gap else prev)
 
     def complete_fills(self) -> None:
         """Fill what remains of every open market order at the current price."""
@@ -298,29 +306,33 @@ class BinanceTradingServer(BinanceServer):
                     self._fill(o, o.remaining, self.prices[o.symbol])
 
     # ------------------------------------------------------------------ matching engine
-    def _match(self, sid: str) -> None:
+    def _match(self, sid: str, prev: Decimal | None) -> None:
+        """Fill what the move from `prev` to the price crossed (None: a jump, fills at the price)."""
         px = self.prices[sid]
         for o in self.orders:
             if o.symbol != sid or not o.open or o.type == "MARKET":
                 continue
-            if o.type == "LIMIT":
-                if (o.side == "BUY" and px <= o.price) or (o.side == "SELL" and px >= o.price):
-                    self._fill(o, o.remaining, o.price)
-                continue
-            if o.trailing_delta is not None:  # STOP_LOSS with trailingDelta: trails from placement
-                assert o.water is not None
-                band = Decimal(o.trailing_delta) / Decimal(10_000)
-                if o.side == "SELL":
-                    o.water = max(o.water, px)
-                    hit = px <= o.water * (1 - band)
+            start = px if prev is None else prev
+            buy = o.side == "BUY"
+            if not o.working:  # STOP_LOSS(_LIMIT), waiting for its trigger
+                if o.trailing_delta is not None:  # STOP_LOSS with trailingDelta: trails from placement
+                    assert o.water is not None
+                    band = Decimal(o.trailing_delta) / Decimal(10_000)
+                    o.water = min(o.water, start, px) if buy else max(o.water, start, px)
+                    stop = o.water * (1 + band) if buy else o.water * (1 - band)
                 else:
-                    o.water = min(o.water, px)
-                    hit = px >= o.water * (1 + band)
-            else:
-                hit = px <= o.stop_price if o.side == "SELL" else px >= o.stop_price
-            if hit:
+                    stop = o.stop_price
+                if not (px >= stop if buy else px <= stop):
+                    continue
                 o.working = True
-                self._fill(o, o.remaining, px)
+                start = px if prev is None else stop
+                if o.type == "STOP_LOSS":  # a market order once triggered
+                    self._fill(o, o.remaining, start)
+                    continue
+            # LIMIT, or a triggered STOP_LOSS_LIMIT working as one
+            if (min(start, px) <= o.price) if buy else (max(start, px) >= o.price):
+                marketable = start <= o.price if buy else start >= o.price
+                self._fill(o, o.remaining, start if marketable else o.price)
 
     def _fill(self, o: FakeOrder, qty: Decimal, px: Decimal) -> dict[str, Any] | None:
         if qty <= 0:
@@ -420,7 +432,7 @@ class BinanceTradingServer(BinanceServer):
             raise _Reject(_mandatory("side"))
         if kind not in _symbol_info(m)["orderTypes"]:
             raise _Reject(INVALID_ORDER_TYPE)
-        if kind not in ("MARKET", "LIMIT", "STOP_LOSS"):
+        if kind not in ("MARKET", "LIMIT", "STOP_LOSS", "STOP_LOSS_LIMIT"):
             raise _Reject({"code": -1013, "msg": f"The fake does not match {kind} orders."})
         if "quantity" not in p:
             raise _Reject(_mandatory("quantity"))
@@ -429,12 +441,12 @@ class BinanceTradingServer(BinanceServer):
         price = Decimal(p.get("price", "0"))
         stop = Decimal(p.get("stopPrice", "0"))
         trailing = int(p["trailingDelta"]) if "trailingDelta" in p else None
-        if kind == "LIMIT":
+        if kind in ("LIMIT", "STOP_LOSS_LIMIT"):
             if "timeInForce" not in p:
                 raise _Reject(_mandatory("timeInForce"))
             if price <= 0:
                 raise _Reject(_mandatory("price"))
-        if kind == "STOP_LOSS" and stop <= 0 and trailing is None:
+        if kind.startswith("STOP_LOSS") and stop <= 0 and trailing is None:
             raise _Reject({"code": -1102, "msg": "Param 'stopPrice' or 'trailingDelta' must be sent, "
                                                  "but both were empty/null!"})
         # filters, in Binance's order
@@ -446,13 +458,13 @@ class BinanceTradingServer(BinanceServer):
             raise _Reject(_filter_failure("MARKET_LOT_SIZE"))
         if trailing is not None and not f.min_trailing <= trailing <= f.max_trailing:
             raise _Reject(_filter_failure("TRAILING_DELTA"))
-        ref = price if kind == "LIMIT" else stop if stop > 0 else px
+        ref = price if kind in ("LIMIT", "STOP_LOSS_LIMIT") else stop if stop > 0 else px
         if qty * ref < f.min_notional:
             raise _Reject(_filter_failure("NOTIONAL"))
         cid = p.get("newClientOrderId") or f"fake{next(self._ids)}"
         if any(o.client_id == cid and (o.open or self.unique_ids == "all") for o in self.orders):
             raise _Reject(DUPLICATE_ORDER)
-        if kind == "STOP_LOSS" and trailing is None and (
+        if kind.startswith("STOP_LOSS") and trailing is None and (
                 (side == "SELL" and stop >= px) or (side == "BUY" and stop <= px)):
             raise _Reject(WOULD_TRIGGER)
         if side == "BUY":
@@ -468,7 +480,7 @@ class BinanceTradingServer(BinanceServer):
         o = FakeOrder(order_id=next(self._ids), client_id=cid, symbol=sid, side=side, type=kind, qty=qty,
                       price=price, stop_price=stop, trailing_delta=trailing,
                       time_in_force=p.get("timeInForce"), time=now, update_time=now,
-                      working=kind != "STOP_LOSS", lock_price=ref if side == "BUY" else D0,
+                      working=not kind.startswith("STOP_LOSS"), lock_price=ref if side == "BUY" else D0,
                       water=px if trailing is not None else None)
         self.orders.append(o)
         fills = []

@@ -42,8 +42,15 @@ Symbols are the workbench's: ``AAPL`` and ``BTC/USD`` (Alpaca reports crypto pos
 ``BTCUSD``; they are mapped back). Stock market orders are DAY orders, other stock orders GTC when
 the quantity is whole (DAY when fractional: Alpaca takes fractional orders as DAY only); crypto
 orders are GTC. Alpaca takes no plain stop or trailing stop orders for crypto: those are refused
-here, before any request. Alpaca knows nothing of `oco_group`: this broker remembers it for the
-orders it submitted in this process and echoes it back, but does not cancel siblings itself.
+here, before any request (a crypto stop entry can be a stop-limit).
+
+Resting entries (limit, stop and stop-limit, SEMANTICS.md "Entry orders") rest at Alpaca; Alpaca
+counts no bars, so the runner cancels one once its time in force has passed, and places the entry's
+protective legs once it has filled (at levels from its fill price). A fractional stock order is a
+DAY order at Alpaca: a resting entry of fractional shares also ends at the session's close.
+
+Alpaca knows nothing of `oco_group`: this broker remembers it for the orders it submitted in this
+process and echoes it back, but does not cancel siblings itself.
 Keys never appear in logs, messages or `repr`.
 """
 
@@ -68,6 +75,7 @@ from alpaca.trading.requests import (
     GetOrdersRequest,
     LimitOrderRequest,
     MarketOrderRequest,
+    StopLimitOrderRequest,
     StopOrderRequest,
     TrailingStopOrderRequest,
 )
@@ -144,7 +152,7 @@ _KNOWN_LIVE = {"new", "partially_filled", "accepted", "pending_new", "accepted_f
                "pending_cancel", "pending_replace", "pending_review", "held", "stopped",
                "suspended", "calculated", "done_for_day"}
 _TYPES = {"market": OrderType.MARKET, "limit": OrderType.LIMIT, "stop": OrderType.STOP,
-          "stop_limit": OrderType.STOP, "trailing_stop": OrderType.TRAILING_STOP}
+          "stop_limit": OrderType.STOP_LIMIT, "trailing_stop": OrderType.TRAILING_STOP}
 
 T = TypeVar("T")
 #: a reply of alpaca-py with ``raw_data=True``: the JSON object (its annotations also allow its models)
@@ -162,6 +170,7 @@ class AlpacaBroker(Broker):
     """
 
     name = "alpaca"
+    resting_entries = True  # limit, stop and stop-limit entries rest at Alpaca (the runner expires them)
 
     def __init__(
         self,
@@ -408,10 +417,13 @@ class AlpacaBroker(Broker):
         if qty <= 0:
             raise OrderRejected(f"order {cid}: quantity {req.qty!r} rounds to 0 at Alpaca's 9 decimal "
                                 "places")
+        if req.offset is not None:
+            raise OrderRejected(f"order {cid}: Alpaca holds no order that waits for another's fill (offset "
+                                f"{req.offset:g}): send the leg at a price once its entry has filled")
         if crypto and req.type in (OrderType.STOP, OrderType.TRAILING_STOP):
             raise OrderRejected(f"order {cid}: Alpaca takes no {req.type.value} orders for crypto "
-                                f"({req.symbol}; only market, limit and stop_limit): protect crypto "
-                                "positions another way")
+                                f"({req.symbol}; only market, limit and stop_limit): enter with a stop_limit "
+                                "and protect crypto positions another way")
         whole = qty == int(qty)
         if crypto:
             tif = TimeInForce.GTC
@@ -425,6 +437,9 @@ class AlpacaBroker(Broker):
             return LimitOrderRequest(**common, limit_price=_price(req.limit_price, crypto))
         if req.type is OrderType.STOP:
             return StopOrderRequest(**common, stop_price=_price(req.stop_price, crypto))
+        if req.type is OrderType.STOP_LIMIT:
+            return StopLimitOrderRequest(**common, stop_price=_price(req.stop_price, crypto),
+                                         limit_price=_price(req.limit_price, crypto))
         if req.type is OrderType.TRAILING_STOP:
             if req.ref_price is not None:
                 log.debug("order %s: Alpaca starts a trailing stop's high water mark at the market "

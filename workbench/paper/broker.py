@@ -228,6 +228,14 @@ class Broker(ABC):
     #: others when one fills (the simulated broker); when False the runner keeps one protective order
     #: at the venue and watches the other levels itself at each tick
     native_oco: bool = False
+    #: whether limit, stop and stop-limit *entries* may be sent (SEMANTICS.md "Entry orders")
+    resting_entries: bool = False
+    #: whether the venue expires a resting entry after its `expire_bars` itself (the simulated broker);
+    #: when False the runner cancels it once its time in force has passed
+    expires_entries: bool = False
+    #: whether protective legs given as an `offset` may wait, dormant, at the venue until their resting
+    #: entry fills (the simulated broker); when False the runner places them once the entry has filled
+    dormant_legs: bool = False
 
     @abstractmethod
     def submit(self, request: OrderRequest) -> Order:

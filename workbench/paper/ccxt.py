@@ -13,6 +13,12 @@ runner's safety rules need on top (see `workbench.paper.broker`):
 - **Refusals are errors.** Insufficient balance, filter failures (LOT_SIZE, NOTIONAL...), an
   unknown symbol raise `OrderRejected` with the exchange's own message; spot cannot short, so a
   sell larger than the holding is refused before any order is sent.
+- **Resting entries** (SEMANTICS.md "Entry orders"): a limit is a GTC limit order, a stop a
+  STOP_LOSS (a market order once its trigger trades), a stop-limit a STOP_LOSS_LIMIT. The exchange
+  counts no bars: the runner cancels one once its time in force has passed, and places its
+  protective legs once it has filled. Binance refuses a stop whose trigger has already traded
+  ("would trigger immediately"); the runner journals the refusal (the backtest would fill it at the
+  open), so strategies whose stops sit at the market are better traded through the sim broker.
 
 Settings (environment or ``.env``): ``WORKBENCH_CCXT_API_KEY`` and ``WORKBENCH_CCXT_SECRET`` (the
 sandbox's keys, e.g. from testnet.binance.vision; ``<EXCHANGE>_API_KEY`` / ``<EXCHANGE>_SECRET``
@@ -88,6 +94,7 @@ class CcxtBroker(Broker):
     """
 
     name = "ccxt"
+    resting_entries = True  # limit, stop and stop-limit entries rest there (the runner expires them)
 
     def __init__(
         self,
@@ -333,8 +340,15 @@ class CcxtBroker(Broker):
             return r.symbol, "market", side, r.qty, None, params
         if r.type is OrderType.LIMIT:
             return r.symbol, "limit", side, r.qty, r.limit_price, {**params, "timeInForce": "GTC"}
+        if r.offset is not None:
+            raise OrderRejected(f"{self.name}: order {r.client_order_id}: the exchange holds no order that "
+                                f"waits for another's fill (offset {r.offset:g}): send it once its entry "
+                                "has filled")
         if r.type is OrderType.STOP:  # Binance spot: STOP_LOSS with stopPrice, a market order once hit
             return r.symbol, "market", side, r.qty, None, {**params, "triggerPrice": r.stop_price}
+        if r.type is OrderType.STOP_LIMIT:  # Binance spot: STOP_LOSS_LIMIT, a limit order once hit
+            return r.symbol, "limit", side, r.qty, r.limit_price, {**params, "triggerPrice": r.stop_price,
+                                                                   "timeInForce": "GTC"}
         # TRAILING_STOP: Binance spot STOP_LOSS with trailingDelta in basis points, trailing at once
         info = market.get("info") or {}
         binance_spot = self.exchange_id.startswith("binance") and market.get("spot")
@@ -408,7 +422,8 @@ class CcxtBroker(Broker):
             avg_fill_price=float(average) if filled > 0 and average else None,
             fee=fee,
             fee_currency=fee_currency,
-            limit_price=float(raw["price"]) if kind is OrderType.LIMIT and raw.get("price") else None,
+            limit_price=float(raw["price"]) if kind in (OrderType.LIMIT, OrderType.STOP_LIMIT)
+            and raw.get("price") else None,
             stop_price=float(raw["triggerPrice"]) if raw.get("triggerPrice") else stop,
             trail_percent=trail,
             oco_group=req.oco_group if req else None,
@@ -665,7 +680,9 @@ def _order_type(raw: dict[str, Any], info: dict[str, Any]) -> OrderType:
     venue = str(info.get("type") or "").upper()
     if info.get("trailingDelta") not in (None, 0, "0"):
         return OrderType.TRAILING_STOP
-    if venue in ("STOP_LOSS", "STOP_LOSS_LIMIT") or (raw.get("triggerPrice") and raw.get("type") == "market"):
+    if venue == "STOP_LOSS_LIMIT" or (raw.get("triggerPrice") and raw.get("type") == "limit"):
+        return OrderType.STOP_LIMIT
+    if venue == "STOP_LOSS" or (raw.get("triggerPrice") and raw.get("type") == "market"):
         return OrderType.STOP
     return OrderType.LIMIT if raw.get("type") == "limit" else OrderType.MARKET
 

@@ -324,6 +324,12 @@ class Journal:
         row = cur.fetchone()
         return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
 
+    def first_fill_bar(self, client_order_id: str) -> pd.Timestamp | None:
+        """The bar of an order's first fill (None before it fills)."""
+        row = self.db.execute("SELECT MIN(bar) FROM fills WHERE client_order_id=?",
+                              (client_order_id,)).fetchone()
+        return None if row is None or row[0] is None else pd.Timestamp(row[0])
+
     def group_legs(self, oco_group: str, *, working: bool = False) -> list[str]:
         """Legs of the orders placed for one entry (`working`: not rejected, canceled or expired)."""
         q = "SELECT leg FROM orders WHERE oco_group=?"

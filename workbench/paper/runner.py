@@ -268,6 +268,7 @@ class Runner:
         self.follow_timeout, self.poll = follow_timeout, poll
         self.metrics = metrics
         self.on_fill = on_fill
+        self._bar: dict[str, pd.Timestamp] = {}  # the bar each strategy's current tick handles
         for s in specs:
             feed = self.feeds.get(s.name)
             if s.costs.spread and feed is not None and any(
@@ -415,7 +416,7 @@ class Runner:
         result: TickResult,
     ) -> None:
         j = self.journal
-        self._settle(spec, bar)
+        self._settle(spec, bar, frames)
         self._reconcile(spec, bar)
         self._fund(spec, bar, now)
         self._watched_exits(spec, bar, frames, result)
@@ -504,9 +505,11 @@ class Runner:
         self._snapshot(spec, bar)
 
     # ------------------------------------------------------------------ settle and reconcile
-    def _settle(self, spec: StrategySpec, bar: pd.Timestamp) -> None:
-        """Bring every unfinished journaled order up to date with the broker (intents looked up by id)."""
+    def _settle(self, spec: StrategySpec, bar: pd.Timestamp, frames: Mapping[str, pd.DataFrame]) -> None:
+        """Bring every unfinished journaled order up to date with the broker (intents looked up by id),
+        cancel the resting entries whose time in force has passed, protect what filled."""
         j = self.journal
+        self._bar[spec.name] = bar
         for row in j.live_orders(spec.name):
             order = self.broker.get_order(row["client_order_id"])
             if order is None:
@@ -527,12 +530,40 @@ class Runner:
                     )
                 continue
             self._apply(spec, row, order)
+        self._expire_resting(spec, bar, frames)
         self._protect_open_positions(spec, bar)
+
+    def _expire_resting(self, spec: StrategySpec, bar: pd.Timestamp,
+                        frames: Mapping[str, pd.DataFrame]) -> None:
+        """On a venue that does not count bars (`Broker.expires_entries`), cancel each resting entry once
+        the symbol's bars since it was placed reach its time in force (SEMANTICS.md "Entry orders": it
+        rests from the first bar that opens after it is placed, so it is cancelled before the next)."""
+        if getattr(self.broker, "expires_entries", False):
+            return
+        for r in self.journal.live_orders(spec.name):
+            if r["leg"] != "entry" or r["type"] == OrderType.MARKET.value or r["status"] in _UNSENT:
+                continue
+            tif = json.loads(r["note"] or "{}").get("time_in_force")
+            df = frames.get(r["symbol"])
+            if tif is None or df is None:
+                continue
+            rested = int(((df.index > pd.Timestamp(r["bar"])) & (df.index <= bar)).sum())
+            if rested < int(tif):
+                continue
+            got = self.broker.cancel(r["client_order_id"])
+            if got is not None:
+                self._apply(spec, r, got)
+            left = "" if got is None or not got.filled_qty else f" (its {got.filled_qty:g} filled stay)"
+            self.journal.decide(spec.name, bar, r["symbol"], "order", "expired",
+                                f"time in force of {int(tif)} bar(s) passed: the resting entry is cancelled "
+                                f"at the venue{left}", client_order_id=r["client_order_id"])
 
     def _apply(self, spec: StrategySpec, row: Mapping[str, Any], order: Order) -> int:
         extra = order.extra or {}
         if "bar" in extra:
             label = pd.Timestamp(extra["bar"])
+        elif row["leg"] == "entry" and row["type"] != OrderType.MARKET.value:
+            label = self._resting_label(spec, row, order)
         elif row["leg"] in ("entry", "exit"):
             label = self._fill_label(spec, pd.Timestamp(row["bar"]))
         else:
@@ -544,6 +575,15 @@ class Runner:
             if self.metrics is not None:
                 self.metrics.fill(spec.name, f)
         return len(fills)
+
+    def _resting_label(self, spec: StrategySpec, row: Mapping[str, Any], order: Order) -> pd.Timestamp:
+        """The bar a resting entry filled in on a venue that does not say: the bar its fill time falls in,
+        no later than the bar this tick handles (the fills came before it) and no earlier than the first
+        bar that opened after it was placed."""
+        first = pd.Timestamp(row["bar"]) + spec.tf.delta
+        seen = self._bar.get(spec.name, first)
+        at = spec.tf.floor(order.updated_at) if order.updated_at is not None else seen
+        return max(first, min(at, seen))
 
     def _fund(self, spec: StrategySpec, bar: pd.Timestamp, now: pd.Timestamp) -> None:
         """Book the funding settled since the last tick on the perpetuals held (SEMANTICS.md "Funding").
@@ -880,14 +920,18 @@ class Runner:
         cid = client_order_id(spec.name, sym, bar, "entry")
         note = {k: row[k] for k in ("stop_loss", "take_profit", "trailing_stop") if math.isfinite(row[k])}
         if kind != 0:
+            note["time_in_force"] = int(row["time_in_force"])
             otype = OrderType(ORDER_TYPES[kind])
             lim, stp = float(row["limit_price"]), float(row["stop_price"])
             req = OrderRequest(client_order_id=cid, symbol=sym, side=side, qty=q, type=otype,
                                limit_price=lim if math.isfinite(lim) else None,
                                stop_price=stp if math.isfinite(stp) else None,
                                expire_bars=int(row["time_in_force"]))
-            if self._send(spec, bar, "entry", req, note, result) is not None:
+            order = self._send(spec, bar, "entry", req, note, result)
+            if order is not None and getattr(self.broker, "dormant_legs", False):
                 self._send_legs(spec, bar, sym, long, q, cid, note, result)
+            elif order is not None and order.status.done and order.filled_qty > 0:  # filled at once
+                self._protect(spec, cid, result)
             return
         order = self._send(
             spec, bar, "entry", OrderRequest(client_order_id=cid, symbol=sym, side=side, qty=q), note, result
@@ -977,7 +1021,12 @@ class Runner:
                 continue
             e, long = float(dec(entry["avg_fill_price"])), q > 0
             df = frames[sym]
-            since = df[df.index > pd.Timestamp(entry["bar"])]
+            if entry["type"] == OrderType.MARKET.value:  # filled at the first bar after its signal's
+                since = df[df.index > pd.Timestamp(entry["bar"])]
+            else:  # a resting entry: from the bar it filled in, where only its stop is met (SEMANTICS.md)
+                since = df[df.index >= (self.journal.first_fill_bar(entry["client_order_id"]) or bar)]
+                if len(since) == 1:
+                    watched = [leg for leg in watched if leg == "sl"]
             if since.empty:
                 continue
             hi, lo, last = float(since["high"].max()), float(since["low"].min()), since.iloc[-1]

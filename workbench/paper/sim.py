@@ -93,6 +93,8 @@ class SimBroker(Broker):
     native_oco = True
     resting_entries = True  # limit, stop and stop-limit entries rest here (SEMANTICS.md "Entry orders")
     volume_caps = True  # entries fill at most costs.volume_cap of their bar's volume (SEMANTICS.md)
+    expires_entries = True  # a resting entry expires here after its expire_bars
+    dormant_legs = True  # protective legs given as offsets wait here until their entry fills
 
     def __init__(
         self,
