@@ -184,27 +184,55 @@ def drawdown_nb(value: np.ndarray) -> tuple[float, int, int, int]:
     return max_dd, best_dur, best_peak, best_end
 
 
-@numba.njit(cache=True, error_model="numpy")
-def equity_stats_nb(value: np.ndarray, init_cash: float, ppy: float) -> tuple[float, ...]:
-    """Equity-curve metrics of one backtest in one allocation-free pass, for the sweep kernels.
+_BLOCK = 16  # bars the equity passes look at together
 
-    Returns floats `(total_return, annual_return, annual_volatility, sharpe, sortino, max_drawdown,
-    max_drawdown_duration, calmar)`; definitions in the module docstring. The variance is kept as
-    sums shifted by the first return (as accurate as two passes for returns this small); the
-    drawdown walk is `drawdown_nb`'s, inlined, with a multiply in place of a divide per bar.
-    """
+
+@numba.njit(inline="always", error_model="numpy")
+def _ret_nb(prev: float, cur: float) -> float:
+    """`bar_return_nb` without branches (the same value), for the vectorised sums."""
+    r = (cur - prev) / prev
+    if prev < 0.0:
+        r = -r
+    if prev == 0.0 and cur == 0.0:
+        r = 0.0
+    return r
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "nsz"})
+def _return_sums_nb(value: np.ndarray, init_cash: float, shift: float) -> tuple[float, float, float, float,
+                                                                                 float, int]:
+    """Sum, product of (1 + r), sum of squared losses, and the sums of `r - shift` and its square over
+    the defined returns, and their count. Undefined returns add nothing (branchless), and the sums may
+    be reassociated (`fastmath` reassoc): the CPU adds several bars at once."""
     n = value.shape[0]
-    nan = np.nan
-    if n == 0:
-        return nan, nan, nan, nan, nan, nan, 0.0, nan
     total = 0.0
-    cnt = 0
     growth = 1.0
     down_sq = 0.0
-    shift = 0.0
     s1 = 0.0
     s2 = 0.0
-    prev = init_cash
+    cnt = 0
+    for i in range(n):
+        r = _ret_nb(value[i - 1] if i > 0 else init_cash, value[i])
+        ok = r == r
+        rr = r if ok else 0.0
+        d = rr - shift if ok else 0.0
+        neg = min(rr, 0.0)
+        total += rr
+        growth *= 1.0 + rr
+        down_sq += neg * neg
+        s1 += d
+        s2 += d * d
+        cnt += ok
+    return total, growth, down_sq, s1, s2, cnt
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _drawdown_walk_nb(value: np.ndarray) -> tuple[float, int, int]:
+    """`drawdown_nb`'s walk (max drawdown, longest duration, last defined bar) in blocks: in a block whose
+    values all lie under the peak only its lowest bar can deepen the drawdown, and one flat at the peak
+    only moves the peak to its end (after ending a drawdown at its first bar), so both are passed over
+    after one vectorised min/max; the others (a new peak inside) are walked bar by bar."""
+    n = value.shape[0]
     max_dd = 0.0
     best_dur = 0
     peak_val = np.nan
@@ -212,43 +240,88 @@ def equity_stats_nb(value: np.ndarray, init_cash: float, ppy: float) -> tuple[fl
     in_dd = False
     last_valid = -1
     dd_floor = np.nan  # peak * (1 + max_dd): below it a bar sets a new maximum drawdown
-    for i in range(n):
-        cur = value[i]
-        r = bar_return_nb(prev, cur)
-        prev = cur
-        if not np.isnan(r):
-            if cnt == 0:
-                shift = r
-            total += r
-            cnt += 1
-            growth *= 1.0 + r
-            neg = min(r, 0.0)  # branchless: the sign of a return is unpredictable
-            down_sq += neg * neg
-            d = r - shift
-            s1 += d
-            s2 += d * d
-        if np.isnan(cur):
-            continue
-        last_valid = i
-        if np.isnan(peak_val) or cur >= peak_val:
-            if in_dd:
-                in_dd = False
-                if i - peak_idx - 1 > best_dur:
-                    best_dur = i - peak_idx - 1
-            peak_val = cur
-            peak_idx = i
-            dd_floor = peak_val * (1.0 + max_dd)
-        else:
-            in_dd = True
-            if cur < dd_floor:
-                dd = cur / peak_val - 1.0
-                if dd < max_dd:
-                    max_dd = dd
-                    dd_floor = peak_val * (1.0 + max_dd)
+    i = 0
+    while i < n:
+        stop = min(i + _BLOCK, n)
+        if peak_idx >= 0 and stop - i == _BLOCK:
+            hi = -np.inf
+            lo = np.inf
+            bad = 0
+            for k in range(i, stop):
+                v = value[k]
+                hi = v if v > hi else hi
+                lo = v if v < lo else lo
+                bad += v != v
+            if bad == 0 and hi < peak_val:  # no new peak: under water throughout, the lowest bar counts
+                in_dd = True
+                last_valid = stop - 1
+                if lo < dd_floor:
+                    dd = lo / peak_val - 1.0
+                    if dd < max_dd:
+                        max_dd = dd
+                        dd_floor = peak_val * (1.0 + max_dd)
+                i = stop
+                continue
+            if bad == 0 and hi == peak_val and lo == peak_val:  # flat at the peak (out of the market)
+                if in_dd:
+                    in_dd = False
+                    if i - peak_idx - 1 > best_dur:
+                        best_dur = i - peak_idx - 1
+                peak_idx = stop - 1
+                last_valid = stop - 1
+                i = stop
+                continue
+        for k in range(i, stop):
+            cur = value[k]
+            if np.isnan(cur):
+                continue
+            last_valid = k
+            if np.isnan(peak_val) or cur >= peak_val:
+                if in_dd:
+                    in_dd = False
+                    if k - peak_idx - 1 > best_dur:
+                        best_dur = k - peak_idx - 1
+                peak_val = cur
+                peak_idx = k
+                dd_floor = peak_val * (1.0 + max_dd)
+            else:
+                in_dd = True
+                if cur < dd_floor:
+                    dd = cur / peak_val - 1.0
+                    if dd < max_dd:
+                        max_dd = dd
+                        dd_floor = peak_val * (1.0 + max_dd)
+        i = stop
     if in_dd and last_valid - peak_idx > best_dur:
         best_dur = last_valid - peak_idx
     if last_valid < 0:
-        max_dd = nan
+        max_dd = np.nan
+    return max_dd, best_dur, last_valid
+
+
+@numba.njit(cache=True, error_model="numpy")
+def equity_stats_nb(value: np.ndarray, init_cash: float, ppy: float) -> tuple[float, ...]:
+    """Equity-curve metrics of one backtest in two allocation-free passes, for the sweep kernels.
+
+    Returns floats `(total_return, annual_return, annual_volatility, sharpe, sortino, max_drawdown,
+    max_drawdown_duration, calmar)`; definitions in the module docstring. The variance is kept as
+    sums shifted by the first defined return (as accurate as two passes for returns this small); the
+    sums are vectorised (`_return_sums_nb`), the drawdown walk is `drawdown_nb`'s, by blocks.
+    """
+    n = value.shape[0]
+    nan = np.nan
+    if n == 0:
+        return nan, nan, nan, nan, nan, nan, 0.0, nan
+    shift = 0.0
+    prev = init_cash
+    for i in range(n):  # the first defined return (the first bar's, unless the equity starts undefined)
+        r = bar_return_nb(prev, value[i])
+        prev = value[i]
+        if not np.isnan(r):
+            shift = r
+            break
+    total, growth, down_sq, s1, s2, cnt = _return_sums_nb(value, init_cash, shift)
+    max_dd, best_dur, _ = _drawdown_walk_nb(value)
     mean = total / cnt if cnt > 0 else nan
     std = math.sqrt(max(s2 - s1 * s1 / cnt, 0.0) / (cnt - 1)) if cnt > 1 else nan
     total_return = value[n - 1] / init_cash - 1.0
