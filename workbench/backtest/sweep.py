@@ -273,9 +273,16 @@ class Evaluator:
                  otif, self.borrow_bar, self.imp, self.touch, self.fund, self.vcap)
         return dict(zip(_KERNEL_KEYS, out.tolist(), strict=True))
 
-    def equity_curves(self, combos: Sequence[Mapping[str, Any]], chunk: int = 16) -> np.ndarray:
-        """Equity curves (n, K) of many parameter sets, computed in parallel chunks."""
-        out = np.empty((self.n, len(combos)))
+    def equity_curves(self, combos: Sequence[Mapping[str, Any]], chunk: int = 16, *,
+                      parallel: bool = True) -> np.ndarray:
+        """Equity curves of many parameter sets, one row each (K, n), computed in parallel chunks
+        (`parallel=False`: one by one, for forked processes, which must not touch numba's thread pool)."""
+        out = np.empty((len(combos), self.n))
+        if not parallel:
+            for k, p in enumerate(combos):
+                self.score(p)
+                out[k] = self.value
+            return out
         threads = numba.get_num_threads()
         trade_bufs = np.empty((threads, *self._trades.shape))
         for start in range(0, len(combos), chunk):
@@ -283,14 +290,13 @@ class Evaluator:
             le, lx, se, sx = (np.stack([a[q] for a in part]) for q in range(4))
             sl, tp, tsl, frac, otype, olim, ostp, otif = (_stack_flex([a[q] for a in part])
                                                           for q in range(4, 12))
-            values = np.empty((len(part), self.n))
+            values = out[start:start + len(part)]  # (the kernel writes each curve into its row)
             stats = np.empty((len(part), len(_KERNEL_KEYS)))
             _sweep_chunk_nb(self.open_, self.high, self.low, self.close, le, lx, se, sx, sl, tp, tsl, frac,
                             self.slip, float(self.costs.fees), self.init_cash, self.max_exposure, self.lots,
                             self.margin_bar, self.fill is Fill.NEXT_OPEN, self.ppy, stats, values, trade_bufs,
                             True, otype, olim, ostp, otif, self.borrow_bar, self.imp, self.touch, self.fund,
                             self.vcap)
-            out[:, start:start + len(part)] = values.T
         return out
 
 
@@ -485,13 +491,26 @@ def _signals_into(bufs: list[np.ndarray], flex: dict[int, np.ndarray], k: int, s
     for q in range(4):
         bufs[q][k] = a[q]
     wrote = {}
+    entering = None
     for q in range(4, 12):
         held = flex.get(q)
         wrote[q] = False
         if held is not None and held.shape[1:] == a[q].shape and k < held.shape[0]:
-            held[k] = a[q]
+            if q in _AT_ENTRIES and a[q].shape[0] > 1:
+                # the kernel reads an order's price and time in force on the bars that enter only: only
+                # those are written (the rest of the row keeps an earlier chunk's values, never read)
+                if entering is None:
+                    entering = np.flatnonzero((a[0] | a[2]).any(axis=1))
+                held[k, entering] = a[q][entering]
+            else:
+                held[k] = a[q]
             wrote[q] = True
     return a, wrote
+
+
+# the kernel inputs (positions in `_combo_arrays`) it reads on entering bars only: order type, limit and
+# stop prices, time in force (kernels._signal_orders)
+_AT_ENTRIES = (8, 9, 10, 11)
 
 
 def _combo_arrays(strat: Strategy, tl: Timeline, p: dict, direction: Direction, sizing: Sizing, ppy: float,

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 from scipy import stats
 
@@ -255,6 +256,23 @@ def _half_sharpe(s: np.ndarray, q: np.ndarray, n: int, n_shift: np.ndarray) -> n
     return out
 
 
+@numba.njit(cache=True, error_model="numpy")
+def _block_sums_nb(x: np.ndarray, shift: np.ndarray, splits: int,
+                   block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per block of `block` rows, each column's sum of `x - shift` and of its square: one pass over the
+    T×N returns (numpy's centring, squaring and summing copied them three times)."""
+    n = x.shape[1]
+    sums = np.zeros((splits, n))
+    squares = np.zeros((splits, n))
+    for b in range(splits):
+        for i in range(b * block, (b + 1) * block):
+            for c in range(n):
+                d = x[i, c] - shift[c]
+                sums[b, c] += d
+                squares[b, c] += d * d
+    return sums, squares
+
+
 def _subset_sums(rows: np.ndarray) -> np.ndarray:
     """Sums of every subset of `rows` (k×N) by bit mask: out[mask] = sum of rows[i] over set bits i."""
     k, n = rows.shape
@@ -303,10 +321,13 @@ def pbo_cscv(
         raise ConfigError(
             f"n_splits={s} needs at least {2 * s} rows, got {t_all}; use fewer splits or more bars"
         )
-    if np.isinf(x).any():
-        raise DataError("returns contain ±inf; check for zero or negative equity before computing returns")
     block = t_all // s
-    x = np.nan_to_num(x[: block * s], nan=0.0)
+    x = x[: block * s]
+    if not np.isfinite(x).all():  # (one pass when all are finite, as a backtest's returns are)
+        if np.isinf(x).any():
+            raise DataError("returns contain ±inf; check for zero or negative equity before computing "
+                            "returns")
+        x = np.nan_to_num(x, nan=0.0)
     n_obs = block * s
     combos = np.array(list(itertools.combinations(range(s), s // 2)), dtype=np.intp)
     n_comb = combos.shape[0]
@@ -317,16 +338,16 @@ def pbo_cscv(
     is_best = np.empty(n_comb)
     oos_best = np.empty(n_comb)
     if metric is None:
-        shift = x[0]  # centre on the first row: sums of squares stay accurate, constant columns exactly 0
-        blocks = (x - shift).reshape(s, block, n_trials)
+        shift = x[0].copy()  # centre on the first row: sums of squares stay accurate, constant columns 0
+        block_sums, block_squares = _block_sums_nb(np.ascontiguousarray(x), shift, s, block)
         # Sums over any set of blocks = (subset sum of the first S/2 blocks) + (subset sum of the rest):
         # two table look-ups per combination, exact zeros for zero blocks, and no BLAS threading cost.
         h = s // 2
         weights = 1 << np.arange(h)
         lo_mask, hi_mask = member[:, :h] @ weights, member[:, h:] @ weights
         full = (1 << h) - 1
-        tables = [_subset_sums(blocks[part].sum(axis=1)) for part in (slice(0, h), slice(h, s))]
-        tables_sq = [_subset_sums(np.square(blocks[part]).sum(axis=1)) for part in (slice(0, h), slice(h, s))]
+        tables = [_subset_sums(block_sums[part]) for part in (slice(0, h), slice(h, s))]
+        tables_sq = [_subset_sums(block_squares[part]) for part in (slice(0, h), slice(h, s))]
         half = n_obs // 2
         n_shift = half * shift
         for lo in range(0, n_comb, _PBO_CHUNK):
@@ -382,6 +403,24 @@ def _max_drawdown_paths(rets: np.ndarray) -> np.ndarray:
     peak = np.maximum(np.maximum.accumulate(equity, axis=-1), 1.0)
     dd = 1.0 - equity / peak
     return np.maximum(dd.max(axis=-1, initial=0.0), 0.0)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _paths_nb(sims: np.ndarray, totals: np.ndarray, mdds: np.ndarray) -> None:
+    """Each row's total return and max drawdown (`_max_drawdown_paths`) in one pass, no temporaries."""
+    for s in range(sims.shape[0]):
+        eq = 1.0
+        peak = 1.0
+        mdd = 0.0
+        for i in range(sims.shape[1]):
+            eq *= 1.0 + sims[s, i]
+            if eq > peak:
+                peak = eq
+            dd = 1.0 - eq / peak
+            if dd > mdd:
+                mdd = dd
+        totals[s] = eq - 1.0
+        mdds[s] = mdd
 
 
 @dataclass(frozen=True)
@@ -468,8 +507,7 @@ def bootstrap_trades(
             sims = r[rng.integers(0, n, size=(k, n))]
         else:
             sims = rng.permuted(np.broadcast_to(r, (k, n)), axis=1)
-        totals[lo : lo + k] = np.prod(1.0 + sims, axis=1) - 1.0
-        mdds[lo : lo + k] = _max_drawdown_paths(sims)
+        _paths_nb(np.ascontiguousarray(sims), totals[lo : lo + k], mdds[lo : lo + k])
 
     observed_total = float(np.prod(1.0 + r) - 1.0)
     if method == "shuffle":

@@ -411,21 +411,27 @@ def walk_forward(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.
 
     poll(force=True)
     children = _start_workers(run, workers - 1)
+    diagnosed: dict[int, dict[str, Any]] = {}
+    others: list[dict[str, float]] = []
     try:
         run.work(store, progress=poll)
         _wait_for_folds(run, store, sids, children, poll)
+        optimize_s = time.perf_counter() - t_start
+        # the processes share the folds' diagnostics (PBO and importances: most of the finishing work);
+        # this one diagnoses its share while the others send theirs
+        for k in _fold_shares(len(run.folds), workers)[0]:
+            diagnosed[k] = _fold_diagnostics(run, store, sids[k], k)
+        result = _finish(run, store, sids, diagnosed, gather=lambda: _collect(children, diagnosed, others))
     finally:
         for p, _ in children:
             p.join(timeout=5)
             if p.is_alive():
                 p.terminate()
     poll(force=True)
-    timings = dict(run.timings, optimize_s=time.perf_counter() - t_start)
-    for _, q in children:
-        while not q.empty():
-            for key, v in q.get().items():
-                timings[f"other_workers_{key}"] = timings.get(f"other_workers_{key}", 0.0) + v
-    result = _finish(run, store, sids)
+    timings = dict(run.timings, optimize_s=optimize_s)
+    for got in others:
+        for key, v in got.items():
+            timings[f"other_workers_{key}"] = timings.get(f"other_workers_{key}", 0.0) + v
     result.timings.update(timings, total_s=time.perf_counter() - t_start, workers=workers)
     if save:
         result.save()
@@ -558,8 +564,10 @@ def _run_from_settings(run_id: str, settings: dict[str, Any], frames: dict[str, 
                 storage_url=storage)
 
 
-def _child(run: _Run, parent: int, queue: Any) -> None:
-    """A forked local worker: its own storage connection, its own identity, same bars in memory."""
+def _child(run: _Run, parent: int, queue: Any, index: int, processes: int) -> None:
+    """A forked local worker: its own storage connection, its own identity, same bars in memory. Once
+    no trial is left to claim it diagnoses folds `index`, `index + processes`, ... (each once its
+    trials have all finished) and sends them, then its timings."""
     st.reset_worker_identity()
     store = st.open_storage(run.storage_url)
 
@@ -569,14 +577,54 @@ def _child(run: _Run, parent: int, queue: Any) -> None:
 
     run.timings = {k: 0.0 for k in run.timings}
     run.work(store, progress=check_parent)
-    queue.put(run.timings)
+    queue.put(("timings", run.timings))
+    for k in _fold_shares(len(run.folds), processes)[index]:
+        sid = st.study_id(store, run.study_name(k))
+        while store.get_all_trials(sid, deepcopy=False, states=_OPEN):  # others' trials still running
+            check_parent()
+            time.sleep(0.02)
+        queue.put(("fold", k, _fold_diagnostics(run, store, sid, k, parallel=False)))
+    queue.put(("done",))
+
+
+def _fold_shares(n_folds: int, processes: int) -> list[list[int]]:
+    """Which folds each process diagnoses (0: the coordinator): in turn, except that the coordinator,
+    which also runs the out-of-sample windows and the run's diagnostics (about two folds' work, measured
+    with bench/walkforward.py), gives up to two of its folds to the workers."""
+    shares = [list(range(i, n_folds, processes)) for i in range(processes)]
+    for give in range(2):
+        if processes > 1 and len(shares[0]) > 1:
+            shares[1 + give % (processes - 1)].append(shares[0].pop())
+    return shares
+
+
+def _collect(children: list[tuple[Any, Any]], diagnosed: dict[int, dict[str, Any]],
+             timings: list[dict[str, float]]) -> None:
+    """Read what the worker processes send (their timings, their folds' diagnostics) until each says it
+    is done or has exited; a fold a worker did not send is diagnosed by `_finish` instead."""
+    import queue as queues
+
+    for p, q in children:
+        while True:
+            try:
+                msg = q.get(timeout=0.05)
+            except queues.Empty:
+                if p.exitcode is not None and q.empty():
+                    break  # (died: its folds are left to _finish)
+                continue
+            if msg[0] == "done":
+                break
+            if msg[0] == "timings":
+                timings.append(msg[1])
+            else:
+                diagnosed[msg[1]] = msg[2]
 
 
 def _start_workers(run: _Run, n: int) -> list[tuple[Any, Any]]:
     if n <= 0:
         return []
     ctx = mp.get_context("fork")  # the children share the loaded bars and compiled kernels
-    out = []
+    out: list[tuple[Any, Any]] = []
     # a child must never run the finalisers of objects it inherited: a Jupyter kernel's zmq sockets
     # (or a database connection) collected in a forked process can crash it; frozen objects are
     # never collected, in the children or (until unfrozen) here
@@ -585,7 +633,7 @@ def _start_workers(run: _Run, n: int) -> list[tuple[Any, Any]]:
     try:
         for _ in range(n):
             q = ctx.Queue()
-            p = ctx.Process(target=_child, args=(run, os.getpid(), q), daemon=True)
+            p = ctx.Process(target=_child, args=(run, os.getpid(), q, len(out) + 1, n + 1), daemon=True)
             p.start()
             out.append((p, q))
     finally:
@@ -618,7 +666,30 @@ def _wait_for_folds(run: _Run, store: optuna.storages.BaseStorage, sids: list[in
 # --------------------------------------------------------------------------------- post-processing
 
 
-def _finish(run: _Run, store: optuna.storages.BaseStorage, sids: list[int]) -> WalkForwardResult:
+def _fold_trials(run: _Run, trials: Sequence[optuna.trial.FrozenTrial]
+                 ) -> tuple[list[optuna.trial.FrozenTrial], list[optuna.trial.FrozenTrial]]:
+    """A fold's complete trials, and those of them that are feasible (enough trades, a real score)."""
+    complete = [t for t in trials if t.state is TrialState.COMPLETE]
+    feasible = [t for t in complete
+                if _metric(t.user_attrs.get("metrics"), "n_trades") >= run.objective.min_trades
+                and t.value is not None and t.value > WORST]
+    return complete, feasible
+
+
+def _fold_diagnostics(run: _Run, store: optuna.storages.BaseStorage, sid: int, k: int, *,
+                      parallel: bool = True) -> dict[str, Any]:
+    """Fold k's PBO and parameter importances, from its finished trials."""
+    complete, feasible = _fold_trials(run, store.get_all_trials(sid, deepcopy=False))
+    return {"pbo": _fold_pbo(run, run.folds[k], feasible, parallel=parallel),
+            "importances": _importances(run, complete)}
+
+
+def _finish(run: _Run, store: optuna.storages.BaseStorage, sids: list[int],
+            diagnosed: Mapping[int, Mapping[str, Any]] | None = None,
+            gather: Callable[[], None] | None = None) -> WalkForwardResult:
+    """The run's result from its trials: out-of-sample windows, fold table and diagnostics. Each fold's
+    PBO and importances come from `diagnosed` (`gather()`, called once everything else is done, fills
+    in what other processes computed) or are computed here."""
     s = run.settings
     names = run.strat.space.names
     trial_rows: list[dict[str, Any]] = []
@@ -630,6 +701,7 @@ def _finish(run: _Run, store: optuna.storages.BaseStorage, sids: list[int]) -> W
     importances: list[dict[str, float]] = []
     pbo_per_fold: list[dict[str, Any]] = []
     sr_vars: list[float] = []
+    fold_trials: list[tuple[list[optuna.trial.FrozenTrial], list[optuna.trial.FrozenTrial]]] = []
     cash = s["init_cash"]
     sqrt_ppy = math.sqrt(s["periods_per_year"])
     for k, (fold, sid) in enumerate(zip(run.folds, sids, strict=True)):
@@ -643,10 +715,8 @@ def _finish(run: _Run, store: optuna.storages.BaseStorage, sids: list[int]) -> W
                                "worker": t.system_attrs.get("worker"),
                                "failed_reason": t.system_attrs.get("failed_reason"),
                                "duration_s": (t.duration.total_seconds() if t.duration else None)})
-        complete = [t for t in trials if t.state is TrialState.COMPLETE]
-        feasible = [t for t in complete
-                    if _metric(t.user_attrs.get("metrics"), "n_trades") >= run.objective.min_trades
-                    and t.value is not None and t.value > WORST]
+        complete, feasible = _fold_trials(run, trials)
+        fold_trials.append((complete, feasible))
         sharpes = np.array([_metric(t.user_attrs.get("metrics"), "sharpe") for t in complete]) / sqrt_ppy
         sharpes = sharpes[np.isfinite(sharpes)]
         if sharpes.size > 1:
@@ -682,21 +752,28 @@ def _finish(run: _Run, store: optuna.storages.BaseStorage, sids: list[int]) -> W
         }
         is_ret = row["is_annual_return"]
         row["wfe"] = row["oos_annual_return"] / is_ret if is_ret and is_ret > 0 else float("nan")
-        pbo = _fold_pbo(run, fold, feasible)
-        row["pbo"] = pbo.get("pbo", float("nan"))
-        pbo_per_fold.append({"fold": k, **pbo})
         fold_rows.append(row)
-        importances.append({"fold": k, **_importances(run, complete)})
-    folds = pd.DataFrame(fold_rows)
     trials_df = pd.DataFrame(trial_rows)
     oos_equity = pd.concat(equities)
     oos_trades = pd.concat(trades, ignore_index=True) if trades else pd.DataFrame(
         columns=["symbol", "direction", "entry_time", "exit_time", "pnl", "return", "fold"])
     bench = _benchmark(run, oos_equity.index)
     n_complete = int(sum(r["n_complete"] for r in fold_rows))
-    diagnostics = _diagnostics(run, folds, oos_equity, bench, oos_trades, n_complete,
-                               float(np.mean(sr_vars)) if sr_vars else float("nan"), pbo_per_fold,
+    diagnostics = _diagnostics(run, pd.DataFrame(fold_rows), oos_equity, bench, oos_trades, n_complete,
+                               float(np.mean(sr_vars)) if sr_vars else float("nan"), [],
                                exposure=np.concatenate(exposures), traded_value=traded_value)
+    # last, each fold's PBO and importances (computed here, or by the other processes meanwhile)
+    if gather is not None:
+        gather()
+    for k, row in enumerate(fold_rows):
+        complete, feasible = fold_trials[k]
+        diag = (diagnosed or {}).get(k) or {"pbo": _fold_pbo(run, run.folds[k], feasible),
+                                            "importances": _importances(run, complete)}
+        row["pbo"] = diag["pbo"].get("pbo", float("nan"))
+        pbo_per_fold.append({"fold": k, **diag["pbo"]})
+        importances.append({"fold": k, **diag["importances"]})
+    folds = pd.DataFrame(fold_rows)
+    diagnostics = replace(diagnostics, pbo=_pbo_summary(pbo_per_fold))
     imp = pd.DataFrame(importances).set_index("fold") if importances else pd.DataFrame()
     stability = param_stability(folds, run.strat, s["fixed"])
     inputs = {"run_id": run.run_id, **s, "storage": st.redact(run.storage_url),
@@ -783,7 +860,8 @@ def _benchmark(run: _Run, index: pd.DatetimeIndex) -> pd.Series:
     return bench.reindex(index)
 
 
-def _fold_pbo(run: _Run, fold: Fold, feasible: Sequence[optuna.trial.FrozenTrial]) -> dict[str, Any]:
+def _fold_pbo(run: _Run, fold: Fold, feasible: Sequence[optuna.trial.FrozenTrial], *,
+              parallel: bool = True) -> dict[str, Any]:
     """PBO (CSCV) of one fold from its distinct feasible trials' train-window returns."""
     seen: dict[str, dict[str, Any]] = {}
     for t in feasible:
@@ -798,8 +876,10 @@ def _fold_pbo(run: _Run, fold: Fold, feasible: Sequence[optuna.trial.FrozenTrial
         return {"pbo": float("nan"), "n_configs": len(combos),
                 "note": "fewer than 2 distinct feasible trials"}
     returns = np.zeros((n, len(combos)))
-    for ev in run.evaluators(fold):
-        _add_returns(ev.equity_curves(combos), float(ev.init_cash), 1.0 / len(run.units()), returns)
+    with indicator_cache():  # trials share moving-average windows: each is computed once
+        for ev in run.evaluators(fold):
+            _add_returns(ev.equity_curves(combos, parallel=parallel), float(ev.init_cash),
+                         1.0 / len(run.units()), returns)
     res = pbo_cscv(returns, n_splits=splits)
     return {"pbo": res.pbo, "n_configs": len(combos), "n_splits": splits,
             "prob_oos_loss": res.prob_oos_loss, "logit_median": float(np.median(res.logits))}
@@ -807,13 +887,13 @@ def _fold_pbo(run: _Run, fold: Fold, feasible: Sequence[optuna.trial.FrozenTrial
 
 @numba.njit(cache=True, error_model="numpy")
 def _add_returns(values: np.ndarray, init_cash: float, weight: float, out: np.ndarray) -> None:
-    """out += weight x the bar returns of equity curves `values` (n, K), the first from `init_cash`
-    (one pass: the curves of a fold's trials are tens of MB)."""
-    n, k = values.shape
+    """out (n, K) += weight x the bar returns of equity curves `values` (K, n), the first from
+    `init_cash` (one pass: the curves of a fold's trials are tens of MB)."""
+    k, n = values.shape
     for i in range(n):
         for c in range(k):
-            prev = values[i - 1, c] if i > 0 else init_cash
-            out[i, c] += (values[i, c] / prev - 1.0) * weight
+            prev = values[c, i - 1] if i > 0 else init_cash
+            out[i, c] += (values[c, i] / prev - 1.0) * weight
 
 
 IMPORTANCE_TREES = 16
@@ -943,8 +1023,7 @@ def _diagnostics(run: _Run, folds: pd.DataFrame, equity: pd.Series, bench: pd.Se
                                                     sr_variance=sr_variance).as_dict()
                               if math.isfinite(sr_variance) else {"dsr": float("nan")})
     out["sharpe_test"] = sharpe_significance(rets, periods_per_year=ppy).as_dict()
-    pbos = [p["pbo"] for p in pbo_per_fold if math.isfinite(p.get("pbo", float("nan")))]
-    out["pbo"] = {"mean": float(np.mean(pbos)) if pbos else float("nan"), "per_fold": pbo_per_fold}
+    out["pbo"] = _pbo_summary(pbo_per_fold)
     out["benchmark"] = compare_to_benchmark(rets, brets, periods_per_year=ppy)
     closed = trades[trades["status"] == "closed"] if len(trades) and "status" in trades else trades
     if len(closed):
@@ -965,6 +1044,12 @@ def _diagnostics(run: _Run, folds: pd.DataFrame, equity: pd.Series, bench: pd.Se
         else float("nan")
     out["sharpe_efficiency_folds"] = int(defined.sum())
     return Diagnostics(**out)
+
+
+def _pbo_summary(pbo_per_fold: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's PBO: the mean over the folds that have one, and each fold's."""
+    pbos = [p["pbo"] for p in pbo_per_fold if math.isfinite(p.get("pbo", float("nan")))]
+    return {"mean": float(np.mean(pbos)) if pbos else float("nan"), "per_fold": pbo_per_fold}
 
 
 def param_stability(folds: pd.DataFrame, strat: Strategy, fixed: Mapping[str, Any]) -> pd.DataFrame:

@@ -73,18 +73,24 @@ def sma(x: Any, n: int) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def _sma_nb(a: np.ndarray, n: int, out: np.ndarray) -> np.ndarray:
-    out[:] = np.nan
+    m = a.shape[0]
+    out[: min(n - 1, m)] = np.nan
+    if m < n:
+        return out
     s = 0.0
-    for i in range(a.shape[0]):
-        s += a[i]
-        if i >= n:
-            s -= a[i - n]
-        if i >= n - 1:
-            if (i + 1) % 65536 == 0:  # re-sum exactly now and then so drift never accumulates
-                s = 0.0
-                for k in range(i - n + 1, i + 1):
-                    s += a[k]
-            out[i] = s / n
+    for k in range(n):
+        s += a[k]
+    out[n - 1] = s / n
+    resum = 65536 - n % 65536  # bars until the next exact re-sum (so drift never accumulates)
+    for i in range(n, m):
+        s += a[i] - a[i - n]  # one addition on the running sum per bar (the difference is off its chain)
+        resum -= 1
+        if resum == 0:
+            resum = 65536
+            s = 0.0
+            for k in range(i - n + 1, i + 1):
+                s += a[k]
+        out[i] = s / n
     return out
 
 
