@@ -18,6 +18,7 @@ from enum import IntEnum, StrEnum
 from functools import cached_property
 from typing import Any, cast
 
+import numba
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -902,39 +903,61 @@ def check_entry_orders(arrs: Mapping[str, np.ndarray], close: np.ndarray, who: s
     """SEMANTICS.md "Entry orders", refusals: an entry order that would fill at once, or lacks a price."""
     if not arrs["order_type"].any():  # market entries only (a one-element array when given so)
         return
-    # only the bars that enter are checked (a few in a hundred): gather them first
-    long_all = arrs["long_entries"] & ~arrs["short_entries"]  # a bar with both enters neither
-    short_all = arrs["short_entries"] & ~arrs["long_entries"]
-    bars = np.flatnonzero(long_all | short_all)
+    le, se = arrs["long_entries"], arrs["short_entries"]
+    bars = np.flatnonzero(le | se)  # only the bars that enter are checked (a few in a hundred)
     if not bars.size:
         return
+    first = np.full(len(_ENTRY_PROBLEMS), -1, dtype=np.int64)
+    kind = np.ascontiguousarray(arrs["order_type"], dtype=np.float64)
+    _entry_problems_nb(bars, le, se, kind,
+                       np.ascontiguousarray(arrs["limit_price"], dtype=np.float64),
+                       np.ascontiguousarray(arrs["stop_price"], dtype=np.float64),
+                       np.ascontiguousarray(close, dtype=np.float64), first)
+    for code, what in enumerate(_ENTRY_PROBLEMS):
+        if first[code] >= 0:
+            bar = int(first[code])
+            name = kernels.ORDER_TYPES[int(kind[bar if kind.shape[0] > 1 else 0])]
+            raise DataError(f"{who}: a {name} entry on bar {bar} {what}")
 
-    def at(a: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(a, close.shape)[bars]
 
-    kind, lim, stp = at(arrs["order_type"]), at(arrs["limit_price"]), at(arrs["stop_price"])
-    close = close[bars]
-    long, short = long_all[bars], short_all[bars]
-    entering = np.ones(bars.size, dtype=bool)
-    limits = (kind == kernels.LIMIT) | (kind == kernels.STOP_LIMIT)
-    stops = (kind == kernels.STOP) | (kind == kernels.STOP_LIMIT)
-    at_once = "(it would fill at once: use a market order)"
-    with np.errstate(invalid="ignore"):
-        problems = [
-            limits & np.isnan(lim) & entering, "without its limit_price",
-            stops & np.isnan(stp) & entering, "without its stop_price",
-            (kind == kernels.LIMIT) & ((long & (lim >= close)) | (short & (lim <= close))),
-            f"with a limit on the wrong side of the signal bar's close {at_once}",
-            stops & ((long & (stp <= close)) | (short & (stp >= close))),
-            f"with a stop on the wrong side of the signal bar's close {at_once}",
-            (kind == kernels.STOP_LIMIT) & ((long & (lim < stp)) | (short & (lim > stp))),
-            "whose limit is on the wrong side of its stop (a buy stop-limit needs limit >= stop)",
-        ]
-    for mask, what in zip(problems[::2], problems[1::2], strict=True):
-        bad = np.flatnonzero(mask)
-        if bad.size:
-            name = kernels.ORDER_TYPES[int(kind[bad[0]])]
-            raise DataError(f"{who}: a {name} entry on bar {int(bars[bad[0]])} {what}")
+_AT_ONCE = "(it would fill at once: use a market order)"
+# what `_entry_problems_nb` looks for, in the order they are reported
+_ENTRY_PROBLEMS = (
+    "without its limit_price",
+    "without its stop_price",
+    f"with a limit on the wrong side of the signal bar's close {_AT_ONCE}",
+    f"with a stop on the wrong side of the signal bar's close {_AT_ONCE}",
+    "whose limit is on the wrong side of its stop (a buy stop-limit needs limit >= stop)",
+)
+
+
+@numba.njit(cache=True, nogil=True)
+def _entry_problems_nb(bars: np.ndarray, le: np.ndarray, se: np.ndarray, kind: np.ndarray, lim: np.ndarray,
+                       stp: np.ndarray, close: np.ndarray, first: np.ndarray) -> None:
+    """The first of `bars` (ascending) with each of `_ENTRY_PROBLEMS` into `first` (-1: none), over those
+    that enter (a bar with both entries enters neither); `kind`, `lim`, `stp` hold one value per bar or
+    one for all."""
+    for i in bars:
+        long = le[i] and not se[i]
+        short = se[i] and not le[i]
+        if not (long or short):
+            continue
+        k = kind[i if kind.shape[0] > 1 else 0]
+        if k == kernels.MARKET:
+            continue
+        li = lim[i if lim.shape[0] > 1 else 0]
+        st = stp[i if stp.shape[0] > 1 else 0]
+        c = close[i]
+        has_limit = k == kernels.LIMIT or k == kernels.STOP_LIMIT
+        has_stop = k == kernels.STOP or k == kernels.STOP_LIMIT
+        bad = (has_limit and np.isnan(li),
+               has_stop and np.isnan(st),
+               k == kernels.LIMIT and ((long and li >= c) or (short and li <= c)),
+               has_stop and ((long and st <= c) or (short and st >= c)),
+               k == kernels.STOP_LIMIT and ((long and li < st) or (short and li > st)))
+        for q in range(5):
+            if bad[q] and first[q] < 0:
+                first[q] = i
 
 
 def sized(frac: np.ndarray, placed: list[dict[str, np.ndarray]], n: int) -> np.ndarray:

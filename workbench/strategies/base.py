@@ -17,6 +17,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, cast
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -511,9 +512,20 @@ def _as_order_type(value: Any, n: int, what: str, compact: bool = False) -> np.n
 
 def _as_price(value: Any, n: int, what: str, compact: bool = False) -> np.ndarray:
     arr = _per_bar(value, n, what, compact, np.nan)
-    if np.any(arr <= 0) or np.isinf(arr).any():  # (NaN compares False: no price on that bar)
+    if _bad_price_nb(arr):  # (NaN is no price on that bar)
         raise DataError(f"{what} must be a positive price (NaN where there is none)")
     return arr
+
+
+@numba.njit(cache=True, nogil=True)
+def _bad_price_nb(arr: np.ndarray) -> bool:
+    """Whether any value is zero, negative or infinite, in one pass (a sweep checks every combination's
+    per-bar prices)."""
+    bad = 0
+    for i in range(arr.shape[0]):
+        x = arr[i]
+        bad += (x <= 0.0) | (x == np.inf)  # (counted, not branched: the loop vectorises)
+    return bad > 0
 
 
 def _as_tif(value: Any, n: int, what: str, compact: bool = False) -> np.ndarray:
