@@ -19,7 +19,8 @@ done, set ``unique_ids="all"`` to refuse any reuse). Rejected orders are not sto
 
 Knobs: `set_price` (resting limit, stop, stop-limit and trailing-stop orders fill as a continuous
 price crosses them, at their level; `gap=True` jumps),
-`balances` (USDT 100000, every other asset 0), `fill_mode` for market orders (``full``,
+`balances` (USDT 100000, every other asset 0), `rest_fill` (the share of a resting order one crossing
+fills; None, the default: all), `fill_mode` for market orders (``full``,
 ``partial``: half now and the rest rests, ``none``: the order rests), `complete_fills()`,
 `fee_rate` (charged in the asset received), and `fault(kind, times)` on order submissions:
 ``429`` (Binance's -1003 body and a Retry-After), ``500`` (-1001), ``503`` (an HTML page), all
@@ -230,6 +231,7 @@ class BinanceTradingServer(BinanceServer):
             self.orders: list[FakeOrder] = []
             self.trades: list[dict[str, Any]] = []
             self.fill_mode = "full"
+            self.rest_fill: Decimal | None = None  # share of a resting order one crossing fills (None: all)
             self.fee_rate = D0
             self.unique_ids = "open"
             self._ids = itertools.count(1_000_001)
@@ -332,7 +334,16 @@ class BinanceTradingServer(BinanceServer):
             # LIMIT, or a triggered STOP_LOSS_LIMIT working as one
             if (min(start, px) <= o.price) if buy else (max(start, px) >= o.price):
                 marketable = start <= o.price if buy else start >= o.price
-                self._fill(o, o.remaining, start if marketable else o.price)
+                self._fill(o, self._rest_qty(o), start if marketable else o.price)
+
+    def _rest_qty(self, o: FakeOrder) -> Decimal:
+        """What one crossing fills of a resting order: all of it, or `rest_fill` of its quantity (down to
+        the lot step; at least one step, at most what remains)."""
+        if self.rest_fill is None:
+            return o.remaining
+        step = self.filters[o.symbol].step
+        part = max((o.qty * self.rest_fill / step).to_integral_value(ROUND_DOWN) * step, step)
+        return min(part, o.remaining)
 
     def _fill(self, o: FakeOrder, qty: Decimal, px: Decimal) -> dict[str, Any] | None:
         if qty <= 0:

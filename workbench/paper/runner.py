@@ -741,6 +741,20 @@ class Runner:
                                     "an exit signal of its side cancels the resting entry",
                                     client_order_id=r["client_order_id"])
 
+    def _cancel_entry_rest(self, spec: StrategySpec, bar: pd.Timestamp, sym: str) -> None:
+        """A stop or target that closes a position cancels what its resting entry has not filled yet
+        (SEMANTICS.md "Volume cap"), so the rest cannot reopen it unprotected."""
+        for r in self.journal.live_orders(spec.name):
+            if r["symbol"] != sym or r["leg"] != "entry" or r["type"] == OrderType.MARKET.value \
+                    or r["status"] in _UNSENT:
+                continue
+            got = self.broker.cancel(r["client_order_id"])
+            if got is not None:
+                self._apply(spec, r, got)
+            self.journal.decide(spec.name, bar, sym, "order", "cancelled",
+                                "the position's stop or target closes it: the entry's unfilled rest goes "
+                                "with it", client_order_id=r["client_order_id"])
+
     def _cancel_protection(self, spec: StrategySpec, sym: str) -> None:
         """Cancel the resting protective orders of a symbol before it is exited at market."""
         for row in self.journal.live_orders(spec.name):
@@ -1062,6 +1076,7 @@ class Runner:
                 position=float(q),
             )
             leg = {"stop_loss": "sl", "take_profit": "tp", "trailing_stop": "tsl"}[why]
+            self._cancel_entry_rest(spec, bar, sym)
             self._cancel_protection(spec, sym)
             self._close(spec, bar, sym, float(q), leg + "x", result)
             done.add(sym)
