@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS orders (
     avg_fill_price TEXT, fee TEXT NOT NULL DEFAULT '0', reject_reason TEXT, note TEXT,
     created REAL NOT NULL, updated REAL NOT NULL, fee_currency TEXT);
 CREATE INDEX IF NOT EXISTS orders_open ON orders (artifact, status);
+CREATE INDEX IF NOT EXISTS orders_created ON orders (artifact, created);
 CREATE TABLE IF NOT EXISTS fills (
     fill_id TEXT PRIMARY KEY, client_order_id TEXT NOT NULL, artifact TEXT NOT NULL,
     symbol TEXT NOT NULL, side TEXT NOT NULL, qty TEXT NOT NULL, price TEXT NOT NULL, fee TEXT NOT NULL,
@@ -467,6 +468,17 @@ class Journal:
                 ),
             )
         return new
+
+    def recent_orders(self, artifact: str, n: int) -> list[dict[str, Any]]:
+        """The `n` latest orders of `artifact` whose outcome is known (newest first): what an alert on
+        refusals in a row reads, without loading the whole table."""
+        cur = self.db.execute(
+            "SELECT client_order_id, symbol, leg, status, reject_reason FROM orders WHERE artifact=? "
+            "AND status NOT IN (?, ?) ORDER BY created DESC, client_order_id DESC LIMIT ?",
+            (artifact, OrderStatus.INTENT.value, OrderStatus.UNKNOWN.value, n),
+        )
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
     def orders_frame(self, artifact: str | None = None) -> pd.DataFrame:
         """Every journaled order."""

@@ -31,6 +31,7 @@ from workbench.paper.feed import BarFeed
 from workbench.paper.journal import Journal
 from workbench.paper.risk import RiskLimits, RiskSection
 from workbench.paper.runner import Runner, StrategySpec, TickResult
+from workbench.paper.watch import PaperWatch, WatchSettings
 
 log = logging.getLogger(__name__)
 STREAM_WAIT = 5.0  # seconds a streamed tick waits for trades past the bar close
@@ -67,6 +68,7 @@ class PaperConfig:
     stream: bool = False
     metrics_port: int | None = None
     follow_timeout: float = 30.0
+    alerts: WatchSettings | None = None
     path: Path | None = None
 
     def root(self) -> Path:
@@ -184,6 +186,50 @@ class _Metrics(ConfigModel):
         return v
 
 
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Alerts(ConfigModel):
+    """``alerts:``: where to send (apprise URLs, each named by the setting that holds it) and when."""
+
+    urls: list[str]
+    recover_after: Duration = 300.0
+    remind_after: Duration | None = 21600.0
+    max_per_hour: int = 30
+    drawdown: float | None = None
+    rejections: int = 3
+
+    @field_validator("urls")
+    @classmethod
+    def _references(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ConfigProblem("{key} lists no URL; name at least one, e.g. urls: [${WORKBENCH_ALERT_URL}]")
+        for u in v:
+            if not _ENV_REF.fullmatch(u.strip()):
+                raise ConfigProblem("{key}: alert URLs hold tokens and passwords, so the config names the "
+                                    "setting that holds each one: put the URL in the environment or .env "
+                                    "and write ${NAME} here (e.g. ${WORKBENCH_ALERT_URL})")
+        return v
+
+    def settings(self) -> WatchSettings:
+        """The section with each URL read from its setting (environment, then .env)."""
+        from workbench.alerts import AlertSettings
+        from workbench.config import setting
+
+        urls = []
+        for ref in self.urls:
+            name = ref.strip()[2:-1]
+            value = setting(name)
+            if not value:
+                raise ConfigError(f"alerts.urls names {name}, which is not set: put the apprise URL in the "
+                                  "environment or .env (e.g. WORKBENCH_ALERT_URL=mailto://...)")
+            urls.append(value)
+        return WatchSettings(alerts=AlertSettings(urls=tuple(urls), recover_after=self.recover_after,
+                                                  remind_after=self.remind_after,
+                                                  max_per_hour=self.max_per_hour),
+                             drawdown=self.drawdown, rejections=self.rejections)
+
+
 class _PaperFile(ConfigModel):
     """A paper config file as written (``pipelines/paper.yaml``); `load_config` makes it a PaperConfig."""
 
@@ -194,6 +240,7 @@ class _PaperFile(ConfigModel):
     schedule: _Schedule = _Schedule()
     data: _Data = _Data()
     metrics: _Metrics = _Metrics()
+    alerts: _Alerts | None = None
     follow_timeout: Duration = 30.0
 
     @model_validator(mode="before")
@@ -249,8 +296,19 @@ def load_config(path: str | Path) -> PaperConfig:
         stream=f.data.stream,
         metrics_port=f.metrics.port,
         follow_timeout=f.follow_timeout,
+        alerts=_alert_settings(f.alerts, p),
         path=p,
     )
+
+
+def _alert_settings(section: _Alerts | None, path: Path) -> WatchSettings | None:
+    """The alerts section with its URLs read; its problems name the config file."""
+    if section is None:
+        return None
+    try:
+        return section.settings()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def specs_from_artifact(
@@ -333,6 +391,13 @@ class PaperSession:
             follow_timeout=config.follow_timeout,
             metrics=self.metrics,
         )
+        self.watch: PaperWatch | None = None
+        if config.alerts is not None:
+            from workbench.alerts import Alerter
+
+            alerter = Alerter(config.alerts.alerts, source=f"workbench paper {config.name}")
+            self.watch = PaperWatch(self.journal, self.specs, alerter, settings=config.alerts,
+                                    risk=config.risk, config=config.path)
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ clock
@@ -420,6 +485,8 @@ class PaperSession:
             self._await_close(now, symbols)
         self.feed.refresh()
         results = self.runner.tick(now)
+        if self.watch is not None:
+            self.watch.check(results)  # (never raises: an alert problem does not stop trading)
         for r in results:
             if r.status in ("done", "error", "stale"):
                 log.info(
@@ -528,7 +595,9 @@ class PaperSession:
         return bar_close_trigger(calendar, self.tf, c.delay)
 
     def close(self) -> None:
-        """Release the journal and the broker."""
+        """Release the journal and the broker; alerts still queued get a few seconds to go out."""
+        if self.watch is not None:
+            self.watch.alerter.close(timeout=5.0)
         self.journal.close()
         self.broker.close()
 
