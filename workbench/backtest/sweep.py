@@ -1,15 +1,18 @@
 """Parameter sweeps: every feasible combination of a strategy's grid, evaluated at the array level.
 
-Signals come from the strategy's own function (indicators memoized across combinations), then a
-parallel numba pass runs the same simulation kernel as `backtest` and computes only the metrics,
-never building a Portfolio per combination. Work proceeds in memory-bounded chunks with progress.
-The metrics of any row equal those of `backtest(...)` with the same inputs.
+Combinations run on threads: each computes its signals with the strategy's own function (indicators
+memoized across combinations), then runs the same simulation kernel as `backtest` on them, computing
+only the metrics and never building a Portfolio. The kernel releases the GIL, so one thread simulates
+while another computes signals, and each combination's arrays are simulated while they are still in
+its core's cache. Work proceeds in chunks with progress. The metrics of any row equal those of
+`backtest(...)` with the same inputs.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -127,7 +130,7 @@ class SweepResult:
         return path
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def score_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip, fees, init_cash, max_exposure,
              lots, margin_bar, at_open, ppy, out, value, trades, otype, olim, ostp, otif, borrow_bar, imp,
              touch, fund, vcap):
@@ -205,21 +208,11 @@ def _drop_stale_cache(folder: Any = None) -> None:
 _drop_stale_cache()
 
 
-def _stack_flex(arrays: list[np.ndarray], reuse: dict[int, np.ndarray] | None = None, key: int = 0
-                ) -> np.ndarray:
-    """Stack per-combination flexible arrays (1 or n rows, 1 or m columns) to one (K, r, c) array.
-
-    With `reuse`, a buffer of the same row and column count kept there from an earlier chunk is written
-    again (a chunk of per-bar limit prices is hundreds of MB: fresh pages cost more than the copy)."""
+def _stack_flex(arrays: list[np.ndarray]) -> np.ndarray:
+    """Stack per-combination flexible arrays (1 or n rows, 1 or m columns) to one (K, r, c) array."""
     rows = max(a.shape[0] for a in arrays)
     cols = max(a.shape[1] for a in arrays)
-    held = None if reuse is None else reuse.get(key)
-    if held is not None and held.shape[1:] == (rows, cols) and held.shape[0] >= len(arrays):
-        out = held[:len(arrays)]
-    else:
-        out = np.empty((len(arrays), rows, cols))
-        if reuse is not None and rows > 1:
-            reuse[key] = out
+    out = np.empty((len(arrays), rows, cols))
     for k, a in enumerate(arrays):
         out[k] = np.broadcast_to(a, (rows, cols))
     return out
@@ -351,7 +344,8 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
     `grid_all=True` walks their own grid too (a sweep grows only along what was asked for). More
     than `LARGE_SWEEP` runs need `confirm_large=True`. With several symbols each is swept on its own
     (one row per combination and symbol) unless `portfolio=True`, which trades them together with
-    shared cash. `memory_mb` bounds the signal arrays held at once; `on_start(plan)` gets the count
+    shared cash. `memory_mb` caps a chunk (the combinations dispatched together: at most that much of
+    signal arrays, of which each thread holds one at a time); `on_start(plan)` gets the count
     and a timed estimate before the work starts; `progress(done, total)` is called after each chunk.
     The execution settings as in `simulate` (one `Execution`, or its fields).
     """
@@ -381,7 +375,7 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
     n = Timeline(frames).n  # the longest timeline of any unit (the union of all symbols' bars)
     m_unit = len(units[0])
     per_combo = n * m_unit * 4 + (3 * n * m_unit * 8 if _has_bar_stops(strat) else 0)
-    # chunks small enough to stay friendly to the caches, large enough to keep every thread busy
+    # chunks large enough to keep every thread busy between two progress reports
     chunk = int(max(1, min(len(combos), 64, memory_mb * 1e6 // max(per_combo, 1))))
     total = len(combos) * len(units)
     if on_start is not None:
@@ -394,45 +388,22 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
         sub = {s: frames[s] for s in unit}
         ev = Evaluator(strat, sub, execution=ex.replace(lots={s: lot_map[s] for s in unit}),
                        periods_per_year=periods_per_year)
-        open_, high, low, close, slip = ev.open_, ev.high, ev.low, ev.close, ev.slip
-        n = ev.n
-        bench = buy_and_hold(open_, close, ev.timeline.index, costs, fill, init_cash, slip)
+        bench = buy_and_hold(ev.open_, ev.close, ev.timeline.index, costs, fill, init_cash, ev.slip)
         bench_ret = float(bench.iloc[-1] / init_cash - 1.0)
         threads = numba.get_num_threads()
-        values = np.empty((threads, n))
-        bufs = [np.empty((min(chunk, len(combos)), n, len(unit)), dtype=np.bool_) for _ in range(4)]
-        flex_bufs: dict[int, np.ndarray] = {}  # per-bar stops, sizes and order prices, reused by every chunk
-        trade_bufs = np.empty((threads, n * len(unit) + 1, 2))
-        # signals of a chunk are computed on threads: the indicator and cross kernels release
-        # the GIL, so this uses the cores the simulation pass uses next
-        with indicator_cache(), ThreadPoolExecutor(max_workers=numba.get_num_threads()) as pool:
+        run_one = _Combination(ev, strat, direction, sizing, float(periods_per_year))
+        # combinations on threads, each computing its signals and then its kernel pass: the kernel runs
+        # without the GIL, so one thread's simulation overlaps another's signals (the indicator and
+        # cross kernels release the GIL too)
+        with indicator_cache(), ThreadPoolExecutor(max_workers=threads) as pool:
             for start in range(0, len(combos), chunk):
                 part = combos[start:start + chunk]
-                t0 = time.perf_counter()
-                # each task runs in a copy of this context, so it sees the same indicator cache, and
-                # writes its signals into the buffers every chunk reuses (no fresh pages; the copies run
-                # on the threads too)
-                futures = [pool.submit(contextvars.copy_context().run, _signals_into, bufs, flex_bufs, k,
-                                       strat, ev.timeline, p, direction, sizing, periods_per_year,
-                                       int(fill is Fill.NEXT_OPEN))
-                           for k, p in enumerate(part)]
-                arrays = [f.result() for f in futures]
-                le, lx, se, sx = (b[:len(part)] for b in bufs)
-                # per-bar arrays the tasks already wrote into the buffers a former chunk left are used there
-                sl, tp, tsl, frac, otype, olim, ostp, otif = (
-                    flex_bufs[q][:len(part)] if all(w[q] for _a, w in arrays)
-                    else _stack_flex([a[q] for a, _w in arrays], flex_bufs, q) for q in range(4, 12))
-                del arrays
-                t1 = time.perf_counter()
-                out = np.full((len(part), len(_KERNEL_KEYS)), np.nan)
-                _sweep_chunk_nb(open_, high, low, close, le, lx, se, sx, sl, tp, tsl, frac, slip,
-                                float(costs.fees), float(init_cash), float(max_exposure), ev.lots,
-                                ev.margin_bar, fill is Fill.NEXT_OPEN, float(periods_per_year), out, values,
-                                trade_bufs, False, otype, olim, ostp, otif, ev.borrow_bar, ev.imp, ev.touch,
-                                ev.fund, ev.vcap)
-                t_signals += t1 - t0
-                t_kernel += time.perf_counter() - t1
-                for p, vals in zip(part, out, strict=True):
+                # each task runs in a copy of this context, so it sees the same indicator cache
+                futures = [pool.submit(contextvars.copy_context().run, run_one, p) for p in part]
+                for p, f in zip(part, futures, strict=True):
+                    vals, ts, tk = f.result()
+                    t_signals += ts / threads
+                    t_kernel += tk / threads
                     row: dict[str, Any] = dict(p)
                     row["symbol"] = ",".join(unit)
                     row.update(zip(_KERNEL_KEYS, vals.tolist(), strict=True))
@@ -452,11 +423,43 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
                         grid={k: list(v) for k, v in (grid or {}).items()},
                         fixed=dict(fixed or {}),
                         combinations=len(combos), portfolio=portfolio)
+    # signals_s and kernel_s: the threads' seconds in each part, divided by the number of threads (the
+    # parts overlap, so they add up to about the wall time of the work)
     timings = {"signals_s": t_signals, "kernel_s": t_kernel, "total_s": time.perf_counter() - t_start,
                "chunk": chunk}
     log.info("swept %d combinations x %d units in %.2fs", len(combos), len(units), timings["total_s"])
     return SweepResult(strategy=strat.name, table=table, params=strat.space.names, inputs=inputs,
                        timings=timings)
+
+
+class _Combination:
+    """Scores one combination on the calling thread: its signals (the GIL held in parts), then its kernel
+    pass without the GIL (another thread computes the next signals meanwhile) on arrays still hot in
+    this core's cache. Each thread keeps its own equity curve and trade buffers."""
+
+    def __init__(self, ev: Evaluator, strat: Strategy, direction: Direction, sizing: Sizing,
+                 ppy: float) -> None:
+        self.ev, self.strat, self.direction, self.sizing, self.ppy = ev, strat, direction, sizing, ppy
+        self.lag = int(ev.fill is Fill.NEXT_OPEN)
+        self.scratch = threading.local()
+
+    def __call__(self, p: dict) -> tuple[np.ndarray, float, float]:
+        """The combination's metrics (`_KERNEL_KEYS`), and the seconds its signals and kernel took."""
+        ev = self.ev
+        t0 = time.perf_counter()
+        le, lx, se, sx, sl, tp, tsl, frac, otype, olim, ostp, otif = _combo_arrays(
+            self.strat, ev.timeline, p, self.direction, self.sizing, self.ppy, self.lag)
+        t1 = time.perf_counter()
+        buf = self.scratch
+        if not hasattr(buf, "value"):
+            buf.value = np.empty(ev.n)
+            buf.trades = np.empty(ev._trades.shape)
+        out = np.full(len(_KERNEL_KEYS), np.nan)
+        score_nb(ev.open_, ev.high, ev.low, ev.close, le, lx, se, sx, sl, tp, tsl, frac, ev.slip,
+                 float(ev.costs.fees), ev.init_cash, ev.max_exposure, ev.lots, ev.margin_bar,
+                 ev.fill is Fill.NEXT_OPEN, self.ppy, out, buf.value, buf.trades, otype, olim, ostp, otif,
+                 ev.borrow_bar, ev.imp, ev.touch, ev.fund, ev.vcap)
+        return out, t1 - t0, time.perf_counter() - t1
 
 
 def _pilot(strat: Strategy, frames: Mapping[str, pd.DataFrame], unit: list[str], combos: list[dict],
@@ -481,36 +484,6 @@ def _has_bar_stops(strat: Strategy) -> bool:
     return any(p.name.endswith(("stop", "atr_mult", "trail")) for p in strat.space.params)
 
 
-def _signals_into(bufs: list[np.ndarray], flex: dict[int, np.ndarray], k: int, strat: Strategy, tl: Timeline,
-                  p: dict, direction: Direction, sizing: Sizing, ppy: float, lag: int
-                  ) -> tuple[tuple[np.ndarray, ...], dict[int, bool]]:
-    """`_combo_arrays` of one combination, written into row k of the chunk's buffers: its four signal
-    matrices into `bufs`, its per-bar stops, sizes and order prices into `flex` where a buffer of their
-    shape is there (which of them it wrote)."""
-    a = _combo_arrays(strat, tl, p, direction, sizing, ppy, lag)
-    for q in range(4):
-        bufs[q][k] = a[q]
-    wrote = {}
-    entering = None
-    for q in range(4, 12):
-        held = flex.get(q)
-        wrote[q] = False
-        if held is not None and held.shape[1:] == a[q].shape and k < held.shape[0]:
-            if q in _AT_ENTRIES and a[q].shape[0] > 1:
-                # the kernel reads an order's price and time in force on the bars that enter only: only
-                # those are written (the rest of the row keeps an earlier chunk's values, never read)
-                if entering is None:
-                    entering = np.flatnonzero((a[0] | a[2]).any(axis=1))
-                held[k, entering] = a[q][entering]
-            else:
-                held[k] = a[q]
-            wrote[q] = True
-    return a, wrote
-
-
-# the kernel inputs (positions in `_combo_arrays`) it reads on entering bars only: order type, limit and
-# stop prices, time in force (kernels._signal_orders)
-_AT_ENTRIES = (8, 9, 10, 11)
 
 
 def _combo_arrays(strat: Strategy, tl: Timeline, p: dict, direction: Direction, sizing: Sizing, ppy: float,
