@@ -280,3 +280,33 @@ def test_the_seen_id_window_keeps_one_run_for_contiguous_ids_and_catches_every_d
     assert all(small.add(i) for i in (10, 11, 12, 20, 30, 40))  # sparse ids: a run each, 3 kept
     assert len(small) == 3 and small.add(11)  # the oldest run (10..12) was dropped
     assert not small.add(40) and not small.add(30)
+
+
+@pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning")
+def test_a_lost_connection_and_its_gaps_are_alerted_once_and_recovered(tmp_path: Path, fake: FakeBinance,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``alerts:``, a connection that stays down past stale_after sends one alert, the quotes it
+    could not refill one gap alert, and each one recovery once the collector has been back a while."""
+    from servers.webhook import WebhookServer
+
+    from workbench.alerts import AlertsSection
+
+    with WebhookServer() as hook:
+        monkeypatch.setenv("WB_TEST_COLLECT_ALERT", hook.json_url())
+        alerts = AlertsSection(urls=["${WB_TEST_COLLECT_ALERT}"], recover_after=1.0)
+        lake = Lake(tmp_path)
+        run = running(lake, settings(streams=["trades", "quotes"], stale_after=0.5, alerts=alerts))
+        wait_until(lambda: len(lake.read_trades("binance", "BTC/USDT")) > 10, 10, "first trades")
+        fake.ws.refuse(status=None)
+        fake.ws.drop()
+        wait_until(lambda: hook.bodies, 10, "the down alert")
+        fake.ws.accept()
+        wait_until(lambda: len(hook.bodies) >= 4, 15, "the gap alert and both recoveries")
+        run.stop()
+    titles = sorted(b["title"] for b in hook.bodies)
+    assert titles == ["[workbench collect binance] ERROR: binance: the connection is down",
+                      "[workbench collect binance] RECOVERED: binance: gaps recorded in the live data",
+                      "[workbench collect binance] RECOVERED: binance: the connection is down",
+                      "[workbench collect binance] WARNING: binance: gaps recorded in the live data"], titles
+    down = next(b for b in hook.bodies if b["title"].endswith("down"))
+    assert "reconnects: " in down["message"] and "To act: check the venue" in down["message"]

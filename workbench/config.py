@@ -19,11 +19,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
 from workbench.errors import ConfigError, did_you_mean
 
@@ -261,6 +261,20 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Key, ...]:
 
 
 # ---------------------------------------------------------------------- environment
+def seconds(text: Any) -> float:
+    """A duration (2s, 500ms, 1m, or a number of seconds) in seconds; a ConfigProblem otherwise."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return float(text)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(text))
+    if not m or isinstance(text, bool):
+        raise ConfigProblem(f"{{key}}={text!r} is not a duration; write e.g. 2s, 500ms or 1m")
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
+# a duration setting: seconds as a number, or text such as 2s, 500ms, 1m, 6h
+Duration = Annotated[Any, AfterValidator(seconds)]
+
+
 def split_list(values: str) -> list[str]:
     """``"a, b,,c"`` → ``["a", "b", "c"]``: a comma-separated option (symbols, names), blanks dropped.
 

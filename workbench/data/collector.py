@@ -38,6 +38,7 @@ import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from pydantic import Field
 
+from workbench.alerts import Alert, Alerter, AlertsSection
 from workbench.config import ConfigModel, load_yaml, validate
 from workbench.data.feeds.base import Feed, Row, Stream, as_int
 from workbench.data.ticks import TickKind, TickWriter
@@ -123,6 +124,7 @@ class CollectSettings(ConfigModel):
     segment_seconds: float = Field(default=30.0, gt=0)
     max_buffer: int = Field(default=1_000_000, ge=1)  # rows waiting for the disk before the session fails
     metrics_port: int | None = Field(default=None, ge=0, le=65_535)
+    alerts: AlertsSection | None = None  # a connection down, gaps recorded, an overflowing disk
 
     @classmethod
     def from_options(cls, **options: Any) -> CollectSettings:
@@ -204,12 +206,19 @@ class Collector:
         self._live_first: dict[str, int] = {}  # symbol -> first live trade id after its hole
         self._last_msg = time.monotonic()
         self._first = asyncio.Event()
+        self._alerter: Alerter | None = None
+        self._seen_gaps = self._seen_overflows = 0
+        self._down_at: float | None = None  # monotonic time the connection was last seen down
+        self._last_gap = ""
 
     # ------------------------------------------------------------------ the loop
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Open the feed and the writer (refusing bad input before anything is written), then
         collect session after session until `stop` is set."""
         stop = stop or asyncio.Event()
+        if self.settings.alerts is not None:  # (its URLs are read and checked before anything starts)
+            self._alerter = Alerter(self.settings.alerts.settings(),
+                                    source=f"workbench collect {self.feed.source}")
         self.symbols = await self.feed.open(self.settings.symbols, self.streams)
         self.status.symbols = self.symbols
         writer = TickWriter(self.lake.ticks, self.feed.source, segment_seconds=self.settings.segment_seconds,
@@ -270,6 +279,8 @@ class Collector:
                 writer.close()
             finally:
                 self._write_status()
+                if self._alerter is not None:
+                    self._alerter.close(timeout=5.0)
 
     async def _session(self, stop: asyncio.Event) -> bool:
         """One connection: run the feed under the watchdog, refill the outage once it delivers.
@@ -508,6 +519,7 @@ class Collector:
         rows = [(since, now, sym, until, stream.value, reason) for sym in (symbols or self.symbols)]
         self._writer.extend(TickKind.GAPS, rows)
         self.status.gaps += len(rows)
+        self._last_gap = f"{stream.value} of {','.join(symbols or self.symbols)}: {reason}"
         self.metrics.gaps.labels(stream.value).inc(len(rows))
         log.warning("%s: gap in %s of %s from %s s: %s", self.feed.source, stream.value,
                     ",".join(symbols or self.symbols), (until - since) / 1e9, reason)
@@ -516,8 +528,54 @@ class Collector:
     async def _status_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._write_status()
+            self._check_alerts()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+    def _check_alerts(self) -> None:
+        """Fire or clear the collector's alert conditions (each second, with the status): the connection
+        down, and gaps or disk overflows recorded since the last check (events: each fires and clears,
+        so a burst sends one alert and one recovery once it has stopped)."""
+        alerter = self._alerter
+        if alerter is None:
+            return
+        st, src = self.status, self.feed.source
+        try:
+            if st.connected:
+                self._down_at = None
+            elif self._down_at is None:
+                self._down_at = time.monotonic()
+            down = self._down_at is not None and time.monotonic() - self._down_at >= self.settings.stale_after
+            if down:  # (not at the start, nor for a reconnect that succeeds within stale_after)
+                since = f"{time.time() - st.last_message:.0f} s ago" if st.last_message else "none yet"
+                alerter.fire(Alert(key="down", title=f"{src}: the connection is down", level="error",
+                                   facts={"source": src, "symbols": ",".join(st.symbols),
+                                          "last error": st.last_error, "reconnects": st.reconnects,
+                                          "last message": since},
+                                   action="check the venue and the network (workbench collect status); the "
+                                          "collector reconnects on its own and refills trades over REST"))
+            elif st.connected:
+                alerter.clear("down")
+            if st.gaps > self._seen_gaps:
+                alerter.fire(Alert(key="gaps", title=f"{src}: gaps recorded in the live data",
+                                   level="warning",
+                                   facts={"source": src, "new gaps": st.gaps - self._seen_gaps,
+                                          "gaps so far": st.gaps, "latest": self._last_gap},
+                                   action="bars and tick fills over a gap are flagged (workbench data "
+                                          "quality); the gaps table lists them"))
+                alerter.clear("gaps")
+                self._seen_gaps = st.gaps
+            if st.overflows > self._seen_overflows:
+                alerter.fire(Alert(key="overflow", title=f"{src}: the disk could not keep up", level="error",
+                                   facts={"source": src, "overflows": st.overflows,
+                                          "max_buffer": self.settings.max_buffer},
+                                   action="move the lake to a faster disk or collect fewer streams; what "
+                                          "was refused is refilled from REST where the venue allows"))
+                alerter.clear("overflow")
+                self._seen_overflows = st.overflows
+            alerter.poll()
+        except Exception as exc:  # an alert problem never stops the collection
+            log.error("%s: alerts: %s: %s", src, type(exc).__name__, exc)
 
     def _write_status(self) -> None:
         if self._latency:

@@ -22,7 +22,8 @@ from typing import Annotated, Any, Literal
 import pandas as pd
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from workbench.config import ConfigModel, ConfigProblem, data_dir, load_yaml, validate
+from workbench.alerts import AlertsSection
+from workbench.config import ConfigModel, ConfigProblem, Duration, data_dir, load_yaml, validate
 from workbench.data.calendar import Calendar
 from workbench.data.timeframe import Timeframe
 from workbench.errors import ConfigError, WorkbenchError
@@ -76,23 +77,12 @@ class PaperConfig:
         return data_dir() / "paper" / self.name
 
 
-def _seconds(text: Any) -> float:
-    """A duration (2s, 500ms, 1m, or a number of seconds) in seconds; a ConfigProblem otherwise."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        return float(text)
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(text))
-    if not m or isinstance(text, bool):
-        raise ConfigProblem(f"{{key}}={text!r} is not a duration; write e.g. 2s, 500ms or 1m")
-    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
-
-
 def _positive(v: float) -> float:
     if not v > 0:
         raise ConfigProblem(f"{{key}}={v!r} must be a positive amount")
     return v
 
 
-Duration = Annotated[Any, AfterValidator(_seconds)]
 Amount = Annotated[float, AfterValidator(_positive)]
 
 
@@ -186,48 +176,15 @@ class _Metrics(ConfigModel):
         return v
 
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+class _Alerts(AlertsSection):
+    """``alerts:`` of a paper config: the shared section plus the paper's two thresholds."""
 
-
-class _Alerts(ConfigModel):
-    """``alerts:``: where to send (apprise URLs, each named by the setting that holds it) and when."""
-
-    urls: list[str]
-    recover_after: Duration = 300.0
-    remind_after: Duration | None = 21600.0
-    max_per_hour: int = 30
     drawdown: float | None = None
     rejections: int = 3
 
-    @field_validator("urls")
-    @classmethod
-    def _references(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ConfigProblem("{key} lists no URL; name at least one, e.g. urls: [${WORKBENCH_ALERT_URL}]")
-        for u in v:
-            if not _ENV_REF.fullmatch(u.strip()):
-                raise ConfigProblem("{key}: alert URLs hold tokens and passwords, so the config names the "
-                                    "setting that holds each one: put the URL in the environment or .env "
-                                    "and write ${NAME} here (e.g. ${WORKBENCH_ALERT_URL})")
-        return v
-
-    def settings(self) -> WatchSettings:
-        """The section with each URL read from its setting (environment, then .env)."""
-        from workbench.alerts import AlertSettings
-        from workbench.config import setting
-
-        urls = []
-        for ref in self.urls:
-            name = ref.strip()[2:-1]
-            value = setting(name)
-            if not value:
-                raise ConfigError(f"alerts.urls names {name}, which is not set: put the apprise URL in the "
-                                  "environment or .env (e.g. WORKBENCH_ALERT_URL=mailto://...)")
-            urls.append(value)
-        return WatchSettings(alerts=AlertSettings(urls=tuple(urls), recover_after=self.recover_after,
-                                                  remind_after=self.remind_after,
-                                                  max_per_hour=self.max_per_hour),
-                             drawdown=self.drawdown, rejections=self.rejections)
+    def watch(self) -> WatchSettings:
+        """The section with its URLs read (`AlertsSection.settings`) and its thresholds checked."""
+        return WatchSettings(alerts=self.settings(), drawdown=self.drawdown, rejections=self.rejections)
 
 
 class _PaperFile(ConfigModel):
@@ -306,7 +263,7 @@ def _alert_settings(section: _Alerts | None, path: Path) -> WatchSettings | None
     if section is None:
         return None
     try:
-        return section.settings()
+        return section.watch()
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
