@@ -283,8 +283,8 @@ def test_the_seen_id_window_keeps_one_run_for_contiguous_ids_and_catches_every_d
 
 
 @pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning")
-def test_a_lost_connection_and_its_gaps_are_alerted_once_and_recovered(tmp_path: Path, fake: FakeBinance,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_lost_connection_and_its_gaps_are_alerted_once_and_recovered(
+        tmp_path: Path, fake: FakeBinance, monkeypatch: pytest.MonkeyPatch) -> None:
     """With ``alerts:``, a connection that stays down past stale_after sends one alert, the quotes it
     could not refill one gap alert, and each one recovery once the collector has been back a while."""
     from servers.webhook import WebhookServer

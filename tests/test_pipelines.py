@@ -593,3 +593,38 @@ def test_a_command_like_step_takes_exactly_the_options_of_its_command(
         for n, p in inspect.signature(_command(COMMANDS[kind])).parameters.items()
     }
     assert job == cli
+
+
+@pytest.mark.network
+@pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning")
+def test_a_failed_run_alerts_once_and_the_next_good_run_recovers(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pipeline with ``alerts:``: its first failure alerts with the step, the error and the command to
+    re-run it; a second failure says nothing more (the history is the state); the first good run after
+    them sends one recovery."""
+    from servers.loopback import guard_loopback
+    from servers.webhook import WebhookServer
+
+    guard_loopback(monkeypatch)
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
+    p = _write(tmp_path, "watched", """
+alerts: {urls: ["${WB_TEST_PIPELINE_ALERT}"]}
+params:
+  symbols: BTC/USDT
+steps:
+  - sync: {source: synthetic, symbols: "${symbols}", timeframe: 1h, start: "2025-01-01", end: "2025-01-02"}
+""")
+    with WebhookServer() as hook:
+        monkeypatch.setenv("WB_TEST_PIPELINE_ALERT", hook.json_url())
+        for _ in range(2):
+            with pytest.raises(PipelineFailed):
+                run_pipeline(p, {"symbols": "BTCUSDT"}, scheduled_for="2025-01-02")
+        run_pipeline(p, scheduled_for="2025-01-02")
+        run_pipeline(p, scheduled_for="2025-01-02")
+    titles = [b["title"] for b in hook.bodies]
+    assert titles == ["[workbench pipeline watched] ERROR: pipeline watched failed at step sync",
+                      "[workbench pipeline watched] RECOVERED: pipeline watched failed at step sync"]
+    body = hook.bodies[0]["message"]
+    assert "step: sync" in body and "error: " in body
+    assert "To act: see `workbench pipeline history watched`, fix the step's input, then re-run it: " \
+           "workbench pipeline run watched --scheduled-for 2025-01-02T00:00:00+00:00" in body

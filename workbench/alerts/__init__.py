@@ -36,9 +36,9 @@ logger's records below WARNING (its warnings and errors name hosts only).
 """
 
 from workbench.alerts.alerter import Alerter, AlertSettings
-from workbench.alerts.config import AlertsSection
+from workbench.alerts.config import AlertsSection, UrlsSection
 from workbench.alerts.message import LEVELS, Alert, Message
 from workbench.alerts.urls import check_urls, url_label
 
-__all__ = ["LEVELS", "Alert", "AlertSettings", "Alerter", "AlertsSection", "Message", "check_urls",
-           "url_label"]
+__all__ = ["LEVELS", "Alert", "AlertSettings", "Alerter", "AlertsSection", "Message", "UrlsSection",
+           "check_urls", "url_label"]

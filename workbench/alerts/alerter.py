@@ -127,6 +127,14 @@ class Alerter:
                 state.note = ""
             self._due(state, now)
 
+    def adopt(self, alert: Alert, *, age: float = 0.0) -> None:
+        """Take over a condition another process alerted `age` seconds ago, sending nothing now: a
+        one-shot process (a pipeline run) that keeps its state elsewhere then `clear`s it for the
+        recovery, or `fire`s it for the reminders."""
+        with self._lock:
+            now = self.clock()
+            self._states[alert.key] = _State(alert=alert, since=now - max(age, 0.0), last_sent=now)
+
     def clear(self, key: str, note: str = "") -> None:
         """The condition `key` is not active now; `poll` sends the recovery once it stays clear."""
         with self._lock:

@@ -18,13 +18,10 @@ from workbench.errors import ConfigError
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class AlertsSection(ConfigModel):
-    """``alerts:``: `urls` names the settings holding apprise URLs; the rest as in `AlertSettings`."""
+class UrlsSection(ConfigModel):
+    """``alerts: {urls: [...]}``: the settings that hold the apprise URLs to send to."""
 
     urls: list[str]
-    recover_after: Duration = 300.0
-    remind_after: Duration | None = 21600.0
-    max_per_hour: int = 30
 
     @field_validator("urls")
     @classmethod
@@ -38,8 +35,8 @@ class AlertsSection(ConfigModel):
                                     "and write ${NAME} here (e.g. ${WORKBENCH_ALERT_URL})")
         return v
 
-    def settings(self) -> AlertSettings:
-        """The section with each URL read from its setting (the environment, then .env), checked."""
+    def read_urls(self) -> tuple[str, ...]:
+        """Each URL read from its setting (the environment, then .env)."""
         urls = []
         for ref in self.urls:
             name = ref.strip()[2:-1]
@@ -48,6 +45,22 @@ class AlertsSection(ConfigModel):
                 raise ConfigError(f"alerts.urls names {name}, which is not set: put the apprise URL in the "
                                   f"environment or .env (e.g. {name}=mailto://...)")
             urls.append(value)
-        return AlertSettings(urls=tuple(urls), recover_after=float(self.recover_after),
+        return tuple(urls)
+
+    def settings(self) -> AlertSettings:
+        """Settings that send each message at once (a one-shot process: no recovery delay, no reminder)."""
+        return AlertSettings(urls=self.read_urls(), recover_after=0.0, remind_after=None)
+
+
+class AlertsSection(UrlsSection):
+    """``alerts:`` of a long-running process: its URLs, and when to recover, remind and stop."""
+
+    recover_after: Duration = 300.0
+    remind_after: Duration | None = 21600.0
+    max_per_hour: int = 30
+
+    def settings(self) -> AlertSettings:
+        """The section with each URL read from its setting (the environment, then .env), checked."""
+        return AlertSettings(urls=self.read_urls(), recover_after=float(self.recover_after),
                              remind_after=None if self.remind_after is None else float(self.remind_after),
                              max_per_hour=self.max_per_hour)

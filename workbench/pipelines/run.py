@@ -88,6 +88,41 @@ def read_history(root: str | Path | None = None, pipeline: str | None = None) ->
     return runs
 
 
+def _alert(p: Pipeline, record: Mapping[str, Any], previous: Mapping[str, Any] | None) -> None:
+    """Tell the pipeline's alert channels about a failure that follows a good run (or none), and about
+    the first good run after failures (the history is the state: repeated failures say nothing more).
+    A channel that fails is logged; it never fails the run."""
+    from workbench.alerts import Alert, Alerter
+
+    failed, before = record["status"] == "failed", (previous or {}).get("status")
+    if failed == (before == "failed"):
+        return  # still failing (already alerted), or still fine
+    last = record if failed else previous
+    assert last is not None
+    error = last.get("error") or {}
+    alert = Alert(key=f"pipeline:{p.name}", title=f"pipeline {p.name} failed at step {error.get('step')}",
+                  level="error",
+                  facts={"pipeline": p.name, "run": last["run_id"], "scheduled for": last["scheduled_for"],
+                         "step": error.get("step"), "error": f"{error.get('type')}: {error.get('message')}"},
+                  action=f"see `workbench pipeline history {p.name}`, fix the step's input, then re-run it: "
+                         f"workbench pipeline run {p.name} --scheduled-for {last['scheduled_for']}")
+    try:
+        alerter = Alerter(p.alerts.settings(), source=f"workbench pipeline {p.name}")  # type: ignore[union-attr]
+    except WorkbenchError as exc:
+        log.error("pipeline %s: alerts not sent: %s", p.name, exc)
+        return
+    try:
+        if failed:
+            alerter.fire(alert)
+        else:
+            age = (pd.Timestamp(record["finished"]) - pd.Timestamp(last["finished"])).total_seconds()
+            alerter.adopt(alert, age=age)
+            alerter.clear(alert.key, note=f"run {record['run_id']} went through every step")
+            alerter.poll()
+    finally:
+        alerter.close(timeout=10.0)
+
+
 def _now() -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC")
 
@@ -180,7 +215,10 @@ def run_pipeline(
             "type": type(failure[1]).__name__,
             "message": str(failure[1]).splitlines()[0] if str(failure[1]) else "",
         }
+    previous = next((r for r in reversed(read_history(data_root, p.name)) if r.get("status")), None)
     append_history(record, data_root)
+    if p.alerts is not None:
+        _alert(p, record, previous)
     run = PipelineRun(record)
     if failure is not None:
         sid, cause = failure

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from workbench.alerts import UrlsSection
 from workbench.config import ConfigModel, ConfigProblem, load_yaml, read_yaml, unknown_key, validate
 from workbench.errors import ConfigError, WorkbenchError, did_you_mean
 
@@ -45,6 +46,7 @@ class Pipeline:
     params: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     timeout: float | None = None
+    alerts: UrlsSection | None = None  # a failed run alerts; the next good run sends the recovery
 
     def with_params(self, overrides: Mapping[str, Any]) -> Pipeline:
         """The same pipeline with some parameters overridden (only declared ones)."""
@@ -62,6 +64,7 @@ class Pipeline:
             {**self.params, **overrides},
             self.description,
             self.timeout,
+            self.alerts,
         )
 
 
@@ -170,6 +173,7 @@ class _PipelineFile(ConfigModel):
     timeout: float | None = None
     steps: list[Any] = Field(default=None, validate_default=True)
     description: str | None = None
+    alerts: UrlsSection | None = None
 
     @field_validator("schedule", mode="before")
     @classmethod
@@ -243,6 +247,7 @@ def load_pipeline(source: str | Path, folder: str | Path | None = None) -> Pipel
         params=dict(f.params),
         description=f.description or "",
         timeout=f.timeout,
+        alerts=f.alerts,
     )
 
 
