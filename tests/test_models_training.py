@@ -273,3 +273,31 @@ def test_meta_labels_learn_which_of_a_primary_strategy_s_trades_to_take(root: Pa
     assert res.lineage["label"]["primary"] == "sma_cross" and res.rows == len(ds.X)
     with pytest.raises(ConfigError, match="a meta label needs primary"):
         spec("meta", label={"kind": "meta", "horizon": 5})
+
+
+def test_a_pipeline_drift_step_fails_on_a_drifted_model_naming_its_columns(tmp_path: Path) -> None:
+    """The `drift` step of a pipeline: quiet on the market the model was trained on, a failed step (which
+    a pipeline with alerts reports) once the market turns three times as volatile."""
+    from workbench.pipelines import PipelineFailed, run_pipeline
+
+    data = tmp_path / "data"
+    calm = steady_bars(seed=11)
+    lake = Lake(data)
+    lake.write_bars("synthetic", "BTC/USDT", "1h", calm)
+    s = spec("dp", symbols=["BTC/USDT"], end="2025-02-15", features=["ret(1)", "vol(24)", "rsi(14)"])
+    train_model(lake, s, registry=ModelRegistry(data=data))
+    pipe = tmp_path / "watch_model.yaml"
+    pipe.write_text("steps:\n  - drift: {model: dp, fail_on: drift}\n")
+    quiet = run_pipeline(pipe, data_root=data)
+    assert quiet.outputs("drift")["drifting"] == []
+    cut = (calm["ts"] > pd.Timestamp("2025-02-15", tz="UTC")).to_numpy()
+    base = np.log(calm["close"].to_numpy()[~cut][-1])
+    wild = calm.copy()
+    for col in ("open", "high", "low", "close"):
+        values = calm[col].to_numpy(dtype=float).copy()
+        values[cut] = np.exp(base + 3 * (np.log(values[cut]) - base))
+        wild[col] = values
+    lake.write_bars("synthetic", "BTC/USDT", "1h", wild)
+    with pytest.raises(PipelineFailed, match=r"failed at step drift: DataError: model dp version 1 drifted: "
+                                             r"PSI above 0.25 in .*vol_24"):
+        run_pipeline(pipe, data_root=data)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.config import unknown_key
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +323,40 @@ def _run_retrain(o: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             "reason": res.reason}
 
 
+_DRIFT = ("model", "version", "since", "until", "fail_on")
+_DRIFT_LEVELS = ("drift", "watch", "never")
+
+
+def _check_drift(o: dict[str, Any], where: str) -> None:
+    _check_keys(o, _DRIFT, ("model",), where)
+    level = o.get("fail_on", "drift")
+    if level not in _DRIFT_LEVELS:
+        raise ConfigError(f"{where}: fail_on={level!r} must be one of {', '.join(_DRIFT_LEVELS)} (drift: "
+                          "a PSI above 0.25 fails the step, watch: above 0.1, never: report only)")
+
+
+def _run_drift(o: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    """A registered model's drift (`workbench model drift`); the step fails at the `fail_on` level, so a
+    pipeline with alerts tells someone (the failure names the drifting columns)."""
+    from workbench.data.lake import Lake
+    from workbench.models.drift import PSI_DRIFT, PSI_WATCH, model_drift
+    from workbench.models.registry import ModelRegistry
+
+    report = model_drift(Lake(ctx.data_root), ModelRegistry(data=ctx.data_root), str(o["model"]),
+                         o.get("version", "champion"), since=o.get("since"), until=o.get("until"))
+    log.info("%s", report.summary())
+    level = o.get("fail_on", "drift")
+    if level != "never":
+        bound = PSI_DRIFT if level == "drift" else PSI_WATCH
+        shifted = report.table.loc[report.table["psi"] > bound, "column"].tolist()
+        if shifted:
+            raise DataError(f"model {report.name} version {report.version} drifted: PSI above {bound} in "
+                            f"{', '.join(shifted)}; see `workbench model drift {report.name}` and retrain "
+                            "it (or raise fail_on)")
+    return {"model": report.name, "version": report.version, "drifting": report.drifting,
+            "summary": report.summary()}
+
+
 _REPORT = ("notebook", "parameters", "name", "out", "show_code")
 
 
@@ -404,6 +438,14 @@ KINDS: dict[str, Kind] = {
             ("model", "version", "champion", "promoted", "reason"),
             "train a challenger model and make it champion if it passes the model gates "
             "(spec, gates, start, end, required)",
+        ),
+        Kind(
+            "drift",
+            _check_drift,
+            _run_drift,
+            ("model", "version", "drifting", "summary"),
+            "a registered model's drift against its training window; fails at fail_on (model, version, "
+            "since, until, fail_on: drift | watch | never)",
         ),
         Kind(
             "paper",
