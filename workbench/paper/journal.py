@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS orders (
     created REAL NOT NULL, updated REAL NOT NULL, fee_currency TEXT);
 CREATE INDEX IF NOT EXISTS orders_open ON orders (artifact, status);
 CREATE INDEX IF NOT EXISTS orders_created ON orders (artifact, created);
+CREATE INDEX IF NOT EXISTS orders_updated ON orders (updated);
 CREATE TABLE IF NOT EXISTS fills (
     fill_id TEXT PRIMARY KEY, client_order_id TEXT NOT NULL, artifact TEXT NOT NULL,
     symbol TEXT NOT NULL, side TEXT NOT NULL, qty TEXT NOT NULL, price TEXT NOT NULL, fee TEXT NOT NULL,
