@@ -421,7 +421,8 @@ def walk_forward(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.
         # this one diagnoses its share while the others send theirs
         for k in _fold_shares(len(run.folds), workers)[0]:
             diagnosed[k] = _fold_diagnostics(run, store, sids[k], k)
-        result = _finish(run, store, sids, diagnosed, gather=lambda: _collect(children, diagnosed, others))
+        result = _finish(run, store, sids, diagnosed, gather=lambda: _collect(children, diagnosed, others,
+                                                                  patience=run.stale_after))
     finally:
         for p, _ in children:
             p.join(timeout=5)
@@ -599,19 +600,26 @@ def _fold_shares(n_folds: int, processes: int) -> list[list[int]]:
 
 
 def _collect(children: list[tuple[Any, Any]], diagnosed: dict[int, dict[str, Any]],
-             timings: list[dict[str, float]]) -> None:
+             timings: list[dict[str, float]], patience: float = 600.0) -> None:
     """Read what the worker processes send (their timings, their folds' diagnostics) until each says it
     is done or has exited; a fold a worker did not send is diagnosed by `_finish` instead."""
     import queue as queues
 
     for p, q in children:
+        heard = time.monotonic()
         while True:
             try:
                 msg = q.get(timeout=0.05)
             except queues.Empty:
                 if p.exitcode is not None and q.empty():
                     break  # (died: its folds are left to _finish)
+                if time.monotonic() - heard > patience:  # stuck: stop it, _finish does its folds
+                    log.warning("worker %s sent nothing for %.0f s; its folds are diagnosed here", p.pid,
+                                patience)
+                    p.terminate()
+                    break
                 continue
+            heard = time.monotonic()
             if msg[0] == "done":
                 break
             if msg[0] == "timings":
