@@ -435,6 +435,18 @@ def test_two_local_workers_share_the_budget_exactly(bars: pd.DataFrame, tmp_path
     back = load_run(res.run_id, tmp_path / "runs")
     pd.testing.assert_frame_equal(back.trials, res.trials)
     pd.testing.assert_frame_equal(back.folds, res.folds)
+    # the worker diagnosed its share of the folds (PBO, importances) as this process would have
+    from workbench.optimize import storage as st
+    from workbench.optimize.walkforward import _fold_diagnostics, _fold_shares, _run_from_settings
+
+    assert _fold_shares(FOLDS, 2)[1], "the worker had folds to diagnose"
+    again = _run_from_settings(res.run_id, res.settings, {"BTC/USDT": bars}, str(tmp_path / "two.journal"))
+    store = st.open_storage(again.storage_url)
+    for k in range(FOLDS):
+        mine = _fold_diagnostics(again, store, st.study_id(store, again.study_name(k)), k)
+        assert {"fold": k, **mine["pbo"]} == res.diagnostics.pbo["per_fold"][k]
+        imp = res.importances.loc[k].dropna().to_dict() if k in res.importances.index else {}
+        assert imp == pytest.approx(mine["importances"])
 
 
 # ---------------------------------------------------------------------------------- 6. objectives
