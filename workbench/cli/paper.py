@@ -299,14 +299,16 @@ def paper_halt(
     config: ConfigArg = DEFAULT_CONFIG,
     reason: Annotated[str, typer.Option(help="Why (journaled).")] = "",
     strategy: Annotated[str | None, typer.Option(help="Halt one strategy (default: all).")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Halt one symbol of --strategy only.")] = None,
 ) -> None:
     """Manual kill switch: no new entries (exits still run) until `paper resume`."""
+    from workbench.paper.halts import halt
+
     out, _err = _consoles()
     if not reason.strip():
         raise ConfigError("a halt needs --reason '...' (it is journaled)")
     with _journal(config) as j:
-        scope = _scope(j, strategy)
-        j.halt(scope, reason.strip(), source="manual")
+        scope = halt(j, reason, strategy=strategy, symbol=symbol, source="manual")
     out.print(f"halted {scope}: {reason.strip()}")
 
 
@@ -315,32 +317,18 @@ def paper_resume(
     config: ConfigArg = DEFAULT_CONFIG,
     reason: Annotated[str, typer.Option(help="Why (journaled).")] = "",
     strategy: Annotated[str | None, typer.Option(help="Resume one strategy (default: every halt).")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Resume one symbol of --strategy only.")] = None,
 ) -> None:
-    """Lift halts (manual, kill switch, breakers, reconciliation) for all or one strategy."""
+    """Lift halts (manual, kill switch, breakers, reconciliation) for all, one strategy or one symbol."""
+    from workbench.paper.halts import resume
+
     out, _err = _consoles()
     if not reason.strip():
         raise ConfigError("resuming needs --reason '...' (it is journaled)")
     with _journal(config) as j:
-        scopes = {h["scope"] for h in j.active_halts()}
-        if strategy is not None:
-            _scope(j, strategy)
-            scopes = {s for s in scopes if s == strategy or s.startswith(strategy + ":")}
-        n = sum(j.resume(s, reason.strip()) for s in sorted(scopes))
-    out.print(f"lifted {n} halt(s)" + (f" of {strategy}" if strategy else ""))
-
-
-def _scope(journal: Any, strategy: str | None) -> str:
-    from workbench.errors import did_you_mean
-
-    if strategy is None:
-        return "all"
-    names = [s.name for s in _specs(journal)]
-    if strategy not in names:
-        raise ConfigError(
-            f"unknown strategy {strategy!r}{did_you_mean(strategy, names)}; this journal has "
-            f"{', '.join(names) or 'none'}"
-        )
-    return strategy
+        n = resume(j, reason, strategy=strategy, symbol=symbol, source="manual")
+    what = f"{strategy}:{symbol}" if symbol and strategy else strategy
+    out.print(f"lifted {n} halt(s)" + (f" of {what}" if what else ""))
 
 
 @paper_app.command("trades")

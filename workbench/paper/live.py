@@ -30,6 +30,7 @@ RECENT = 200  # fills, decisions and ticks kept for the page's tables
 class LiveState:
     """What the Live page shows, kept current by `LiveView.update`."""
 
+    specs: dict[str, dict[str, Any]] = field(default_factory=dict)  # strategy -> symbols, capital, timeframe
     books: dict[str, dict[str, Any]] = field(default_factory=dict)  # strategy -> its last snapshot
     equity: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # strategy -> (bar, equity)
     open_orders: dict[str, dict[str, Any]] = field(default_factory=dict)  # client order id -> order
@@ -94,6 +95,7 @@ class LiveView:
         for artifact, bar, equity in db.execute("SELECT artifact, bar, equity FROM snapshots ORDER BY bar"):
             s.equity.setdefault(artifact, []).append((bar, float(equity)))
         self._last["snapshots"] = _max_rowid(db, "snapshots")
+        self._specs()
         self._tail("fills", s.fills)
         self._tail("decisions", s.decisions)
         self._tail("errors", s.errors)
@@ -122,6 +124,7 @@ class LiveView:
             else:
                 curve.append((bar, float(equity)))
             self._last["snapshots"] = max(self._last["snapshots"], rowid)
+        self._specs()
         s.n_fills += self._new("fills", s.fills)
         s.n_decisions += self._new("decisions", s.decisions)
         self._new("errors", s.errors)
@@ -176,6 +179,16 @@ class LiveView:
             top = rows[-1]["updated"] if rows else None
         if top is not None:
             self._orders_seen = max(self._orders_seen, float(top))
+
+    def _specs(self) -> None:
+        """The strategies the runner recorded (a handful of rows in meta, so read whole each time)."""
+        specs = {}
+        for (value,) in self.db.execute("SELECT value FROM meta WHERE key LIKE 'spec:%' ORDER BY key"):
+            d = json.loads(value)
+            specs[str(d["name"])] = {"symbols": [str(x) for x in d.get("symbols", [])],
+                                     "capital": float(d.get("capital") or 0.0),
+                                     "timeframe": str(d.get("timeframe", ""))}
+        self.state.specs = specs
 
     def _halts(self) -> None:
         self.state.halts = self._rows("SELECT id, scope, reason, source, time FROM halts "

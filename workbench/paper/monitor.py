@@ -31,22 +31,28 @@ def latest_journal(root: str | Path | None = None) -> Path:
     return found
 
 
+def journal_file(path: str | Path) -> Path:
+    """The journal.sqlite that `path` names: the file itself, the folder holding one, or a paper config
+    (its session's journal)."""
+    p = Path(path).expanduser()
+    if p.suffix in (".yaml", ".yml"):
+        from workbench.paper.service import load_config
+
+        p = load_config(p).root() / "journal.sqlite"
+    elif p.is_dir():
+        p = p / "journal.sqlite"
+    if not p.is_file():
+        raise ConfigError(f"no journal at {p}; give the journal.sqlite of a paper run or replay, "
+                          "its folder, or the paper config whose session has run")
+    return p
+
+
 class Monitor:
     """Read-only views of one journal: the book, equity, trades, orders and decisions per strategy."""
 
     def __init__(self, path: str | Path) -> None:
         """`path`: a journal.sqlite, the folder holding one, or a paper config (its session's journal)."""
-        p = Path(path)
-        if p.suffix in (".yaml", ".yml"):
-            from workbench.paper.service import load_config
-
-            p = load_config(p).root() / "journal.sqlite"
-        elif p.is_dir():
-            p = p / "journal.sqlite"
-        self.path = p
-        if not self.path.is_file():
-            raise ConfigError(f"no journal at {self.path}; give the journal.sqlite of a paper run or replay, "
-                              "its folder, or the paper config whose session has run")
+        self.path = journal_file(path)
         self.journal = Journal(self.path, durable=False)
 
     def strategies(self) -> list[str]:
