@@ -2,7 +2,7 @@
 
 Each row of the table in README "Architecture" names parts of `workbench` and what they must not
 import; the `forbidden` contracts in pyproject.toml must say exactly the same (strict: no indirect
-chains allowed), and the command line must be protected. `make test` runs `lint-imports` itself.
+chains allowed), and the faces (the command line, the dashboard) must be protected. `make test` runs `lint-imports` itself.
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ def test_the_forbidden_contracts_are_the_tables_rules() -> None:
     assert contracts == table
 
 
-def test_the_command_line_is_protected() -> None:
-    [cli] = [c for c in _contracts() if c["type"] == "protected"]
-    assert cli["protected_modules"] == ["workbench.cli"]
-    assert cli["allowed_importers"] == ["workbench.__main__"]
+def test_the_faces_are_protected() -> None:
+    protected = {tuple(c["protected_modules"]): c["allowed_importers"]
+                 for c in _contracts() if c["type"] == "protected"}
+    # the command line is imported by `python -m workbench` only; the dashboard by the command line only
+    assert protected == {("workbench.cli",): ["workbench.__main__"],
+                         ("workbench.dashboard",): ["workbench.cli"]}

@@ -21,6 +21,7 @@ from workbench import __version__
 from workbench.cli.backtest import backtest_cmd
 from workbench.cli.collect import collect_app
 from workbench.cli.common import _State, err, out
+from workbench.cli.dashboard import dashboard_cmd
 from workbench.cli.data import data_app
 from workbench.cli.demo import demo
 from workbench.cli.model import model_app
@@ -45,6 +46,7 @@ app.command("tickfills")(tickfills_cmd)
 app.command("sweep")(sweep_cmd)
 app.command("schedule")(schedule_cmd)
 app.command("demo")(demo)
+app.command("dashboard")(dashboard_cmd)
 app.add_typer(data_app, name="data")
 app.add_typer(collect_app, name="collect")
 app.add_typer(model_app, name="model")

@@ -1,0 +1,109 @@
+"""The dashboard of one paper journal: the Live, Controls and Research pages in one responsive layout,
+refreshed in place every two seconds from `LiveView.update()` (an increment, never a full re-read).
+
+The same `Dashboard` renders inline in JupyterLab (`workbench.dashboard.view`) and is served per browser
+session by `DashboardServer`; each has its own `LiveView` (a read-only journal connection) and closes it
+when the session ends.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import panel as pn
+
+from workbench.dashboard.controls import TOKEN_NEEDED, ControlsPage
+from workbench.dashboard.live import LivePage
+from workbench.errors import WorkbenchError
+from workbench.paper.live import LiveView
+from workbench.paper.monitor import journal_file
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 2.0
+EXTENSIONS = ("plotly", "tabulator")
+RESEARCH = (
+    "**Not built yet.** This page will list the walk-forward runs (their folds, chosen parameters and "
+    "out-of-sample results), the promotion artifacts with their gate verdicts, and the sweeps, each linked "
+    "to its report. Until then: `workbench optimize`, `workbench promote list` and the notebooks in "
+    "`notebooks/` show them."
+)
+# what keeps the page within a phone's width: nothing may be wider than the window
+CSS = """
+:host { max-width: 100%; }
+.wb-header { font-size: 14px; }
+"""
+
+
+class Dashboard:
+    """The pages of one journal for one viewer (`allowed`: may see it and use the controls; `origin`: where
+    the viewer is, journaled with a halt or resume)."""
+
+    def __init__(self, journal: str | Path, *, allowed: bool = True, origin: str = "notebook",
+                 refresh: float = REFRESH_SECONDS) -> None:
+        self.path = journal_file(journal)
+        self.allowed = allowed
+        self.refresh_ms = max(int(refresh * 1000), 250)
+        self.view: LiveView | None = LiveView(self.path) if allowed else None
+        self.live = LivePage()
+        self.controls = ControlsPage(self.path, allowed=allowed, origin=origin, on_change=self.refresh)
+        self.status = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["wb-status"])
+        self._callback: Any = None
+        header = pn.pane.HTML(
+            f"<div class='wb-header'><b>workbench dashboard</b> &middot; journal "
+            f"<code style='word-break:break-all'>{html.escape(str(self.path))}</code></div>",
+            sizing_mode="stretch_width")
+        live: Any = self.live.layout if allowed else pn.pane.Alert(
+            TOKEN_NEEDED, alert_type="warning", sizing_mode="stretch_width", css_classes=["wb-token-needed"])
+        self.tabs = pn.Tabs(
+            ("Live", live),
+            ("Controls", self.controls.layout),
+            ("Research", pn.pane.Markdown(RESEARCH, sizing_mode="stretch_width")),
+            sizing_mode="stretch_width", dynamic=False,
+        )
+        self.layout = pn.Column(header, self.status, self.tabs, sizing_mode="stretch_width",
+                                stylesheets=[CSS], css_classes=["wb-dashboard"])
+        if self.view is not None:
+            self._show(self.view.load())
+
+    def refresh(self) -> None:
+        """Fold in what the journal gained since the last read and update the widgets in place; a read
+        that fails (the journal locked or gone) is one line on the page, and the next refresh retries."""
+        if self.view is None:
+            return
+        try:
+            state = self.view.update()
+        except (sqlite3.Error, WorkbenchError, OSError) as exc:
+            log.debug("dashboard: reading %s failed", self.path, exc_info=True)
+            self.status.object = (f"<span class='wb-stale' style='color:#b00020'>could not read the journal "
+                                  f"at {time.strftime('%H:%M:%S')}: {html.escape(' '.join(str(exc).split()))}"
+                                  "; retrying</span>")
+            return
+        self._show(state)
+
+    def _show(self, state: Any) -> None:
+        self.live.update(state)
+        self.controls.update(state)
+        read = time.strftime("%H:%M:%S", time.gmtime(state.updated))
+        self.status.object = (
+            f"<small class='wb-updated'>read {read} UTC &middot; refreshed every {self.refresh_ms / 1000:g} s"
+            f" &middot; {state.n_fills} fills, {state.n_decisions} decisions in the journal</small>")
+
+    def start(self) -> None:
+        """Refresh every `refresh` seconds in the current Panel session (or notebook) from now on."""
+        if self.view is not None and self._callback is None:
+            self._callback = pn.state.add_periodic_callback(self.refresh, period=self.refresh_ms, start=True)
+
+    def close(self) -> None:
+        """Stop refreshing and release the journal."""
+        if self._callback is not None:
+            self._callback.stop()
+            self._callback = None
+        if self.view is not None:
+            self.view.close()
+            self.view = None
