@@ -2,7 +2,8 @@
 
 Each row of the table in README "Architecture" names parts of `workbench` and what they must not
 import; the `forbidden` contracts in pyproject.toml must say exactly the same (strict: no indirect
-chains allowed), and the faces (the command line, the dashboard) must be protected. `make test` runs `lint-imports` itself.
+chains allowed), and the faces (the command line, the dashboard) must be protected. `make test` runs
+`lint-imports` itself.
 """
 
 from __future__ import annotations

@@ -32,11 +32,12 @@ import pytest
 from cli_runner import WB, _settings, invoke
 from paper_helpers import BRACKETS, build_lake, registered, spec_for
 
-from workbench.dashboard import Access, DashboardServer, is_loopback
+from workbench.dashboard import Access, Dashboard, DashboardServer, is_loopback
 from workbench.dashboard.controls import ControlsPage
 from workbench.errors import ConfigError
 from workbench.paper.feed import BarFeed
 from workbench.paper.journal import Journal
+from workbench.paper.live import LiveView
 from workbench.paper.risk import RiskLimits
 from workbench.paper.runner import Runner
 from workbench.paper.sim import SimBroker
@@ -376,6 +377,25 @@ def test_the_controls_refuse_a_page_without_the_token_on_the_server_side(paper: 
     assert page.act("halt") is False and page.act("resume") is False
     assert paper.journal.active_halts() == []
     assert "refused: a token is needed" in page.message.object
+
+
+def test_a_journal_that_cannot_be_read_is_one_line_on_the_page_and_the_next_refresh_retries(
+        paper: Paper) -> None:
+    board = Dashboard(paper.journal.path, refresh=0.5)
+    assert board.view is not None
+    good = board.view
+    board.view = LiveView(paper.journal.path)
+    board.view.db.close()  # as if the file went away under it
+    board.refresh()
+    assert "could not read the journal" in board.status.object and "retrying" in board.status.object
+    assert "Traceback" not in board.status.object and "\n" not in board.status.object
+    board.view = good
+    paper.tick(3)
+    board.refresh()
+    assert "wb-updated" in board.status.object
+    card = board.live.cards[paper.name]
+    assert f"{paper.journal.last_equity(paper.name):,.2f}" in card.stats.object
+    board.close()
 
 
 def test_binding_beyond_loopback_needs_a_token(paper: Paper, monkeypatch: pytest.MonkeyPatch) -> None:

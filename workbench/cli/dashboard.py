@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -43,7 +44,6 @@ def dashboard_cmd(
                   + (f" (open it with ?token=<the value of ${access.env}>)" if access.required else "")
                   + "; Ctrl-C stops it", highlight=False, soft_wrap=True)
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is meant to stop
         server.run(on_ready=listening)
-    except KeyboardInterrupt:
-        err.print("dashboard stopped", highlight=False)
+    err.print("dashboard stopped", highlight=False)

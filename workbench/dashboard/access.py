@@ -36,8 +36,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _named(env: str) -> str:
-    return f"${env}" if _SHOWN_NAME.fullmatch(env) else "the variable --token-env names"
+def _named(env: str, *, bare: bool = False) -> str:
+    if not _SHOWN_NAME.fullmatch(env):
+        return "the variable --token-env names"
+    return env if bare else f"${env}"
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class Access:
                               "not the token itself; export the token in that variable")
         token = setting(name)
         if token is None and env is not None:
-            raise ConfigError(f"{_named(name)} is not set: export it with the dashboard's token "
+            raise ConfigError(f"{_named(name)} is not set: set it to the dashboard's token "
                               f"(make one with {_MAKE_ONE}), or drop --token-env on 127.0.0.1")
         if token is not None and len(token.strip()) < MIN_TOKEN_LENGTH:
             raise ConfigError(f"the token in {_named(name)} is shorter than {MIN_TOKEN_LENGTH} characters; "
@@ -87,5 +89,6 @@ class Access:
                               "machine together with a token")
         if self.token is None and not is_loopback(host):
             raise ConfigError(
-                f"--host {host} serves the dashboard beyond this machine, and no token is set: export "
-                f"{_named(self.env)} (make one with {_MAKE_ONE}) or bind --host 127.0.0.1")
+                f"--host {host} serves the dashboard beyond this machine, and no token is set: set "
+                f"{_named(self.env, bare=True)} to a token (make one with {_MAKE_ONE}) or bind --host "
+                "127.0.0.1")

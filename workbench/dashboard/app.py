@@ -17,9 +17,8 @@ from typing import Any
 
 import panel as pn
 
-from workbench.dashboard.controls import TOKEN_NEEDED, ControlsPage
+from workbench.dashboard.controls import TOKEN_NEEDED, ControlsPage, one_line
 from workbench.dashboard.live import LivePage
-from workbench.errors import WorkbenchError
 from workbench.paper.live import LiveView
 from workbench.paper.monitor import journal_file
 
@@ -54,9 +53,10 @@ class Dashboard:
         self.controls = ControlsPage(self.path, allowed=allowed, origin=origin, on_change=self.refresh)
         self.status = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["wb-status"])
         self._callback: Any = None
+        where = (f"<code style='word-break:break-all'>{html.escape(str(self.path))}</code>" if allowed
+                 else "withheld")
         header = pn.pane.HTML(
-            f"<div class='wb-header'><b>workbench dashboard</b> &middot; journal "
-            f"<code style='word-break:break-all'>{html.escape(str(self.path))}</code></div>",
+            f"<div class='wb-header'><b>workbench dashboard</b> &middot; journal {where}</div>",
             sizing_mode="stretch_width")
         live: Any = self.live.layout if allowed else pn.pane.Alert(
             TOKEN_NEEDED, alert_type="warning", sizing_mode="stretch_width", css_classes=["wb-token-needed"])
@@ -77,14 +77,15 @@ class Dashboard:
         if self.view is None:
             return
         try:
-            state = self.view.update()
-        except (sqlite3.Error, WorkbenchError, OSError) as exc:
-            log.debug("dashboard: reading %s failed", self.path, exc_info=True)
-            self.status.object = (f"<span class='wb-stale' style='color:#b00020'>could not read the journal "
-                                  f"at {time.strftime('%H:%M:%S')}: {html.escape(' '.join(str(exc).split()))}"
-                                  "; retrying</span>")
-            return
-        self._show(state)
+            self._show(self.view.update())
+        except Exception as exc:  # never a traceback: one line on the page (and in the log), then retry
+            what = (f"could not read the journal: {one_line(exc)}" if isinstance(exc, sqlite3.Error | OSError)
+                    else f"could not show the journal ({one_line(exc)})")
+            log.warning("dashboard: %s", what)
+            log.debug("dashboard: refreshing %s failed", self.path, exc_info=True)
+            self.status.object = (f"<span class='wb-stale' style='color:#b00020'>{html.escape(what)} at "
+                                  f"{time.strftime('%H:%M:%S', time.gmtime())} UTC; retrying every "
+                                  f"{self.refresh_ms / 1000:g} s</span>")
 
     def _show(self, state: Any) -> None:
         self.live.update(state)

@@ -31,6 +31,12 @@ TOKEN_NEEDED = ("a token is needed: open this page with ?token=... added to its 
 SOURCE = "dashboard"
 
 
+def one_line(exc: BaseException) -> str:
+    """An error as the page shows it: a WorkbenchError's own message, anything else named by its type."""
+    text = " ".join(str(exc).split())[:300]
+    return text if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {text}"
+
+
 class ControlsPage:
     """Halt and resume controls over one journal, for one page (`allowed`: it carried the token; `origin`:
     the client address journaled with each action)."""
@@ -123,6 +129,11 @@ class ControlsPage:
                     said = f"lifted {n} halt(s)" + (f" of {what}" if strategy else "")
         except WorkbenchError as exc:
             self._say(str(exc), ok=False)
+            return False
+        except Exception as exc:  # e.g. the journal locked for longer than its timeout: one line, no trace
+            log.warning("dashboard: a %s from %s failed: %s", action, self.origin, one_line(exc))
+            log.debug("dashboard: why", exc_info=True)
+            self._say(f"the {action} was not journaled ({one_line(exc)}); try again", ok=False)
             return False
         log.info("dashboard: %s from %s", said, self.origin)
         self.reason.value = ""

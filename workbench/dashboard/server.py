@@ -23,7 +23,8 @@ import panel as pn
 
 from workbench.dashboard.access import Access, is_loopback
 from workbench.dashboard.app import EXTENSIONS, REFRESH_SECONDS, Dashboard
-from workbench.errors import ConfigError, WorkbenchError
+from workbench.dashboard.controls import one_line
+from workbench.errors import ConfigError
 from workbench.paper.monitor import journal_file
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,10 @@ class DashboardServer:
                      origin)
         try:
             board = Dashboard(self.journal, allowed=allowed, origin=origin, refresh=self.refresh)
-        except WorkbenchError as exc:  # the journal went away, or cannot be read: one line on the page
-            return pn.pane.Alert(str(exc), alert_type="danger", sizing_mode="stretch_width")
+        except Exception as exc:  # the journal went away, or cannot be read: one line on the page
+            log.warning("dashboard: the page for %s could not be built: %s", origin, one_line(exc))
+            log.debug("dashboard: why", exc_info=True)
+            return pn.pane.Alert(one_line(exc), alert_type="danger", sizing_mode="stretch_width")
         board.start()
         pn.state.on_session_destroyed(lambda _ctx: board.close())
         return board.layout
@@ -112,7 +115,11 @@ class DashboardServer:
     def _origins(self) -> list[str]:
         if is_loopback(self.host):  # pages of this port only (bokeh's allowlist cannot spell [::1])
             return [f"{h}:{self.port}" for h in ("127.0.0.1", "localhost")]
-        return ["*"]  # beyond loopback a token is required: a page without it gets neither data nor controls
+        if self.host not in ("0.0.0.0", "::") and ":" not in self.host:
+            return [f"{self.host}:{self.port}"]  # the one address it listens on
+        # every address of the machine, under names the server cannot know: any origin, as the token is
+        # required (a page without it gets neither the journal nor the controls)
+        return ["*"]
 
     def _build(self) -> Any:
         _mask_logs()
