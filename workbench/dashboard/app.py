@@ -53,6 +53,7 @@ class Dashboard:
         self.controls = ControlsPage(self.path, allowed=allowed, origin=origin, on_change=self.refresh)
         self.status = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["wb-status"])
         self._callback: Any = None
+        self._shown = False
         where = (f"<code style='word-break:break-all'>{html.escape(str(self.path))}</code>" if allowed
                  else "withheld")
         header = pn.pane.HTML(
@@ -76,6 +77,9 @@ class Dashboard:
         that fails (the journal locked or gone) is one line on the page, and the next refresh retries."""
         if self.view is None:
             return
+        if self._gone():
+            self.close()
+            return
         try:
             self._show(self.view.update())
         except Exception as exc:  # never a traceback: one line on the page (and in the log), then retry
@@ -94,6 +98,15 @@ class Dashboard:
         self.status.object = (
             f"<small class='wb-updated'>read {read} UTC &middot; refreshed every {self.refresh_ms / 1000:g} s"
             f" &middot; {state.n_fills} fills, {state.n_decisions} decisions in the journal</small>")
+
+    def _gone(self) -> bool:
+        """Whether a notebook view was shown and is no longer (its cell re-run or cleared): then nobody
+        sees it and it stops refreshing. A served page stops when its session ends instead."""
+        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+            return False
+        shown = bool(getattr(self.layout, "_models", None))  # Panel's rendered views of this layout
+        self._shown |= shown
+        return self._shown and not shown
 
     def start(self) -> None:
         """Refresh every `refresh` seconds in the current Panel session (or notebook) from now on."""
