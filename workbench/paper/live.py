@@ -1,12 +1,13 @@
 """The live state of a paper-trading journal, read in increments: what a dashboard page shows and refreshes.
 
 `LiveView.load()` reads what a page needs once: per strategy its spec (symbols, capital, timeframe), its
-latest book (cash, equity, positions from the last snapshot) and equity curve, the open orders, the latest fills, decisions and refusals,
-the halts in force, the recent errors and tick latencies. `LiveView.update()` then reads only what was
-written since (rows past the last seen row id of each append-only table, orders updated since), and
-folds it into the same `LiveState`, so a refresh costs what changed, not the journal's length (a
-journal of a million fills refreshes as fast as a new one; `bench/dashboard.py` measures both beside a
-full re-read). The journal is opened read-only: the runner keeps writing meanwhile (WAL).
+latest book (cash, equity, positions from the last snapshot) and equity curve; the open orders, the
+latest fills, decisions and refusals, the halts in force, the recent errors and tick latencies.
+`LiveView.update()` then reads only what was written since (rows past the last seen row id of each
+append-only table, orders updated since), and folds it into the same `LiveState`, so a refresh costs
+what changed, not the journal's length (a journal of a million fills refreshes as fast as a new one;
+`bench/dashboard.py` measures both beside a full re-read). The journal is opened read-only: the runner
+keeps writing meanwhile (WAL).
 """
 
 from __future__ import annotations
