@@ -25,7 +25,7 @@ import pandas as pd
 
 from workbench.backtest import kernels
 from workbench.errors import ConfigError, DataError, did_you_mean
-from workbench.strategies.base import Signals, Strategy, check_signal_bars
+from workbench.strategies.base import Signals, Strategy, check_signal_bars, no_signals
 from workbench.strategies.registry import get_strategy
 from workbench.version import code_version
 
@@ -81,10 +81,15 @@ def drop_sides(direction: Direction, le: Any, lx: Any, se: Any, sx: Any) -> tupl
     """The signals `direction` trades (arrays or one bar's flags): long drops the short side, short
     the long one."""
     if direction is Direction.LONG:
-        return le, lx, np.zeros_like(se), np.zeros_like(sx)
+        return le, lx, _none_like(se), _none_like(sx)
     if direction is Direction.SHORT:
-        return np.zeros_like(le), np.zeros_like(lx), se, sx
+        return _none_like(le), _none_like(lx), se, sx
     return le, lx, se, sx
+
+
+def _none_like(a: Any) -> Any:
+    """No signal where `a` has them: a shared read-only array for arrays, False for one bar's flag."""
+    return no_signals(a.shape) if isinstance(a, np.ndarray) and a.ndim else np.zeros_like(a)
 
 
 def signal_action(direction: Direction, le: bool, lx: bool, se: bool, sx: bool, position: float) -> Action:

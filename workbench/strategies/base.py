@@ -14,7 +14,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, cast
 
 import numba
@@ -442,9 +442,19 @@ class Signals:
         return out
 
 
+@lru_cache(maxsize=16)
+def no_signals(shape: int | tuple[int, ...]) -> np.ndarray:
+    """A read-only all-False array, shared: a side a strategy leaves out costs no fresh memory (a fresh
+    zeroed array page-faults on its first read, which on a year of minute bars took a sweep's
+    combination 0.16 ms per array)."""
+    out = np.zeros(shape, dtype=bool)
+    out.flags.writeable = False
+    return out
+
+
 def _as_bool(value: Any, n: int, what: str) -> np.ndarray:
     if value is None:
-        return np.zeros(n, dtype=bool)
+        return no_signals(n)
     arr = np.asarray(value.to_numpy() if isinstance(value, pd.Series) else value)
     if arr.ndim == 0:
         return np.full(n, bool(arr))
