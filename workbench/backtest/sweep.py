@@ -492,7 +492,8 @@ def _combo_arrays(strat: Strategy, tl: Timeline, p: dict, direction: Direction, 
     per = [strat.signals(tl.frames[s], p, validate=False).arrays(len(tl.frames[s]), strat.name, compact=True)
            for s in tl.symbols]
     for s, a in zip(tl.symbols, per, strict=True):
-        check_entry_orders(a, tl.frames[s]["close"].to_numpy(dtype=np.float64), f"{strat.name}{p}[{s}]")
+        if a["order_type"].any():  # (market entries only need no check, nor the closes)
+            check_entry_orders(a, tl.frames[s]["close"].to_numpy(dtype=np.float64), f"{strat.name}{p}[{s}]")
     placed = tl.place_signals(per, lag)
     le, lx, se, sx, sl, tp, tsl = signal_matrices(placed, tl.n, direction)
     frac = sized(tl.sizing(sizing, sl, tsl, ppy, lag), placed, tl.n)
