@@ -247,8 +247,9 @@ def _drawdown_walk_nb(value: np.ndarray) -> tuple[float, int, int]:
             hi = -np.inf
             lo = np.inf
             bad = 0
-            for k in range(i, stop):
-                v = value[k]
+            blk = value[i:stop]  # (a slice walked from 0: numba knows the index is not negative and
+            for k in range(_BLOCK):  # vectorises the min/max; value[k] for k in range(i, stop) did not)
+                v = blk[k]
                 hi = v if v > hi else hi
                 lo = v if v < lo else lo
                 bad += v != v
@@ -271,8 +272,10 @@ def _drawdown_walk_nb(value: np.ndarray) -> tuple[float, int, int]:
                 last_valid = stop - 1
                 i = stop
                 continue
-        for k in range(i, stop):
-            cur = value[k]
+        part = value[i:stop]
+        for q in range(stop - i):
+            k = i + q
+            cur = part[q]
             if np.isnan(cur):
                 continue
             last_valid = k
