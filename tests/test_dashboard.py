@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 import pytest
 from cli_runner import WB, _settings, invoke
-from paper_helpers import BRACKETS, build_lake, registered, spec_for
+from paper_helpers import BRACKETS, build_lake, registered, spec_for, write_artifact
 
 from workbench.dashboard import Access, Dashboard, DashboardServer, is_loopback
 from workbench.dashboard.controls import ControlsPage
@@ -489,3 +489,40 @@ def test_view_renders_inline_in_a_notebook(paper: Paper, tmp_path: Path) -> None
     rendered = json.dumps([o.get("data", {}) for o in outputs])
     last = paper.journal.last_equity(paper.name)
     assert last is not None and f"{last:,.2f}" in rendered  # the journal's equity, in the rendered model
+
+
+def test_the_config_form_drafts_a_paper_config_from_the_registry(
+        paper: Paper, browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from playwright.sync_api import expect
+
+    from workbench.paper.service import load_config
+
+    data = tmp_path / "research_data"
+    write_artifact(data / "registry" / "fast" / "v1.json", spec_for("sma_cross", {"fast": 5, "slow": 12}),
+                   name="fast")
+    (data / "registry" / "fast" / "CURRENT").write_text("1")
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(data))
+    with served(paper.journal.path) as url, tab(browser, url) as t:
+        _equity(t)
+        t.tab("Controls")
+        page = t.page
+        choices = page.locator(".wb-draft-artifacts input").first
+        choices.click()
+        choices.fill("fast")
+        choices.press("Enter")
+        page.locator(".wb-draft-name input").fill("from_browser")
+        page.locator(".wb-draft-build button").click()
+        expect(page.locator(".wb-draft-result")).to_have_attribute("data-ok", "true", timeout=WAIT_MS)
+        expect(page.locator(".wb-draft-yaml")).to_contain_text("- artifact: fast\n")
+        page.locator(".wb-draft-save button").click()
+        expect(page.locator(".wb-draft-result")).to_contain_text("workbench paper run", timeout=WAIT_MS)
+        saved = data / "paper" / "configs" / "from_browser.yaml"
+        assert [e.artifact for e in load_config(saved).strategies] == ["fast"]
+        expect(page.locator(".wb-draft-save button")).to_be_disabled()  # saved once: build again first
+        page.locator(".wb-draft-build button").click()
+        expect(page.locator(".wb-draft-save button")).to_be_enabled(timeout=WAIT_MS)
+        page.locator(".wb-draft-save button").click()
+        expect(page.locator(".wb-draft-result")).to_contain_text("exists; choose another name",
+                                                                 timeout=WAIT_MS)
+        t.shot("controls-config-desktop")
+        t.clean()

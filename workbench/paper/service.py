@@ -280,6 +280,107 @@ def specs_from_artifact(
     return [replace(base, name=f"{base.name}/{s}", symbols=(s,)) for s in base.symbols]
 
 
+# the risk limits a drafted config starts from (those of pipelines/paper.yaml)
+RISK_DEFAULTS: dict[str, float | int] = {"max_position": 1.0, "max_gross": 1.0, "daily_loss_limit": 0.05,
+                                         "max_drawdown": 0.25, "max_bar_move": 0.25, "stale_bars": 3}
+
+
+def session_specs(config: PaperConfig, artifacts: list[Any]) -> list[StrategySpec]:
+    """The runner specs of a config's artifacts (loaded in its order), refused in one line when they
+    cannot run in one session: timeframes that differ, or venues the sim broker cannot simulate at once."""
+    specs: list[StrategySpec] = []
+    for e, a in zip(config.strategies, artifacts, strict=True):
+        specs.extend(specs_from_artifact(a, capital=e.capital, window=e.window))
+    tfs = {s.timeframe for s in specs}
+    if len(tfs) > 1:
+        raise ConfigError(
+            f"strategies of one paper config must share a timeframe, got {sorted(tfs)}; "
+            "run one config per timeframe"
+        )
+    if config.broker == BrokerKind.SIM:
+        fills = {s.fill for s in specs}
+        costs = {s.costs for s in specs}
+        if len(fills) > 1 or len(costs) > 1:
+            raise ConfigError(
+                "the sim broker simulates one venue: its strategies must share fill convention "
+                "and costs; run them in separate configs"
+            )
+    return specs
+
+
+def draft_config(*, name: str, artifacts: list[str], broker: str = "sim", cash: float | None = None,
+                 capital: float | None = None, window: int | None = None, clock_start: str | None = None,
+                 clock_speed: float | None = None, metrics_port: int | None = None,
+                 risk: Mapping[str, Any] | None = None, registry: Any = None) -> tuple[str, PaperConfig]:
+    """A paper config trading `artifacts` (registry refs) as YAML text, and what it loads to.
+
+    The text goes through `load_config`, the loader of `paper run`, and its artifacts are read and
+    checked as a session would (one timeframe; one venue for the sim broker), so a draft that comes
+    back runs. Risk limits start from `RISK_DEFAULTS` (`risk` overrides them, None drops one); alerts
+    are left for the user to add (their URLs live in the environment). Any problem is one
+    `ConfigError` line.
+    """
+    import tempfile
+
+    import yaml
+
+    from workbench.promote.registry import load_artifact
+
+    if not artifacts:
+        raise ConfigError("pick at least one artifact to trade")
+    broker_section: dict[str, Any] = {"kind": broker}
+    if cash is not None:
+        broker_section["cash"] = cash
+    strategies: list[Any] = []
+    for ref in artifacts:
+        entry: dict[str, Any] = {"artifact": ref}
+        if capital is not None:
+            entry["capital"] = capital
+        if window is not None:
+            entry["window"] = window
+        strategies.append(entry)
+    limits = {k: v for k, v in {**RISK_DEFAULTS, **(risk or {})}.items() if v is not None}
+    doc: dict[str, Any] = {"name": name, "broker": broker_section, "strategies": strategies,
+                           "risk": limits, "schedule": {"delay": "2s"}}
+    if clock_start or clock_speed:
+        doc["schedule"]["clock"] = {"start": clock_start, "speed": clock_speed}
+    if metrics_port is not None:
+        doc["metrics"] = {"port": metrics_port}
+    head = (f"# Paper trading of {', '.join(artifacts)}: `workbench paper run <this file>`.\n"
+            "# Drafted by the dashboard; API keys never go here (the environment or a .env file).\n")
+    text = head + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name if re.fullmatch(r'[A-Za-z0-9_.-]+', name) else 'draft'}.yaml"
+        path.write_text(text)
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            said = str(exc).replace(f"{path}:", "line ").replace(str(path), "the config")
+            raise ConfigError(said) from None
+    config = PaperConfig(**{**config.__dict__, "path": None})
+    found = [load_artifact(e.artifact, registry) for e in config.strategies]
+    session_specs(config, found)
+    return text, config
+
+
+def save_config(text: str, name: str, folder: str | Path | None = None) -> Path:
+    """Write a drafted config (`draft_config`) as ``<folder>/<name>.yaml`` (default: the data folder's
+    ``paper/configs``), atomically, never over an existing file."""
+    from workbench.files import atomic_write
+
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ConfigError(f"config name {name!r} may hold only letters, digits, '.', '_' and '-'")
+    where = Path(folder) if folder is not None else data_dir() / "paper" / "configs"
+    path = where / f"{name}.yaml"
+    if path.exists():
+        raise ConfigError(f"{path} exists; choose another name, or delete that file first")
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        return atomic_write(path, text)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}; choose a writable data folder") from None
+
+
 class PaperSession:
     """Everything one `paper run` needs, built from a config (also used by status/halt/resume)."""
 
@@ -299,24 +400,8 @@ class PaperSession:
         self.journal = Journal(self.root / "journal.sqlite")
         self._wall = wall
         self.artifacts = [load_artifact(e.artifact) for e in config.strategies]
-        self.specs: list[StrategySpec] = []
-        for e, a in zip(config.strategies, self.artifacts, strict=True):
-            self.specs.extend(specs_from_artifact(a, capital=e.capital, window=e.window))
-        tfs = {s.timeframe for s in self.specs}
-        if len(tfs) > 1:
-            raise ConfigError(
-                f"strategies of one paper config must share a timeframe, got {sorted(tfs)}; "
-                "run one config per timeframe"
-            )
-        self.tf = Timeframe.parse(tfs.pop())
-        if config.broker == BrokerKind.SIM:
-            fills = {s.fill for s in self.specs}
-            costs = {s.costs for s in self.specs}
-            if len(fills) > 1 or len(costs) > 1:
-                raise ConfigError(
-                    "the sim broker simulates one venue: its strategies must share fill convention "
-                    "and costs; run them in separate configs"
-                )
+        self.specs = session_specs(config, self.artifacts)
+        self.tf = Timeframe.parse(self.specs[0].timeframe)
         self._check_clock()
         self.lake = lake
         if self.lake is None:
