@@ -115,7 +115,8 @@ class Paper:
                            clock=lambda: self.clock["now"])
         self.journal = Journal(folder / "journal.sqlite")
         self.runner = Runner([self.spec], broker=broker, journal=self.journal, feeds={self.spec.name: feed},
-                             risk=RiskLimits(max_bar_move=None, stale_bars=None), follow_timeout=0.0)
+                             risk=RiskLimits(max_bar_move=None, stale_bars=None, max_drawdown=0.9,
+                                             daily_loss_limit=0.5), follow_timeout=0.0)
 
     @property
     def name(self) -> str:
@@ -151,8 +152,8 @@ def paper(lake: Any, tmp_path: Path) -> Iterator[Paper]:
 
 
 @contextmanager
-def served(journal: Path, access: Access | None = None) -> Iterator[str]:
-    server = DashboardServer(journal, port=0, access=access or Access())
+def served(journal: Path, access: Access | None = None, lake: Any = None) -> Iterator[str]:
+    server = DashboardServer(journal, port=0, access=access or Access(), lake=lake)
     url = server.start()
     try:
         yield url
@@ -515,7 +516,7 @@ def test_the_config_form_drafts_a_paper_config_from_the_registry(
         expect(page.locator(".wb-draft-result")).to_have_attribute("data-ok", "true", timeout=WAIT_MS)
         expect(page.locator(".wb-draft-yaml")).to_contain_text("- artifact: fast\n")
         page.locator(".wb-draft-save button").click()
-        expect(page.locator(".wb-draft-result")).to_contain_text("workbench paper run", timeout=WAIT_MS)
+        expect(page.locator(".wb-draft-result")).to_contain_text("saved ", timeout=WAIT_MS)
         saved = data / "paper" / "configs" / "from_browser.yaml"
         assert [e.artifact for e in load_config(saved).strategies] == ["fast"]
         expect(page.locator(".wb-draft-save button")).to_be_disabled()  # saved once: build again first
@@ -526,3 +527,57 @@ def test_the_config_form_drafts_a_paper_config_from_the_registry(
                                                                  timeout=WAIT_MS)
         t.shot("controls-config-desktop")
         t.clean()
+
+
+def test_the_live_page_shows_the_risk_overlay_freshness_drift_and_collector_streams(
+        paper: Paper, lake: Any, browser: Any) -> None:
+    import time
+
+    from playwright.sync_api import expect
+
+    from workbench.paper.replay import drift
+
+    wall = time.time()
+    status = {"source": "binance", "symbols": ["BTC/USDT"], "streams": ["trades"], "pid": 1,
+              "started": wall - 100, "connected": True, "sessions": 3, "reconnects": 2, "last_error": "",
+              "messages": {"trades": 5000}, "last_message": wall - 1.0, "backfilled": 0, "duplicates": 0,
+              "gaps": 1, "overflows": 0, "refills_pending": 0, "durable_p99_ms": 3.2, "updated": wall}
+    status_file = lake.ticks.wal_dir("binance") / "status.json"
+    status_file.parent.mkdir(parents=True, exist_ok=True)
+    status_file.write_text(json.dumps(status))
+    try:
+        with served(paper.journal.path, lake=lake) as url, tab(browser, url) as t:
+            _equity(t)
+            page = t.page
+            # the collector stream: stopped (no writer holds its log), 5,000 messages over its 100 s
+            row = page.locator(".wb-streams .tabulator-row").first
+            expect(row).to_contain_text("binance", timeout=WAIT_MS)
+            for text in ("trades", "stopped", "50.0", "2", "1"):
+                expect(row).to_contain_text(text)
+            # the risk overlay: the limits in force and where the strategy stands, as the runner computes it
+            snaps = paper.journal.snapshots_frame(paper.name)
+            equity = snaps["equity"].astype(float)
+            dd = 1.0 - equity.iloc[-1] / max(equity.max(), paper.spec.capital)
+            risk = page.locator(".wb-risk .tabulator-row", has_text="max_drawdown").first
+            expect(risk).to_contain_text("90.00%", timeout=WAIT_MS)
+            expect(risk).to_contain_text(f"{dd:.2%}")
+            daily = page.locator(".wb-risk .tabulator-row", has_text="daily_loss_limit").first
+            expect(daily).to_contain_text("50.00%")
+            expect(page.locator(".wb-staleness").first).to_contain_text("last tick")
+            # the shadow backtest, on request: its parity line equals the drift report's, its curve is drawn
+            page.locator(".wb-shadow button").first.click()
+            result = page.locator(".wb-drift-result").first
+            expect(result).to_be_visible(timeout=WAIT_MS)
+            parity = drift(paper.journal, paper.spec, lake)
+            assert result.get_attribute("data-matched") == str(parity.matched)
+            assert result.get_attribute("data-ok") == str(parity.ok).lower()
+            expect(result).to_contain_text(parity.summary())
+            for _ in range(WAIT_MS // 250):  # the chart redrawn with the shadow curve (its legend names it)
+                if "shadow backtest" in page.evaluate(ALL_TEXT):
+                    break
+                page.wait_for_timeout(250)
+            assert "shadow backtest" in page.evaluate(ALL_TEXT)
+            t.shot("live-drift-desktop")
+            t.clean()
+    finally:
+        status_file.unlink(missing_ok=True)

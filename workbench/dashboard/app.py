@@ -44,12 +44,14 @@ class Dashboard:
     the viewer is, journaled with a halt or resume)."""
 
     def __init__(self, journal: str | Path, *, allowed: bool = True, origin: str = "notebook",
-                 refresh: float = REFRESH_SECONDS) -> None:
+                 refresh: float = REFRESH_SECONDS, lake: Any = None) -> None:
         self.path = journal_file(journal)
         self.allowed = allowed
         self.refresh_ms = max(int(refresh * 1000), 250)
+        self.lake = lake  # what the shadow backtests read and the collectors write (default: the data dir's)
+        self._statuses: list[dict[str, Any]] | None = None
         self.view: LiveView | None = LiveView(self.path) if allowed else None
-        self.live = LivePage()
+        self.live = LivePage(shadow=self._shadow, collectors=self._collectors) if allowed else LivePage()
         self.controls = ControlsPage(self.path, allowed=allowed, origin=origin, on_change=self.refresh)
         self.status = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["wb-status"])
         self._callback: Any = None
@@ -98,6 +100,36 @@ class Dashboard:
         self.status.object = (
             f"<small class='wb-updated'>read {read} UTC &middot; refreshed every {self.refresh_ms / 1000:g} s"
             f" &middot; {state.n_fills} fills, {state.n_decisions} decisions in the journal</small>")
+
+    def _lake(self) -> Any:
+        if self.lake is None:
+            from workbench.data.lake import Lake
+
+            self.lake = Lake()
+        return self.lake
+
+    def _shadow(self, strategy: str) -> tuple[Any, Any]:
+        """A strategy's shadow backtest over the bars it traded: (parity, equity curve)."""
+        from workbench.errors import ConfigError
+        from workbench.paper.journal import Journal
+        from workbench.paper.replay import shadow
+        from workbench.paper.runner import specs_in
+
+        with Journal(self.path) as j:
+            specs = {spec.name: spec for spec in specs_in(j)}
+            if strategy not in specs:
+                raise ConfigError(f"the journal records no spec of {strategy}")
+            return shadow(j, specs[strategy], self._lake())
+
+    def _collectors(self) -> list[dict[str, Any]]:
+        """The lake's collector streams, their rates taken between two refreshes."""
+        from workbench.data.collector import read_status, stream_rows
+
+        statuses = read_status(self._lake())
+        rows = stream_rows(statuses, self._statuses)
+        if statuses != self._statuses:
+            self._statuses = statuses
+        return rows
 
     def _gone(self) -> bool:
         """Whether a notebook view was shown and is no longer (its cell re-run or cleared): then nobody

@@ -1,7 +1,9 @@
 """The Live page: one card per strategy of a paper journal, kept current in place from a `LiveState`.
 
-A card shows the strategy's equity curve, cash, equity and P&L, positions, open orders, recent fills,
-decisions and refusals (with their reasons), the halts in force over it and its tick latency. Every
+A card shows the strategy's equity curve (and, on request, its shadow backtest's: the drift), cash, equity
+and P&L, positions, open orders, recent fills, decisions and refusals (with their reasons), the halts in
+force over it, the risk overlay's state, its tick latency and how fresh its data is. Above the cards, each
+collector stream of the lake: its state, rate, lag, reconnects and gaps. Every
 refresh hands the card the state `LiveView.update()` folded in; the card changes only the widgets whose
 data changed (a table's `value`, the chart's figure), so an open page is never rebuilt or reloaded.
 """
@@ -30,6 +32,10 @@ ORDER_COLUMNS = {"bar": "bar", "symbol": "symbol", "leg": "leg", "side": "side",
                  "limit_price": "limit", "stop_price": "stop", "status": "status", "filled_qty": "filled"}
 HALT_COLUMNS = {"scope": "scope", "source": "source", "reason": "reason", "time": "since (UTC)"}
 ERROR_COLUMNS = {"time": "time (UTC)", "artifact": "strategy", "message": "message"}
+RISK_COLUMNS = {"limit": "limit", "setting": "setting", "now": "now", "state": "state"}
+STREAM_COLUMNS = {"source": "source", "stream": "stream", "state": "state", "rate": "msgs/s",
+                  "lag_s": "lag (s)", "reconnects": "reconnects", "gaps": "gaps", "overflows": "overflows",
+                  "refills_pending": "refills pending", "durable_p99_ms": "durable p99 (ms)"}
 
 
 def table(columns: Mapping[str, str], *, height: int = TABLE_HEIGHT, name: str = "") -> pn.widgets.Tabulator:
@@ -99,7 +105,7 @@ class _Changed:
 class StrategyCard:
     """One strategy's card on the Live page."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, shadow: Callable[[str], tuple[Any, pd.Series]] | None = None) -> None:
         self.name = name
         self._changed = _Changed()
         self.stats = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["wb-stats"])
@@ -114,14 +120,25 @@ class StrategyCard:
         self.n_fills = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["wb-nfills"])
         self.flat = pn.pane.HTML("<small>flat: no position</small>", sizing_mode="stretch_width")
         self.no_halts = pn.pane.HTML("<small>none</small>", sizing_mode="stretch_width")
+        self.risk = table(RISK_COLUMNS, height=190, name="risk")
+        self.fresh = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["wb-fresh"])
+        self.shadow_button = pn.widgets.Button(label="Compare with its shadow backtest",
+                                               sizing_mode="stretch_width", css_classes=["wb-shadow"],
+                                               visible=shadow is not None)
+        self.drift = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["wb-drift"])
+        self._shadow_fn = shadow
+        self._shadow: pd.Series | None = None
+        self._state: LiveState | None = None
+        self.shadow_button.on_click(self._on_shadow)
         self.card = pn.layout.Card(
-            self.stats, self.chart,
+            self.stats, self.chart, self.shadow_button, self.drift,
             pn.pane.HTML("<b>Positions</b>"), self.flat, self.positions,
             pn.pane.HTML("<b>Open orders</b>"), self.orders,
             self.n_fills, self.fills,
             pn.pane.HTML("<b>Decisions and refusals</b> (newest first)"), self.decisions,
             pn.pane.HTML("<b>Halts in force</b>"), self.no_halts, self.halts,
-            self.latency,
+            pn.pane.HTML("<b>Risk overlay</b>"), self.risk,
+            self.latency, self.fresh,
             title=name, collapsible=True, sizing_mode="stretch_width", css_classes=["wb-card"],
         )
 
@@ -154,6 +171,13 @@ class StrategyCard:
         ticks = [t for t in state.ticks if t["artifact"] == name]
         last = (ticks[-1]["bar"], ticks[-1]["status"]) if ticks else None
         seen("latency", (len(ticks), last), lambda: setattr(self.latency, "object", _latency(ticks)))
+        risk = state.risk_rows(name)
+        seen("risk", risk, lambda: setattr(self.risk, "value", pd.DataFrame(risk, columns=list(RISK_COLUMNS))
+                                           .rename(columns=RISK_COLUMNS)))
+        self.risk.visible = bool(risk)
+        fresh = state.staleness(name)
+        seen("fresh", _fresh(fresh), lambda: setattr(self.fresh, "object", _fresh(fresh)))
+        self._state = state
 
     def _positions(self, positions: Mapping[str, float]) -> None:
         self.positions.value = pd.DataFrame({"symbol": list(positions),
@@ -188,9 +212,47 @@ class StrategyCard:
             self.chart.object = None
             return
         fig = equity_figure(series)
+        shadow = self._shadow
+        if shadow is not None and len(shadow):
+            step = max(len(shadow) // 2000, 1)
+            fig.add_scatter(x=shadow.index[::step], y=shadow.to_numpy()[::step], name="shadow backtest",
+                            mode="lines", line={"dash": "dot", "width": 1.5})
         fig.update_layout(height=CHART_HEIGHT, autosize=True, margin={"l": 55, "r": 10, "t": 30, "b": 30},
-                          showlegend=False)
+                          showlegend=shadow is not None,
+                          legend={"orientation": "h", "y": 1.12, "x": 0})
         self.chart.object = fig
+
+    def _on_shadow(self, _event: object) -> None:
+        self.compare()
+
+    def compare(self) -> bool:
+        """Run the shadow backtest over the bars this strategy traded and draw it against the paper equity,
+        with the trade-by-trade parity line (a replay must match; a live run shows what trading changed).
+        A failure is one line in the card."""
+        if self._shadow_fn is None:
+            return False
+        try:
+            parity, equity = self._shadow_fn(self.name)
+        except Exception as exc:  # never a traceback on the page
+            text = " ".join(str(exc).split())[:300]
+            self.drift.object = (f"<small class='wb-drift-result' data-ok='false' style='color:#b00020'>"
+                                 f"shadow backtest failed: {html.escape(text)}</small>")
+            return False
+        self._shadow = equity
+        ok = bool(parity.ok)
+        colour = "#1b5e20" if ok else "#b00020"
+        paper = self._state.equity_frame(self.name) if self._state is not None else pd.Series(dtype=float)
+        gap = ""
+        if len(paper) and len(equity):
+            last = equity.asof(paper.index[-1]) if paper.index[-1] >= equity.index[0] else float("nan")
+            if last == last and last:
+                gap = f"; paper equity {paper.iloc[-1] / last - 1.0:+.3%} against it at the last tick"
+        self.drift.object = (f"<small class='wb-drift-result' data-ok='{str(ok).lower()}' "
+                             f"data-matched='{parity.matched}' style='color:{colour}'>"
+                             f"{html.escape(parity.summary() + gap)}</small>")
+        if self._state is not None:
+            self._chart(self._state)
+        return True
 
 
 def _latency(ticks: Sequence[Mapping[str, Any]]) -> str:
@@ -208,11 +270,47 @@ def _latency(ticks: Sequence[Mapping[str, Any]]) -> str:
             f"{html.escape(str(last['status']))}{took}{spread}</small>")
 
 
+def _fresh(fresh: Mapping[str, Any] | None) -> str:
+    if fresh is None:
+        return ""
+    parts = []
+    if fresh.get("tick_age_s") is not None:
+        parts.append(f"last tick {_age(float(fresh['tick_age_s']))} ago")
+    if fresh.get("bar_lag_s") is not None:
+        parts.append(f"data {_age(float(fresh['bar_lag_s']))} past the bar's close at that tick")
+    return (f"<small class='wb-staleness' data-tick-age='{fresh.get('tick_age_s')!r}'>"
+            f"freshness: {html.escape('; '.join(parts) or 'unknown')}</small>")
+
+
+def _age(seconds: float) -> str:
+    s = abs(seconds)
+    text = f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
+    return text if seconds >= 0 else f"-{text}"
+
+
+def stream_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Collector stream rows (`workbench.data.collector.stream_rows`) as the page shows them."""
+    out = []
+    for r in rows:
+        out.append({title: ("" if r.get(key) is None else f"{r[key]:.1f}" if key in ("rate", "lag_s") else
+                            f"{r[key]:.0f}" if key == "durable_p99_ms" else str(r.get(key, "")))
+                    for key, title in STREAM_COLUMNS.items()})
+    return pd.DataFrame(out, columns=list(STREAM_COLUMNS.values()))
+
+
 class LivePage:
     """Every strategy's card, the journal's recent errors, and when it was last read."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, shadow: Callable[[str], tuple[Any, pd.Series]] | None = None,
+                 collectors: Callable[[], list[dict[str, Any]]] | None = None) -> None:
         self.cards: dict[str, StrategyCard] = {}
+        self._shadow = shadow
+        self._collectors = collectors
+        self._streams_seen: Any = None
+        self.streams = table(STREAM_COLUMNS, height=150, name="streams")
+        self.streams_note = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["wb-streams-note"])
+        self.streams_box = pn.Column(pn.pane.HTML("<b>Collector streams</b>"), self.streams_note,
+                                     self.streams, visible=False, sizing_mode="stretch_width")
         self.errors = table(ERROR_COLUMNS, height=120, name="errors")
         self._errors_seen: Any = None
         self.empty = pn.pane.HTML("no strategy has ticked in this journal yet: the page fills in as the "
@@ -220,21 +318,42 @@ class LivePage:
         self.column = pn.Column(self.empty, sizing_mode="stretch_width")
         self.errors_box = pn.Column(pn.pane.HTML("<b>Recent errors</b>"), self.errors, visible=False,
                                     sizing_mode="stretch_width")
-        self.layout = pn.Column(self.errors_box, self.column, sizing_mode="stretch_width")
+        self.layout = pn.Column(self.streams_box, self.errors_box, self.column, sizing_mode="stretch_width")
 
     def update(self, state: LiveState) -> None:
         """Add cards for strategies seen for the first time and refresh every card."""
         names = sorted(set(state.specs) | set(state.books))
         new = [n for n in names if n not in self.cards]
         for name in new:
-            self.cards[name] = StrategyCard(name)
+            self.cards[name] = StrategyCard(name, shadow=self._shadow)
         if new:
             self.column.objects = [self.cards[n].card for n in names]
         for card in self.cards.values():
             card.update(state)
+        self._update_streams()
         errors = list(state.errors)
         key = (len(errors), errors[-1]["_rowid"] if errors else None)
         if key != self._errors_seen:
             self._errors_seen = key
             self.errors.value = frame(errors, ERROR_COLUMNS)
             self.errors_box.visible = bool(errors)
+
+    def _update_streams(self) -> None:
+        """The lake's collector streams (shown once a collector has written a status): a status that cannot
+        be read is one line, and the cards still refresh."""
+        if self._collectors is None:
+            return
+        try:
+            rows = self._collectors()
+        except Exception as exc:  # never a traceback on the page
+            self.streams_note.object = (f"<small style='color:#b00020'>collector status unreadable: "
+                                        f"{html.escape(' '.join(str(exc).split())[:200])}</small>")
+            self.streams_box.visible = True
+            return
+        frame_ = stream_frame(rows)
+        key = frame_.to_json()
+        if key != self._streams_seen:
+            self._streams_seen = key
+            self.streams.value = frame_
+            self.streams_note.object = ""
+            self.streams_box.visible = bool(rows)

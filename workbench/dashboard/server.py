@@ -72,8 +72,9 @@ class DashboardServer:
     """
 
     def __init__(self, journal: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                 access: Access | None = None, refresh: float = REFRESH_SECONDS) -> None:
+                 access: Access | None = None, refresh: float = REFRESH_SECONDS, lake: Any = None) -> None:
         self.journal = journal_file(journal)
+        self.lake = lake  # shadow backtests and collector streams (default: the data folder's lake)
         self.access = access if access is not None else Access()
         self.access.check_bind(host)
         if not 0 <= port <= 65535:
@@ -103,7 +104,8 @@ class DashboardServer:
             log.info("dashboard: a page opened from %s without the token: journal and controls withheld",
                      origin)
         try:
-            board = Dashboard(self.journal, allowed=allowed, origin=origin, refresh=self.refresh)
+            board = Dashboard(self.journal, allowed=allowed, origin=origin, refresh=self.refresh,
+                              lake=self.lake)
         except Exception as exc:  # the journal went away, or cannot be read: one line on the page
             log.warning("dashboard: the page for %s could not be built: %s", origin, one_line(exc))
             log.debug("dashboard: why", exc_info=True)

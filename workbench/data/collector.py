@@ -603,6 +603,41 @@ def read_status(lake: Lake) -> list[dict[str, Any]]:
     return out
 
 
+def stream_rows(statuses: list[dict[str, Any]], previous: list[dict[str, Any]] | None = None,
+                wall: float | None = None) -> list[dict[str, Any]]:
+    """One row per collector stream from `read_status`: whether it runs and is connected, its message
+    rate (between `previous` and these statuses when the same collector wrote both, else since it
+    started), its lag (seconds since its last message), reconnects, gaps, overflows, refills pending
+    and the p99 time to durability. What the dashboard and `collect status` show at a glance."""
+    wall = time.time() if wall is None else wall
+    before = {(p.get("source"), p.get("pid"), p.get("started")): p for p in previous or []}
+    rows = []
+    for st in statuses:
+        prior = before.get((st.get("source"), st.get("pid"), st.get("started")))
+        if prior is not None and float(prior.get("updated") or 0.0) >= float(st.get("updated") or 0.0):
+            prior = None  # not rewritten since: the rate since the collector started
+        since = float(prior["updated"]) if prior else float(st.get("started") or 0.0)
+        span = float(st.get("updated") or 0.0) - since
+        last = float(st.get("last_message") or 0.0)
+        names = list(dict.fromkeys([*(st.get("streams") or []), *(st.get("messages") or {})])) or ["all"]
+        for stream in names:
+            count = int((st.get("messages") or {}).get(stream, 0))
+            earlier = int((prior.get("messages") or {}).get(stream, 0)) if prior else 0
+            rows.append({
+                "source": st.get("source", ""), "stream": stream,
+                "state": ("connected" if st.get("connected") else "reconnecting") if st.get("running")
+                else "stopped",
+                "rate": (count - earlier) / span if span > 0 else 0.0,
+                "lag_s": max(wall - last, 0.0) if last else None,
+                "messages": count, "reconnects": int(st.get("reconnects", 0)),
+                "gaps": int(st.get("gaps", 0)), "overflows": int(st.get("overflows", 0)),
+                "refills_pending": int(st.get("refills_pending", 0)),
+                "durable_p99_ms": float(st.get("durable_p99_ms", 0.0)),
+                "last_error": st.get("last_error", ""),
+            })
+    return rows
+
+
 def _leaf(exc: BaseException, kind: type[E]) -> E | None:
     """The first `kind` in `exc` or, through task groups, in the errors it gathers."""
     if isinstance(exc, kind):

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.errors import ConfigError, DataError
+from workbench.errors import ConfigError, DataError, WorkbenchError
 
 RECENT = 200  # fills, decisions and ticks kept for the page's tables
 
@@ -43,6 +43,73 @@ class LiveState:
     n_fills: int = 0
     n_decisions: int = 0
     updated: float = 0.0  # wall time of the last read
+    risk: dict[str, Any] | None = None  # the runner's risk limits (RiskLimits as a mapping), None before
+
+    def risk_rows(self, strategy: str) -> list[dict[str, Any]]:
+        """The risk overlay of `strategy` as the runner applies it: each limit set, where the strategy
+        stands against it and its state (ok, hit, tripped, armed). Drawdown and the day's loss are
+        computed as the runner does (peak of the snapshots and the capital; the first equity of the
+        last bar's UTC day); the breakers and the kill switch read the halts in force."""
+        limits = self.risk or {}
+        curve = [v for _, v in self.equity.get(strategy, [])]
+        capital = float(self.specs.get(strategy, {}).get("capital") or 0.0)
+        halts = [h for h in self.halts
+                 if h["scope"] in ("all", strategy) or str(h["scope"]).startswith(strategy + ":")]
+        rows: list[dict[str, Any]] = []
+        if limits.get("max_drawdown") is not None:
+            dd = 1.0 - curve[-1] / max(max(curve), capital) if curve else None
+            killed = any(h["source"] == "kill_switch" for h in halts)
+            rows.append(_limit("max_drawdown (kill switch)", limits["max_drawdown"], dd,
+                               "hit: halted" if killed else _state(dd, limits["max_drawdown"])))
+        if limits.get("daily_loss_limit") is not None:
+            loss = None
+            rows_today = self.equity.get(strategy, [])
+            if rows_today:
+                day = pd.Timestamp(rows_today[-1][0]).normalize()
+                first = next((v for b, v in rows_today if pd.Timestamp(b) >= day), None)
+                loss = 1.0 - curve[-1] / first if first else None
+            rows.append(_limit("daily_loss_limit", limits["daily_loss_limit"], loss,
+                               _state(loss, limits["daily_loss_limit"])))
+        for key, what in (("max_position", "of equity per asset, at each entry"),
+                          ("max_gross", "gross exposure, at each entry"),
+                          ("risk_per_trade", "loss at the stop, at each entry")):
+            if limits.get(key) is not None:
+                rows.append({"limit": key, "setting": f"{limits[key]:.0%}", "now": what, "state": "applied"})
+        if limits.get("max_bar_move") is not None:
+            tripped = sorted(str(h["scope"]).split(":", 1)[1] for h in halts
+                             if h["source"] == "breaker" and ":" in str(h["scope"]))
+            rows.append({"limit": "max_bar_move (circuit breaker)",
+                         "setting": f"{limits['max_bar_move']:.0%}",
+                         "now": ", ".join(tripped) or "no symbol tripped",
+                         "state": "tripped" if tripped else "armed"})
+        if limits.get("stale_bars") is not None:
+            rows.append({"limit": "stale_bars (data breaker)", "setting": f"{limits['stale_bars']} bars",
+                         "now": "no entry on data older than this", "state": "armed"})
+        return rows
+
+    def staleness(self, strategy: str, wall: float | None = None) -> dict[str, Any] | None:
+        """How fresh `strategy`'s data is: seconds since its last tick finished (wall clock, `wall`:
+        now) and, at that tick, how far the session clock was past the bar's close (`bar_lag_s`: a
+        feed that falls behind shows here before any breaker trips). None before the first tick."""
+        ticks = [t for t in self.ticks if t["artifact"] == strategy]
+        if not ticks:
+            return None
+        last = ticks[-1]
+        wall = time.time() if wall is None else wall
+        finished = last.get("finished")
+        lag = None
+        tf = self.specs.get(strategy, {}).get("timeframe")
+        if tf and last.get("now"):
+            from workbench.data.timeframe import Timeframe
+
+            try:
+                close = pd.Timestamp(last["bar"]) + Timeframe.parse(str(tf)).delta
+                lag = (pd.Timestamp(last["now"]) - close).total_seconds()
+            except (ValueError, TypeError, WorkbenchError):
+                lag = None
+        return {"bar": last["bar"], "status": last["status"],
+                "tick_age_s": None if finished is None else max(wall - float(finished), 0.0),
+                "bar_lag_s": lag}
 
     def equity_frame(self, strategy: str) -> pd.Series:
         """A strategy's equity curve (one value per tick) as a series."""
@@ -156,8 +223,8 @@ class LiveView:
         return len(rows)
 
     def _ticks(self) -> None:
-        rows = self._rows("SELECT artifact, bar, status, latency_ms, finished FROM ticks ORDER BY rowid DESC "
-                          "LIMIT ?", (RECENT,))
+        rows = self._rows("SELECT artifact, bar, now, status, latency_ms, finished FROM ticks "
+                          "ORDER BY rowid DESC LIMIT ?", (RECENT,))
         self.state.ticks.clear()
         self.state.ticks.extend(reversed(rows))
 
@@ -190,6 +257,8 @@ class LiveView:
                                      "capital": float(d.get("capital") or 0.0),
                                      "timeframe": str(d.get("timeframe", ""))}
         self.state.specs = specs
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'risk'").fetchone()
+        self.state.risk = json.loads(row[0]) if row else None
 
     def _halts(self) -> None:
         self.state.halts = self._rows("SELECT id, scope, reason, source, time FROM halts "
@@ -203,3 +272,15 @@ def _book(bar: str, cash: str, equity: str, positions: str) -> dict[str, Any]:
 
 def _max_rowid(db: sqlite3.Connection, table: str) -> int:
     return int(db.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {table}").fetchone()[0])
+
+
+def _limit(name: str, setting: float, now: float | None, state: str) -> dict[str, Any]:
+    return {"limit": name, "setting": f"{setting:.2%}", "now": "" if now is None else f"{now:.2%}",
+            "state": state}
+
+
+def _state(value: float | None, limit: float) -> str:
+    """ok, near (past 80 % of the limit) or hit."""
+    if value is None:
+        return "ok"
+    return "hit" if value >= limit else "near" if value >= 0.8 * limit else "ok"

@@ -418,13 +418,9 @@ def backtest_trades(bt: BacktestResult) -> pd.DataFrame:
     return t[TRADE_COLUMNS].reset_index(drop=True)
 
 
-def drift(journal: Journal, spec: StrategySpec, lake: Any, rtol: float = 1e-6) -> Parity:
-    """A shadow backtest over the bars the runner traded, compared with its journal (the drift report).
-
-    Differences come from a trailing signal window, fills at the venue's prices instead of the
-    model's, missed ticks, risk refusals and halts: each is a reason to look before trusting the
-    research numbers for this strategy.
-    """
+def shadow(journal: Journal, spec: StrategySpec, lake: Any, rtol: float = 1e-6) -> tuple[Parity, pd.Series]:
+    """`drift`, with the shadow backtest's equity curve over the traded bars (what the paper equity is
+    drawn against)."""
     span = journal.done_ticks_range(spec.name)
     if span is None:
         raise DataError(f"{spec.name} has no finished tick in {journal.path}; run the paper runner first")
@@ -432,4 +428,16 @@ def drift(journal: Journal, spec: StrategySpec, lake: Any, rtol: float = 1e-6) -
     end = last + spec.tf.delta * (2 if spec.fill.value == "next_open" else 1)
     frames, i0 = replay_frames(lake, spec, first, end)
     bt = parity_backtest(spec, frames, i0)
-    return compare_trades(journal_trades(journal, spec.name), backtest_trades(bt), rtol)
+    parity = compare_trades(journal_trades(journal, spec.name), backtest_trades(bt), rtol)
+    equity = bt.equity.iloc[i0:].rename("shadow backtest")
+    return parity, equity
+
+
+def drift(journal: Journal, spec: StrategySpec, lake: Any, rtol: float = 1e-6) -> Parity:
+    """A shadow backtest over the bars the runner traded, compared with its journal (the drift report).
+
+    Differences come from a trailing signal window, fills at the venue's prices instead of the
+    model's, missed ticks, risk refusals and halts: each is a reason to look before trusting the
+    research numbers for this strategy.
+    """
+    return shadow(journal, spec, lake, rtol)[0]

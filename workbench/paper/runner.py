@@ -284,6 +284,7 @@ class Runner:
         self._params = {s.name: self._strategies[s.name].params(s.params) for s in specs}
         for s in specs:  # what status and drift reports need to know about each strategy
             journal.set_meta(f"spec:{s.name}", json.dumps(s.to_dict()))
+        journal.set_meta("risk", json.dumps(asdict(self.risk)))  # the limits in force, for the dashboard
 
     # ------------------------------------------------------------------ public
     def tick(self, now: pd.Timestamp) -> list[TickResult]:
