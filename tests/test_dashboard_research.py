@@ -355,3 +355,34 @@ def test_the_package_lists_runs_sweeps_and_reports_it_can_read(world: dict[str, 
     assert report_file("demo/walk_forward.html", world["reports"]) is not None
     for bad in ("../data/runs", "demo/../../x.html", "demo/sweep_sma_cross.parquet", "/etc/passwd", ""):
         assert report_file(bad, world["reports"]) is None
+
+
+def test_the_models_section_shows_a_registered_model_its_versions_and_its_drift(
+        world: dict[str, Any], tmp_path: Path) -> None:
+    import shutil
+
+    from workbench.models.drift import model_drift
+    from workbench.models.registry import ModelRegistry
+    from workbench.models.training import TrainSpec, train_model
+
+    data = tmp_path / "data"
+    shutil.copytree(world["data"] / "lake", data / "lake")
+    registry = ModelRegistry(data=data)
+    spec = TrainSpec.model_validate({
+        "name": "gbm", "symbols": ["BTC/USDT"], "timeframe": "1h", "start": "2024-01-01", "end": "2024-02-20",
+        "features": ["ret(1)", "ret(6)", "rsi(14)"], "model": "lightgbm", "params": {"n_estimators": 20},
+        "label": {"kind": "triple_barrier", "horizon": 12, "pt": 1.5, "sl": 1.5, "vol_window": 24},
+        "cv": {"kind": "purged_kfold", "n_splits": 3}, "seed": 5})
+    train_model(Lake(data), spec, registry=registry)
+    runs_before = len(registry.client.search_runs([registry.experiment_id()]))
+    page = _page(data, tmp_path / "reports")
+    assert "1 registered model(s)" in _note(page.models) and page.models.shown
+    page.models.pick.value = "gbm"  # read at once without a server: versions, then the champion's drift
+    history, drift = page.models.detail.objects[1], page.models._drift_box.objects
+    assert list(history.value["version"]) == ["1"] and history.value["aliases"].iloc[0] == "champion"
+    expected = model_drift(Lake(data), registry, "gbm", log=False)
+    assert f"data-drifting='{len(expected.drifting)}'" in drift[0].object
+    assert html.unescape(drift[0].object).count(expected.summary()) == 1
+    assert list(drift[2].value["PSI"]) == [f"{v:.4g}" for v in expected.table["psi"]]
+    # the page only reads: no drift run was logged to the store
+    assert len(registry.client.search_runs([registry.experiment_id()])) == runs_before
