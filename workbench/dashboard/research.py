@@ -98,7 +98,7 @@ def attempt(read: Callable[[], Any], what: str) -> Outcome:
 
 
 def _fmt(key: str, value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, pd.Timestamp):
         return value.strftime("%Y-%m-%d %H:%M")
@@ -478,8 +478,8 @@ class SweepsSection(Section):
         varying = [p for p in result.params if result.table[p].nunique() > 1]
         if len(varying) < 2:
             what = f"only {varying[0]}" if varying else "no parameter"
-            said = f"this sweep varies {what}: a heatmap needs two varying parameters; its best rows:"
-            self.detail.objects = [_text(said), top]
+            why = f"this sweep varies {what}: a heatmap needs two varying parameters; its best rows:"
+            self.detail.objects = [_text(why), top]
             return
         if self.x.value == self.y.value:
             self.detail.objects = [_text("pick two different parameters for x and y", "problem"), top]
@@ -622,9 +622,9 @@ class LakeSection(Section):
         frame: pd.DataFrame = outcome.value
         found = frame[frame["issue"] != "none"]
         result = _filled(display(frame, QUALITY_COLUMNS), "quality", 260)
-        said = (f"{frame['series'].nunique()} series checked: "
-                + (f"{found['series'].nunique()} with issues" if len(found) else "no issues"))
-        self.quality.objects = [_text(said), result]
+        checked = (f"{frame['series'].nunique()} series checked: "
+                   + (f"{found['series'].nunique()} with issues" if len(found) else "no issues"))
+        self.quality.objects = [_text(checked), result]
 
 
 class ReportsSection(Section):
