@@ -27,7 +27,7 @@ from test_dashboard import ALL_TEXT, CHROMIUM_ARGS, TOKEN, WAIT_MS, _chromium, _
 
 from workbench.backtest import load_bars, sweep
 from workbench.backtest.plots import write_html
-from workbench.backtest.sweep import list_sweeps, load_sweep
+from workbench.backtest.sweep import SweepResult, list_sweeps, load_sweep
 from workbench.dashboard import Access, Dashboard, DashboardServer
 from workbench.dashboard.research import ResearchPage
 from workbench.data.lake import Lake
@@ -308,6 +308,9 @@ def test_a_damaged_source_is_one_line_and_the_other_sections_still_render(
     reports = tmp_path / "reports"
     shutil.copytree(world["reports"], reports)
     (reports / "broken.parquet").write_bytes(b"PAR1 broken")
+    swept = world["sweep"]
+    one = SweepResult(swept.strategy, swept.table[swept.table["slow"] == 30], swept.params, swept.inputs)
+    one.save(reports / "one_parameter.parquet")
     page = _page(data, reports)
     note = _note(page.artifacts)
     assert "wb-problem" in note and "holds 'garbage', not a version number" in note
@@ -315,6 +318,10 @@ def test_a_damaged_source_is_one_line_and_the_other_sections_still_render(
     assert page.runs.shown and "1 run(s)" in _note(page.runs)
     assert "sweep table broken.parquet is unreadable" in _note(page.sweeps) and page.sweeps.shown
     assert page.lake.shown and page.reports_section.shown
+    page.sweeps.pick.value = "one_parameter.parquet"  # no heatmap over one parameter: a line, its best rows
+    line, best = page.sweeps.detail.objects
+    assert "this sweep varies only fast: a heatmap needs two varying parameters" in line.object
+    assert len(best.value) == 3
     page.runs.pick.value = world["run"].run_id  # its tables are damaged: one line where its charts go
     [line] = page.runs.detail.objects
     assert "is unreadable" in line.object and "re-run the walk-forward" in html.unescape(line.object)
@@ -386,3 +393,28 @@ def test_the_models_section_shows_a_registered_model_its_versions_and_its_drift(
     assert list(drift[2].value["PSI"]) == [f"{v:.4g}" for v in expected.table["psi"]]
     # the page only reads: no drift run was logged to the store
     assert len(registry.client.search_runs([registry.experiment_id()])) == runs_before
+
+
+@pytest.mark.notebook
+def test_the_research_page_renders_inline_in_a_notebook(world: dict[str, Any]) -> None:
+    import os
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    code = (f"from workbench.dashboard import Dashboard, view\nimport panel as pn\npn.extension('plotly', "
+            f"'tabulator')\nboard = Dashboard({str(world['journal'])!r}, data={str(world['data'])!r}, "
+            f"reports={str(world['reports'])!r})\nboard.tabs.active = 2\nboard.layout")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    root = str(Path(__file__).resolve().parent.parent)
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, env_path) if p)
+    try:
+        NotebookClient(nb, timeout=240, kernel_name="python3").execute()
+    finally:
+        os.environ["PYTHONPATH"] = env_path
+    outputs = nb.cells[0].outputs
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    rendered = json.dumps([o.get("data", {}) for o in outputs])
+    assert "application/vnd.holoviews_exec.v0+json" in {m for o in outputs for m in o.get("data", {})}
+    assert world["run"].run_id in rendered and "1 run(s)" in rendered  # the research data, inline
