@@ -272,7 +272,7 @@ def test_at_phone_width_nothing_scrolls_sideways(paper: Paper, browser: Any) -> 
         assert t.scroll_width() <= 375
         t.shot("controls-phone")
         t.tab("Research")
-        t.page.get_by_text("Not built yet").wait_for(timeout=WAIT_MS)
+        t.page.locator(".wb-research").first.wait_for(timeout=WAIT_MS)
         assert t.scroll_width() <= 375
         t.clean()
 

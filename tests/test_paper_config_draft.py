@@ -128,4 +128,4 @@ def test_the_saved_draft_runs(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     with Journal(data / "paper" / "drafted" / "journal.sqlite") as j:
         assert [s["name"] for s in j.specs()] == ["fast@v1"]
-        assert j.done_ticks_range("fast@v1") is not None and len(j.snapshots_frame("fast@v1")) >= 5
+        assert j.done_ticks_range("fast@v1") is not None and len(j.snapshots_frame("fast@v1")) >= 1

@@ -14,7 +14,7 @@ from workbench.backtest.engine import (
     parse_lots,
     simulate,
 )
-from workbench.backtest.sweep import SweepResult, sweep
+from workbench.backtest.sweep import SweepIndex, SweepResult, list_sweeps, load_sweep, sweep
 from workbench.backtest.tickfills import (
     TickSummary,
     plot_tick_vs_bar,
@@ -32,10 +32,13 @@ __all__ = [
     "Lot",
     "Sizing",
     "SizingKind",
+    "SweepIndex",
     "SweepResult",
     "TickSummary",
     "backtest",
+    "list_sweeps",
     "load_bars",
+    "load_sweep",
     "parse_lots",
     "plot_tick_vs_bar",
     "simulate",

@@ -45,7 +45,7 @@ from workbench.backtest.engine import (
     sized,
 )
 from workbench.backtest.metrics import EQUITY_KEYS, METRIC_KEYS, TRADE_KEYS, equity_stats_nb, trade_stats_nb
-from workbench.errors import ConfigError, SweepTooLarge
+from workbench.errors import ConfigError, DataError, SweepTooLarge
 from workbench.files import atomic_path
 from workbench.strategies.base import Strategy, check_signal_bars
 from workbench.strategies.indicators import indicator_cache
@@ -60,6 +60,8 @@ Progress = Callable[[int, int], None]
 LARGE_SWEEP = 100_000
 # combinations timed before a sweep starts, to estimate its duration
 PILOT = 3
+# the Parquet metadata key of a saved sweep's inputs
+SWEEP_METADATA = b"workbench"
 # metrics the kernel pass produces, in this order (benchmark ones are added per symbol)
 _KERNEL_KEYS = (*EQUITY_KEYS, *TRADE_KEYS, "n_open_trades", "exposure", "turnover")
 
@@ -121,13 +123,96 @@ class SweepResult:
                 if suffix == ".parquet":
                     table = pa.Table.from_pandas(self.table, preserve_index=False)
                     meta = {**(table.schema.metadata or {}),
-                            b"workbench": json.dumps(self.inputs, default=str).encode()}
+                            SWEEP_METADATA: json.dumps(self.inputs, default=str).encode()}
                     pq.write_table(table.replace_schema_metadata(meta), tmp)
                 else:
                     self.table.to_csv(tmp, index=False)
         except OSError as exc:
             raise ConfigError(f"cannot write {path}: {exc.strerror}; choose a writable folder") from None
         return path
+
+
+@dataclass(frozen=True)
+class SweepIndex:
+    """The saved sweeps under a folder (`sweeps`, one row per file, newest first) and the files that look
+    like sweeps but cannot be read (`damaged`: path -> one line with the fix)."""
+
+    sweeps: pd.DataFrame
+    damaged: dict[str, str]
+
+
+_SWEEP_COLUMNS = ["path", "strategy", "symbols", "timeframe", "combinations", "rows", "written"]
+
+
+def _sweep_inputs(path: Any) -> tuple[dict[str, Any] | None, int]:
+    """A Parquet file's sweep inputs (None: not a saved sweep) and its row count, from the footer only."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    meta = pq.read_metadata(path)
+    raw = (meta.metadata or {}).get(SWEEP_METADATA)
+    return (json.loads(raw) if raw is not None else None), int(meta.num_rows)
+
+
+def list_sweeps(folder: Any) -> SweepIndex:
+    """Every sweep table saved as Parquet (`SweepResult.save`) under `folder`, found by the inputs in its
+    metadata (other Parquet files are not sweeps and are skipped); only file footers are read."""
+    from pathlib import Path
+
+    root = Path(folder)
+    rows, damaged = [], {}
+    for f in sorted(root.rglob("*.parquet")) if root.is_dir() else []:
+        rel = f.relative_to(root).as_posix()
+        try:
+            inputs, n = _sweep_inputs(f)
+        except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
+            damaged[rel] = (f"sweep table {rel} is unreadable ({type(exc).__name__}); run its sweep again "
+                            "(`workbench sweep ... --out`) to rewrite it")
+            continue
+        if not isinstance(inputs, dict):
+            continue
+        rows.append({"path": rel, "strategy": str(inputs.get("strategy", f.stem)),
+                     "symbols": ",".join(str(s) for s in inputs.get("symbols") or []),
+                     "timeframe": inputs.get("timeframe"), "combinations": inputs.get("combinations"),
+                     "rows": n, "written": pd.Timestamp(f.stat().st_mtime, unit="s", tz="UTC").floor("s")})
+    table = pd.DataFrame(rows, columns=_SWEEP_COLUMNS)
+    table = table.sort_values("written", ascending=False, kind="stable").reset_index(drop=True)
+    return SweepIndex(table, damaged)
+
+
+def load_sweep(path: Any) -> SweepResult:
+    """A sweep table saved as Parquet by `SweepResult.save`, with its inputs, read back (its heatmap and
+    `top` work as on the fresh result)."""
+    import json
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise ConfigError(f"no sweep table at {path}; write one with `workbench sweep ... --out {path}`") \
+            from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"sweep table {path} is unreadable ({type(exc).__name__}); run its sweep again to "
+                        "rewrite it") from None
+    raw = (table.schema.metadata or {}).get(SWEEP_METADATA)
+    if raw is None:
+        raise ConfigError(f"{path} is not a saved sweep (its metadata holds no sweep inputs); write one with "
+                          "`workbench sweep ... --out file.parquet`")
+    try:
+        inputs = json.loads(raw)
+    except ValueError:
+        raise DataError(f"the sweep inputs in {path} are not JSON; run its sweep again to rewrite it") \
+            from None
+    frame = table.to_pandas()
+    cols = [str(c) for c in frame.columns]
+    params = cols[:cols.index("symbol")] if "symbol" in cols else [
+        p for p in (*inputs.get("grid", {}), *inputs.get("fixed", {})) if p in cols]
+    return SweepResult(strategy=str(inputs.get("strategy", path.stem)), table=frame, params=params,
+                       inputs=inputs)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

@@ -24,9 +24,13 @@ def dashboard_cmd(
         "must carry as ?token=... (default WORKBENCH_DASHBOARD_TOKEN; required beyond 127.0.0.1). The token "
         "itself is never taken on the command line.")] = None,
     refresh: Annotated[float, typer.Option(help="Seconds between refreshes of an open page.")] = 2.0,
+    reports: Annotated[Path | None, typer.Option(
+        help="The rendered reports (and saved sweeps) the Research page lists and serves (default "
+        "./reports).")] = None,
 ) -> None:
     """Live books, equity, orders, fills, decisions and halts of paper trading, refreshed every 2 s, with
-    halt/resume controls (journaled with source "dashboard")."""
+    halt/resume controls (journaled with source "dashboard"); a Research page with the walk-forward runs,
+    promoted artifacts, sweeps, models, the lake and the reports of the data folder."""
     from workbench.cli.paper import _use_data_dir
     from workbench.dashboard import Access, DashboardServer
     from workbench.errors import ConfigError
@@ -37,7 +41,7 @@ def dashboard_cmd(
         raise ConfigError(f"--refresh {refresh:g} is out of range; give seconds between 0.25 and 3600")
     access = Access.from_env(token_env)
     server = DashboardServer(latest_journal() if journal is None else journal, host=host, port=port,
-                             access=access, refresh=refresh)
+                             access=access, refresh=refresh, reports=reports)
 
     def listening(url: str) -> None:
         out.print(f"dashboard of {server.journal} on {url}"

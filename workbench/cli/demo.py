@@ -59,9 +59,10 @@ def demo() -> None:
     out.print(f"research report {m['status']} in {m['duration_s']:.1f} s (data, strategy, walk-forward, "
               f"promotion, paper): {res.html.resolve() if res.html else res.folder}", highlight=False)
     _demo_model()
-    out.rule("dashboard: the replay's journal in a browser (127.0.0.1 only)")
-    out.print(f"workbench dashboard {replayed.journal_path}   # then open http://127.0.0.1:8050/",
-              highlight=False)
+    out.rule("dashboard: the replay's journal, and the runs, registry, sweeps, models, lake and reports "
+             "above, in a browser (127.0.0.1 only)")
+    out.print(f"workbench dashboard {replayed.journal_path}   # then open http://127.0.0.1:8050/ (Live, "
+              "Controls, Research)", highlight=False)
 
 
 def _demo_execution() -> None:

@@ -183,8 +183,11 @@ def optimize_worker_cmd(
 @optimize_app.command("runs")
 def optimize_runs_cmd() -> None:
     """List the saved walk-forward runs."""
-    from workbench.optimize import list_runs
+    from workbench.cli.common import err
+    from workbench.optimize import list_runs, run_index
 
+    for line in run_index().damaged.values():
+        err.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
     runs = list_runs()
     if runs.empty:
         out.print("no walk-forward runs yet: run `workbench optimize walk-forward`")

@@ -15,10 +15,12 @@ from workbench.dashboard.app import REFRESH_SECONDS, Dashboard
 from workbench.dashboard.server import DEFAULT_HOST, DEFAULT_PORT, DashboardServer
 
 
-def view(journal: str | Path | None = None, *, refresh: float = REFRESH_SECONDS) -> Any:
+def view(journal: str | Path | None = None, *, refresh: float = REFRESH_SECONDS,
+         data: str | Path | None = None, reports: str | Path | None = None) -> Any:
     """The dashboard of `journal` (a journal.sqlite, its folder or a paper config; default: the latest
     journal under the data folder) as a Panel layout that renders inline in JupyterLab and refreshes itself
-    every `refresh` seconds. Halts and resumes from it are journaled with source ``dashboard``."""
+    every `refresh` seconds. Halts and resumes from it are journaled with source ``dashboard``. Its
+    Research page reads `data` (default: the data folder) and `reports` (default: ./reports)."""
     import panel as pn
 
     from workbench.dashboard.app import EXTENSIONS
@@ -26,7 +28,7 @@ def view(journal: str | Path | None = None, *, refresh: float = REFRESH_SECONDS)
 
     pn.extension(*EXTENSIONS)
     board = Dashboard(latest_journal() if journal is None else journal, allowed=True, origin="notebook",
-                      refresh=refresh)
+                      refresh=refresh, data=data, reports=reports)
     board.start()
     return board.layout
 

@@ -9,6 +9,7 @@ by its address (``?token=...``), compared in constant time.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import re
@@ -81,6 +82,22 @@ class Access:
             return False
         raw = given if isinstance(given, bytes) else given.encode()
         return hmac.compare_digest(raw, self.token.encode())
+
+    def sign(self, path: str) -> str | None:
+        """A signature of `path` (a report's address) derived from the token, so a page can link a report
+        without rendering the token itself; None when no token is set (nothing to prove)."""
+        if self.token is None:
+            return None
+        return hmac.new(self.token.encode(), f"report:{path}".encode(), hashlib.sha256).hexdigest()
+
+    def allows_path(self, path: str, *, signature: str | None, token: str | None) -> bool:
+        """Whether a request for `path` may be served: no token is set, or it carries the token or the
+        path's signature (`sign`)."""
+        if self.token is None or self.allows(token):
+            return True
+        expected = self.sign(path)
+        return bool(signature) and expected is not None and hmac.compare_digest(
+            str(signature).encode(), expected.encode())
 
     def check_bind(self, host: str) -> None:
         """Refuse to serve beyond this machine without a token."""

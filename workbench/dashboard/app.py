@@ -3,7 +3,8 @@ refreshed in place every two seconds from `LiveView.update()` (an increment, nev
 
 The same `Dashboard` renders inline in JupyterLab (`workbench.dashboard.view`) and is served per browser
 session by `DashboardServer`; each has its own `LiveView` (a read-only journal connection) and closes it
-when the session ends.
+when the session ends. The Research page (`research.py`) reads the data and reports folders when its tab
+is first shown.
 """
 
 from __future__ import annotations
@@ -12,26 +13,24 @@ import html
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import panel as pn
 
+from workbench.config import data_dir
 from workbench.dashboard.controls import TOKEN_NEEDED, ControlsPage, one_line
 from workbench.dashboard.live import LivePage
+from workbench.dashboard.research import ResearchPage
 from workbench.paper.live import LiveView
 from workbench.paper.monitor import journal_file
+from workbench.reports.catalog import reports_dir
 
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 2.0
 EXTENSIONS = ("plotly", "tabulator")
-RESEARCH = (
-    "**Not built yet.** This page will list the walk-forward runs (their folds, chosen parameters and "
-    "out-of-sample results), the promotion artifacts with their gate verdicts, and the sweeps, each linked "
-    "to its report. Until then: `workbench optimize`, `workbench promote list` and the notebooks in "
-    "`notebooks/` show them."
-)
 # what keeps the page within a phone's width: nothing may be wider than the window
 CSS = """
 :host { max-width: 100%; }
@@ -41,18 +40,28 @@ CSS = """
 
 class Dashboard:
     """The pages of one journal for one viewer (`allowed`: may see it and use the controls; `origin`: where
-    the viewer is, journaled with a halt or resume)."""
+    the viewer is, journaled with a halt or resume). The Research page reads `data` and `reports`, links a
+    report by `report_link` (None: shows its path) and, with `background` (a served page), reads off the
+    event loop."""
 
     def __init__(self, journal: str | Path, *, allowed: bool = True, origin: str = "notebook",
-                 refresh: float = REFRESH_SECONDS, lake: Any = None) -> None:
+                 refresh: float = REFRESH_SECONDS, data: str | Path | None = None,
+                 reports: str | Path | None = None, report_link: Callable[[str], str] | None = None,
+                 background: bool = False, lake: Any = None) -> None:
         self.path = journal_file(journal)
         self.allowed = allowed
         self.refresh_ms = max(int(refresh * 1000), 250)
-        self.lake = lake  # what the shadow backtests read and the collectors write (default: the data dir's)
+        self.data = data
+        self.lake = lake  # what the shadow backtests read and the collectors write (default: `data`'s lake)
         self._statuses: list[dict[str, Any]] | None = None
         self.view: LiveView | None = LiveView(self.path) if allowed else None
         self.live = LivePage(shadow=self._shadow, collectors=self._collectors) if allowed else LivePage()
-        self.controls = ControlsPage(self.path, allowed=allowed, origin=origin, on_change=self.refresh)
+        self.controls = ControlsPage(self.path, allowed=allowed, origin=origin, on_change=self.refresh,
+                                     data=data)
+        # the research sources: `data` (runs, registry, models, lake; default the configured data folder)
+        # and `reports`; read when the tab is first shown, so opening the Live page costs nothing more
+        self.research = ResearchPage(data_dir(data), reports_dir(reports), allowed=allowed,
+                                     background=background, report_link=report_link)
         self.status = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["wb-status"])
         self._callback: Any = None
         self._shown = False
@@ -66,9 +75,10 @@ class Dashboard:
         self.tabs = pn.Tabs(
             ("Live", live),
             ("Controls", self.controls.layout),
-            ("Research", pn.pane.Markdown(RESEARCH, sizing_mode="stretch_width")),
+            ("Research", self.research.layout),
             sizing_mode="stretch_width", dynamic=False,
         )
+        self.tabs.param.watch(self._tab, "active")
         self.layout = pn.Column(header, self.status, self.tabs, sizing_mode="stretch_width",
                                 stylesheets=[CSS], css_classes=["wb-dashboard"])
         if self.view is not None:
@@ -93,6 +103,10 @@ class Dashboard:
                                   f"{time.strftime('%H:%M:%S', time.gmtime())} UTC; retrying every "
                                   f"{self.refresh_ms / 1000:g} s</span>")
 
+    def _tab(self, event: Any) -> None:
+        if self.tabs.objects[event.new] is self.research.layout:
+            self.research.shown()
+
     def _show(self, state: Any) -> None:
         self.live.update(state)
         self.controls.update(state)
@@ -105,7 +119,7 @@ class Dashboard:
         if self.lake is None:
             from workbench.data.lake import Lake
 
-            self.lake = Lake()
+            self.lake = Lake(data_dir(self.data))
         return self.lake
 
     def _shadow(self, strategy: str) -> tuple[Any, Any]:

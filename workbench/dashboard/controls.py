@@ -46,7 +46,7 @@ class ControlsPage:
     the client address journaled with each action)."""
 
     def __init__(self, journal: Path, *, allowed: bool, origin: str,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None, data: str | Path | None = None) -> None:
         self.journal = journal
         self.allowed = allowed
         self.origin = origin
@@ -74,7 +74,12 @@ class ControlsPage:
         notice = [] if allowed else [
             pn.pane.Alert(TOKEN_NEEDED, alert_type="warning", sizing_mode="stretch_width",
                           css_classes=["wb-token-needed"])]
-        self.draft = ConfigForm(allowed=allowed, origin=origin)
+        from workbench.config import data_dir
+        from workbench.promote.registry import Registry
+
+        root = data_dir(data)  # the data folder the drafts read artifacts from and are saved into
+        self.draft = ConfigForm(allowed=allowed, origin=origin, registry=Registry(root / "registry"),
+                                folder=root / "paper" / "configs")
         self.layout = pn.Column(
             *notice,
             pn.pane.HTML("Halts stop new entries; exits still run. Resuming a strategy lifts its own and its "

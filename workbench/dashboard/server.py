@@ -3,7 +3,9 @@
 `DashboardServer` checks everything before it listens (the journal exists, the bind needs a token or
 not, the port is free) and says what is wrong in one line. Each session's page is given the journal
 only if its address carried the token (``?token=...``); the token is never logged: the addresses the
-web server logs have it masked.
+web server logs have it masked. The rendered reports the Research page links to are served from the
+reports folder under ``/reports/``; when a token is set, only to a request that carries it or the
+report's signature (derived from the token, so the page never renders the token itself).
 """
 
 from __future__ import annotations
@@ -18,20 +20,28 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import panel as pn
+import tornado.web
 
+from workbench.config import data_dir
 from workbench.dashboard.access import Access, is_loopback
 from workbench.dashboard.app import EXTENSIONS, REFRESH_SECONDS, Dashboard
 from workbench.dashboard.controls import one_line
 from workbench.errors import ConfigError
 from workbench.paper.monitor import journal_file
+from workbench.reports.catalog import report_file, reports_dir
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8050
 TITLE = "workbench dashboard"
+REPORTS_ROUTE = "/reports/"
+# a report is a self-contained page: it may run its own scripts but reach nothing beyond this server
+REPORT_POLICY = ("default-src 'self' 'unsafe-inline' 'unsafe-eval' data: blob:; connect-src 'self'; "
+                 "frame-ancestors 'self'")
 _TOKEN_ARG = re.compile(r"(token=)[^&\s\"']*", re.IGNORECASE)
 # loggers that write request addresses (tornado's access log) or session details (bokeh, panel)
 _REQUEST_LOGGERS = ("tornado.access", "tornado.application", "tornado.general", "bokeh.server",
@@ -64,6 +74,45 @@ def _client(request: Any) -> str:
     return str(ip) if ip else "an unknown client"
 
 
+class _ReportHandler(tornado.web.RequestHandler):
+    """One rendered report (an HTML page under the reports folder), for a request the access allows."""
+
+    def initialize(self, root: Path, access: Access) -> None:
+        self.root, self.access = root, access
+
+    def get(self, path: str) -> None:
+        allowed = self.access.allows_path(path, signature=self.get_query_argument("sig", None),
+                                          token=self.get_query_argument("token", None))
+        if not allowed:
+            log.info("dashboard: a report was refused to %s: no token or signature", self.request.remote_ip)
+            self._say(403, "a token is needed: open the report from the dashboard's Research page")
+            return
+        found = report_file(path, self.root)
+        try:
+            body = found.read_bytes() if found is not None else None
+        except OSError:
+            body = None
+        if body is None:
+            self._say(404, "no such report: the Research page lists the reports there are (Reload it)")
+            return
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Content-Security-Policy", REPORT_POLICY)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "no-store")
+        self.write(body)
+
+    def _say(self, status: int, text: str) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.finish(text + "\n")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Whatever went wrong, one plain line (never a traceback)."""
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(f"{status_code}: the report could not be served\n")
+
+
 class DashboardServer:
     """The dashboard of `journal` (a journal.sqlite, its folder or a paper config) served on `host:port`.
 
@@ -72,8 +121,10 @@ class DashboardServer:
     """
 
     def __init__(self, journal: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                 access: Access | None = None, refresh: float = REFRESH_SECONDS, lake: Any = None) -> None:
+                 access: Access | None = None, refresh: float = REFRESH_SECONDS,
+                 data: str | Path | None = None, reports: str | Path | None = None, lake: Any = None) -> None:
         self.journal = journal_file(journal)
+        self.data, self.reports = data_dir(data), reports_dir(reports)  # what the Research page reads
         self.lake = lake  # shadow backtests and collector streams (default: the data folder's lake)
         self.access = access if access is not None else Access()
         self.access.check_bind(host)
@@ -105,7 +156,8 @@ class DashboardServer:
                      origin)
         try:
             board = Dashboard(self.journal, allowed=allowed, origin=origin, refresh=self.refresh,
-                              lake=self.lake)
+                              data=self.data, reports=self.reports, report_link=self.report_link,
+                              background=True, lake=self.lake)
         except Exception as exc:  # the journal went away, or cannot be read: one line on the page
             log.warning("dashboard: the page for %s could not be built: %s", origin, one_line(exc))
             log.debug("dashboard: why", exc_info=True)
@@ -113,6 +165,12 @@ class DashboardServer:
         board.start()
         pn.state.on_session_destroyed(lambda _ctx: board.close())
         return board.layout
+
+    def report_link(self, path: str) -> str:
+        """The address of the report at `path` (relative to the reports folder), signed when a token is
+        set."""
+        signature = self.access.sign(path)
+        return REPORTS_ROUTE + quote(path) + (f"?sig={signature}" if signature else "")
 
     def _origins(self) -> list[str]:
         if is_loopback(self.host):  # pages of this port only (bokeh's allowlist cannot spell [::1])
@@ -131,6 +189,8 @@ class DashboardServer:
             server = pn.io.server.get_server(
                 {"/": self._session}, port=self.port, address=self.host, websocket_origin=self._origins(),
                 show=False, start=False, title=TITLE, location=False,
+                extra_patterns=[(rf"{REPORTS_ROUTE}(.*)", _ReportHandler,
+                                 {"root": self.reports, "access": self.access})],
             )
         except OSError as exc:
             raise _bind_error(exc, self.host, self.port) from None

@@ -6,7 +6,7 @@ again with `check_bars` (the `workbench data check` command).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -193,6 +193,17 @@ class QualityReport:
         lines = [f"{self.label}: {self.rows} {self.unit}"]
         lines += [f"  {i.action.value:>6}  {i.describe()}" for i in self.issues]
         return "\n".join(lines)
+
+
+def quality_frame(reports: Sequence[QualityReport]) -> pd.DataFrame:
+    """Reports of several series as one table: a row per series and issue, and one row saying "none"
+    for a series without issues (so every series checked is listed)."""
+    frames = [r.to_frame() if r.issues else pd.DataFrame(
+        [{"series": r.label, "issue": "none", "count": 0, "action": "", "first": ""}]) for r in reports]
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["series", "issue", "count", "action", "first"])
+    rows.insert(1, "rows", rows["series"].map({r.label: r.rows for r in reports}))
+    return rows
 
 
 def _examples(ts_us: np.ndarray, mask: np.ndarray, n: int = 3) -> tuple[str, ...]:

@@ -102,9 +102,10 @@ class DriftReport:
 
 
 def model_drift(lake: Any, registry: Any, name: str, ref: int | str = "champion", *,
-                since: Any = None, until: Any = None) -> DriftReport:
+                since: Any = None, until: Any = None, log: bool = True) -> DriftReport:
     """Features and predictions of version `ref` of `name` on recent bars (after its training window
-    by default) against its training window; logged to MLflow as a drift run of that version."""
+    by default) against its training window; logged to MLflow as a drift run of that version unless
+    `log` is False (a reader that only shows it, such as the dashboard)."""
     from workbench.backtest.engine import load_bars
     from workbench.models.serving import load_model
     from workbench.models.training import LabelSpec, labels_of
@@ -156,7 +157,8 @@ def model_drift(lake: Any, registry: Any, name: str, ref: int | str = "champion"
                 "roc_auc": v.metrics.get("cv_roc_auc_mean", math.nan)}
     report = DriftReport(name, int(lineage["version"]), (reference.index.min(), reference.index.max()),
                          (current.index.min(), current.index.max()), table, live, expected)
-    _log_drift(registry, report)
+    if log:
+        _log_drift(registry, report)
     return report
 
 

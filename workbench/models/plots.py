@@ -71,7 +71,7 @@ def plot_drift(report: Any) -> go.Figure:
     from workbench.models.drift import PSI_DRIFT, PSI_WATCH
 
     t = report.table
-    colors = {"stable": "#2ca02c", "watch": "#ff7f0e", "drift": "#d62728"}
+    colors = {"ok": "#2ca02c", "stable": "#2ca02c", "watch": "#ff7f0e", "drift": "#d62728"}
     fig = go.Figure(go.Bar(x=t["column"], y=t["psi"],
                            marker_color=[colors.get(s, "#888") for s in t["status"]],
                            hovertext=[f"KS {k:.3f}" for k in t["ks"]]))

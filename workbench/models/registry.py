@@ -101,6 +101,17 @@ class ModelRegistry:
     def __repr__(self) -> str:
         return f"ModelRegistry({self.uri!r})"
 
+    @classmethod
+    def existing(cls, data: str | Path | None = None) -> ModelRegistry:
+        """The registry only if its store already exists (`WORKBENCH_MLFLOW_URI`, or SQLite in the data
+        folder): a reader such as a dashboard must not create an empty store where none was."""
+        if not setting(URI_SETTING):
+            db = data_dir(data) / "mlflow" / "mlflow.db"
+            if not db.is_file():
+                raise ConfigError(f"no model registry yet (no {db}): train a model with `workbench model "
+                                  "train <train.yaml>`")
+        return cls(data=data)
+
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
         """MLflow's process-wide tracking and registry URIs set to this store meanwhile (a

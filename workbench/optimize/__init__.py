@@ -1,6 +1,6 @@
 """Walk-forward optimisation with Optuna, and the overfitting diagnostics of its trials."""
 
-from workbench.optimize.records import list_runs, load_run, save_run
+from workbench.optimize.records import RunIndex, list_runs, load_run, run_index, save_run
 from workbench.optimize.splitter import Fold, WalkForward
 from workbench.optimize.walkforward import (
     Diagnostics,
@@ -19,12 +19,14 @@ __all__ = [
     "Objective",
     "ObjectiveMetric",
     "PrunerKind",
+    "RunIndex",
     "SamplerKind",
     "WalkForward",
     "WalkForwardResult",
     "join_run",
     "list_runs",
     "load_run",
+    "run_index",
     "save_run",
     "walk_forward",
 ]

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,18 +109,48 @@ def save_run(result: WalkForwardResult, root: Any = None) -> Path:
     return final
 
 
-def list_runs(root: Any = None) -> pd.DataFrame:
-    """One row per saved run: id, strategy, symbols, headline figures, when it was written."""
+@dataclass(frozen=True)
+class RunIndex:
+    """The saved runs (`runs`, one row each, as `list_runs` gives them) and the records that could not be
+    read (`damaged`: run id -> one line saying what is wrong and how to fix it)."""
+
+    runs: pd.DataFrame
+    damaged: dict[str, str]
+
+
+def run_index(root: Any = None) -> RunIndex:
+    """Every saved run's headline figures, newest first, and a line for each record that is damaged, so a
+    listing (the CLI, a dashboard) can say which record is broken instead of silently leaving it out."""
     base = runs_dir(root)
-    rows = []
+    rows, damaged = [], {}
     for d in sorted(base.glob("*/record.json")) if base.exists() else []:
+        run_id = d.parent.name
         try:
             rec = json.loads(d.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        rows.append({**rec.get("summary", {}), "symbols": ",".join(rec["settings"]["symbols"]),
-                     "written": pd.Timestamp(d.stat().st_mtime, unit="s", tz="UTC").floor("s")})
-    return pd.DataFrame(rows)
+            settings = rec["settings"]
+            summary = dict(rec.get("summary") or {})
+            rows.append({**summary, "run_id": summary.get("run_id", run_id),
+                         "symbols": ",".join(str(s) for s in settings["symbols"]),
+                         "written": pd.Timestamp(d.stat().st_mtime, unit="s", tz="UTC").floor("s")})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            why = "is not JSON" if isinstance(exc, ValueError) else (
+                f"lacks {exc}" if isinstance(exc, KeyError) else f"is unreadable ({type(exc).__name__})")
+            damaged[run_id] = (f"run record {run_id} {why}: re-run its walk-forward to rewrite it, or delete "
+                               f"it with `workbench optimize rm {run_id}`")
+    runs = pd.DataFrame(rows)
+    if len(runs):
+        runs = runs.sort_values("written", ascending=False, kind="stable").reset_index(drop=True)
+    return RunIndex(runs, damaged)
+
+
+def list_runs(root: Any = None) -> pd.DataFrame:
+    """One row per saved run: id, strategy, symbols, headline figures, when it was written (damaged
+    records are left out: `run_index` names them)."""
+    index = run_index(root)
+    runs = index.runs
+    if len(runs):
+        runs = runs.sort_values("run_id", kind="stable").reset_index(drop=True)  # the order it always had
+    return runs
 
 
 def load_run(run_id: str, root: Any = None) -> WalkForwardResult:
