@@ -1,5 +1,6 @@
-"""Backtests on vectorbt with honest fills and costs, metrics, parameter sweeps and plots."""
+"""Backtests on vectorbt with honest fills and costs, metrics, parameter sweeps, allocators and plots."""
 
+from workbench.backtest.allocators import Allocator
 from workbench.backtest.engine import (
     BacktestResult,
     Costs,
@@ -24,6 +25,7 @@ from workbench.backtest.tickfills import (
 )
 
 __all__ = [
+    "Allocator",
     "BacktestResult",
     "Costs",
     "Direction",

@@ -1,0 +1,144 @@
+"""Allocators: the weights equal skfolio's own estimators' on the same inputs, the constraints hold, a fit
+sees only its trailing window, fractional Kelly is the fraction of the inverse covariance times the mean,
+and every bad setting or infeasible constraint set is one line naming it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from skfolio import RiskMeasure
+from skfolio.moments import EmpiricalCovariance, LedoitWolf
+from skfolio.optimization import (
+    EqualWeighted,
+    HierarchicalRiskParity,
+    InverseVolatility,
+    MaximumDiversification,
+    MeanRisk,
+    ObjectiveFunction,
+    RiskBudgeting,
+)
+from skfolio.prior import EmpiricalPrior
+
+from workbench.backtest.allocators import METHODS, Allocator
+from workbench.errors import ConfigError, DataError
+
+
+def _returns(n: int = 400, m: int = 6, seed: int = 3) -> pd.DataFrame:
+    """Daily returns with a common factor, different volatilities and drifts (seeded)."""
+    rng = np.random.default_rng(seed)
+    vol = np.linspace(0.008, 0.03, m)
+    market = rng.normal(0.0003, 0.01, (n, 1))
+    x = market * rng.uniform(0.5, 1.5, m) + rng.normal(0.0, 1.0, (n, m)) * vol + np.linspace(-2e-4, 6e-4, m)
+    return pd.DataFrame(x, columns=[f"S{i}" for i in range(m)],
+                        index=pd.date_range("2024-01-01", periods=n, freq="D", tz="UTC"))
+
+
+def _theirs(method: str, x: np.ndarray) -> np.ndarray:
+    """skfolio's own estimator for `method`, set up here from skfolio's documentation (not from ours)."""
+    prior = EmpiricalPrior(covariance_estimator=LedoitWolf())
+    models = {
+        "equal": EqualWeighted(),
+        "inverse_vol": InverseVolatility(prior_estimator=prior),
+        "risk_parity": RiskBudgeting(risk_measure=RiskMeasure.VARIANCE, prior_estimator=prior),
+        "hrp": HierarchicalRiskParity(risk_measure=RiskMeasure.VARIANCE, prior_estimator=prior),
+        "mean_variance": MeanRisk(objective_function=ObjectiveFunction.MAXIMIZE_UTILITY,
+                                  risk_measure=RiskMeasure.VARIANCE, risk_aversion=1.0,
+                                  prior_estimator=prior),
+        "max_diversification": MaximumDiversification(prior_estimator=prior),
+        "kelly": MeanRisk(objective_function=ObjectiveFunction.MAXIMIZE_UTILITY,
+                          risk_measure=RiskMeasure.VARIANCE, risk_aversion=1.0, prior_estimator=prior,
+                          budget=None, min_budget=0.0, max_budget=1.0),
+    }
+    return np.asarray(models[method].fit(x).weights_)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_weights_equal_skfolios_own(method: str) -> None:
+    r = _returns()
+    window = 250
+    w = Allocator(method=method, window=window).weights(r)
+    assert list(w.index) == list(r.columns)
+    theirs = _theirs(method, r.iloc[-window:].to_numpy())
+    np.testing.assert_allclose(w.to_numpy(), theirs, rtol=1e-7, atol=1e-9)
+    assert (w >= -1e-9).all()
+    if method == "kelly":
+        assert w.sum() <= 1.0 + 1e-7
+    else:
+        assert w.sum() == pytest.approx(1.0, abs=1e-7)
+
+
+def test_a_fit_sees_only_its_trailing_window() -> None:
+    r = _returns()
+    before = Allocator(method="risk_parity", window=120).weights(r)
+    changed = r.copy()
+    changed.iloc[: len(r) - 120] *= 5.0  # anything before the window
+    pd.testing.assert_series_equal(Allocator(method="risk_parity", window=120).weights(changed), before)
+
+
+def test_gross_caps_and_turnover_hold() -> None:
+    r = _returns()
+    w = Allocator(method="hrp", gross=0.6).weights(r)
+    assert w.sum() == pytest.approx(0.6)
+    capped = Allocator(method="mean_variance", max_weight=0.25).weights(r)
+    assert capped.max() <= 0.25 + 1e-7 and capped.sum() == pytest.approx(1.0, abs=1e-6)
+    held = pd.Series(1 / 6, index=r.columns)
+    moved = Allocator(method="mean_variance", max_turnover=0.1).weights(r, previous=held)
+    assert (moved - held).abs().sum() <= 0.1 + 1e-6 and moved.sum() == pytest.approx(1.0, abs=1e-6)
+    assert (moved - held).abs().max() > 0.04  # the total is capped, not each asset's change
+    free = Allocator(method="mean_variance").weights(r)
+    assert (free - held).abs().sum() > 0.5  # the cap did something
+
+
+def test_fractional_kelly_is_the_fraction_of_inverse_covariance_times_mean() -> None:
+    rng = np.random.default_rng(11)
+    # volatile assets with strong drifts: the sample means are far from 0 and the Kelly weights small
+    x = rng.normal(0.0, 0.2, (500, 3)) + np.array([0.05, 0.04, 0.045])
+    r = pd.DataFrame(x, columns=["A", "B", "C"])
+    w = Allocator(method="kelly", kelly_fraction=0.1, covariance="empirical", window=500).weights(r)
+    cov = EmpiricalCovariance().fit(x).covariance_
+    want = 0.1 * np.linalg.solve(cov, x.mean(axis=0))
+    assert (want > 0).all() and want.sum() < 0.5  # the constraints are not binding here
+    np.testing.assert_allclose(w.to_numpy(), want, rtol=1e-3, atol=1e-6)
+    double = Allocator(method="kelly", kelly_fraction=0.2, covariance="empirical", window=500).weights(r)
+    np.testing.assert_allclose(double.to_numpy(), 2 * w.to_numpy(), rtol=1e-3, atol=1e-6)
+    full = Allocator(method="kelly", kelly_fraction=1.0, covariance="empirical", window=500).weights(r)
+    assert full.sum() == pytest.approx(1.0, abs=1e-6)  # full Kelly would lever up: held at the gross
+
+
+@pytest.mark.parametrize(("kw", "says"), [
+    ({"method": "magic"}, "unknown allocator 'magic'; choose one of equal, inverse_vol"),
+    ({"method": "equal", "max_weight": 0.3}, "cannot cap weights (max_weight would have no effect)"),
+    ({"method": "hrp", "max_turnover": 0.1}, "cannot cap turnover (max_turnover would have no effect)"),
+    ({"method": "equal", "covariance": "empirical"}, "uses no covariance"),
+    ({"method": "hrp", "risk_aversion": 2.0}, "risk_aversion applies to the mean_variance allocator only"),
+    ({"method": "kelly", "kelly_fraction": 1.5}, "kelly_fraction=1.5 must lie in (0, 1]"),
+    ({"window": 1}, "window=1 must be a whole number of bars >= 2"),
+    ({"window": 50, "min_history": 60}, "min_history=60 must be a whole number of bars in [2, window=50]"),
+    ({"gross": 0.0}, "gross=0.0 must be a positive fraction"),
+    ({"covariance": "fancy", "method": "hrp"}, "unknown covariance 'fancy'"),
+])
+def test_bad_settings_are_one_line(kw: dict, says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Allocator(**kw)
+    assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_infeasible_constraints_and_short_history_are_named() -> None:
+    r = _returns(m=4)
+    with pytest.raises(ConfigError, match=r"max_weight=0.1 x 4 assets holds at most 0.4, less than gross=1: "
+                                          r"raise max_weight to at least 0.25"):
+        Allocator(method="mean_variance", max_weight=0.1).weights(r)
+    held = pd.Series([1.0, 0.0, 0.0, 0.0], index=r.columns)
+    with pytest.raises(ConfigError, match=r"max_turnover=0.2 cannot reach weights that sum to gross=1 under "
+                                          r"max_weight=0.5 from the weights held \(the least change is 1\)"):
+        Allocator(method="mean_variance", max_weight=0.5, max_turnover=0.2).weights(r, previous=held)
+    with pytest.raises(ConfigError, match=r"max_turnover=0\.05 cannot reach"):  # from cash: 1 to move
+        Allocator(method="max_diversification", max_turnover=0.05).weights(r)
+    with pytest.raises(DataError, match="needs 252 bars of returns and has 100: start later"):
+        Allocator(method="hrp").weights(r.iloc[:100])
+    assert len(Allocator(method="hrp", min_history=60).weights(r.iloc[:100])) == 4
+    holes = r.copy()
+    holes.iloc[-10:, 2] = np.nan
+    with pytest.raises(DataError, match="returns of S2 have missing values in the allocator's window"):
+        Allocator(method="inverse_vol").weights(holes)

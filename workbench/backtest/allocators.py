@@ -1,0 +1,210 @@
+"""Allocators: trailing returns of a universe -> target weights, through skfolio's estimators.
+
+An `Allocator` names a method and its constraints; `weights(returns)` fits the method on the returns
+it is given (the caller passes a trailing window ending at the rebalance bar, so the fit is causal) and
+returns one weight per asset. The optimisers are skfolio's (scikit-learn compatible, maintained), not
+hand-written: `model()` gives the configured skfolio estimator, and the weights are its `weights_`.
+
+Methods: ``equal`` (1/N), ``inverse_vol``, ``risk_parity`` (equal risk contributions of variance),
+``hrp`` (hierarchical risk parity), ``mean_variance`` (maximum utility, mean minus `risk_aversion` x
+variance, on a shrunk covariance), ``max_diversification``, and ``kelly`` (fractional Kelly: maximum
+utility with risk aversion 1 / (2 x `kelly_fraction`), whose unconstrained optimum is `kelly_fraction` x
+the inverse covariance times the mean; it may leave part of the gross in cash).
+
+Constraints (long only in this version): the weights sum to `gross` (at most `gross` for Kelly), each is
+at most `max_weight`, and the sum of absolute changes from `previous` weights is at most `max_turnover`
+(a cvxpy constraint added to skfolio's problem: skfolio's own `max_turnover` caps each asset). A
+constraint a method cannot honour is refused rather than ignored, and an infeasible set is named before
+the solver runs.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workbench.errors import ConfigError, DataError
+
+METHODS = ("equal", "inverse_vol", "risk_parity", "hrp", "mean_variance", "max_diversification", "kelly")
+COVARIANCES = ("empirical", "ledoit_wolf", "shrunk")
+# which constraints each method's skfolio estimator takes
+_TAKES_MAX_WEIGHT = {"risk_parity", "hrp", "mean_variance", "max_diversification", "kelly"}
+_TAKES_TURNOVER = {"mean_variance", "max_diversification", "kelly"}
+_SUM_TO_ONE = {"equal", "inverse_vol", "risk_parity", "hrp"}  # skfolio's weights sum to 1: scaled to gross
+_TAKES_COVARIANCE = {"inverse_vol", "risk_parity", "hrp", "mean_variance", "max_diversification", "kelly"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Allocator:
+    """A method and its constraints; see the module docstring. `window` is the trailing number of
+    returns each fit uses (`min_history`, default the window, is the fewest it accepts)."""
+
+    method: str = "equal"
+    window: int = 252
+    min_history: int | None = None
+    gross: float = 1.0
+    max_weight: float | None = None
+    max_turnover: float | None = None
+    covariance: str = "ledoit_wolf"
+    risk_aversion: float = 1.0
+    kelly_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown allocator {self.method!r}; choose one of {', '.join(METHODS)}")
+        if int(self.window) != self.window or self.window < 2:
+            raise ConfigError(f"allocator window={self.window!r} must be a whole number of bars >= 2")
+        least = self.min_history if self.min_history is not None else self.window
+        if int(least) != least or not 2 <= least <= self.window:
+            raise ConfigError(f"allocator min_history={self.min_history!r} must be a whole number of bars in "
+                              f"[2, window={self.window}]")
+        if not (math.isfinite(self.gross) and self.gross > 0):
+            raise ConfigError(f"allocator gross={self.gross!r} must be a positive fraction of equity "
+                              "(1 = fully invested)")
+        if self.max_weight is not None:
+            if not (math.isfinite(self.max_weight) and self.max_weight > 0):
+                raise ConfigError(f"allocator max_weight={self.max_weight!r} must be a positive fraction")
+            if self.method not in _TAKES_MAX_WEIGHT:
+                raise ConfigError(f"the {self.method} allocator cannot cap weights (max_weight would have no "
+                                  f"effect): drop it, or use one of {', '.join(sorted(_TAKES_MAX_WEIGHT))}")
+        if self.max_turnover is not None:
+            if not (math.isfinite(self.max_turnover) and self.max_turnover >= 0):
+                raise ConfigError(f"allocator max_turnover={self.max_turnover!r} must be a fraction >= 0")
+            if self.method not in _TAKES_TURNOVER:
+                raise ConfigError(f"the {self.method} allocator cannot cap turnover (max_turnover would have "
+                                  f"no effect): drop it, or use one of {', '.join(sorted(_TAKES_TURNOVER))}")
+        if self.covariance not in COVARIANCES:
+            raise ConfigError(f"unknown covariance {self.covariance!r}; choose one of "
+                              f"{', '.join(COVARIANCES)}")
+        if self.covariance != "ledoit_wolf" and self.method not in _TAKES_COVARIANCE:
+            raise ConfigError(f"the {self.method} allocator uses no covariance "
+                              f"(covariance={self.covariance!r} would have no effect): drop it")
+        if self.risk_aversion != 1.0 and self.method != "mean_variance":
+            raise ConfigError("risk_aversion applies to the mean_variance allocator only: drop it")
+        if not (math.isfinite(self.risk_aversion) and self.risk_aversion > 0):
+            raise ConfigError(f"allocator risk_aversion={self.risk_aversion!r} must be positive")
+        if self.kelly_fraction != 0.5 and self.method != "kelly":
+            raise ConfigError("kelly_fraction applies to the kelly allocator only: drop it")
+        if not (math.isfinite(self.kelly_fraction) and 0 < self.kelly_fraction <= 1):
+            raise ConfigError(f"kelly_fraction={self.kelly_fraction!r} must lie in (0, 1] (0.5 = half Kelly)")
+
+    # ------------------------------------------------------------------ skfolio
+    def model(self, n_assets: int, previous: np.ndarray | None = None) -> Any:
+        """The skfolio estimator this allocator fits on `n_assets` assets (`previous`: the weights held,
+        for the turnover cap)."""
+        from skfolio import RiskMeasure
+        from skfolio.moments import EmpiricalCovariance, LedoitWolf, ShrunkCovariance
+        from skfolio.optimization import (
+            EqualWeighted,
+            HierarchicalRiskParity,
+            InverseVolatility,
+            MaximumDiversification,
+            MeanRisk,
+            ObjectiveFunction,
+            RiskBudgeting,
+        )
+        from skfolio.prior import EmpiricalPrior
+
+        cov = {"empirical": EmpiricalCovariance, "ledoit_wolf": LedoitWolf, "shrunk": ShrunkCovariance}
+        prior = EmpiricalPrior(covariance_estimator=cov[self.covariance]())
+        cap = self.max_weight if self.max_weight is not None else self.gross
+        bounds: dict[str, Any] = {"min_weights": 0.0, "max_weights": cap}
+        turnover: dict[str, Any] = {}
+        if self.max_turnover is not None:  # the sum of absolute changes (skfolio's own cap is per asset)
+            import cvxpy as cp
+
+            held = np.zeros(n_assets) if previous is None else np.asarray(previous, dtype=float)
+            cap_t = float(self.max_turnover)
+            turnover = {"add_constraints": lambda w: [cp.sum(cp.abs(w - held)) <= cap_t]}
+        m = self.method
+        if m == "equal":
+            return EqualWeighted()
+        if m == "inverse_vol":
+            return InverseVolatility(prior_estimator=prior)
+        if m == "risk_parity":
+            return RiskBudgeting(risk_measure=RiskMeasure.VARIANCE, prior_estimator=prior, **bounds)
+        if m == "hrp":
+            return HierarchicalRiskParity(risk_measure=RiskMeasure.VARIANCE, prior_estimator=prior, **bounds)
+        if m == "max_diversification":
+            return MaximumDiversification(prior_estimator=prior, budget=self.gross, **bounds, **turnover)
+        if m == "mean_variance":
+            return MeanRisk(objective_function=ObjectiveFunction.MAXIMIZE_UTILITY,
+                            risk_measure=RiskMeasure.VARIANCE, risk_aversion=self.risk_aversion,
+                            prior_estimator=prior, budget=self.gross, **bounds, **turnover)
+        # kelly: maximise mean - w'Cw / (2 f), invested at most `gross`
+        return MeanRisk(objective_function=ObjectiveFunction.MAXIMIZE_UTILITY,
+                        risk_measure=RiskMeasure.VARIANCE, risk_aversion=1.0 / (2.0 * self.kelly_fraction),
+                        prior_estimator=prior, budget=None, min_budget=0.0, max_budget=self.gross, **bounds,
+                        **turnover)
+
+    # ------------------------------------------------------------------ weights
+    def weights(self, returns: pd.DataFrame, previous: pd.Series | None = None) -> pd.Series:
+        """Target weights (one per column of `returns`) fitted on its last `window` rows.
+
+        `returns`: simple returns per bar, one column per asset, oldest first, ending at the rebalance
+        bar (nothing after it). `previous`: the weights held before (for `max_turnover`; missing assets
+        count as 0). Too little history, missing values, or a constraint set no weights can satisfy is
+        one `ConfigError` or `DataError` line naming it.
+        """
+        window = returns.iloc[-self.window:]
+        assets = [str(c) for c in window.columns]
+        least = self.min_history if self.min_history is not None else self.window
+        if len(assets) == 0:
+            raise DataError("the allocator got no asset: pass one column of returns per asset")
+        if len(window) < least:
+            raise DataError(f"the {self.method} allocator needs {least} bars of returns and has "
+                            f"{len(window)}: start later, or shorten window / min_history")
+        holes = window.columns[window.isna().any().to_numpy()]
+        if len(holes):
+            raise DataError(f"returns of {', '.join(map(str, holes[:5]))} have missing values in the "
+                            f"allocator's window of {len(window)} bars: leave those assets out of the "
+                            "universe until they have history")
+        prev = None
+        if previous is not None:
+            prev = previous.reindex(window.columns).fillna(0.0).to_numpy(dtype=float)
+        self._check_feasible(len(assets), prev)
+        model = self.model(len(assets), prev)
+        from skfolio.exceptions import ConvexOptimizationError, OptimizationError
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # skfolio's solver notes; a failure raises below
+                model.fit(window.to_numpy(dtype=float))
+        except (ConvexOptimizationError, OptimizationError, ValueError, np.linalg.LinAlgError) as exc:
+            raise ConfigError(f"the {self.method} allocator found no weights under {self._constraints()} "
+                              f"({' '.join(str(exc).split())[:160]}): loosen one of them") from None
+        w = np.asarray(model.weights_, dtype=float)
+        if self.method in _SUM_TO_ONE and self.gross != 1.0:
+            w = w * self.gross
+        return pd.Series(w, index=window.columns, name="weight")
+
+    def _constraints(self) -> str:
+        parts = [f"gross={self.gross:g}"]
+        if self.max_weight is not None:
+            parts.append(f"max_weight={self.max_weight:g}")
+        if self.max_turnover is not None:
+            parts.append(f"max_turnover={self.max_turnover:g}")
+        return ", ".join(parts)
+
+    def _check_feasible(self, n: int, previous: np.ndarray | None) -> None:
+        """Name the constraint that no weights can satisfy, before any solver runs."""
+        full = self.method != "kelly"  # (Kelly may keep cash: any cap is feasible)
+        if self.max_weight is not None and full and n * self.max_weight < self.gross - 1e-12:
+            raise ConfigError(f"max_weight={self.max_weight:g} x {n} assets holds at most "
+                              f"{n * self.max_weight:g}, less than gross={self.gross:g}: raise max_weight to "
+                              f"at least {self.gross / n:.4g} or widen the universe")
+        if self.max_turnover is not None and full:
+            held = np.zeros(n) if previous is None else previous
+            cap = self.max_weight if self.max_weight is not None else self.gross
+            clipped = np.clip(held, 0.0, cap)
+            least = float(np.abs(held - clipped).sum() + abs(self.gross - clipped.sum()))
+            if least > self.max_turnover + 1e-9:
+                under = "" if self.max_weight is None else f" under max_weight={cap:g}"
+                raise ConfigError(f"max_turnover={self.max_turnover:g} cannot reach weights that sum to "
+                                  f"gross={self.gross:g}{under} from the weights held (the least change is "
+                                  f"{least:.4g}): raise max_turnover or rebalance from cash in steps")
