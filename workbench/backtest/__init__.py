@@ -15,6 +15,7 @@ from workbench.backtest.engine import (
     parse_lots,
     simulate,
 )
+from workbench.backtest.rebalance import RebalanceResult, simulate_weights
 from workbench.backtest.sweep import SweepIndex, SweepResult, list_sweeps, load_sweep, sweep
 from workbench.backtest.tickfills import (
     TickSummary,
@@ -32,6 +33,7 @@ __all__ = [
     "Execution",
     "Fill",
     "Lot",
+    "RebalanceResult",
     "Sizing",
     "SizingKind",
     "SweepIndex",
@@ -44,6 +46,7 @@ __all__ = [
     "parse_lots",
     "plot_tick_vs_bar",
     "simulate",
+    "simulate_weights",
     "sweep",
     "tick_fills",
     "tick_summary",

@@ -1,0 +1,235 @@
+"""Target-weight backtests: a portfolio rebalanced to the weights a strategy (or an allocator) sets.
+
+The rules are SEMANTICS.md "Target weights and rebalancing", which the reference simulator in the tests
+(`tests/reference_weights.py`) also implements: the numba kernel here is checked against it on random
+cases. `simulate_weights(frames, weights)` takes each symbol's targets by its own bars (NaN: no target at
+that bar) and returns the equity and the orders.
+
+This is the engine step of portfolio construction; weight strategies in the strategy contract, sweeps,
+walk-forward and the paper runner build on it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+import pandas as pd
+
+from workbench.backtest.engine import Costs, Fill, Lot, Timeline, _compact, lot_matrix, resolve_lots
+from workbench.backtest.kernels import BUY, N_ORDER_FIELDS, O_COL, O_FEES, O_IDX, O_PRICE, O_SIDE, O_SIZE
+from workbench.errors import ConfigError, DataError
+
+REBALANCE = 5  # the order reason code of a rebalancing trade (after the signal kernel's five)
+
+
+@dataclass
+class RebalanceResult:
+    """The portfolio's value at every bar's close (the union timeline) and its orders."""
+
+    equity: pd.Series
+    orders: pd.DataFrame
+    inputs: dict[str, Any]
+
+
+@numba.njit(cache=True, inline="always")
+def _toward_zero(q: float, lot: float) -> float:
+    if lot <= 0.0:
+        return q
+    k = math.floor(abs(q) / lot + 1e-12) * lot
+    return k if q >= 0.0 else -k
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _trade(i, at_open, open_, close, slip, fees, max_exposure, lots, targets, acting, qty, cash, orders, k):
+    """Rebalance the acting columns at bar i (SEMANTICS.md steps 1-5); returns (cash, orders written)."""
+    m = close.shape[1]
+    px = np.empty(m)
+    equity = cash
+    for j in range(m):
+        here = not np.isnan(open_[i, j])
+        if at_open:
+            px[j] = open_[i, j] if here else (close[i - 1, j] if i > 0 else np.nan)
+        else:
+            px[j] = close[i, j]
+        if qty[j] != 0.0:
+            equity += qty[j] * px[j]
+    delta = np.zeros(m)
+    for j in range(m):
+        if not acting[j]:
+            continue
+        want = _toward_zero(targets[j] * equity / px[j], lots[0, j])
+        d = want - qty[j]
+        if d == 0.0 or abs(d) < lots[1, j] or abs(d) * px[j] < lots[2, j]:
+            continue
+        delta[j] = d
+    floor = -max(0.0, max_exposure - 1.0) * equity
+    for j in range(m):  # sells first
+        if delta[j] < 0.0:
+            s = slip[i if slip.shape[0] > 1 else 0, j if slip.shape[1] > 1 else 0]
+            fill = px[j] * (1.0 - s)
+            q = -delta[j]
+            fee = q * fill * fees
+            cash += q * fill - fee
+            qty[j] -= q
+            if orders.shape[0] > 1:
+                orders[k, O_IDX], orders[k, O_COL], orders[k, O_SIDE] = i, j, 1 - BUY
+                orders[k, O_SIZE], orders[k, O_PRICE], orders[k, O_FEES] = q, fill, fee
+                orders[k, 6] = REBALANCE
+            k += 1
+    for j in range(m):  # then buys, capped by the cash
+        if delta[j] > 0.0:
+            s = slip[i if slip.shape[0] > 1 else 0, j if slip.shape[1] > 1 else 0]
+            fill = px[j] * (1.0 + s)
+            q = delta[j]
+            if q * fill * (1.0 + fees) > cash - floor:
+                q = _toward_zero(max(cash - floor, 0.0) / (1.0 + fees) / fill, lots[0, j])
+            if q <= 0.0:
+                continue
+            fee = q * fill * fees
+            cash -= q * fill + fee
+            qty[j] += q
+            if orders.shape[0] > 1:
+                orders[k, O_IDX], orders[k, O_COL], orders[k, O_SIDE] = i, j, BUY
+                orders[k, O_SIZE], orders[k, O_PRICE], orders[k, O_FEES] = q, fill, fee
+                orders[k, 6] = REBALANCE
+            k += 1
+    return cash, k
+
+
+@numba.njit(cache=True, error_model="numpy")
+def rebalance_nb(open_, close, weights, slip, fees, init_cash, max_exposure, lots, at_open, drift, value_out,
+                 orders):
+    """Simulate a target-weight portfolio; returns the number of orders (written to `orders` when it has
+    more than one row). `open_` is NaN where a column has no bar, `close` carried forward; `weights` (n, m)
+    holds each column's targets on its own bars' rows (NaN: none); `drift` < 0: no drift threshold."""
+    n, m = close.shape
+    qty = np.zeros(m)
+    targets = np.full(m, np.nan)
+    armed = np.zeros(m, dtype=np.bool_)
+    acting = np.zeros(m, dtype=np.bool_)
+    cash = init_cash
+    k = 0
+    for i in range(n):
+        if at_open:
+            any_acting = False
+            for j in range(m):
+                acting[j] = armed[j] and not np.isnan(open_[i, j])
+                any_acting |= acting[j]
+            if any_acting:
+                cash, k = _trade(i, True, open_, close, slip, fees, max_exposure, lots, targets, acting, qty,
+                                 cash, orders, k)
+                for j in range(m):
+                    if acting[j]:
+                        armed[j] = False
+        value = cash
+        for j in range(m):
+            if qty[j] != 0.0:
+                value += qty[j] * close[i, j]
+        # the drift check runs against the targets in force before this bar's new ones (a new target for
+        # one symbol does not by itself rebalance the others)
+        far = False
+        if drift >= 0.0 and value > 0.0:
+            for j in range(m):
+                if not np.isnan(targets[j]):
+                    held = qty[j] * close[i, j] / value if qty[j] != 0.0 else 0.0
+                    if abs(held - targets[j]) > drift:
+                        far = True
+        for j in range(m):
+            if not np.isnan(open_[i, j]) and not np.isnan(weights[i, j]):
+                targets[j] = weights[i, j]
+                armed[j] = True
+        if far:
+            for j in range(m):
+                if not np.isnan(targets[j]):
+                    armed[j] = True
+        if not at_open:
+            any_acting = False
+            for j in range(m):
+                acting[j] = armed[j] and not np.isnan(open_[i, j])
+                any_acting |= acting[j]
+            if any_acting:
+                cash, k = _trade(i, False, open_, close, slip, fees, max_exposure, lots, targets, acting, qty,
+                                 cash, orders, k)
+                for j in range(m):
+                    if acting[j]:
+                        armed[j] = False
+        value = cash
+        for j in range(m):
+            if qty[j] != 0.0:
+                value += qty[j] * close[i, j]
+        value_out[i] = value
+    return k
+
+
+_UNSUPPORTED = ("impact", "volume_cap", "borrow_rate", "margin_rate", "spread", "funding")
+
+
+def simulate_weights(frames: Mapping[str, pd.DataFrame], weights: Mapping[str, Any], *,
+                     costs: Costs | None = None, fill: Fill | str = Fill.NEXT_OPEN,
+                     init_cash: float = 100_000.0, max_exposure: float = 1.0,
+                     lots: Lot | Mapping[str, Lot] | None = None,
+                     drift: float | None = None) -> RebalanceResult:
+    """Rebalance a portfolio of `frames` (bar frames by symbol) to `weights` (per symbol: one target per own
+    bar, a Series on the bars' index or an array; NaN where the bar sets no target), under SEMANTICS.md
+    "Target weights and rebalancing". `drift`: also re-apply the last targets when a weight has drifted
+    more than this from its target. Costs: fees and slippage (fixed or volatility-scaled); the others are
+    not modelled for weight portfolios yet and are refused rather than ignored."""
+    costs = costs or Costs()
+    fill = Fill(fill)
+    for name in _UNSUPPORTED:
+        if getattr(costs, name, 0):
+            raise ConfigError(f"costs.{name} is not modelled for target-weight portfolios yet: drop it (only "
+                              "fees and slippage apply)")
+    if drift is not None and not (math.isfinite(drift) and drift > 0):
+        raise ConfigError(f"drift={drift!r} must be a positive fraction of equity (0.05 = 5 points)")
+    symbols = list(frames)
+    missing = [s for s in symbols if s not in weights]
+    extra = [s for s in weights if s not in frames]
+    if missing or extra:
+        raise ConfigError(f"weights must name the same symbols as the bars: missing {missing}, "
+                          f"unknown {extra}")
+    tl = Timeline(frames, symbols)
+    open_, _high, _low, close = tl.prices()
+    w = np.full((tl.n, len(symbols)), np.nan)
+    for j, s in enumerate(symbols):
+        own = weights[s]
+        arr = np.asarray(own.reindex(frames[s].index).to_numpy() if isinstance(own, pd.Series) else own,
+                         dtype=np.float64)
+        if arr.shape != (len(frames[s]),):
+            raise DataError(f"weights of {s} have shape {arr.shape}, expected ({len(frames[s])},): one "
+                            "target per bar (NaN where the bar sets none)")
+        if np.isinf(arr).any():
+            raise DataError(f"weights of {s} hold an infinite target")
+        w[tl.rows[s], j] = arr
+    latest = pd.DataFrame(w).ffill().abs().sum(axis=1).to_numpy()
+    over = np.flatnonzero(latest > max_exposure + 1e-12)
+    if over.size:
+        i = int(over[0])
+        raise DataError(f"the targets in force at {tl.index[i]} hold {latest[i]:.4g} of equity, more than "
+                        f"max_exposure={max_exposure:g}: scale the weights down or raise max_exposure")
+    slip = _compact(tl.slippage(costs))
+    lot = lot_matrix(resolve_lots(lots, symbols), symbols)
+    value = np.empty(tl.n)
+    probe = np.empty((1, N_ORDER_FIELDS))
+    args = (np.ascontiguousarray(open_), np.ascontiguousarray(close), np.ascontiguousarray(w), slip,
+            float(costs.fees), float(init_cash), float(max_exposure), lot, fill is Fill.NEXT_OPEN,
+            -1.0 if drift is None else float(drift), value)
+    count = rebalance_nb(*args, probe)
+    orders = np.empty((max(count, 2), N_ORDER_FIELDS))
+    rebalance_nb(*args, orders)
+    table = pd.DataFrame({
+        "time": tl.index[orders[:count, O_IDX].astype(np.int64)],
+        "symbol": [symbols[int(c)] for c in orders[:count, O_COL]],
+        "side": np.where(orders[:count, O_SIDE] == BUY, "buy", "sell"),
+        "size": orders[:count, O_SIZE], "price": orders[:count, O_PRICE], "fees": orders[:count, O_FEES],
+        "reason": "rebalance",
+    })
+    inputs = {"symbols": symbols, "fill": fill.value, "init_cash": init_cash, "max_exposure": max_exposure,
+              "drift": drift, "costs": {"fees": costs.fees, "slippage": costs.slippage}}
+    equity = pd.Series(value, index=tl.index, name="equity")
+    return RebalanceResult(equity=equity, orders=table, inputs=inputs)
