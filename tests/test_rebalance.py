@@ -121,3 +121,67 @@ def test_bad_input_is_one_line() -> None:
     res = simulate_weights(frames, ok)
     assert list(res.orders["reason"].unique()) == ["rebalance"]
     assert res.equity.index.equals(frames["S0"].index)
+
+
+# ---------------------------------------------------------------------------------- allocator schedules
+def test_rebalance_bars_are_the_first_of_each_period() -> None:
+    from workbench.backtest.rebalance import rebalance_bars
+
+    idx = pd.date_range("2025-01-30", "2025-03-04", freq="D", tz="UTC")
+    monthly = idx[rebalance_bars(idx, "monthly")]
+    assert [str(t.date()) for t in monthly] == ["2025-01-30", "2025-02-01", "2025-03-01"]
+    weekly = idx[rebalance_bars(idx, "weekly")]
+    assert all(t.day_of_week == 0 for t in weekly[1:]) and weekly[0] == idx[0]
+    hours = pd.date_range("2025-01-01", periods=50, freq="h", tz="UTC")
+    assert list(rebalance_bars(hours, "daily")) == [0, 24, 48]
+    assert len(rebalance_bars(idx, "every")) == len(idx)
+    with pytest.raises(ConfigError, match="unknown rebalance schedule 'yearly'; choose one of daily"):
+        rebalance_bars(idx, "yearly")
+
+
+def test_allocator_targets_see_nothing_after_their_bar_and_equal_a_fit_by_hand() -> None:
+    from workbench.backtest import Allocator
+    from workbench.backtest.rebalance import allocation_weights
+
+    rng = np.random.default_rng(5)
+    frames = _frames(rng, 200, 4, mixed=False)
+    alloc = Allocator(method="risk_parity", window=60)
+    w = allocation_weights(frames, alloc, every="monthly")
+    idx = frames["S0"].index
+    bars = [k for k in range(len(idx)) if not np.isnan(w["S0"].iloc[k])]
+    # the first day of each month with 60 returns behind it (March 1st is bar 59: 59 returns)
+    assert [str(idx[k].date()) for k in bars] == ["2025-04-01", "2025-05-01", "2025-06-01", "2025-07-01"]
+    closes = pd.DataFrame({s: f["close"] for s, f in frames.items()})
+    b = bars[1]
+    by_hand = alloc.weights(closes.pct_change().iloc[1:b + 1])
+    np.testing.assert_allclose([w[s].iloc[b] for s in frames], by_hand.to_numpy(), rtol=1e-9)
+    # the future moved: nothing up to a rebalance bar changes
+    moved = {s: f.copy() for s, f in frames.items()}
+    for f in moved.values():
+        f.iloc[b + 1:] *= 3.0
+    again = allocation_weights(moved, alloc, every="monthly")
+    for s in frames:
+        pd.testing.assert_series_equal(again[s].iloc[: b + 1], w[s].iloc[: b + 1])
+
+
+def test_a_risk_parity_portfolio_backtests_and_holds_its_targets() -> None:
+    from workbench.backtest import Allocator
+    from workbench.backtest.rebalance import allocation_weights
+
+    rng = np.random.default_rng(8)
+    frames = _frames(rng, 300, 5, mixed=False)
+    targets = allocation_weights(frames, Allocator(method="risk_parity", window=100), every="monthly")
+    res = simulate_weights(frames, targets, costs=Costs(fees=0.001), init_cash=100_000.0)
+    b0 = int(np.flatnonzero(targets["S0"].notna().to_numpy())[0])  # May 1st: the first with 100 returns
+    assert res.orders["time"].min() == frames["S0"].index[b0 + 1]  # filled at the next open
+    # right after each rebalance (at the open), the weights held are the targets, less the costs
+    for t in sorted(res.orders["time"].unique()):
+        k = frames["S0"].index.get_loc(t)
+        done = res.orders[res.orders["time"] <= t]
+        sign = np.where(done["side"] == "buy", 1.0, -1.0)
+        cash = 100_000.0 - float((sign * done["size"] * done["price"]).sum()) - float(done["fees"].sum())
+        held = {s: float((sign * done["size"])[done["symbol"] == s].sum()) for s in frames}
+        total = cash + sum(held[s] * frames[s]["open"].iloc[k] for s in frames)
+        for s in frames:
+            want = targets[s].iloc[k - 1]
+            assert held[s] * frames[s]["open"].iloc[k] / total == pytest.approx(want, abs=2e-3)

@@ -25,6 +25,7 @@ from workbench.backtest.kernels import BUY, N_ORDER_FIELDS, O_COL, O_FEES, O_IDX
 from workbench.errors import ConfigError, DataError
 
 REBALANCE = 5  # the order reason code of a rebalancing trade (after the signal kernel's five)
+SCHEDULES = ("daily", "weekly", "monthly", "every")
 
 
 @dataclass
@@ -233,3 +234,63 @@ def simulate_weights(frames: Mapping[str, pd.DataFrame], weights: Mapping[str, A
               "drift": drift, "costs": {"fees": costs.fees, "slippage": costs.slippage}}
     equity = pd.Series(value, index=tl.index, name="equity")
     return RebalanceResult(equity=equity, orders=table, inputs=inputs)
+
+
+def rebalance_bars(index: pd.DatetimeIndex, every: str) -> np.ndarray:
+    """Positions in `index` of the rebalance bars of a calendar schedule: the first bar of each UTC day,
+    ISO week or month (``every``: each bar)."""
+    if every not in SCHEDULES:
+        raise ConfigError(f"unknown rebalance schedule {every!r}; choose one of {', '.join(SCHEDULES)}")
+    if every == "every" or not len(index):
+        return np.arange(len(index))
+    utc = index.tz_convert("UTC") if index.tz is not None else index
+    if every == "daily":
+        key = utc.normalize().asi8
+    elif every == "weekly":
+        iso = utc.isocalendar()
+        key = (iso["year"].to_numpy() * 100 + iso["week"].to_numpy()).astype(np.int64)
+    else:
+        key = (utc.year * 100 + utc.month).to_numpy()
+    first = np.ones(len(index), dtype=bool)
+    first[1:] = key[1:] != key[:-1]
+    return np.flatnonzero(first)
+
+
+def allocation_weights(frames: Mapping[str, pd.DataFrame], allocator: Any, every: str = "monthly",
+                       progress: Any = None) -> dict[str, pd.Series]:
+    """Targets from an `Allocator` (`workbench.backtest.allocators`) on a calendar schedule: at each
+    rebalance bar `s` of the union timeline, the allocator is fitted on the closes' simple returns up to
+    and including bar `s` (a closed market's close carried forward: 0 returns), so the targets see
+    nothing after the bar they act on (`simulate_weights` trades them at the next open, or at that
+    close). Bars before the allocator's `min_history` set no target; the turnover cap is measured from
+    the previous targets. Returns each symbol's targets on its own bars (NaN elsewhere), as
+    `simulate_weights` takes them: a symbol whose market has no bar at a rebalance bar takes its target
+    at its first own bar after it (mixed calendars: with `next_open` that trades one own bar later than
+    a bar of its own would). `progress(done, total)` after each fit."""
+    symbols = list(frames)
+    tl = Timeline(frames, symbols)
+    close = tl.prices()[3]
+    returns = pd.DataFrame(close, index=tl.index, columns=symbols).pct_change().iloc[1:]
+    least = allocator.min_history if allocator.min_history is not None else allocator.window
+    bars = [int(b) for b in rebalance_bars(tl.index, every) if b >= least]  # returns up to bar b: b rows
+    if not bars:
+        raise DataError(f"no rebalance bar has the {least} bars of returns the {allocator.method} allocator "
+                        f"needs: the bars span {tl.n}; load more history or shorten its window")
+    out = np.full((tl.n, len(symbols)), np.nan)
+    previous = None
+    for done, b in enumerate(bars, 1):
+        w = allocator.weights(returns.iloc[:b], previous=previous)
+        out[b] = w.to_numpy()
+        previous = w
+        if progress is not None:
+            progress(done, len(bars))
+    result = {}
+    for j, s in enumerate(symbols):
+        own = np.full(len(frames[s]), np.nan)
+        rows = tl.rows[s]
+        for b in bars:  # a symbol without a bar at b takes its target at its first own bar after b
+            k = int(np.searchsorted(rows, b))
+            if k < len(rows):
+                own[k] = out[b, j]
+        result[s] = pd.Series(own, index=frames[s].index, name=s)
+    return result
