@@ -23,9 +23,9 @@ import pandas as pd
 from workbench.backtest.engine import Costs, Fill, Lot, Timeline, _compact, lot_matrix, resolve_lots
 from workbench.backtest.kernels import BUY, N_ORDER_FIELDS, O_COL, O_FEES, O_IDX, O_PRICE, O_SIDE, O_SIZE
 from workbench.errors import ConfigError, DataError
+from workbench.strategies.weights import SCHEDULES, WeightStrategy, get_weight_strategy, rebalance_bars
 
 REBALANCE = 5  # the order reason code of a rebalancing trade (after the signal kernel's five)
-SCHEDULES = ("daily", "weekly", "monthly", "every")
 
 
 @dataclass
@@ -236,26 +236,6 @@ def simulate_weights(frames: Mapping[str, pd.DataFrame], weights: Mapping[str, A
     return RebalanceResult(equity=equity, orders=table, inputs=inputs)
 
 
-def rebalance_bars(index: pd.DatetimeIndex, every: str) -> np.ndarray:
-    """Positions in `index` of the rebalance bars of a calendar schedule: the first bar of each UTC day,
-    ISO week or month (``every``: each bar)."""
-    if every not in SCHEDULES:
-        raise ConfigError(f"unknown rebalance schedule {every!r}; choose one of {', '.join(SCHEDULES)}")
-    if every == "every" or not len(index):
-        return np.arange(len(index))
-    utc = index.tz_convert("UTC") if index.tz is not None else index
-    if every == "daily":
-        key = utc.normalize().asi8
-    elif every == "weekly":
-        iso = utc.isocalendar()
-        key = (iso["year"].to_numpy() * 100 + iso["week"].to_numpy()).astype(np.int64)
-    else:
-        key = (utc.year * 100 + utc.month).to_numpy()
-    first = np.ones(len(index), dtype=bool)
-    first[1:] = key[1:] != key[:-1]
-    return np.flatnonzero(first)
-
-
 def allocation_weights(frames: Mapping[str, pd.DataFrame], allocator: Any, every: str = "monthly",
                        progress: Any = None) -> dict[str, pd.Series]:
     """Targets from an `Allocator` (`workbench.backtest.allocators`) on a calendar schedule: at each
@@ -294,3 +274,23 @@ def allocation_weights(frames: Mapping[str, pd.DataFrame], allocator: Any, every
                 own[k] = out[b, j]
         result[s] = pd.Series(own, index=frames[s].index, name=s)
     return result
+
+
+def backtest_weights(strategy: str | WeightStrategy, frames: Mapping[str, pd.DataFrame],
+                     params: Mapping[str, Any] | None = None, *, costs: Costs | None = None,
+                     fill: Fill | str = Fill.NEXT_OPEN, init_cash: float = 100_000.0,
+                     max_exposure: float = 1.0, lots: Lot | Mapping[str, Lot] | None = None,
+                     drift: float | None = None) -> RebalanceResult:
+    """Backtest a weight strategy (a built-in name or a `WeightStrategy`) on `frames`: its targets at its
+    schedule's rebalance bars, traded by `simulate_weights`; the inputs record the strategy and its
+    parameters."""
+    strat = get_weight_strategy(strategy) if isinstance(strategy, str) else strategy
+    p = strat.params(params)
+    res = simulate_weights(frames, strat.targets(frames, p), costs=costs, fill=fill, init_cash=init_cash,
+                           max_exposure=max_exposure, lots=lots, drift=drift)
+    res.inputs.update(strategy=strat.name, params=dict(p))
+    return res
+
+
+__all__ = ["SCHEDULES", "RebalanceResult", "allocation_weights", "backtest_weights", "rebalance_bars",
+           "rebalance_nb", "simulate_weights"]
