@@ -161,8 +161,9 @@ def served(journal: Path, access: Access | None = None, lake: Any = None) -> Ite
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's headless Chromium through playwright (which never downloads one), closed on leaving."""
     executable = _chromium()
     try:
         from playwright.sync_api import sync_playwright
@@ -174,6 +175,12 @@ def browser() -> Iterator[Any]:
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as b:
+        yield b
 
 
 class Tab:

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from test_dashboard import ALL_TEXT, CHROMIUM_ARGS, TOKEN, WAIT_MS, _chromium, _unavailable, tab
+from test_dashboard import ALL_TEXT, TOKEN, WAIT_MS, chromium, tab
 
 from workbench.backtest import load_bars, sweep
 from workbench.backtest.plots import write_html
@@ -94,17 +94,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Debian's headless Chromium, launched as test_dashboard launches it."""
-    executable = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed: pip install -e '.[dev]'")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,13 @@ import pandas as pd
 from workbench.backtest.engine import Costs, Fill, Lot, Timeline, _compact, lot_matrix, resolve_lots
 from workbench.backtest.kernels import BUY, N_ORDER_FIELDS, O_COL, O_FEES, O_IDX, O_PRICE, O_SIDE, O_SIZE
 from workbench.errors import ConfigError, DataError
-from workbench.strategies.weights import SCHEDULES, WeightStrategy, get_weight_strategy, rebalance_bars
+from workbench.strategies.weights import (
+    SCHEDULES,
+    WeightStrategy,
+    get_weight_strategy,
+    own_targets,
+    rebalance_bars,
+)
 
 REBALANCE = 5  # the order reason code of a rebalancing trade (after the signal kernel's five)
 
@@ -102,6 +108,35 @@ def _trade(i, at_open, open_, close, slip, fees, max_exposure, lots, targets, ac
     return cash, k
 
 
+@numba.njit(cache=True, inline="always")
+def _value(cash, qty, close, i):
+    """The portfolio's value at bar i's close."""
+    value = cash
+    for j in range(qty.shape[0]):
+        if qty[j] != 0.0:
+            value += qty[j] * close[i, j]
+    return value
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _act(i, at_open, open_, close, slip, fees, max_exposure, lots, targets, armed, acting, qty, cash, orders,
+         k):
+    """Trade the armed columns that have a bar at i (the others wait for their next bar), then disarm
+    them; returns (cash, orders written)."""
+    any_acting = False
+    for j in range(qty.shape[0]):
+        acting[j] = armed[j] and not np.isnan(open_[i, j])
+        any_acting |= acting[j]
+    if not any_acting:
+        return cash, k
+    cash, k = _trade(i, at_open, open_, close, slip, fees, max_exposure, lots, targets, acting, qty, cash,
+                     orders, k)
+    for j in range(qty.shape[0]):
+        if acting[j]:
+            armed[j] = False
+    return cash, k
+
+
 @numba.njit(cache=True, error_model="numpy")
 def rebalance_nb(open_, close, weights, slip, fees, init_cash, max_exposure, lots, at_open, drift, value_out,
                  orders):
@@ -117,20 +152,9 @@ def rebalance_nb(open_, close, weights, slip, fees, init_cash, max_exposure, lot
     k = 0
     for i in range(n):
         if at_open:
-            any_acting = False
-            for j in range(m):
-                acting[j] = armed[j] and not np.isnan(open_[i, j])
-                any_acting |= acting[j]
-            if any_acting:
-                cash, k = _trade(i, True, open_, close, slip, fees, max_exposure, lots, targets, acting, qty,
-                                 cash, orders, k)
-                for j in range(m):
-                    if acting[j]:
-                        armed[j] = False
-        value = cash
-        for j in range(m):
-            if qty[j] != 0.0:
-                value += qty[j] * close[i, j]
+            cash, k = _act(i, True, open_, close, slip, fees, max_exposure, lots, targets, armed, acting,
+                           qty, cash, orders, k)
+        value = _value(cash, qty, close, i)
         # the drift check runs against the targets in force before this bar's new ones (a new target for
         # one symbol does not by itself rebalance the others)
         far = False
@@ -149,21 +173,9 @@ def rebalance_nb(open_, close, weights, slip, fees, init_cash, max_exposure, lot
                 if not np.isnan(targets[j]):
                     armed[j] = True
         if not at_open:
-            any_acting = False
-            for j in range(m):
-                acting[j] = armed[j] and not np.isnan(open_[i, j])
-                any_acting |= acting[j]
-            if any_acting:
-                cash, k = _trade(i, False, open_, close, slip, fees, max_exposure, lots, targets, acting, qty,
-                                 cash, orders, k)
-                for j in range(m):
-                    if acting[j]:
-                        armed[j] = False
-        value = cash
-        for j in range(m):
-            if qty[j] != 0.0:
-                value += qty[j] * close[i, j]
-        value_out[i] = value
+            cash, k = _act(i, False, open_, close, slip, fees, max_exposure, lots, targets, armed, acting,
+                           qty, cash, orders, k)
+        value_out[i] = _value(cash, qty, close, i)
     return k
 
 
@@ -264,16 +276,7 @@ def allocation_weights(frames: Mapping[str, pd.DataFrame], allocator: Any, every
         previous = w
         if progress is not None:
             progress(done, len(bars))
-    result = {}
-    for j, s in enumerate(symbols):
-        own = np.full(len(frames[s]), np.nan)
-        rows = tl.rows[s]
-        for b in bars:  # a symbol without a bar at b takes its target at its first own bar after b
-            k = int(np.searchsorted(rows, b))
-            if k < len(rows):
-                own[k] = out[b, j]
-        result[s] = pd.Series(own, index=frames[s].index, name=s)
-    return result
+    return own_targets(frames, tl.index, out)
 
 
 def backtest_weights(strategy: str | WeightStrategy, frames: Mapping[str, pd.DataFrame],

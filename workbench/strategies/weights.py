@@ -88,16 +88,24 @@ class WeightStrategy:
         keep[rebalance_bars(pd.DatetimeIndex(closes.index), str(p.get("every", "every")))] = True
         keep[:need] = False
         values = np.where(keep[:, None], w.to_numpy(dtype=float), np.nan)
-        out = {}
-        for j, (s, f) in enumerate(frames.items()):
-            own = np.full(len(f), np.nan)
-            rows = closes.index.get_indexer(f.index)
-            for b in np.flatnonzero(keep):
-                k = int(np.searchsorted(rows, b))
-                if k < len(rows) and not np.isnan(values[b, j]):
-                    own[k] = values[b, j]
-            out[s] = pd.Series(own, index=f.index, name=s)
-        return out
+        return own_targets(frames, pd.DatetimeIndex(closes.index), values)
+
+
+def own_targets(frames: Mapping[str, pd.DataFrame], index: pd.DatetimeIndex,
+                values: np.ndarray) -> dict[str, pd.Series]:
+    """Targets set on the union timeline `index` (`values` (n, symbols), NaN: none) as each symbol's
+    targets on its own bars, the way `simulate_weights` takes them: a symbol with no bar at a target's
+    row takes it at its first own bar after it."""
+    out = {}
+    for j, (s, f) in enumerate(frames.items()):
+        own = np.full(len(f), np.nan)
+        rows = index.get_indexer(f.index)
+        for b in np.flatnonzero(~np.isnan(values[:, j])):
+            k = int(np.searchsorted(rows, b))
+            if k < len(rows):
+                own[k] = values[b, j]
+        out[s] = pd.Series(own, index=f.index, name=s)
+    return out
 
 
 def _top(scores: pd.DataFrame, k: int, largest: bool) -> pd.DataFrame:
