@@ -228,13 +228,12 @@ def simulate_weights(frames: Mapping[str, pd.DataFrame], weights: Mapping[str, A
     slip = _compact(tl.slippage(costs))
     lot = lot_matrix(resolve_lots(lots, symbols), symbols)
     value = np.empty(tl.n)
-    probe = np.empty((1, N_ORDER_FIELDS))
     args = (np.ascontiguousarray(open_), np.ascontiguousarray(close), np.ascontiguousarray(w), slip,
             float(costs.fees), float(init_cash), float(max_exposure), lot, fill is Fill.NEXT_OPEN,
             -1.0 if drift is None else float(drift), value)
-    count = rebalance_nb(*args, probe)
-    orders = np.empty((max(count, 2), N_ORDER_FIELDS))
-    rebalance_nb(*args, orders)
+    # at most one order per column and bar: one pass fills the buffer (its untouched pages cost nothing)
+    orders = np.empty((tl.n * len(symbols) + 2, N_ORDER_FIELDS))
+    count = rebalance_nb(*args, orders)
     table = pd.DataFrame({
         "time": tl.index[orders[:count, O_IDX].astype(np.int64)],
         "symbol": [symbols[int(c)] for c in orders[:count, O_COL]],
