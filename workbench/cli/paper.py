@@ -167,7 +167,7 @@ def paper_replay(
             with Journal(res.journal_path) as j:
                 paid = float(j.funding_frame(spec.name)["amount"].map(float).sum())
             out.print(f"funding paid (negative: received): journal {paid:,.2f}, backtest "
-                      f"{res.backtest.charges.get('funding', 0.0):,.2f}", highlight=False)
+                      f"{getattr(res.backtest, 'charges', {}).get('funding', 0.0):,.2f}", highlight=False)
         if report is not None:
             _write_report(
                 res, report if len(specs) == 1 else report.with_stem(f"{report.stem}-{spec.symbols[0]}")
@@ -187,7 +187,17 @@ def _parity_table(res: Any, out: Any) -> None:
     colour = "green" if par.ok else "bold red"
     out.print(f"[{colour}]{escape(par.summary())}[/]")
     trades = res.trades
-    if len(trades):
+    if len(trades) and "direction" not in trades:  # a weight strategy's: its rebalancing orders
+        t = Table(title="replayed orders (journal)", title_justify="left")
+        for c in ("time", "symbol", "side", "size", "price", "fees"):
+            t.add_column(c)
+        for _, r in trades.tail(10).iterrows():
+            t.add_row(str(r["time"]), str(r["symbol"]), r["side"], f"{r['size']:.6g}", f"{r['price']:.4f}",
+                      f"{r['fees']:,.2f}")
+        if len(trades) > 10:
+            t.caption = f"last 10 of {len(trades)}"
+        out.print(t)
+    elif len(trades):
         t = Table(title="replayed trades (journal)", title_justify="left")
         for c in (
             "symbol",
@@ -225,21 +235,31 @@ def _parity_table(res: Any, out: Any) -> None:
         out.print(d)
 
 
-def _write_report(res: Any, path: Path) -> None:
-    from workbench.paper.replay import backtest_trades
+def _side_by_side(res: Any) -> Any:
+    """The journal's record beside the backtest's: trades on (symbol, entry time), or a weight
+    strategy's orders on (time, symbol, side)."""
+    from workbench.paper.replay import ORDER_COLUMNS, backtest_trades
 
+    if "direction" not in res.trades:
+        amounts = {c: f"replay_{c}" for c in ("size", "price", "fees")}
+        r = res.trades.drop(columns="client_order_id").rename(columns=amounts)
+        bt = res.backtest.orders[ORDER_COLUMNS].rename(columns={c: f"backtest_{c}" for c in amounts})
+        return r.merge(bt, on=["time", "symbol", "side"], how="outer")
     r = res.trades.add_prefix("replay_").rename(
         columns={"replay_symbol": "symbol", "replay_entry_time": "entry_time"}
     )
     bt = backtest_trades(res.backtest)
-    if len(bt):
-        bt = (
-            bt.add_prefix("backtest_")
-            .rename(columns={"backtest_symbol": "symbol", "backtest_entry_time": "entry_time"})
-        )
-        table = r.merge(bt, on=["symbol", "entry_time"], how="outer") if len(r) else bt
-    else:
-        table = r
+    if not len(bt):
+        return r
+    bt = (
+        bt.add_prefix("backtest_")
+        .rename(columns={"backtest_symbol": "symbol", "backtest_entry_time": "entry_time"})
+    )
+    return r.merge(bt, on=["symbol", "entry_time"], how="outer") if len(r) else bt
+
+
+def _write_report(res: Any, path: Path) -> None:
+    table = _side_by_side(res)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:  # a reader (or a crash) never sees half a file
         if path.suffix.lower() == ".csv":

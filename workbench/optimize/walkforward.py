@@ -49,7 +49,15 @@ from workbench.backtest.engine import (
     simulate,
 )
 from workbench.backtest.metrics import compute_metrics
+from workbench.backtest.rebalance import simulate_weights
 from workbench.backtest.sweep import Evaluator
+from workbench.backtest.weight_strategies import (
+    WeightEvaluator,
+    check_weight_execution,
+    held_values,
+    resolve_strategy,
+    weight_trades,
+)
 from workbench.errors import ConfigError, DataError, WorkbenchError, did_you_mean
 from workbench.optimize import storage as st
 from workbench.optimize.overfitting import (
@@ -62,7 +70,7 @@ from workbench.optimize.overfitting import (
 from workbench.optimize.splitter import Fold, WalkForward
 from workbench.strategies.base import Signals, Strategy, check_signal_bars
 from workbench.strategies.indicators import indicator_cache
-from workbench.strategies.registry import get_strategy
+from workbench.strategies.weights import WeightStrategy
 from workbench.version import code_version
 
 log = logging.getLogger(__name__)
@@ -178,7 +186,7 @@ def make_pruner(name: str | PrunerKind | None, options: Mapping[str, Any] | None
         raise ConfigError(f"pruner {kind} options {options}: {exc}") from None
 
 
-def signal_lookback(strat: Strategy, params: Mapping[str, Any]) -> int:
+def signal_lookback(strat: Strategy | WeightStrategy, params: Mapping[str, Any]) -> int:
     """Bars of history before a window that its signals are computed on (indicator warm-up).
 
     Three warm-ups, so exponential indicators have converged too; the paper runner uses the same.
@@ -207,7 +215,7 @@ class _Run:
     run_id: str
     settings: dict[str, Any]
     frames: dict[str, pd.DataFrame]
-    strat: Strategy
+    strat: Strategy | WeightStrategy
     folds: list[Fold]
     objective: Objective
     execution: Execution
@@ -245,9 +253,12 @@ class _Run:
         """The run's execution settings for some of its symbols (their recorded lot rules)."""
         return self.execution.replace(lots=self.execution.lot_map(unit), **changes)
 
-    def evaluators(self, fold: Fold) -> list[Evaluator]:
+    def evaluators(self, fold: Fold) -> list[Evaluator] | list[WeightEvaluator]:
         sl = fold.train()
         ppy = self.settings["periods_per_year"]
+        if isinstance(self.strat, WeightStrategy):  # one portfolio of every symbol
+            return [WeightEvaluator(self.strat, self.window(sl.start, sl.stop), execution=self.execution,
+                                    periods_per_year=ppy)]
         return [Evaluator(self.strat, self.window(sl.start, sl.stop, unit),
                           execution=self.unit_execution(unit), periods_per_year=ppy)
                 for unit in self.units()]
@@ -267,7 +278,7 @@ class _Run:
         for k, fold in enumerate(self.folds):
             sid = st.study_id(storage, self.study_name(k))
             st.recover_stale(storage, sid, self.stale_after)
-            evaluators: list[Evaluator] | None = None
+            evaluators: Sequence[Evaluator | WeightEvaluator] | None = None
             deadline = None if timeout is None else time.monotonic() + timeout
             with indicator_cache():
                 while True:
@@ -287,7 +298,7 @@ class _Run:
             st.sync(storage)
 
     def _trial(self, storage: optuna.storages.BaseStorage, sid: int, k: int, tid: int,
-               evaluators: list[Evaluator], t0: float) -> None:
+               evaluators: Sequence[Evaluator | WeightEvaluator], t0: float) -> None:
         s = self.settings
         tm = self.timings
         done = len(storage.get_all_trials(sid, deepcopy=False, states=st.FINISHED))
@@ -356,7 +367,8 @@ def _metric(m: Mapping[str, Any] | None, key: str) -> float:
 # ------------------------------------------------------------------------------------- entry points
 
 
-def walk_forward(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFrame], *,
+def walk_forward(strategy: str | Strategy | WeightStrategy, bars: pd.DataFrame | Mapping[str, pd.DataFrame],
+                 *,
                  splitter: WalkForward | None = None, folds: int = 8, n_trials: int = 100,
                  objective: str | ObjectiveMetric | Objective = ObjectiveMetric.SHARPE, min_trades: int = 1,
                  timeout: float | None = None, seed: int = 0, sampler: str | SamplerKind = SamplerKind.TPE,
@@ -374,12 +386,14 @@ def walk_forward(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.
 
     `workers` processes on this machine share each fold's study; more can join from anywhere with
     `join_run(run_id, storage)`. With several symbols each trades on its own and a trial scores the
-    mean of their objectives (`portfolio=True` trades them together). Re-running the same call
+    mean of their objectives (`portfolio=True` trades them together; a weight strategy always trades its
+    universe as one portfolio, every fold refitting what it fits, e.g. `allocate`'s allocator, on the bars
+    it sees). Re-running the same call
     resumes the run (or returns it, when finished); `name` fixes the run id. The execution settings
     as in `simulate` (one `Execution`, or its fields).
     """
     t_start = time.perf_counter()
-    strat = get_strategy(strategy)
+    strat = resolve_strategy(strategy)
     frames = as_bar_dict(bars)
     run = _build_run(strat, frames, splitter=splitter or WalkForward(n_folds=folds), n_trials=n_trials,
                      objective=objective if isinstance(objective, Objective) else Objective(
@@ -480,7 +494,8 @@ def join_run(run_id: str, storage: str, *, bars: Mapping[str, pd.DataFrame] | No
     return dict(run.timings)
 
 
-def _build_run(strat: Strategy, frames: dict[str, pd.DataFrame], *, splitter: WalkForward, n_trials: int,
+def _build_run(strat: Strategy | WeightStrategy, frames: dict[str, pd.DataFrame], *, splitter: WalkForward,
+               n_trials: int,
                objective: Objective, timeout: float | None, seed: int, sampler: str | SamplerKind,
                sampler_options: Mapping[str, Any] | None, pruner: str | PrunerKind | None,
                pruner_options: Mapping[str, Any] | None, fixed: Mapping[str, Any] | None,
@@ -499,6 +514,9 @@ def _build_run(strat: Strategy, frames: dict[str, pd.DataFrame], *, splitter: Wa
         raise ConfigError(f"nothing to optimise: {strat.name}'s parameter space is empty or every "
                           "parameter is fixed; free at least one")
     make_sampler(sampler, seed, sampler_options)  # checks the name and options
+    if isinstance(strat, WeightStrategy):
+        check_weight_execution(execution, strat.name)
+        portfolio = True  # (its targets span the universe: the symbols share one cash account)
     make_pruner(pruner, pruner_options)
     timeframe, calendar, ppy = resolve_annualisation(frames, timeframe, calendar, None)
     first = next(iter(frames.values()))
@@ -541,14 +559,14 @@ def _build_run(strat: Strategy, frames: dict[str, pd.DataFrame], *, splitter: Wa
                 stale_after=stale_after)
 
 
-def _corners(strat: Strategy) -> list[dict[str, Any]]:
+def _corners(strat: Strategy | WeightStrategy) -> list[dict[str, Any]]:
     """Parameter sets at the ends of every range (for the largest warm-up any trial can need)."""
     lo = {p.name: p.low if p.kind in ("int", "float") else p.default for p in strat.space.params}
     hi = {p.name: p.high if p.kind in ("int", "float") else p.default for p in strat.space.params}
     return [lo, hi]
 
 
-def _warmup(strat: Strategy, params: dict[str, Any]) -> int:
+def _warmup(strat: Strategy | WeightStrategy, params: dict[str, Any]) -> int:
     try:
         return int(strat.warmup(params))
     except (KeyError, TypeError, ValueError):
@@ -557,7 +575,7 @@ def _warmup(strat: Strategy, params: dict[str, Any]) -> int:
 
 def _run_from_settings(run_id: str, settings: dict[str, Any], frames: dict[str, pd.DataFrame],
                        storage: str) -> _Run:
-    strat = get_strategy(settings["strategy"])
+    strat = resolve_strategy(settings["strategy"])
     splitter = WalkForward.from_describe(settings["splitter"])
     return _Run(run_id=run_id, settings=settings, frames=frames, strat=strat,
                 folds=splitter.split(Timeline(frames).index),
@@ -809,6 +827,8 @@ def _oos_window(run: _Run, fold: Fold, params: dict[str, Any] | None, cash: floa
         return flat, pd.DataFrame(), {**metrics, "n_trades": 0, "n_open_trades": 0}, none, 0.0
     start = max(0, fold.test_start - signal_lookback(run.strat, params))
     sub = run.window(start, fold.test_end, syms)
+    if isinstance(run.strat, WeightStrategy):
+        return _oos_weights(run, run.strat, sub, test_index, params, cash)
     lag = 1 if run.fill is Fill.NEXT_OPEN else 0
     signals = {}
     for sym in syms:
@@ -857,6 +877,48 @@ def _oos_window(run: _Run, fold: Fold, params: dict[str, Any] | None, cash: floa
     if not len(tr):
         metrics["n_open_trades"] = 0
     return equity, tr.reset_index(drop=True), metrics, gross, traded
+
+
+def _oos_weights(run: _Run, strat: WeightStrategy, sub: dict[str, pd.DataFrame], test_index: pd.DatetimeIndex,
+                 params: dict[str, Any], cash: float
+                 ) -> tuple[pd.Series, pd.DataFrame, dict[str, float], np.ndarray, float]:
+    """`_oos_window` for a weight strategy: its targets computed on the window's bars with the warm-up
+    before it; the targets in force when the window opens act at its first bar (they fill at its open,
+    or its first close), those of later rebalance bars as they come, and every symbol is sold out by the
+    window's last bar, so the window starts and ends in cash like a signal strategy's."""
+    s = run.settings
+    lag = 1 if run.fill is Fill.NEXT_OPEN else 0
+    targets = {}
+    for sym, own in strat.targets(sub, params).items():
+        t = own.to_numpy(dtype=float).copy()
+        off = int(sub[sym].index.searchsorted(test_index[0]))  # the symbol's first bar in the window
+        act = off - lag  # the signal bar whose order fills at the window's first own bar
+        if act >= 0:
+            known = np.flatnonzero(~np.isnan(t[:act + 1]))
+            carried = t[known[-1]] if known.size else np.nan
+            t[:act + 1] = np.nan
+            t[act] = carried
+        last = len(t) - 1 - lag  # flat at the end: the last signal bar whose order fills inside
+        if last >= max(act, 0):
+            t[last] = 0.0
+            t[last + 1:] = np.nan
+        targets[sym] = t
+    ex = run.execution
+    res = simulate_weights(sub, targets, costs=ex.costs, fill=ex.fill, init_cash=cash,
+                           max_exposure=ex.max_exposure, lots=ex.lot_map(list(sub)))
+    equity = res.equity.reindex(test_index).ffill().fillna(cash)
+    values = held_values(res, sub).reindex(test_index).fillna(0.0)
+    eq = equity.to_numpy()
+    gross = np.divide(values.abs().sum(axis=1).to_numpy(), eq, out=np.zeros(len(eq)), where=eq != 0.0)
+    tr = weight_trades(res.orders)
+    o = res.orders
+    traded = float((o["size"] * o["price"]).sum()) if len(o) else 0.0
+    metrics = compute_metrics(equity, cash, s["periods_per_year"], trades=tr if len(tr) else None,
+                              exposure=gross, traded_value=traded)
+    metrics["n_trades"] = int((tr["status"] == "closed").sum()) if len(tr) else 0
+    if not len(tr):
+        metrics["n_open_trades"] = 0
+    return equity, tr, metrics, gross, traded
 
 
 def _benchmark(run: _Run, index: pd.DatetimeIndex) -> pd.Series:
@@ -1060,7 +1122,8 @@ def _pbo_summary(pbo_per_fold: list[dict[str, Any]]) -> dict[str, Any]:
     return {"mean": float(np.mean(pbos)) if pbos else float("nan"), "per_fold": pbo_per_fold}
 
 
-def param_stability(folds: pd.DataFrame, strat: Strategy, fixed: Mapping[str, Any]) -> pd.DataFrame:
+def param_stability(folds: pd.DataFrame, strat: Strategy | WeightStrategy,
+                    fixed: Mapping[str, Any]) -> pd.DataFrame:
     """How much each optimised parameter moves across folds (std relative to its range, modal share)."""
     rows = []
     for p in strat.space.params:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.backtest.engine import BacktestResult, Timeline, as_bar_dict, load_bars, simulate
+from workbench.backtest.rebalance import RebalanceResult, simulate_weights
 from workbench.errors import ConfigError, DataError
 from workbench.paper.broker import fee_in_asset
 from workbench.paper.feed import BarFeed
@@ -27,6 +28,7 @@ from workbench.paper.journal import Journal, TickStatus
 from workbench.paper.risk import RiskLimits
 from workbench.paper.runner import Runner, StrategySpec
 from workbench.paper.sim import SimBroker
+from workbench.strategies.weights import WeightStrategy
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +155,48 @@ def journal_trades(journal: Journal, artifact: str) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+ORDER_COLUMNS = ["time", "symbol", "side", "size", "price", "fees"]
+
+
+def journal_orders(journal: Journal, artifact: str) -> pd.DataFrame:
+    """The journal's filled orders in a weight backtest's order layout (time: the fill's bar; size and
+    price over the order's fills; fees in the quote currency), in the order they were booked."""
+    fills = journal.fills_frame(artifact)
+    rows = []
+    for cid, g in fills.groupby("client_order_id", sort=False):
+        q = g["qty"].map(float)
+        price = float((q * g["price"].map(float)).sum() / q.sum())
+        fee = sum(float(f) * (price if fee_in_asset(sym, c) else 1.0)
+                  for f, sym, c in zip(g["fee"], g["symbol"], g["fee_currency"], strict=True))
+        rows.append({"time": pd.Timestamp(g["bar"].iloc[0]), "symbol": str(g["symbol"].iloc[0]),
+                     "side": str(g["side"].iloc[0]), "size": float(q.sum()), "price": price, "fees": fee,
+                     "client_order_id": cid})
+    return pd.DataFrame(rows, columns=[*ORDER_COLUMNS, "client_order_id"])
+
+
+def compare_orders(replayed: pd.DataFrame, backtested: pd.DataFrame, rtol: float = 1e-9) -> Parity:
+    """Match orders on (symbol, time, side) and compare size, price and fees (a weight strategy's
+    parity: order for order, as its trades are the sums of its orders)."""
+    key = ["symbol", "time", "side"]
+    a = {tuple(r[k] for k in key): r for r in replayed.to_dict("records")}
+    b = {tuple(r[k] for k in key): r for r in backtested.to_dict("records")}
+    diffs, matched = [], 0
+    for k in sorted(set(a) | set(b), key=lambda x: (x[1], x[0], x[2])):
+        ra, rb = a.get(k), b.get(k)
+        if ra is None or rb is None:
+            diffs.append({"symbol": k[0], "entry_time": k[1], "field": f"{k[2]} order",
+                          "replay": "present" if ra is not None else "missing",
+                          "backtest": "present" if rb is not None else "missing"})
+            continue
+        bad = [(c, float(ra[c]), float(rb[c])) for c in ("size", "price", "fees")
+               if not np.isclose(float(ra[c]), float(rb[c]), rtol=rtol, atol=1e-12)]
+        for c, x, y in bad:
+            diffs.append({"symbol": k[0], "entry_time": k[1], "field": c, "replay": x, "backtest": y})
+        matched += not bad
+    frame = pd.DataFrame(diffs, columns=["symbol", "entry_time", "field", "replay", "backtest"])
+    return Parity(matched, len(replayed), len(backtested), frame, rtol)
+
+
 @dataclass
 class Parity:
     """Trade-by-trade comparison of a replay with its backtest."""
@@ -229,8 +273,8 @@ class ReplayResult:
     spec: StrategySpec
     start: pd.Timestamp
     end: pd.Timestamp
-    trades: pd.DataFrame
-    backtest: BacktestResult
+    trades: pd.DataFrame  # (a weight strategy's: its orders)
+    backtest: BacktestResult | RebalanceResult
     parity: Parity
     journal_path: Path
     ticks: int
@@ -245,7 +289,7 @@ class ReplayResult:
             "end": self.end.isoformat(),
             "ticks": self.ticks,
             "trades": len(self.trades),
-            "backtest_trades": len(self.backtest.trades),
+            "backtest_trades": self.parity.backtest_trades,
             "parity": self.parity.ok,
             "tick_ms_median": float(lat.median()) if len(lat) else None,
             "tick_ms_p99": float(lat.quantile(0.99)) if len(lat) else None,
@@ -356,15 +400,15 @@ def replay(
             got = broker.get_order(row["client_order_id"])
             if got is not None:
                 runner._apply(spec, row, got)
-        trades = journal_trades(journal, spec.name)
         bt = parity_backtest(spec, frames, i0)
+        trades, parity = _parity(journal, spec, bt, rtol)
         return ReplayResult(
             spec,
             index[i0],
             index[-1] + tf.delta,
             trades,
             bt,
-            compare_trades(trades, backtest_trades(bt), rtol),
+            parity,
             root / "journal.sqlite",
             len(times),
             pd.Series(lat, dtype=float),
@@ -374,11 +418,32 @@ def replay(
         broker.close()
 
 
-def parity_backtest(spec: StrategySpec, frames: dict[str, pd.DataFrame], i0: int) -> BacktestResult:
-    """The backtest a replay must equal: same bars and warm-up, no signal acted on before the start."""
+def _parity(journal: Journal, spec: StrategySpec, bt: BacktestResult | RebalanceResult,
+            rtol: float) -> tuple[pd.DataFrame, Parity]:
+    """What the journal recorded and its parity with `bt`: round trips for a signal strategy, orders
+    for a weight strategy."""
+    if isinstance(bt, RebalanceResult):
+        orders = journal_orders(journal, spec.name)
+        return orders, compare_orders(orders, bt.orders, rtol)
+    trades = journal_trades(journal, spec.name)
+    return trades, compare_trades(trades, backtest_trades(bt), rtol)
+
+
+def parity_backtest(spec: StrategySpec, frames: dict[str, pd.DataFrame], i0: int
+                    ) -> BacktestResult | RebalanceResult:
+    """The backtest a replay must equal: same bars and warm-up, no signal (or target) acted on before
+    the start."""
     strat = spec.strategy_obj()
     params = strat.params(spec.params)
     t0 = Timeline(frames).index[i0]
+    if isinstance(strat, WeightStrategy):
+        targets = {}
+        for s, own in strat.targets(frames, params).items():
+            t = own.copy()
+            t.iloc[:int(frames[s].index.searchsorted(t0))] = np.nan
+            targets[s] = t
+        return simulate_weights(frames, targets, costs=spec.costs, fill=spec.fill, init_cash=spec.capital,
+                                max_exposure=spec.max_exposure, lots=spec.lots)
     signals = {}
     for s, df in frames.items():
         sig = strat.signals(df, params)
@@ -428,7 +493,7 @@ def shadow(journal: Journal, spec: StrategySpec, lake: Any, rtol: float = 1e-6) 
     end = last + spec.tf.delta * (2 if spec.fill.value == "next_open" else 1)
     frames, i0 = replay_frames(lake, spec, first, end)
     bt = parity_backtest(spec, frames, i0)
-    parity = compare_trades(journal_trades(journal, spec.name), backtest_trades(bt), rtol)
+    parity = _parity(journal, spec, bt, rtol)[1]
     equity = bt.equity.iloc[i0:].rename("shadow backtest")
     return parity, equity
 

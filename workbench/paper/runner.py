@@ -48,7 +48,7 @@ from workbench.paper.feed import BarFeed
 from workbench.paper.journal import Journal, TickStatus, dec
 from workbench.paper.risk import RiskLimits, bar_move, check_entry, loss_halts
 from workbench.strategies.base import ORDER_TYPES, Strategy, check_pins
-from workbench.strategies.registry import get_strategy
+from workbench.strategies.weights import WeightStrategy
 
 log = logging.getLogger(__name__)
 
@@ -195,10 +195,14 @@ class StrategySpec:
         """The bars' timeframe."""
         return Timeframe.parse(self.timeframe)
 
-    def strategy_obj(self) -> Strategy:
+    def strategy_obj(self) -> Strategy | WeightStrategy:
         """The registered strategy (the same code the backtest ran), refused if the models it loads
         are not the ones its artifact pinned."""
-        strat = get_strategy(self.strategy)
+        from workbench.backtest.weight_strategies import resolve_strategy
+
+        strat = resolve_strategy(self.strategy)
+        if isinstance(strat, WeightStrategy):
+            return strat
         check_pins(strat, self.pins, self.name)
         return strat
 
@@ -419,12 +423,18 @@ class Runner:
         j = self.journal
         self._settle(spec, bar, frames)
         self._reconcile(spec, bar)
+        strategy = self._strategies[spec.name]
+        if isinstance(strategy, WeightStrategy):
+            self._rebalance(spec, strategy, now, bar, frames, result)
+            crashpoint("before_snapshot")
+            self._snapshot(spec, bar)
+            return
         self._fund(spec, bar, now)
         self._watched_exits(spec, bar, frames, result)
         label = self._fill_label(spec, bar)
         # signals of the strategy on the window, exactly as the backtest computes them
         t_sig = time.perf_counter()
-        strat, params = self._strategies[spec.name], self._params[spec.name]
+        strat, params = strategy, self._params[spec.name]
         first = self.journal.first_tick(spec.name)
         ppys = own_periods_per_year(list(spec.symbols), spec.timeframe, spec.periods_per_year)
         rows: dict[str, dict[str, float]] = {}
@@ -504,6 +514,82 @@ class Runner:
             self._entry(spec, bar, label, sym, long, frac_last[sym], rows[sym], result)
         crashpoint("before_snapshot")
         self._snapshot(spec, bar)
+
+    def _rebalance(self, spec: StrategySpec, strat: WeightStrategy, now: pd.Timestamp, bar: pd.Timestamp,
+                   frames: dict[str, pd.DataFrame], result: TickResult) -> None:
+        """A weight strategy's tick, by SEMANTICS.md "Target weights and rebalancing": the targets of each
+        symbol's last bar act when that symbol trades now (as a signal does); the target quantities are
+        sized on the equity at this fill step's prices and rounded toward zero to the lot; every sell is
+        sent before any buy, and each buy is capped by the cash the sells left."""
+        from workbench.backtest.rebalance import toward_zero
+
+        j = self.journal
+        t_sig = time.perf_counter()
+        targets = strat.targets(frames, self._params[spec.name])
+        first = j.first_tick(spec.name)
+        acting: dict[str, float] = {}
+        for sym in spec.symbols:
+            df = frames[sym]
+            if not len(df) or not len(targets[sym]):
+                continue
+            t = float(targets[sym].iloc[-1])
+            if math.isfinite(t) and self._acts(spec, sym, df, bar, now, first):
+                acting[sym] = t
+        result.signal_ms = (time.perf_counter() - t_sig) * 1000
+        if not acting:
+            return
+        ledger = j.ledger(spec.name, spec.capital)
+        pos = {s: float(ledger.positions.get(s, Decimal(0))) for s in spec.symbols}
+        px = {s: self.broker.price(s) for s in spec.symbols if pos[s] or s in acting}
+        equity = float(ledger.cash) + sum(pos[s] * px[s] for s in spec.symbols if pos[s])
+        if equity <= 0:
+            j.decide(spec.name, bar, None, "sizing", "refused", f"equity {equity:,.2f} is not positive")
+            return
+        j.decide(spec.name, bar, None, "signal", "rebalance", "the strategy's target weights",
+                 targets=acting, equity=equity)
+        lots = {s: spec.lots.get(s, Lot()).merge(self.broker.lot(s)) for s in acting}
+        deltas: dict[str, float] = {}
+        for sym, target in acting.items():
+            lot = lots[sym]
+            want = toward_zero(target * equity / px[sym], lot.step)
+            d = want - pos[sym]
+            if abs(d) * px[sym] <= 1e-12 * equity:  # the same position: the decimal ledger's sums differ
+                continue  # from the backtest's floats in the last digits (dust of 1e-15 left by a sale)
+            if abs(d) < lot.min_qty or abs(d) * px[sym] < lot.min_notional:
+                j.decide(spec.name, bar, sym, "sizing", "skipped",
+                         f"the trade of {d:.10g} toward the target {target:g} is below the lot rules "
+                         f"{asdict(lot)}: the position is kept", target=target)
+                continue
+            deltas[sym] = d
+        for sym, d in deltas.items():  # every sell first, in column order
+            if d < 0:
+                req = OrderRequest(client_order_id=client_order_id(spec.name, sym, bar, "rebal"),
+                                   symbol=sym, side=Side.SELL, qty=-d)
+                self._send(spec, bar, "rebal", req, {"target": acting[sym]}, result)
+        halted = self._entry_halts(spec, bar, now, frames)
+        fees = spec.costs.fees
+        floor = -max(0.0, spec.max_exposure - 1.0) * equity
+        for sym, d in deltas.items():  # then the buys, each capped by the cash left
+            if d <= 0:
+                continue
+            why = halted.get(sym) or halted.get("*")
+            if why:
+                j.decide(spec.name, bar, sym, "risk", "refused", why, target=acting[sym])
+                continue
+            cash = float(j.ledger(spec.name, spec.capital).cash)
+            est = self._fill_estimate(spec, sym, Side.BUY)
+            q = d
+            if q * est * (1.0 + fees) > cash - floor:
+                q = toward_zero(max(cash - floor, 0.0) / (1.0 + fees) / est, lots[sym].step)
+            # (cash the backtest's floats spent to 0 may be left as 1e-13 in the decimal ledger: no buy)
+            q = self.broker.normalize_qty(sym, q) if q * est > 1e-12 * equity else 0.0
+            if q <= 0:
+                j.decide(spec.name, bar, sym, "sizing", "refused", "no cash left for the buy toward the "
+                         f"target {acting[sym]:g}", target=acting[sym])
+                continue
+            req = OrderRequest(client_order_id=client_order_id(spec.name, sym, bar, "rebal"), symbol=sym,
+                               side=Side.BUY, qty=q)
+            self._send(spec, bar, "rebal", req, {"target": acting[sym]}, result)
 
     # ------------------------------------------------------------------ settle and reconcile
     def _settle(self, spec: StrategySpec, bar: pd.Timestamp, frames: Mapping[str, pd.DataFrame]) -> None:

@@ -152,3 +152,43 @@ def random_continuation(bars: pd.DataFrame, t: int, rng: np.random.Generator) ->
         level = float(np.nanmedian(past)) if np.isfinite(past).any() else 1.0
         out.iloc[t + 1:, cast(int, out.columns.get_loc("volume"))] = level * rng.uniform(0.2, 3.0, m)
     return out
+
+
+def check_weight_lookahead(strategy: Any, frames: Mapping[str, pd.DataFrame],
+                           params: Mapping[str, Any] | None = None, cuts: int = 5, seed: int = 0,
+                           rtol: float = 1e-9) -> LookaheadReport:
+    """The look-ahead check of a weight strategy (`workbench.strategies.weights.WeightStrategy`): its
+    targets at bars <= t, recomputed on the universe's bars truncated after t and randomly continued
+    after t, must equal the full-data run's (one field per symbol, ``weights.<symbol>``)."""
+    p = strategy.params(params)
+    index = pd.DatetimeIndex(sorted(set().union(*(f.index for f in frames.values()))))
+    n = len(index)
+
+    def run(fs: Mapping[str, pd.DataFrame]) -> dict[str, np.ndarray]:
+        targets = strategy.targets(fs, p)
+        return {f"weights.{s}": t.reindex(index).to_numpy(dtype=float) for s, t in targets.items()}
+
+    full = run(frames)
+    lo, hi = int(strategy.warmup(p)) + 1, n - 2
+    if lo > hi:
+        raise DataError(f"look-ahead check of {strategy.name} needs at least {lo + 2} bars, got {n}; "
+                        "pass a longer range")
+    points = np.unique(np.linspace(lo, hi, max(int(cuts), 1)).round().astype(int))
+    rng = np.random.default_rng(seed)
+    violations: list[Violation] = []
+    for t in points:
+        cut = index[t]
+        for variant in VARIANTS:
+            other = {}
+            for s, f in frames.items():
+                k = int(f.index.searchsorted(cut, side="right")) - 1  # the symbol's last own bar <= cut
+                if variant == "truncated":
+                    other[s] = f.iloc[: k + 1]
+                else:
+                    other[s] = random_continuation(f, k, rng) if 1 < k < len(f) - 1 else f
+            # a symbol with no bar up to the cut is absent from the truncated universe
+            other = {s: f for s, f in other.items() if len(f)}
+            part = run(other)
+            violations.extend(compare_runs({k: v for k, v in full.items() if k in part}, part, int(t), index,
+                                           variant, rtol))
+    return LookaheadReport(strategy.name, dict(p), tuple(index[points]), tuple(violations))
