@@ -107,7 +107,6 @@ def test_walk_forward_refits_the_allocator_per_fold_out_of_sample_windows_start_
                        fixed={"window": 63, "every": "monthly"}, costs=Costs(fees=0.0005))
     assert res.settings["portfolio"] is True
     assert res.folds["n_feasible"].min() > 0
-    cash = res.settings["init_cash"]
     for _, row in res.folds.iterrows():
         k = int(row["fold"])
         window = res.oos_equity.loc[row["test_start"]:row["test_end"]]
@@ -127,7 +126,7 @@ def test_walk_forward_refits_the_allocator_per_fold_out_of_sample_windows_start_
         # the window opens in cash and buys, at its first open, every symbol the fit weights
         first = trades[trades["entry_time"] == window.index[0]]
         assert sorted(first["symbol"]) == sorted(want.index[want > 1e-9])
-        cash = float(window.iloc[-1])
+
 
 
 def _peeking(closes: pd.DataFrame, p: dict) -> pd.DataFrame:
