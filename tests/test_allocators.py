@@ -142,3 +142,85 @@ def test_infeasible_constraints_and_short_history_are_named() -> None:
     holes.iloc[-10:, 2] = np.nan
     with pytest.raises(DataError, match="returns of S2 have missing values in the allocator's window"):
         Allocator(method="inverse_vol").weights(holes)
+
+
+# ---------------------------------------------------------------------------------------- long/short
+def _theirs_long_short(x: np.ndarray, *, risk_aversion: float, min_weight: float, gross: float,
+                       net: float | None) -> np.ndarray:
+    """skfolio's MeanRisk fitted directly: the gross as a cvxpy sum |w| <= gross (ours uses skfolio's
+    max_long / max_short legs when the net is fixed: the same set, written another way)."""
+    import cvxpy as cp
+
+    budget = {"budget": net}  # None: Kelly picks its own net
+    prior = EmpiricalPrior(covariance_estimator=LedoitWolf())
+    model = MeanRisk(objective_function=ObjectiveFunction.MAXIMIZE_UTILITY, risk_measure=RiskMeasure.VARIANCE,
+                     risk_aversion=risk_aversion, prior_estimator=prior, min_weights=min_weight,
+                     max_weights=None, **budget,
+                     add_constraints=lambda w: [cp.sum(cp.abs(w)) <= gross])
+    return np.asarray(model.fit(x).weights_)
+
+
+@pytest.mark.parametrize(("kw", "binding"), [
+    ({"method": "mean_variance", "risk_aversion": 20.0, "min_weight": -0.5, "net": 0.0}, False),
+    ({"method": "mean_variance", "risk_aversion": 1.0, "min_weight": -0.5, "net": 0.0}, True),
+    ({"method": "mean_variance", "risk_aversion": 2.0, "min_weight": -0.3, "net": 1.0, "gross": 1.6}, True),
+    ({"method": "kelly", "kelly_fraction": 0.05, "min_weight": -0.5}, False),
+    ({"method": "kelly", "kelly_fraction": 0.15, "min_weight": -0.5}, True),
+    ({"method": "kelly", "kelly_fraction": 0.05, "min_weight": -0.5, "net": 0.0}, False),
+])
+def test_long_short_weights_equal_skfolios_own_and_the_constraints_hold(kw: dict, binding: bool) -> None:
+    r = _returns()
+    alloc = Allocator(window=250, **kw)
+    w = alloc.weights(r).to_numpy()
+    ra = kw.get("risk_aversion", 1.0 / (2.0 * kw.get("kelly_fraction", 0.5)))
+    theirs = _theirs_long_short(r.iloc[-250:].to_numpy(), risk_aversion=ra, min_weight=kw["min_weight"],
+                                gross=alloc.gross, net=kw.get("net"))
+    np.testing.assert_allclose(w, theirs, atol=2e-5)
+    assert (w < -1e-3).any()  # the falling asset is shorted
+    assert w.min() >= kw["min_weight"] - 1e-7
+    assert np.abs(w).sum() <= alloc.gross + 1e-6
+    assert bool(np.abs(w).sum() > alloc.gross - 1e-5) == binding
+    if "net" in kw:
+        assert w.sum() == pytest.approx(kw["net"], abs=1e-7)
+
+
+def test_long_short_kelly_is_the_fraction_of_inverse_covariance_times_mean() -> None:
+    rng = np.random.default_rng(12)
+    x = rng.normal(0.0, 0.2, (500, 3)) + np.array([0.05, -0.04, 0.02])
+    want = 0.1 * np.linalg.solve(np.cov(x.T, ddof=1), x.mean(axis=0))  # numpy's covariance, by hand
+    assert want[1] < -0.05 and np.abs(want).sum() < 0.6  # a short leg; the gross is not binding
+    w = Allocator(method="kelly", kelly_fraction=0.1, covariance="empirical", window=500,
+                  min_weight=-1.0).weights(pd.DataFrame(x, columns=["A", "B", "C"]))
+    np.testing.assert_allclose(w.to_numpy(), want, rtol=2e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize(("kw", "says"), [
+    ({"method": "hrp", "min_weight": -0.2}, "the hrp allocator is long only (min_weight=-0.2 would need "
+                                             "shorts): use one of kelly, mean_variance, or drop min_weight"),
+    ({"method": "risk_parity", "min_weight": -0.2}, "the risk_parity allocator is long only"),
+    ({"method": "mean_variance", "min_weight": 0.1}, "min_weight=0.1 must be 0 (long only) or negative"),
+    ({"method": "mean_variance", "min_weight": -0.2}, "with shorts needs net= (the sum of the weights"),
+    ({"method": "mean_variance", "net": 0.0}, "net=0.0 applies to long/short weights only"),
+    ({"method": "kelly", "min_weight": -0.2, "net": 1.0}, "net=1.0 must lie strictly between -gross and "
+                                                          "gross=1"),
+    ({"method": "mean_variance", "min_weight": -0.2, "net": -1.5, "gross": 1.2}, "net=-1.5 must lie"),
+])
+def test_long_short_settings_are_checked_in_one_line(kw: dict, says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Allocator(**kw)
+    assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_infeasible_long_short_constraints_are_named_before_the_solver() -> None:
+    r = _returns(m=4)
+    with pytest.raises(ConfigError, match=r"min_weight=-0.1 x 4 assets holds at least -0.4, more than "
+                                          r"net=-0.5: lower min_weight to at most -0.125"):
+        Allocator(method="mean_variance", min_weight=-0.1, net=-0.5).weights(r)
+    with pytest.raises(ConfigError, match=r"max_weight=0.1 x 4 assets holds at most 0.4, less than net=0.5"):
+        Allocator(method="kelly", min_weight=-0.5, net=0.5, max_weight=0.1).weights(r)
+    held = pd.Series([0.9, -0.9, 0.0, 0.0], index=r.columns)  # gross 1.8, the new gross 1
+    with pytest.raises(ConfigError, match=r"max_turnover=0.3 cannot reach weights that sum to net=0 within "
+                                          r"gross=1 from the weights held \(the least change is 0.8\)"):
+        Allocator(method="mean_variance", min_weight=-1.0, net=0.0, max_turnover=0.3).weights(r, held)
+    moved = Allocator(method="mean_variance", min_weight=-1.0, net=0.0, max_turnover=0.9).weights(r, held)
+    assert (moved - held).abs().sum() <= 0.9 + 1e-6 and moved.abs().sum() <= 1.0 + 1e-6

@@ -15,7 +15,8 @@ from workbench.backtest.engine import (
     parse_lots,
     simulate,
 )
-from workbench.backtest.rebalance import RebalanceResult, simulate_weights
+from workbench.backtest.portfolio_risk import RiskLimits
+from workbench.backtest.rebalance import Allocation, RebalanceResult, allocate, simulate_weights
 from workbench.backtest.sweep import SweepIndex, SweepResult, list_sweeps, load_sweep, sweep
 from workbench.backtest.tickfills import (
     TickSummary,
@@ -26,6 +27,7 @@ from workbench.backtest.tickfills import (
 )
 
 __all__ = [
+    "Allocation",
     "Allocator",
     "BacktestResult",
     "Costs",
@@ -34,11 +36,13 @@ __all__ = [
     "Fill",
     "Lot",
     "RebalanceResult",
+    "RiskLimits",
     "Sizing",
     "SizingKind",
     "SweepIndex",
     "SweepResult",
     "TickSummary",
+    "allocate",
     "backtest",
     "list_sweeps",
     "load_bars",

@@ -11,11 +11,15 @@ variance, on a shrunk covariance), ``max_diversification``, and ``kelly`` (fract
 utility with risk aversion 1 / (2 x `kelly_fraction`), whose unconstrained optimum is `kelly_fraction` x
 the inverse covariance times the mean; it may leave part of the gross in cash).
 
-Constraints (long only in this version): the weights sum to `gross` (at most `gross` for Kelly), each is
+Constraints: long only by default, the weights sum to `gross` (at most `gross` for Kelly); each is
 at most `max_weight`, and the sum of absolute changes from `previous` weights is at most `max_turnover`
-(a cvxpy constraint added to skfolio's problem: skfolio's own `max_turnover` caps each asset). A
-constraint a method cannot honour is refused rather than ignored, and an infeasible set is named before
-the solver runs.
+(a cvxpy constraint added to skfolio's problem: skfolio's own `max_turnover` caps each asset).
+Long/short (``mean_variance`` and ``kelly`` only: the other methods' estimators are long only): a
+negative `min_weight` is each weight's floor, the weights sum to `net` (Kelly without `net` picks its
+own net exposure) and `gross` caps the sum of their absolute values (skfolio's `max_long` /
+`max_short` = (gross +- net) / 2 when net is fixed, a cvxpy ``sum |w| <= gross`` otherwise). A
+constraint a method cannot honour is refused rather than ignored, and an infeasible set is named
+before the solver runs.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ COVARIANCES = ("empirical", "ledoit_wolf", "shrunk")
 _TAKES_MAX_WEIGHT = {"risk_parity", "hrp", "mean_variance", "max_diversification", "kelly"}
 _TAKES_TURNOVER = {"mean_variance", "max_diversification", "kelly"}
 _SUM_TO_ONE = {"equal", "inverse_vol", "risk_parity", "hrp"}  # skfolio's weights sum to 1: scaled to gross
+_TAKES_SHORTS = {"mean_variance", "kelly"}  # skfolio's MeanRisk takes negative min_weights
 _TAKES_COVARIANCE = {"inverse_vol", "risk_parity", "hrp", "mean_variance", "max_diversification", "kelly"}
 
 
@@ -48,6 +53,8 @@ class Allocator:
     window: int = 252
     min_history: int | None = None
     gross: float = 1.0
+    min_weight: float = 0.0
+    net: float | None = None
     max_weight: float | None = None
     max_turnover: float | None = None
     covariance: str = "ledoit_wolf"
@@ -66,6 +73,7 @@ class Allocator:
         if not (math.isfinite(self.gross) and self.gross > 0):
             raise ConfigError(f"allocator gross={self.gross!r} must be a positive fraction of equity "
                               "(1 = fully invested)")
+        self._check_long_short()
         if self.max_weight is not None:
             if not (math.isfinite(self.max_weight) and self.max_weight > 0):
                 raise ConfigError(f"allocator max_weight={self.max_weight!r} must be a positive fraction")
@@ -93,6 +101,41 @@ class Allocator:
         if not (math.isfinite(self.kelly_fraction) and 0 < self.kelly_fraction <= 1):
             raise ConfigError(f"kelly_fraction={self.kelly_fraction!r} must lie in (0, 1] (0.5 = half Kelly)")
 
+    def _check_long_short(self) -> None:
+        """`min_weight` and `net`: a floor at or below 0, shorts only where skfolio's estimator takes
+        them, and a net exposure strictly inside the gross (else the shorts could not exist)."""
+        if not (math.isfinite(self.min_weight) and self.min_weight <= 0):
+            raise ConfigError(f"allocator min_weight={self.min_weight!r} must be 0 (long only) or negative "
+                              "(each weight's floor, allowing shorts)")
+        if self.min_weight < 0 and self.method not in _TAKES_SHORTS:
+            raise ConfigError(f"the {self.method} allocator is long only (min_weight={self.min_weight:g} "
+                              f"would need shorts): use one of {', '.join(sorted(_TAKES_SHORTS))}, or drop "
+                              "min_weight")
+        if self.net is None:
+            if self.min_weight < 0 and self.method == "mean_variance":
+                raise ConfigError("the mean_variance allocator with shorts needs net= (the sum of the "
+                                  "weights, e.g. 0 for market neutral), strictly between -gross and "
+                                  f"gross={self.gross:g}")
+            return
+        if self.min_weight == 0:
+            raise ConfigError(f"net={self.net!r} applies to long/short weights only (long only, the weights "
+                              "sum to gross): set a negative min_weight, or drop net")
+        if not (math.isfinite(self.net) and abs(self.net) < self.gross):
+            raise ConfigError(f"allocator net={self.net!r} must lie strictly between -gross and "
+                              f"gross={self.gross:g} (at net = gross no weight can be short)")
+
+    @property
+    def short(self) -> bool:
+        """Whether weights may be negative (a negative `min_weight`)."""
+        return self.min_weight < 0
+
+    def _total(self) -> float | None:
+        """The sum the weights must reach: `gross` long only, `net` long/short; None for Kelly, which
+        chooses its own (at most `gross` long only, anything within the gross long/short)."""
+        if self.method == "kelly":
+            return self.net
+        return self.net if self.short else self.gross
+
     # ------------------------------------------------------------------ skfolio
     def model(self, n_assets: int, previous: np.ndarray | None = None) -> Any:
         """The skfolio estimator this allocator fits on `n_assets` assets (`previous`: the weights held,
@@ -112,15 +155,23 @@ class Allocator:
 
         cov = {"empirical": EmpiricalCovariance, "ledoit_wolf": LedoitWolf, "shrunk": ShrunkCovariance}
         prior = EmpiricalPrior(covariance_estimator=cov[self.covariance]())
-        cap = self.max_weight if self.max_weight is not None else self.gross
-        bounds: dict[str, Any] = {"min_weights": 0.0, "max_weights": cap}
-        turnover: dict[str, Any] = {}
-        if self.max_turnover is not None:  # the sum of absolute changes (skfolio's own cap is per asset)
-            import cvxpy as cp
+        import cvxpy as cp
 
+        cap = self.max_weight if self.max_weight is not None else (None if self.short else self.gross)
+        bounds: dict[str, Any] = {"min_weights": self.min_weight, "max_weights": cap}
+        extra: list[Any] = []  # cvxpy constraints on the weights variable, added to skfolio's problem
+        if self.max_turnover is not None:  # the sum of absolute changes (skfolio's own cap is per asset)
             held = np.zeros(n_assets) if previous is None else np.asarray(previous, dtype=float)
             cap_t = float(self.max_turnover)
-            turnover = {"add_constraints": lambda w: [cp.sum(cp.abs(w - held)) <= cap_t]}
+            extra.append(lambda w: cp.sum(cp.abs(w - held)) <= cap_t)
+        if self.short and self.net is not None:  # sum w = net and sum |w| <= gross: long and short legs
+            bounds.update(max_long=(self.gross + self.net) / 2, max_short=(self.gross - self.net) / 2)
+        elif self.short:  # Kelly choosing its own net: the gross caps the absolute weights
+            gross = float(self.gross)
+            extra.append(lambda w: cp.sum(cp.abs(w)) <= gross)
+        turnover: dict[str, Any] = {}
+        if extra:
+            turnover = {"add_constraints": lambda w: [f(w) for f in extra]}
         m = self.method
         if m == "equal":
             return EqualWeighted()
@@ -135,12 +186,14 @@ class Allocator:
         if m == "mean_variance":
             return MeanRisk(objective_function=ObjectiveFunction.MAXIMIZE_UTILITY,
                             risk_measure=RiskMeasure.VARIANCE, risk_aversion=self.risk_aversion,
-                            prior_estimator=prior, budget=self.gross, **bounds, **turnover)
-        # kelly: maximise mean - w'Cw / (2 f), invested at most `gross`
+                            prior_estimator=prior, budget=self._total(), **bounds, **turnover)
+        # kelly: maximise mean - w'Cw / (2 f), invested at most `gross` (long/short: the net as set, or free)
+        budget: dict[str, Any] = {"budget": None, "min_budget": 0.0, "max_budget": self.gross}
+        if self.short:
+            budget = {"budget": self.net}
         return MeanRisk(objective_function=ObjectiveFunction.MAXIMIZE_UTILITY,
                         risk_measure=RiskMeasure.VARIANCE, risk_aversion=1.0 / (2.0 * self.kelly_fraction),
-                        prior_estimator=prior, budget=None, min_budget=0.0, max_budget=self.gross, **bounds,
-                        **turnover)
+                        prior_estimator=prior, **budget, **bounds, **turnover)
 
     # ------------------------------------------------------------------ weights
     def weights(self, returns: pd.DataFrame, previous: pd.Series | None = None) -> pd.Series:
@@ -185,6 +238,10 @@ class Allocator:
 
     def _constraints(self) -> str:
         parts = [f"gross={self.gross:g}"]
+        if self.short:
+            parts.append(f"min_weight={self.min_weight:g}")
+        if self.net is not None:
+            parts.append(f"net={self.net:g}")
         if self.max_weight is not None:
             parts.append(f"max_weight={self.max_weight:g}")
         if self.max_turnover is not None:
@@ -193,18 +250,31 @@ class Allocator:
 
     def _check_feasible(self, n: int, previous: np.ndarray | None) -> None:
         """Name the constraint that no weights can satisfy, before any solver runs."""
-        full = self.method != "kelly"  # (Kelly may keep cash: any cap is feasible)
-        if self.max_weight is not None and full and n * self.max_weight < self.gross - 1e-12:
+        total = self._total()  # None: Kelly keeps cash or picks its net, so any cap is feasible
+        if total is None:
+            return
+        what = f"net={total:g}" if self.short else f"gross={total:g}"
+        if self.max_weight is not None and n * self.max_weight < total - 1e-12:
             raise ConfigError(f"max_weight={self.max_weight:g} x {n} assets holds at most "
-                              f"{n * self.max_weight:g}, less than gross={self.gross:g}: raise max_weight to "
-                              f"at least {self.gross / n:.4g} or widen the universe")
-        if self.max_turnover is not None and full:
+                              f"{n * self.max_weight:g}, less than {what}: raise max_weight to "
+                              f"at least {total / n:.4g} or widen the universe")
+        if self.short and n * self.min_weight > total + 1e-12:
+            raise ConfigError(f"min_weight={self.min_weight:g} x {n} assets holds at least "
+                              f"{n * self.min_weight:g}, more than {what}: lower min_weight to at most "
+                              f"{total / n:.4g} or widen the universe")
+        if self.max_turnover is not None:
             held = np.zeros(n) if previous is None else previous
-            cap = self.max_weight if self.max_weight is not None else self.gross
-            clipped = np.clip(held, 0.0, cap)
-            least = float(np.abs(held - clipped).sum() + abs(self.gross - clipped.sum()))
+            cap = self.max_weight if self.max_weight is not None else (np.inf if self.short else self.gross)
+            clipped = np.clip(held, self.min_weight, cap)
+            # the least change into the box and onto the sum (exact long only; long/short a lower bound,
+            # with the least change into the gross: the solver names what is left)
+            least = float(np.abs(held - clipped).sum() + abs(total - clipped.sum()))
+            if self.short:
+                least = max(least, float(np.abs(held).sum()) - self.gross)
             if least > self.max_turnover + 1e-9:
-                under = "" if self.max_weight is None else f" under max_weight={cap:g}"
+                under = "" if self.max_weight is None else f" under max_weight={self.max_weight:g}"
+                if self.short:
+                    under += f" within gross={self.gross:g}"
                 raise ConfigError(f"max_turnover={self.max_turnover:g} cannot reach weights that sum to "
-                                  f"gross={self.gross:g}{under} from the weights held (the least change is "
+                                  f"{what}{under} from the weights held (the least change is "
                                   f"{least:.4g}): raise max_turnover or rebalance from cash in steps")

@@ -13,15 +13,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numba
 import numpy as np
 import pandas as pd
 
-from workbench.backtest.engine import Costs, Fill, Lot, Timeline, _compact, lot_matrix, resolve_lots
+from workbench.backtest.engine import (
+    Costs,
+    Fill,
+    Lot,
+    Timeline,
+    _compact,
+    lot_matrix,
+    resolve_annualisation,
+    resolve_lots,
+)
 from workbench.backtest.kernels import BUY, N_ORDER_FIELDS, O_COL, O_FEES, O_IDX, O_PRICE, O_SIDE, O_SIZE
+from workbench.backtest.portfolio_risk import REPORT_COLUMNS, RiskLimits, apply_limits
 from workbench.errors import ConfigError, DataError
 from workbench.strategies.weights import (
     SCHEDULES,
@@ -252,35 +262,75 @@ def simulate_weights(frames: Mapping[str, pd.DataFrame], weights: Mapping[str, A
     return RebalanceResult(equity=equity, orders=table, inputs=inputs)
 
 
-def allocation_weights(frames: Mapping[str, pd.DataFrame], allocator: Any, every: str = "monthly",
-                       progress: Any = None) -> dict[str, pd.Series]:
+@dataclass
+class Allocation:
+    """An allocator's targets on a schedule (`allocate`): each symbol's targets on its own bars, as
+    `simulate_weights` takes them; the risk report (`portfolio_risk.REPORT_COLUMNS`) and the risk
+    contributions (rebalance time x symbol), both indexed by the rebalance bars' times."""
+
+    targets: dict[str, pd.Series]
+    report: pd.DataFrame
+    contributions: pd.DataFrame
+
+
+def allocate(frames: Mapping[str, pd.DataFrame], allocator: Any, every: str = "monthly",
+             risk: RiskLimits | None = None, progress: Any = None) -> Allocation:
     """Targets from an `Allocator` (`workbench.backtest.allocators`) on a calendar schedule: at each
     rebalance bar `s` of the union timeline, the allocator is fitted on the closes' simple returns up to
     and including bar `s` (a closed market's close carried forward: 0 returns), so the targets see
     nothing after the bar they act on (`simulate_weights` trades them at the next open, or at that
-    close). Bars before the allocator's `min_history` set no target; the turnover cap is measured from
-    the previous targets. Returns each symbol's targets on its own bars (NaN elsewhere), as
-    `simulate_weights` takes them: a symbol whose market has no bar at a rebalance bar takes its target
-    at its first own bar after it (mixed calendars: with `next_open` that trades one own bar later than
-    a bar of its own would). `progress(done, total)` after each fit."""
+    close). Bars before the allocator's `min_history` (or the risk window) set no target; the turnover cap
+    is measured from the allocator's previous weights (before the risk limits). `risk`: limits applied to
+    each fit on the same trailing returns (`workbench.backtest.portfolio_risk`; without it the report
+    and risk contributions are still made, annualised by the bars' calendar). A symbol whose market has
+    no bar at a rebalance bar takes its target at its first own bar after it (mixed calendars: with
+    `next_open` that trades one own bar later than a bar of its own would). `progress(done, total)`
+    after each fit."""
     symbols = list(frames)
     tl = Timeline(frames, symbols)
     close = tl.prices()[3]
     returns = pd.DataFrame(close, index=tl.index, columns=symbols).pct_change().iloc[1:]
+    limits = risk or RiskLimits()
+    try:
+        ppy = resolve_annualisation(frames, None, None, limits.periods_per_year)[2]
+    except ConfigError:
+        if risk is not None:
+            raise ConfigError("cannot tell the bars' timeframe to annualise the volatility: pass "
+                              "RiskLimits(periods_per_year=...), e.g. 252 for daily equities") from None
+        span = (tl.index[-1] - tl.index[0]) / pd.Timedelta(days=365.25)  # report only: the bars' own rate
+        ppy = (tl.n - 1) / span if span > 0 else 1.0
+    limits = replace(limits, periods_per_year=ppy, window=limits.window or allocator.window)
     least = allocator.min_history if allocator.min_history is not None else allocator.window
+    if risk is not None and risk.window is not None:
+        least = max(least, risk.window)
     bars = [int(b) for b in rebalance_bars(tl.index, every) if b >= least]  # returns up to bar b: b rows
     if not bars:
         raise DataError(f"no rebalance bar has the {least} bars of returns the {allocator.method} allocator "
                         f"needs: the bars span {tl.n}; load more history or shorten its window")
     out = np.full((tl.n, len(symbols)), np.nan)
+    rows, shares = [], []
     previous = None
     for done, b in enumerate(bars, 1):
-        w = allocator.weights(returns.iloc[:b], previous=previous)
-        out[b] = w.to_numpy()
+        trailing = returns.iloc[:b]
+        w = allocator.weights(trailing, previous=previous)
+        check = apply_limits(w, trailing, limits)
+        out[b] = check.weights.to_numpy()
+        rows.append(check.report)
+        shares.append(check.contributions.to_numpy())
         previous = w
         if progress is not None:
             progress(done, len(bars))
-    return own_targets(frames, tl.index, out)
+    at = pd.DatetimeIndex(tl.index[bars], name="time")
+    return Allocation(targets=own_targets(frames, tl.index, out),
+                      report=pd.DataFrame(rows, index=at, columns=list(REPORT_COLUMNS)),
+                      contributions=pd.DataFrame(np.array(shares), index=at, columns=symbols))
+
+
+def allocation_weights(frames: Mapping[str, pd.DataFrame], allocator: Any, every: str = "monthly",
+                       progress: Any = None, risk: RiskLimits | None = None) -> dict[str, pd.Series]:
+    """The targets of `allocate` alone: each symbol's targets on its own bars (NaN elsewhere), as
+    `simulate_weights` takes them."""
+    return allocate(frames, allocator, every, risk=risk, progress=progress).targets
 
 
 def backtest_weights(strategy: str | WeightStrategy, frames: Mapping[str, pd.DataFrame],
@@ -299,5 +349,5 @@ def backtest_weights(strategy: str | WeightStrategy, frames: Mapping[str, pd.Dat
     return res
 
 
-__all__ = ["SCHEDULES", "RebalanceResult", "allocation_weights", "backtest_weights", "rebalance_bars",
-           "rebalance_nb", "simulate_weights"]
+__all__ = ["SCHEDULES", "Allocation", "RebalanceResult", "allocate", "allocation_weights", "backtest_weights",
+           "rebalance_bars", "rebalance_nb", "simulate_weights"]
