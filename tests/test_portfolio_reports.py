@@ -17,7 +17,9 @@ from reference_weights import simulate_weights as reference
 from workbench.backtest import Costs, Lot
 from workbench.backtest.holdings import (
     REBALANCE_COLUMNS,
+    book_benchmark,
     held_weights,
+    metrics_table,
     rebalance_metrics,
     rebalance_risk,
     rebalance_table,
@@ -222,12 +224,22 @@ def test_rebalance_risk_uses_the_weights_held_and_the_returns_up_to_the_bar() ->
 # ----------------------------------------------------------------------------- metrics and figures
 
 
-def test_metrics_of_a_book() -> None:
+def test_metrics_of_a_book_against_an_equal_weight_buy_and_hold() -> None:
     frames = _hand_frames()
-    res = simulate_weights(frames, {"A": [0.4, 0.2, NAN], "B": [0.4, 0.6, NAN]}, init_cash=1000.0)
+    costs = Costs(fees=0.001, slippage=0.01)
+    res = simulate_weights(frames, {"A": [0.4, 0.2, NAN], "B": [0.4, 0.6, NAN]}, costs=costs,
+                           init_cash=1000.0)
+    qa, qb = 500 / 1.001 / 10.1, 500 / 1.001 / 20.2  # each half bought at bar 1's open, slipped, fees paid
+    bench = book_benchmark(res, frames)
+    np.testing.assert_allclose(bench.to_numpy(), [1000.0, qa * 11 + qb * 19, qa * 12 + qb * 18], rtol=1e-12)
     m = rebalance_metrics(res, frames, calendar="24/7")
     assert m["total_return"] == pytest.approx(res.equity.iloc[-1] / 1000.0 - 1)
-    assert m["exposure"] == pytest.approx(2 / 3) and math.isnan(m["n_trades"])
+    assert m["benchmark_return"] == pytest.approx(bench.iloc[-1] / 1000.0 - 1)
+    assert m["exposure"] == pytest.approx(2 / 3) and "n_trades" not in m and "win_rate" not in m
+    idle = simulate_weights(frames, {"A": [NAN] * 3, "B": [NAN] * 3}, init_cash=1000.0)
+    table = metrics_table({"book": res, "idle": idle}, frames, calendar="24/7", formatted=False)
+    assert list(table.columns) == ["metric", "book", "idle"] and list(table["metric"]) == list(m)
+    assert table.set_index("metric").loc["total_return", "idle"] == 0.0
 
 
 def test_weights_figure_stacks_each_symbol_and_its_shorts() -> None:

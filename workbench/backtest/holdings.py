@@ -6,7 +6,8 @@ rebalance, with its turnover (traded notional over the equity before trading, SE
 weights and rebalancing" step 1), its orders, fees and slippage cost (each fill's distance from the
 bar's price before slippage, times its size). `risk_contributions`: each asset's share of the
 portfolio's variance, `RC_i = w_i (Σw)_i / (w'Σw)` on the sample covariance; `rebalance_risk` gives it
-at every rebalance. `rebalance_metrics`: the metrics of the book's equity.
+at every rebalance. `rebalance_metrics`: the metrics of the book's equity against an equal-weight buy
+and hold (`book_benchmark`); `metrics_table` puts several books side by side.
 
 Everything is computed from the orders and the bars, not from the kernel's state, so the same tables
 and figures (`workbench.backtest.plots`) serve any source of targets: a weight strategy, an allocator,
@@ -20,8 +21,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from workbench.backtest.engine import Timeline, resolve_annualisation
-from workbench.backtest.metrics import compute_metrics
+from workbench.backtest.engine import Costs, Fill, Timeline, buy_and_hold, resolve_annualisation
+from workbench.backtest.metrics import TRADE_KEYS, compute_metrics, metrics_frame
 from workbench.backtest.rebalance import RebalanceResult
 from workbench.errors import ConfigError, DataError
 
@@ -181,17 +182,48 @@ def rebalance_risk(result: RebalanceResult, frames: Mapping[str, pd.DataFrame], 
     return out
 
 
+def book_benchmark(result: RebalanceResult, frames: Mapping[str, pd.DataFrame]) -> pd.Series:
+    """Equal-weight buy and hold of the book's symbols (SEMANTICS.md "Benchmark") under the result's
+    fill, fees and fixed slippage, on its union timeline."""
+    _symbols, tl = _book(result, frames)
+    open_, _high, _low, close = tl.prices()
+    recorded = result.inputs.get("costs", {})
+    costs = Costs(fees=float(recorded.get("fees", 0.0)), slippage=float(recorded.get("slippage", 0.0)))
+    return buy_and_hold(open_, close, tl.index, costs, Fill(result.inputs.get("fill", "next_open")),
+                        float(result.inputs["init_cash"]), np.full((1, 1), costs.slippage))
+
+
 def rebalance_metrics(result: RebalanceResult, frames: Mapping[str, pd.DataFrame], *,
                       timeframe: str | None = None, calendar: str | None = None) -> dict[str, float]:
-    """The metrics of the book's equity (`compute_metrics`), annualised on the bars' timeframe and
-    calendar (inferred unless given); exposure from the weights held, turnover from the orders'
-    notional. Trade statistics are NaN: a rebalanced book has positions, not round trips."""
+    """The metrics of the book's equity (`compute_metrics`) against `book_benchmark`, annualised on the
+    bars' timeframe and calendar (inferred unless given); exposure from the weights held, turnover from
+    the orders' notional. Trade statistics are left out: a rebalanced book holds positions, not round
+    trips."""
     held = held_weights(result, frames)
     _tf, _cal, ppy = resolve_annualisation(frames, timeframe, calendar, None)
     traded = float((result.orders["size"] * result.orders["price"]).abs().sum())
-    return compute_metrics(result.equity, float(result.inputs["init_cash"]), ppy,
-                           exposure=held.abs().sum(axis=1).fillna(0.0).to_numpy(), traded_value=traded)
+    out = compute_metrics(result.equity, float(result.inputs["init_cash"]), ppy,
+                          exposure=held.abs().sum(axis=1).fillna(0.0).to_numpy(), traded_value=traded,
+                          benchmark=book_benchmark(result, frames))
+    return {k: v for k, v in out.items() if k not in TRADE_KEYS and k != "n_open_trades"}
 
 
-__all__ = ["REBALANCE_COLUMNS", "held_weights", "rebalance_metrics", "rebalance_risk", "rebalance_table",
-           "risk_contributions"]
+def metrics_table(books: Mapping[str, RebalanceResult], frames: Mapping[str, pd.DataFrame], *,
+                  formatted: bool = True, timeframe: str | None = None, calendar: str | None = None
+                  ) -> pd.DataFrame:
+    """`rebalance_metrics` of several books on the same bars side by side: a `metric` column and one
+    column per book (values as people read them unless `formatted` is False)."""
+    if not books:
+        raise ConfigError("metrics_table needs at least one book: pass {name: RebalanceResult}")
+    columns = {}
+    for name, book in books.items():
+        m = rebalance_metrics(book, frames, timeframe=timeframe, calendar=calendar)
+        columns[str(name)] = metrics_frame(m, formatted=formatted).set_index("metric")["value"]
+    table = pd.DataFrame(columns)
+    table.index.name = "metric"
+    table = table.reset_index()
+    return table
+
+
+__all__ = ["REBALANCE_COLUMNS", "book_benchmark", "held_weights", "metrics_table", "rebalance_metrics",
+           "rebalance_risk", "rebalance_table", "risk_contributions"]
