@@ -124,7 +124,7 @@ def test_turnover_and_costs_per_rebalance_by_hand() -> None:
     traded2 = sell_a * 11.88 + buy_b * 18.18
     expected = pd.DataFrame({
         "time": frames["A"].index[1:], "orders": [2, 2], "traded": [808.0, traded2],
-        "equity": [1000.0, e2], "turnover": [0.808, traded2 / e2],
+        "equity": [1000.0, e2], "rebalance_turnover": [0.808, traded2 / e2],
         "fees": [0.808, traded2 * 0.001],
         "slippage": [40 * 0.1 + 20 * 0.2, sell_a * 0.12 + buy_b * 0.18],
     })
@@ -274,7 +274,7 @@ def test_turnover_figure_carries_the_table() -> None:
     fig = turnover_figure(res, frames)
     by_name = {t.name: t for t in fig.data}
     assert set(by_name) == {"turnover", "fees", "slippage"}
-    np.testing.assert_allclose(by_name["turnover"].y, table["turnover"] * 100)
+    np.testing.assert_allclose(by_name["turnover"].y, table["rebalance_turnover"] * 100)
     np.testing.assert_allclose(by_name["slippage"].y, table["slippage"])
     assert fig.layout.barmode == "stack"
 

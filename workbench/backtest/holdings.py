@@ -26,7 +26,7 @@ from workbench.backtest.metrics import TRADE_KEYS, compute_metrics, metrics_fram
 from workbench.backtest.rebalance import RebalanceResult
 from workbench.errors import ConfigError, DataError
 
-REBALANCE_COLUMNS = ["time", "orders", "traded", "equity", "turnover", "fees", "slippage", "costs"]
+REBALANCE_COLUMNS = ["time", "orders", "traded", "equity", "rebalance_turnover", "fees", "slippage", "costs"]
 
 
 def _book(result: RebalanceResult, frames: Mapping[str, pd.DataFrame]) -> tuple[list[str], Timeline]:
@@ -87,7 +87,8 @@ def held_weights(result: RebalanceResult, frames: Mapping[str, pd.DataFrame]) ->
 def rebalance_table(result: RebalanceResult, frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per bar with orders: `orders`; `traded`, the sum of |size x fill price|; `equity`, the
     portfolio's value at that fill step before trading (cash plus positions at the open, or at the close
-    with `fill="close"`; a closed market at its last close); `turnover` = traded / equity; `fees`;
+    with `fill="close"`; a closed market at its last close); `rebalance_turnover` = traded / equity
+    (this rebalance's, not the annual `turnover` of the metrics); `fees`;
     `slippage`, the sum of |fill price - the bar's open (or close)| x size; `costs` = fees + slippage."""
     symbols, tl = _book(result, frames)
     if result.orders.empty:
@@ -115,7 +116,7 @@ def rebalance_table(result: RebalanceResult, frames: Mapping[str, pd.DataFrame])
     at = table.index.to_numpy()
     table.insert(0, "time", tl.index[at])
     table.insert(3, "equity", equity_before[at])
-    table.insert(4, "turnover", table["traded"] / table["equity"])
+    table.insert(4, "rebalance_turnover", table["traded"] / table["equity"])
     table["costs"] = table["fees"] + table["slippage"]
     return table[REBALANCE_COLUMNS].reset_index(drop=True)
 

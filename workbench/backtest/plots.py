@@ -586,7 +586,7 @@ def turnover_figure(result: Any, frames: Mapping[str, pd.DataFrame], title: str 
     x = _naive_utc(table["time"])
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.55, 0.45])
     fig.add_trace(go.Bar(
-        x=x, y=table["turnover"].to_numpy(dtype=float) * 100.0, name="turnover",
+        x=x, y=table["rebalance_turnover"].to_numpy(dtype=float) * 100.0, name="turnover",
         marker={"color": TURNOVER_COLOR}, customdata=table["orders"].to_numpy(),
         hovertemplate="%{y:.1f}% (%{customdata} orders)",
     ), row=1, col=1)
@@ -596,7 +596,7 @@ def turnover_figure(result: Any, frames: Mapping[str, pd.DataFrame], title: str 
             hovertemplate="%{y:,.2f}",
         ), row=2, col=1)
     _style(fig, title or "Turnover and costs per rebalance", height=600)
-    fig.update_layout(barmode="stack")
+    fig.update_layout(barmode="stack", legend_traceorder="normal")
     fig.update_yaxes(title_text="turnover %", ticksuffix="%", row=1, col=1)
     fig.update_yaxes(title_text="costs", row=2, col=1)
     return fig
