@@ -2,8 +2,9 @@
 
 Built before collection (kernels inherit the environment when they start), like `make demo` but
 smaller: 1h synthetic BTC/USDT for the first half of 2025 (the range the templates' defaults
-read), a walk-forward run promoted with a recorded reason, a paper replay's journal, and a model
-`demo_gbm` trained and then retrained through the model gates (what `model_monitor` reads).
+read), the demo equities' daily bars for 2022-2025 (what `portfolio_research` reads), a walk-forward
+run promoted with a recorded reason, a paper replay's journal, and a model `demo_gbm` trained and
+then retrained through the model gates (what `model_monitor` reads).
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ def pytest_configure(config: object) -> None:
         os.environ["WORKBENCH_DATA_DIR"] = os.environ["WORKBENCH_NOTEBOOK_DATA"]
         return
     from workbench.data.lake import Lake
-    from workbench.data.sources.synthetic import SyntheticSource
+    from workbench.data.sources.synthetic import DEMO_EQUITY, SyntheticSource
 
     root = Path(tempfile.mkdtemp(prefix="workbench-notebooks-")) / "data"
     lake = Lake(root)
     src = SyntheticSource(seed=7)
     start, end = pd.Timestamp("2025-01-01", tz="UTC"), pd.Timestamp("2025-07-01", tz="UTC")
     lake.write_bars("synthetic", "BTC/USDT", "1h", src.bars("BTC/USDT", "1h", start, end))
+    for symbol in DEMO_EQUITY:
+        lake.write_bars("synthetic", symbol, "1d", src.bars(symbol, "1d", "2022-01-01", "2026-01-01"))
     os.environ["WORKBENCH_DATA_DIR"] = str(root)
     os.environ["WORKBENCH_NOTEBOOK_DATA"] = str(root)  # pytest-xdist's workers, started later, reuse it
     from workbench.backtest import load_bars

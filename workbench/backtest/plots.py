@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,10 @@ __all__ = [
     "drawdown_figure",
     "equity_figure",
     "price_figure",
+    "risk_contributions_figure",
     "sweep_heatmap",
+    "turnover_figure",
+    "weights_figure",
     "write_html",
 ]
 
@@ -50,6 +53,12 @@ EXIT_COLORS = {
     "trailing_stop": "#ff7f0e",
 }
 OTHER_EXIT_COLOR = "#8c564b"
+FEES_COLOR = "#ff7f0e"
+SLIPPAGE_COLOR = "#9467bd"
+TURNOVER_COLOR = STRATEGY_COLOR
+# one color per symbol, the same in every portfolio figure (by the symbol's place in the book)
+SYMBOL_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                 "#bcbd22", "#17becf")
 
 _OHLC = ("open", "high", "low", "close")
 _AGGS = ("max", "min", "mean", "median", "sum", "first", "last", "std", "count")
@@ -521,6 +530,100 @@ def sweep_heatmap(
     )
     fig.update_xaxes(title_text=x, type="category")
     fig.update_yaxes(title_text=y, type="category")
+    return fig
+
+
+# ----------------------------------------------------------------------------- target-weight books
+
+
+def _symbol_color(j: int) -> str:
+    return SYMBOL_COLORS[j % len(SYMBOL_COLORS)]
+
+
+def _downsample_rows(frame: pd.DataFrame, max_points: int) -> pd.DataFrame:
+    """The last row of each of at most `max_points` buckets (a step curve such as weights held; the
+    final row is kept)."""
+    if len(frame) <= max_points:
+        return frame
+    starts = _bucket_starts(len(frame), max_points)
+    return frame.iloc[np.r_[starts[1:], len(frame)] - 1]
+
+
+def weights_figure(result: Any, frames: Mapping[str, pd.DataFrame], title: str = "",
+                   max_points: int = MAX_POINTS) -> go.Figure:
+    """The weights a target-weight book held after every bar (`holdings.held_weights`), stacked per
+    symbol: longs stacked up from 0, shorts down from it; the gap to 100% is cash."""
+    from workbench.backtest.holdings import held_weights
+
+    held = _downsample_rows(held_weights(result, frames), max_points) * 100.0
+    x = _naive_utc(held.index)
+    fig = go.Figure()
+    for j, sym in enumerate(held.columns):
+        w = held[sym].to_numpy(dtype=float)
+        color = _symbol_color(j)
+        fig.add_trace(go.Scatter(
+            x=x, y=np.where(w > 0, w, 0.0), name=str(sym), mode="lines", stackgroup="long",
+            legendgroup=str(sym), line={"width": 0.5, "color": color}, fillcolor=color,
+            hovertemplate="%{y:.1f}%",
+        ))
+        if (w < 0).any():
+            fig.add_trace(go.Scatter(
+                x=x, y=np.where(w < 0, w, 0.0), name=f"{sym} (short)", mode="lines", stackgroup="short",
+                legendgroup=str(sym), showlegend=False, line={"width": 0.5, "color": color}, fillcolor=color,
+                hovertemplate="%{y:.1f}%",
+            ))
+    _style(fig, title or "Weights held")
+    fig.update_yaxes(title_text="weight % of equity", ticksuffix="%")
+    return fig
+
+
+def turnover_figure(result: Any, frames: Mapping[str, pd.DataFrame], title: str = "") -> go.Figure:
+    """Per rebalance (`holdings.rebalance_table`): the turnover in percent of equity, and the fees and
+    slippage it paid stacked below, on one shared time axis."""
+    from workbench.backtest.holdings import rebalance_table
+
+    table = rebalance_table(result, frames)
+    x = _naive_utc(table["time"])
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.55, 0.45])
+    fig.add_trace(go.Bar(
+        x=x, y=table["rebalance_turnover"].to_numpy(dtype=float) * 100.0, name="turnover",
+        marker={"color": TURNOVER_COLOR}, customdata=table["orders"].to_numpy(),
+        hovertemplate="%{y:.1f}% (%{customdata} orders)",
+    ), row=1, col=1)
+    for column, color in (("fees", FEES_COLOR), ("slippage", SLIPPAGE_COLOR)):
+        fig.add_trace(go.Bar(
+            x=x, y=table[column].to_numpy(dtype=float), name=column, marker={"color": color},
+            hovertemplate="%{y:,.2f}",
+        ), row=2, col=1)
+    _style(fig, title or "Turnover and costs per rebalance", height=600)
+    fig.update_layout(barmode="stack", legend_traceorder="normal")
+    fig.update_yaxes(title_text="turnover %", ticksuffix="%", row=1, col=1)
+    fig.update_yaxes(title_text="costs", row=2, col=1)
+    return fig
+
+
+def risk_contributions_figure(contributions: pd.DataFrame, title: str = "") -> go.Figure:
+    """Each asset's share of the portfolio's risk at every rebalance, stacked bars (a negative share, a
+    hedge, below 0): `contributions` is rebalance time x asset, each row summing to 1."""
+    if not (isinstance(contributions, pd.DataFrame) and isinstance(contributions.index, pd.DatetimeIndex)
+            and len(contributions) and len(contributions.columns)):
+        raise ConfigError("contributions must be a non-empty DataFrame indexed by rebalance time with one "
+                          "column per asset (holdings.rebalance_risk gives one)")
+    values = contributions.to_numpy(dtype=float)
+    sums = values.sum(axis=1)
+    bad = np.flatnonzero(~np.isfinite(sums) | (np.abs(sums - 1.0) > 1e-6))
+    if bad.size:
+        raise ConfigError(f"risk contributions at {contributions.index[bad[0]]} sum to {sums[bad[0]]:.6g}, "
+                          "not 1: pass fractions of the portfolio's risk (drop rows with nothing held)")
+    x = _naive_utc(contributions.index)
+    fig = go.Figure([
+        go.Bar(x=x, y=values[:, j] * 100.0, name=str(asset), marker={"color": _symbol_color(j)},
+               hovertemplate="%{y:.1f}%")
+        for j, asset in enumerate(contributions.columns)
+    ])
+    _style(fig, title or "Risk contributions per rebalance")
+    fig.update_layout(barmode="relative")
+    fig.update_yaxes(title_text="share of variance %", ticksuffix="%")
     return fig
 
 
