@@ -12,11 +12,11 @@ import pytest
 from workbench.backtest import Costs
 from workbench.backtest.allocators import Allocator
 from workbench.backtest.engine import Execution, Sizing
+from workbench.backtest.holdings import held_values
 from workbench.backtest.rebalance import simulate_weights
 from workbench.backtest.weight_strategies import (
     ALLOCATE,
     WeightEvaluator,
-    held_values,
     is_weight_strategy,
     resolve_strategy,
     weight_trades,

@@ -23,6 +23,7 @@ import pandas as pd
 
 from workbench.backtest.engine import Costs, Fill, Timeline, buy_and_hold, resolve_annualisation
 from workbench.backtest.metrics import TRADE_KEYS, compute_metrics, metrics_frame
+from workbench.backtest.portfolio_risk import risk_contributions as split_variance
 from workbench.backtest.rebalance import RebalanceResult
 from workbench.errors import ConfigError, DataError
 
@@ -70,18 +71,22 @@ def _marked(qty: np.ndarray, price: np.ndarray) -> np.ndarray:
     return np.where(qty == 0.0, 0.0, qty * np.nan_to_num(price))
 
 
-def held_weights(result: RebalanceResult, frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """The weight each symbol holds after every bar of the union timeline: its position after that bar's
-    orders times its close (a closed market's last close), over the equity at that close (NaN where the
-    equity is not positive). `frames`: the bars the result was simulated on."""
+def held_values(result: RebalanceResult, frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The value each symbol's position holds after every bar of the union timeline: its position after
+    that bar's orders times its close (a closed market's last close). `frames`: the bars the result was
+    simulated on."""
     symbols, tl = _book(result, frames)
-    moved = _flows(result, tl, symbols)[4]
-    qty = moved.cumsum(axis=0)
-    close = tl.prices()[3]
+    qty = _flows(result, tl, symbols)[4].cumsum(axis=0)
+    return pd.DataFrame(_marked(qty, tl.prices()[3]), index=tl.index,
+                        columns=pd.Index(symbols, name="symbol"))
+
+
+def held_weights(result: RebalanceResult, frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """`held_values` over the equity at each close: the weight each symbol holds after every bar (NaN where
+    the equity is not positive)."""
+    values = held_values(result, frames)
     equity = result.equity.to_numpy(dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w = _marked(qty, close) / np.where(equity > 0, equity, np.nan)[:, None]
-    return pd.DataFrame(w, index=tl.index, columns=pd.Index(symbols, name="symbol"))
+    return values.div(np.where(equity > 0, equity, np.nan), axis=0)
 
 
 def rebalance_table(result: RebalanceResult, frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -146,14 +151,12 @@ def risk_contributions(returns: pd.DataFrame, weights: pd.Series | Mapping[str, 
         raise DataError(f"returns of {', '.join(map(str, holes[:5]))} have missing values in the window: "
                         "start the window after their first bar")
     cov = np.atleast_2d(np.cov(window.to_numpy(), rowvar=False, ddof=1))
-    wh = w[held].to_numpy()
-    sigma_w = cov @ wh
-    total = float(wh @ sigma_w)
-    if not total > 0:
+    rc = split_variance(w[held].to_numpy(), cov)
+    if not len(rc) or not np.isfinite(rc).all():
         raise DataError("the portfolio has no variance over the window (nothing held, or flat returns): its "
                         "risk has no contributions to split")
     out = pd.Series(0.0, index=returns.columns, name="risk_contribution")
-    out[held] = wh * sigma_w / total
+    out[held] = rc
     return out
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from workbench.backtest.allocators import METHODS, Allocator
 from workbench.backtest.engine import Execution, Timeline
+from workbench.backtest.holdings import held_values
 from workbench.backtest.metrics import METRIC_KEYS, compute_metrics
 from workbench.backtest.rebalance import RebalanceResult, simulate_weights
 from workbench.errors import ConfigError
@@ -138,21 +139,6 @@ def _trade_row(cur: dict[str, Any], exit_time: Any, held_value: float, status: s
 
 
 # ---------------------------------------------------------------------------------------- metrics
-
-
-def held_values(result: RebalanceResult, frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Each symbol's position value at every close of the portfolio's timeline (from its orders), the
-    close of a symbol whose market is shut carried forward."""
-    index = result.equity.index
-    closes = pd.DataFrame({s: f["close"] for s, f in frames.items()}).reindex(index).ffill()
-    qty = pd.DataFrame(0.0, index=index, columns=list(frames))
-    o = result.orders
-    if len(o):
-        signed = np.where(o["side"] == "buy", o["size"], -o["size"])
-        moves = pd.DataFrame({"time": o["time"], "symbol": o["symbol"], "q": signed})
-        table = moves.pivot_table(index="time", columns="symbol", values="q", aggfunc="sum")
-        qty = qty.add(table.reindex(index).fillna(0.0), fill_value=0.0)[list(frames)].cumsum()
-    return qty * closes.fillna(0.0)
 
 
 def weight_backtest_metrics(result: RebalanceResult, frames: Mapping[str, pd.DataFrame],

@@ -48,13 +48,13 @@ from workbench.backtest.engine import (
     resolve_annualisation,
     simulate,
 )
+from workbench.backtest.holdings import held_values
 from workbench.backtest.metrics import compute_metrics
 from workbench.backtest.rebalance import simulate_weights
 from workbench.backtest.sweep import Evaluator
 from workbench.backtest.weight_strategies import (
     WeightEvaluator,
     check_weight_execution,
-    held_values,
     resolve_strategy,
     weight_trades,
 )
