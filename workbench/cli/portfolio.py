@@ -203,7 +203,7 @@ def _latest_targets(targets: Any) -> Table | None:
         return None
     last = targets.ffill().iloc[-1]
     rows = [(str(sym), "" if w != w else f"{w * 100:.2f}%") for sym, w in last.items()]
-    return _kv_table(rows, title=f"targets set {targets.index[-1]:%Y-%m-%d %H:%M}", head=("symbol", "weight"))
+    return _kv_table(rows, title="latest targets", head=("symbol", f"set {targets.index[-1]:%Y-%m-%d %H:%M}"))
 
 
 def _inputs_table(inputs: dict[str, Any], lots: Any) -> Table:
