@@ -28,7 +28,8 @@ RP = [*PF, "--allocator", "risk_parity"]
 
 def _ok_commands(out: Path) -> dict[str, list[str]]:
     return {
-        "reversal": [*PF, "--strategy", "xs_reversal", "--params", "lookback=10,top=1", "--orders",
+        "reversal": [*PF, "--strategy", "xs_reversal", "--params", "lookback=10,top=1", "--every", "monthly",
+                     "--orders",
                      str(out / "rev.csv"), "--html", str(out / "rev.html")],
         "alloc": [*RP, "--window", "63", "--every", "monthly", "--max-weight", "0.5", "--gross", "0.9",
                   "--drift", "0.05", "--start", "2024-01-01", "--orders", str(out / "rp.parquet")],
@@ -149,18 +150,18 @@ def test_a_weight_strategy_trades_the_reversal_targets_computed_by_hand(setup: d
     bars = setup["bars"]
     closes = pd.DataFrame({s: bars[s]["close"] for s in SYMS})
     idx = closes.index
-    iso = idx.isocalendar()
-    week = iso["year"].to_numpy() * 100 + iso["week"].to_numpy()
-    firsts = [k for k in range(10, len(idx)) if week[k] != week[k - 1]]  # from bar 10: 10 bars back
+    month = idx.year * 100 + idx.month
+    firsts = [k for k in range(10, len(idx)) if month[k] != month[k - 1]]  # from bar 10: 10 bars back
     targets = {s: pd.Series(np.nan, index=idx) for s in SYMS}
-    for k in firsts:  # the first bar of each ISO week: all in the one symbol with the lowest 10-bar return
+    for k in firsts:  # the first bar of each month: all in the one symbol with the lowest 10-bar return
         loser = (closes.iloc[k] / closes.iloc[k - 10] - 1).idxmin()
         for s in SYMS:
             targets[s].iloc[k] = 1.0 if s == loser else 0.0
     want = simulate_weights(bars, targets, costs=Costs())
     _orders_equal(pd.read_csv(setup["out"] / "rev.csv"), want.orders)
 
-    assert "xs_reversal lookback=10,top=1,every=weekly on AAPL, MSFT, SPY" in stdout and "SYNTHETIC" in stdout
+    assert "xs_reversal lookback=10,top=1,every=monthly on AAPL, MSFT, SPY" in stdout  # --every applied
+    assert "SYNTHETIC" in stdout
     assert metric(stdout, "rebalances") == str(len(firsts))
     assert metric(stdout, "orders") == f"{len(want.orders):,}"
     assert metric(stdout, "bars traded") == str(want.orders["time"].nunique())

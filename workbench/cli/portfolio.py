@@ -163,7 +163,7 @@ def portfolio_cmd(
             status.update(f"backtesting {label}: fit {done}/{total}")
 
         result = backtest_portfolio(
-            bars, strategy=strat, params=p, allocator=alloc, every=every if table is None else None,
+            bars, strategy=strat, params=p, allocator=alloc, every=every if alloc is not None else None,
             weights=table, costs=execution.costs, fill=execution.fill, init_cash=cash,
             max_exposure=max_exposure, lots=execution.lots, drift=drift, timeframe=timeframe,
             progress=progress)
