@@ -2,10 +2,11 @@
 a calendar schedule or a table of weights the user wrote, traded by `simulate_weights`, and measured like a
 signal backtest (the same `compute_metrics` on its equity, against equal-weight buy and hold).
 
-`backtest_portfolio` is what `workbench portfolio` calls; a notebook can call it the same way. A table of
-weights (`read_weight_table`) sets, at each of its rows' times, the targets in force from the close of the
-first bar at or after that time (traded like any target: at the next open with `next_open`, at that close
-with `close`); an empty cell sets no new target for that symbol.
+`backtest_portfolio` is what `workbench portfolio` runs (through `PortfolioJob`, which checks the command's
+options before any bar is read); a notebook calls it the same way. A table of weights (`read_weight_table`)
+sets, at each of its rows' times, the targets in force from the close of the first bar at or after that
+time (traded like any target: at the next open with `next_open`, at that close with `close`); an empty
+cell sets no new target for that symbol.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pandas as pd
 from workbench.backtest.allocators import Allocator
 from workbench.backtest.engine import (
     Costs,
+    Execution,
     Fill,
     Lot,
     Timeline,
@@ -325,5 +327,142 @@ def _union_targets(tl: Timeline, per_symbol: Mapping[str, pd.Series]) -> pd.Data
     return frame[~np.isnan(out).all(axis=1)]
 
 
-__all__ = ["PORTFOLIO_METRICS", "PortfolioResult", "backtest_portfolio", "check_table", "read_weight_table",
-           "table_targets", "weight_table"]
+# ---------------------------------------------------------------------------------------- the command's job
+# the options of a signal backtest that a target-weight portfolio has no use for: refused by name
+_SIGNAL_ONLY = {
+    "--sizing": "a portfolio's positions are its target weights",
+    "--fraction": "a portfolio's positions are its target weights",
+    "--risk": "a portfolio holds no stops to risk to",
+    "--target-vol": "a portfolio's positions are its target weights (an allocator such as inverse_vol or "
+                    "risk_parity weighs by volatility)",
+    "--direction": "a target's sign says long or short",
+}
+_ALLOCATOR_OPTIONS = ("--window", "--min-history", "--max-weight", "--gross", "--max-turnover",
+                      "--covariance")
+
+
+@dataclass(frozen=True)
+class PortfolioJob:
+    """A portfolio as `workbench portfolio` asked for it, every option checked (`from_options` fails
+    before any bar is read); `load` reads its bars and `run` backtests it."""
+
+    symbols: list[str]
+    strategy: WeightStrategy | None
+    params: dict[str, Any] | None
+    allocator: Allocator | None
+    every: str | None
+    table: pd.DataFrame | None
+    weights: Path | None
+    timeframe: str
+    start: str | None
+    end: str | None
+    source: str | None
+    execution: Execution  # fill, costs, cash, max exposure, lots (sizing and direction unused)
+    drift: float | None
+    orders: Path | None
+    html: Path | None
+
+    @classmethod
+    def from_options(
+        cls, *, symbols: str | None = None, strategy: str | None = None, params: str | None = None,
+        allocator: str | None = None, weights: Path | None = None, every: str | None = None,
+        window: int | None = None, min_history: int | None = None, max_weight: float | None = None,
+        gross: float | None = None, max_turnover: float | None = None, covariance: str | None = None,
+        drift: float | None = None, timeframe: str = "1d", start: str | None = None, end: str | None = None,
+        source: str | None = None, costs: str | None = None, fill: str = "next_open",
+        cash: float = 100_000.0, max_exposure: float = 1.0, lots: str | None = None,
+        orders: Path | None = None, html: Path | None = None, **signal_only: Any,
+    ) -> PortfolioJob:
+        """Check every option of `workbench portfolio` (same names and defaults; `signal_only` holds the
+        signal backtest's sizing, fraction, risk, target_vol and direction, refused when given)."""
+        from workbench.backtest.options import check_output, parse_execution
+        from workbench.config import split_list
+        from workbench.strategies.grid import parse_pairs
+
+        for key, value in signal_only.items():
+            option = "--" + key.replace("_", "-")
+            if option not in _SIGNAL_ONLY:
+                raise TypeError(f"unknown option {key}")
+            if value is not None:
+                raise ConfigError(f"{option} applies to signal strategies (`workbench backtest`); "
+                                  f"{_SIGNAL_ONLY[option]}: drop {option}")
+        given = [o for o, v in (("--strategy", strategy), ("--allocator", allocator), ("--weights", weights))
+                 if v is not None]
+        if len(given) != 1:
+            raise ConfigError("give one source of target weights: --strategy <weight strategy>, --allocator "
+                              f"<method> or --weights <file> (got {' and '.join(given) or 'none'})")
+        alloc_values: dict[str, Any] = dict(zip(
+            _ALLOCATOR_OPTIONS, (window, min_history, max_weight, gross, max_turnover, covariance),
+            strict=True))
+        if allocator is None:
+            for option, value in alloc_values.items():
+                if value is not None:
+                    raise ConfigError(f"{option} applies to --allocator (a {given[0][2:]} sets its own "
+                                      f"weights): drop {option} or use --allocator")
+        if params is not None and strategy is None:
+            raise ConfigError(f"--params applies to --strategy; {given[0]} takes none: drop --params")
+        if every is not None and weights is not None:
+            raise ConfigError("--every has no effect with --weights (the table's rows are its rebalance "
+                              "dates): drop --every")
+        strat, p, alloc, table = None, None, None, None
+        if strategy is not None:
+            strat = get_weight_strategy(strategy)
+            values: dict[str, Any] = dict(parse_pairs(params, "--params", "lookback=63,top=2"))
+            if every is not None and "every" in values:
+                raise ConfigError("the schedule is given twice (--every and every= in --params): keep one")
+            p = strat.params({**values, **({"every": every} if every is not None else {})})
+        elif allocator is not None:
+            if every is not None and every not in SCHEDULES:
+                raise ConfigError(f"unknown rebalance schedule {every!r}{did_you_mean(every, SCHEDULES)}; "
+                                  f"choose one of {', '.join(SCHEDULES)}")
+            settings = {k[2:].replace("-", "_"): v for k, v in alloc_values.items() if v is not None}
+            alloc = Allocator(method=allocator, **settings)
+            if alloc.gross > max_exposure + 1e-12:
+                raise ConfigError(f"--gross {alloc.gross:g} is more than --max-exposure {max_exposure:g}: "
+                                  f"raise --max-exposure to {alloc.gross:g} or lower --gross")
+        else:
+            assert weights is not None
+            table = read_weight_table(weights)
+        syms = split_list(symbols) if symbols else (list(table.columns) if table is not None else [])
+        if not syms:
+            raise ConfigError("--symbols is required with --strategy and --allocator, e.g. --symbols "
+                              "AAPL,MSFT,SPY")
+        execution = parse_execution(symbols=syms, costs=costs, fill=fill, cash=cash,
+                                    max_exposure=max_exposure, lots=lots)
+        check_weight_settings(execution.costs, execution.fill, drift)
+        if table is not None:  # what needs no bars: its symbols and its sums
+            check_table(table, syms, max_exposure=max_exposure)
+        return cls(symbols=syms, strategy=strat, params=p, allocator=alloc,
+                   every=every if alloc is not None else None, table=table,
+                   weights=Path(weights) if weights is not None else None, timeframe=timeframe, start=start,
+                   end=end, source=source, execution=execution, drift=drift,
+                   orders=check_output(orders, (".csv", ".parquet"), "--orders"),
+                   html=check_output(html, (".html", ".htm"), "--html"))
+
+    @property
+    def label(self) -> str:
+        """What sets the targets, in a few words."""
+        if self.strategy is not None:
+            return self.strategy.name
+        if self.allocator is not None:
+            return f"{self.allocator.method} allocator"
+        return f"weights from {self.weights}"
+
+    def load(self, lake: Any) -> dict[str, pd.DataFrame]:
+        """The job's bars from the lake."""
+        from workbench.backtest.engine import load_bars
+
+        return load_bars(lake, self.symbols, self.timeframe, self.start, self.end, source=self.source,
+                         costs=self.execution.costs, fill=self.execution.fill)
+
+    def run(self, bars: Mapping[str, pd.DataFrame], progress: Any = None) -> PortfolioResult:
+        """Backtest the portfolio on `bars` (`progress(done, total)` after each allocator fit)."""
+        ex = self.execution
+        return backtest_portfolio(bars, strategy=self.strategy, params=self.params, allocator=self.allocator,
+                                  every=self.every, weights=self.table, costs=ex.costs, fill=ex.fill,
+                                  init_cash=ex.init_cash, max_exposure=ex.max_exposure, lots=ex.lots,
+                                  drift=self.drift, timeframe=self.timeframe, progress=progress)
+
+
+__all__ = ["PORTFOLIO_METRICS", "PortfolioJob", "PortfolioResult", "backtest_portfolio", "check_table",
+           "read_weight_table", "table_targets", "weight_table"]

@@ -2,7 +2,8 @@
 
 The targets come from one of a weight strategy (`--strategy xs_momentum`), an allocator refitted on a
 calendar schedule (`--allocator risk_parity --window 63`) or a table of weights the user wrote
-(`--weights targets.csv`); `workbench.backtest.portfolio.backtest_portfolio` does the work.
+(`--weights targets.csv`); `workbench.backtest.portfolio.PortfolioJob` checks the options and does the
+work, this module prints.
 """
 
 from __future__ import annotations
@@ -16,23 +17,10 @@ from rich.table import Table
 
 from workbench.backtest.metrics import format_metric as fmt_metric
 from workbench.backtest.metrics import na_reason
-from workbench.backtest.options import check_output, parse_execution
 from workbench.cli.backtest import _costs_text, _lots_text, _write_table
 from workbench.cli.common import _fmt_params, _kv_table, _lake, _span, err, out
 from workbench.cli.options import CashOpt, CostsOpt, EndOpt, FillOpt, LotsOpt, SourceOpt, StartOpt
-from workbench.errors import ConfigError
-from workbench.strategies.grid import parse_pairs, split_list
 
-# the options of a signal backtest that a target-weight portfolio has no use for: refused by name
-_SIGNAL_ONLY = {
-    "--sizing": "a portfolio's positions are its target weights",
-    "--fraction": "a portfolio's positions are its target weights",
-    "--risk": "a portfolio holds no stops to risk to",
-    "--target-vol": "a portfolio's positions are its target weights (an allocator such as inverse_vol or "
-                    "risk_parity weighs by volatility)",
-    "--direction": "a target's sign says long or short",
-}
-_ALLOCATOR_ONLY = ("--window", "--min-history", "--max-weight", "--gross", "--max-turnover", "--covariance")
 _Hidden = Annotated[str | None, typer.Option(hidden=True)]
 
 
@@ -93,84 +81,25 @@ def portfolio_cmd(
 ) -> None:
     """Backtest a portfolio rebalanced to target weights: from a weight strategy, an allocator or a
     table of weights; prints its metrics, rebalances and orders."""
-    from workbench.backtest import Allocator, load_bars
-    from workbench.backtest.portfolio import backtest_portfolio, read_weight_table
-    from workbench.strategies.weights import get_weight_strategy
+    from workbench.backtest.portfolio import PortfolioJob
 
-    for option, value in (("--sizing", sizing), ("--fraction", fraction), ("--risk", risk),
-                          ("--target-vol", target_vol), ("--direction", direction)):
-        if value is not None:
-            raise ConfigError(f"{option} applies to signal strategies (`workbench backtest`); "
-                              f"{_SIGNAL_ONLY[option]}: drop {option}")
-    given = [o for o, v in (("--strategy", strategy), ("--allocator", allocator), ("--weights", weights))
-             if v is not None]
-    if len(given) != 1:
-        raise ConfigError("give one source of target weights: --strategy <weight strategy>, --allocator "
-                          f"<method> or --weights <file> (got {' and '.join(given) or 'none'})")
-    alloc_values: dict[str, Any] = dict(zip(
-        _ALLOCATOR_ONLY, (window, min_history, max_weight, gross, max_turnover, covariance), strict=True))
-    if allocator is None:
-        for option, value in alloc_values.items():
-            if value is not None:
-                raise ConfigError(f"{option} applies to --allocator (a {given[0][2:]} sets its own weights): "
-                                  f"drop {option} or use --allocator")
-    if params is not None and strategy is None:
-        raise ConfigError(f"--params applies to --strategy; {given[0]} takes none: drop --params")
-    if every is not None and weights is not None:
-        raise ConfigError("--every has no effect with --weights (the table's rows are its rebalance dates): "
-                          "drop --every")
-
-    # everything checked before any bar is read
-    strat, p, alloc, table = None, None, None, None
-    if strategy is not None:
-        strat = get_weight_strategy(strategy)
-        given_params: dict[str, Any] = dict(parse_pairs(params, "--params", "lookback=63,top=2"))
-        if every is not None and "every" in given_params:
-            raise ConfigError("the schedule is given twice (--every and every= in --params): keep one")
-        p = strat.params({**given_params, **({"every": every} if every is not None else {})})
-    elif allocator is not None:
-        settings: dict[str, Any] = {k[2:].replace("-", "_"): v for k, v in alloc_values.items()
-                                    if v is not None}
-        alloc = Allocator(method=allocator, **settings)
-    else:
-        assert weights is not None
-        table = read_weight_table(weights)
-    syms = split_list(symbols) if symbols else (list(table.columns) if table is not None else [])
-    if not syms:
-        raise ConfigError("--symbols is required with --strategy and --allocator, e.g. --symbols "
-                          "AAPL,MSFT,SPY")
-    execution = parse_execution(symbols=syms, costs=costs, fill=fill, cash=cash, max_exposure=max_exposure,
-                                lots=lots)
-    from workbench.backtest.rebalance import check_weight_settings
-
-    check_weight_settings(execution.costs, execution.fill, drift)
-    if table is not None:  # the table's own checks that need no bars: its symbols and its sums
-        from workbench.backtest.portfolio import check_table
-
-        check_table(table, syms, max_exposure=max_exposure)
-    if alloc is not None and alloc.gross > max_exposure + 1e-12:
-        raise ConfigError(f"--gross {alloc.gross:g} is more than --max-exposure {max_exposure:g}: raise "
-                          f"--max-exposure to {alloc.gross:g} or lower --gross")
-    orders = check_output(orders, (".csv", ".parquet"), "--orders")
-    html = check_output(html, (".html", ".htm"), "--html")
-
-    bars = load_bars(_lake(), syms, timeframe, start, end, source=source, costs=execution.costs,
-                     fill=execution.fill)
-    label = strat.name if strat is not None else (f"{allocator} allocator" if alloc is not None
-                                                  else f"weights from {weights}")
+    job = PortfolioJob.from_options(
+        symbols=symbols, strategy=strategy, params=params, allocator=allocator, weights=weights, every=every,
+        window=window, min_history=min_history, max_weight=max_weight, gross=gross, max_turnover=max_turnover,
+        covariance=covariance, drift=drift, timeframe=timeframe, start=start, end=end, source=source,
+        costs=costs, fill=fill, cash=cash, max_exposure=max_exposure, lots=lots, orders=orders, html=html,
+        sizing=sizing, fraction=fraction, risk=risk, target_vol=target_vol, direction=direction)
+    bars = job.load(_lake())
+    label = job.label
     with err.status(f"backtesting {label}") as status:
         def progress(done: int, total: int) -> None:
             status.update(f"backtesting {label}: fit {done}/{total}")
 
-        result = backtest_portfolio(
-            bars, strategy=strat, params=p, allocator=alloc, every=every if alloc is not None else None,
-            weights=table, costs=execution.costs, fill=execution.fill, init_cash=cash,
-            max_exposure=max_exposure, lots=execution.lots, drift=drift, timeframe=timeframe,
-            progress=progress)
+        result = job.run(bars, progress=progress)
     inputs = result.inputs
-    if strat is not None:
+    if job.strategy is not None:
         what = f"{_fmt_params(inputs['params'])} on "
-    elif alloc is not None:
+    elif job.allocator is not None:
         what = f"every={inputs['every']} on "
     else:
         what = f"({inputs['rows']} rows) on "
@@ -184,15 +113,15 @@ def portfolio_cmd(
     latest = _latest_targets(result.targets)
     if latest is not None:
         out.print(latest)
-    out.print(_inputs_table(inputs, execution.lots))
-    if orders is not None:
-        _write_table(result.orders, orders)
-        out.print(f"wrote {len(result.orders):,} orders to {orders}", markup=False)
-    if html is not None:
+    out.print(_inputs_table(inputs, job.execution.lots))
+    if job.orders is not None:
+        _write_table(result.orders, job.orders)
+        out.print(f"wrote {len(result.orders):,} orders to {job.orders}", markup=False)
+    if job.html is not None:
         from workbench.backtest.plots import portfolio_figure, write_html
 
         title = f"{label} {what}{', '.join(inputs['symbols'])}"
-        written = write_html(portfolio_figure(result.equity, result.benchmark, title=title), html)
+        written = write_html(portfolio_figure(result.equity, result.benchmark, title=title), job.html)
         out.print(f"wrote chart {written}", markup=False)
 
 
