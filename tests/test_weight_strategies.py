@@ -39,6 +39,25 @@ def test_xs_momentum_holds_the_top_symbols_by_trailing_return_at_each_month_star
         assert got == {s: (0.5 if s in best else 0.0) for s in frames}
 
 
+def test_xs_reversal_holds_the_symbols_with_the_lowest_short_return_at_each_week_start() -> None:
+    frames = _frames()
+    t = get_weight_strategy("xs_reversal").targets(frames, {"lookback": 5, "top": 2})  # weekly by default
+    closes = pd.DataFrame({s: f["close"] for s, f in frames.items()})
+    idx = closes.index
+    bars = [k for k in range(len(idx)) if not np.isnan(t["S0"].iloc[k])]
+    assert bars[0] > 5 and len(bars) > 35
+    assert all(idx[k].day_of_week == 0 for k in bars)  # Mondays: the first bar of each ISO week
+    assert bars == [k for k in range(6, len(idx)) if idx[k].day_of_week == 0]
+    picks = []
+    for k in bars:
+        past = closes.iloc[k] / closes.iloc[k - 5] - 1
+        losers = set(past.sort_values(ascending=True).index[:2])
+        picks.append(losers)
+        got = {s: t[s].iloc[k] for s in frames}
+        assert got == {s: (0.5 if s in losers else 0.0) for s in frames}
+    assert len({frozenset(p) for p in picks}) > 3  # the losers change: the test sees the ranking
+
+
 def test_low_vol_weights_the_calmest_inversely_to_their_volatility() -> None:
     frames = _frames()
     t = get_weight_strategy("low_vol").targets(frames, {"lookback": 42, "top": 3, "every": "weekly"})
@@ -89,8 +108,11 @@ def test_the_backtest_trades_the_targets_by_the_rules() -> None:
 
 def test_bad_input_is_one_line() -> None:
     frames = _frames(n=50)
-    with pytest.raises(ConfigError, match="no weight strategy 'xs_momentom'; built-ins: xs_momentum"):
+    with pytest.raises(ConfigError, match=r"no weight strategy 'xs_momentom' \(did you mean "
+                       r"'xs_momentum'\?\); built-ins: xs_momentum, xs_reversal, low_vol"):
         get_weight_strategy("xs_momentom")
+    with pytest.raises(ConfigError, match="'sma_cross' is a signal strategy, not a weight strategy"):
+        get_weight_strategy("sma_cross")
     with pytest.raises(DataError, match=r"xs_momentum needs more than 126 bars .* the bars span 50"):
         backtest_weights("xs_momentum", frames)
     with pytest.raises(ConfigError, match="every"):

@@ -195,6 +195,22 @@ def rebalance_nb(open_, close, weights, slip, fees, init_cash, max_exposure, lot
 _UNSUPPORTED = ("impact", "volume_cap", "borrow_rate", "margin_rate", "spread", "funding")
 
 
+def check_weight_settings(costs: Costs, fill: Fill | str, drift: float | None) -> Fill:
+    """The fill of a target-weight portfolio, its settings checked: the costs it does not model yet are
+    refused (only fees and slippage apply), the drift threshold must be a positive fraction."""
+    try:
+        fill = Fill(fill)
+    except ValueError:
+        raise ConfigError(f"fill {fill!r} is unknown; use next_open (default) or close") from None
+    for name in _UNSUPPORTED:
+        if getattr(costs, name, 0):
+            raise ConfigError(f"costs.{name} is not modelled for target-weight portfolios yet: drop it (only "
+                              "fees and slippage apply)")
+    if drift is not None and not (math.isfinite(drift) and drift > 0):
+        raise ConfigError(f"drift={drift!r} must be a positive fraction of equity (0.05 = 5 points)")
+    return fill
+
+
 def simulate_weights(frames: Mapping[str, pd.DataFrame], weights: Mapping[str, Any], *,
                      costs: Costs | None = None, fill: Fill | str = Fill.NEXT_OPEN,
                      init_cash: float = 100_000.0, max_exposure: float = 1.0,
@@ -206,13 +222,7 @@ def simulate_weights(frames: Mapping[str, pd.DataFrame], weights: Mapping[str, A
     more than this from its target. Costs: fees and slippage (fixed or volatility-scaled); the others are
     not modelled for weight portfolios yet and are refused rather than ignored."""
     costs = costs or Costs()
-    fill = Fill(fill)
-    for name in _UNSUPPORTED:
-        if getattr(costs, name, 0):
-            raise ConfigError(f"costs.{name} is not modelled for target-weight portfolios yet: drop it (only "
-                              "fees and slippage apply)")
-    if drift is not None and not (math.isfinite(drift) and drift > 0):
-        raise ConfigError(f"drift={drift!r} must be a positive fraction of equity (0.05 = 5 points)")
+    fill = check_weight_settings(costs, fill, drift)
     symbols = list(frames)
     missing = [s for s in symbols if s not in weights]
     extra = [s for s in weights if s not in frames]
@@ -305,8 +315,10 @@ def allocate(frames: Mapping[str, pd.DataFrame], allocator: Any, every: str = "m
         least = max(least, risk.window)
     bars = [int(b) for b in rebalance_bars(tl.index, every) if b >= least]  # returns up to bar b: b rows
     if not bars:
+        which = f"window={allocator.window}" + ("" if allocator.min_history is None else
+                                                 f", min_history={allocator.min_history}")
         raise DataError(f"no rebalance bar has the {least} bars of returns the {allocator.method} allocator "
-                        f"needs: the bars span {tl.n}; load more history or shorten its window")
+                        f"needs ({which}): the bars span {tl.n}; load more history or shorten its window")
     out = np.full((tl.n, len(symbols)), np.nan)
     rows, shares = [], []
     previous = None
@@ -350,4 +362,4 @@ def backtest_weights(strategy: str | WeightStrategy, frames: Mapping[str, pd.Dat
 
 
 __all__ = ["SCHEDULES", "Allocation", "RebalanceResult", "allocate", "allocation_weights", "backtest_weights",
-           "rebalance_bars", "rebalance_nb", "simulate_weights"]
+           "check_weight_settings", "rebalance_bars", "rebalance_nb", "simulate_weights"]

@@ -28,6 +28,7 @@ from workbench.cli.model import model_app
 from workbench.cli.optimize import optimize_app
 from workbench.cli.paper import paper_app
 from workbench.cli.pipeline import pipeline_app, schedule_cmd
+from workbench.cli.portfolio import portfolio_cmd
 from workbench.cli.promote import promote_app
 from workbench.cli.report import report_app
 from workbench.cli.strategies import strategies_cmd
@@ -42,6 +43,7 @@ app = typer.Typer(help="Quant research workbench: data lake, backtests, walk-for
 # commands list in this order in --help, then the groups
 app.command("strategies")(strategies_cmd)
 app.command("backtest")(backtest_cmd)
+app.command("portfolio")(portfolio_cmd)
 app.command("tickfills")(tickfills_cmd)
 app.command("sweep")(sweep_cmd)
 app.command("schedule")(schedule_cmd)

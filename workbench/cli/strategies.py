@@ -1,4 +1,5 @@
-"""`workbench strategies`: the strategies (built-ins and ./research), their parameters and ranges."""
+"""`workbench strategies`: the signal strategies (built-ins and ./research) and the weight strategies,
+their parameters and ranges, and the allocators."""
 
 from __future__ import annotations
 
@@ -12,33 +13,30 @@ from workbench.cli.common import out
 from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
-    from workbench.strategies.base import Param
+    from workbench.strategies.base import Param, ParamSpace
 
 
 def strategies_cmd(
     spec: Annotated[str | None, typer.Argument(
         help="Show one strategy (or a composite spec like regime(macd)) in detail.")] = None,
 ) -> None:
-    """List the strategies (built-ins and ./research): parameters with defaults and ranges."""
+    """List the strategies: signal strategies (built-ins and ./research) and weight strategies, with
+    their parameters, defaults and ranges."""
+    from workbench.backtest.allocators import METHODS
     from workbench.strategies.registry import get_strategy, list_strategies
+    from workbench.strategies.weights import WEIGHT_STRATEGIES
 
+    weight = {w.name: w for w in WEIGHT_STRATEGIES}
     if spec is not None:
+        if spec.strip() in weight:
+            w = weight[spec.strip()]
+            _detail(w.name, "weight strategy: `workbench portfolio --strategy`", w.description, w.space)
+            return
         strat = get_strategy(spec)
-        out.print(f"[bold]{escape(strat.name)}[/] ({escape(strat.source)}): {escape(strat.description)}")
-        table = Table(title="parameters", title_justify="left")
-        for name in ("name", "kind", "default", "range / choices", "grid", "meaning"):
-            table.add_column(name, justify="right" if name == "grid" else "left")
-        for p in strat.space.params:
-            try:
-                size = f"{len(p.grid()):,}"
-            except WorkbenchError:
-                size = "give values"
-            table.add_row(*map(escape, (p.name, p.kind, str(p.default), _param_range(p), size, p.doc)))
-        out.print(table)
-        for c in strat.space.constraints:
-            out.print(f"constraint: {c.expr}", markup=False)
+        _detail(strat.name, strat.source, strat.description, strat.space)
         return
-    table = Table(title="strategies", show_lines=True, title_justify="left")
+    table = Table(title="signal strategies (`workbench backtest --strategy NAME`)", show_lines=True,
+                  title_justify="left")
     for name in ("strategy", "parameters: default [range step]", "constraints", "description"):
         table.add_column(escape(name))
     for name, strat in sorted(list_strategies().items()):
@@ -49,7 +47,33 @@ def strategies_cmd(
     out.print(table)
     out.print("composites: regime(<strategy>) gates entries by a market regime; vote(<a>,<b>,...) "
               "is long while most components are; ml_model(<model>[@<version>]) trades a registered model "
-              "by pure inference; ml_refit(<model>[@<version>]) refits its recipe walk-forward")
+              "by pure inference; ml_refit(<model>[@<version>]) refits its recipe walk-forward", markup=False)
+    table = Table(title="weight strategies: target weights across the symbols (`workbench portfolio "
+                  "--strategy NAME`)", show_lines=True, title_justify="left")
+    for name in ("strategy", "parameters: default [range step]", "description"):
+        table.add_column(escape(name))
+    for w in WEIGHT_STRATEGIES:
+        params = "\n".join(f"{p.name}={p.default} {_param_range(p)}" for p in w.space.params)
+        table.add_row(*map(escape, (w.name, params, w.description)))
+    out.print(table)
+    out.print(f"allocators (`workbench portfolio --allocator METHOD`): {', '.join(METHODS)}", markup=False)
+
+
+def _detail(name: str, source: str, description: str, space: ParamSpace) -> None:
+    """One strategy's parameters: kind, default, range, grid size and meaning, then its constraints."""
+    out.print(f"[bold]{escape(name)}[/] ({escape(source)}): {escape(description)}")
+    table = Table(title="parameters", title_justify="left")
+    for col in ("name", "kind", "default", "range / choices", "grid", "meaning"):
+        table.add_column(col, justify="right" if col == "grid" else "left")
+    for p in space.params:
+        try:
+            size = f"{len(p.grid()):,}"
+        except WorkbenchError:
+            size = "give values"
+        table.add_row(*map(escape, (p.name, p.kind, str(p.default), _param_range(p), size, p.doc)))
+    out.print(table)
+    for c in space.constraints:
+        out.print(f"constraint: {c.expr}", markup=False)
 
 
 def _param_range(p: Param) -> str:

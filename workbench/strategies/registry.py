@@ -142,6 +142,12 @@ def get_strategy(spec: str | Strategy, folder: Path | str | None = None) -> Stra
                           "use regime(<strategy>), vote(<a>,<b>,...), ml_model(<registered model>) or "
                           "ml_refit(<registered model>)")
     if text not in known:
+        from workbench.strategies.weights import WEIGHT_STRATEGIES
+
+        if text in {w.name for w in WEIGHT_STRATEGIES}:
+            raise ConfigError(f"{text!r} is a weight strategy (target weights across the symbols), not a "
+                              f"signal strategy: backtest it with backtest_weights() (`workbench portfolio "
+                              f"--strategy {text} --symbols ...`)")
         raise ConfigError(f"unknown strategy {text!r}{did_you_mean(text, known)}; "
                           f"available: {', '.join(sorted(known))}")
     return known[text]

@@ -7,8 +7,9 @@ equity; NaN: no target). Only the rebalance bars of its schedule (`every`: the f
 week or month, or every bar) keep their targets. The engine trades them by SEMANTICS.md "Target weights
 and rebalancing" (`workbench.backtest.rebalance.backtest_weights`).
 
-Built-ins: `xs_momentum` (the `top` symbols by trailing return, equal weights) and `low_vol` (the `top`
-symbols by lowest trailing volatility, weights inverse to it).
+Built-ins: `xs_momentum` (the `top` symbols by trailing return, equal weights), `xs_reversal` (the `top`
+symbols by lowest return over a short lookback, equal weights: recent losers revert) and `low_vol` (the
+`top` symbols by lowest trailing volatility, weights inverse to it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench.errors import ConfigError, DataError
+from workbench.errors import ConfigError, DataError, did_you_mean
 from workbench.strategies.base import ParamSpace, ParamValue, choice_param, int_param
 
 SCHEDULES = ("daily", "weekly", "monthly", "every")
@@ -117,11 +118,20 @@ def _top(scores: pd.DataFrame, k: int, largest: bool) -> pd.DataFrame:
     return picked
 
 
-def _xs_momentum(closes: pd.DataFrame, p: dict[str, Any]) -> pd.DataFrame:
+def _ranked_by_return(closes: pd.DataFrame, p: dict[str, Any], largest: bool) -> pd.DataFrame:
+    """Equal weights on the `top` symbols by trailing return over `lookback` bars (highest or lowest)."""
     past = closes / closes.shift(int(p["lookback"])) - 1.0
-    picked = _top(past, int(p["top"]), largest=True)
+    picked = _top(past, int(p["top"]), largest=largest)
     count = picked.sum(axis=1).replace(0.0, np.nan)
     return picked.div(count, axis=0).where(picked.notna())
+
+
+def _xs_momentum(closes: pd.DataFrame, p: dict[str, Any]) -> pd.DataFrame:
+    return _ranked_by_return(closes, p, largest=True)
+
+
+def _xs_reversal(closes: pd.DataFrame, p: dict[str, Any]) -> pd.DataFrame:
+    return _ranked_by_return(closes, p, largest=False)
 
 
 def _low_vol(closes: pd.DataFrame, p: dict[str, Any]) -> pd.DataFrame:
@@ -139,6 +149,13 @@ WEIGHT_STRATEGIES = [
         int_param("top", 2, 1, 50, doc="symbols held, equally weighted"), _EVERY),
         _xs_momentum, warmup=lambda p: int(p["lookback"]),
         description="Cross-sectional momentum: the top symbols by trailing return, equal weights."),
+    WeightStrategy("xs_reversal", ParamSpace.of(
+        int_param("lookback", 5, 1, 126, doc="trailing bars of the return ranked (short: reversal)"),
+        int_param("top", 2, 1, 50, doc="symbols held (the lowest returns), equally weighted"),
+        choice_param("every", "weekly", ["daily", "weekly", "monthly"], doc="rebalance schedule")),
+        _xs_reversal, warmup=lambda p: int(p["lookback"]),
+        description="Cross-sectional reversal: the top symbols by lowest short-term return (losers "
+                    "revert), equal weights."),
     WeightStrategy("low_vol", ParamSpace.of(
         int_param("lookback", 63, 5, 504, step=21, doc="trailing bars of the volatility"),
         int_param("top", 2, 1, 50, doc="symbols held"), _EVERY),
@@ -152,5 +169,12 @@ def get_weight_strategy(name: str) -> WeightStrategy:
     for s in WEIGHT_STRATEGIES:
         if s.name == name:
             return s
-    names = ", ".join(s.name for s in WEIGHT_STRATEGIES)
-    raise ConfigError(f"no weight strategy {name!r}; built-ins: {names}")
+    names = [s.name for s in WEIGHT_STRATEGIES]
+    from workbench.strategies.registry import list_strategies
+
+    if name in list_strategies():
+        raise ConfigError(f"{name!r} is a signal strategy, not a weight strategy: backtest it with "
+                          f"backtest() (`workbench backtest --strategy {name}`); weight strategies: "
+                          f"{', '.join(names)}")
+    raise ConfigError(f"no weight strategy {name!r}{did_you_mean(name, names)}; "
+                      f"built-ins: {', '.join(names)}")
