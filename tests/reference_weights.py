@@ -59,7 +59,8 @@ def simulate_weights(bars: dict[str, pd.DataFrame], weights: dict[str, list[floa
         for j in acting:
             want = _toward_zero(targets[j] * equity / prices[j], s.lot)
             d = want - qty[j]
-            if d == 0 or abs(d) < s.min_qty or abs(d) * prices[j] < s.min_notional:
+            value = abs(d) * prices[j]
+            if value <= 1e-12 * equity or abs(d) < s.min_qty or value < s.min_notional:
                 continue
             deltas[j] = d
         floor = -max(0.0, s.max_exposure - 1.0) * equity
@@ -77,7 +78,7 @@ def simulate_weights(bars: dict[str, pd.DataFrame], weights: dict[str, list[floa
                 px = prices[j] * (1 + s.slippage)
                 if d * px * (1 + s.fees) > cash - floor:
                     d = _toward_zero(max(cash - floor, 0.0) / (1 + s.fees) / px, s.lot)
-                if d <= 0:
+                if d * px <= 1e-12 * equity:
                     continue
                 fee = d * px * s.fees
                 cash -= d * px + fee

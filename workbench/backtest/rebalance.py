@@ -84,8 +84,8 @@ def _trade(i, at_open, open_, close, slip, fees, max_exposure, lots, targets, ac
             continue
         want = _toward_zero(targets[j] * equity / px[j], lots[0, j])
         d = want - qty[j]
-        if d == 0.0 or abs(d) < lots[1, j] or abs(d) * px[j] < lots[2, j]:
-            continue
+        if abs(d) * px[j] <= 1e-12 * equity or abs(d) < lots[1, j] or abs(d) * px[j] < lots[2, j]:
+            continue  # (a trade worth 1e-12 of the equity is float noise: SEMANTICS.md step 3)
         delta[j] = d
     floor = -max(0.0, max_exposure - 1.0) * equity
     for j in range(m):  # sells first
@@ -108,7 +108,7 @@ def _trade(i, at_open, open_, close, slip, fees, max_exposure, lots, targets, ac
             q = delta[j]
             if q * fill * (1.0 + fees) > cash - floor:
                 q = _toward_zero(max(cash - floor, 0.0) / (1.0 + fees) / fill, lots[0, j])
-            if q <= 0.0:
+            if q * fill <= 1e-12 * equity:
                 continue
             fee = q * fill * fees
             cash -= q * fill + fee
