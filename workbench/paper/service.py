@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -271,12 +271,27 @@ def _alert_settings(section: _Alerts | None, path: Path) -> WatchSettings | None
 def specs_from_artifact(
     artifact: Any, *, capital: float | None = None, window: int | None = None
 ) -> list[StrategySpec]:
-    """The runner specs of an artifact: one portfolio, or one per symbol when it was optimised per symbol."""
+    """The runner specs of an artifact: one portfolio, or one per symbol when it was optimised per symbol;
+    a book's (`workbench.promote.book`): each member's, on its share of the book's capital, named
+    ``<book>@vN/<member>@vM``."""
+    members = list(getattr(artifact, "members", None) or [])
+    if members:
+        from workbench.promote.registry import Registry
+
+        where = artifact.path.parent.parent if getattr(artifact, "path", None) else None
+        registry = Registry(where)
+        total = float(capital if capital is not None else artifact.init_cash)
+        specs = []
+        for m in members:
+            if float(m["share"]) <= 0:  # (the allocator gave it nothing)
+                continue
+            member = registry.get(m["ref"])
+            for spec in specs_from_artifact(member, capital=total * float(m["share"]), window=window):
+                specs.append(replace(spec, name=f"{artifact.name}@v{artifact.version}/{spec.name}"))
+        return specs
     base = StrategySpec.from_artifact(artifact, capital=capital, window=window)
     if getattr(artifact, "portfolio", True) or len(base.symbols) == 1:
         return [base]
-    from dataclasses import replace
-
     return [replace(base, name=f"{base.name}/{s}", symbols=(s,)) for s in base.symbols]
 
 

@@ -69,6 +69,7 @@ class Artifact:
     force_reason: str | None = None
     lots: dict[str, Any] = field(default_factory=dict)  # {symbol: Lot fields}; none: any size
     pins: dict[str, Any] = field(default_factory=dict)  # models traded: version, run, feature set
+    members: list[dict[str, Any]] = field(default_factory=list)  # a book's: [{ref, share}] (promote.book)
     schema: int = SCHEMA
     path: Path | None = field(default=None, compare=False)
 
@@ -177,11 +178,15 @@ class Artifact:
 
     def strategy_obj(self) -> Any:
         """The `Strategy` this artifact trades (built-in or from the research folder)."""
-        from workbench.strategies.base import check_pins
-        from workbench.strategies.registry import get_strategy
+        from workbench.backtest.weight_strategies import resolve_strategy
+        from workbench.strategies.base import Strategy, check_pins
 
-        strat = get_strategy(self.strategy)
-        check_pins(strat, self.pins, self.ref)
+        if self.members:
+            raise ConfigError(f"{self.ref} is a book: it trades its members "
+                              f"({', '.join(m['ref'] for m in self.members)}), each its own strategy")
+        strat = resolve_strategy(self.strategy)
+        if isinstance(strat, Strategy):
+            check_pins(strat, self.pins, self.ref)
         return strat
 
     def identity(self) -> str:
