@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cli_runner import invoke
+
 from workbench import Lake
 from workbench.backtest import Allocator, backtest, load_bars
 from workbench.data.sources.synthetic import SyntheticSource
@@ -32,16 +34,16 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict:
     lake = Lake(root / "data")
     for sym in ("BTC/USDT", "ETH/USDT"):
         lake.write_bars("synthetic", sym, "1h", SyntheticSource(seed=7).bars(sym, "1h", START, END))
-    reg = Registry(root / "registry")
+    reg = Registry(root / "data" / "registry")
     refs = []
     for strategy, sym in (("sma_cross", "BTC/USDT"), ("donchian_breakout", "ETH/USDT")):
         res = walk_forward(strategy, load_bars(lake, [sym], "1h"), folds=3, n_trials=6, seed=0, save=False,
                            storage=str(root / f"{strategy}.journal"))
-        save_run(res, root / "runs")
-        art = promote(res.run_id, lake=lake, registry=reg, runs_root=root / "runs", force=True,
+        save_run(res, root / "data" / "runs")
+        art = promote(res.run_id, lake=lake, registry=reg, runs_root=root / "data" / "runs", force=True,
                       reason="test member", gates=None).artifact
         refs.append(art.ref)
-    return {"root": root, "lake": lake, "reg": reg, "refs": refs, "runs": root / "runs"}
+    return {"root": root, "lake": lake, "reg": reg, "refs": refs, "runs": root / "data" / "runs"}
 
 
 def _book(env: dict, allocator: Allocator, **kw):  # type: ignore[no-untyped-def]
@@ -111,10 +113,22 @@ def test_bad_books_are_one_line(env: dict) -> None:
         combine(env["refs"][:1], Allocator(), name="b", registry=env["reg"], runs_root=env["runs"])
     with pytest.raises(DataError, match=r"window=5000"):
         _book(env, Allocator(method="equal", window=5000), promote=False)
-    with pytest.raises(ConfigError, match="gross=1.5"):
+    with pytest.raises(ConfigError, match=r"gross=1\.5"):
         _book(env, Allocator(method="equal", window=100, gross=1.5), promote=False)
     book = _book(env, Allocator(method="equal", window=100), name="inner")
     assert book.artifact is not None
     with pytest.raises(ConfigError, match="is a book itself"):
         combine([book.artifact.ref, env["refs"][0]], Allocator(), name="outer", registry=env["reg"],
                 runs_root=env["runs"])
+
+
+def test_the_command_line_combines_a_book_and_refuses_a_bad_one_in_one_line(env: dict) -> None:
+    data = env["root"] / "data"
+    ok = invoke(["promote", "book", "--members", ",".join(env["refs"]), "--name", "cli_book",
+                 "--allocator", "equal", "--window", "200", "--capital", "10000"], data=data)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "promoted cli_book@v1" in ok.stdout and "50.00%" in ok.stdout
+    assert env["reg"].get("cli_book").members[0]["ref"] == env["refs"][0]
+    bad = invoke(["promote", "book", "--members", env["refs"][0], "--name", "x"], data=data)
+    assert bad.returncode == 1 and "at least two different" in bad.stderr
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -36,7 +36,8 @@ promote_app = typer.Typer(
     cls=_RunByDefault, no_args_is_help=True,
     help="Promote a walk-forward run that passes the gates to a versioned strategy artifact.\n\n"
     "workbench promote RUN_ID [--gates FILE] [--name NAME] [--force --reason TEXT] [--dry-run]\n\n"
-    "then: ls, show REF, diff REF_A REF_B, rollback NAME [--to N] --reason TEXT.")
+    "then: ls, show REF, diff REF_A REF_B, rollback NAME [--to N] --reason TEXT; book --members A,B --name N "
+    "combines promoted artifacts into one.")
 
 GatesOpt = Annotated[Path | None, typer.Option(
     "--gates", help="Gates YAML file (default: the built-in gates, as in pipelines/promotion.yaml).")]
@@ -104,6 +105,50 @@ def promote_run_cmd(
         out.print(f"promoted {a.ref}{forced}: {a.strategy} {_params(a.params)} from fold {a.params_fold}",
                   markup=False, highlight=False)
     out.print(f"artifact: {a.path}", markup=False, highlight=False)
+
+
+@promote_app.command("book")
+def promote_book_cmd(
+    members: Annotated[str, typer.Option(
+        help="Artifacts to combine, comma-separated (name or name@vN), at least two.")],
+    name: Annotated[str, typer.Option(help="The book's artifact name.")],
+    allocator: Annotated[str, typer.Option(
+        help="How the capital is split: equal, inverse_vol, risk_parity, hrp, mean_variance, "
+             "max_diversification or kelly (fitted on the members' out-of-sample returns).")] = "inverse_vol",
+    window: Annotated[int, typer.Option(help="Trailing out-of-sample bars the allocator fits on.")] = 500,
+    gross: Annotated[float, typer.Option(help="Share of the capital the members trade (rest: cash).")] = 1.0,
+    max_weight: Annotated[float | None, typer.Option(help="Largest share of one member.")] = None,
+    capital: Annotated[float, typer.Option(help="The book's capital.")] = 100_000.0,
+    reason: Annotated[str | None, typer.Option(help="Why, kept in the history.")] = None,
+) -> None:
+    """Combine promoted artifacts into one book (an allocator over their out-of-sample returns), backtest
+    it and store it as the next version of NAME; the paper runner trades it as its members."""
+    from workbench.backtest.allocators import Allocator
+    from workbench.cli.common import _lake, out
+    from workbench.promote.book import combine
+
+    refs = [r.strip() for r in members.split(",") if r.strip()]
+    alloc = Allocator(method=allocator, window=window, gross=gross, max_weight=max_weight)
+    lake = _lake()
+    res = combine(refs, alloc, name=name, capital=capital, registry=_registry(), runs_root=lake.root / "runs",
+                  lake=lake, reason=reason)
+    table = Table(title=f"book {name}: {allocator} over {len(res.oos_returns)} out-of-sample bars",
+                  title_justify="left")
+    for c in ("member", "share", "capital"):
+        table.add_column(c, justify="left" if c == "member" else "right")
+    for ref, share in res.shares.items():
+        table.add_row(escape(str(ref)), f"{share:.2%}", f"{share * capital:,.2f}")
+    out.print(table)
+    m, o = res.metrics, res.oos_metrics
+    span = f"{res.equity.index[0]:%Y-%m-%d}..{res.equity.index[-1]:%Y-%m-%d}"
+    out.print(f"out of sample: return {o['total_return']:.2%}, Sharpe {o['sharpe']:.2f}, max drawdown "
+              f"{o['max_drawdown']:.2%}; backtest {span}: return {m['total_return']:.2%}, Sharpe "
+              f"{m['sharpe']:.2f}", highlight=False)
+    a = res.artifact
+    assert a is not None
+    verb = "promoted" if res.promoted else "already current (same members and shares), nothing written:"
+    out.print(f"{verb} {a.ref}: trade it with `workbench paper replay {a.ref}` or a paper config",
+              markup=False, highlight=False)
 
 
 def _params(params: dict[str, Any]) -> str:
