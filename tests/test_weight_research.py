@@ -143,3 +143,28 @@ def test_the_look_ahead_check_passes_the_built_ins_and_catches_a_peek() -> None:
     peek = WeightStrategy("peek", ParamSpace.of(int_param("x", 1, 1, 2)), _peeking)
     rep = check_weight_lookahead(peek, frames, {}, cuts=3)
     assert not rep.ok and rep.leaking[0].startswith("weights.")
+
+
+def test_a_strategy_picks_and_an_allocator_sizes_its_picks() -> None:
+    frames = _frames(400, 4)
+    strat = resolve_strategy("xs_momentum+risk_parity")
+    assert strat.name == "xs_momentum+risk_parity" and "alloc_window" in strat.space.names
+    p = {"lookback": 63, "top": 2, "every": "monthly", "alloc_window": 42}
+    targets = pd.DataFrame(strat.targets(frames, p))
+    closes = pd.DataFrame({s: f["close"] for s, f in frames.items()})
+    rets = closes.pct_change()
+    rows = targets.dropna(how="all")
+    assert len(rows) >= 8
+    for t, row in rows.iterrows():
+        b = closes.index.get_loc(t)
+        past = closes.iloc[b] / closes.iloc[b - 63] - 1  # the top 2 by trailing return, by hand
+        top = sorted(past.sort_values(ascending=False).index[:2])
+        assert sorted(row.index[row > 0]) == top
+        want = Allocator(method="risk_parity", window=42).weights(rets[top].iloc[b - 41:b + 1])
+        # (within the convex solver's tolerance: the same numbers in another memory layout move its
+        # last iterations by 1e-7)
+        np.testing.assert_allclose(row[top].to_numpy(), want.to_numpy(), rtol=1e-5)
+    with pytest.raises(ConfigError, match="unknown allocator 'nope'"):
+        resolve_strategy("xs_momentum+nope")
+    with pytest.raises(ConfigError, match="unknown weight strategy 'sma_cross'"):
+        resolve_strategy("sma_cross+hrp")

@@ -25,7 +25,12 @@ from workbench.backtest.metrics import METRIC_KEYS, compute_metrics
 from workbench.backtest.rebalance import RebalanceResult, simulate_weights
 from workbench.errors import ConfigError
 from workbench.strategies.base import ParamSpace, Strategy, choice_param, int_param
-from workbench.strategies.weights import WEIGHT_STRATEGIES, WeightStrategy, rebalance_bars
+from workbench.strategies.weights import (
+    WEIGHT_STRATEGIES,
+    WeightStrategy,
+    get_weight_strategy,
+    rebalance_bars,
+)
 
 TRADE_COLUMNS = ["symbol", "direction", "entry_time", "exit_time", "entry_price", "exit_price", "size",
                  "pnl", "return", "fees", "status"]
@@ -58,28 +63,81 @@ ALLOCATE = WeightStrategy(
     description="An allocator over the whole universe, refitted on its trailing window at each rebalance.")
 
 
+def with_allocator(base: WeightStrategy, method: str) -> WeightStrategy:
+    """`base` picking the symbols, the allocator `method` sizing them: at each rebalance bar, the symbols
+    `base` gives a non-zero weight are weighted by the allocator fitted on their `alloc_window` trailing
+    returns up to that bar, to the gross `base` gave them (e.g. ``xs_momentum+risk_parity``: the top
+    symbols by momentum, in equal risk). Named ``<base>+<method>``, so it resolves by name."""
+    if method not in METHODS or method == "kelly":
+        raise ConfigError(f"unknown allocator {method!r} after '+'; choose one of "
+                          f"{', '.join(m for m in METHODS if m != 'kelly')}")
+    window = int_param("alloc_window", 126, 21, 504, step=21, doc=f"trailing returns the {method} fit uses")
+    if "alloc_window" in base.space.names:
+        raise ConfigError(f"{base.name} already has an allocator: write one '+<method>'")
+
+    def fn(closes: pd.DataFrame, p: dict[str, Any]) -> pd.DataFrame:
+        own = {k: v for k, v in p.items() if k != "alloc_window"}
+        picked = base.fn(closes, own)
+        alloc = Allocator(method=method, window=int(p["alloc_window"]))
+        returns = closes.pct_change()
+        out = picked.copy()
+        for b in rebalance_bars(pd.DatetimeIndex(closes.index), str(p.get("every", "every"))):
+            row = picked.iloc[b]
+            held = row.index[(row.fillna(0.0).abs() > 0).to_numpy()]
+            if b < alloc.window or len(held) < 1:
+                continue
+            gross = float(row[held].abs().sum())
+            w = alloc.weights(returns[held].iloc[b + 1 - alloc.window:b + 1]) * gross
+            out.iloc[b] = 0.0
+            out.loc[out.index[b], held] = w.to_numpy()
+        return out
+
+    return WeightStrategy(f"{base.name}+{method}", ParamSpace.of(*base.space.params, window), fn,
+                          warmup=lambda p: max(int(base.warmup(p)), int(p["alloc_window"])),
+                          description=f"{base.description} Sized by {method} over the picks' trailing "
+                                      "returns.")
+
+
 def weight_strategies() -> dict[str, WeightStrategy]:
     """Every weight strategy by name: the cross-sectional built-ins and `allocate`."""
     return {s.name: s for s in (*WEIGHT_STRATEGIES, ALLOCATE)}
 
 
 def is_weight_strategy(spec: Any) -> bool:
-    """Whether `spec` (a name or a strategy object) is a weight strategy."""
+    """Whether `spec` (a name, ``<name>+<allocator>``, or a strategy object) is a weight strategy."""
     if isinstance(spec, WeightStrategy):
         return True
-    return isinstance(spec, str) and spec.strip() in weight_strategies()
+    return isinstance(spec, str) and spec.strip().split("+", 1)[0] in weight_strategies()
 
 
 def resolve_strategy(spec: str | Strategy | WeightStrategy) -> Strategy | WeightStrategy:
     """A signal strategy (registry name or composite spec) or a weight strategy, by name."""
     if isinstance(spec, (Strategy, WeightStrategy)):
         return spec
-    found = weight_strategies().get(spec.strip())
+    text = spec.strip()
+    found = weight_strategies().get(text)
     if found is not None:
         return found
+    if "+" in text and "(" not in text:
+        head, method = text.split("+", 1)
+        base = weight_strategies().get(head)
+        if base is None:
+            raise ConfigError(f"unknown weight strategy {head!r} before '+'; choose one of "
+                              f"{', '.join(weight_strategies())}")
+        return with_allocator(base, method)
     from workbench.strategies.registry import get_strategy
 
     return get_strategy(spec)
+
+
+def resolve_weight_strategy(spec: str) -> WeightStrategy:
+    """A weight strategy by name (``<name>+<allocator>`` included); anything else is one line naming
+    the weight strategies (and the command for a signal strategy)."""
+    if spec.strip().split("+", 1)[0] in weight_strategies():
+        found = resolve_strategy(spec)
+        assert isinstance(found, WeightStrategy)
+        return found
+    return get_weight_strategy(spec)
 
 
 # ---------------------------------------------------------------------------------------- trades
