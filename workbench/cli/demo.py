@@ -48,6 +48,7 @@ def demo() -> None:
     [replayed] = paper_replay(artifact=ref, start="2025-07-01", end="2025-12-31", journal=replays,
                               window="anchored", capital=None, report=parity)
     out.print(f"parity report: {DEMO_REPORTS / 'paper_replay_parity.html'}")
+    _demo_portfolio(ref)
     from workbench.promote import load_artifact
     from workbench.reports import run_report
 
@@ -101,6 +102,30 @@ def _demo_execution() -> None:
         paper_replay(artifact=ref, start="2025-09-01", end="2025-12-31",
                      journal=replays / f"replay_{strategy}", window="anchored", capital=None,
                      report=DEMO_REPORTS / f"paper_replay_{strategy}_parity.html")
+
+
+def _demo_portfolio(main_ref: str) -> None:
+    """A cross-sectional book on the demo equities (momentum picks, risk parity sizes them), then two
+    promoted strategies combined into one book and paper-replayed as its members."""
+    from workbench.cli.paper import paper_replay
+    from workbench.cli.portfolio import portfolio_cmd
+    from workbench.cli.promote import promote_book_cmd
+    from workbench.promote import load_artifact
+
+    out.rule("portfolio: xs_momentum picks the 2 strongest of AAPL, MSFT, SPY (1d), risk parity sizes them, "
+             "monthly")
+    portfolio_cmd(strategy="xs_momentum+risk_parity", symbols="AAPL,MSFT,SPY", params="lookback=126,top=2,"
+                  "alloc_window=126,every=monthly", costs="fees=0.0005,slippage=0.0002",
+                  html=DEMO_REPORTS / "portfolio_xs_momentum_risk_parity.html")
+    pullback = load_artifact("sma_pullback-btc_usdt-1h").ref
+    out.rule(f"book: {main_ref} and {pullback} in one account, shares by inverse volatility of their "
+             "out-of-sample returns")
+    promote_book_cmd(members=f"{main_ref},{pullback}", name="demo_book", allocator="inverse_vol", window=500,
+                     gross=1.0, max_weight=None, capital=100_000.0, reason="demo: two promoted strategies")
+    out.rule("paper replay of demo_book: Sep-Dec 2025, each member on its share, parity with its backtest")
+    paper_replay(artifact="demo_book", start="2025-09-01", end="2025-12-31",
+                 journal=_lake().root / "paper" / "replay_book", window="anchored", capital=None,
+                 report=DEMO_REPORTS / "paper_replay_book_parity.html")
 
 
 def _demo_model() -> None:
