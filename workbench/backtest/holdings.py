@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from workbench.backtest.engine import Costs, Fill, Timeline, buy_and_hold, resolve_annualisation
+from workbench.backtest.engine import Costs, Fill, Timeline, _compact, buy_and_hold, resolve_annualisation
 from workbench.backtest.metrics import TRADE_KEYS, compute_metrics, metrics_frame
 from workbench.backtest.portfolio_risk import risk_contributions as split_variance
 from workbench.backtest.rebalance import RebalanceResult
@@ -186,19 +186,22 @@ def rebalance_risk(result: RebalanceResult, frames: Mapping[str, pd.DataFrame], 
     return out
 
 
-def book_benchmark(result: RebalanceResult, frames: Mapping[str, pd.DataFrame]) -> pd.Series:
+def book_benchmark(result: RebalanceResult, frames: Mapping[str, pd.DataFrame],
+                   costs: Costs | None = None) -> pd.Series:
     """Equal-weight buy and hold of the book's symbols (SEMANTICS.md "Benchmark") under the result's
-    fill, fees and fixed slippage, on its union timeline."""
+    fill and `costs` (default: the fees and fixed slippage its inputs record), on its union timeline."""
     _symbols, tl = _book(result, frames)
     open_, _high, _low, close = tl.prices()
-    recorded = result.inputs.get("costs", {})
-    costs = Costs(fees=float(recorded.get("fees", 0.0)), slippage=float(recorded.get("slippage", 0.0)))
+    if costs is None:
+        recorded = result.inputs.get("costs", {})
+        costs = Costs(fees=float(recorded.get("fees", 0.0)), slippage=float(recorded.get("slippage", 0.0)))
     return buy_and_hold(open_, close, tl.index, costs, Fill(result.inputs.get("fill", "next_open")),
-                        float(result.inputs["init_cash"]), np.full((1, 1), costs.slippage))
+                        float(result.inputs["init_cash"]), _compact(tl.slippage(costs)))
 
 
 def rebalance_metrics(result: RebalanceResult, frames: Mapping[str, pd.DataFrame], *,
-                      timeframe: str | None = None, calendar: str | None = None) -> dict[str, float]:
+                      timeframe: str | None = None, calendar: str | None = None,
+                      costs: Costs | None = None) -> dict[str, float]:
     """The metrics of the book's equity (`compute_metrics`) against `book_benchmark`, annualised on the
     bars' timeframe and calendar (inferred unless given); exposure from the weights held, turnover from
     the orders' notional. Trade statistics are left out: a rebalanced book holds positions, not round
@@ -208,7 +211,7 @@ def rebalance_metrics(result: RebalanceResult, frames: Mapping[str, pd.DataFrame
     traded = float((result.orders["size"] * result.orders["price"]).abs().sum())
     out = compute_metrics(result.equity, float(result.inputs["init_cash"]), ppy,
                           exposure=held.abs().sum(axis=1).fillna(0.0).to_numpy(), traded_value=traded,
-                          benchmark=book_benchmark(result, frames))
+                          benchmark=book_benchmark(result, frames, costs))
     return {k: v for k, v in out.items() if k not in TRADE_KEYS and k != "n_open_trades"}
 
 

@@ -26,12 +26,10 @@ from workbench.backtest.engine import (
     Fill,
     Lot,
     Timeline,
-    _compact,
-    buy_and_hold,
     fingerprint,
     resolve_annualisation,
 )
-from workbench.backtest.metrics import compute_metrics
+from workbench.backtest.holdings import book_benchmark, held_weights, rebalance_metrics
 from workbench.backtest.rebalance import (
     RebalanceResult,
     allocation_weights,
@@ -281,27 +279,10 @@ def _measure(frames: Mapping[str, pd.DataFrame], res: RebalanceResult, targets: 
              source: dict[str, Any], costs: Costs, fill: Fill, init_cash: float,
              timeframe: str | None) -> PortfolioResult:
     """The metrics of a signal backtest that apply to a rebalanced book, and its inputs."""
-    symbols = list(frames)
-    tl = Timeline(frames, symbols)
-    open_, _high, _low, close = tl.prices()
+    tl = Timeline(frames, list(frames))
     timeframe, calendar, ppy = resolve_annualisation(frames, timeframe, None, None)
-    equity = res.equity
-    # positions after each bar: the orders' signed sizes accumulated (orders fill at their bar)
-    qty = np.zeros((tl.n, len(symbols)))
-    if len(res.orders):
-        rows = tl.index.get_indexer(pd.DatetimeIndex(res.orders["time"]))
-        cols = pd.Index(symbols).get_indexer(pd.Index(res.orders["symbol"]))
-        signed = np.where(res.orders["side"] == "buy", 1.0, -1.0) * res.orders["size"].to_numpy(dtype=float)
-        np.add.at(qty, (rows, cols), signed)
-        qty = np.cumsum(qty, axis=0)
-    value = equity.to_numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gross = np.where(value > 0, np.abs(qty * close).sum(axis=1) / value, np.nan)
-    traded = float((res.orders["size"] * res.orders["price"]).sum()) if len(res.orders) else 0.0
-    slip = _compact(tl.slippage(costs))
-    bench = buy_and_hold(open_, close, tl.index, costs, fill, init_cash, slip)
-    every = compute_metrics(equity, init_cash, ppy, exposure=gross, traded_value=traded, benchmark=bench,
-                            index=tl.index)
+    gross = held_weights(res, frames).abs().sum(axis=1, min_count=1)
+    every = rebalance_metrics(res, frames, timeframe=timeframe, calendar=calendar, costs=costs)
     metrics = {k: every[k] for k in PORTFOLIO_METRICS}
     table = _union_targets(tl, targets)
     inputs = {
@@ -313,8 +294,8 @@ def _measure(frames: Mapping[str, pd.DataFrame], res: RebalanceResult, targets: 
         "sources": sorted({str(df.attrs["source"]) for df in frames.values() if "source" in df.attrs}),
         "code_version": code_version(),
     }
-    return PortfolioResult(equity=equity, benchmark=bench,
-                           gross_exposure=pd.Series(gross, index=tl.index, name="gross_exposure"),
+    return PortfolioResult(equity=res.equity, benchmark=book_benchmark(res, frames, costs),
+                           gross_exposure=gross.rename("gross_exposure"),
                            orders=res.orders, targets=table, metrics=metrics, inputs=inputs)
 
 
