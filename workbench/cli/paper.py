@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -170,7 +171,7 @@ def paper_replay(
                       f"{getattr(res.backtest, 'charges', {}).get('funding', 0.0):,.2f}", highlight=False)
         if report is not None:
             _write_report(
-                res, report if len(specs) == 1 else report.with_stem(f"{report.stem}-{spec.symbols[0]}")
+                res, report if len(specs) == 1 else report.with_stem(f"{report.stem}-{_slug(spec.name)}")
             )
         failed |= not res.parity.ok
         results.append(res)
@@ -180,6 +181,11 @@ def paper_replay(
             "ahead or a runner bug: check `workbench strategies` look-ahead and the journal"
         )
     return results
+
+
+def _slug(name: str) -> str:
+    """A spec's name as part of a file name (``book@v1/sma_cross@v1`` -> ``book_v1_sma_cross_v1``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
 def _parity_table(res: Any, out: Any) -> None:
