@@ -100,7 +100,7 @@ def simulate_weights(bars: dict[str, pd.DataFrame], weights: dict[str, list[floa
         value = cash + sum(qty[k] * (last_close[k] or 0.0) for k in symbols)
         row = {j: weights[j][own[j][t]] for j in here if not math.isnan(weights[j][own[j][t]])}
         if row:
-            gross_check({**targets, **row}, t)
+            gross_check(row, t)  # the targets set at this bar (SEMANTICS.md), not those carried
         drifted = bool(targets) and value > 0 and any(
             abs(qty[k] * (last_close[k] or 0.0) / value - targets[k]) > drift for k in targets
         ) if drift is not None else False

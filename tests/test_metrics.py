@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from workbench.backtest.metrics import (
+    BENCHMARK_KEYS,
     METRIC_KEYS,
     compute_metrics,
     drawdown_nb,
@@ -424,6 +425,59 @@ def test_compute_metrics_rejects_bad_inputs() -> None:
         compute_metrics(value, 1000.0, 252.0, index=pd.date_range("2024-01-01", periods=3))
     with pytest.raises(ConfigError, match="status"):
         compute_metrics(value, 1000.0, 252.0, trades=pd.DataFrame({"pnl": [1.0], "return": [0.1]}))
+
+
+# ------------------------------------------------------------------ against a benchmark
+def _returns_by_hand(value: np.ndarray, init_cash: float) -> np.ndarray:
+    return value / np.concatenate([[init_cash], value[:-1]]) - 1.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_alpha_beta_tracking_error_and_ir_equal_numpy(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, ppy, cash = 300, 252.0, 1000.0
+    b = rng.normal(0.0004, 0.012, n)
+    r = rng.uniform(0.2, 1.5) * b + rng.normal(0.0002, 0.006, n)
+    value, bench = cash * np.cumprod(1 + r), cash * np.cumprod(1 + b)
+    m = compute_metrics(value, cash, ppy, benchmark=bench)
+    rs, bs = _returns_by_hand(value, cash), _returns_by_hand(bench, cash)
+    slope, intercept = np.polyfit(bs, rs, 1)
+    active = rs - bs
+    te = active.std(ddof=1) * math.sqrt(ppy)
+    want = {"beta": slope, "alpha": intercept * ppy, "tracking_error": te,
+            "information_ratio": active.mean() * ppy / te,
+            "benchmark_return": bench[-1] / cash - 1, "excess_return": (value[-1] - bench[-1]) / cash}
+    assert_close(m, want, rel=1e-7)
+    assert list(m) == list(METRIC_KEYS) and set(BENCHMARK_KEYS) <= set(m)
+    shown = metrics_frame(m, formatted=True).set_index("metric")["value"]
+    assert shown["alpha"] == f"{m['alpha']:.2%}" and shown["tracking_error"] == f"{te:.2%}"
+    assert shown["beta"] == f"{slope:,.2f}" and shown["information_ratio"] == f"{m['information_ratio']:,.2f}"
+
+
+def test_a_benchmark_equal_to_the_strategy() -> None:
+    value = random_equity(3, 200)
+    m = compute_metrics(value, 1000.0, 252.0, benchmark=value.copy())
+    assert m["beta"] == 1.0 and m["alpha"] == 0.0 and m["tracking_error"] == 0.0
+    assert math.isnan(m["information_ratio"]) and na_reason("information_ratio", m) == "no tracking error"
+    shown = metrics_frame(m, formatted=True).set_index("metric")["value"]
+    assert shown["information_ratio"] == "n/a (no tracking error)" and shown["excess_return"] == "0.00%"
+
+
+def test_benchmark_figures_that_are_undefined_say_why() -> None:
+    value = random_equity(4, 100)
+    cash = compute_metrics(value, 1000.0, 252.0, benchmark=np.full(100, 1000.0))  # a flat benchmark
+    assert math.isnan(cash["beta"]) and math.isnan(cash["alpha"])
+    assert na_reason("beta", cash) == na_reason("alpha", cash) == "constant benchmark"
+    r = _returns_by_hand(value, 1000.0)  # against cash the active return is the strategy's own
+    assert cash["tracking_error"] == pytest.approx(r.std(ddof=1) * math.sqrt(252), rel=1e-12)
+    assert cash["information_ratio"] == pytest.approx(cash["sharpe"], rel=1e-12)
+    none = compute_metrics(value, 1000.0, 252.0)
+    assert all(math.isnan(none[k]) and na_reason(k, none) == "no benchmark" for k in BENCHMARK_KEYS)
+    one = compute_metrics(value[:1], 1000.0, 252.0, benchmark=value[:1])
+    assert all(na_reason(k, one) == "fewer than 2 bars" for k in ("alpha", "beta", "information_ratio"))
+    with pytest.raises(ConfigError, match="benchmark has 99 values but value has 100 bars") as err:
+        compute_metrics(value, 1000.0, 252.0, benchmark=value[:-1])
+    assert "\n" not in str(err.value)
 
 
 def test_metrics_frame() -> None:

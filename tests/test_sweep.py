@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from workbench.backtest import Costs, Lot, Sizing, backtest
+from workbench.backtest.metrics import BENCHMARK_KEYS
 from workbench.backtest.options import rank_rows
 from workbench.backtest.sweep import LARGE_SWEEP, SweepPlan, SweepResult, check_sweep_size, sweep
 from workbench.data.sources.synthetic import SyntheticSource
@@ -22,8 +23,9 @@ from workbench.strategies import get_strategy, list_strategies
 # a folder that does not exist: the registry then holds the built-ins only, whatever ./research has
 NO_RESEARCH = Path(__file__).with_name("_no_research_here_")
 REL = 1e-9
-# metrics backtest() reports that a sweep may leave out (they need per-bar wall-clock time or exposure)
-SWEEP_MAY_LACK = {"max_drawdown_days", "avg_gross_exposure"}
+# metrics backtest() reports that a sweep may leave out (they need per-bar wall-clock time, exposure or
+# the per-bar returns against the benchmark)
+SWEEP_MAY_LACK = {"max_drawdown_days", "avg_gross_exposure", *BENCHMARK_KEYS}
 COSTS = Costs(fees=0.0007, slippage=0.0003, slippage_vol=0.2, vol_window=10)
 ML_CHEAP = {"model": "logistic", "refit_every": 1000, "min_train": 1000, "horizon": 6, "purge": 6}
 

@@ -7,7 +7,8 @@ weights and rebalancing" step 1), its orders, fees and slippage cost (each fill'
 bar's price before slippage, times its size). `risk_contributions`: each asset's share of the
 portfolio's variance, `RC_i = w_i (Σw)_i / (w'Σw)` on the sample covariance; `rebalance_risk` gives it
 at every rebalance. `rebalance_metrics`: the metrics of the book's equity against an equal-weight buy
-and hold (`book_benchmark`); `metrics_table` puts several books side by side.
+and hold (`book_benchmark`) or any benchmark (`benchmark.benchmark_equity`); `metrics_table` puts
+several books side by side.
 
 Everything is computed from the orders and the bars, not from the kernel's state, so the same tables
 and figures (`workbench.backtest.plots`) serve any source of targets: a weight strategy, an allocator,
@@ -201,30 +202,36 @@ def book_benchmark(result: RebalanceResult, frames: Mapping[str, pd.DataFrame],
 
 def rebalance_metrics(result: RebalanceResult, frames: Mapping[str, pd.DataFrame], *,
                       timeframe: str | None = None, calendar: str | None = None,
-                      costs: Costs | None = None) -> dict[str, float]:
-    """The metrics of the book's equity (`compute_metrics`) against `book_benchmark`, annualised on the
-    bars' timeframe and calendar (inferred unless given); exposure from the weights held, turnover from
-    the orders' notional. Trade statistics are left out: a rebalanced book holds positions, not round
-    trips."""
+                      costs: Costs | None = None, benchmark: pd.Series | None = None) -> dict[str, float]:
+    """The metrics of the book's equity (`compute_metrics`) against `book_benchmark`, or `benchmark` (an
+    equity on the book's bars: `benchmark.benchmark_equity` makes one of a symbol or a price series),
+    annualised on the bars' timeframe and calendar (inferred unless given); exposure from the weights
+    held, turnover from the orders' notional. Trade statistics are left out: a rebalanced book holds
+    positions, not round trips."""
+    if benchmark is not None and not (isinstance(benchmark, pd.Series)
+                                      and benchmark.index.equals(result.equity.index)):
+        raise ConfigError("benchmark must be an equity Series on the book's bars: build it with "
+                          "benchmark_equity(result.equity, ...)")
     held = held_weights(result, frames)
     _tf, _cal, ppy = resolve_annualisation(frames, timeframe, calendar, None)
     traded = float((result.orders["size"] * result.orders["price"]).abs().sum())
     out = compute_metrics(result.equity, float(result.inputs["init_cash"]), ppy,
                           exposure=held.abs().sum(axis=1).fillna(0.0).to_numpy(), traded_value=traded,
-                          benchmark=book_benchmark(result, frames, costs))
+                          benchmark=book_benchmark(result, frames, costs) if benchmark is None else benchmark)
     return {k: v for k, v in out.items() if k not in TRADE_KEYS and k != "n_open_trades"}
 
 
 def metrics_table(books: Mapping[str, RebalanceResult], frames: Mapping[str, pd.DataFrame], *,
-                  formatted: bool = True, timeframe: str | None = None, calendar: str | None = None
-                  ) -> pd.DataFrame:
+                  formatted: bool = True, timeframe: str | None = None, calendar: str | None = None,
+                  benchmark: pd.Series | None = None) -> pd.DataFrame:
     """`rebalance_metrics` of several books on the same bars side by side: a `metric` column and one
-    column per book (values as people read them unless `formatted` is False)."""
+    column per book (values as people read them unless `formatted` is False); `benchmark`: one equity
+    on those bars for every book (default: each book's equal-weight buy and hold)."""
     if not books:
         raise ConfigError("metrics_table needs at least one book: pass {name: RebalanceResult}")
     columns = {}
     for name, book in books.items():
-        m = rebalance_metrics(book, frames, timeframe=timeframe, calendar=calendar)
+        m = rebalance_metrics(book, frames, timeframe=timeframe, calendar=calendar, benchmark=benchmark)
         columns[str(name)] = metrics_frame(m, formatted=formatted).set_index("metric")["value"]
     table = pd.DataFrame(columns)
     table.index.name = "metric"

@@ -30,6 +30,14 @@ Per-bar returns are simple returns of the equity ``value`` with the first one ta
   (the first on ties). A run of equal values moves the peak to its last bar, as in vectorbt.
 - ``calmar = annual_return / abs(max_drawdown)``; NaN when there is no drawdown.
 
+Against a benchmark equity ``B`` (scaled like the strategy's, its returns ``b`` taken the same way,
+``a = r - b`` the active return; bars where either return is undefined are left out):
+
+- ``beta`` and ``alpha``: the OLS fit ``r = alpha_bar + beta * b``; ``alpha = alpha_bar * ppy``
+  (annualised arithmetically, like an annual mean). NaN when ``b`` is constant (no slope to fit).
+- ``tracking_error = std(a, ddof=1) * sqrt(ppy)``; ``information_ratio = mean(a) * ppy /
+  tracking_error``. NaN when ``a`` is constant (the benchmark is the strategy: no tracking error).
+
 ``periods_per_year`` is ``365 days / bar`` on ``24/7`` and the mean count of expected bars per year
 over 2015-2024 on an exchange calendar (XNYS: 251.6 a day; 1755.2 an hour, since hourly bars are
 UTC-hour buckets and a full session touches 7 of them; 97764 a minute).
@@ -80,7 +88,13 @@ METRIC_KEYS = (
     "turnover",
     "benchmark_return",
     "excess_return",
+    "alpha",
+    "beta",
+    "tracking_error",
+    "information_ratio",
 )
+# what a benchmark adds beyond its return: per-bar statistics of the strategy against it
+BENCHMARK_KEYS = ("alpha", "beta", "tracking_error", "information_ratio")
 
 EQUITY_KEYS = (
     "total_return",
@@ -415,6 +429,46 @@ def trade_stats(pnl: np.ndarray, returns: np.ndarray) -> dict[str, float]:
     return out
 
 
+def bar_returns(value: np.ndarray, init_cash: float) -> np.ndarray:
+    """Per-bar simple returns of an equity curve, the first one against `init_cash` (the module's
+    convention, vectorbt's rules for zero and negative bases)."""
+    prev = np.concatenate([[float(init_cash)], value[:-1]])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (value - prev) / prev
+    out = np.where(prev < 0.0, -out, out)
+    return np.where((prev == 0.0) & (value == 0.0), 0.0, out)
+
+
+def benchmark_stats(returns: np.ndarray, benchmark_returns: np.ndarray, ppy: float) -> dict[str, float]:
+    """Alpha, beta, tracking error and information ratio of per-bar `returns` against
+    `benchmark_returns` on the same bars (definitions in the module docstring); bars where either is
+    not finite are left out, and a figure that is undefined is NaN."""
+    _check_ppy(ppy)
+    r = _float_array(returns, "returns")
+    b = _float_array(benchmark_returns, "benchmark returns")
+    if len(r) != len(b):
+        raise ConfigError(f"returns have {len(r)} bars but the benchmark's {len(b)}: align both on the same "
+                          "bars")
+    ok = np.isfinite(r) & np.isfinite(b)
+    r, b = r[ok], b[ok]
+    out = dict.fromkeys(BENCHMARK_KEYS, math.nan)
+    if len(r) < 2:
+        return out
+    active = r - b
+    if active.min() != active.max():  # (exactly constant: no tracking error, not a rounding residue)
+        te = float(np.std(active, ddof=1))
+        out["tracking_error"] = te * math.sqrt(ppy)
+        out["information_ratio"] = float(np.mean(active)) / te * math.sqrt(ppy)
+    else:
+        out["tracking_error"] = 0.0
+    if b.min() != b.max():
+        db = b - b.mean()
+        beta = float(np.dot(db, r - r.mean()) / np.dot(db, db))
+        out["beta"] = beta
+        out["alpha"] = (float(r.mean()) - beta * float(b.mean())) * ppy
+    return out
+
+
 def compute_metrics(
     value: pd.Series | np.ndarray,
     init_cash: float,
@@ -428,11 +482,12 @@ def compute_metrics(
     """Every metric of one backtest in the fixed order of `METRIC_KEYS` (NaN where not computable).
 
     `trades` has columns `pnl`, `return`, `status` ("closed"/"open"): trade statistics use the closed
-    ones. `exposure` is the per-bar gross exposure as a fraction of equity. `benchmark` is the
-    buy-and-hold equity curve started with the same `init_cash` (not a price series): its return is
-    `benchmark[-1] / init_cash - 1`, like `total_return`. `max_drawdown_days` is the wall-clock time
-    from the peak to the recovery bar (or the last bar) of the longest drawdown, in days; it needs a
-    DatetimeIndex (`index`, or the index of a `value` Series).
+    ones. `exposure` is the per-bar gross exposure as a fraction of equity. `benchmark` is an equity
+    curve on the same bars started with the same `init_cash` (buy and hold, or `benchmark_equity`'s; not
+    a price series): its return is `benchmark[-1] / init_cash - 1`, like `total_return`, and alpha,
+    beta, tracking error and information ratio compare the per-bar returns. `max_drawdown_days` is the
+    wall-clock time from the peak to the recovery bar (or the last bar) of the longest drawdown, in
+    days; it needs a DatetimeIndex (`index`, or the index of a `value` Series).
     """
     arr = _float_array(value, "value")
     _check_ppy(ppy)
@@ -490,17 +545,21 @@ def compute_metrics(
 
     if benchmark is not None:
         bench = _float_array(benchmark, "benchmark")
+        if len(bench) != len(arr):
+            raise ConfigError(f"benchmark has {len(bench)} values but value has {len(arr)} bars: pass its "
+                              "equity on the same bars (benchmark_equity aligns one)")
         if len(bench):
             out["benchmark_return"] = float(bench[-1] / init_cash - 1.0)
             out["excess_return"] = out["total_return"] - out["benchmark_return"]
+            out.update(benchmark_stats(bar_returns(arr, init_cash), bar_returns(bench, init_cash), ppy))
     return out
 
 
 # metrics shown as percentages, as ratios (2 decimals), as counts; the rest as plain numbers
 _PCT = frozenset({"total_return", "annual_return", "annual_volatility", "max_drawdown", "win_rate",
                   "avg_win", "avg_loss", "best_trade", "worst_trade", "exposure", "avg_gross_exposure",
-                  "benchmark_return", "excess_return"})
-_RATIO = frozenset({"sharpe", "sortino", "calmar", "profit_factor"})
+                  "benchmark_return", "excess_return", "alpha", "tracking_error"})
+_RATIO = frozenset({"sharpe", "sortino", "calmar", "profit_factor", "beta", "information_ratio"})
 _COUNT = frozenset({"n_trades", "n_open_trades", "max_drawdown_duration"})
 
 
@@ -535,7 +594,17 @@ def na_reason(key: str, metrics: Mapping[str, Any]) -> str:
         if float(vol) == 0.0:
             return "constant returns"
         return "no losing bar" if key == "sortino" else ""
+    if key in BENCHMARK_KEYS:
+        if _nan(metrics.get("benchmark_return")):
+            return "no benchmark"
+        if _nan(metrics.get("annual_volatility")):
+            return "fewer than 2 bars"
+        if key == "information_ratio" and metrics.get("tracking_error") == 0.0:
+            return "no tracking error"
+        return "constant benchmark" if key in ("alpha", "beta") else ""
     if key in TRADE_KEYS and key != "n_trades":
+        if _nan(n_trades):  # no trade list was given (a rebalanced portfolio's metrics): nothing to say
+            return ""
         if no_trades:
             return "no trades"
         if no_closed:

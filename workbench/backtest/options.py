@@ -49,9 +49,11 @@ def rank_rows(table: pd.DataFrame, by: str, n: int) -> tuple[pd.DataFrame, int]:
 
 def metric_names() -> list[str]:
     """The metrics a sweep table holds (backtest() alone reports the per-bar-time ones)."""
-    from workbench.backtest.metrics import METRIC_KEYS
+    from workbench.backtest.metrics import BENCHMARK_KEYS, METRIC_KEYS
 
-    return [k for k in METRIC_KEYS if k not in ("max_drawdown_days", "avg_gross_exposure")]
+    # per-bar-time and per-bar-return figures a sweep's kernel does not keep
+    lacks = ("max_drawdown_days", "avg_gross_exposure", *BENCHMARK_KEYS)
+    return [k for k in METRIC_KEYS if k not in lacks]
 
 
 def check_metric(name: str, option: str) -> None:

@@ -30,6 +30,7 @@ from workbench.backtest.engine import (
     resolve_annualisation,
 )
 from workbench.backtest.holdings import book_benchmark, held_weights, rebalance_metrics
+from workbench.backtest.metrics import BENCHMARK_KEYS
 from workbench.backtest.rebalance import (
     RebalanceResult,
     allocation_weights,
@@ -46,7 +47,7 @@ TIME_COLUMNS = ("ts", "time", "date")
 # the trade statistics (win rate, profit factor, ...) do not
 PORTFOLIO_METRICS = ("total_return", "annual_return", "annual_volatility", "sharpe", "sortino", "calmar",
                      "max_drawdown", "max_drawdown_duration", "max_drawdown_days", "exposure",
-                     "avg_gross_exposure", "turnover", "benchmark_return", "excess_return")
+                     "avg_gross_exposure", "turnover", "benchmark_return", "excess_return", *BENCHMARK_KEYS)
 
 
 @dataclass

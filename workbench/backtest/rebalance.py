@@ -32,6 +32,7 @@ from workbench.backtest.engine import (
 )
 from workbench.backtest.kernels import BUY, N_ORDER_FIELDS, O_COL, O_FEES, O_IDX, O_PRICE, O_SIDE, O_SIZE
 from workbench.backtest.portfolio_risk import REPORT_COLUMNS, RiskLimits, apply_limits
+from workbench.backtest.universe import LiquidityUniverse, fittable
 from workbench.errors import ConfigError, DataError
 from workbench.strategies.weights import (
     SCHEDULES,
@@ -284,7 +285,8 @@ class Allocation:
 
 
 def allocate(frames: Mapping[str, pd.DataFrame], allocator: Any, every: str = "monthly",
-             risk: RiskLimits | None = None, progress: Any = None) -> Allocation:
+             risk: RiskLimits | None = None, progress: Any = None,
+             universe: LiquidityUniverse | None = None) -> Allocation:
     """Targets from an `Allocator` (`workbench.backtest.allocators`) on a calendar schedule: at each
     rebalance bar `s` of the union timeline, the allocator is fitted on the closes' simple returns up to
     and including bar `s` (a closed market's close carried forward: 0 returns), so the targets see
@@ -295,7 +297,9 @@ def allocate(frames: Mapping[str, pd.DataFrame], allocator: Any, every: str = "m
     and risk contributions are still made, annualised by the bars' calendar). A symbol whose market has
     no bar at a rebalance bar takes its target at its first own bar after it (mixed calendars: with
     `next_open` that trades one own bar later than a bar of its own would). `progress(done, total)`
-    after each fit."""
+    after each fit. `universe` (`workbench.backtest.universe`): each fit and its limits see only the
+    members at its bar that have the window's returns (`fittable`), the others get 0 (no member: cash),
+    so symbols may list late and delist."""
     symbols = list(frames)
     tl = Timeline(frames, symbols)
     close = tl.prices()[3]
@@ -319,16 +323,25 @@ def allocate(frames: Mapping[str, pd.DataFrame], allocator: Any, every: str = "m
                                                  f", min_history={allocator.min_history}")
         raise DataError(f"no rebalance bar has the {least} bars of returns the {allocator.method} allocator "
                         f"needs ({which}): the bars span {tl.n}; load more history or shorten its window")
+    member = None if universe is None else universe.membership(frames).to_numpy(dtype=bool)
     out = np.full((tl.n, len(symbols)), np.nan)
     rows, shares = [], []
     previous = None
     for done, b in enumerate(bars, 1):
         trailing = returns.iloc[:b]
+        if member is not None:
+            span = max(allocator.window, limits.window or 0)  # the fit's and the limits' windows
+            trailing = trailing.loc[:, fittable(trailing, member[b], span)]
+            if not trailing.shape[1]:  # no member has the history: cash
+                out[b], previous = 0.0, None
+                rows.append({**dict.fromkeys(REPORT_COLUMNS, np.nan), "dropped": "", "bound": "none"})
+                shares.append(np.zeros(len(symbols)))
+                continue
         w = allocator.weights(trailing, previous=previous)
         check = apply_limits(w, trailing, limits)
-        out[b] = check.weights.to_numpy()
+        out[b] = check.weights.reindex(symbols, fill_value=0.0).to_numpy()
         rows.append(check.report)
-        shares.append(check.contributions.to_numpy())
+        shares.append(check.contributions.reindex(symbols, fill_value=0.0).to_numpy())
         previous = w
         if progress is not None:
             progress(done, len(bars))
@@ -339,10 +352,11 @@ def allocate(frames: Mapping[str, pd.DataFrame], allocator: Any, every: str = "m
 
 
 def allocation_weights(frames: Mapping[str, pd.DataFrame], allocator: Any, every: str = "monthly",
-                       progress: Any = None, risk: RiskLimits | None = None) -> dict[str, pd.Series]:
+                       progress: Any = None, risk: RiskLimits | None = None,
+                       universe: LiquidityUniverse | None = None) -> dict[str, pd.Series]:
     """The targets of `allocate` alone: each symbol's targets on its own bars (NaN elsewhere), as
     `simulate_weights` takes them."""
-    return allocate(frames, allocator, every, risk=risk, progress=progress).targets
+    return allocate(frames, allocator, every, risk=risk, progress=progress, universe=universe).targets
 
 
 def backtest_weights(strategy: str | WeightStrategy, frames: Mapping[str, pd.DataFrame],

@@ -32,6 +32,7 @@ import numba
 import numpy as np
 from scipy import stats
 
+from workbench.backtest.metrics import benchmark_stats
 from workbench.errors import ConfigError, DataError
 
 EULER_GAMMA = 0.5772156649015329
@@ -543,9 +544,9 @@ def compare_to_benchmark(
         raise DataError(f"need at least 2 bars of returns, got {s.size}; use a longer period")
     if not (np.isfinite(s).all() and np.isfinite(b).all()):
         raise DataError("returns contain NaN or ±inf; fill or drop those bars in both series first")
-    diff = s - b
-    flat_diff, flat_s, flat_b = (bool(a.min() == a.max()) for a in (diff, s, b))
+    flat_s, flat_b = (bool(a.min() == a.max()) for a in (s, b))
     root = math.sqrt(ppy)
+    vs = benchmark_stats(s, b, ppy)  # the one definition of beta and the information ratio
     total = float(np.prod(1.0 + s) - 1.0)
     bench = float(np.prod(1.0 + b) - 1.0)
     return {
@@ -554,8 +555,8 @@ def compare_to_benchmark(
         "excess_return": total - bench,
         "sharpe": sharpe_ratio(s) * root,
         "benchmark_sharpe": sharpe_ratio(b) * root,
-        "information_ratio": math.nan if flat_diff else float(np.mean(diff) / np.std(diff, ddof=1)) * root,
-        "beta": math.nan if flat_b else float(np.cov(s, b, ddof=1)[0, 1] / np.var(b, ddof=1)),
+        "information_ratio": vs["information_ratio"],
+        "beta": vs["beta"],
         "correlation": math.nan if flat_b or flat_s else float(np.corrcoef(s, b)[0, 1]),
         "max_drawdown": float(_max_drawdown_paths(s)),
         "benchmark_max_drawdown": float(_max_drawdown_paths(b)),
