@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/collect.py
 	$(BIN)/python bench/stream_tick.py
 	$(BIN)/python bench/ml.py
+	$(BIN)/python bench/portfolio.py
 
 clean-venv:
 	rm -rf $(VENV)

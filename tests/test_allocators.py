@@ -68,6 +68,20 @@ def test_weights_equal_skfolios_own(method: str) -> None:
         assert w.sum() == pytest.approx(1.0, abs=1e-7)
 
 
+
+def test_hrp_on_a_wide_universe_with_a_binding_cap_is_skfolios_own() -> None:
+    # the allocator takes HRP's variances without skfolio's Portfolio objects: the weights must stay
+    # skfolio's on a universe deep enough for many splits, with the weight cap binding on some of them
+    r = _returns(n=300, m=60, seed=11)
+    w = Allocator(method="hrp", window=250, max_weight=0.03).weights(r)
+    theirs = HierarchicalRiskParity(risk_measure=RiskMeasure.VARIANCE, max_weights=0.03,
+                                    prior_estimator=EmpiricalPrior(covariance_estimator=LedoitWolf()))
+    theirs.fit(r.iloc[-250:].to_numpy())
+    free = HierarchicalRiskParity(risk_measure=RiskMeasure.VARIANCE,
+                                  prior_estimator=EmpiricalPrior(covariance_estimator=LedoitWolf()))
+    assert free.fit(r.iloc[-250:].to_numpy()).weights_.max() > 0.03  # the cap binds
+    np.testing.assert_allclose(w.to_numpy(), theirs.weights_, rtol=1e-12, atol=1e-15)
+
 def test_a_fit_sees_only_its_trailing_window() -> None:
     r = _returns()
     before = Allocator(method="risk_parity", window=120).weights(r)
