@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from reference_sim import Settings
 from reference_weights import simulate_weights as reference
+from test_rebalance import _frames  # (random universes, mixed calendars on request)
 
 from workbench.backtest import Costs, Lot
 from workbench.backtest.holdings import (
@@ -30,20 +31,6 @@ from workbench.backtest.rebalance import simulate_weights
 from workbench.errors import ConfigError, DataError
 
 NAN = math.nan
-
-
-def _frames(rng: np.random.Generator, n: int, m: int, mixed: bool) -> dict[str, pd.DataFrame]:
-    idx = pd.date_range("2025-01-01", periods=n, freq="D", tz="UTC")
-    out = {}
-    for j in range(m):
-        close = 100 * np.exp(np.cumsum(rng.normal(0, 0.03, n)))
-        open_ = close * np.exp(rng.normal(0, 0.01, n))
-        df = pd.DataFrame({"open": open_, "high": np.maximum(open_, close) * 1.01,
-                           "low": np.minimum(open_, close) * 0.99, "close": close}, index=idx)
-        if mixed and j % 2 == 1:  # weekends off
-            df = df[df.index.day_of_week < 5]
-        out[f"S{j}"] = df
-    return out
 
 
 def _hand_frames(drop_b_last: bool = False) -> dict[str, pd.DataFrame]:

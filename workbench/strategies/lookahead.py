@@ -78,13 +78,8 @@ def check_lookahead(strategy: Strategy | str, bars: pd.DataFrame, params: Mappin
 
         strategy = get_strategy(strategy)
     p = strategy.params(params)
-    n = len(bars)
     full = _run(strategy, bars, p)
-    lo, hi = strategy.warmup(p) + 1, n - 2  # the truncated bars must still pass the warmup check
-    if lo > hi:
-        raise DataError(f"look-ahead check of {strategy.name} needs at least {lo + 2} bars, got {n}; "
-                        "pass a longer range")
-    points = np.unique(np.linspace(lo, hi, max(int(cuts), 1)).round().astype(int))
+    points = _cut_points(strategy, p, len(bars), cuts)
     rng = np.random.default_rng(seed)
     violations: list[Violation] = []
     for t in points:
@@ -93,6 +88,16 @@ def check_lookahead(strategy: Strategy | str, bars: pd.DataFrame, params: Mappin
             part = _run(strategy, other, p)
             violations.extend(compare_runs(full, part, int(t), bars.index, variant, rtol))
     return LookaheadReport(strategy.name, dict(p), tuple(bars.index[points]), tuple(violations))
+
+
+def _cut_points(strategy: Any, p: Mapping[str, Any], n: int, cuts: int) -> np.ndarray:
+    """`cuts` bar positions spread over the `n` bars after the warm-up (the truncated bars must still
+    pass the warm-up check)."""
+    lo, hi = int(strategy.warmup(p)) + 1, n - 2
+    if lo > hi:
+        raise DataError(f"look-ahead check of {strategy.name} needs at least {lo + 2} bars, got {n}; "
+                        "pass a longer range")
+    return np.unique(np.linspace(lo, hi, max(int(cuts), 1)).round().astype(int))
 
 
 def _run(strategy: Strategy, bars: pd.DataFrame, p: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -169,11 +174,7 @@ def check_weight_lookahead(strategy: Any, frames: Mapping[str, pd.DataFrame],
         return {f"weights.{s}": t.reindex(index).to_numpy(dtype=float) for s, t in targets.items()}
 
     full = run(frames)
-    lo, hi = int(strategy.warmup(p)) + 1, n - 2
-    if lo > hi:
-        raise DataError(f"look-ahead check of {strategy.name} needs at least {lo + 2} bars, got {n}; "
-                        "pass a longer range")
-    points = np.unique(np.linspace(lo, hi, max(int(cuts), 1)).round().astype(int))
+    points = _cut_points(strategy, p, n, cuts)
     rng = np.random.default_rng(seed)
     violations: list[Violation] = []
     for t in points:
