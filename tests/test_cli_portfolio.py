@@ -39,6 +39,8 @@ def _ok_commands(out: Path) -> dict[str, list[str]]:
                        "fees=0.002,slippage=0", "--orders", str(out / "long_orders.csv")],
         "strategies": ["strategies"],
         "strategy_one": ["strategies", "xs_reversal"],
+        "alloc_risk": [*RP, "--window", "63", "--vol-target", "0.08", "--benchmark", "SPY",
+                       "--start", "2023-01-01"],
     }
 
 
@@ -68,6 +70,10 @@ def _bad_commands(out: Path) -> dict[str, tuple[list[str], list[str]]]:
         "no_source": (PF, ["give one source of target weights", "got none"]),
         "window_alone": ([*PF, "--strategy", "low_vol", "--window", "63"],
                          ["--window applies to --allocator", "drop --window"]),
+        "risk_with_strategy": ([*PF, "--strategy", "xs_momentum", "--vol-target", "0.1"],
+                               ["--vol-target act on an allocator's weights", "use --allocator"]),
+        "bad_vol_target": ([*RP, "--vol-target", "-1"], ["vol_target"]),
+        "unknown_benchmark": ([*RP, "--benchmark", "QQQ"], ["QQQ"]),
         "sizing": ([*PF, "--strategy", "xs_momentum", "--sizing", "risk"],
                    ["--sizing applies to signal strategies", "drop --sizing"]),
         "direction": ([*RP, "--direction", "long"], ["--direction applies to signal strategies"]),
@@ -252,3 +258,24 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(setup: dict, case: str) -> No
     assert len(lines) == 1 and lines[0].startswith("error: "), text
     for want in setup["bad"][case][1]:
         assert want in lines[0], (want, lines[0])
+
+
+def test_risk_limits_and_a_benchmark_symbol_from_the_command_line(setup: dict) -> None:
+    from workbench.backtest import Allocator
+    from workbench.backtest.portfolio import backtest_portfolio
+    from workbench.backtest.portfolio_risk import RiskLimits
+
+    stdout = ok(setup, "alloc_risk")
+    assert "risk limits at the last rebalances" in stdout
+    bound = [ln for ln in stdout.splitlines() if "vol_target" in ln and ln.startswith("│ 20")]
+    assert bound and all("8.00%" in ln for ln in bound)  # the ex-ante volatility after targeting
+    bars = {s: f.loc["2023-01-01":] for s, f in setup["bars"].items()}
+    res = backtest_portfolio(bars, allocator=Allocator(method="risk_parity", window=63),
+                             risk=RiskLimits(vol_target=0.08), benchmark="SPY")
+    assert metric(stdout, "beta") == f"{res.metrics['beta']:.2f}"
+    # beta and alpha by hand: the OLS of the book's bar returns on SPY's
+    book = res.equity.pct_change().iloc[1:].to_numpy()
+    spy = bars["SPY"]["close"].reindex(res.equity.index).ffill().pct_change().iloc[1:].to_numpy()
+    slope, _ = np.polyfit(spy, book, 1)
+    assert res.metrics["beta"] == pytest.approx(slope, rel=1e-6)
+    assert res.risk_report is not None and (res.risk_report["bound"] == "vol_target").any()

@@ -12,7 +12,7 @@ cell sets no new target for that symbol.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.backtest.allocators import Allocator
+from workbench.backtest.benchmark import benchmark_equity
 from workbench.backtest.engine import (
     Costs,
     Execution,
@@ -31,9 +32,10 @@ from workbench.backtest.engine import (
 )
 from workbench.backtest.holdings import book_benchmark, held_weights, rebalance_metrics
 from workbench.backtest.metrics import BENCHMARK_KEYS
+from workbench.backtest.portfolio_risk import RiskLimits
 from workbench.backtest.rebalance import (
     RebalanceResult,
-    allocation_weights,
+    allocate,
     check_weight_settings,
     simulate_weights,
 )
@@ -62,6 +64,9 @@ class PortfolioResult:
     targets: pd.DataFrame
     metrics: dict[str, float]
     inputs: dict[str, Any] = field(default_factory=dict)
+    # an allocator's: per rebalance, the risk limits' report and each asset's risk contribution
+    risk_report: pd.DataFrame | None = None
+    contributions: pd.DataFrame | None = None
 
     @property
     def rebalances(self) -> int:
@@ -216,12 +221,16 @@ def backtest_portfolio(frames: Mapping[str, pd.DataFrame], *, strategy: str | We
                        costs: Costs | None = None, fill: Fill | str = Fill.NEXT_OPEN,
                        init_cash: float = 100_000.0, max_exposure: float = 1.0,
                        lots: Lot | Mapping[str, Lot] | None = None, drift: float | None = None,
-                       timeframe: str | None = None, progress: Any = None) -> PortfolioResult:
+                       timeframe: str | None = None, progress: Any = None, risk: RiskLimits | None = None,
+                       benchmark: str | pd.DataFrame | pd.Series | None = None) -> PortfolioResult:
     """Backtest a portfolio whose targets come from exactly one of a weight `strategy` (with `params`;
     `every` sets its schedule parameter), an `allocator` refitted on the schedule `every` (default
     monthly), or a `weights` table (`read_weight_table`). Returns its equity, benchmark, orders and the
     signal backtest's metrics that apply to it (no trade statistics: a rebalanced book has no round
-    trips). `progress(done, total)` after each allocator fit."""
+    trips). `progress(done, total)` after each allocator fit. `risk`: the allocator's limits at each
+    rebalance (`RiskLimits`; its report is kept); `benchmark`: a symbol of `frames`, a bar frame or a price
+    series the metrics measure alpha, beta, tracking error and IR against (default: equal-weight buy and
+    hold of the symbols)."""
     given = [n for n, v in (("strategy", strategy), ("allocator", allocator), ("weights", weights))
              if v is not None]
     costs = costs or Costs()
@@ -243,7 +252,11 @@ def backtest_portfolio(frames: Mapping[str, pd.DataFrame], *, strategy: str | We
                           f"raise max_exposure to {allocator.gross:g} or lower gross")
     if not frames:
         raise DataError("a portfolio needs at least one symbol's bars")
+    if risk is not None and allocator is None:
+        raise ConfigError("risk limits act on an allocator's weights at its rebalances (a strategy or a "
+                          "table sets its own): drop them, or use an allocator")
     source: dict[str, Any]
+    allocation = None
     if strategy is not None:
         strat = resolve_weight_strategy(strategy) if isinstance(strategy, str) else strategy
         values = dict(params or {})
@@ -256,16 +269,26 @@ def backtest_portfolio(frames: Mapping[str, pd.DataFrame], *, strategy: str | We
         source = {"strategy": strat.name, "params": dict(p)}
     elif allocator is not None:
         schedule = every or "monthly"
-        targets = allocation_weights(frames, allocator, every=schedule, progress=progress)
+        allocation = allocate(frames, allocator, every=schedule, risk=risk, progress=progress)
+        targets = allocation.targets
         source = {"strategy": f"allocator:{allocator.method}", "every": schedule,
                   "allocator": _allocator_dict(allocator)}
+        if risk is not None:
+            source["risk"] = {k: v for k, v in asdict(risk).items() if v is not None}
     else:
         assert weights is not None
         targets = table_targets(frames, weights, max_exposure=max_exposure)
         source = {"strategy": "weights table", "rows": len(weights)}
     res = simulate_weights(frames, targets, costs=costs, fill=fill, init_cash=init_cash,
                            max_exposure=max_exposure, lots=lots, drift=drift)
-    return _measure(frames, res, targets, source, costs, fill, float(init_cash), timeframe)
+    bench = None if benchmark is None else benchmark_equity(res.equity, benchmark, init_cash=float(init_cash),
+                                                            frames=frames)
+    if isinstance(benchmark, str):
+        source["benchmark"] = benchmark
+    result = _measure(frames, res, targets, source, costs, timeframe, bench)
+    if allocation is not None:
+        result.risk_report, result.contributions = allocation.report, allocation.contributions
+    return result
 
 
 def _allocator_dict(a: Allocator) -> dict[str, Any]:
@@ -277,13 +300,15 @@ def _allocator_dict(a: Allocator) -> dict[str, Any]:
 
 
 def _measure(frames: Mapping[str, pd.DataFrame], res: RebalanceResult, targets: Mapping[str, pd.Series],
-             source: dict[str, Any], costs: Costs, fill: Fill, init_cash: float,
-             timeframe: str | None) -> PortfolioResult:
+             source: dict[str, Any], costs: Costs, timeframe: str | None,
+             benchmark: pd.Series | None) -> PortfolioResult:
     """The metrics of a signal backtest that apply to a rebalanced book, and its inputs."""
     tl = Timeline(frames, list(frames))
     timeframe, calendar, ppy = resolve_annualisation(frames, timeframe, None, None)
     gross = held_weights(res, frames).abs().sum(axis=1, min_count=1)
-    every = rebalance_metrics(res, frames, timeframe=timeframe, calendar=calendar, costs=costs)
+    bench = benchmark if benchmark is not None else book_benchmark(res, frames, costs)
+    every = rebalance_metrics(res, frames, timeframe=timeframe, calendar=calendar, costs=costs,
+                              benchmark=bench)
     metrics = {k: every[k] for k in PORTFOLIO_METRICS}
     table = _union_targets(tl, targets)
     inputs = {
@@ -295,7 +320,7 @@ def _measure(frames: Mapping[str, pd.DataFrame], res: RebalanceResult, targets: 
         "sources": sorted({str(df.attrs["source"]) for df in frames.values() if "source" in df.attrs}),
         "code_version": code_version(),
     }
-    return PortfolioResult(equity=res.equity, benchmark=book_benchmark(res, frames, costs),
+    return PortfolioResult(equity=res.equity, benchmark=bench,
                            gross_exposure=gross.rename("gross_exposure"),
                            orders=res.orders, targets=table, metrics=metrics, inputs=inputs)
 
@@ -344,6 +369,8 @@ class PortfolioJob:
     drift: float | None
     orders: Path | None
     html: Path | None
+    risk: RiskLimits | None = None
+    benchmark: str | None = None
 
     @classmethod
     def from_options(
@@ -354,7 +381,9 @@ class PortfolioJob:
         drift: float | None = None, timeframe: str = "1d", start: str | None = None, end: str | None = None,
         source: str | None = None, costs: str | None = None, fill: str = "next_open",
         cash: float = 100_000.0, max_exposure: float = 1.0, lots: str | None = None,
-        orders: Path | None = None, html: Path | None = None, **signal_only: Any,
+        orders: Path | None = None, html: Path | None = None, vol_target: float | None = None,
+        corr_cap: float | None = None, var_limit: float | None = None, cvar_limit: float | None = None,
+        benchmark: str | None = None, **signal_only: Any,
     ) -> PortfolioJob:
         """Check every option of `workbench portfolio` (same names and defaults; `signal_only` holds the
         signal backtest's sizing, fraction, risk, target_vol and direction, refused when given)."""
@@ -384,6 +413,16 @@ class PortfolioJob:
                                       f"weights): drop {option} or use --allocator")
         if params is not None and strategy is None:
             raise ConfigError(f"--params applies to --strategy; {given[0]} takes none: drop --params")
+        limits = {"vol_target": vol_target, "corr_cap": corr_cap, "var_limit": var_limit,
+                  "cvar_limit": cvar_limit}
+        risk = None
+        if any(v is not None for v in limits.values()):
+            if allocator is None:
+                named = ", ".join("--" + k.replace("_", "-") for k, v in limits.items() if v is not None)
+                raise ConfigError(f"{named} act on an allocator's weights at its rebalances (a "
+                                  f"{given[0][2:]} sets its own): drop them or use --allocator")
+            risk = RiskLimits(vol_target=vol_target, corr_cap=corr_cap, var_limit=var_limit,
+                              cvar_limit=cvar_limit)
         if every is not None and weights is not None:
             raise ConfigError("--every has no effect with --weights (the table's rows are its rebalance "
                               "dates): drop --every")
@@ -420,7 +459,8 @@ class PortfolioJob:
                    weights=Path(weights) if weights is not None else None, timeframe=timeframe, start=start,
                    end=end, source=source, execution=execution, drift=drift,
                    orders=check_output(orders, (".csv", ".parquet"), "--orders"),
-                   html=check_output(html, (".html", ".htm"), "--html"))
+                   html=check_output(html, (".html", ".htm"), "--html"), risk=risk,
+                   benchmark=benchmark.strip() if benchmark else None)
 
     @property
     def label(self) -> str:
@@ -432,19 +472,29 @@ class PortfolioJob:
         return f"weights from {self.weights}"
 
     def load(self, lake: Any) -> dict[str, pd.DataFrame]:
-        """The job's bars from the lake."""
+        """The job's bars from the lake (a benchmark symbol outside the book's: under ``benchmark:``)."""
         from workbench.backtest.engine import load_bars
 
-        return load_bars(lake, self.symbols, self.timeframe, self.start, self.end, source=self.source,
-                         costs=self.execution.costs, fill=self.execution.fill)
+        bars = dict(load_bars(lake, self.symbols, self.timeframe, self.start, self.end, source=self.source,
+                              costs=self.execution.costs, fill=self.execution.fill))
+        if self.benchmark is not None and self.benchmark not in bars:
+            [frame] = load_bars(lake, [self.benchmark], self.timeframe, self.start, self.end,
+                                source=self.source).values()
+            bars[f"benchmark:{self.benchmark}"] = frame
+        return bars
 
     def run(self, bars: Mapping[str, pd.DataFrame], progress: Any = None) -> PortfolioResult:
         """Backtest the portfolio on `bars` (`progress(done, total)` after each allocator fit)."""
         ex = self.execution
-        return backtest_portfolio(bars, strategy=self.strategy, params=self.params, allocator=self.allocator,
+        book = {s: f for s, f in bars.items() if not s.startswith("benchmark:")}
+        bench: str | pd.DataFrame | None = self.benchmark
+        if self.benchmark is not None and self.benchmark not in book:
+            bench = bars[f"benchmark:{self.benchmark}"]
+        return backtest_portfolio(book, strategy=self.strategy, params=self.params, allocator=self.allocator,
                                   every=self.every, weights=self.table, costs=ex.costs, fill=ex.fill,
                                   init_cash=ex.init_cash, max_exposure=ex.max_exposure, lots=ex.lots,
-                                  drift=self.drift, timeframe=self.timeframe, progress=progress)
+                                  drift=self.drift, timeframe=self.timeframe, progress=progress,
+                                  risk=self.risk, benchmark=bench)
 
 
 __all__ = ["PORTFOLIO_METRICS", "PortfolioJob", "PortfolioResult", "backtest_portfolio", "check_table",

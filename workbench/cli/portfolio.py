@@ -73,6 +73,19 @@ def portfolio_cmd(
                       ] = None,
     html: Annotated[Path | None, typer.Option(
         help="Write the chart (equity against buy-and-hold, drawdown) here.")] = None,
+    vol_target: Annotated[float | None, typer.Option(
+        "--vol-target", help="Allocator: scale each rebalance's weights to this annual volatility "
+        "(ex ante, never above --gross), e.g. 0.10.")] = None,
+    corr_cap: Annotated[float | None, typer.Option(
+        "--corr-cap", help="Allocator: of two assets correlated above this, hold only the larger, e.g. 0.9."
+    )] = None,
+    var_limit: Annotated[float | None, typer.Option(
+        "--var-limit", help="Allocator: largest one-bar historical VaR (95 %%), e.g. 0.02.")] = None,
+    cvar_limit: Annotated[float | None, typer.Option(
+        "--cvar-limit", help="Allocator: largest one-bar historical CVaR (95 %%), e.g. 0.03.")] = None,
+    benchmark: Annotated[str | None, typer.Option(
+        help="Measure alpha, beta, tracking error and IR against this symbol (default: equal-weight buy "
+             "and hold of the book's symbols).")] = None,
     sizing: _Hidden = None,
     fraction: _Hidden = None,
     risk: _Hidden = None,
@@ -88,7 +101,9 @@ def portfolio_cmd(
         window=window, min_history=min_history, max_weight=max_weight, gross=gross, max_turnover=max_turnover,
         covariance=covariance, drift=drift, timeframe=timeframe, start=start, end=end, source=source,
         costs=costs, fill=fill, cash=cash, max_exposure=max_exposure, lots=lots, orders=orders, html=html,
-        sizing=sizing, fraction=fraction, risk=risk, target_vol=target_vol, direction=direction)
+        vol_target=vol_target, corr_cap=corr_cap, var_limit=var_limit, cvar_limit=cvar_limit,
+        benchmark=benchmark, sizing=sizing, fraction=fraction, risk=risk, target_vol=target_vol,
+        direction=direction)
     bars = job.load(_lake())
     label = job.label
     with err.status(f"backtesting {label}") as status:
@@ -113,6 +128,8 @@ def portfolio_cmd(
     latest = _latest_targets(result.targets)
     if latest is not None:
         out.print(latest)
+    if result.risk_report is not None and job.risk is not None:
+        out.print(_risk_table(result.risk_report))
     out.print(_inputs_table(inputs, job.execution.lots))
     if job.orders is not None:
         _write_table(result.orders, job.orders)
@@ -123,6 +140,20 @@ def portfolio_cmd(
         title = f"{label} {what}{', '.join(inputs['symbols'])}"
         written = write_html(portfolio_figure(result.equity, result.benchmark, title=title), job.html)
         out.print(f"wrote chart {written}", markup=False)
+
+
+def _risk_table(report: Any) -> Table:
+    """The risk limits at the last rebalances: ex-ante volatility and CVaR before and after, the scale
+    applied and which limit bound."""
+    table = Table(title="risk limits at the last rebalances", title_justify="left")
+    for c in ("rebalance", "vol before", "vol after", "CVaR before", "CVaR after", "dropped", "scale",
+              "bound"):
+        table.add_column(c, justify="left" if c in ("rebalance", "bound", "dropped") else "right")
+    for t, r in report.tail(6).iterrows():
+        table.add_row(f"{t:%Y-%m-%d}", f"{r['vol_before']:.2%}", f"{r['vol_after']:.2%}",
+                      f"{r['cvar_before']:.2%}", f"{r['cvar_after']:.2%}", escape(str(r["dropped"] or "")),
+                      f"{r['scale']:.3f}", escape(str(r["bound"])))
+    return table
 
 
 def _latest_targets(targets: Any) -> Table | None:
