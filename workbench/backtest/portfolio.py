@@ -38,8 +38,9 @@ from workbench.backtest.rebalance import (
     check_weight_settings,
     simulate_weights,
 )
+from workbench.backtest.weight_strategies import find_weight_strategy
 from workbench.errors import ConfigError, DataError, did_you_mean
-from workbench.strategies.weights import SCHEDULES, WeightStrategy, get_weight_strategy
+from workbench.strategies.weights import SCHEDULES, WeightStrategy
 from workbench.version import code_version
 
 TIME_COLUMNS = ("ts", "time", "date")
@@ -245,7 +246,7 @@ def backtest_portfolio(frames: Mapping[str, pd.DataFrame], *, strategy: str | We
         raise DataError("a portfolio needs at least one symbol's bars")
     source: dict[str, Any]
     if strategy is not None:
-        strat = get_weight_strategy(strategy) if isinstance(strategy, str) else strategy
+        strat = find_weight_strategy(strategy) if isinstance(strategy, str) else strategy
         values = dict(params or {})
         if every is not None:
             if "every" in values:
@@ -406,7 +407,7 @@ class PortfolioJob:
                               "dates): drop --every")
         strat, p, alloc, table = None, None, None, None
         if strategy is not None:
-            strat = get_weight_strategy(strategy)
+            strat = find_weight_strategy(strategy)
             values: dict[str, Any] = dict(parse_pairs(params, "--params", "lookback=63,top=2"))
             if every is not None and "every" in values:
                 raise ConfigError("the schedule is given twice (--every and every= in --params): keep one")

@@ -30,6 +30,7 @@ from workbench.cli.options import (
     TargetVolOpt,
     TimeframeOpt,
 )
+from workbench.strategies.base import Strategy
 
 if TYPE_CHECKING:
     from workbench.backtest.sweep import SweepPlan
@@ -84,7 +85,8 @@ def sweep_cmd(
         help="How the heatmap combines rows that share x and y (other parameters, symbols): mean, "
         "median, max or min.")] = "mean",
 ) -> Any:
-    """Sweep a parameter grid on lake bars: every feasible combination, per symbol or as a portfolio."""
+    """Sweep a parameter grid on lake bars: every feasible combination, per symbol or as a portfolio (a
+    weight strategy's symbols are always one portfolio)."""
     job = SweepJob.from_options(
         strategy=strategy, symbols=symbols, out=out_path, timeframe=timeframe, grid=grid, grid_all=grid_all,
         yes=yes, fixed=fixed, portfolio=portfolio, start=start, end=end, source=source, costs=costs,
@@ -93,14 +95,14 @@ def sweep_cmd(
         metric=metric, agg=agg)
     strat, values, pinned, syms, combos = job.strategy, job.values, job.fixed, job.symbols, job.combos
     bars = job.load(_lake())
-    units = 1 if portfolio else len(syms)
+    units = 1 if job.portfolio else len(syms)
     total = len(combos) * units
     what = f"{len(combos):,} combinations" + (f" x {units} symbols" if units > 1 else "")
     fixed_at = [n for n in strat.space.names if n not in values and n not in pinned] if not grid_all else []
 
     def announce(plan: SweepPlan) -> None:
         out.print(f"sweeping [bold]{escape(strat.name)}[/]: {what} on {escape(', '.join(syms))}"
-                  f"{' as one portfolio' if portfolio else ''}, about {_duration(plan.estimate_s)}"
+                  f"{' as one portfolio' if job.portfolio else ''}, about {_duration(plan.estimate_s)}"
                   + (f"; at their defaults: {escape(', '.join(fixed_at))} (--grid-all walks them)"
                      if fixed_at else ""), highlight=False)
         prog(label, 0, total)  # the bar appears under the announcement
@@ -117,8 +119,9 @@ def sweep_cmd(
     written = result.save(job.out)
     table = result.table
     t = result.timings
+    made = "signals" if isinstance(strat, Strategy) else "targets"  # (a weight strategy's are targets)
     out.print(f"{len(table):,} runs on {_span(result.inputs)} in {t['total_s']:.2f} s: "
-              f"{len(table) / max(t['total_s'], 1e-9):,.0f} combos/s (signals {t['signals_s']:.2f} s, "
+              f"{_rate(len(table) / max(t['total_s'], 1e-9))} combos/s ({made} {t['signals_s']:.2f} s, "
               f"simulation {t['kernel_s']:.2f} s)", highlight=False)
     where = ("the inputs are in its metadata" if written.suffix.lower() == ".parquet"
              else "CSV keeps no inputs: use .parquet to record them")
@@ -140,3 +143,8 @@ def sweep_cmd(
         out.print(f"wrote heatmap {job.write_heatmap(result)}", markup=False)
     return result
 
+
+
+def _rate(per_s: float) -> str:
+    """Combinations per second: whole numbers, two significant digits below 10 (a weight strategy's)."""
+    return f"{per_s:,.0f}" if per_s >= 10 else f"{per_s:.2g}"
