@@ -176,12 +176,14 @@ class Artifact:
         return self.execution.sizing
 
     def strategy_obj(self) -> Any:
-        """The `Strategy` this artifact trades (built-in or from the research folder)."""
-        from workbench.strategies.base import check_pins
-        from workbench.strategies.registry import get_strategy
+        """The `Strategy` this artifact trades (built-in or from the research folder), or its
+        `WeightStrategy` (which trades no model, so pins nothing)."""
+        from workbench.backtest.weight_strategies import resolve_strategy
+        from workbench.strategies.base import Strategy, check_pins
 
-        strat = get_strategy(self.strategy)
-        check_pins(strat, self.pins, self.ref)
+        strat = resolve_strategy(self.strategy)
+        if isinstance(strat, Strategy):
+            check_pins(strat, self.pins, self.ref)
         return strat
 
     def identity(self) -> str:
