@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 _TOP_METRICS = ("total_return", "sharpe", "sortino", "max_drawdown", "n_trades", "win_rate",
                 "profit_factor", "exposure", "excess_return")
+# a weight strategy's book rebalances more than it closes positions: its turnover says more than round trips
+_TOP_WEIGHT_METRICS = ("total_return", "sharpe", "sortino", "max_drawdown", "exposure", "turnover",
+                       "excess_return")
 
 
 def sweep_cmd(
@@ -128,7 +131,8 @@ def sweep_cmd(
     out.print(f"wrote {written} ({len(table):,} rows; {where})", markup=False)
     best, left_out = rank_rows(table, by, top)
     varying = [p for p in strat.space.names if table[p].nunique() > 1] or strat.space.names
-    metrics = [c for c in dict.fromkeys([by, *_TOP_METRICS]) if c in table.columns]
+    shown_metrics = _TOP_METRICS if isinstance(strat, Strategy) else _TOP_WEIGHT_METRICS
+    metrics = [c for c in dict.fromkeys([by, *shown_metrics]) if c in table.columns]
     shown = [*varying, "symbol", *metrics]
     rich_table = Table(title=f"top {len(best)} by {by}", title_justify="left")
     for c in shown:
