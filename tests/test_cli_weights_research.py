@@ -24,6 +24,8 @@ from workbench.backtest.metrics import format_metric
 from workbench.backtest.rebalance import backtest_weights
 from workbench.backtest.weight_strategies import ALLOCATE, weight_backtest_metrics
 from workbench.data.sources.synthetic import SyntheticSource
+from workbench.optimize import load_run
+from workbench.promote.evidence import promoted_backtest
 
 SYMS = "AAPL,MSFT,SPY"
 U = ["--symbols", SYMS, "--timeframe", "1d"]
@@ -136,6 +138,12 @@ def test_walk_forward_then_promote_then_replay(setup: dict) -> None:
     assert art["params"]["method"] == last["param_method"]
     lookahead = art["evidence"]["lookahead"]
     assert lookahead["ok"] and sorted(lookahead["symbols"]) == sorted(SYMS.split(","))
+    # the research report's backtest of the promoted parameters: the book's, over the run's bars
+    shown = promoted_backtest(load_run(RUN, setup["data"] / "runs"), lake=setup["lake"])
+    direct = backtest_weights(ALLOCATE, load_bars(setup["lake"], SYMS.split(","), "1d"), art["params"],
+                              costs=Costs())
+    assert np.allclose(shown.equity.to_numpy(), direct.equity.to_numpy(), rtol=1e-12)
+    assert shown.metrics["total_return"] == pytest.approx(direct.equity.iloc[-1] / 100_000.0 - 1.0)
 
     replay = ok(setup, "replay")
     found = re.search(r"parity: (\d+) of (\d+) trades equal the backtest's", replay)
