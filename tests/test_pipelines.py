@@ -470,6 +470,10 @@ steps:
             "steps: [{sweep: {strategy: sma_cross, symbols: X, out: t.parquet, grid: {fst: 5:50:5}}}]",
             r"unknown parameter 'fst' \(did you mean 'fast'\?\)",
         ),
+        (  # a weight strategy is found, and its parameters checked
+            "steps: [{sweep: {strategy: allocate, symbols: X, out: t.parquet, grid: {windw: 21:42}}}]",
+            r"unknown parameter 'windw' \(did you mean 'window'\?\)",
+        ),
         (
             "steps: [{walk_forward: {strategy: sma_cross, symbols: X, fixed: shrt=false}}]",
             r"unknown parameter 'shrt' \(did you mean 'short'\?\)",

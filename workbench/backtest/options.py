@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from workbench.backtest import Costs, Execution, Sizing
     from workbench.backtest.sweep import SweepPlan, SweepResult
     from workbench.strategies.base import Strategy
+    from workbench.strategies.weights import WeightStrategy
 
 # ranked lowest first by --by; every other metric ranks highest first
 LOWER_IS_BETTER = frozenset({"annual_volatility", "max_drawdown_duration", "max_drawdown_days",
@@ -133,8 +134,8 @@ def parse_execution(*, symbols: list[str], costs: str | None = None, fill: str =
 
 
 
-def heatmap_axes(strategy: Strategy, combos: list[dict[str, Any]], x: str | None, y: str | None
-                  ) -> tuple[str, str]:
+def heatmap_axes(strategy: Strategy | WeightStrategy, combos: list[dict[str, Any]], x: str | None,
+                 y: str | None) -> tuple[str, str]:
     """The heatmap's parameters: as given, else the first two that vary in the grid."""
     names = strategy.space.names
     for option, name in (("--x", x), ("--y", y)):
@@ -156,10 +157,11 @@ class SweepJob:
     """A sweep as `workbench sweep` (or a pipeline's sweep step) asked for it, every option checked.
 
     `from_options` takes the command's options by their command-line names (text as typed) and fails
-    before any work on a bad one; `load`, `run` and `write_heatmap` then do the work.
+    before any work on a bad one; `load`, `run` and `write_heatmap` then do the work. A weight strategy
+    (`workbench strategies` lists them) sweeps its symbols as one book.
     """
 
-    strategy: Strategy
+    strategy: Strategy | WeightStrategy
     values: dict[str, list[Any]]
     fixed: dict[str, Any]
     symbols: list[str]
@@ -194,9 +196,11 @@ class SweepJob:
     ) -> SweepJob:
         """Check every option of `workbench sweep` (same names and defaults) and build the job."""
         from workbench.backtest.sweep import check_sweep_size
-        from workbench.strategies.registry import get_strategy
+        from workbench.backtest.weight_strategies import check_weight_execution, resolve_strategy
+        from workbench.strategies.weights import WeightStrategy
 
-        strat = get_strategy(strategy)
+        strat = resolve_strategy(strategy)
+        book = portfolio or isinstance(strat, WeightStrategy)
         values = parse_grid(grid, strat)
         pinned = parse_fixed(fixed, strat)
         both = sorted(set(values) & set(pinned))
@@ -205,7 +209,7 @@ class SweepJob:
                               "put each parameter in one")
         syms = split_list(symbols)
         # unknown names, bad values, nothing named, too many runs: one error before any work
-        check_sweep_size(strat, values, pinned, grid_all=grid_all, units=1 if portfolio else len(syms),
+        check_sweep_size(strat, values, pinned, grid_all=grid_all, units=1 if book else len(syms),
                          confirm_large=yes)
         combos = strat.space.grid(values, pinned, walk_all=grid_all)
         if not combos:
@@ -224,12 +228,14 @@ class SweepJob:
         execution = parse_execution(symbols=syms, costs=costs, fill=fill, sizing=sizing, fraction=fraction,
                                     risk=risk, target_vol=target_vol, direction=direction, cash=cash,
                                     max_exposure=max_exposure, lots=lots)
+        if isinstance(strat, WeightStrategy):
+            check_weight_execution(execution, strat.name)
         target = check_output(out, (".parquet", ".csv"), "--out")
         heat_path = check_output(heatmap, (".html", ".htm"), "--heatmap")
         assert target is not None
         return cls(strategy=strat, values=values, fixed=pinned, symbols=syms, combos=combos, out=target,
                    timeframe=timeframe, start=start, end=end, source=source, execution=execution,
-                   portfolio=portfolio, grid_all=grid_all, confirm_large=yes, top=top, by=by,
+                   portfolio=book, grid_all=grid_all, confirm_large=yes, top=top, by=by,
                    metric=metric, heatmap=heat_path, x=x, y=y, agg=agg)
 
     def load(self, lake: Any) -> dict[str, pd.DataFrame]:

@@ -39,7 +39,7 @@ from workbench.backtest.rebalance import (
     check_weight_settings,
     simulate_weights,
 )
-from workbench.backtest.weight_strategies import resolve_weight_strategy
+from workbench.backtest.weight_strategies import find_weight_strategy
 from workbench.errors import ConfigError, DataError, did_you_mean
 from workbench.strategies.weights import SCHEDULES, WeightStrategy
 from workbench.version import code_version
@@ -258,7 +258,7 @@ def backtest_portfolio(frames: Mapping[str, pd.DataFrame], *, strategy: str | We
     source: dict[str, Any]
     allocation = None
     if strategy is not None:
-        strat = resolve_weight_strategy(strategy) if isinstance(strategy, str) else strategy
+        strat = find_weight_strategy(strategy) if isinstance(strategy, str) else strategy
         values = dict(params or {})
         if every is not None:
             if "every" in values:
@@ -428,7 +428,7 @@ class PortfolioJob:
                               "dates): drop --every")
         strat, p, alloc, table = None, None, None, None
         if strategy is not None:
-            strat = resolve_weight_strategy(strategy)
+            strat = find_weight_strategy(strategy)
             values: dict[str, Any] = dict(parse_pairs(params, "--params", "lookback=63,top=2"))
             if every is not None and "every" in values:
                 raise ConfigError("the schedule is given twice (--every and every= in --params): keep one")

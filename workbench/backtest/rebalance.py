@@ -37,7 +37,6 @@ from workbench.errors import ConfigError, DataError
 from workbench.strategies.weights import (
     SCHEDULES,
     WeightStrategy,
-    get_weight_strategy,
     own_targets,
     rebalance_bars,
 )
@@ -367,7 +366,12 @@ def backtest_weights(strategy: str | WeightStrategy, frames: Mapping[str, pd.Dat
     """Backtest a weight strategy (a built-in name or a `WeightStrategy`) on `frames`: its targets at its
     schedule's rebalance bars, traded by `simulate_weights`; the inputs record the strategy and its
     parameters."""
-    strat = get_weight_strategy(strategy) if isinstance(strategy, str) else strategy
+    if isinstance(strategy, str):  # (a built-in or `allocate`, which lives beside the allocators)
+        from workbench.backtest.weight_strategies import find_weight_strategy
+
+        strat = find_weight_strategy(strategy)
+    else:
+        strat = strategy
     p = strat.params(params)
     res = simulate_weights(frames, strat.targets(frames, p), costs=costs, fill=fill, init_cash=init_cash,
                            max_exposure=max_exposure, lots=lots, drift=drift)

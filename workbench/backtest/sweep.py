@@ -45,11 +45,17 @@ from workbench.backtest.engine import (
     sized,
 )
 from workbench.backtest.metrics import EQUITY_KEYS, METRIC_KEYS, TRADE_KEYS, equity_stats_nb, trade_stats_nb
+from workbench.backtest.weight_strategies import (
+    WeightEvaluator,
+    check_weight_execution,
+    resolve_strategy,
+    weight_backtest_metrics,
+)
 from workbench.errors import ConfigError, DataError, SweepTooLarge
 from workbench.files import atomic_path
 from workbench.strategies.base import Strategy, check_signal_bars
 from workbench.strategies.indicators import indicator_cache
-from workbench.strategies.registry import get_strategy
+from workbench.strategies.weights import WeightStrategy
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +398,7 @@ class SweepPlan:
         return self.combinations * self.units
 
 
-def check_sweep_size(strat: Strategy, grid: Mapping[str, Sequence[Any]] | None,
+def check_sweep_size(strat: Strategy | WeightStrategy, grid: Mapping[str, Sequence[Any]] | None,
                      fixed: Mapping[str, Any] | None, *, grid_all: bool, units: int,
                      confirm_large: bool) -> int:
     """The number of runs a sweep walks (before constraints), refused above `LARGE_SWEEP` unless
@@ -413,7 +419,7 @@ def check_sweep_size(strat: Strategy, grid: Mapping[str, Sequence[Any]] | None,
     return size
 
 
-def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFrame],
+def sweep(strategy: str | Strategy | WeightStrategy, bars: pd.DataFrame | Mapping[str, pd.DataFrame],
           grid: Mapping[str, Sequence[Any]] | None = None, *, fixed: Mapping[str, Any] | None = None,
           execution: Execution | None = None, costs: Costs | None = None, fill: Fill | str | None = None,
           sizing: Sizing | None = None, direction: Direction | str | None = None,
@@ -433,11 +439,20 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
     signal arrays, of which each thread holds one at a time); `on_start(plan)` gets the count
     and a timed estimate before the work starts; `progress(done, total)` is called after each chunk.
     The execution settings as in `simulate` (one `Execution`, or its fields).
+
+    A weight strategy (a `WeightStrategy` or its name, e.g. ``allocate``) trades its symbols as one
+    book whatever `portfolio` says: one row per combination, scored by `WeightEvaluator`; sizing and
+    direction do not apply to it and are refused.
     """
     t_start = time.perf_counter()
-    strat = get_strategy(strategy)
+    strat = resolve_strategy(strategy)
     ex = Execution.of(execution, costs=costs, fill=fill, sizing=sizing, direction=direction,
                       init_cash=init_cash, max_exposure=max_exposure, lots=lots)
+    if isinstance(strat, WeightStrategy):
+        return _sweep_weights(strat, as_bar_dict(bars), grid, fixed=fixed, execution=ex,
+                              periods_per_year=periods_per_year, timeframe=timeframe, calendar=calendar,
+                              grid_all=grid_all, confirm_large=confirm_large, progress=progress,
+                              on_start=on_start, t_start=t_start)
     costs, fill, sizing, direction, init_cash = ex.costs, ex.fill, ex.sizing, ex.direction, ex.init_cash
     max_exposure = ex.max_exposure
     frames = as_bar_dict(bars)
@@ -513,6 +528,64 @@ def sweep(strategy: str | Strategy, bars: pd.DataFrame | Mapping[str, pd.DataFra
     timings = {"signals_s": t_signals, "kernel_s": t_kernel, "total_s": time.perf_counter() - t_start,
                "chunk": chunk}
     log.info("swept %d combinations x %d units in %.2fs", len(combos), len(units), timings["total_s"])
+    return SweepResult(strategy=strat.name, table=table, params=strat.space.names, inputs=inputs,
+                       timings=timings)
+
+
+def _sweep_weights(strat: WeightStrategy, frames: dict[str, pd.DataFrame],
+                   grid: Mapping[str, Sequence[Any]] | None, *, fixed: Mapping[str, Any] | None,
+                   execution: Execution, periods_per_year: float | None, timeframe: str | None,
+                   calendar: str | None, grid_all: bool, confirm_large: bool, progress: Progress | None,
+                   on_start: Callable[[SweepPlan], None] | None, t_start: float) -> SweepResult:
+    """`sweep` of a weight strategy: every combination trades the whole universe as one book (the
+    symbol column names it, as a portfolio sweep's does), scored by `WeightEvaluator` one after another
+    (an allocator's fits hold the GIL), its metrics those of `weight_backtest_metrics` against the
+    equal-weight buy and hold of a signal sweep."""
+    check_weight_execution(execution, strat.name)
+    symbols = list(frames)
+    check_sweep_size(strat, grid, fixed, grid_all=grid_all, units=1, confirm_large=confirm_large)
+    combos = [strat.params(c) for c in strat.space.grid(grid, fixed, walk_all=grid_all)]
+    if not combos:
+        raise ConfigError(f"the grid of {strat.name} has no feasible combination (constraints "
+                          f"{[c.expr for c in strat.space.constraints]}); widen the ranges")
+    timeframe, calendar, periods_per_year = resolve_annualisation(frames, timeframe, calendar,
+                                                                  periods_per_year)
+    for s in symbols:
+        check_signal_bars(frames[s], 0, s)
+    ev = WeightEvaluator(strat, frames, execution=execution, periods_per_year=periods_per_year)
+    warm = max(int(strat.warmup(c)) for c in combos)
+    if ev.n <= warm:
+        raise DataError(f"{strat.name} needs more than {warm} bars for the largest warm-up in the grid, and "
+                        f"the bars span {ev.n}: load more history or shorten its windows")
+    tl = Timeline(frames, symbols)
+    open_, _high, _low, close = tl.prices()
+    bench = buy_and_hold(open_, close, tl.index, execution.costs, execution.fill, execution.init_cash,
+                         _compact(tl.slippage(execution.costs)))
+    book = ",".join(symbols)
+    keys = [k for k in METRIC_KEYS if k in (*_KERNEL_KEYS, "benchmark_return", "excess_return")]
+    rows: list[dict[str, Any]] = []
+    t_first = time.perf_counter()
+    for k, p in enumerate(combos):
+        t0 = time.perf_counter()
+        m = weight_backtest_metrics(ev.run(p), frames, periods_per_year, benchmark=bench)
+        rows.append({**p, "symbol": book, **{key: m[key] for key in keys}})
+        # the estimate: the first combination (it loads what the others reuse) and the second timed
+        if on_start is not None and k == min(1, len(combos) - 1):
+            took = time.perf_counter() - t0
+            on_start(SweepPlan(len(combos), 1, t0 - t_first + took * (len(combos) - k)))
+        if progress is not None and (on_start is None or k >= min(1, len(combos) - 1)):
+            progress(k + 1, len(combos))
+    table = pd.DataFrame(rows, columns=[*strat.space.names, "symbol", *keys])
+    for key in ("n_trades", "n_open_trades", "max_drawdown_duration"):
+        table[key] = table[key].astype("int64")
+    inputs = run_inputs(strategy=strat.name, params=None, frames=frames, timeframe=timeframe,
+                        calendar=calendar, periods_per_year=periods_per_year, execution=execution,
+                        grid={k: list(v) for k, v in (grid or {}).items()}, fixed=dict(fixed or {}),
+                        combinations=len(combos), portfolio=True)
+    timings = {"signals_s": ev.timings["targets_s"], "kernel_s": ev.timings["simulate_s"],
+               "total_s": time.perf_counter() - t_start, "chunk": 1}
+    log.info("swept %d combinations of %s on one book of %d symbols in %.2fs", len(combos), strat.name,
+             len(symbols), timings["total_s"])
     return SweepResult(strategy=strat.name, table=table, params=strat.space.names, inputs=inputs,
                        timings=timings)
 

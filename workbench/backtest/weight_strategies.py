@@ -12,6 +12,7 @@ does for a signal backtest.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,12 +24,11 @@ from workbench.backtest.engine import Execution, Timeline
 from workbench.backtest.holdings import held_values
 from workbench.backtest.metrics import METRIC_KEYS, compute_metrics
 from workbench.backtest.rebalance import RebalanceResult, simulate_weights
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, did_you_mean
 from workbench.strategies.base import ParamSpace, Strategy, choice_param, int_param
 from workbench.strategies.weights import (
     WEIGHT_STRATEGIES,
     WeightStrategy,
-    get_weight_strategy,
     rebalance_bars,
 )
 
@@ -103,6 +103,27 @@ def weight_strategies() -> dict[str, WeightStrategy]:
     return {s.name: s for s in (*WEIGHT_STRATEGIES, ALLOCATE)}
 
 
+def find_weight_strategy(name: str) -> WeightStrategy:
+    """A weight strategy by name (a built-in, `allocate`, or ``<name>+<allocator>``); a signal strategy's
+    name or an unknown one is refused in one line naming them all."""
+    found = weight_strategies().get(name.strip())
+    if found is not None:
+        return found
+    if name.strip().split("+", 1)[0] in weight_strategies():
+        combined = resolve_strategy(name)
+        assert isinstance(combined, WeightStrategy)
+        return combined
+    names = list(weight_strategies())
+    from workbench.strategies.registry import list_strategies
+
+    if name.strip() in list_strategies():
+        raise ConfigError(f"{name!r} is a signal strategy, not a weight strategy: backtest it with "
+                          f"backtest() (`workbench backtest --strategy {name}`); weight strategies: "
+                          f"{', '.join(names)}")
+    raise ConfigError(f"no weight strategy {name!r}{did_you_mean(name, names)}; weight strategies: "
+                      f"{', '.join(names)}")
+
+
 def is_weight_strategy(spec: Any) -> bool:
     """Whether `spec` (a name, ``<name>+<allocator>``, or a strategy object) is a weight strategy."""
     if isinstance(spec, WeightStrategy):
@@ -128,16 +149,6 @@ def resolve_strategy(spec: str | Strategy | WeightStrategy) -> Strategy | Weight
     from workbench.strategies.registry import get_strategy
 
     return get_strategy(spec)
-
-
-def resolve_weight_strategy(spec: str) -> WeightStrategy:
-    """A weight strategy by name (``<name>+<allocator>`` included); anything else is one line naming
-    the weight strategies (and the command for a signal strategy)."""
-    if spec.strip().split("+", 1)[0] in weight_strategies():
-        found = resolve_strategy(spec)
-        assert isinstance(found, WeightStrategy)
-        return found
-    return get_weight_strategy(spec)
 
 
 # ---------------------------------------------------------------------------------------- trades
@@ -240,13 +251,19 @@ class WeightEvaluator:
         self.n = Timeline(self.frames, self.symbols).n
         self.value = np.empty(self.n)
         self.last: RebalanceResult | None = None
+        # seconds spent computing targets and simulating them, over every `run` so far
+        self.timings = {"targets_s": 0.0, "simulate_s": 0.0}
 
     def run(self, params: Mapping[str, Any]) -> RebalanceResult:
         """The backtest of one parameter set (its equity curve is also left in `self.value`)."""
         ex = self.execution
-        res = simulate_weights(self.frames, self.strat.targets(self.frames, params), costs=ex.costs,
-                               fill=ex.fill, init_cash=ex.init_cash, max_exposure=ex.max_exposure,
-                               lots=ex.lot_map(self.symbols))
+        t0 = time.perf_counter()
+        targets = self.strat.targets(self.frames, params)
+        t1 = time.perf_counter()
+        res = simulate_weights(self.frames, targets, costs=ex.costs, fill=ex.fill, init_cash=ex.init_cash,
+                               max_exposure=ex.max_exposure, lots=ex.lot_map(self.symbols))
+        self.timings["targets_s"] += t1 - t0
+        self.timings["simulate_s"] += time.perf_counter() - t1
         self.value[:] = res.equity.to_numpy()
         self.last = res
         return res

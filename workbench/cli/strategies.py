@@ -23,14 +23,15 @@ def strategies_cmd(
     """List the strategies: signal strategies (built-ins and ./research) and weight strategies, with
     their parameters, defaults and ranges."""
     from workbench.backtest.allocators import METHODS
+    from workbench.backtest.weight_strategies import weight_strategies
     from workbench.strategies.registry import get_strategy, list_strategies
-    from workbench.strategies.weights import WEIGHT_STRATEGIES
 
-    weight = {w.name: w for w in WEIGHT_STRATEGIES}
+    weight = weight_strategies()  # the built-ins and `allocate`
     if spec is not None:
         if spec.strip() in weight:
             w = weight[spec.strip()]
-            _detail(w.name, "weight strategy: `workbench portfolio --strategy`", w.description, w.space)
+            _detail(w.name, "weight strategy: `workbench portfolio --strategy`, `workbench sweep`, "
+                    "`workbench optimize walk-forward`", w.description, w.space)
             return
         strat = get_strategy(spec)
         _detail(strat.name, strat.source, strat.description, strat.space)
@@ -48,11 +49,12 @@ def strategies_cmd(
     out.print("composites: regime(<strategy>) gates entries by a market regime; vote(<a>,<b>,...) "
               "is long while most components are; ml_model(<model>[@<version>]) trades a registered model "
               "by pure inference; ml_refit(<model>[@<version>]) refits its recipe walk-forward", markup=False)
-    table = Table(title="weight strategies: target weights across the symbols (`workbench portfolio "
-                  "--strategy NAME`)", show_lines=True, title_justify="left")
+    table = Table(title="weight strategies: target weights across the symbols as one book (`workbench "
+                  "portfolio --strategy NAME`; sweep and optimize take them too)", show_lines=True,
+                  title_justify="left")
     for name in ("strategy", "parameters: default [range step]", "description"):
         table.add_column(escape(name))
-    for w in WEIGHT_STRATEGIES:
+    for w in weight.values():
         params = "\n".join(f"{p.name}={p.default} {_param_range(p)}" for p in w.space.params)
         table.add_row(*map(escape, (w.name, params, w.description)))
     out.print(table)

@@ -30,12 +30,16 @@ from workbench.cli.options import (
     TargetVolOpt,
     TimeframeOpt,
 )
+from workbench.strategies.base import Strategy
 
 if TYPE_CHECKING:
     from workbench.backtest.sweep import SweepPlan
 
 _TOP_METRICS = ("total_return", "sharpe", "sortino", "max_drawdown", "n_trades", "win_rate",
                 "profit_factor", "exposure", "excess_return")
+# a weight strategy's book rebalances more than it closes positions: its turnover says more than round trips
+_TOP_WEIGHT_METRICS = ("total_return", "sharpe", "sortino", "max_drawdown", "exposure", "turnover",
+                       "excess_return")
 
 
 def sweep_cmd(
@@ -84,7 +88,8 @@ def sweep_cmd(
         help="How the heatmap combines rows that share x and y (other parameters, symbols): mean, "
         "median, max or min.")] = "mean",
 ) -> Any:
-    """Sweep a parameter grid on lake bars: every feasible combination, per symbol or as a portfolio."""
+    """Sweep a parameter grid on lake bars: every feasible combination, per symbol or as a portfolio (a
+    weight strategy's symbols are always one portfolio)."""
     job = SweepJob.from_options(
         strategy=strategy, symbols=symbols, out=out_path, timeframe=timeframe, grid=grid, grid_all=grid_all,
         yes=yes, fixed=fixed, portfolio=portfolio, start=start, end=end, source=source, costs=costs,
@@ -93,14 +98,14 @@ def sweep_cmd(
         metric=metric, agg=agg)
     strat, values, pinned, syms, combos = job.strategy, job.values, job.fixed, job.symbols, job.combos
     bars = job.load(_lake())
-    units = 1 if portfolio else len(syms)
+    units = 1 if job.portfolio else len(syms)
     total = len(combos) * units
     what = f"{len(combos):,} combinations" + (f" x {units} symbols" if units > 1 else "")
     fixed_at = [n for n in strat.space.names if n not in values and n not in pinned] if not grid_all else []
 
     def announce(plan: SweepPlan) -> None:
         out.print(f"sweeping [bold]{escape(strat.name)}[/]: {what} on {escape(', '.join(syms))}"
-                  f"{' as one portfolio' if portfolio else ''}, about {_duration(plan.estimate_s)}"
+                  f"{' as one portfolio' if job.portfolio else ''}, about {_duration(plan.estimate_s)}"
                   + (f"; at their defaults: {escape(', '.join(fixed_at))} (--grid-all walks them)"
                      if fixed_at else ""), highlight=False)
         prog(label, 0, total)  # the bar appears under the announcement
@@ -117,15 +122,17 @@ def sweep_cmd(
     written = result.save(job.out)
     table = result.table
     t = result.timings
+    made = "signals" if isinstance(strat, Strategy) else "targets"  # (a weight strategy's are targets)
     out.print(f"{len(table):,} runs on {_span(result.inputs)} in {t['total_s']:.2f} s: "
-              f"{len(table) / max(t['total_s'], 1e-9):,.0f} combos/s (signals {t['signals_s']:.2f} s, "
+              f"{_rate(len(table) / max(t['total_s'], 1e-9))} combos/s ({made} {t['signals_s']:.2f} s, "
               f"simulation {t['kernel_s']:.2f} s)", highlight=False)
     where = ("the inputs are in its metadata" if written.suffix.lower() == ".parquet"
              else "CSV keeps no inputs: use .parquet to record them")
     out.print(f"wrote {written} ({len(table):,} rows; {where})", markup=False)
     best, left_out = rank_rows(table, by, top)
     varying = [p for p in strat.space.names if table[p].nunique() > 1] or strat.space.names
-    metrics = [c for c in dict.fromkeys([by, *_TOP_METRICS]) if c in table.columns]
+    shown_metrics = _TOP_METRICS if isinstance(strat, Strategy) else _TOP_WEIGHT_METRICS
+    metrics = [c for c in dict.fromkeys([by, *shown_metrics]) if c in table.columns]
     shown = [*varying, "symbol", *metrics]
     rich_table = Table(title=f"top {len(best)} by {by}", title_justify="left")
     for c in shown:
@@ -140,3 +147,8 @@ def sweep_cmd(
         out.print(f"wrote heatmap {job.write_heatmap(result)}", markup=False)
     return result
 
+
+
+def _rate(per_s: float) -> str:
+    """Combinations per second: whole numbers, two significant digits below 10 (a weight strategy's)."""
+    return f"{per_s:,.0f}" if per_s >= 10 else f"{per_s:.2g}"

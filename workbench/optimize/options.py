@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from workbench.optimize import Objective, WalkForward, WalkForwardResult
     from workbench.optimize.walkforward import FoldProgress
     from workbench.strategies.base import Strategy
+    from workbench.strategies.weights import WeightStrategy
 
 
 def parse_window(text: str | None, option: str) -> int | str | None:
@@ -42,10 +43,11 @@ class WalkForwardJob:
     """A walk-forward run as `workbench optimize walk-forward` (or a pipeline step) asked for it.
 
     `from_options` takes the command's options by their command-line names and fails before any
-    work on a bad one; `load` and `run` then do the work.
+    work on a bad one; `load` and `run` then do the work. A weight strategy (`allocate`, `xs_momentum`,
+    ...) trades its symbols as one portfolio.
     """
 
-    strategy: Strategy
+    strategy: Strategy | WeightStrategy
     fixed: dict[str, Any]
     symbols: list[str]
     splitter: WalkForward
@@ -80,10 +82,11 @@ class WalkForwardJob:
         max_exposure: float = 1.0, lots: str | None = None, html: Path | None = None,
     ) -> WalkForwardJob:
         """Check every option of `workbench optimize walk-forward` (same names and defaults)."""
+        from workbench.backtest.weight_strategies import check_weight_execution, resolve_strategy
         from workbench.optimize import Objective, WalkForward
-        from workbench.strategies.registry import get_strategy
+        from workbench.strategies.weights import WeightStrategy
 
-        strat = get_strategy(strategy)
+        strat = resolve_strategy(strategy)
         pinned = parse_fixed(fixed, strat)
         syms = split_list(symbols)
         splitter = WalkForward(n_folds=folds, train=parse_window(train, "--train"),
@@ -92,6 +95,9 @@ class WalkForwardJob:
         execution = parse_execution(symbols=syms, costs=costs, fill=fill, sizing=sizing, fraction=fraction,
                                     risk=risk, target_vol=target_vol, direction=direction, cash=cash,
                                     max_exposure=max_exposure, lots=lots)
+        if isinstance(strat, WeightStrategy):
+            check_weight_execution(execution, strat.name)
+            portfolio = True  # (its targets span the symbols: one book, as walk_forward trades it)
         html_path = check_output(html, (".html", ".htm"), "--html")
         # Objective turns the str into an ObjectiveMetric (a ConfigError naming the choices)
         obj = Objective(metric=objective, min_trades=min_trades, dd_penalty=dd_penalty)  # type: ignore[arg-type]

@@ -60,16 +60,27 @@ def _restore(value: Any) -> Any:
     return math.nan if value is None else value
 
 
-def _table(df: pd.DataFrame) -> pd.DataFrame:
-    """Object columns holding lists or mixed types become JSON text, so Parquet can store them."""
+def _table(df: pd.DataFrame, as_json: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Object columns holding lists or mixed types become JSON text, so Parquet can store them; the
+    `as_json` ones always do (their reader decodes a column of text as JSON: the modes of choice
+    parameters, plain strings, must be JSON too)."""
     out = df.copy()
     for c in out.columns:
         if out[c].dtype != object:
             continue
         kinds = {type(v) for v in out[c] if v is not None}
-        if len(kinds) > 1 or kinds & {list, dict}:
+        if len(kinds) > 1 or kinds & {list, dict} or c in as_json:
             out[c] = out[c].map(lambda v: json.dumps(_jsonable(v)))
     return out
+
+
+def _from_json(value: str) -> Any:
+    """A stability cell written as JSON; a record written before the modes of choice parameters were
+    always JSON holds them as plain text, kept as it is."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 def save_run(result: WalkForwardResult, root: Any = None) -> Path:
@@ -88,7 +99,8 @@ def save_run(result: WalkForwardResult, root: Any = None) -> Path:
         (tmp / "record.json").write_text(json.dumps(_jsonable(record), indent=1, default=str))
         for name, df in (("folds", result.folds), ("trials", result.trials), ("trades", result.oos_trades),
                          ("importances", result.importances.reset_index()), ("stability", result.stability)):
-            _table(df).to_parquet(tmp / f"{name}.parquet", index=False)
+            _table(df, ("values", "mode") if name == "stability" else ()).to_parquet(
+                tmp / f"{name}.parquet", index=False)
         pd.DataFrame({"equity": result.oos_equity, "benchmark": result.oos_benchmark}).rename_axis(
             "ts").to_parquet(tmp / "oos.parquet")
         for written in tmp.iterdir():  # durable before the rename makes the record visible
@@ -173,7 +185,7 @@ def load_run(run_id: str, root: Any = None) -> WalkForwardResult:
     stability = tables["stability"]
     for c in ("values", "mode"):
         if c in stability and stability[c].map(lambda v: isinstance(v, str)).all():
-            stability[c] = stability[c].map(json.loads)
+            stability[c] = stability[c].map(_from_json)
     imp = tables["importances"]
     return WalkForwardResult(run_id=rec["run_id"], settings=rec["settings"], inputs=rec["inputs"],
                              folds=tables["folds"], trials=tables["trials"], oos_equity=oos["equity"],

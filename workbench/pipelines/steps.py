@@ -144,10 +144,10 @@ def _check_registry(o: Mapping[str, Any], where: str) -> None:
         if (tf := _static(o, "timeframe")) is not None:
             Timeframe.parse(tf)
         if (name := _static(o, "strategy")) is not None:
+            from workbench.backtest.weight_strategies import resolve_strategy
             from workbench.strategies.grid import parse_fixed, parse_grid
-            from workbench.strategies.registry import get_strategy
 
-            strategy = get_strategy(name)
+            strategy = resolve_strategy(name)  # a signal or a weight strategy (sweeps take both)
             if (grid := _static(o, "grid")) is not None:
                 parse_grid(grid, strategy, "grid")
             if (fixed := _static(o, "fixed")) is not None:

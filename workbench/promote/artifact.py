@@ -177,7 +177,8 @@ class Artifact:
         return self.execution.sizing
 
     def strategy_obj(self) -> Any:
-        """The `Strategy` this artifact trades (built-in or from the research folder)."""
+        """The `Strategy` this artifact trades (built-in or from the research folder), or its
+        `WeightStrategy` (which trades no model, so pins nothing); a book has none of its own."""
         from workbench.backtest.weight_strategies import resolve_strategy
         from workbench.strategies.base import Strategy, check_pins
 

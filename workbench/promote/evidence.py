@@ -19,9 +19,11 @@ import pandas as pd
 from workbench.backtest.metrics import na_reason
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.strategies.base import Strategy
+from workbench.strategies.weights import WeightStrategy
 
 if TYPE_CHECKING:
     from workbench.backtest.engine import BacktestResult
+    from workbench.backtest.portfolio import PortfolioResult
     from workbench.data.quality import QualityReport
     from workbench.optimize.walkforward import Diagnostics, WalkForwardResult
 
@@ -81,7 +83,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def promoted_params(folds: pd.DataFrame, settings: Mapping[str, Any], strat: Strategy
+def promoted_params(folds: pd.DataFrame, settings: Mapping[str, Any], strat: Strategy | WeightStrategy
                     ) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
     """The parameters to promote, the fold they come from, and every fold's chosen parameters.
 
@@ -151,20 +153,29 @@ def run_quality(settings: Mapping[str, Any], lake: Any = None) -> list[QualityRe
 
 
 def promoted_backtest(run: WalkForwardResult, *, params: Mapping[str, Any] | None = None,
-                      lake: Any = None) -> BacktestResult:
+                      lake: Any = None) -> BacktestResult | PortfolioResult:
     """A backtest over the run's whole period, with its bars, costs, fill, sizing, direction and cash, of
     `params` (default: the promoted parameters, the last fold's). Several symbols share one cash account.
+    A weight strategy's is its book's `PortfolioResult` (`workbench.backtest.portfolio`).
 
     Part of the period is in-sample for these parameters: it shows what the strategy does, the run's
     out-of-sample record is the evidence.
     """
     from workbench.backtest.engine import Execution, backtest
+    from workbench.backtest.weight_strategies import resolve_strategy
     from workbench.data.lake import Lake
-    from workbench.strategies.registry import get_strategy
 
     s = run.settings
-    strat = get_strategy(s["strategy"])
+    strat = resolve_strategy(s["strategy"])
     chosen = dict(params) if params is not None else promoted_params(run.folds, s, strat)[0]
+    if isinstance(strat, WeightStrategy):
+        from workbench.backtest.portfolio import backtest_portfolio
+
+        ex = Execution.from_dict(s)
+        frames = run_bars(s, lake if lake is not None else Lake())
+        return backtest_portfolio(frames, strategy=strat, params=chosen, costs=ex.costs, fill=ex.fill,
+                                  init_cash=ex.init_cash, max_exposure=ex.max_exposure,
+                                  lots=ex.lot_map(list(frames)), timeframe=s["timeframe"])
     return backtest(strat, run_bars(s, lake if lake is not None else Lake()), chosen,
                     execution=Execution.from_dict(s), periods_per_year=float(s["periods_per_year"]),
                     timeframe=s["timeframe"], calendar=s["calendar"])
@@ -186,19 +197,28 @@ def check_fingerprint(settings: Mapping[str, Any], frames: Mapping[str, pd.DataF
     return out
 
 
-def check_run_lookahead(strat: Strategy, frames: Mapping[str, pd.DataFrame] | None, params: Mapping[str, Any],
-                        error: str | None, cuts: int = LOOKAHEAD_CUTS, seed: int = 0) -> dict[str, Any]:
-    """`check_lookahead` on every symbol's bars with the promoted parameters."""
-    from workbench.strategies.lookahead import check_lookahead
+def check_run_lookahead(strat: Strategy | WeightStrategy, frames: Mapping[str, pd.DataFrame] | None,
+                        params: Mapping[str, Any], error: str | None, cuts: int = LOOKAHEAD_CUTS,
+                        seed: int = 0) -> dict[str, Any]:
+    """`check_lookahead` on every symbol's bars with the promoted parameters; a weight strategy's
+    `check_weight_lookahead` on the whole universe, its violations told per symbol."""
+    from workbench.strategies.lookahead import check_lookahead, check_weight_lookahead
 
     out: dict[str, Any] = {"ok": False, "cuts": cuts, "symbols": {}, "error": error}
     if frames is None:
         return out
     try:
-        for sym, df in frames.items():
-            rep = check_lookahead(strat, df, params, cuts=cuts, seed=seed)
-            out["symbols"][sym] = {"ok": rep.ok, "cuts": [c.isoformat() for c in rep.cuts],
-                                   "violations": [str(v) for v in rep.violations]}
+        if isinstance(strat, WeightStrategy):
+            rep = check_weight_lookahead(strat, frames, params, cuts=cuts, seed=seed)
+            for sym in frames:
+                bad = [str(v) for v in rep.violations if v.field == f"weights.{sym}"]
+                out["symbols"][sym] = {"ok": not bad, "cuts": [c.isoformat() for c in rep.cuts],
+                                       "violations": bad}
+        else:
+            for sym, df in frames.items():
+                rep = check_lookahead(strat, df, params, cuts=cuts, seed=seed)
+                out["symbols"][sym] = {"ok": rep.ok, "cuts": [c.isoformat() for c in rep.cuts],
+                                       "violations": [str(v) for v in rep.violations]}
     except WorkbenchError as exc:
         out["error"] = str(exc)
         return out
@@ -207,7 +227,7 @@ def check_run_lookahead(strat: Strategy, frames: Mapping[str, pd.DataFrame] | No
 
 
 def gather_evidence(*, settings: Mapping[str, Any], diagnostics: Diagnostics | Mapping[str, Any],
-                    strat: Strategy, params: Mapping[str, Any], lake: Any = None,
+                    strat: Strategy | WeightStrategy, params: Mapping[str, Any], lake: Any = None,
                     checks: Collection[str] | None = None, lookahead_cuts: int = LOOKAHEAD_CUTS,
                     folds: pd.DataFrame | None = None) -> Evidence:
     """Every gate's value for a run. `checks` limits the lake re-checks run ("lookahead",
@@ -269,14 +289,14 @@ def gather_evidence(*, settings: Mapping[str, Any], diagnostics: Diagnostics | M
     return Evidence(values=values, details=details, record=record)
 
 
-def model_out_of_sample(strat: Strategy, folds: pd.DataFrame) -> tuple[bool, str]:
+def model_out_of_sample(strat: Strategy | WeightStrategy, folds: pd.DataFrame) -> tuple[bool, str]:
     """Whether every model `strat` trades was trained on bars (labels included) that end before the
     run's first out-of-sample bar: a fixed version evaluated on its own training data would score its
     memory, not its skill."""
     from workbench.data.timeframe import Timeframe
     from workbench.strategies.base import pins_of
 
-    models = pins_of(strat).get("models", [])
+    models = pins_of(strat).get("models", []) if isinstance(strat, Strategy) else []
     if not models:
         return True, "the strategy trades no model"
     first = pd.Timestamp(folds["test_start"].min())

@@ -72,10 +72,10 @@ def promote(run_id: str, *, gates: str | Path | GateSet | None = None, name: str
     `.verdicts` holds every verdict) unless `force`, which needs a `reason`; both are recorded.
     `dry_run` only evaluates. Promoting the run again while its version is current writes nothing.
     """
+    from workbench.backtest.weight_strategies import resolve_strategy
     from workbench.optimize.records import load_run
     from workbench.optimize.walkforward import signal_lookback
-    from workbench.strategies.base import pins_of
-    from workbench.strategies.registry import get_strategy
+    from workbench.strategies.base import Strategy, pins_of
     from workbench.version import code_version
 
     reason = reason.strip() if isinstance(reason, str) else reason
@@ -87,7 +87,7 @@ def promote(run_id: str, *, gates: str | Path | GateSet | None = None, name: str
     reg = registry if isinstance(registry, Registry) else Registry(registry)
     run = load_run(run_id, runs_root)
     s = run.settings
-    strat = get_strategy(s["strategy"])
+    strat = resolve_strategy(s["strategy"])  # a signal or a weight strategy
     params, params_fold, fold_params = promoted_params(run.folds, s, strat)
     needed = [g.name for g in gate_set if g.name in ("lookahead", "data_fingerprint")]
     evidence = gather_evidence(settings=s, diagnostics=run.diagnostics, strat=strat, params=params, lake=lake,
@@ -115,7 +115,7 @@ def promote(run_id: str, *, gates: str | Path | GateSet | None = None, name: str
         created_at=datetime.now(UTC).isoformat(timespec="seconds"), params_fold=params_fold,
         fold_params=fold_params, gates=[v.to_dict() for v in verdicts], gates_file=gate_set.describe(),
         evidence=evidence.record, forced=bool(force), force_reason=reason if force else None,
-        pins=pins_of(strat))
+        pins=pins_of(strat) if isinstance(strat, Strategy) else {})  # (a weight strategy trades no model)
     if failed:
         log.info("forcing %s past failed gate(s) %s: %s", run.run_id, [v.name for v in failed], reason)
     stored, created = reg.promote(artifact, reason=reason)

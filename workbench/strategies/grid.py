@@ -15,6 +15,7 @@ from workbench.errors import ConfigError
 
 if TYPE_CHECKING:
     from workbench.strategies.base import Param, Strategy
+    from workbench.strategies.weights import WeightStrategy
 
 
 def parse_pairs(text: str | None, option: str, example: str) -> dict[str, str]:
@@ -72,7 +73,8 @@ def _range_values(param: Param, spec: str, option: str) -> list[Any]:
     return [round(a + k * step, 12) for k in range(n)]
 
 
-def parse_grid(text: str | None, strategy: Strategy, option: str = "--grid") -> dict[str, list[Any]]:
+def parse_grid(text: str | None, strategy: Strategy | WeightStrategy, option: str = "--grid"
+               ) -> dict[str, list[Any]]:
     """Parse ``fast=5:50:5,slow=20|50|100`` into {param: typed values} for the strategy's space."""
     grid: dict[str, list[Any]] = {}
     for name, spec in parse_pairs(text, option, "fast=5:50:5,slow=20|50|100").items():
@@ -87,7 +89,8 @@ def parse_grid(text: str | None, strategy: Strategy, option: str = "--grid") -> 
     return grid
 
 
-def parse_fixed(text: str | None, strategy: Strategy, option: str = "--fixed") -> dict[str, Any]:
+def parse_fixed(text: str | None, strategy: Strategy | WeightStrategy, option: str = "--fixed"
+                ) -> dict[str, Any]:
     """Parse ``short=false,slow=50`` into {param: typed value} for the strategy's space."""
     return {name: strategy.space[name].coerce(value)
             for name, value in parse_pairs(text, option, "short=false").items()}
