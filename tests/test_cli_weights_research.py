@@ -144,6 +144,11 @@ def test_walk_forward_then_promote_then_replay(setup: dict) -> None:
                               costs=Costs())
     assert np.allclose(shown.equity.to_numpy(), direct.equity.to_numpy(), rtol=1e-12)
     assert shown.metrics["total_return"] == pytest.approx(direct.equity.iloc[-1] / 100_000.0 - 1.0)
+    # what the research report reads of a promoted backtest, a weight strategy's included
+    assert shown.params == art["params"] and len(shown.figure().data) >= 2
+    table = shown.metrics_frame(formatted=True).set_index("metric")
+    assert table.loc["total_return", "value"].endswith("%")
+    assert len(shown.trades) and set(shown.trades["symbol"]) <= set(SYMS.split(","))
 
     replay = ok(setup, "replay")
     found = re.search(r"parity: (\d+) of (\d+) trades equal the backtest's", replay)

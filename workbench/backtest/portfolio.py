@@ -78,6 +78,35 @@ class PortfolioResult:
         """Bars on which at least one order filled."""
         return int(self.orders["time"].nunique())
 
+    # the reading side of a signal backtest's `BacktestResult`, for the notebooks and reports that show
+    # either kind of promoted strategy
+    @property
+    def params(self) -> dict[str, Any]:
+        """The weight strategy's parameters (empty for an allocator or a table)."""
+        return dict(self.inputs.get("params") or {})
+
+    @property
+    def trades(self) -> pd.DataFrame:
+        """The book's round trips (`weight_trades`: a position from 0 back to 0), open ones marked at the
+        last close."""
+        from workbench.backtest.weight_strategies import weight_trades
+
+        return weight_trades(self.orders, self.inputs.get("last_close"))
+
+    def metrics_frame(self, formatted: bool = False) -> pd.DataFrame:
+        """The metrics as a two-column table (`formatted`: as text people read, e.g. 12.34%)."""
+        from workbench.backtest.metrics import metrics_frame
+
+        return metrics_frame(self.metrics, formatted)
+
+    def figure(self) -> Any:
+        """The book's equity against its benchmark, and its drawdown (plotly)."""
+        from workbench.backtest.plots import portfolio_figure
+
+        return portfolio_figure(self.equity, self.benchmark,
+                                title=f"{self.inputs.get('strategy', 'portfolio')} of "
+                                      f"{', '.join(self.inputs.get('symbols', []))}")
+
 
 # ---------------------------------------------------------------------------------------- weight tables
 def read_weight_table(path: str | Path) -> pd.DataFrame:
@@ -317,6 +346,7 @@ def _measure(frames: Mapping[str, pd.DataFrame], res: RebalanceResult, targets: 
         "timeframe": timeframe, "calendar": calendar, "periods_per_year": ppy,
         "start": tl.index[0].isoformat(), "end": tl.index[-1].isoformat(), "bars": tl.n,
         "data_fingerprint": fingerprint(frames),
+        "last_close": {s: float(f["close"].iloc[-1]) for s, f in frames.items() if len(f)},
         "sources": sorted({str(df.attrs["source"]) for df in frames.values() if "source" in df.attrs}),
         "code_version": code_version(),
     }
