@@ -128,6 +128,11 @@ def test_the_command_line_combines_a_book_and_refuses_a_bad_one_in_one_line(env:
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "promoted cli_book@v1" in ok.stdout and "50.00%" in ok.stdout
     assert env["reg"].get("cli_book").members[0]["ref"] == env["refs"][0]
+    shown = invoke(["promote", "show", "cli_book"], data=data)
+    assert shown.returncode == 0 and ", ".join(env["refs"]) in shown.stdout, shown.stdout
+    assert "5,000.00" in shown.stdout and "out of sample" in shown.stdout
+    listed = invoke(["promote", "ls"], data=data)
+    assert listed.returncode == 0 and "cli_book" in listed.stdout
     bad = invoke(["promote", "book", "--members", env["refs"][0], "--name", "x"], data=data)
     assert bad.returncode == 1 and "at least two different" in bad.stderr
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

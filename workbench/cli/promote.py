@@ -187,6 +187,9 @@ def promote_show_cmd(ref: RefArg) -> None:
     if a.path is not None and a.path.parent.parent == reg.root:
         current = reg.current(a.name)
     d = a.data
+    if a.members:  # a book: its members and their shares, its out-of-sample record
+        _show_book(a, current)
+        return
     rows = [("artifact", f"{a.ref}{' (current)' if current == a.version else ''}"),
             ("strategy", a.strategy), ("params", _params(a.params)),
             ("params from", f"fold {a.params_fold} (the most recent train window)"),
@@ -227,6 +230,35 @@ def promote_show_cmd(ref: RefArg) -> None:
                              for h in reg.history(a.name)])
         if not hist.empty:
             print_frame(hist, title=f"history of {a.name}")
+
+
+def _show_book(a: Any, current: int | None) -> None:
+    """`promote show` of a book (`workbench.promote.book`)."""
+    from workbench.cli.common import _kv_table, out
+    from workbench.promote.gates import format_value
+
+    alloc = a.params.get("allocator", {})
+    rows = [("artifact", f"{a.ref}{' (current)' if current == a.version else ''}"),
+            ("book of", ", ".join(m["ref"] for m in a.members)),
+            ("allocator", f"{alloc.get('method')} over {a.data.get('oos_bars')} out-of-sample bars "
+                          f"{str(a.data.get('oos_start'))[:10]} .. {str(a.data.get('oos_end'))[:10]}"),
+            ("capital", f"{a.init_cash:,.0f}"), ("timeframe", a.timeframe),
+            ("code version", a.code_version), ("created", a.created_at)]
+    out.print(_kv_table(rows, title=a.ref))
+    table = Table(title="members", title_justify="left")
+    for c in ("member", "share", "capital", "gates passed"):
+        table.add_column(c, justify="left" if c == "member" else "right")
+    passed = a.evidence.get("members_passed", {})
+    for m in a.members:
+        table.add_row(escape(m["ref"]), f"{m['share']:.2%}", f"{m['share'] * a.init_cash:,.2f}",
+                      "yes" if passed.get(m["ref"]) else "no (forced)")
+    out.print(table)
+    for key, title in (("oos_metrics", "out of sample (each member's OOS returns on its share)"),
+                       ("backtest_metrics", "backtest (members on their shares, common span)")):
+        figures = a.evidence.get(key, {})
+        shown = [(k, format_value(figures.get(k))) for k in ("total_return", "sharpe", "max_drawdown",
+                                                             "annual_volatility")]
+        out.print(_kv_table(shown, title=title))
 
 
 @promote_app.command("diff")

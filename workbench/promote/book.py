@@ -188,9 +188,12 @@ def combine(refs: Sequence[str], allocator: Any, *, name: str, capital: float = 
         lookback=max(a.lookback for a in arts.values()),
         run_id="book:" + "+".join(arts), code_version=code_version(), run_code_version=None,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"), params_fold=-1, fold_params=[],
-        gates=[], gates_file={}, evidence={"oos_metrics": _plain(oos_metrics), "backtest_metrics":
-                                          _plain(metrics),
-                                          "members_passed": {r: a.passed for r, a in arts.items()}},
+        gates=[], gates_file={},
+        evidence={"values": {"oos_sharpe": _plain(oos_metrics)["sharpe"],
+                             "oos_total_return": _plain(oos_metrics)["total_return"],
+                             "oos_max_drawdown": _plain(oos_metrics)["max_drawdown"]},
+                  "oos_metrics": _plain(oos_metrics), "backtest_metrics": _plain(metrics),
+                  "members_passed": {r: a.passed for r, a in arts.items()}},
         members=[{"ref": r, "share": float(shares[r])} for r in arts])
     stored, created = reg.promote(artifact, reason=reason)
     result.artifact, result.promoted = stored, created
