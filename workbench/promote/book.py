@@ -77,30 +77,6 @@ def _oos_returns(runs: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(out, index=index).iloc[1:]
 
 
-def _member_backtest(artifact: Artifact, run: Any, capital: float, lake: Any) -> pd.Series:
-    """A member's backtest over its run's bars with its promoted parameters on `capital`."""
-    from workbench.backtest.engine import backtest
-    from workbench.backtest.weight_strategies import resolve_strategy
-    from workbench.promote.evidence import run_bars
-    from workbench.strategies.weights import WeightStrategy
-
-    s = run.settings
-    frames = run_bars(s, lake)
-    ex = artifact.execution.replace(init_cash=capital)
-    strat = resolve_strategy(artifact.strategy)
-    if isinstance(strat, WeightStrategy):
-        from workbench.backtest.rebalance import simulate_weights
-
-        res = simulate_weights(frames, strat.targets(frames, artifact.params), costs=ex.costs, fill=ex.fill,
-                               init_cash=capital, max_exposure=ex.max_exposure,
-                               lots=ex.lot_map(list(frames)))
-        return res.equity
-    bt = backtest(strat, frames, dict(artifact.params), execution=ex,
-                  periods_per_year=float(artifact.periods_per_year), timeframe=artifact.timeframe,
-                  calendar=artifact.calendar)
-    return bt.equity
-
-
 def combine(refs: Sequence[str], allocator: Any, *, name: str, capital: float = 100_000.0,
             registry: Registry | str | None = None, runs_root: Any = None, lake: Any = None,
             promote: bool = True, reason: str | None = None) -> BookResult:
@@ -110,6 +86,7 @@ def combine(refs: Sequence[str], allocator: Any, *, name: str, capital: float = 
     from workbench.backtest.allocators import Allocator
     from workbench.backtest.metrics import compute_metrics
     from workbench.optimize.records import load_run
+    from workbench.promote.evidence import promoted_backtest
     from workbench.version import code_version
 
     check_name(name)
@@ -157,8 +134,8 @@ def combine(refs: Sequence[str], allocator: Any, *, name: str, capital: float = 
         from workbench.data.lake import Lake
 
         lake = Lake(data_dir())
-    members = {r: _member_backtest(a, runs[r], capital * float(shares[r]), lake) for r, a in arts.items()
-               if shares[r] > 0}
+    members = {r: promoted_backtest(runs[r], params=a.params, lake=lake, capital=capital * float(shares[r])
+                                    ).equity for r, a in arts.items() if shares[r] > 0}
     start = max(e.index[0] for e in members.values())
     end = min(e.index[-1] for e in members.values())
     index = pd.DatetimeIndex(sorted(set().union(*(e.index for e in members.values()))))

@@ -153,10 +153,11 @@ def run_quality(settings: Mapping[str, Any], lake: Any = None) -> list[QualityRe
 
 
 def promoted_backtest(run: WalkForwardResult, *, params: Mapping[str, Any] | None = None,
-                      lake: Any = None) -> BacktestResult | PortfolioResult:
-    """A backtest over the run's whole period, with its bars, costs, fill, sizing, direction and cash, of
-    `params` (default: the promoted parameters, the last fold's). Several symbols share one cash account.
-    A weight strategy's is its book's `PortfolioResult` (`workbench.backtest.portfolio`).
+                      lake: Any = None, capital: float | None = None) -> BacktestResult | PortfolioResult:
+    """A backtest over the run's whole period, with its bars, costs, fill, sizing, direction and cash
+    (`capital`, default the run's), of `params` (default: the promoted parameters, the last fold's).
+    Several symbols share one cash account. A weight strategy's is its book's `PortfolioResult`
+    (`workbench.backtest.portfolio`).
 
     Part of the period is in-sample for these parameters: it shows what the strategy does, the run's
     out-of-sample record is the evidence.
@@ -168,16 +169,17 @@ def promoted_backtest(run: WalkForwardResult, *, params: Mapping[str, Any] | Non
     s = run.settings
     strat = resolve_strategy(s["strategy"])
     chosen = dict(params) if params is not None else promoted_params(run.folds, s, strat)[0]
+    ex = Execution.from_dict(s)
+    if capital is not None:
+        ex = ex.replace(init_cash=capital)
+    frames = run_bars(s, lake if lake is not None else Lake())
     if isinstance(strat, WeightStrategy):
         from workbench.backtest.portfolio import backtest_portfolio
 
-        ex = Execution.from_dict(s)
-        frames = run_bars(s, lake if lake is not None else Lake())
         return backtest_portfolio(frames, strategy=strat, params=chosen, costs=ex.costs, fill=ex.fill,
                                   init_cash=ex.init_cash, max_exposure=ex.max_exposure,
                                   lots=ex.lot_map(list(frames)), timeframe=s["timeframe"])
-    return backtest(strat, run_bars(s, lake if lake is not None else Lake()), chosen,
-                    execution=Execution.from_dict(s), periods_per_year=float(s["periods_per_year"]),
+    return backtest(strat, frames, chosen, execution=ex, periods_per_year=float(s["periods_per_year"]),
                     timeframe=s["timeframe"], calendar=s["calendar"])
 
 
