@@ -105,6 +105,12 @@ def test_a_book_is_promoted_once_and_traded_as_its_members_with_their_parity(env
         assert rep.parity.ok, rep.parity.summary()
     with pytest.raises(ConfigError, match="is a book"):
         art.strategy_obj()
+    # a paper config trading the book runs its members, each on its share
+    from workbench.paper.service import draft_config, session_specs
+
+    _text, config = draft_config(name="book_session", artifacts=[art.ref], registry=env["reg"])
+    session = session_specs(config, [env["reg"].get(art.ref)])
+    assert [s.name for s in session] == [s.name for s in specs]
 
 
 def test_bad_books_are_one_line(env: dict) -> None:
