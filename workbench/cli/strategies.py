@@ -23,13 +23,13 @@ def strategies_cmd(
     """List the strategies: signal strategies (built-ins and ./research) and weight strategies, with
     their parameters, defaults and ranges."""
     from workbench.backtest.allocators import METHODS
-    from workbench.backtest.weight_strategies import weight_strategies
+    from workbench.backtest.weight_strategies import find_weight_strategy, weight_strategies
     from workbench.strategies.registry import get_strategy, list_strategies
 
     weight = weight_strategies()  # the built-ins and `allocate`
     if spec is not None:
-        if spec.strip() in weight:
-            w = weight[spec.strip()]
+        if spec.strip().split("+", 1)[0] in weight:
+            w = find_weight_strategy(spec)
             _detail(w.name, "weight strategy: `workbench portfolio --strategy`, `workbench sweep`, "
                     "`workbench optimize walk-forward`", w.description, w.space)
             return
@@ -58,7 +58,9 @@ def strategies_cmd(
         params = "\n".join(f"{p.name}={p.default} {_param_range(p)}" for p in w.space.params)
         table.add_row(*map(escape, (w.name, params, w.description)))
     out.print(table)
-    out.print(f"allocators (`workbench portfolio --allocator METHOD`): {', '.join(METHODS)}", markup=False)
+    out.print(f"allocators (`workbench portfolio --allocator METHOD`): {', '.join(METHODS)}; a weight "
+              "strategy picks and an allocator sizes its picks as <strategy>+<method>, e.g. "
+              "xs_momentum+risk_parity", markup=False)
 
 
 def _detail(name: str, source: str, description: str, space: ParamSpace) -> None:
