@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from cli_runner import CliResult, invoke
+from test_cli_promote import LENIENT  # (every gate that promotion checks, set to pass)
 
 from workbench import Lake
 from workbench.backtest import Costs, load_bars
@@ -31,14 +32,6 @@ SYMS = "AAPL,MSFT,SPY"
 U = ["--symbols", SYMS, "--timeframe", "1d"]
 NAME = "allocate-aapl+msft+spy-1d"
 RUN = "wf-alloc"
-LENIENT = """\
-gates:
-  oos_sharpe: {min: -100}
-  pbo: {max: 1}
-  oos_trades: {min: 1}
-  lookahead: {required: true}
-  data_fingerprint: {required: true}
-"""
 
 
 def _bad(out: Path) -> dict[str, tuple[list[str], list[str]]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_weight_research import _frames as weight_frames
 
 from workbench.backtest import Costs
 from workbench.backtest.engine import Sizing
@@ -30,16 +31,7 @@ GRIDS = {
 
 
 def _frames(n: int = 260, m: int = 3, seed: int = 3) -> dict[str, pd.DataFrame]:
-    rng = np.random.default_rng(seed)
-    idx = pd.date_range("2023-01-02", periods=n, freq="D", tz="UTC")
-    out = {}
-    for j in range(m):
-        close = 100 * np.exp(np.cumsum(rng.normal(0.0004 * (j + 1), 0.012 * (1 + j), n)))
-        open_ = close * np.exp(rng.normal(0, 0.003, n))
-        out[f"S{j}"] = pd.DataFrame({"open": open_, "high": np.maximum(open_, close) * 1.01,
-                                     "low": np.minimum(open_, close) * 0.99, "close": close,
-                                     "volume": 1e6}, index=idx)
-    return out
+    return weight_frames(n, m, seed)
 
 
 @pytest.fixture(scope="module")
