@@ -168,3 +168,25 @@ def test_a_strategy_picks_and_an_allocator_sizes_its_picks() -> None:
         resolve_strategy("xs_momentum+nope")
     with pytest.raises(ConfigError, match="unknown weight strategy 'sma_cross'"):
         resolve_strategy("sma_cross+hrp")
+
+
+def test_fits_in_processes_give_the_targets_fitted_one_after_another() -> None:
+    from workbench.backtest.portfolio_risk import RiskLimits
+    from workbench.backtest.rebalance import allocate
+
+    frames = _frames(500, 4)
+    for alloc, risk in ((Allocator(method="hrp", window=63), None),
+                        (Allocator(method="risk_parity", window=63), RiskLimits(vol_target=0.1))):
+        one = allocate(frames, alloc, "monthly", risk=risk)
+        seen: list[int] = []
+        two = allocate(frames, alloc, "monthly", risk=risk, workers=2,
+                       progress=lambda done, total: seen.append(done))
+        assert seen == list(range(1, len(one.report) + 1))
+        for s in frames:
+            pd.testing.assert_series_equal(one.targets[s], two.targets[s], rtol=0, atol=0)
+        pd.testing.assert_frame_equal(one.report, two.report)
+        pd.testing.assert_frame_equal(one.contributions, two.contributions)
+    with pytest.raises(ConfigError, match="cannot run in parallel"):
+        allocate(frames, Allocator(method="mean_variance", window=63, max_turnover=0.5), workers=2)
+    with pytest.raises(ConfigError, match="workers=0"):
+        allocate(frames, Allocator(method="equal", window=63), workers=0)

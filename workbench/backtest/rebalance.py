@@ -285,7 +285,7 @@ class Allocation:
 
 def allocate(frames: Mapping[str, pd.DataFrame], allocator: Any, every: str = "monthly",
              risk: RiskLimits | None = None, progress: Any = None,
-             universe: LiquidityUniverse | None = None) -> Allocation:
+             universe: LiquidityUniverse | None = None, workers: int = 1) -> Allocation:
     """Targets from an `Allocator` (`workbench.backtest.allocators`) on a calendar schedule: at each
     rebalance bar `s` of the union timeline, the allocator is fitted on the closes' simple returns up to
     and including bar `s` (a closed market's close carried forward: 0 returns), so the targets see
@@ -298,7 +298,14 @@ def allocate(frames: Mapping[str, pd.DataFrame], allocator: Any, every: str = "m
     `next_open` that trades one own bar later than a bar of its own would). `progress(done, total)`
     after each fit. `universe` (`workbench.backtest.universe`): each fit and its limits see only the
     members at its bar that have the window's returns (`fittable`), the others get 0 (no member: cash),
-    so symbols may list late and delist."""
+    so symbols may list late and delist. `workers` > 1 fits the rebalances in that many processes (each
+    fit stands alone, so the targets are the same; a turnover cap chains each fit to the one before and
+    is refused with them)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers={workers!r} must be a whole number of processes >= 1")
+    if workers > 1 and allocator.max_turnover is not None:
+        raise ConfigError("max_turnover measures each fit from the weights of the one before, so the fits "
+                          "cannot run in parallel: drop workers or max_turnover")
     symbols = list(frames)
     tl = Timeline(frames, symbols)
     close = tl.prices()[3]
@@ -323,39 +330,79 @@ def allocate(frames: Mapping[str, pd.DataFrame], allocator: Any, every: str = "m
         raise DataError(f"no rebalance bar has the {least} bars of returns the {allocator.method} allocator "
                         f"needs ({which}): the bars span {tl.n}; load more history or shorten its window")
     member = None if universe is None else universe.membership(frames).to_numpy(dtype=bool)
-    out = np.full((tl.n, len(symbols)), np.nan)
-    rows, shares = [], []
-    previous = None
-    for done, b in enumerate(bars, 1):
+
+    def fit(b: int, previous: pd.Series | None) -> tuple[np.ndarray, dict[str, Any], np.ndarray, Any]:
+        """Rebalance bar b: its targets, report row, risk contributions and the allocator's weights."""
         trailing = returns.iloc[:b]
         if member is not None:
             span = max(allocator.window, limits.window or 0)  # the fit's and the limits' windows
             trailing = trailing.loc[:, fittable(trailing, member[b], span)]
             if not trailing.shape[1]:  # no member has the history: cash
-                out[b], previous = 0.0, None
-                rows.append({**dict.fromkeys(REPORT_COLUMNS, np.nan), "dropped": "", "bound": "none"})
-                shares.append(np.zeros(len(symbols)))
-                continue
+                return (np.zeros(len(symbols)), {**dict.fromkeys(REPORT_COLUMNS, np.nan), "dropped": "",
+                                                 "bound": "none"}, np.zeros(len(symbols)), None)
         w = allocator.weights(trailing, previous=previous)
         check = apply_limits(w, trailing, limits)
-        out[b] = check.weights.reindex(symbols, fill_value=0.0).to_numpy()
-        rows.append(check.report)
-        shares.append(check.contributions.reindex(symbols, fill_value=0.0).to_numpy())
-        previous = w
-        if progress is not None:
-            progress(done, len(bars))
+        return (check.weights.reindex(symbols, fill_value=0.0).to_numpy(), check.report,
+                check.contributions.reindex(symbols, fill_value=0.0).to_numpy(), w)
+
+    done: dict[int, tuple[np.ndarray, dict[str, Any], np.ndarray, Any]] = {}
+    if workers > 1 and len(bars) > 1:
+        done = _fit_in_processes(fit, bars, workers, progress)
+    else:
+        previous = None
+        for k, b in enumerate(bars, 1):
+            done[b] = fit(b, previous)
+            previous = done[b][3]
+            if progress is not None:
+                progress(k, len(bars))
+    out = np.full((tl.n, len(symbols)), np.nan)
+    for b in bars:
+        out[b] = done[b][0]
+    rows = [done[b][1] for b in bars]
+    shares = [done[b][2] for b in bars]
     at = pd.DatetimeIndex(tl.index[bars], name="time")
     return Allocation(targets=own_targets(frames, tl.index, out),
                       report=pd.DataFrame(rows, index=at, columns=list(REPORT_COLUMNS)),
                       contributions=pd.DataFrame(np.array(shares), index=at, columns=symbols))
 
 
+_FIT: Any = None  # the fit a forked worker of `_fit_in_processes` runs (inherited, never pickled)
+
+
+def _fit_bar(b: int) -> tuple[int, tuple[np.ndarray, dict[str, Any], np.ndarray, Any]]:
+    return b, _FIT(b, None)
+
+
+def _fit_in_processes(fit: Any, bars: list[int], workers: int, progress: Any
+                      ) -> dict[int, tuple[np.ndarray, dict[str, Any], np.ndarray, Any]]:
+    """`fit(b, None)` for every rebalance bar in `workers` forked processes (they inherit the returns and
+    the allocator; only the bar numbers and the results cross), in the order they finish."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    global _FIT
+    _FIT = fit
+    out = {}
+    try:
+        with ProcessPoolExecutor(max_workers=min(workers, len(bars)),
+                                 mp_context=mp.get_context("fork")) as pool:
+            for k, future in enumerate(as_completed([pool.submit(_fit_bar, b) for b in bars]), 1):
+                b, result = future.result()
+                out[b] = result
+                if progress is not None:
+                    progress(k, len(bars))
+    finally:
+        _FIT = None
+    return out
+
+
 def allocation_weights(frames: Mapping[str, pd.DataFrame], allocator: Any, every: str = "monthly",
                        progress: Any = None, risk: RiskLimits | None = None,
-                       universe: LiquidityUniverse | None = None) -> dict[str, pd.Series]:
+                       universe: LiquidityUniverse | None = None, workers: int = 1) -> dict[str, pd.Series]:
     """The targets of `allocate` alone: each symbol's targets on its own bars (NaN elsewhere), as
     `simulate_weights` takes them."""
-    return allocate(frames, allocator, every, risk=risk, progress=progress, universe=universe).targets
+    return allocate(frames, allocator, every, risk=risk, progress=progress, universe=universe,
+                    workers=workers).targets
 
 
 def backtest_weights(strategy: str | WeightStrategy, frames: Mapping[str, pd.DataFrame],
