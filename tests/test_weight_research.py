@@ -180,7 +180,7 @@ def test_fits_in_processes_give_the_targets_fitted_one_after_another() -> None:
         one = allocate(frames, alloc, "monthly", risk=risk)
         seen: list[int] = []
         two = allocate(frames, alloc, "monthly", risk=risk, workers=2,
-                       progress=lambda done, total: seen.append(done))
+                       progress=lambda done, total, seen=seen: seen.append(done))
         assert seen == list(range(1, len(one.report) + 1))
         for s in frames:
             pd.testing.assert_series_equal(one.targets[s], two.targets[s], rtol=0, atol=0)
