@@ -216,18 +216,52 @@ class Section:
         self.body.objects = list(body or [])
 
 
-# ------------------------------------------------------------------------------------ the sections
-class RunsSection(Section):
-    """Walk-forward runs, newest first, and the diagnostics of the one picked."""
+class PickSection(Section):
+    """A section that lists items and shows the detail of the one picked (`pick_label`). Each pick is
+    numbered, so the detail of an earlier pick that finishes late is dropped."""
 
-    key, title = "runs", "Walk-forward runs"
+    pick_label = ""
 
     def __init__(self, page: ResearchPage) -> None:
         super().__init__(page)
-        self.pick = _select("Run (its diagnostics)", "run")
+        self.pick = _select(self.pick_label, self.key.removesuffix("s"))
         self.detail = pn.Column(sizing_mode="stretch_width")
         self.pick.param.watch(self._picked, "value")
         self._seq = 0
+
+    def _picked(self, event: Any) -> None:
+        self._seq += 1
+        value = str(event.new)
+        self.forget()
+        if value == PICK:
+            self.detail.objects = []
+            return
+        self.picked(self._seq, value)
+
+    def forget(self) -> None:
+        """Drop what the previous pick left (before the new one is read)."""
+
+    def picked(self, seq: int, value: str) -> None:
+        """Read and show the detail of `value`, pick number `seq`."""
+        raise NotImplementedError
+
+    def current(self, seq: int, outcome: Outcome, box: pn.Column | None = None) -> bool:
+        """Whether the read of pick `seq` is still the one wanted and found something; a read that failed
+        says why in `box` (default: the detail)."""
+        if seq != self._seq:
+            return False  # another item was picked meanwhile
+        if outcome.problem is not None:
+            (box if box is not None else self.detail).objects = [_text(outcome.problem, "problem")]
+            return False
+        return True
+
+
+# ------------------------------------------------------------------------------------ the sections
+class RunsSection(PickSection):
+    """Walk-forward runs, newest first, and the diagnostics of the one picked."""
+
+    key, title = "runs", "Walk-forward runs"
+    pick_label = "Run (its diagnostics)"
 
     def read(self) -> Any:
         from workbench.optimize.records import run_index
@@ -248,12 +282,7 @@ class RunsSection(Section):
         self.say(f"{len(runs)} run(s) in {self.page.data / 'runs'}, newest first", lines=damaged,
                  body=[runs_table, self.pick, self.detail])
 
-    def _picked(self, event: Any) -> None:
-        self._seq += 1
-        seq, run_id = self._seq, str(event.new)
-        if run_id == PICK:
-            self.detail.objects = []
-            return
+    def picked(self, seq: int, run_id: str) -> None:
         self.detail.objects = [_text(f"reading {run_id} ...")]
         self.page.work(lambda: self._read_run(run_id), lambda o: self._show_run(seq, run_id, o),
                        f"run {run_id}")
@@ -266,10 +295,7 @@ class RunsSection(Section):
                                               result.stability_figure()]}
 
     def _show_run(self, seq: int, run_id: str, outcome: Outcome) -> None:
-        if seq != self._seq:
-            return  # another run was picked meanwhile
-        if outcome.problem is not None:
-            self.detail.objects = [_text(outcome.problem, "problem")]
+        if not self.current(seq, outcome):
             return
         result, figures = outcome.value["result"], outcome.value["figures"]
         folds = result.folds.copy()
@@ -309,17 +335,11 @@ def _run_headline(result: Any) -> str:
     )
 
 
-class ArtifactsSection(Section):
+class ArtifactsSection(PickSection):
     """Promoted versions with their gate verdicts, and the promotions and rollbacks of the one picked."""
 
     key, title = "artifacts", "Promoted artifacts"
-
-    def __init__(self, page: ResearchPage) -> None:
-        super().__init__(page)
-        self.pick = _select("Artifact (its verdicts and history)", "artifact")
-        self.detail = pn.Column(sizing_mode="stretch_width")
-        self.pick.param.watch(self._picked, "value")
-        self._seq = 0
+    pick_label = "Artifact (its verdicts and history)"
 
     def _registry(self) -> Any:
         from workbench.promote.registry import Registry
@@ -348,12 +368,7 @@ class ArtifactsSection(Section):
                  f"{self.page.data / 'registry'}; current versions first", lines=bad,
                  body=[listing, self.pick, self.detail])
 
-    def _picked(self, event: Any) -> None:
-        self._seq += 1
-        seq, ref = self._seq, str(event.new)
-        if ref == PICK:
-            self.detail.objects = []
-            return
+    def picked(self, seq: int, ref: str) -> None:
         self.page.work(lambda: self._read_artifact(ref), lambda o: self._show_artifact(seq, o),
                        f"artifact {ref}")
 
@@ -363,10 +378,7 @@ class ArtifactsSection(Section):
         return {"artifact": artifact, "history": reg.history(artifact.name)}
 
     def _show_artifact(self, seq: int, outcome: Outcome) -> None:
-        if seq != self._seq:
-            return
-        if outcome.problem is not None:
-            self.detail.objects = [_text(outcome.problem, "problem")]
+        if not self.current(seq, outcome):
             return
         a, history = outcome.value["artifact"], outcome.value["history"]
         failed = a.failed_gates
@@ -386,23 +398,20 @@ class ArtifactsSection(Section):
                                hist]
 
 
-class SweepsSection(Section):
+class SweepsSection(PickSection):
     """Saved sweep tables under the reports folder; the heatmap of the one picked over two parameters."""
 
     key, title = "sweeps", "Sweeps"
+    pick_label = "Sweep (its heatmap)"
 
     def __init__(self, page: ResearchPage) -> None:
         super().__init__(page)
-        self.pick = _select("Sweep (its heatmap)", "sweep")
         self.x, self.y, self.metric = (
             pn.widgets.Select(label=n, options=[], sizing_mode="stretch_width", css_classes=[f"wb-sweep-{n}"])
             for n in ("x", "y", "metric"))
         self.axes = pn.Row(self.x, self.y, self.metric, sizing_mode="stretch_width", visible=False)
-        self.detail = pn.Column(sizing_mode="stretch_width")
-        self.pick.param.watch(self._picked, "value")
         for w in (self.x, self.y, self.metric):
             w.param.watch(self._redraw, "value")
-        self._seq = 0
         self._result: Any = None
         self._drawing = False
 
@@ -426,14 +435,11 @@ class SweepsSection(Section):
         self.say(f"{len(sweeps)} sweep table(s) under {self.page.reports}, newest first", lines=damaged,
                  body=[listing, self.pick, self.axes, self.detail])
 
-    def _picked(self, event: Any) -> None:
-        self._seq += 1
-        seq, path = self._seq, str(event.new)
+    def forget(self) -> None:
         self._result = None
         self.axes.visible = False
-        if path == PICK:
-            self.detail.objects = []
-            return
+
+    def picked(self, seq: int, path: str) -> None:
         self.page.work(lambda: self._read_sweep(path), lambda o: self._show_sweep(seq, o), f"sweep {path}")
 
     def _read_sweep(self, path: str) -> Any:
@@ -442,10 +448,7 @@ class SweepsSection(Section):
         return load_sweep(self.page.reports / path)
 
     def _show_sweep(self, seq: int, outcome: Outcome) -> None:
-        if seq != self._seq:
-            return
-        if outcome.problem is not None:
-            self.detail.objects = [_text(outcome.problem, "problem")]
+        if not self.current(seq, outcome):
             return
         result = self._result = outcome.value
         varying = [p for p in result.params if result.table[p].nunique() > 1]
@@ -495,17 +498,14 @@ class SweepsSection(Section):
                                top]
 
 
-class ModelsSection(Section):
+class ModelsSection(PickSection):
     """Registered models (MLflow), and the versions and drift of the one picked."""
 
     key, title = "models", "Models"
+    pick_label = "Model (its versions and the champion's drift)"
 
     def __init__(self, page: ResearchPage) -> None:
         super().__init__(page)
-        self.pick = _select("Model (its versions and the champion's drift)", "model")
-        self.detail = pn.Column(sizing_mode="stretch_width")
-        self.pick.param.watch(self._picked, "value")
-        self._seq = 0
         self._registry: Any = None
         self._drift_box = pn.Column(sizing_mode="stretch_width")
 
@@ -529,10 +529,8 @@ class ModelsSection(Section):
             self.pick.value = PICK
         self.say(f"{len(models)} registered model(s) in {where}", body=[listing, self.pick, self.detail])
 
-    def _picked(self, event: Any) -> None:
-        self._seq += 1
-        seq, name = self._seq, str(event.new)
-        if name == PICK or self._registry is None:
+    def picked(self, seq: int, name: str) -> None:
+        if self._registry is None:
             self.detail.objects = []
             return
         registry = self._registry
@@ -561,10 +559,7 @@ class ModelsSection(Section):
         self.detail.objects = [*parts, self._drift_box]
 
     def _show_drift(self, seq: int, outcome: Outcome) -> None:
-        if seq != self._seq:
-            return
-        if outcome.problem is not None:
-            self._drift_box.objects = [_text(outcome.problem, "problem")]
+        if not self.current(seq, outcome, self._drift_box):
             return
         from workbench.models.plots import plot_drift
 
