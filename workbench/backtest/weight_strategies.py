@@ -250,7 +250,6 @@ class WeightEvaluator:
         self.ppy = float(periods_per_year)
         self.n = Timeline(self.frames, self.symbols).n
         self.value = np.empty(self.n)
-        self.last: RebalanceResult | None = None
         # seconds spent computing targets and simulating them, over every `run` so far
         self.timings = {"targets_s": 0.0, "simulate_s": 0.0}
 
@@ -265,7 +264,6 @@ class WeightEvaluator:
         self.timings["targets_s"] += t1 - t0
         self.timings["simulate_s"] += time.perf_counter() - t1
         self.value[:] = res.equity.to_numpy()
-        self.last = res
         return res
 
     def score(self, params: Mapping[str, Any]) -> dict[str, float]:
