@@ -47,23 +47,70 @@ _TAKES_COVARIANCE = {"inverse_vol", "risk_parity", "hrp", "mean_variance", "max_
 
 @functools.cache
 def _lean_hrp() -> type:
-    """skfolio's `HierarchicalRiskParity` taking each variance it needs as ``w @ cov @ w`` directly.
+    """skfolio's `HierarchicalRiskParity` without the work its weights do not need; the same weights
+    (tests/test_allocators.py). On 500 assets a fit takes a tenth of skfolio's time (bench/portfolio.py):
 
-    Its `_risk` builds a whole `Portfolio` (the return series, validated) for each of the ~3n variances
-    of one fit only to read ``float(w @ cov @ w.T)``: on 500 assets that is half the fit. The ordering,
-    the splits and the bounds are skfolio's own, the variance the same expression: the weights are equal
-    (tests/test_allocators.py). Other risk measures, or costs and previous weights, take skfolio's path.
+    - each variance of a cluster is ``w @ cov @ w`` on the cluster's own rows and columns, and each
+      asset's own is the covariance's diagonal: skfolio builds a `Portfolio` of all the assets (the
+      return series, validated) for each of the ~3n variances of one fit only to read that product;
+    - the tree is ordered by `leaf_order.optimal_leaf_ordering` (scipy's ordering, to the bit, in a
+      fraction of the time), and the number of clusters, which skfolio's clustering estimates for its
+      plots and HRP never reads, is not estimated.
+
+    Other risk measures, costs or previous weights, or a seriation or clustering estimator of one's own
+    take skfolio's path.
     """
+    import scipy.cluster.hierarchy as sch
+    from scipy.spatial.distance import squareform
     from skfolio import RiskMeasure
     from skfolio.optimization import HierarchicalRiskParity
+    from skfolio.seriation import HierarchicalSeriation
+
+    from workbench.backtest.leaf_order import optimal_leaf_ordering
+
+    class LeanSeriation(HierarchicalSeriation):
+        """HierarchicalSeriation's default (Ward linkage, optimal leaf ordering) without the cluster
+        count."""
+
+        def fit(self, X: Any, y: Any = None, **fit_params: Any) -> LeanSeriation:
+            distance, investable = self._validate_distance(X, reset=True)
+            indices = np.flatnonzero(investable)
+            linkage, ordering = np.empty((0, 4)), indices
+            if len(indices) > 1:
+                condensed = squareform(distance, checks=False)
+                linkage = optimal_leaf_ordering(sch.linkage(condensed, method="ward"), condensed)
+                ordering = indices[sch.leaves_list(linkage)]
+            self.hierarchical_clustering_estimator_ = None
+            self.ordered_linkage_matrix_ = linkage
+            self.investable_mask_ = investable
+            self.ordering_ = ordering
+            return self
 
     class LeanHRP(HierarchicalRiskParity):
+        def _resolve_seriation(self) -> Any:
+            if self.seriation_estimator is None and self.hierarchical_clustering_estimator is None:
+                return LeanSeriation()
+            return super()._resolve_seriation()
+
+        def _compute_weights(self, return_distribution: Any, *args: Any, **kwargs: Any) -> Any:
+            # asked once per fit, not at each of its ~3n variances
+            self._variance_only = bool(
+                self.risk_measure is RiskMeasure.VARIANCE and self.previous_weights is None
+                and np.all(np.asarray(self.transaction_costs) == 0)
+                and np.all(np.asarray(self.management_fees) == 0))
+            return super()._compute_weights(return_distribution, *args, **kwargs)
+
         def _risk(self, weights: Any, return_distribution: Any) -> float:
-            if (self.risk_measure is RiskMeasure.VARIANCE and self.previous_weights is None
-                    and np.all(np.asarray(self.transaction_costs) == 0)
-                    and np.all(np.asarray(self.management_fees) == 0)):
-                return float(weights @ return_distribution.covariance @ weights.T)
-            return float(super()._risk(weights, return_distribution))
+            if not self._variance_only:
+                return float(super()._risk(weights, return_distribution))
+            held = np.flatnonzero(weights)
+            w = weights[held]
+            return float(w @ return_distribution.covariance[np.ix_(held, held)] @ w)
+
+        def _unitary_risks(self, return_distribution: Any) -> Any:
+            if not self._variance_only:
+                return super()._unitary_risks(return_distribution)
+            return np.diag(return_distribution.covariance).copy()
 
     return LeanHRP
 
