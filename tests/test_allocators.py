@@ -4,6 +4,8 @@ and every bad setting or infeasible constraint set is one line naming it."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -238,3 +240,24 @@ def test_infeasible_long_short_constraints_are_named_before_the_solver() -> None
         Allocator(method="mean_variance", min_weight=-1.0, net=0.0, max_turnover=0.3).weights(r, held)
     moved = Allocator(method="mean_variance", min_weight=-1.0, net=0.0, max_turnover=0.9).weights(r, held)
     assert (moved - held).abs().sum() <= 0.9 + 1e-6 and moved.abs().sum() <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("shrinkage", [0.1, 0.0])
+def test_covariance_checked_once_is_skfolios_own(shrinkage: float) -> None:
+    # the allocators skip skfolio's second, identical check of a covariance the first kept as it was;
+    # one that needed repair (no shrinkage, fewer bars than assets: singular) takes both checks as before
+    from skfolio.moments import LedoitWolf as SkLedoitWolf
+    from skfolio.moments import ShrunkCovariance
+
+    from workbench.backtest.allocators import _checked_once
+
+    x = _returns(n=20 if shrinkage == 0 else 300, m=40, seed=3).to_numpy()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        theirs = ShrunkCovariance(shrinkage=shrinkage).fit(x).covariance_
+        mine = _checked_once(ShrunkCovariance)(shrinkage=shrinkage).fit(x).covariance_
+    np.testing.assert_array_equal(mine, theirs)
+    repaired = [w for w in seen if "not positive definite" in str(w.message)]
+    assert len(repaired) == (0 if shrinkage else 2)  # singular: each fit repairs it (and keeps the repair)
+    np.testing.assert_array_equal(_checked_once(SkLedoitWolf)().fit(x).covariance_,
+                                  SkLedoitWolf().fit(x).covariance_)

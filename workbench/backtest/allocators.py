@@ -115,6 +115,24 @@ def _lean_hrp() -> type:
     return LeanHRP
 
 
+@functools.cache
+def _checked_once(estimator: type) -> type:
+    """skfolio's `estimator` (LedoitWolf or ShrunkCovariance) with its covariance checked once: its fit
+    hands the matrix to `_set_covariance` (finiteness, two eigen-decompositions of n x n, the repair to
+    the nearest positive definite one) inside scikit-learn's fit and again after it. When the first call
+    keeps the matrix as it came, the second, on that same matrix, can only keep it again: skipped."""
+
+    class CheckedOnce(estimator):
+        def _set_covariance(self, covariance: Any) -> None:
+            if covariance is getattr(self, "_kept_as_is", None):
+                return
+            super()._set_covariance(covariance)
+            self._kept_as_is = covariance if self.covariance_ is covariance else None
+
+    CheckedOnce.__name__ = CheckedOnce.__qualname__ = estimator.__name__
+    return CheckedOnce
+
+
 def _lean(model: Any) -> Any:
     """The estimator to fit: skfolio's HRP as `_lean_hrp` (same parameters), any other as it is."""
     from skfolio.optimization import HierarchicalRiskParity
@@ -233,7 +251,8 @@ class Allocator:
         )
         from skfolio.prior import EmpiricalPrior
 
-        cov = {"empirical": EmpiricalCovariance, "ledoit_wolf": LedoitWolf, "shrunk": ShrunkCovariance}
+        cov = {"empirical": EmpiricalCovariance, "ledoit_wolf": _checked_once(LedoitWolf),
+               "shrunk": _checked_once(ShrunkCovariance)}
         prior = EmpiricalPrior(covariance_estimator=cov[self.covariance]())
         import cvxpy as cp
 
