@@ -33,6 +33,9 @@ def _ok_commands(out: Path) -> dict[str, list[str]]:
                      str(out / "rev.csv"), "--html", str(out / "rev.html")],
         "alloc": [*RP, "--window", "63", "--every", "monthly", "--max-weight", "0.5", "--gross", "0.9",
                   "--drift", "0.05", "--start", "2024-01-01", "--orders", str(out / "rp.parquet")],
+        "alloc_workers": [*RP, "--window", "63", "--every", "monthly", "--max-weight", "0.5", "--gross", "0.9",
+                          "--drift", "0.05", "--start", "2024-01-01", "--workers", "2", "--orders",
+                          str(out / "rp_workers.parquet")],
         "table": ["portfolio", "--weights", str(out / "wide.csv"), "--fill", "close", "--costs",
                   "fees=0.002,slippage=0", "--orders", str(out / "wide_orders.csv")],
         "table_long": [*PF, "--weights", str(out / "long.parquet"), "--fill", "close", "--costs",
@@ -73,6 +76,12 @@ def _bad_commands(out: Path) -> dict[str, tuple[list[str], list[str]]]:
         "risk_with_strategy": ([*PF, "--strategy", "xs_momentum", "--vol-target", "0.1"],
                                ["--vol-target act on an allocator's weights", "use --allocator"]),
         "bad_vol_target": ([*RP, "--vol-target", "-1"], ["vol_target"]),
+        "workers_zero": ([*RP, "--workers", "0"], ["workers=0 must be a whole number of processes >= 1"]),
+        "workers_turnover": ([*PF, "--allocator", "mean_variance", "--max-turnover", "0.2", "--workers", "2"],
+                             ["max_turnover measures each fit from the weights of the one before",
+                              "drop workers or max_turnover"]),
+        "workers_with_table": (["portfolio", "--weights", str(out / "wide.csv"), "--workers", "2"],
+                               ["--workers fits an allocator's rebalances", "drop --workers"]),
         "unknown_benchmark": ([*RP, "--benchmark", "QQQ"], ["QQQ"]),
         "sizing": ([*PF, "--strategy", "xs_momentum", "--sizing", "risk"],
                    ["--sizing applies to signal strategies", "drop --sizing"]),
@@ -213,6 +222,10 @@ def test_an_allocator_portfolio_is_the_allocator_fitted_on_its_schedule_and_trad
     weights = {s: targets[s].dropna().iloc[-1] for s in SYMS}
     assert f"{weights['SPY'] * 100:.2f}%" in set_at
     assert sum(weights.values()) == pytest.approx(0.9) and max(weights.values()) <= 0.5 + 1e-9
+    # the fits in two processes: the same orders, to the bit
+    pd.testing.assert_frame_equal(pd.read_parquet(setup["out"] / "rp_workers.parquet"),
+                                  pd.read_parquet(setup["out"] / "rp.parquet"))
+    assert ok(setup, "alloc_workers").replace("rp_workers", "rp") == stdout
 
 
 def test_a_table_of_weights_sets_each_row_at_the_first_bar_on_or_after_its_date(setup: dict) -> None:

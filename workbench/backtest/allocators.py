@@ -92,20 +92,28 @@ def _lean_hrp() -> type:
                 return LeanSeriation()
             return super()._resolve_seriation()
 
-        def _compute_weights(self, return_distribution: Any, *args: Any, **kwargs: Any) -> Any:
+        def _compute_weights(self, return_distribution: Any, ordering: Any, *args: Any, **kwargs: Any
+                             ) -> Any:
             # asked once per fit, not at each of its ~3n variances
             self._variance_only = bool(
                 self.risk_measure is RiskMeasure.VARIANCE and self.previous_weights is None
                 and np.all(np.asarray(self.transaction_costs) == 0)
                 and np.all(np.asarray(self.management_fees) == 0))
-            return super()._compute_weights(return_distribution, *args, **kwargs)
+            if self._variance_only:
+                # the bisection's clusters are runs of `ordering`: with the covariance in that order, a
+                # cluster's rows and columns are a slice, not a copy
+                self._order = np.asarray(ordering)
+                self._place = np.argsort(self._order)
+                self._ordered_cov = return_distribution.covariance[np.ix_(self._order, self._order)]
+            return super()._compute_weights(return_distribution, ordering, *args, **kwargs)
 
         def _risk(self, weights: Any, return_distribution: Any) -> float:
             if not self._variance_only:
                 return float(super()._risk(weights, return_distribution))
-            held = np.flatnonzero(weights)
-            w = weights[held]
-            return float(w @ return_distribution.covariance[np.ix_(held, held)] @ w)
+            places = self._place[np.flatnonzero(weights)]
+            lo, hi = places.min(), places.max() + 1  # any weight between them that is 0 adds nothing
+            w = weights[self._order[lo:hi]]
+            return float(w @ self._ordered_cov[lo:hi, lo:hi] @ w)
 
         def _unitary_risks(self, return_distribution: Any) -> Any:
             if not self._variance_only:

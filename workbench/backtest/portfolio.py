@@ -37,6 +37,7 @@ from workbench.backtest.rebalance import (
     RebalanceResult,
     allocate,
     check_weight_settings,
+    check_workers,
     simulate_weights,
 )
 from workbench.backtest.weight_strategies import find_weight_strategy
@@ -251,7 +252,8 @@ def backtest_portfolio(frames: Mapping[str, pd.DataFrame], *, strategy: str | We
                        init_cash: float = 100_000.0, max_exposure: float = 1.0,
                        lots: Lot | Mapping[str, Lot] | None = None, drift: float | None = None,
                        timeframe: str | None = None, progress: Any = None, risk: RiskLimits | None = None,
-                       benchmark: str | pd.DataFrame | pd.Series | None = None) -> PortfolioResult:
+                       benchmark: str | pd.DataFrame | pd.Series | None = None, workers: int = 1
+                       ) -> PortfolioResult:
     """Backtest a portfolio whose targets come from exactly one of a weight `strategy` (with `params`;
     `every` sets its schedule parameter), an `allocator` refitted on the schedule `every` (default
     monthly), or a `weights` table (`read_weight_table`). Returns its equity, benchmark, orders and the
@@ -259,7 +261,7 @@ def backtest_portfolio(frames: Mapping[str, pd.DataFrame], *, strategy: str | We
     trips). `progress(done, total)` after each allocator fit. `risk`: the allocator's limits at each
     rebalance (`RiskLimits`; its report is kept); `benchmark`: a symbol of `frames`, a bar frame or a price
     series the metrics measure alpha, beta, tracking error and IR against (default: equal-weight buy and
-    hold of the symbols)."""
+    hold of the symbols). `workers` > 1 fits the allocator's rebalances in that many processes."""
     given = [n for n, v in (("strategy", strategy), ("allocator", allocator), ("weights", weights))
              if v is not None]
     costs = costs or Costs()
@@ -281,6 +283,9 @@ def backtest_portfolio(frames: Mapping[str, pd.DataFrame], *, strategy: str | We
                           f"raise max_exposure to {allocator.gross:g} or lower gross")
     if not frames:
         raise DataError("a portfolio needs at least one symbol's bars")
+    if workers != 1 and allocator is None:
+        raise ConfigError(f"workers={workers!r} fits an allocator's rebalances in processes (a "
+                          f"{given[0]} has none to fit): drop workers, or use an allocator")
     if risk is not None and allocator is None:
         raise ConfigError("risk limits act on an allocator's weights at its rebalances (a strategy or a "
                           "table sets its own): drop them, or use an allocator")
@@ -298,7 +303,8 @@ def backtest_portfolio(frames: Mapping[str, pd.DataFrame], *, strategy: str | We
         source = {"strategy": strat.name, "params": dict(p)}
     elif allocator is not None:
         schedule = every or "monthly"
-        allocation = allocate(frames, allocator, every=schedule, risk=risk, progress=progress)
+        allocation = allocate(frames, allocator, every=schedule, risk=risk, progress=progress,
+                              workers=workers)
         targets = allocation.targets
         source = {"strategy": f"allocator:{allocator.method}", "every": schedule,
                   "allocator": _allocator_dict(allocator)}
@@ -401,6 +407,7 @@ class PortfolioJob:
     html: Path | None
     risk: RiskLimits | None = None
     benchmark: str | None = None
+    workers: int = 1
 
     @classmethod
     def from_options(
@@ -413,7 +420,7 @@ class PortfolioJob:
         cash: float = 100_000.0, max_exposure: float = 1.0, lots: str | None = None,
         orders: Path | None = None, html: Path | None = None, vol_target: float | None = None,
         corr_cap: float | None = None, var_limit: float | None = None, cvar_limit: float | None = None,
-        benchmark: str | None = None, **signal_only: Any,
+        benchmark: str | None = None, workers: int = 1, **signal_only: Any,
     ) -> PortfolioJob:
         """Check every option of `workbench portfolio` (same names and defaults; `signal_only` holds the
         signal backtest's sizing, fraction, risk, target_vol and direction, refused when given)."""
@@ -453,6 +460,9 @@ class PortfolioJob:
                                   f"{given[0][2:]} sets its own): drop them or use --allocator")
             risk = RiskLimits(vol_target=vol_target, corr_cap=corr_cap, var_limit=var_limit,
                               cvar_limit=cvar_limit)
+        if workers != 1 and allocator is None:
+            raise ConfigError(f"--workers fits an allocator's rebalances in processes (a {given[0][2:]} has "
+                              "none to fit): drop --workers, or use --allocator")
         if every is not None and weights is not None:
             raise ConfigError("--every has no effect with --weights (the table's rows are its rebalance "
                               "dates): drop --every")
@@ -469,6 +479,7 @@ class PortfolioJob:
                                   f"choose one of {', '.join(SCHEDULES)}")
             settings = {k[2:].replace("-", "_"): v for k, v in alloc_values.items() if v is not None}
             alloc = Allocator(method=allocator, **settings)
+            check_workers(workers, alloc)
             if alloc.gross > max_exposure + 1e-12:
                 raise ConfigError(f"--gross {alloc.gross:g} is more than --max-exposure {max_exposure:g}: "
                                   f"raise --max-exposure to {alloc.gross:g} or lower --gross")
@@ -490,7 +501,7 @@ class PortfolioJob:
                    end=end, source=source, execution=execution, drift=drift,
                    orders=check_output(orders, (".csv", ".parquet"), "--orders"),
                    html=check_output(html, (".html", ".htm"), "--html"), risk=risk,
-                   benchmark=benchmark.strip() if benchmark else None)
+                   benchmark=benchmark.strip() if benchmark else None, workers=workers)
 
     @property
     def label(self) -> str:
@@ -524,7 +535,7 @@ class PortfolioJob:
                                   every=self.every, weights=self.table, costs=ex.costs, fill=ex.fill,
                                   init_cash=ex.init_cash, max_exposure=ex.max_exposure, lots=ex.lots,
                                   drift=self.drift, timeframe=self.timeframe, progress=progress,
-                                  risk=self.risk, benchmark=bench)
+                                  risk=self.risk, benchmark=bench, workers=self.workers)
 
 
 __all__ = ["PORTFOLIO_METRICS", "PortfolioJob", "PortfolioResult", "backtest_portfolio", "check_table",

@@ -283,6 +283,15 @@ class Allocation:
     contributions: pd.DataFrame
 
 
+def check_workers(workers: int, allocator: Any) -> None:
+    """Refuse a `workers` count `allocate` cannot use with `allocator`: one line naming the fix."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers={workers!r} must be a whole number of processes >= 1")
+    if workers > 1 and allocator.max_turnover is not None:
+        raise ConfigError("max_turnover measures each fit from the weights of the one before, so the fits "
+                          "cannot run in parallel: drop workers or max_turnover")
+
+
 def allocate(frames: Mapping[str, pd.DataFrame], allocator: Any, every: str = "monthly",
              risk: RiskLimits | None = None, progress: Any = None,
              universe: LiquidityUniverse | None = None, workers: int = 1) -> Allocation:
@@ -301,11 +310,7 @@ def allocate(frames: Mapping[str, pd.DataFrame], allocator: Any, every: str = "m
     so symbols may list late and delist. `workers` > 1 fits the rebalances in that many processes (each
     fit stands alone, so the targets are the same; a turnover cap chains each fit to the one before and
     is refused with them)."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers={workers!r} must be a whole number of processes >= 1")
-    if workers > 1 and allocator.max_turnover is not None:
-        raise ConfigError("max_turnover measures each fit from the weights of the one before, so the fits "
-                          "cannot run in parallel: drop workers or max_turnover")
+    check_workers(workers, allocator)
     symbols = list(frames)
     tl = Timeline(frames, symbols)
     close = tl.prices()[3]
@@ -427,4 +432,4 @@ def backtest_weights(strategy: str | WeightStrategy, frames: Mapping[str, pd.Dat
 
 
 __all__ = ["SCHEDULES", "Allocation", "RebalanceResult", "allocate", "allocation_weights", "backtest_weights",
-           "check_weight_settings", "rebalance_bars", "rebalance_nb", "simulate_weights"]
+           "check_weight_settings", "check_workers", "rebalance_bars", "rebalance_nb", "simulate_weights"]

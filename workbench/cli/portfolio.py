@@ -86,6 +86,8 @@ def portfolio_cmd(
     benchmark: Annotated[str | None, typer.Option(
         help="Measure alpha, beta, tracking error and IR against this symbol (default: equal-weight buy "
              "and hold of the book's symbols).")] = None,
+    workers: Annotated[int, typer.Option(
+        help="Allocator: fit the rebalances in this many processes (same weights; up to the cores).")] = 1,
     sizing: _Hidden = None,
     fraction: _Hidden = None,
     risk: _Hidden = None,
@@ -102,8 +104,8 @@ def portfolio_cmd(
         covariance=covariance, drift=drift, timeframe=timeframe, start=start, end=end, source=source,
         costs=costs, fill=fill, cash=cash, max_exposure=max_exposure, lots=lots, orders=orders, html=html,
         vol_target=vol_target, corr_cap=corr_cap, var_limit=var_limit, cvar_limit=cvar_limit,
-        benchmark=benchmark, sizing=sizing, fraction=fraction, risk=risk, target_vol=target_vol,
-        direction=direction)
+        benchmark=benchmark, workers=workers, sizing=sizing, fraction=fraction, risk=risk,
+        target_vol=target_vol, direction=direction)
     bars = job.load(_lake())
     label = job.label
     with err.status(f"backtesting {label}") as status:
