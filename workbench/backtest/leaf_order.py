@@ -165,38 +165,52 @@ def _swaps(Z: np.ndarray, D: np.ndarray, ranges: np.ndarray) -> np.ndarray:
                     for k in range(k_lo, k_hi):
                         if D[m, k] < least_mk:
                             least_mk = np.float32(D[m, k])
-                # T[w, m]: the least M[w, k] + D[m, k] over k, its k, and the runner-up
+                # T[m, w]: the least M[w, k] + D[m, k] over k, its k, and the runner-up. The inner loops
+                # run along rows (M and D are symmetric) and keep no running value, so they vectorise
                 n_w, n_m = w_hi - w_lo, m_hi - m_lo
-                t1 = np.empty((n_w, n_m))
-                t2 = np.empty((n_w, n_m))
-                t_k = np.empty((n_w, n_m), np.int64)
-                for w in range(w_lo, w_hi):
-                    for m in range(m_lo, m_hi):
-                        a, b, at = np.inf, np.inf, k_lo
-                        for k in range(k_lo, k_hi):
-                            x = np.float64(M[w, k]) + D[m, k]
-                            if x < a:
-                                a, b, at = x, a, k
-                            elif x < b:
-                                b = x
-                        t1[w - w_lo, m - m_lo] = a
-                        t2[w - w_lo, m - m_lo] = b
-                        t_k[w - w_lo, m - m_lo] = at
+                t1 = np.full((n_m, n_w), np.inf)
+                t2 = np.full((n_m, n_w), np.inf)
+                t_k = np.full((n_m, n_w), k_lo, np.int64)
+                for m in range(m_lo, m_hi):
+                    a, b, at = t1[m - m_lo], t2[m - m_lo], t_k[m - m_lo]
+                    for k in range(k_lo, k_hi):
+                        d = D[m, k]
+                        for j in range(n_w):
+                            x = np.float64(M[k, w_lo + j]) + d
+                            if x < a[j]:
+                                b[j] = a[j]
+                                a[j] = x
+                                at[j] = k
+                            elif x < b[j]:
+                                b[j] = x
+                a = np.empty(n_w)
+                b = np.empty(n_w)
+                at = np.empty(n_w, np.int64)
                 for u in range(u_lo, u_hi):
-                    for w in range(w_lo, w_hi):
-                        a, b, at = np.inf, np.inf, m_lo
-                        for m in range(m_lo, m_hi):
-                            x = np.float64(M[u, m]) + t1[w - w_lo, m - m_lo]
-                            if x < a:
-                                a, b, at = x, a, m
-                            elif x < b:
-                                b = x
-                        b = min(b, np.float64(M[u, at]) + t2[w - w_lo, at - m_lo])
-                        k = t_k[w - w_lo, at - m_lo]
-                        # a float32 sum is within a unit in the last place of the exact one: a lead
-                        # of 2**-19 (16 units) cannot be reordered, and no early stop skips the pair
-                        if b - a > max(a, 1e-30) * 2.0 ** -19:
-                            best = np.float32(np.float64(M[u, at] + M[w, k]) + D[at, k])
+                    a[:] = np.inf
+                    b[:] = np.inf
+                    at[:] = m_lo
+                    for m in range(m_lo, m_hi):
+                        mu = np.float64(M[u, m])
+                        row = t1[m - m_lo]
+                        for j in range(n_w):
+                            x = mu + row[j]
+                            if x < a[j]:
+                                b[j] = a[j]
+                                a[j] = x
+                                at[j] = m
+                            elif x < b[j]:
+                                b[j] = x
+                    for j in range(n_w):
+                        w, m = w_lo + j, at[j]
+                        least = a[j]
+                        runner_up = min(b[j], np.float64(M[u, m]) + t2[m - m_lo, j])
+                        k = t_k[m - m_lo, j]
+                        # scipy's float32 value of a pair is within S * 2**-23 of its exact sum S, and
+                        # its early stops skip a pair only for one within S * 2**-22 of it: a lead of
+                        # 2**-21 can neither be reordered nor skipped
+                        if runner_up - least > max(least, 1e-30) * 2.0 ** -21:
+                            best = np.float32(np.float64(M[u, m] + M[w, k]) + D[m, k])
                         else:
                             best = _scipy_pair(M, D, u, w, m_lo, m_hi, k_lo, k_hi, least_mk)
                         M[u, w] = best
