@@ -162,8 +162,9 @@ def apply_limits(weights: pd.Series, returns: pd.DataFrame, limits: RiskLimits) 
     r = window.to_numpy(dtype=float)
     w0 = weights.to_numpy(dtype=float)
     cov = np.atleast_2d(np.cov(r, rowvar=False, ddof=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = np.atleast_2d(np.corrcoef(r, rowvar=False))
+    with np.errstate(invalid="ignore", divide="ignore"):  # np.corrcoef's steps, on the covariance in hand
+        sd = np.sqrt(np.diag(cov))
+        corr = np.clip(cov / sd[:, None] / sd[None, :], -1.0, 1.0)
     ppy = limits.periods_per_year
 
     def vol(w: np.ndarray) -> float:
