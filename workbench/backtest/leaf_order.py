@@ -123,6 +123,35 @@ def _scipy_pair(M: np.ndarray, D: np.ndarray, u: int, w: int, m_lo: int, m_hi: i
 
 
 @njit(cache=True)
+def _ends(Z: np.ndarray, v: int, n: int, outer_child: int, outer: np.ndarray, inner: np.ndarray) -> int:
+    """How node `v`'s leaves can meet its sibling's: a leaf is both ends (1 way); a merge has its outer
+    end in child `outer_child` and its inner end in the other, or the reverse (2 ways). Fills `outer`
+    and `inner` (the child of each end) and returns the number of ways."""
+    if v < n:
+        outer[0] = inner[0] = v
+        return 1
+    a, b = Z[v - n, outer_child], Z[v - n, 1 - outer_child]
+    outer[0], inner[0] = a, b
+    outer[1], inner[1] = b, a
+    return 2
+
+
+@njit(cache=True)
+def _two_least(least: np.ndarray, runner_up: np.ndarray, at: np.ndarray, base: float, row: np.ndarray,
+               tag: int) -> None:
+    """Fold ``base + row[j]`` (in float64) into each j's least sum (and `tag`, where it came from) and
+    runner-up; an equal sum is a runner-up, so a tie shows as no lead."""
+    for j in range(len(least)):
+        x = base + np.float64(row[j])
+        if x < least[j]:
+            runner_up[j] = least[j]
+            least[j] = x
+            at[j] = tag
+        elif x < runner_up[j]:
+            runner_up[j] = x
+
+
+@njit(cache=True)
 def _swaps(Z: np.ndarray, D: np.ndarray, ranges: np.ndarray) -> np.ndarray:
     """For each merge of `Z` (children relabelled to leaf positions), whether its children swap.
 
@@ -142,22 +171,8 @@ def _swaps(Z: np.ndarray, D: np.ndarray, ranges: np.ndarray) -> np.ndarray:
     k_of = np.empty(2, np.int64)
     for i in range(n - 1):
         v_l, v_r = Z[i, 0], Z[i, 1]
-        if v_l < n:
-            n_left = 1
-            u_of[0] = v_l
-            m_of[0] = v_l
-        else:
-            n_left = 2
-            u_of[0], m_of[0] = Z[v_l - n, 0], Z[v_l - n, 1]
-            u_of[1], m_of[1] = Z[v_l - n, 1], Z[v_l - n, 0]
-        if v_r < n:
-            n_right = 1
-            w_of[0] = v_r
-            k_of[0] = v_r
-        else:
-            n_right = 2
-            w_of[0], k_of[0] = Z[v_r - n, 1], Z[v_r - n, 0]
-            w_of[1], k_of[1] = Z[v_r - n, 0], Z[v_r - n, 1]
+        n_left = _ends(Z, v_l, n, 0, u_of, m_of)
+        n_right = _ends(Z, v_r, n, 1, w_of, k_of)
         for side_l in range(n_left):
             for side_r in range(n_right):
                 u_lo, u_hi = ranges[u_of[side_l], 0], ranges[u_of[side_l], 1]
@@ -178,15 +193,7 @@ def _swaps(Z: np.ndarray, D: np.ndarray, ranges: np.ndarray) -> np.ndarray:
                 for m in range(m_lo, m_hi):
                     a, b, at = t1[m - m_lo], t2[m - m_lo], t_k[m - m_lo]
                     for k in range(k_lo, k_hi):
-                        d = D[m, k]
-                        for j in range(n_w):
-                            x = np.float64(M[k, w_lo + j]) + d
-                            if x < a[j]:
-                                b[j] = a[j]
-                                a[j] = x
-                                at[j] = k
-                            elif x < b[j]:
-                                b[j] = x
+                        _two_least(a, b, at, D[m, k], M[k, w_lo:w_hi], k)
                 a = np.empty(n_w)
                 b = np.empty(n_w)
                 at = np.empty(n_w, np.int64)
@@ -195,16 +202,7 @@ def _swaps(Z: np.ndarray, D: np.ndarray, ranges: np.ndarray) -> np.ndarray:
                     b[:] = np.inf
                     at[:] = m_lo
                     for m in range(m_lo, m_hi):
-                        mu = np.float64(M[u, m])
-                        row = t1[m - m_lo]
-                        for j in range(n_w):
-                            x = mu + row[j]
-                            if x < a[j]:
-                                b[j] = a[j]
-                                a[j] = x
-                                at[j] = m
-                            elif x < b[j]:
-                                b[j] = x
+                        _two_least(a, b, at, np.float64(M[u, m]), t1[m - m_lo], m)
                     for j in range(n_w):
                         w, m = w_lo + j, at[j]
                         least = a[j]
