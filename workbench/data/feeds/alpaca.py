@@ -28,7 +28,7 @@ import pandas as pd
 from alpaca.data.live import CryptoDataStream, StockDataStream
 
 from workbench.config import setting
-from workbench.data.feeds.base import Emit, Feed, Row, Stream, book_rows
+from workbench.data.feeds.base import Emit, Feed, Row, Stream, book_rows, surely_cancelled
 from workbench.data.sources.alpaca import AlpacaSource
 from workbench.data.ticks import TickKind
 from workbench.errors import ConfigError, CredentialsError, TemporaryError
@@ -94,7 +94,8 @@ class AlpacaFeed(Feed):
         async with asyncio.TaskGroup() as tg:
             for group, is_crypto in ((crypto, True), (stocks, False)):
                 if group:
-                    tg.create_task(self._session(self._stream(is_crypto), group, streams, emit, book_depth))
+                    tg.create_task(surely_cancelled(
+                        self._session(self._stream(is_crypto), group, streams, emit, book_depth)))
 
     async def _session(self, client: Any, symbols: list[str], streams: Sequence[Stream], emit: Emit,
                        depth: int) -> None:

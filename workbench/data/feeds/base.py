@@ -10,8 +10,10 @@ backfills an outage.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from enum import StrEnum
 from typing import Any, cast
 
@@ -32,6 +34,26 @@ class Stream(StrEnum):
 STREAM_TABLE: dict[Stream, TickKind] = {
     Stream.TRADES: TickKind.TRADES, Stream.QUOTES: TickKind.QUOTES, Stream.BOOK: TickKind.BOOK,
 }
+
+
+async def surely_cancelled(coro: Coroutine[Any, Any, None]) -> None:
+    """Run `coro` in a task of its own that a cancellation of this one is sure to end.
+
+    Python 3.11's `asyncio.wait_for` drops a cancellation that arrives just as the future it waits
+    on completes (CPython gh-86296, fixed in 3.12). A client's receive loop around it, such as
+    alpaca-py's `_consume` or ccxt's connect, then runs on, and the collector waits forever for the
+    feed to stop; a full test run hung this way. Here the inner task is cancelled again, every 0.25 s,
+    until it has ended. A feed wraps each task it starts in this, because a `TaskGroup` cancels its
+    tasks only once."""
+    task = asyncio.ensure_future(coro)
+    try:
+        await asyncio.wait({task})
+    finally:
+        while not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):  # already on the way out
+                await asyncio.wait({task}, timeout=0.25)
+    task.result()
 
 
 class Feed(ABC):

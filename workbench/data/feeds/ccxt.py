@@ -27,7 +27,7 @@ import ccxt.pro
 from ccxt.async_support.base.ws.cache import ArrayCache
 
 from workbench.config import setting
-from workbench.data.feeds.base import Emit, Feed, Row, Stream, as_int, book_rows
+from workbench.data.feeds.base import Emit, Feed, Row, Stream, as_int, book_rows, surely_cancelled
 from workbench.data.sources.ccxt import CcxtSource, rebase_nested, rebase_urls
 from workbench.data.ticks import TickKind
 from workbench.errors import ConfigError
@@ -104,19 +104,19 @@ class CcxtFeed(Feed):
             if Stream.TRADES in streams:
                 tg.create_task(self._trades(list(symbols), emit))
             if Stream.QUOTES in streams:
-                tg.create_task(self._quotes(list(symbols), emit))
+                tg.create_task(surely_cancelled(self._quotes(list(symbols), emit)))
             if Stream.BOOK in streams:
                 for sym in symbols:
-                    tg.create_task(self._book(sym, emit, book_depth))
+                    tg.create_task(surely_cancelled(self._book(sym, emit, book_depth)))
 
     async def _trades(self, symbols: list[str], emit: Emit) -> None:
         many = self.exchange.has.get("watchTradesForSymbols") and len(symbols) > 1
         if not many:
             async with asyncio.TaskGroup() as tg:
                 for sym in symbols:
-                    tg.create_task(self._trades_of([sym], emit))
+                    tg.create_task(surely_cancelled(self._trades_of([sym], emit)))
             return
-        await self._trades_of(symbols, emit)
+        await surely_cancelled(self._trades_of(symbols, emit))
 
     async def _trades_of(self, symbols: list[str], emit: Emit) -> None:
         """Each watch is a wake-up: ccxt returns only the new trades of the symbol whose message came
