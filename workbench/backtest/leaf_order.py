@@ -88,15 +88,15 @@ def _sort_pairs(vals: np.ndarray, idx: np.ndarray) -> None:
 
 
 @njit(cache=True)
-def _sorted_slice(M: np.ndarray, lo: int, hi: int, col: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows lo..hi-1 of M's column `col` in ascending order of M[row, col]: (values, rows)."""
+def _sorted_rows(M: np.ndarray, lo: int, hi: int, col: int) -> np.ndarray:
+    """Rows lo..hi-1 in ascending order of M[row, col] (scipy's quicksort, so ties keep its order)."""
     vals = np.empty(hi - lo, np.float32)
     rows = np.empty(hi - lo, np.int32)
     for i in range(hi - lo):
         vals[i] = M[lo + i, col]
         rows[i] = lo + i
     _sort_pairs(vals, rows)
-    return vals, rows
+    return rows
 
 
 @njit(cache=True)
@@ -104,8 +104,8 @@ def _scipy_pair(M: np.ndarray, D: np.ndarray, u: int, w: int, m_lo: int, m_hi: i
                 least_mk: np.float32) -> np.float32:
     """M[u, w] as scipy computes it: inner leaves m by M[m, u], k by M[k, w] (its quicksort), each sum
     in its number types, and its early stops, which a float32 rounding can make skip the least sum."""
-    m_rows = _sorted_slice(M, m_lo, m_hi, u)[1]
-    ks = _sorted_slice(M, k_lo, k_hi, w)[1]
+    m_rows = _sorted_rows(M, m_lo, m_hi, u)
+    ks = _sorted_rows(M, k_lo, k_hi, w)
     best = _BIG
     for mi in range(m_hi - m_lo):
         m = m_rows[mi]
