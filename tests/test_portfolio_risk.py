@@ -259,3 +259,17 @@ def test_missing_history_and_annualisation_are_named() -> None:
     frames = _frames(n=100)
     with pytest.raises(DataError, match="no rebalance bar has the 120 bars of returns"):
         allocate(frames, Allocator(method="equal", window=60), "monthly", risk=RiskLimits(window=120))
+
+
+@pytest.mark.parametrize(("source", "says"), [
+    ({"strategy": "xs_momentum"}, "(a weight strategy has none to fit)"),
+    ({"weights": pd.DataFrame({"S0": [1.0]}, index=pd.DatetimeIndex(["2024-01-02"], tz="UTC"))},
+     "(a table of weights has none to fit)"),
+])
+def test_workers_without_an_allocator_are_refused_in_one_line(source: dict, says: str) -> None:
+    from workbench.backtest.portfolio import backtest_portfolio
+
+    with pytest.raises(ConfigError) as err:
+        backtest_portfolio(_frames(), workers=2, **source)
+    assert f"workers=2 fits an allocator's rebalances in processes {says}: drop workers" in str(err.value)
+    assert "\n" not in str(err.value)

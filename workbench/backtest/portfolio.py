@@ -284,8 +284,9 @@ def backtest_portfolio(frames: Mapping[str, pd.DataFrame], *, strategy: str | We
     if not frames:
         raise DataError("a portfolio needs at least one symbol's bars")
     if workers != 1 and allocator is None:
-        raise ConfigError(f"workers={workers!r} fits an allocator's rebalances in processes (a "
-                          f"{given[0]} has none to fit): drop workers, or use an allocator")
+        source_name = "a weight strategy" if strategy is not None else "a table of weights"
+        raise ConfigError(f"workers={workers!r} fits an allocator's rebalances in processes ({source_name} "
+                          "has none to fit): drop workers, or use an allocator")
     if risk is not None and allocator is None:
         raise ConfigError("risk limits act on an allocator's weights at its rebalances (a strategy or a "
                           "table sets its own): drop them, or use an allocator")
@@ -461,8 +462,8 @@ class PortfolioJob:
             risk = RiskLimits(vol_target=vol_target, corr_cap=corr_cap, var_limit=var_limit,
                               cvar_limit=cvar_limit)
         if workers != 1 and allocator is None:
-            raise ConfigError(f"--workers fits an allocator's rebalances in processes (a {given[0][2:]} has "
-                              "none to fit): drop --workers, or use --allocator")
+            raise ConfigError(f"--workers fits an allocator's rebalances in processes ({given[0]} has none "
+                              "to fit): drop --workers, or use --allocator")
         if every is not None and weights is not None:
             raise ConfigError("--every has no effect with --weights (the table's rows are its rebalance "
                               "dates): drop --every")
